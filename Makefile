@@ -1,0 +1,52 @@
+# nst: `make` builds the CLI, tools, examples and benches into build/; `make test` runs the tests;
+# `make demo` paints the repo's photo in the repo's painting. CC, CFLAGS overridable; OPENMP=0 builds
+# without OpenMP.
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+OPENMP  ?= 1
+WARN    := -std=c99 -Wall -Wextra -Wpedantic
+ifeq ($(OPENMP),1)
+OMPFLAG := -fopenmp
+endif
+ALL_CFLAGS := $(WARN) $(CFLAGS) $(OMPFLAG) -I.
+LDLIBS  := -lm
+HDRS    := nst.h $(wildcard src/*.h)
+
+EXAMPLES := $(patsubst examples/%.c,build/%,$(wildcard examples/*.c))
+TOOLS    := $(patsubst tools/%.c,build/%,$(wildcard tools/*.c))
+TESTS    := $(patsubst tests/%.c,build/tests/%,$(wildcard tests/test_*.c))
+BENCHES  := $(patsubst bench/%.c,build/%,$(wildcard bench/bench_*.c))
+
+.PHONY: all test bench demo clean weights
+all: $(EXAMPLES) $(TOOLS) $(BENCHES)
+
+build/nst.o: nst.c $(HDRS) | build
+	$(CC) $(ALL_CFLAGS) -c nst.c -o $@
+
+# Programs using only the public API link against one compiled copy of the implementation.
+build/%: examples/%.c build/nst.o | build
+	$(CC) $(ALL_CFLAGS) $< build/nst.o -o $@ $(LDLIBS)
+build/%: tools/%.c build/nst.o | build
+	$(CC) $(ALL_CFLAGS) $< build/nst.o -o $@ $(LDLIBS)
+# Tests and benches include the implementation themselves: they reach the internal kernels.
+build/tests/%: tests/%.c tests/nst_test.h $(HDRS) | build
+	@mkdir -p build/tests
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
+build/bench_%: bench/bench_%.c $(HDRS) | build
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
+
+build:
+	@mkdir -p build
+
+test: $(TESTS)
+	@bash tests/run.sh $(TESTS) $(EXTRA_TESTS)
+
+bench: $(BENCHES)
+	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
+
+demo: build/nst
+	./build/nst examples/images/tubingen.jpg examples/images/vangogh_starry_night.jpg \
+	    -o build/demo.png --size 256 --iterations 100 --print-every 10
+
+clean:
+	rm -rf build

@@ -1,0 +1,2 @@
+#define NST_IMPLEMENTATION
+#include "nst.h"
