@@ -38,6 +38,13 @@ build/bench_%: bench/bench_%.c $(HDRS) | build
 build:
 	@mkdir -p build
 
+# NEON kernels: cross-compiled for aarch64 and run under qemu when both are installed (.ci/run installs them).
+ifneq ($(shell command -v aarch64-linux-gnu-gcc 2>/dev/null),)
+ifneq ($(shell command -v qemu-aarch64 2>/dev/null),)
+EXTRA_TESTS += cmd:neon:tests/neon.sh
+endif
+endif
+
 test: $(TESTS)
 	@bash tests/run.sh $(TESTS) $(EXTRA_TESTS)
 

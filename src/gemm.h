@@ -2,7 +2,22 @@
  * Contract the rest of nst.h relies on:
  *   nst_sgemm(...)                  public, row-major, thread count from nst_get_threads()
  *   nst__sgemm_ex(nthreads, ...)    same with an explicit thread count (0 = default)
- *   nst__cpu_arch()                 the nst_arch in use (resolved, never DEFAULT) */
+ *   nst__cpu_arch()                 the nst_arch in use (resolved, never DEFAULT)
+ *   NST__X86 / NST__NEON            set when SIMD code for that architecture is compiled in
+ *   NST__TARGET_AVX2 / NST__TARGET_AVX512   function attributes for per-function ISA targets */
+#if !defined(NST_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define NST__X86 1
+#include <immintrin.h>
+#define NST__TARGET_AVX2 __attribute__((target("avx2,fma")))
+#if !defined(NST_NO_AVX512)
+#define NST__X86_AVX512 1
+#define NST__TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#endif
+#endif
+#if !defined(NST_NO_SIMD) && defined(__aarch64__)
+#define NST__NEON 1
+#include <arm_neon.h>
+#endif
 static nst_arch nst__arch_forced = NST_ARCH_DEFAULT;
 static nst_arch nst__cpu_arch(void) { return nst__arch_forced ? nst__arch_forced : NST_ARCH_SCALAR; }
 NSTDEF nst_status nst_set_arch(nst_arch a) {
