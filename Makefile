@@ -45,7 +45,10 @@ EXTRA_TESTS += cmd:neon:tests/neon.sh
 endif
 endif
 
-test: $(TESTS)
+# The CLI's end-to-end checks (exit codes, errors, atomic output, Ctrl-C).
+EXTRA_TESTS += cmd:cli:bash tests/cli/test_cli.sh build/nst
+
+test: $(TESTS) build/nst
 	@bash tests/run.sh $(TESTS) $(EXTRA_TESTS)
 
 bench: $(BENCHES)

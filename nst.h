@@ -290,6 +290,11 @@ typedef struct nst_lbfgs_options {
     double learning_rate;      /* 1 */
     double tol_fun, tol_x;     /* 1e-5, 1e-9 (torch); negative disables, as jcjohnson does */
     int    line_search;        /* 0: fixed step as torch; 1: backtracking Armijo */
+    int    relative_curvature; /* 0: drop pairs with s'y <= 1e-10, as torch. 1: with s'y <= 1e-10 y'y, which
+                                  does not depend on the loss's scale; the two agree whenever y'y >= 1, as
+                                  with Caffe VGG-19 and jcjohnson's weights, but torch's absolute test
+                                  degrades to plain gradient descent when losses are small (random or
+                                  torchvision weights, tiny images). nst_transfer uses 1. */
     nst_iter_fn on_iter;
     void  *user;               /* passed to on_iter */
 } nst_lbfgs_options;

@@ -465,8 +465,8 @@ static nst_status nst__net_init(nst__net *n, const nst_model *m, int h, int w, i
             c = m->cout[ci++];
         } else if (t == NST__L_POOL) {
             if (ch < 2 || cw < 2)
-                return nst__err(NST_ERR_ARGUMENT, "image of %dx%d is too small for %s (needs at least %dx%d)", w, h,
-                                nst__layer_names[l], w * 2 / cw, h * 2 / ch);
+                return nst__err(NST_ERR_ARGUMENT, "image of %dx%d is too small for %s (needs at least %d pixels "
+                                "on each side)", w, h, nst__layer_names[l], 2 * (h / ch > w / cw ? h / ch : w / cw));
             ch /= 2; cw /= 2;
         }
         n->c_[l] = c; n->h_[l] = ch; n->w_[l] = cw;
@@ -696,8 +696,14 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
 
 /* ---- the random model ----------------------------------------------------------------------------
  * He-initialised VGG-19 whose layers are rescaled, one scalar per layer, so the mean post-ReLU
- * activation on a fixed calibration image is 1 (the "normalised VGG" of Gatys et al.); without it
- * activations vanish or explode over 16 layers and the style loss barely moves (DESIGN 5b). */
+ * activation on a fixed calibration image is the same at every layer (the "normalised VGG" of Gatys
+ * et al.); without it activations vanish or explode over 16 layers and the style loss barely moves
+ * (DESIGN 5b). The common mean is 10, not 1: content loss scales with its square and style loss with
+ * its fourth power, so at 10 jcjohnson's default weights (content 5, style 100) strike the balance that
+ * style weight 1e4 strikes at 1, and the gradients are large enough that torch-style L-BFGS (unit step,
+ * curvature pairs below 1e-10 dropped) does not crawl: at 1 it spent its first ~10 iterations as
+ * plain gradient descent with steps too small to measure curvature. */
+#define NST__RANDOM_MEAN 10.0
 static void nst__calibration_image(float *px, int h, int w, unsigned long long seed) {
     nst__rng r;
     int c, k, y, x;
@@ -772,7 +778,7 @@ NSTDEF nst_status nst_model_random(unsigned long long seed, nst_model **out) {
                 if ((st = nst__conv_forward(m->plan[i], a, b, h, w, 1, 0, NULL)) != NST_OK) break;
                 for (k = 0; k < el; k++) sum += b[k];
                 /* bias is zero and ReLU is positively homogeneous: scaling filters scales the output */
-                sc = sum > 0 ? (float)(el / sum) : 1.0f;
+                sc = sum > 0 ? (float)(NST__RANDOM_MEAN * el / sum) : 1.0f;
                 for (k = 0; k < el; k++) b[k] *= sc;
                 for (k = 0; k < nw; k++) m->w[i][k] *= sc;
                 c = m->cout[i++];
@@ -1232,7 +1238,7 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
             double ys;
             for (i = 0; i < n; i++) { y[i] = g[i] - g_old[i]; s[i] = (float)(t * d[i]); }
             ys = nst__dot(y, s, n, nthreads);
-            if (ys > 1e-10) {
+            if (opt->relative_curvature ? ys > 1e-10 * nst__dot(y, y, n, nthreads) : ys > 1e-10) {
                 rho[head] = 1.0 / ys;
                 hdiag = ys / nst__dot(y, y, n, nthreads);
                 head = (head + 1) % m;
@@ -1624,6 +1630,7 @@ NSTDEF nst_status nst_transfer(const nst_model *m, const nst_image *content, con
             lo.learning_rate = o.learning_rate > 0 ? o.learning_rate : 1.0;
             lo.tol_fun = -1; lo.tol_x = -1;   /* as jcjohnson: run all iterations */
             lo.line_search = o.lbfgs_line_search;
+            lo.relative_curvature = 1;   /* see nst_lbfgs_options: small-loss models stall without it */
             {
                 int prev_threads = nst__threads_setting;
                 nst__threads_setting = run.obj->nthreads;   /* the optimiser's vector ops use the same count */

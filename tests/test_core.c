@@ -1,0 +1,554 @@
+/* Core tests: scalar reference kernels against naive loops, every layer and loss against finite
+ * differences, the whole objective's gradient, the optimisers, .nstw validation, the random model,
+ * and an end-to-end transfer. */
+#define NST_IMPLEMENTATION
+#include "nst.h"
+#include "nst_test.h"
+#include <stdlib.h>
+
+static nst__rng rng = {12345};
+static float *rand_vec(size_t n, double lo, double hi) {
+    float *v = (float *)malloc(n * sizeof(float));
+    size_t i;
+    for (i = 0; i < n; i++) v[i] = (float)(lo + (hi - lo) * nst__rng_uniform(&rng));
+    return v;
+}
+static double dotd(const float *a, const float *b, size_t n) {
+    double s = 0;
+    size_t i;
+    for (i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+static double max_abs(const float *a, size_t n) {
+    double m = 0;
+    size_t i;
+    for (i = 0; i < n; i++) if (fabs(a[i]) > m) m = fabs(a[i]);
+    return m;
+}
+
+/* The textbook 7-loop convolution, in double. */
+static void naive_conv(double *out, const float *in, const float *w, const float *b, int cin, int cout, int h, int wd) {
+    int co, ci, y, x, ky, kx;
+    for (co = 0; co < cout; co++)
+        for (y = 0; y < h; y++)
+            for (x = 0; x < wd; x++) {
+                double s = b ? b[co] : 0;
+                for (ci = 0; ci < cin; ci++)
+                    for (ky = 0; ky < 3; ky++)
+                        for (kx = 0; kx < 3; kx++) {
+                            int sy = y + ky - 1, sx = x + kx - 1;
+                            if (sy < 0 || sy >= h || sx < 0 || sx >= wd) continue;
+                            s += (double)w[((co * cin + ci) * 3 + ky) * 3 + kx] * in[(ci * h + sy) * wd + sx];
+                        }
+                out[(co * h + y) * wd + x] = s;
+            }
+}
+static void naive_conv_bwd(double *din, const float *dout, const float *w, int cin, int cout, int h, int wd) {
+    int co, ci, y, x, ky, kx;
+    memset(din, 0, sizeof(double) * cin * h * wd);
+    for (co = 0; co < cout; co++)
+        for (y = 0; y < h; y++)
+            for (x = 0; x < wd; x++)
+                for (ci = 0; ci < cin; ci++)
+                    for (ky = 0; ky < 3; ky++)
+                        for (kx = 0; kx < 3; kx++) {
+                            int sy = y + ky - 1, sx = x + kx - 1;
+                            if (sy < 0 || sy >= h || sx < 0 || sx >= wd) continue;
+                            din[(ci * h + sy) * wd + sx] +=
+                                (double)w[((co * cin + ci) * 3 + ky) * 3 + kx] * dout[(co * h + y) * wd + x];
+                        }
+}
+
+static const int conv_shapes[][4] = {{1, 1, 1, 1}, {3, 7, 5, 7}, {13, 17, 33, 17}, {7, 3, 2, 3},
+                                     {17, 13, 9, 1}, {1, 33, 4, 4}, {33, 1, 6, 5}};
+
+TEST(conv_reference_matches_naive_loops) {
+    size_t s;
+    for (s = 0; s < sizeof conv_shapes / sizeof conv_shapes[0]; s++) {
+        int cin = conv_shapes[s][0], cout = conv_shapes[s][1], h = conv_shapes[s][2], w = conv_shapes[s][3];
+        size_t nin = (size_t)cin * h * w, nout = (size_t)cout * h * w, i;
+        float *x = rand_vec(nin, -1, 1), *wt = rand_vec((size_t)cout * cin * 9, -1, 1), *b = rand_vec(cout, -1, 1);
+        float *y = rand_vec(nout, 0, 1), *dy = rand_vec(nout, -1, 1), *dx = rand_vec(nin, 0, 1);
+        double *ref = (double *)malloc(sizeof(double) * (nout > nin ? nout : nin)), err = 0, scale = 9.0 * cin;
+        int relu;
+        for (relu = 0; relu < 2; relu++) {
+            naive_conv(ref, x, wt, b, cin, cout, h, w);
+            nst__conv3x3_forward_ref(y, x, wt, b, cin, cout, h, w, relu, 0);
+            for (i = 0, err = 0; i < nout; i++) {
+                double r = relu && ref[i] < 0 ? 0 : ref[i];
+                if (fabs(y[i] - r) > err) err = fabs(y[i] - r);
+            }
+            CHECK_MSG(err < 1e-6 * scale, "forward %dx%d cin %d cout %d relu %d: err %g", w, h, cin, cout, relu, err);
+        }
+        naive_conv_bwd(ref, dy, wt, cin, cout, h, w);
+        nst__conv3x3_backward_data_ref(dx, dy, wt, cin, cout, h, w, 0);
+        for (i = 0, err = 0; i < nin; i++) if (fabs(dx[i] - ref[i]) > err) err = fabs(dx[i] - ref[i]);
+        CHECK_MSG(err < 1e-6 * 9.0 * cout, "backward %dx%d cin %d cout %d: err %g", w, h, cin, cout, err);
+        /* the public entry points (whatever fast path they take) agree with the reference too */
+        CHECK_OK(nst_conv3x3_forward(y, x, wt, b, cin, cout, h, w, 0));
+        naive_conv(ref, x, wt, b, cin, cout, h, w);
+        for (i = 0, err = 0; i < nout; i++) if (fabs(y[i] - ref[i]) > err) err = fabs(y[i] - ref[i]);
+        CHECK_MSG(err < 1e-4 * scale, "public forward err %g", err);
+        free(x); free(wt); free(b); free(y); free(dy); free(dx); free(ref);
+    }
+}
+
+/* f(x) = sum(r * layer(x)) in double; its gradient is layer_backward(r). */
+typedef void (*layer_fwd)(const float *x, float *y, void *ctx);
+static void fd_check(const char *what, layer_fwd fwd, void *ctx, float *x, size_t nx, const float *r, size_t ny,
+                     const float *grad, double h, double tol, int samples) {
+    float *y = (float *)malloc(ny * sizeof(float));
+    int k;
+    double worst = 0;
+    for (k = 0; k < samples; k++) {
+        size_t i = (size_t)(nst__rng_next(&rng) % nx);
+        float x0 = x[i];
+        double fp, fm, fd;
+        x[i] = (float)(x0 + h); fwd(x, y, ctx); fp = dotd(r, y, ny);
+        x[i] = (float)(x0 - h); fwd(x, y, ctx); fm = dotd(r, y, ny);
+        x[i] = x0;
+        fd = (fp - fm) / (2 * h);
+        if (fabs(fd - grad[i]) / (fabs(fd) + fabs(grad[i]) + 1e-3) > worst)
+            worst = fabs(fd - grad[i]) / (fabs(fd) + fabs(grad[i]) + 1e-3);
+    }
+    CHECK_MSG(worst < tol, "%s: worst relative difference %g (tolerance %g)", what, worst, tol);
+    free(y);
+}
+
+typedef struct { int cin, cout, h, w, c, avg; const float *wt, *b; } layer_ctx;
+static void conv_fwd(const float *x, float *y, void *p) {
+    layer_ctx *c = (layer_ctx *)p;
+    nst__conv3x3_forward_ref(y, x, c->wt, c->b, c->cin, c->cout, c->h, c->w, 0, 1);
+}
+static void pool_fwd(const float *x, float *y, void *p) {
+    layer_ctx *c = (layer_ctx *)p;
+    nst__pool2x2_forward_ref(y, x, c->c, c->h, c->w, c->avg, 1);
+}
+static void relu_fwd(const float *x, float *y, void *p) {
+    layer_ctx *c = (layer_ctx *)p;
+    unsigned char bits[4096];
+    nst__relu_forward(y, x, bits, (size_t)c->c * c->h * c->w, 1);
+}
+
+TEST(layer_gradients_match_finite_differences) {
+    layer_ctx c;
+    /* conv 5 -> 3 channels on 7x5 */
+    {
+        size_t nx = 5 * 7 * 5, ny = 3 * 7 * 5;
+        float *x = rand_vec(nx, -1, 1), *r = rand_vec(ny, -1, 1), *g = rand_vec(nx, 0, 1);
+        float *wt = rand_vec(3 * 5 * 9, -1, 1), *b = rand_vec(3, -1, 1);
+        c.cin = 5; c.cout = 3; c.h = 7; c.w = 5; c.wt = wt; c.b = b;
+        nst__conv3x3_backward_data_ref(g, r, wt, 5, 3, 7, 5, 1);
+        fd_check("conv3x3", conv_fwd, &c, x, nx, r, ny, g, 1e-2, 1e-3, 40);
+        free(x); free(r); free(g); free(wt); free(b);
+    }
+    /* pooling on 7x5 (odd: last row and column dropped), max and average; max via both paths */
+    for (c.avg = 0; c.avg < 2; c.avg++) {
+        size_t nx = 3 * 7 * 5, ny = 3 * 3 * 2, i;
+        float *x = rand_vec(nx, -1, 1), *r = rand_vec(ny, -1, 1), *g = rand_vec(nx, 0, 1), *g2 = rand_vec(nx, 0, 1);
+        float *y = rand_vec(ny, 0, 1), *y2 = rand_vec(ny, 0, 1);
+        unsigned char code[64];
+        c.c = 3; c.h = 7; c.w = 5;
+        nst__pool2x2_backward_ref(g, r, x, 3, 7, 5, c.avg, 1);
+        fd_check(c.avg ? "avgpool" : "maxpool", pool_fwd, &c, x, nx, r, ny, g, 1e-4, 1e-3, 60);
+        if (!c.avg) {
+            nst__pool2x2_forward_ref(y, x, 3, 7, 5, 0, 1);
+            nst__maxpool_forward_rec(y2, code, x, 3, 7, 5, 1);
+            nst__maxpool_backward_rec(g2, r, code, 3, 7, 5, 1);
+            for (i = 0; i < ny; i++) CHECK(y[i] == y2[i]);
+            for (i = 0; i < nx; i++) CHECK(g[i] == g2[i]);
+        }
+        free(x); free(r); free(g); free(g2); free(y); free(y2);
+    }
+    /* ReLU with the bit mask, away from the kink */
+    {
+        size_t nx = 2 * 7 * 5, i;
+        float *x = rand_vec(nx, -1, 1), *r = rand_vec(nx, -1, 1), *g = (float *)malloc(nx * sizeof(float));
+        float *y = (float *)malloc(nx * sizeof(float));
+        unsigned char bits[16];
+        for (i = 0; i < nx; i++) if (fabs(x[i]) < 0.05) x[i] = 0.5f;
+        c.c = 2; c.h = 7; c.w = 5;
+        nst__relu_forward(y, x, bits, nx, 1);
+        memcpy(g, r, nx * sizeof(float));
+        nst__relu_backward(g, bits, nx, 1);
+        fd_check("relu", relu_fwd, &c, x, nx, r, nx, g, 1e-3, 1e-4, 40);
+        free(x); free(r); free(g); free(y);
+    }
+}
+
+/* Losses: each term alone, through the objective on a tiny model, checked by finite differences. */
+static nst_model *tiny_model(int widths, unsigned long long seed) {
+    nst__tensor_list l;
+    nst_model *m = NULL;
+    int i, cin = 3;
+    memset(&l, 0, sizeof l);
+    l.t = (nst__named_tensor *)calloc(32, sizeof *l.t);
+    for (i = 0; i < NST_VGG_CONVS; i++) {
+        nst__named_tensor *w = &l.t[l.n++], *b = &l.t[l.n++];
+        size_t k, nw = (size_t)widths * cin * 9;
+        snprintf(w->name, sizeof w->name, "%s.weight", nst__conv_names[i]);
+        snprintf(b->name, sizeof b->name, "%s.bias", nst__conv_names[i]);
+        w->ndim = 4; w->shape[0] = widths; w->shape[1] = cin; w->shape[2] = 3; w->shape[3] = 3;
+        b->ndim = 1; b->shape[0] = widths;
+        w->data = (float *)malloc(nw * sizeof(float));
+        b->data = (float *)malloc(widths * sizeof(float));
+        rng.s = seed + i;
+        for (k = 0; k < nw; k++) w->data[k] = (float)(nst__rng_normal(&rng) * sqrt(2.0 / (9 * cin)));
+        for (k = 0; k < (size_t)widths; k++) b->data[k] = (float)(0.1 * nst__rng_normal(&rng));
+        cin = widths;
+    }
+    l.has_conv = 1;
+    l.conv = nst__caffe_convention();
+    if (nst__model_from_tensors(&l, &m) != NST_OK) fprintf(stderr, "tiny model: %s\n", nst_last_error());
+    nst__tensor_list_free(&l);
+    return m;
+}
+
+static void rand_image(nst_image *im, int w, int h) {
+    size_t i;
+    nst_image_alloc(im, w, h, 3);
+    for (i = 0; i < (size_t)w * h * 3; i++) im->pixels[i] = (float)nst__rng_uniform(&rng);
+}
+
+static void objective_fd(const nst_model *m, const nst_options *o, int w, int h, const char *what, double tol) {
+    nst_image c, s;
+    nst_objective *ob = NULL;
+    size_t n = (size_t)3 * w * h;
+    float *x, *g, *g2;
+    int k;
+    double worst = 0, gmax;
+    rand_image(&c, w, h);
+    rand_image(&s, w + 3, h + 1);
+    CHECK_OK(nst_objective_create(m, &c, &s, NULL, 1, o, &ob));
+    if (!ob) return;
+    x = rand_vec(n, 30, 225);
+    g = (float *)malloc(n * sizeof(float));
+    g2 = (float *)malloc(n * sizeof(float));
+    CHECK_OK(nst_objective_eval(ob, x, NULL, g));
+    gmax = max_abs(g, n);
+    CHECK_MSG(gmax > 0, "%s: zero gradient", what);
+    for (k = 0; k < 12; k++) {
+        size_t i = (size_t)(nst__rng_next(&rng) % n);
+        float x0 = x[i];
+        double hstep = 0.25, fd;
+        nst_losses a, b;
+        x[i] = (float)(x0 + hstep); nst_objective_eval(ob, x, &a, NULL);
+        x[i] = (float)(x0 - hstep); nst_objective_eval(ob, x, &b, NULL);
+        x[i] = x0;
+        fd = (a.total - b.total) / (2 * hstep);
+        /* relative to the largest gradient entry: ReLU/max kinks inside the step make single entries noisy */
+        if (fabs(fd - g[i]) / gmax > worst) worst = fabs(fd - g[i]) / gmax;
+    }
+    CHECK_MSG(worst < tol, "%s: worst |fd - analytic| / max|g| = %g (tolerance %g)", what, worst, tol);
+    nst_objective_free(ob);
+    nst_image_free(&c); nst_image_free(&s);
+    free(x); free(g); free(g2);
+}
+
+TEST(objective_gradient_matches_finite_differences) {
+    nst_model *m = tiny_model(6, 7);
+    nst_options o;
+    CHECK(m != NULL);
+    if (!m) return;
+    nst_options_init(&o);
+    o.threads = 1;
+    o.tv_weight = 0; o.style_weight = 0;
+    objective_fd(m, &o, 20, 18, "content (relu4_2)", 2e-3);
+    o.content_weight = 0; o.style_weight = 1e3f;
+    objective_fd(m, &o, 20, 18, "style (5 layers, max pool)", 2e-3);
+    o.pool = NST_POOL_AVG;
+    objective_fd(m, &o, 21, 17, "style (5 layers, avg pool, odd size)", 2e-3);
+    o.content_layers = "conv3_1,relu1_2,pool2"; o.style_layers = "conv1_1,relu2_2,pool3";
+    o.content_weight = 3; o.style_weight = 50;
+    objective_fd(m, &o, 20, 18, "pre-ReLU and pool loss layers", 2e-3);
+    nst_options_init(&o);
+    o.content_weight = 0; o.style_weight = 0; o.tv_weight = 1;
+    objective_fd(m, &o, 19, 17, "total variation", 1e-3);
+    nst_model_free(m);
+}
+
+TEST(objective_full_vgg_random_gradient) {
+    nst_model *m = NULL;
+    nst_options o;
+    CHECK_OK(nst_model_random(3, &m));
+    if (!m) return;
+    nst_options_init(&o);
+    o.tv_weight = 0; o.style_weight = 1e4f;
+    objective_fd(m, &o, 24, 20, "random VGG-19, all default layers", 5e-3);
+    nst_model_free(m);
+}
+
+/* ---- optimisers ----------------------------------------------------------------------------------*/
+static nst_status rosenbrock(const float *x, float *g, double *v, void *u) {
+    int n = *(int *)u, i;
+    double f = 0;
+    for (i = 0; i < n; i++) g[i] = 0;
+    for (i = 0; i + 1 < n; i++) {
+        double a = x[i + 1] - (double)x[i] * x[i], b = 1 - x[i];
+        f += 100 * a * a + b * b;
+        g[i] += (float)(-400 * x[i] * a - 2 * b);
+        g[i + 1] += (float)(200 * a);
+    }
+    *v = f;
+    return NST_OK;
+}
+static nst_status quadratic(const float *x, float *g, double *v, void *u) {
+    int n = *(int *)u, i;
+    double f = 0;
+    for (i = 0; i < n; i++) {
+        double d = pow(1e3, (double)i / (n - 1)), e = x[i] - (i + 1) * 0.1;   /* condition number 1e3 */
+        f += 0.5 * d * e * e;
+        g[i] = (float)(d * e);
+    }
+    *v = f;
+    return NST_OK;
+}
+
+TEST(lbfgs_converges) {
+    int n = 2, i, evals;
+    float x[50];
+    double f;
+    nst_lbfgs_options o;
+    nst_lbfgs_options_init(&o);
+    o.line_search = 1; o.max_iter = 500; o.history = 10;
+    x[0] = -1.2f; x[1] = 1.0f;
+    CHECK_OK(nst_lbfgs(x, 2, rosenbrock, &n, &o, &f, &evals));
+    CHECK_NEAR(x[0], 1.0, 1e-3);
+    CHECK_NEAR(x[1], 1.0, 2e-3);
+    n = 10;
+    for (i = 0; i < n; i++) x[i] = i % 2 ? 1.0f : -1.0f;
+    CHECK_OK(nst_lbfgs(x, 10, rosenbrock, &n, &o, &f, &evals));
+    for (i = 0; i < n; i++) CHECK_NEAR(x[i], 1.0, 5e-3);
+    /* torch defaults (fixed step, no line search) on an ill-conditioned quadratic */
+    n = 50;
+    nst_lbfgs_options_init(&o);
+    o.max_iter = 300;
+    for (i = 0; i < n; i++) x[i] = 0;
+    CHECK_OK(nst_lbfgs(x, 50, quadratic, &n, &o, &f, &evals));
+    for (i = 0; i < n; i++) CHECK_NEAR(x[i], (i + 1) * 0.1, 1e-3);
+    CHECK(f < 1e-6);
+}
+
+TEST(adam_converges) {
+    int n = 2, i;
+    float x[50];
+    double f;
+    nst_adam_options o;
+    nst_adam_options_init(&o);
+    o.learning_rate = 2e-2; o.max_iter = 20000;
+    x[0] = -1.2f; x[1] = 1.0f;
+    CHECK_OK(nst_adam(x, 2, rosenbrock, &n, &o, &f));
+    CHECK_NEAR(x[0], 1.0, 2e-2);
+    CHECK_NEAR(x[1], 1.0, 4e-2);
+    n = 50;
+    nst_adam_options_init(&o);
+    o.learning_rate = 1e-2; o.max_iter = 5000;
+    for (i = 0; i < n; i++) x[i] = 0;
+    CHECK_OK(nst_adam(x, 50, quadratic, &n, &o, &f));
+    for (i = 0; i < n; i++) CHECK_NEAR(x[i], (i + 1) * 0.1, 1e-2);
+}
+
+/* ---- .nstw -----------------------------------------------------------------------------------------*/
+static int models_equal(const nst_model *a, const nst_model *b, double tol) {
+    int i;
+    size_t k;
+    if (a->nconv != b->nconv) return 0;
+    for (i = 0; i < a->nconv; i++) {
+        if (a->cin[i] != b->cin[i] || a->cout[i] != b->cout[i]) return 0;
+        for (k = 0; k < (size_t)a->cout[i] * a->cin[i] * 9; k++)
+            if (fabs(a->w[i][k] - b->w[i][k]) > tol * (fabs(a->w[i][k]) + 1e-30)) return 0;
+        for (k = 0; k < (size_t)a->cout[i]; k++)
+            if (fabs(a->b[i][k] - b->b[i][k]) > tol * (fabs(a->b[i][k]) + 1e-30)) return 0;
+    }
+    return 1;
+}
+
+TEST(nstw_round_trip_and_validation) {
+    nst_model *m = tiny_model(5, 1), *r = NULL;
+    nst__buf b, h;
+    size_t cut;
+    CHECK(m != NULL);
+    if (!m) return;
+    m->conv.bgr = 0; m->conv.scale = 1; m->conv.mean[1] = 0.456f; m->conv.std[2] = 0.225f;
+    m->pool = NST_POOL_AVG;
+    CHECK_OK(nst__nstw_write(m, 0, &b));
+    CHECK_OK(nst_model_load_memory(b.data, b.len, &r));
+    if (r) {
+        CHECK(models_equal(m, r, 0));
+        CHECK(r->conv.bgr == 0 && r->conv.scale == 1.0f && r->conv.mean[1] == 0.456f && r->conv.std[2] == 0.225f);
+        CHECK(nst_model_default_pool(r) == NST_POOL_AVG);
+        nst_model_free(r); r = NULL;
+    }
+    CHECK_OK(nst__nstw_write(m, 1, &h));
+    CHECK(h.len < b.len);
+    CHECK_OK(nst_model_load_memory(h.data, h.len, &r));
+    if (r) { CHECK(models_equal(m, r, 1.0 / 1024)); nst_model_free(r); r = NULL; }
+    /* every truncation is refused cleanly */
+    for (cut = 0; cut < b.len; cut += cut < 200 ? 1 : 97) {
+        CHECK(nst_model_load_memory(b.data, cut, &r) != NST_OK);
+        CHECK(r == NULL);
+    }
+    /* a flipped bit anywhere is caught: by the header checksum or the tensor's */
+    {
+        size_t pos[] = {5, 13, 30, 70, 140, 400, b.len / 2, b.len - 1};
+        size_t i;
+        for (i = 0; i < sizeof pos / sizeof pos[0]; i++) {
+            b.data[pos[i]] ^= 0x10;
+            CHECK_MSG(nst_model_load_memory(b.data, b.len, &r) != NST_OK, "flip at %lu accepted", (unsigned long)pos[i]);
+            b.data[pos[i]] ^= 0x10;
+        }
+        b.data[b.len - 1] ^= 1;
+        nst_model_load_memory(b.data, b.len, &r);
+        CHECK(strstr(nst_last_error(), "checksum") != NULL);
+        b.data[b.len - 1] ^= 1;
+    }
+    b.data[0] = 'X';
+    CHECK(nst_model_load_memory(b.data, b.len, &r) != NST_OK);
+    b.data[0] = 'N';
+    b.data[4] = 2;
+    CHECK(nst_model_load_memory(b.data, b.len, &r) == NST_ERR_UNSUPPORTED);
+    CHECK(strstr(nst_last_error(), "version") != NULL);
+    nst__buf_free(&b);
+    nst__buf_free(&h);
+    nst_model_free(m);
+}
+
+TEST(wrong_shapes_are_refused) {
+    nst__tensor_list l;
+    nst_model *m = NULL;
+    float wdata[64 * 3 * 25], bdata[64];
+    memset(&l, 0, sizeof l);
+    memset(wdata, 0, sizeof wdata);
+    memset(bdata, 0, sizeof bdata);
+    l.t = (nst__named_tensor *)calloc(4, sizeof *l.t);
+    l.n = 2;
+    strcpy(l.t[0].name, "conv1_1.weight");
+    l.t[0].ndim = 4; l.t[0].shape[0] = 64; l.t[0].shape[1] = 3; l.t[0].shape[2] = 5; l.t[0].shape[3] = 5;
+    l.t[0].data = wdata;
+    strcpy(l.t[1].name, "conv1_1.bias");
+    l.t[1].ndim = 1; l.t[1].shape[0] = 64; l.t[1].data = bdata;
+    CHECK(nst__model_from_tensors(&l, &m) == NST_ERR_FORMAT);   /* 5x5 kernel */
+    l.t[0].shape[2] = l.t[0].shape[3] = 3; l.t[0].shape[1] = 4; l.t[0].shape[0] = 48;
+    CHECK(nst__model_from_tensors(&l, &m) == NST_ERR_FORMAT);   /* 4 input channels, bias of 64 */
+    l.t[0].shape[0] = 64;
+    CHECK(nst__model_from_tensors(&l, &m) == NST_ERR_FORMAT);   /* 4 input channels */
+    CHECK(strstr(nst_last_error(), "input channels") != NULL);
+    l.t[0].shape[1] = 3;
+    l.n = 1;
+    CHECK(nst__model_from_tensors(&l, &m) == NST_ERR_FORMAT);   /* bias missing */
+    l.n = 2;
+    CHECK_OK(nst__model_from_tensors(&l, &m));
+    if (m) { CHECK(nst_model_convs(m) == 1); nst_model_free(m); }
+    free(l.t);
+}
+
+/* ---- the random model ------------------------------------------------------------------------------*/
+TEST(random_model_is_deterministic_and_normalised) {
+    nst_model *a = NULL, *b = NULL, *c = NULL;
+    nst__net net;
+    nst_image im;
+    float *px;
+    int l;
+    CHECK_OK(nst_model_random(42, &a));
+    CHECK_OK(nst_model_random(42, &b));
+    CHECK_OK(nst_model_random(43, &c));
+    if (!a || !b || !c) return;
+    CHECK(models_equal(a, b, 0));
+    CHECK(!models_equal(a, c, 1e-3));
+    CHECK(nst_model_is_random(a) && nst_model_convs(a) == 16 && nst_model_default_pool(a) == NST_POOL_AVG);
+    /* on the calibration image every ReLU layer's mean activation is NST__RANDOM_MEAN */
+    px = (float *)malloc(sizeof(float) * 3 * 64 * 64);
+    nst__calibration_image(px, 64, 64, 42);
+    for (l = 0; l < NST_VGG_LAYERS; l++) {
+        size_t k, el;
+        double s = 0;
+        if (nst__layer_type(l) != NST__L_RELU) continue;
+        CHECK_OK(nst__net_init(&net, a, 64, 64, l, NULL, 1, 0, 1));
+        CHECK_OK(nst__net_forward(&net, px));
+        el = (size_t)net.c_[l] * net.h_[l] * net.w_[l];
+        for (k = 0; k < el; k++) s += net.out[k];
+        CHECK_MSG(fabs(s / el / NST__RANDOM_MEAN - 1.0) < 1e-3, "%s mean %g", nst__layer_names[l], s / el);
+        nst__net_free(&net);
+    }
+    free(px);
+    /* and on another image they neither vanish nor explode at relu5_1 */
+    rand_image(&im, 48, 40);
+    px = (float *)malloc(sizeof(float) * 3 * 48 * 40);
+    nst__image_to_planar(&im, px);
+    CHECK_OK(nst__net_init(&net, a, 40, 48, nst_layer_index("relu5_1"), NULL, 1, 0, 1));
+    CHECK_OK(nst__net_forward(&net, px));
+    {
+        int L = nst_layer_index("relu5_1");
+        size_t k, el = (size_t)net.c_[L] * net.h_[L] * net.w_[L];
+        double s = 0;
+        for (k = 0; k < el; k++) s += net.out[k];
+        CHECK_MSG(s / el > 0.05 * NST__RANDOM_MEAN && s / el < 20 * NST__RANDOM_MEAN, "relu5_1 mean %g", s / el);
+    }
+    nst__net_free(&net);
+    free(px);
+    nst_image_free(&im);
+    nst_model_free(a); nst_model_free(b); nst_model_free(c);
+}
+
+/* ---- end to end ----------------------------------------------------------------------------------------*/
+typedef struct { double first, last; int calls; } track;
+static int track_progress(const nst_progress *p, void *u) {
+    track *t = (track *)u;
+    if (p->iteration == 1) t->first = p->total;
+    t->last = p->total;
+    t->calls++;
+    return 0;
+}
+static int cancel_at_5(const nst_progress *p, void *u) { (void)u; return p->iteration >= 5; }
+
+TEST(end_to_end_transfer_64) {
+    nst_model *m = NULL;
+    nst_image c, s, o1, o2, o3;
+    nst_options o;
+    track t;
+    int x, y;
+    CHECK_OK(nst_model_random(1, &m));
+    if (!m) return;
+    /* a smooth "photo" and a striped "painting" */
+    nst_image_alloc(&c, 64, 64, 3);
+    nst_image_alloc(&s, 64, 64, 3);
+    for (y = 0; y < 64; y++)
+        for (x = 0; x < 64; x++) {
+            float *p = c.pixels + (y * 64 + x) * 3, *q = s.pixels + (y * 64 + x) * 3;
+            p[0] = (float)x / 63; p[1] = (float)y / 63; p[2] = (x - 32) * (x - 32) + (y - 32) * (y - 32) < 300 ? 0.9f : 0.2f;
+            q[0] = ((x + y) / 6) % 2 ? 0.9f : 0.1f; q[1] = 0.3f + 0.4f * ((x / 5) % 2); q[2] = 0.5f;
+        }
+    nst_options_init(&o);
+    o.image_size = 64; o.iterations = 50; o.seed = 7; o.threads = 2;
+    o.progress = track_progress; o.user = &t;
+    memset(&t, 0, sizeof t);
+    CHECK_OK(nst_transfer(m, &c, &s, NULL, 1, &o, &o1));
+    CHECK(t.calls == 50);
+    CHECK_MSG(t.last < t.first / 5, "loss went from %g to %g", t.first, t.last);
+    CHECK(o1.width == 64 && o1.height == 64 && o1.channels == 3);
+    CHECK_OK(nst_transfer(m, &c, &s, NULL, 1, &o, &o2));
+    if (o1.pixels && o2.pixels)
+        CHECK_MSG(memcmp(o1.pixels, o2.pixels, sizeof(float) * 64 * 64 * 3) == 0, "two runs differ");
+    /* cancel keeps the last image */
+    o.progress = cancel_at_5;
+    CHECK(nst_transfer(m, &c, &s, NULL, 1, &o, &o3) == NST_ERR_CANCELLED);
+    CHECK(o3.pixels != NULL && o3.width == 64);
+    nst_image_free(&o1); nst_image_free(&o2); nst_image_free(&o3);
+    nst_image_free(&c); nst_image_free(&s);
+    nst_model_free(m);
+}
+
+int main(int argc, char **argv) {
+    nst_test_begin(argc, argv);
+    RUN(conv_reference_matches_naive_loops);
+    RUN(layer_gradients_match_finite_differences);
+    RUN(objective_gradient_matches_finite_differences);
+    RUN(objective_full_vgg_random_gradient);
+    RUN(lbfgs_converges);
+    RUN(adam_converges);
+    RUN(nstw_round_trip_and_validation);
+    RUN(wrong_shapes_are_refused);
+    RUN(random_model_is_deterministic_and_normalised);
+    RUN(end_to_end_transfer_64);
+    return nst_test_end("test_core");
+}
