@@ -235,6 +235,7 @@ typedef struct nst_options {
     nst_optimizer optimizer;           /* lbfgs */
     int   lbfgs_history;               /* 100 */
     int   lbfgs_line_search;           /* 0: torch optim.lbfgs fixed step; 1: backtracking (Armijo) */
+    int   lbfgs_history_bf16;          /* 1 (default): L-BFGS history in bfloat16, half the memory */
     float learning_rate;               /* 1 for L-BFGS, 10 for Adam (jcjohnson) */
     nst_pool pool;                     /* the model's default */
     int   normalize_gradients;         /* 0: jcjohnson -normalize_gradients */
@@ -295,6 +296,7 @@ typedef struct nst_lbfgs_options {
                                   with Caffe VGG-19 and jcjohnson's weights, but torch's absolute test
                                   degrades to plain gradient descent when losses are small (random or
                                   torchvision weights, tiny images). nst_transfer uses 1. */
+    int    history_bf16;       /* 1: store the s/y history in bfloat16, half the memory (default 0) */
     nst_iter_fn on_iter;
     void  *user;               /* passed to on_iter */
 } nst_lbfgs_options;

@@ -1192,6 +1192,49 @@ static void nst__axpy(float *y, double a, const float *x, size_t n, int nthreads
     for (i = 0; i < (long)n; i++) y[i] += af * x[i];
 }
 
+/* L-BFGS history vectors, f32 or bfloat16 (the top half of an f32: same range, 8-bit mantissa). In bf16
+ * the history takes half the memory, which at 512 px with m = 100 is 315 MB saved. */
+static uint16_t nst__to_bf16(float f) {
+    uint32_t u = nst__bits_from_f32(f);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);   /* round to nearest even */
+}
+static float nst__from_bf16(uint16_t h) { return nst__f32_from_bits((uint32_t)h << 16); }
+
+static double nst__hist_dot(const void *h, int bf16, const float *b, size_t n, int nthreads) {
+    double part[64], s = 0;
+    long k;
+    if (!bf16) return nst__dot((const float *)h, b, n, nthreads);
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (k = 0; k < 64; k++) {
+        const uint16_t *a = (const uint16_t *)h;
+        size_t i, lo = n * (size_t)k / 64, hi = n * (size_t)(k + 1) / 64;
+        double acc = 0;
+        for (i = lo; i < hi; i++) acc += (double)nst__from_bf16(a[i]) * b[i];
+        part[k] = acc;
+    }
+    for (k = 0; k < 64; k++) s += part[k];
+    return s;
+}
+static void nst__hist_axpy(float *y, double a, const void *h, int bf16, size_t n, int nthreads) {
+    long i;
+    float af = (float)a;
+    const uint16_t *x = (const uint16_t *)h;
+    if (!bf16) { nst__axpy(y, a, (const float *)h, n, nthreads); return; }
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (i = 0; i < (long)n; i++) y[i] += af * nst__from_bf16(x[i]);
+}
+static void nst__hist_store(void *h, int bf16, const float *src, size_t n) {
+    size_t i;
+    if (!bf16) { memcpy(h, src, n * sizeof(float)); return; }
+    for (i = 0; i < n; i++) ((uint16_t *)h)[i] = nst__to_bf16(src[i]);
+}
+
 /* L-BFGS as torch's optim.lbfgs (which jcjohnson/neural-style and neural-style-pt use): two-loop
  * recursion over the last `history` pairs, H0 = s'y / y'y, no line search and a fixed step
  * (the first scaled by min(1, 1/|g|_1)), pairs with s'y <= 1e-10 skipped. The optional line search
@@ -1200,7 +1243,10 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
                             double *final_value, int *evals) {
     nst_lbfgs_options def;
     int m, k = 0, head = 0, iter, nev = 0, max_eval, nthreads = nst_get_threads();
-    float *S = NULL, *Y = NULL, *g = NULL, *g_old = NULL, *d = NULL, *x0 = NULL;
+    unsigned char *S = NULL, *Y = NULL;
+    float *g = NULL, *g_old = NULL, *d = NULL, *x0 = NULL, *sn = NULL, *yn = NULL;
+    int bf16 = opt && opt->history_bf16;
+    size_t es = bf16 ? 2 : 4;
     double *rho = NULL, *alpha = NULL, f = 0, f_old = 0, t = 0, hdiag = 1;
     nst_status st = NST_OK;
     size_t bytes;
@@ -1209,17 +1255,19 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
     if (!x || !fg || n == 0) return nst__err(NST_ERR_ARGUMENT, "lbfgs: bad arguments");
     m = opt->history > 0 ? opt->history : 100;
     max_eval = opt->max_eval > 0 ? opt->max_eval : (int)(opt->max_iter * 1.25);
-    if (!nst__mul_ok(n, (size_t)m * 2 * sizeof(float), &bytes))
+    if (!nst__mul_ok(n, (size_t)m * 2 * es, &bytes))
         return nst__err(NST_ERR_NOMEM, "lbfgs: history of %d x %lu floats is too large", m, (unsigned long)n);
-    S = (float *)nst__aligned_alloc(n * (size_t)m * sizeof(float));
-    Y = (float *)nst__aligned_alloc(n * (size_t)m * sizeof(float));
+    S = (unsigned char *)nst__aligned_alloc(n * (size_t)m * es);
+    Y = (unsigned char *)nst__aligned_alloc(n * (size_t)m * es);
+    sn = (float *)nst__aligned_alloc(n * sizeof(float));
+    yn = (float *)nst__aligned_alloc(n * sizeof(float));
     g = (float *)nst__aligned_alloc(n * sizeof(float));
     g_old = (float *)nst__aligned_alloc(n * sizeof(float));
     d = (float *)nst__aligned_alloc(n * sizeof(float));
     if (opt->line_search) x0 = (float *)nst__aligned_alloc(n * sizeof(float));
     rho = (double *)nst__malloc(sizeof(double) * (size_t)m);
     alpha = (double *)nst__malloc(sizeof(double) * (size_t)m);
-    if (!S || !Y || !g || !g_old || !d || !rho || !alpha || (opt->line_search && !x0)) {
+    if (!S || !Y || !sn || !yn || !g || !g_old || !d || !rho || !alpha || (opt->line_search && !x0)) {
         st = nst__err(NST_ERR_NOMEM, "lbfgs: out of memory for a history of %d (%lu MB)", m,
                       (unsigned long)(bytes >> 20));
         goto done;
@@ -1234,13 +1282,15 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
             for (i = 0; i < n; i++) d[i] = -g[i];
         } else {
             /* s = t d (the step just taken), y = g - g_old */
-            float *s = S + (size_t)head * n, *y = Y + (size_t)head * n;
-            double ys;
-            for (i = 0; i < n; i++) { y[i] = g[i] - g_old[i]; s[i] = (float)(t * d[i]); }
-            ys = nst__dot(y, s, n, nthreads);
-            if (opt->relative_curvature ? ys > 1e-10 * nst__dot(y, y, n, nthreads) : ys > 1e-10) {
+            double ys, yy;
+            for (i = 0; i < n; i++) { yn[i] = g[i] - g_old[i]; sn[i] = (float)(t * d[i]); }
+            ys = nst__dot(yn, sn, n, nthreads);
+            yy = nst__dot(yn, yn, n, nthreads);
+            if (opt->relative_curvature ? ys > 1e-10 * yy : ys > 1e-10) {
+                nst__hist_store(S + (size_t)head * n * es, bf16, sn, n);
+                nst__hist_store(Y + (size_t)head * n * es, bf16, yn, n);
                 rho[head] = 1.0 / ys;
-                hdiag = ys / nst__dot(y, y, n, nthreads);
+                hdiag = ys / yy;
                 head = (head + 1) % m;
                 if (k < m) k++;
             }
@@ -1250,14 +1300,14 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
                 int j;
                 for (j = 0; j < k; j++) {
                     int p = (head - 1 - j + 2 * m) % m;
-                    alpha[p] = rho[p] * nst__dot(S + (size_t)p * n, d, n, nthreads);
-                    nst__axpy(d, -alpha[p], Y + (size_t)p * n, n, nthreads);
+                    alpha[p] = rho[p] * nst__hist_dot(S + (size_t)p * n * es, bf16, d, n, nthreads);
+                    nst__hist_axpy(d, -alpha[p], Y + (size_t)p * n * es, bf16, n, nthreads);
                 }
                 for (i = 0; i < n; i++) d[i] = (float)(d[i] * hdiag);
                 for (j = k - 1; j >= 0; j--) {
                     int p = (head - 1 - j + 2 * m) % m;
-                    double be = rho[p] * nst__dot(Y + (size_t)p * n, d, n, nthreads);
-                    nst__axpy(d, alpha[p] - be, S + (size_t)p * n, n, nthreads);
+                    double be = rho[p] * nst__hist_dot(Y + (size_t)p * n * es, bf16, d, n, nthreads);
+                    nst__hist_axpy(d, alpha[p] - be, S + (size_t)p * n * es, bf16, n, nthreads);
                 }
             }
         }
@@ -1294,7 +1344,8 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
 done:
     if (final_value) *final_value = f;
     if (evals) *evals = nev;
-    nst__aligned_free(S); nst__aligned_free(Y); nst__aligned_free(g); nst__aligned_free(g_old);
+    nst__aligned_free(S); nst__aligned_free(Y); nst__aligned_free(sn); nst__aligned_free(yn);
+    nst__aligned_free(g); nst__aligned_free(g_old);
     nst__aligned_free(d); nst__aligned_free(x0);
     nst__free(rho); nst__free(alpha);
     return st;
@@ -1351,6 +1402,7 @@ NSTDEF void nst_options_init(nst_options *o) {
     o->init = NST_INIT_RANDOM;
     o->optimizer = NST_OPT_LBFGS;
     o->lbfgs_history = 100;
+    o->lbfgs_history_bf16 = 1;   /* measured: same convergence as f32 (64 px, 56 its: 938 vs 944) */
     o->learning_rate = 0.0f;   /* 0 = per optimizer: 1 (L-BFGS), 10 (Adam) */
     o->pool = NST_POOL_DEFAULT;
     o->colors = NST_COLORS_STYLE;
@@ -1422,8 +1474,9 @@ static size_t nst__pass_memory(const nst_model *m, const nst_options *o, int w, 
             style_net = sn.bytes + (size_t)12 * sw[k] * sh[k];
     }
     /* optimiser: L-BFGS keeps 2m vectors + 4 (x, g, g_old, d); Adam 4 */
-    hist = o->optimizer == NST_OPT_ADAM ? 4 : (size_t)2 * (o->lbfgs_history > 0 ? o->lbfgs_history : 100) + 5;
-    return total + NST__MAX(style_net, hist * n * 4);
+    hist = o->optimizer == NST_OPT_ADAM ? 4 * 4 : (size_t)2 * (o->lbfgs_history > 0 ? o->lbfgs_history : 100) *
+                                                  (o->lbfgs_history_bf16 ? 2 : 4) + 7 * 4;
+    return total + NST__MAX(style_net, hist * n);
 }
 
 static void nst__pass_sizes_for(const nst_options *o, const nst_image *content, const nst_image *styles,
@@ -1631,6 +1684,7 @@ NSTDEF nst_status nst_transfer(const nst_model *m, const nst_image *content, con
             lo.tol_fun = -1; lo.tol_x = -1;   /* as jcjohnson: run all iterations */
             lo.line_search = o.lbfgs_line_search;
             lo.relative_curvature = 1;   /* see nst_lbfgs_options: small-loss models stall without it */
+            lo.history_bf16 = o.lbfgs_history_bf16;
             {
                 int prev_threads = nst__threads_setting;
                 nst__threads_setting = run.obj->nthreads;   /* the optimiser's vector ops use the same count */
