@@ -17,7 +17,7 @@ TOOLS    := $(patsubst tools/%.c,build/%,$(wildcard tools/*.c))
 TESTS    := $(patsubst tests/%.c,build/tests/%,$(wildcard tests/test_*.c))
 BENCHES  := $(patsubst bench/%.c,build/%,$(wildcard bench/bench_*.c))
 
-.PHONY: all test bench demo clean weights
+.PHONY: all test bench bench-compare demo clean weights
 all: $(EXAMPLES) $(TOOLS) $(BENCHES)
 
 build/nst.o: nst.c $(HDRS) | build
@@ -53,6 +53,10 @@ test: $(TESTS) build/nst
 
 bench: $(BENCHES)
 	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
+
+# GEMM side by side with OpenBLAS and BLIS (Debian's libopenblas-dev, libblis-dev); not part of the tests.
+bench-compare:
+	bash bench/compare.sh
 
 demo: build/nst
 	./build/nst examples/images/tubingen.jpg examples/images/vangogh_starry_night.jpg \

@@ -902,7 +902,7 @@ static double nst__tv(const float *x, int h, int w, float tvw, float *grad) {
 
 static nst_status nst__gram(float *g, const float *f, int c, size_t hw, int nthreads) {
     if (hw > INT_MAX) return nst__err(NST_ERR_ARGUMENT, "gram: feature map too large");
-    return nst__sgemm_ex(nthreads, 0, 1, c, c, (int)hw, 1.0f / (float)((double)c * hw), f, (int)hw, f, (int)hw, 0.0f, g, c);
+    return nst__ssyrk_ex(nthreads, c, (int)hw, 1.0f / (float)((double)c * hw), f, (int)hw, g, c);
 }
 
 static void nst__objective_lossgrad(void *ctx, int layer, const float *feat, float *g, float *scratch) {

@@ -163,5 +163,5 @@ static NST__UNUSED void nst__pool2x2_backward_ref(float *din, const float *dout,
 
 NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale) {
     if (!g || !f || c <= 0 || hw <= 0) return nst__err(NST_ERR_ARGUMENT, "gram: bad arguments");
-    return nst__sgemm_ex(0, 0, 1, c, c, hw, scale, f, hw, f, hw, 0.0f, g, c);
+    return nst__ssyrk_ex(0, c, hw, scale, f, hw, g, c);
 }

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Side-by-side GEMM table: nst (best ISA) vs OpenBLAS vs BLIS, 1 and 2 threads, in one run.
+# Builds bench/bench_gemm.c three times: as is, and with -DNST_BENCH_CBLAS linked against -lopenblas and
+# -lblis (Debian: libopenblas-dev, libblis-dev). Each library runs ROUNDS times (default 2), alternating,
+# and the best GFLOP/s per cell is kept (the machine is shared and noisy: compare within one run).
+#   bench/compare.sh [--quick] [--vgg-only]        (extra arguments go to every bench run)
+set -eu
+cd "$(dirname "$0")/.."
+mkdir -p build/compare
+CC=${CC:-gcc}
+FLAGS="-std=c99 -O2 -fopenmp -I."
+$CC $FLAGS bench/bench_gemm.c -o build/compare/nst -lm
+have_ob=0; have_blis=0
+if $CC $FLAGS -DNST_BENCH_CBLAS bench/bench_gemm.c -o build/compare/openblas -lopenblas -lm 2>/dev/null; then have_ob=1; fi
+if $CC $FLAGS -DNST_BENCH_CBLAS bench/bench_gemm.c -o build/compare/blis -lblis -lm 2>/dev/null; then have_blis=1; fi
+out=build/compare/results.csv
+: > "$out"
+./build/compare/nst "$@" --quick --threads 1 --isa best >/dev/null 2>&1 || true   # warm-up (page faults, clocks)
+for round in $(seq 1 "${ROUNDS:-2}"); do
+  for t in 1 2; do
+    OMP_NUM_THREADS=$t ./build/compare/nst --csv --isa best --threads "$t" "$@" | sed "s/^/nst,/" >> "$out"
+    if [ $have_ob = 1 ]; then
+      OPENBLAS_NUM_THREADS=$t OMP_NUM_THREADS=$t ./build/compare/openblas --csv --threads "$t" "$@" | sed "s/^/openblas,/" >> "$out"
+    fi
+    if [ $have_blis = 1 ]; then
+      BLIS_NUM_THREADS=$t OMP_NUM_THREADS=$t ./build/compare/blis --csv --threads "$t" "$@" | sed "s/^/blis,/" >> "$out"
+    fi
+  done
+done
+./build/compare/nst --threads 1 --isa none 2>/dev/null | grep -E "^(cpu|FMA)" || true
+# rows: lib,shape,isa,threads,gflops,pct -> best per (lib, shape, threads)
+awk -F, '
+  { key = $2 "," $4; if (!(key in seen)) { seen[key] = 1; order[n++] = key }
+    v = $5 + 0; if (v > best[$1 "|" key]) { best[$1 "|" key] = v; pct[$1 "|" key] = $6 } }
+  END {
+    printf "\n%-18s %3s | %9s %6s | %9s %6s | %9s %6s | %6s %6s\n", "M N K", "thr", "nst", "%peak",
+           "OpenBLAS", "%peak", "BLIS", "%peak", "vs OB", "vs BLIS"
+    for (i = 0; i < n; i++) {
+      split(order[i], f, ","); k = order[i]
+      a = best["nst|" k]; o = best["openblas|" k]; b = best["blis|" k]
+      printf "%-18s %3s | %9.1f %5.0f%% | %9.1f %5.0f%% | %9.1f %5.0f%% | %5.2fx %5.2fx\n", f[1], f[2],
+             a, pct["nst|" k], o, pct["openblas|" k], b, pct["blis|" k], (o > 0 ? a / o : 0), (b > 0 ? a / b : 0)
+    }
+  }' "$out"

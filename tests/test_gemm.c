@@ -1,0 +1,303 @@
+/* GEMM tests: every micro-kernel of every ISA this CPU has against a double-precision reference (all
+ * m in 1..MR, n in 1..NR, k around KC, alpha/beta/bias/ReLU variants, strided C, NaN in C with beta 0),
+ * the full GEMM on awkward sizes with all transpose combinations, SYRK, the fused and pre-packed entry
+ * points, determinism across thread counts, and argument errors.
+ *
+ * Tolerance: |got - ref| <= tol * (|alpha| * sum_p |a_ip||b_pj| + |beta c_ij| + |bias_i|) + 1e-30, with
+ * tol per ISA below (float accumulation over k <= 3*KC+5 in the kernel's order: the random-walk error is
+ * ~sqrt(k) * 2^-24, the bound allows for sums of same-sign terms too).
+ * Environment: NST_TEST_KMAX=N caps the kernel sweep's k (qemu runs, tests/neon.sh). */
+#define NST_IMPLEMENTATION
+#include "nst.h"
+#include "nst_test.h"
+#ifndef NST_T_PROGRAM
+#define NST_T_PROGRAM "test_gemm"
+#endif
+
+static double nst_t_tol(nst_arch a) {
+    switch (a) {
+    case NST_ARCH_SCALAR: return 2e-5;   /* separate multiply and add */
+    case NST_ARCH_AVX2: return 2e-5;     /* FMA */
+    case NST_ARCH_AVX512: return 2e-5;   /* FMA */
+    case NST_ARCH_NEON: return 2e-5;     /* FMA */
+    default: return 2e-5;
+    }
+}
+
+static const nst_arch nst_t_archs[] = {NST_ARCH_SCALAR, NST_ARCH_AVX2, NST_ARCH_AVX512, NST_ARCH_NEON};
+#define NST_T_NARCH 4
+
+static void fill(float *x, size_t n, nst__rng *r) {
+    size_t i;
+    for (i = 0; i < n; i++) x[i] = (float)(2.0 * nst__rng_uniform(r) - 1.0);
+}
+
+/* Reference: C = relu?(alpha * op(A) op(B) + beta * C0 + bias), in double; err = the bound's scale. */
+static void ref_gemm(int ta, int tb, int m, int n, int k, double alpha, const float *a, int lda, const float *b,
+                     int ldb, double beta, const float *c0, int ldc, const float *bias, int relu,
+                     double *out, double *scale) {
+    int i, j, p;
+    for (i = 0; i < m; i++)
+        for (j = 0; j < n; j++) {
+            double s = 0, sa = 0, r;
+            for (p = 0; p < k; p++) {
+                double x = ta ? a[(size_t)p * lda + i] : a[(size_t)i * lda + p];
+                double y = tb ? b[(size_t)j * ldb + p] : b[(size_t)p * ldb + j];
+                s += x * y;
+                sa += fabs(x * y);
+            }
+            r = alpha * s + (beta != 0.0 ? beta * c0[(size_t)i * ldc + j] : 0.0) + (bias ? bias[i] : 0.0);
+            if (relu && r < 0) r = 0;
+            out[(size_t)i * n + j] = r;
+            scale[(size_t)i * n + j] = fabs(alpha) * sa + (beta != 0.0 ? fabs(beta * c0[(size_t)i * ldc + j]) : 0.0) +
+                                       (bias ? fabs(bias[i]) : 0.0);
+        }
+}
+
+/* Compares C (m x n, stride ldc) with the reference; returns the number of bad elements (reports one). */
+static int compare(const char *what, int m, int n, const float *c, int ldc, const double *ref, const double *scale,
+                   double tol) {
+    int i, j, bad = 0;
+    for (i = 0; i < m; i++)
+        for (j = 0; j < n; j++) {
+            double got = c[(size_t)i * ldc + j], want = ref[(size_t)i * n + j];
+            double lim = tol * scale[(size_t)i * n + j] + 1e-30;
+            if (!(fabs(got - want) <= lim)) {
+                if (!bad) fprintf(stderr, "  %s: C[%d][%d] = %.9g, want %.9g (limit %.3g)\n", what, i, j, got, want, lim);
+                bad++;
+            }
+        }
+    return bad;
+}
+
+static int env_int(const char *name, int def) {
+    const char *e = getenv(name);
+    return e && atoi(e) > 0 ? atoi(e) : def;
+}
+
+/* ---- micro-kernels, through the edge-tile wrapper the driver uses -----------------------------------*/
+static void kernel_sweep(nst_arch arch) {
+    const nst__gemm_kernel *kt;
+    int ks[6], ki, m, n, v, kmax = env_int("NST_TEST_KMAX", 1 << 30), bad = 0;
+    float *a, *b, *c, *c0, bias[64];
+    double *ref, *scale;
+    nst__rng rng = {42};
+    static const float alphas[4] = {1.0f, 0.5f, -1.5f, 1.0f}, betas[4] = {0.0f, 1.0f, 0.25f, 0.0f};
+    if (!nst__cpu()->has[arch]) SKIP("ISA not available on this CPU/build");
+    kt = nst__gemm_kernel_for(arch);
+    CHECK(kt->arch == arch);
+    CHECK(kt->mr * kt->nr <= NST__TILE_MAX && kt->mc % kt->mr == 0 && kt->nc % kt->nr == 0);
+    ks[0] = 1; ks[1] = 2; ks[2] = kt->kc - 1; ks[3] = kt->kc; ks[4] = kt->kc + 1; ks[5] = 3 * kt->kc + 5;
+    a = (float *)malloc(sizeof(float) * kt->mr * ks[5]);
+    b = (float *)malloc(sizeof(float) * kt->nr * ks[5]);
+    c = (float *)malloc(sizeof(float) * kt->mr * (kt->nr + 5));
+    c0 = (float *)malloc(sizeof(float) * kt->mr * (kt->nr + 5));
+    ref = (double *)malloc(sizeof(double) * kt->mr * kt->nr);
+    scale = (double *)malloc(sizeof(double) * kt->mr * kt->nr);
+    fill(bias, 64, &rng);
+    for (ki = 0; ki < 6; ki++) {
+        int k = ks[ki] > kmax ? kmax + ki : ks[ki], ldc = kt->nr + 5;
+        fill(a, (size_t)kt->mr * k, &rng);
+        fill(b, (size_t)kt->nr * k, &rng);
+        for (m = 1; m <= kt->mr; m++)
+            for (n = 1; n <= kt->nr; n++)
+                for (v = 0; v < 4; v++) {
+                    char what[96];
+                    const float *bi = v == 3 ? bias : NULL;
+                    int relu = v == 3, i;
+                    fill(c0, (size_t)kt->mr * ldc, &rng);
+                    if (betas[v] == 0.0f)   /* beta 0: C is never read, NaN must not leak */
+                        for (i = 0; i < kt->mr * ldc; i++) c0[i] = nst__f32_from_bits(0x7FC00000u);
+                    memcpy(c, c0, sizeof(float) * kt->mr * ldc);
+                    /* packed layouts: a[p*MR + i], b[p*NR + j]; the reference reads them as op(A), op(B) */
+                    nst__gemm_tile(kt, k, a, b, c, ldc, m, n, alphas[v], betas[v], bi, relu);
+                    ref_gemm(1, 0, m, n, k, alphas[v], a, kt->mr, b, kt->nr, betas[v], c0, ldc, bi, relu, ref, scale);
+                    snprintf(what, sizeof what, "%s m=%d n=%d k=%d variant %d", kt->name, m, n, k, v);
+                    if (compare(what, m, n, c, ldc, ref, scale, nst_t_tol(arch))) bad++;
+                    for (i = 0; i < m; i++) {   /* the padding columns of strided C stay untouched */
+                        int j;
+                        for (j = n; j < ldc; j++)
+                            if (memcmp(&c[i * ldc + j], &c0[i * ldc + j], sizeof(float))) { bad++; i = m; break; }
+                    }
+                    if (bad > 3) goto done;
+                }
+    }
+done:
+    CHECK_MSG(bad == 0, "%d kernel cases failed", bad);
+    free(a); free(b); free(c); free(c0); free(ref); free(scale);
+}
+TEST(kernel_scalar) { kernel_sweep(NST_ARCH_SCALAR); }
+TEST(kernel_avx2) { kernel_sweep(NST_ARCH_AVX2); }
+TEST(kernel_avx512) { kernel_sweep(NST_ARCH_AVX512); }
+TEST(kernel_neon) { kernel_sweep(NST_ARCH_NEON); }
+
+/* ---- full GEMM ---------------------------------------------------------------------------------------*/
+static const int shapes[][3] = {
+    {1, 1, 1}, {7, 13, 17}, {13, 7, 1}, {17, 33, 7}, {33, 17, 127}, {127, 1, 33}, {1, 127, 257},
+    {257, 33, 13}, {127, 257, 7}, {1000, 17, 33}, {33, 1000, 127}, {13, 257, 1000}, {257, 127, 257},
+    {1000, 7, 1000}, {7, 1000, 257}};
+#define NSHAPES ((int)(sizeof shapes / sizeof shapes[0]))
+
+static void gemm_sizes(nst_arch arch) {
+    int s, t, bad = 0, quick = env_int("NST_TEST_QUICK", 0);
+    nst__rng rng = {7};
+    if (!nst__cpu()->has[arch]) SKIP("ISA not available on this CPU/build");
+    CHECK_OK(nst_set_arch(arch));
+    for (s = 0; s < NSHAPES && !bad; s++) {
+        int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        if (quick && (double)m * n * k > 1e6) continue;
+        for (t = 0; t < 4 && !bad; t++) {
+            int ta = t & 1, tb = t >> 1, lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 2;
+            float alpha = t == 3 ? -0.75f : 1.0f, beta = (s & 1) ? 0.5f : 0.0f;
+            float *a = (float *)malloc(sizeof(float) * (size_t)(ta ? k : m) * lda);
+            float *b = (float *)malloc(sizeof(float) * (size_t)(tb ? n : k) * ldb);
+            float *c = (float *)malloc(sizeof(float) * (size_t)m * ldc), *c0 = (float *)malloc(sizeof(float) * (size_t)m * ldc);
+            double *ref = (double *)malloc(sizeof(double) * (size_t)m * n), *sc = (double *)malloc(sizeof(double) * (size_t)m * n);
+            char what[96];
+            fill(a, (size_t)(ta ? k : m) * lda, &rng);
+            fill(b, (size_t)(tb ? n : k) * ldb, &rng);
+            fill(c0, (size_t)m * ldc, &rng);
+            memcpy(c, c0, sizeof(float) * (size_t)m * ldc);
+            CHECK_OK(nst__sgemm_ex(2, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc));
+            ref_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c0, ldc, NULL, 0, ref, sc);
+            snprintf(what, sizeof what, "%s %dx%dx%d trans %d%d", nst__arch_name(arch), m, n, k, ta, tb);
+            bad += compare(what, m, n, c, ldc, ref, sc, nst_t_tol(arch));
+            free(a); free(b); free(c); free(c0); free(ref); free(sc);
+        }
+    }
+    CHECK(bad == 0);
+    nst_set_arch(NST_ARCH_DEFAULT);
+}
+TEST(gemm_scalar) { gemm_sizes(NST_ARCH_SCALAR); }
+TEST(gemm_avx2) { gemm_sizes(NST_ARCH_AVX2); }
+TEST(gemm_avx512) { gemm_sizes(NST_ARCH_AVX512); }
+TEST(gemm_neon) { gemm_sizes(NST_ARCH_NEON); }
+
+/* Same inputs, same thread count: same bits; and the fixed partition makes 1 and 2 threads agree too. */
+TEST(gemm_deterministic) {
+    int m = 300, n = 700, k = 900, i, same12 = 1, same22 = 1;
+    float *a = (float *)malloc(sizeof(float) * m * k), *b = (float *)malloc(sizeof(float) * k * n);
+    float *c1 = (float *)malloc(sizeof(float) * m * n), *c2 = (float *)malloc(sizeof(float) * m * n);
+    float *c3 = (float *)malloc(sizeof(float) * m * n);
+    nst__rng rng = {11};
+    fill(a, (size_t)m * k, &rng);
+    fill(b, (size_t)k * n, &rng);
+    for (i = 0; i < 2; i++) {   /* wide (columns split) and tall (rows split) */
+        int mm = i ? n : m, nn = i ? m : n;
+        CHECK_OK(nst__sgemm_ex(1, 0, 0, mm, nn, k, 1.0f, i ? b : a, k, i ? a : b, nn, 0.0f, c1, nn));
+        CHECK_OK(nst__sgemm_ex(2, 0, 0, mm, nn, k, 1.0f, i ? b : a, k, i ? a : b, nn, 0.0f, c2, nn));
+        CHECK_OK(nst__sgemm_ex(2, 0, 0, mm, nn, k, 1.0f, i ? b : a, k, i ? a : b, nn, 0.0f, c3, nn));
+        same12 &= !memcmp(c1, c2, sizeof(float) * m * n);
+        same22 &= !memcmp(c2, c3, sizeof(float) * m * n);
+    }
+    CHECK(same22);
+    CHECK(same12);
+    free(a); free(b); free(c1); free(c2); free(c3);
+}
+
+/* ---- SYRK, fused epilogue, pre-packed A --------------------------------------------------------------*/
+TEST(syrk) {
+    static const int sz[][2] = {{1, 1}, {7, 300}, {64, 1000}, {130, 257}, {200, 33}};
+    int s, bad = 0;
+    nst__rng rng = {5};
+    for (s = 0; s < 5; s++) {
+        int n = sz[s][0], k = sz[s][1], lda = k + 1, ldc = n + 3, i, j, t;
+        float *a = (float *)malloc(sizeof(float) * n * lda), *c = (float *)malloc(sizeof(float) * n * ldc);
+        float *c2 = (float *)malloc(sizeof(float) * n * ldc);
+        double *ref = (double *)malloc(sizeof(double) * n * n), *sc = (double *)malloc(sizeof(double) * n * n);
+        fill(a, (size_t)n * lda, &rng);
+        ref_gemm(0, 1, n, n, k, 0.5, a, lda, a, lda, 0.0, c, ldc, NULL, 0, ref, sc);
+        for (t = 1; t <= 2; t++) {
+            for (i = 0; i < n * ldc; i++) c[i] = nst__f32_from_bits(0x7FC00000u);
+            CHECK_OK(nst__ssyrk_ex(t, n, k, 0.5f, a, lda, c, ldc));
+            bad += compare("syrk", n, n, c, ldc, ref, sc, nst_t_tol(nst__cpu_arch()));
+            for (i = 0; i < n; i++)
+                for (j = 0; j < n; j++) bad += memcmp(&c[i * ldc + j], &c[j * ldc + i], sizeof(float)) != 0;
+            if (t == 1) memcpy(c2, c, sizeof(float) * n * ldc);
+            else bad += memcmp(c, c2, sizeof(float) * n * ldc) != 0;
+        }
+        free(a); free(c); free(c2); free(ref); free(sc);
+    }
+    CHECK(bad == 0);
+}
+
+TEST(fused_and_prepacked) {
+    static const int sz[][3] = {{64, 1000, 576}, {13, 77, 5}, {100, 33, 900}, {1, 1, 1}, {64, 9, 0}};
+    int s, tb, bad = 0;
+    nst__rng rng = {9};
+    for (s = 0; s < 5; s++)
+        for (tb = 0; tb < 2; tb++) {
+            int m = sz[s][0], n = sz[s][1], k = sz[s][2], ldb = tb ? k + 1 : n, ta = s & 1;
+            float *a = (float *)malloc(sizeof(float) * (m * k + 1)), *b = (float *)malloc(sizeof(float) * ((tb ? n : k) * ldb + 1));
+            float *c = (float *)malloc(sizeof(float) * m * n), *c2 = (float *)malloc(sizeof(float) * m * n);
+            float *c0 = (float *)malloc(sizeof(float) * m * n), *bias = (float *)malloc(sizeof(float) * m);
+            double *ref = (double *)malloc(sizeof(double) * m * n), *sc = (double *)malloc(sizeof(double) * m * n);
+            nst__sgemm_apack pk;
+            fill(a, (size_t)m * k + 1, &rng);
+            fill(b, (size_t)(tb ? n : k) * ldb + 1, &rng);
+            fill(c0, (size_t)m * n, &rng);
+            fill(bias, (size_t)m, &rng);
+            memcpy(c, c0, sizeof(float) * m * n);
+            memcpy(c2, c0, sizeof(float) * m * n);
+            CHECK_OK(nst__sgemm_fused(2, ta, tb, m, n, k, 1.25f, a, ta ? m : k, b, ldb, 1.0f, c, n, bias, 1));
+            ref_gemm(ta, tb, m, n, k, 1.25, a, ta ? m : k, b, ldb, 1.0, c0, n, bias, 1, ref, sc);
+            bad += compare("fused", m, n, c, n, ref, sc, nst_t_tol(nst__cpu_arch()));
+            CHECK_OK(nst__sgemm_pack_a(&pk, ta, m, k, a, ta ? m : k));
+            CHECK_OK(nst__sgemm_apacked(2, &pk, tb, n, 1.25f, b, ldb, 1.0f, c2, n, bias, 1));
+            bad += memcmp(c, c2, sizeof(float) * m * n) != 0;   /* the same kernels and blocks: same bits */
+            nst__sgemm_apack_free(&pk);
+            free(a); free(b); free(c); free(c2); free(c0); free(bias); free(ref); free(sc);
+        }
+    CHECK(bad == 0);
+}
+
+/* ---- dispatch and arguments --------------------------------------------------------------------------*/
+TEST(dispatch) {
+    int i;
+    const char *s = nst_cpu_string();
+    CHECK(s && strlen(s) > 3);
+    CHECK(nst_get_arch() != NST_ARCH_DEFAULT);
+    for (i = 0; i < NST_T_NARCH; i++) {
+        nst_status st = nst_set_arch(nst_t_archs[i]);
+        CHECK(st == (nst__cpu()->has[nst_t_archs[i]] ? NST_OK : NST_ERR_UNSUPPORTED));
+        if (st == NST_OK) {
+            CHECK(nst_get_arch() == nst_t_archs[i]);
+            CHECK(!strncmp(nst_cpu_string(), nst__arch_name(nst_t_archs[i]), strlen(nst__arch_name(nst_t_archs[i]))));
+        }
+    }
+    CHECK(nst_set_arch((nst_arch)99) == NST_ERR_ARGUMENT);
+    CHECK_OK(nst_set_arch(NST_ARCH_DEFAULT));
+    CHECK(nst_get_arch() == nst__cpu()->deflt);
+    printf("     %s\n", nst_cpu_string());
+}
+
+TEST(arguments) {
+    float a[4] = {1, 2, 3, 4}, b[4] = {1, 0, 0, 1}, c[4] = {9, 9, 9, 9};
+    CHECK(nst_sgemm(0, 0, -1, 2, 2, 1.0f, a, 2, b, 2, 0.0f, c, 2) == NST_ERR_ARGUMENT);
+    CHECK(nst_sgemm(0, 0, 2, 2, 2, 1.0f, a, 1, b, 2, 0.0f, c, 2) == NST_ERR_ARGUMENT);
+    CHECK(nst_sgemm(0, 0, 2, 2, 2, 1.0f, a, 2, b, 2, 0.0f, c, 1) == NST_ERR_ARGUMENT);
+    CHECK(nst_sgemm(0, 0, 2, 2, 2, 1.0f, NULL, 2, b, 2, 0.0f, c, 2) == NST_ERR_ARGUMENT);
+    CHECK_OK(nst_sgemm(0, 0, 2, 2, 0, 1.0f, a, 2, b, 2, 2.0f, c, 2));   /* k = 0: C = beta * C */
+    CHECK(c[0] == 18.0f && c[3] == 18.0f);
+    CHECK_OK(nst_sgemm(0, 0, 2, 2, 2, 1.0f, a, 2, b, 2, 0.0f, c, 2));
+    CHECK(c[0] == 1.0f && c[1] == 2.0f && c[2] == 3.0f && c[3] == 4.0f);
+    CHECK_OK(nst_sgemm(0, 0, 0, 0, 5, 1.0f, NULL, 1, NULL, 1, 0.0f, NULL, 1));   /* empty */
+}
+
+int main(int argc, char **argv) {
+    nst_test_begin(argc, argv);
+    RUN(dispatch);
+    RUN(arguments);
+    RUN(kernel_scalar);
+    RUN(kernel_avx2);
+    RUN(kernel_avx512);
+    RUN(kernel_neon);
+    RUN(gemm_scalar);
+    RUN(gemm_avx2);
+    RUN(gemm_avx512);
+    RUN(gemm_neon);
+    RUN(gemm_deterministic);
+    RUN(syrk);
+    RUN(fused_and_prepacked);
+    return nst_test_end(NST_T_PROGRAM);
+}
