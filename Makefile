@@ -17,7 +17,7 @@ TOOLS    := $(patsubst tools/%.c,build/%,$(wildcard tools/*.c))
 TESTS    := $(patsubst tests/%.c,build/tests/%,$(wildcard tests/test_*.c))
 BENCHES  := $(patsubst bench/%.c,build/%,$(wildcard bench/bench_*.c))
 
-.PHONY: all test bench bench-compare demo clean weights
+.PHONY: all test test-asan bench bench-compare demo clean weights
 all: $(EXAMPLES) $(TOOLS) $(BENCHES)
 
 build/nst.o: nst.c $(HDRS) | build
@@ -50,6 +50,16 @@ EXTRA_TESTS += cmd:cli:bash tests/cli/test_cli.sh build/nst
 
 test: $(TESTS) build/nst
 	@bash tests/run.sh $(TESTS) $(EXTRA_TESTS)
+
+# The parsers and kernels under AddressSanitizer + UndefinedBehaviorSanitizer (no OpenMP: its runtime
+# is not instrumented). CI runs this before `make test`.
+SAN_TESTS := $(patsubst %,build/asan/%,test_image test_jpeg test_import test_gemm)
+build/asan/%: tests/%.c tests/nst_test.h $(HDRS)
+	@mkdir -p build/asan
+	$(CC) -std=c99 -Wall -Wextra -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+	    -fno-sanitize-recover=undefined -I. $< -o $@ $(LDLIBS)
+test-asan: $(SAN_TESTS)
+	@bash tests/run.sh $(SAN_TESTS)
 
 bench: $(BENCHES)
 	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done

@@ -1530,11 +1530,12 @@ static nst_status nst__run_fg(const float *x, float *grad, double *value, void *
             nst_progress p;
             double el = nst__now() - r->t0;
             memset(&p, 0, sizeof p);
-            p.iteration = r->iteration; p.iterations = r->iterations;
+            p.iteration = r->iteration;
+            p.iterations = NST__MAX(r->iterations, r->iteration);   /* a line search may evaluate more */
             p.scale = r->scale; p.scales = r->scales;
             p.total = r->last.total; p.content = r->last.content; p.style = r->last.style; p.tv = r->last.tv;
             p.seconds = el;
-            p.eta_seconds = el / r->iteration * (r->iterations - r->iteration);
+            p.eta_seconds = el / r->iteration * (p.iterations - r->iteration);
             nst__planar_to_image(x, &r->view);
             p.image = &r->view;
             if (r->o->progress(&p, r->o->user)) {
