@@ -329,6 +329,33 @@ TEST(lbfgs_converges) {
     CHECK(f < 1e-6);
 }
 
+/* Same trajectory as torch.optim.LBFGS (tests/fixtures/lbfgs/gen_torch_lbfgs.py, PyTorch in float64;
+ * we run in float32, hence the tolerance). */
+TEST(lbfgs_matches_torch) {
+    FILE *f = fopen("tests/fixtures/lbfgs/torch_lbfgs.txt", "r");
+    char name[64];
+    int iters, evals, k;
+    if (!f) { CHECK_MSG(0, "cannot open tests/fixtures/lbfgs/torch_lbfgs.txt (run from the repo root)"); return; }
+    for (k = 0; k < 2 && fscanf(f, "%63s %d %d", name, &iters, &evals) == 3; k++) {
+        int n = strcmp(name, "quadratic50") == 0 ? 50 : 10, i, ev = 0;
+        float x[50];
+        double ref, fv, worst = 0;
+        nst_lbfgs_options o;
+        nst_lbfgs_options_init(&o);
+        o.history = 5; o.tol_fun = -1; o.tol_x = -1; o.max_iter = iters;
+        for (i = 0; i < n; i++) x[i] = n == 50 ? 0.0f : (i % 2 ? 1.0f : -1.2f);
+        CHECK_OK(nst_lbfgs(x, (size_t)n, n == 50 ? quadratic : rosenbrock, &n, &o, &fv, &ev));
+        CHECK_MSG(ev == evals, "%s: %d evaluations, torch %d", name, ev, evals);
+        for (i = 0; i < n; i++) {
+            if (fscanf(f, "%lf", &ref) != 1) { CHECK(0); break; }
+            if (fabs(x[i] - ref) > worst) worst = fabs(x[i] - ref);
+        }
+        CHECK_MSG(worst < 1e-3, "%s: max |x - x_torch| = %g", name, worst);
+    }
+    CHECK(k == 2);
+    fclose(f);
+}
+
 TEST(adam_converges) {
     int n = 2, i;
     float x[50];
@@ -545,6 +572,7 @@ int main(int argc, char **argv) {
     RUN(objective_gradient_matches_finite_differences);
     RUN(objective_full_vgg_random_gradient);
     RUN(lbfgs_converges);
+    RUN(lbfgs_matches_torch);
     RUN(adam_converges);
     RUN(nstw_round_trip_and_validation);
     RUN(wrong_shapes_are_refused);
