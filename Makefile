@@ -72,5 +72,10 @@ demo: build/nst
 	./build/nst examples/images/tubingen.jpg examples/images/vangogh_starry_night.jpg \
 	    -o build/demo.png --size 256 --iterations 100 --print-every 10
 
+# Downloads VGG-19 (Caffe by default; WEIGHTS_SOURCE=torchvision|gatys), checks it, converts it to
+# weights/vgg19.nstw. Needs network access; see weights/README.md for placing a file by hand.
+weights: build/nst-convert
+	sh weights/fetch.sh $(WEIGHTS_SOURCE)
+
 clean:
 	rm -rf build

@@ -79,7 +79,11 @@
 
 #ifndef NSTDEF
 #ifdef NST_STATIC
+#if defined(__GNUC__) || defined(__clang__)
+#define NSTDEF static __attribute__((unused))   /* a private copy need not use every function */
+#else
 #define NSTDEF static
+#endif
 #else
 #define NSTDEF extern
 #endif

@@ -388,6 +388,13 @@ NSTDEF nst_status nst_model_load_memory(const void *bytes, size_t n, nst_model *
     if (n >= 4 && memcmp(p, "NSTW", 4) == 0) return nst__nstw_parse(p, n, out);
     memset(&list, 0, sizeof list);
     if ((st = nst__import_weights(p, n, &list)) != NST_OK) { nst__tensor_list_free(&list); return st; }
+    if (!list.has_conv) {
+        st = nst__err(NST_ERR_FORMAT, "the %s file does not say how its network expects pixels (channel "
+                      "order, scale, mean): convert it with nst-convert and --bgr or --rgb, --scale, --mean, --std",
+                      list.format[0] ? list.format : "weight");
+        nst__tensor_list_free(&list);
+        return st;
+    }
     st = nst__model_from_tensors(&list, out);
     nst__tensor_list_free(&list);
     return st;
