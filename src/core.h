@@ -321,7 +321,7 @@ static nst_status nst__nstw_parse(const unsigned char *p, size_t n, nst_model **
 }
 
 /* Serialises a model to .nstw bytes (f32, or f16 with half). */
-static nst_status nst__nstw_write(const nst_model *m, int half, nst__buf *b) {
+static NST__UNUSED nst_status nst__nstw_write(const nst_model *m, int half, nst__buf *b) {
     uint32_t count = (uint32_t)(2 * m->nconv), i;
     size_t hsize = NST__NSTW_HEADER + NST__NSTW_ENTRY * (size_t)count, off;
     unsigned char *p;

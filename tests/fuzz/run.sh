@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds every tests/fuzz/fuzz_*.c with libFuzzer + ASan + UBSan and runs each for ${FUZZ_SECONDS:-20}
+# seconds, seeded from tests/fixtures/<name> (fuzz_png -> tests/fixtures/png, ...). New inputs go to a
+# scratch corpus under build/fuzz/; crashes, leaks and timeouts are saved as build/fuzz/<name>-crash-*.
+# Any build failure or finding fails the run. Last line: "fuzz: N passed, N failed".
+#   FUZZ_SECONDS=60 bash tests/fuzz/run.sh            all harnesses
+#   bash tests/fuzz/run.sh png ppm                    only these
+# Run from the repository root; needs clang with the libFuzzer runtime (Debian: clang, libclang-rt-14-dev).
+set -u
+cd "$(dirname "$0")/../.." || exit 1
+CC=${FUZZ_CC:-clang}
+SECONDS_EACH=${FUZZ_SECONDS:-20}
+OUT=build/fuzz
+mkdir -p "$OUT"
+passed=0; failed=0
+for src in tests/fuzz/fuzz_*.c; do
+  name=$(basename "$src" .c); area=${name#fuzz_}
+  if [ $# -gt 0 ] && [[ " $* " != *" $area "* ]]; then continue; fi
+  echo "== $name (${SECONDS_EACH}s)"
+  if ! $CC -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1 -I. "$src" \
+       -o "$OUT/$name" -lm 2> "$OUT/$name.build.log"; then
+    cat "$OUT/$name.build.log"; echo "FAIL $name: build"; failed=$((failed + 1)); continue
+  fi
+  corpus="$OUT/$name-corpus"; mkdir -p "$corpus"
+  seeds=tests/fixtures/$area; [ -d "$seeds" ] || seeds=""
+  # -timeout: one input taking 10 s counts as a hang; -rss_limit_mb bounds memory per run
+  if UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+     "$OUT/$name" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2560 -max_len=262144 \
+     -print_final_stats=1 -artifact_prefix="$OUT/$name-" "$corpus" $seeds > "$OUT/$name.log" 2>&1; then
+    echo "ok   $name: $(grep -E 'stat::number_of_executed_units' "$OUT/$name.log" | awk '{print $2}') runs"
+    passed=$((passed + 1))
+  else
+    tail -n 40 "$OUT/$name.log"; echo "FAIL $name (log: $OUT/$name.log)"; failed=$((failed + 1))
+  fi
+done
+echo "fuzz: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
