@@ -41,12 +41,12 @@ build:
 # NEON kernels: cross-compiled for aarch64 and run under qemu when both are installed (.ci/run installs them).
 ifneq ($(shell command -v aarch64-linux-gnu-gcc 2>/dev/null),)
 ifneq ($(shell command -v qemu-aarch64 2>/dev/null),)
-EXTRA_TESTS += cmd:neon:tests/neon.sh
+EXTRA_TESTS += tests/neon.sh
 endif
 endif
 
 # The CLI's end-to-end checks (exit codes, errors, atomic output, Ctrl-C).
-EXTRA_TESTS += cmd:cli:bash tests/cli/test_cli.sh build/nst
+EXTRA_TESTS += tests/cli/test_cli.sh
 
 test: $(TESTS) build/nst
 	@bash tests/run.sh $(TESTS) $(EXTRA_TESTS)

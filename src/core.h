@@ -443,17 +443,21 @@ typedef struct nst__net {
     unsigned char *rec[NST_VGG_LAYERS];      /* relu bits or pool codes */
     float *buf[2];
     size_t buf_elems;
-    void *ws;
+    void *ws;                                /* convolution scratch, owned unless ws_borrowed */
     size_t ws_bytes;
+    int ws_borrowed, bufs_borrowed;
     size_t bytes;                            /* everything above, for the memory estimate */
     const float *out;                        /* output of the last layer after forward */
 } nst__net;
 
 static size_t nst__round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-/* Computes shapes and sizes; with alloc == 0 only sizes (for the estimate). */
-static nst_status nst__net_init(nst__net *n, const nst_model *m, int h, int w, int last, const unsigned char *keep,
-                                int avg, int nthreads, int alloc) {
+/* Computes shapes and sizes; with alloc == 0 only sizes (for the estimate). A net may borrow the
+ * ping-pong buffers and convolution scratch of another that is idle meanwhile (borrow, where they
+ * are large enough) instead of allocating its own: the style networks do, from the main one. */
+static nst_status nst__net_init_ws(nst__net *n, const nst_model *m, int h, int w, int last, const unsigned char *keep,
+                                   int avg, int nthreads, int alloc, const nst__net *borrow, size_t min_ws,
+                                   size_t min_buf) {
     int l, c = 3, ch = h, cw = w, ci;
     size_t maxel = (size_t)3 * h * w, ws = 0;
     memset(n, 0, sizeof *n);
@@ -480,9 +484,13 @@ static nst_status nst__net_init(nst__net *n, const nst_model *m, int h, int w, i
         if ((size_t)c * ch * cw > maxel) maxel = (size_t)c * ch * cw;
         n->keep[l] = keep ? keep[l] : 0;
     }
+    if (maxel < min_buf) maxel = min_buf;
     n->buf_elems = maxel;
+    if (ws < min_ws) ws = min_ws;
     n->ws_bytes = ws;
-    n->bytes = 2 * nst__round64(maxel * sizeof(float)) + ws;
+    n->ws_borrowed = borrow && borrow->ws_bytes >= ws;
+    n->bufs_borrowed = borrow && borrow->buf_elems >= maxel;
+    n->bytes = (n->bufs_borrowed ? 0 : 2 * nst__round64(maxel * sizeof(float))) + (n->ws_borrowed ? 0 : ws);
     for (l = 0; l <= last; l++) {
         size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
         if (n->keep[l]) n->bytes += nst__round64(el * sizeof(float));
@@ -490,9 +498,14 @@ static nst_status nst__net_init(nst__net *n, const nst_model *m, int h, int w, i
         if (nst__layer_type(l) == NST__L_POOL && !avg) n->bytes += nst__round64(el);
     }
     if (!alloc) return NST_OK;
-    n->buf[0] = (float *)nst__aligned_alloc(maxel * sizeof(float));
-    n->buf[1] = (float *)nst__aligned_alloc(maxel * sizeof(float));
-    n->ws = ws ? nst__aligned_alloc(ws) : NULL;
+    if (n->bufs_borrowed) {
+        n->buf[0] = borrow->buf[0];
+        n->buf[1] = borrow->buf[1];
+    } else {
+        n->buf[0] = (float *)nst__aligned_alloc(maxel * sizeof(float));
+        n->buf[1] = (float *)nst__aligned_alloc(maxel * sizeof(float));
+    }
+    n->ws = n->ws_borrowed ? borrow->ws : ws ? nst__aligned_alloc(ws) : NULL;
     if (!n->buf[0] || !n->buf[1] || (ws && !n->ws)) goto oom;
     for (l = 0; l <= last; l++) {
         size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
@@ -505,11 +518,18 @@ oom:
     return nst__err(NST_ERR_NOMEM, "out of memory for the network at %dx%d", w, h);
 }
 
+static nst_status nst__net_init(nst__net *n, const nst_model *m, int h, int w, int last, const unsigned char *keep,
+                                int avg, int nthreads, int alloc) {
+    return nst__net_init_ws(n, m, h, w, last, keep, avg, nthreads, alloc, NULL, 0, 0);
+}
+
 static void nst__net_free(nst__net *n) {
     int l;
-    nst__aligned_free(n->buf[0]);
-    nst__aligned_free(n->buf[1]);
-    nst__aligned_free(n->ws);
+    if (!n->bufs_borrowed) {
+        nst__aligned_free(n->buf[0]);
+        nst__aligned_free(n->buf[1]);
+    }
+    if (!n->ws_borrowed) nst__aligned_free(n->ws);
     for (l = 0; l < NST_VGG_LAYERS; l++) {
         nst__aligned_free(n->feat[l]);
         nst__aligned_free(n->rec[l]);
@@ -1042,7 +1062,22 @@ NSTDEF nst_status nst_objective_create(const nst_model *m, const nst_image *cont
     if (ns == 0) for (k = 0; k < NST_VGG_LAYERS; k++) keep[k] = 0;
     for (k = 0; k < nc; k++) keep[content_l[k]] = 1;
     if (ns == 0) last = nst__deepest(content_l, nc, -1);
-    if ((st = nst__net_init(&o->net, m, o->h, o->w, last, keep, avg, o->nthreads, 1)) != NST_OK) goto fail;
+    {
+        /* one convolution scratch serves the main network and the style networks built beside it */
+        size_t ws = 0, bufs = 0;
+        nst__net sn;
+        unsigned char skeep[NST_VGG_LAYERS];
+        memset(skeep, 0, sizeof skeep);
+        for (k = 0; k < ns; k++) skeep[style_l[k]] = 1;
+        for (i = 0; i < nstyles && ns > 0; i++)
+            if (nst__net_init(&sn, m, styles[i].height, styles[i].width, nst__deepest(style_l, ns, -1), skeep, avg,
+                              o->nthreads, 0) == NST_OK) {
+                ws = NST__MAX(ws, sn.ws_bytes);
+                bufs = NST__MAX(bufs, sn.buf_elems);
+            }
+        if ((st = nst__net_init_ws(&o->net, m, o->h, o->w, last, keep, avg, o->nthreads, 1, NULL, ws, bufs)) != NST_OK)
+            goto fail;
+    }
     /* content targets */
     px = (float *)nst__malloc(sizeof(float) * 3 * (size_t)o->w * o->h);
     if (!px) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto fail; }
@@ -1079,7 +1114,8 @@ NSTDEF nst_status nst_objective_create(const nst_model *m, const nst_image *cont
         float wgt = (float)((blend ? blend[i] : 1.0) / bsum);
         memset(skeep, 0, sizeof skeep);
         for (k = 0; k < ns; k++) skeep[style_l[k]] = 1;
-        if ((st = nst__net_init(&sn, m, si->height, si->width, slast, skeep, avg, o->nthreads, 1)) != NST_OK) {
+        if ((st = nst__net_init_ws(&sn, m, si->height, si->width, slast, skeep, avg, o->nthreads, 1, &o->net, 0, 0)) !=
+            NST_OK) {
             nst__net_free(&sn);
             goto fail;
         }
@@ -1464,7 +1500,19 @@ static size_t nst__pass_memory(const nst_model *m, const nst_options *o, int w, 
     nst__net net;
     size_t total = 0, n = (size_t)3 * w * h, style_net = 0, hist;
     if (nst__objective_layout(m, o, content_l, &nc, style_l, &ns, &last, keep) != NST_OK) return 0;
-    if (nst__net_init(&net, m, h, w, last, keep, 1, o->threads, 0) != NST_OK) return 0;
+    {
+        size_t ws = 0, bufs = 0;
+        nst__net sn;
+        unsigned char skeep[NST_VGG_LAYERS];
+        memset(skeep, 0, sizeof skeep);
+        for (k = 0; k < ns; k++) skeep[style_l[k]] = 1;
+        for (k = 0; k < nstyles && k < 8 && ns > 0; k++)
+            if (nst__net_init(&sn, m, sh[k], sw[k], nst__deepest(style_l, ns, -1), skeep, 1, o->threads, 0) == NST_OK) {
+                ws = NST__MAX(ws, sn.ws_bytes);
+                bufs = NST__MAX(bufs, sn.buf_elems);
+            }
+        if (nst__net_init_ws(&net, m, h, w, last, keep, 1, o->threads, 0, NULL, ws, bufs) != NST_OK) return 0;
+    }
     total += net.bytes;
     for (k = 0; k < nc; k++)
         total += nst__round64((size_t)net.c_[content_l[k]] * net.h_[content_l[k]] * net.w_[content_l[k]] * 4);
@@ -1476,7 +1524,8 @@ static size_t nst__pass_memory(const nst_model *m, const nst_options *o, int w, 
         int j;
         memset(skeep, 0, sizeof skeep);
         for (j = 0; j < ns; j++) skeep[style_l[j]] = 1;
-        if (ns && nst__net_init(&sn, m, sh[k], sw[k], nst__deepest(style_l, ns, -1), skeep, 1, o->threads, 0) == NST_OK &&
+        if (ns && nst__net_init_ws(&sn, m, sh[k], sw[k], nst__deepest(style_l, ns, -1), skeep, 1, o->threads, 0, &net, 0,
+                                   0) == NST_OK &&
             sn.bytes + (size_t)12 * sw[k] * sh[k] > style_net)
             style_net = sn.bytes + (size_t)12 * sw[k] * sh[k];
     }

@@ -319,9 +319,11 @@ static void nst__ukr_4x8_scalar(int k, const float *a, const float *b, float *c,
 #define NST__UKR_AVX512(NAME, MR, NV)                                                                     \
     NST__UKR_X86(NAME, NST__TARGET_AVX512, __m512, 16, MR, NV, _mm512_loadu_ps, _mm512_storeu_ps,         \
                  _mm512_set1_ps, _mm512_setzero_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps,         \
-                 _mm512_max_ps)
+                 NST__MAX512)
 NST__UKR_AVX2(nst__ukr_6x16_avx2, 6, 2)
 #if defined(NST__X86_AVX512)
+/* the masked form: g++ 12 flags _mm512_max_ps's undefined pass-through lanes as maybe-uninitialized */
+#define NST__MAX512(a, b) _mm512_maskz_max_ps((__mmask16)0xFFFF, a, b)
 #ifndef NST__AVX512_MR   /* tuning hooks for bench experiments; the defaults are the measured best */
 #define NST__AVX512_MR 8
 #define NST__AVX512_NV 3

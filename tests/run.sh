@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Runs test programs (arguments: executables, or "cmd:LABEL:command..." for wrapped runs such as qemu),
+# Runs test programs (arguments: executables, or scripts ending in .sh, run with bash),
 # echoes their output, and ends with the summed "total: N passed, N failed, N skipped" line.
 # A program that crashes or prints no summary counts as one failure.
 passed=0; failed=0; skipped=0
 for t in "$@"; do
   echo "== $t"
   out=$(mktemp)
-  if [[ "$t" == cmd:* ]]; then rest=${t#cmd:}; label=${rest%%:*}; cmd=${rest#*:}; bash -c "$cmd" >"$out" 2>&1; rc=$?
-  else label=$(basename "$t"); "$t" >"$out" 2>&1; rc=$?; fi
+  label=$(basename "$t")
+  if [[ "$t" == *.sh ]]; then bash "$t" >"$out" 2>&1; rc=$?; else "$t" >"$out" 2>&1; rc=$?; fi
   cat "$out"
   line=$(grep -E '^[A-Za-z0-9_.-]+: [0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
   if [ -z "$line" ]; then
