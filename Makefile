@@ -10,7 +10,7 @@ OMPFLAG := -fopenmp
 endif
 ALL_CFLAGS := $(WARN) $(CFLAGS) $(OMPFLAG) -I.
 LDLIBS  := -lm
-HDRS    := nst.h $(wildcard src/*.h)
+HDRS    := nst.h
 
 EXAMPLES := $(patsubst examples/%.c,build/%,$(wildcard examples/*.c))
 TOOLS    := $(patsubst tools/%.c,build/%,$(wildcard tools/*.c))

@@ -327,8 +327,126 @@ NSTDEF nst_status nst_image_luminance_transfer(const nst_image *src_luma, const 
 /* Affine colour transform of img so its RGB mean and covariance match those of target. */
 NSTDEF nst_status nst_image_match_colors(const nst_image *img, const nst_image *target, nst_image *out);
 
-#include "src/image_api.h"
-#include "src/import_api.h"
+/* ---- images: options beyond the basic calls ------------------------------------------------------
+ * Every options struct follows one rule: a zeroed struct (or a NULL pointer) means the defaults. */
+
+/* Container formats. NST_IMAGE_AUTO = from the bytes when reading, from the extension when saving. */
+typedef enum nst_image_format {
+    NST_IMAGE_AUTO = 0,
+    NST_IMAGE_PNG,
+    NST_IMAGE_JPEG,
+    NST_IMAGE_PPM,        /* P6 (P3 with pnm_ascii): RGB; alpha is composited over white */
+    NST_IMAGE_PGM,        /* P5 (P2 with pnm_ascii): gray; colour becomes Rec.601 luma */
+    NST_IMAGE_PAM,        /* P7: the image's own channels, alpha kept */
+    NST_IMAGE_UNKNOWN
+} nst_image_format;
+
+/* Detects the format from the first bytes: PNG signature, JPEG SOI (FF D8 FF), "P2".."P7".
+ * NST_IMAGE_UNKNOWN for anything else. PPM, PGM and PAM all report as the netpbm kind they are. */
+NSTDEF nst_image_format nst_image_detect_format(const void *bytes, size_t n);
+/* The format implied by a file name's extension (case-insensitive): .png .jpg .jpeg .jpe .ppm .pnm
+ * .pgm .pam; NST_IMAGE_UNKNOWN otherwise. */
+NSTDEF nst_image_format nst_image_format_from_path(const char *path);
+
+typedef struct nst_image_load_options {
+    int ignore_checksums;   /* 1: skip the PNG CRC-32 and zlib Adler-32 checks (salvage damaged files) */
+} nst_image_load_options;
+NSTDEF nst_status nst_image_load_ex(const char *path, const nst_image_load_options *o, nst_image *out);
+NSTDEF nst_status nst_image_load_memory_ex(const void *bytes, size_t n, const nst_image_load_options *o,
+                                           nst_image *out);
+
+typedef struct nst_image_save_options {
+    nst_image_format format;   /* AUTO: from the path's extension (nst_image_save_ex), PNG (nst_image_encode) */
+    int quality;               /* JPEG 1..100; 0 = 90 */
+    int subsampling;           /* JPEG chroma: 420 or 444; 0 = 420 */
+    int bits;                  /* PNG and PPM/PGM/PAM sample depth: 8 or 16; 0 = 8 */
+    int compression;           /* PNG deflate level 1..9; 0 = 6; -1 = no compression (stored blocks) */
+    int pnm_ascii;             /* 1: plain P2/P3 instead of binary P5/P6 */
+} nst_image_save_options;
+NSTDEF nst_status nst_image_save_ex(const char *path, const nst_image *img, const nst_image_save_options *o);
+/* Encodes into memory. *bytes is allocated with the library's allocator: release it with
+ * nst_image_free_encoded. */
+NSTDEF nst_status nst_image_encode(const nst_image *img, const nst_image_save_options *o,
+                                   unsigned char **bytes, size_t *n);
+NSTDEF void       nst_image_free_encoded(unsigned char *bytes);
+
+/* Resampling filters. Downscaling widens the filter by the ratio (no aliasing); upscaling
+ * interpolates with it. DEFAULT = CUBIC. */
+typedef enum nst_resize_filter {
+    NST_FILTER_DEFAULT = 0,
+    NST_FILTER_BOX,        /* area average when downscaling, nearest neighbour when upscaling */
+    NST_FILTER_TRIANGLE,   /* bilinear */
+    NST_FILTER_CUBIC,      /* Catmull-Rom (Keys a = -0.5): "bicubic", sharp */
+    NST_FILTER_MITCHELL,   /* Mitchell-Netravali B = C = 1/3: softer, least ringing */
+    NST_FILTER_LANCZOS3    /* windowed sinc, 3 lobes: sharpest, some ringing */
+} nst_resize_filter;
+typedef struct nst_resize_options {
+    nst_resize_filter filter;
+    int linear_light;      /* 1: decode sRGB to linear light, filter, encode back (alpha stays linear) */
+} nst_resize_options;
+/* Like nst_image_resize with a choice of filter. Alpha is premultiplied while filtering, so transparent
+ * pixels do not bleed colour; the result is clamped to [0,1]. Any size 1..limits both ways. As with every
+ * image function here, out receives a new image and must not be the input's struct. */
+NSTDEF nst_status nst_image_resize_ex(const nst_image *in, int w, int h, const nst_resize_options *o,
+                                      nst_image *out);
+
+/* Colour matching variants (nst_image_match_colors uses NST_MATCH_PCA). Both map img's RGB mean and
+ * covariance exactly onto target's; they differ in the rotation they pick (Gatys et al. 2017, sec. 5). */
+typedef enum nst_match_mode {
+    NST_MATCH_DEFAULT = 0,
+    NST_MATCH_PCA,         /* A = Ct^1/2 Ci^-1/2 (symmetric square roots): the least colour rotation */
+    NST_MATCH_CHOLESKY     /* A = Lt Li^-1 with C = L L^T */
+} nst_match_mode;
+NSTDEF nst_status nst_image_match_colors_ex(const nst_image *img, const nst_image *target, nst_match_mode mode,
+                                            nst_image *out);
+/* ---- weight import: VGG-19 files of other libraries ------------------------------------------------
+ * nst_model_load reads these too (and refuses a file that does not imply its input convention);
+ * the calls below add options and report what was found, for tools such as nst-convert. */
+typedef struct nst_import_options {    /* zero-initialised = defaults */
+    int all_layers;                    /* 0: conv1_1..conv5_1 (all style transfer uses); 1: all 16 */
+    int set_convention;                /* nonzero: use `convention` instead of what the file implies */
+    nst_input_convention convention;
+} nst_import_options;
+
+typedef struct nst_import_info {
+    char format[48];                   /* "pytorch zip (torchvision names)", "caffe v1 (layers)", "npz", ... */
+    int  convention_known;             /* the file or its format implies the input convention */
+    nst_input_convention convention;   /* the convention the model got */
+    int  convs;                        /* conv layers imported, from conv1_1 on */
+    int  cin[NST_VGG_CONVS], cout[NST_VGG_CONVS];
+} nst_import_info;
+
+/* PyTorch .pth (zip and legacy), Caffe .caffemodel (V1/V2), NumPy .npz / pickled-dict .npy, or .nstw.
+ * When neither the file nor the options give an input convention: NST_ERR_ARGUMENT, saying so.
+ * info may be NULL. */
+NSTDEF nst_status nst_model_import_memory(const void *bytes, size_t n, const nst_import_options *o,
+                                          nst_model **out, nst_import_info *info);
+NSTDEF nst_status nst_model_import(const char *path, const nst_import_options *o, nst_model **out,
+                                   nst_import_info *info);
+
+/* ---- .nstw inspection: what a weight file holds and whether its checksums hold ---------------------*/
+typedef struct nst_nstw_tensor {
+    char name[48];
+    int  dtype_bits;                   /* 32 (f32) or 16 (f16); 0 unknown */
+    int  ndim, shape[4];
+    unsigned long long offset, bytes;
+    int  in_bounds;                    /* the data lies inside the file */
+    int  checksum_ok;                  /* CRC-32 of the data matches the table */
+} nst_nstw_tensor;
+typedef struct nst_nstw_info {
+    unsigned version, flags;           /* flags bit 0: the weight-free random model */
+    int  header_ok;                    /* header + table CRC-32 matches */
+    nst_input_convention convention;
+    nst_pool pool;                     /* the default pooling stored in the file */
+    int  count;                        /* tensors in the table (entries below: at most 64) */
+    nst_nstw_tensor tensor[64];
+} nst_nstw_info;
+/* Reads the header and table and checks every checksum, without stopping at the first bad one.
+ * Fails only when the bytes are not an .nstw file at all (bad magic, version, truncated table). */
+NSTDEF nst_status nst_nstw_inspect_memory(const void *bytes, size_t n, nst_nstw_info *info);
+
+/* ---- NumPy .npy output (float32, C order), for dumps compared with other implementations ---------*/
+NSTDEF nst_status nst_npy_write(const char *path, const float *data, int ndim, const int *shape);
 
 #ifdef __cplusplus
 }
@@ -652,33 +770,8952 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
 /* =====================================================================================================
  * >>cpu >>gemm  CPU detection, GEMM
  * ===================================================================================================*/
-#include "src/gemm.h"
+/* -----------------------------------------------------------------------------------------------------
+ * >>cpu >>gemm  CPU detection and single-precision GEMM
+ *
+ * WHAT IS HERE
+ *   nst__cpu_arch()        the nst_arch in use on this thread: nst_set_arch() (per thread, like
+ *                          nst_set_threads: resolve it on the calling thread, before a parallel region) if set, else
+ *                          $NST_ARCH (scalar|avx2|avx512|neon, read once; ignored when the CPU lacks it),
+ *                          else the newest ISA the CPU has. Detection (CPUID + XGETBV) runs once, guarded
+ *                          by an atomic flag, so it is thread-safe.
+ *   nst_sgemm(...)         public, row-major, thread count from nst_get_threads().
+ *   nst__sgemm_ex(nthreads, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+ *                          the same with an explicit thread count (0 = the default).
+ *   nst__sgemm_fused(nthreads, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, relu)
+ *                          C = relu?(alpha*op(A)*op(B) + beta*C + bias[i]) with the epilogue fused into the
+ *                          micro-kernel's last store: bias (NULL = none) has m values, one per ROW of C
+ *                          (the output channel of C[cout][pixels]); relu nonzero clamps at 0. beta = 1 is
+ *                          the accumulate form (C += ...); beta = 0 never reads C (NaN in C is ignored).
+ *   nst__ssyrk_ex(nthreads, n, k, alpha, a, lda, c, ldc)
+ *                          C[n][n] = alpha * A * A^T for row-major A[n][k] (Gram matrices): only tiles that
+ *                          touch the lower triangle are computed, then the lower triangle is mirrored, so
+ *                          C is exactly symmetric. C is overwritten (beta = 0).
+ *   Pre-packed A (pack once, multiply many times; the convolution's weights):
+ *     nst__sgemm_apack pk;
+ *     nst__sgemm_pack_a(&pk, trans_a, m, k, a, lda)            packs op(A) (m x k) for the kernel in use
+ *     nst__sgemm_apacked(nthreads, &pk, trans_b, n, alpha, b, ldb, beta, c, ldc, bias, relu)
+ *                                                              = nst__sgemm_fused with A taken from pk
+ *     nst__sgemm_apack_free(&pk)
+ *   The pack remembers the kernel it was made for, so a later nst_set_arch() does not invalidate it.
+ *   All return NST_OK, NST_ERR_ARGUMENT or NST_ERR_NOMEM.
+ *
+ * STRUCTURE (BLIS-style)
+ *   for jc in N step NC:                        this thread's column range
+ *     for pc in K step KC:   pack B[pc:,jc:] into NR-column panels (k-major: KC x NR, zero-padded)
+ *       for ic in M step MC: pack A[ic:,pc:] into MR-row panels   (k-major: KC x MR, zero-padded)
+ *         for jr in NC step NR: for ir in MC step MR: micro-kernel MR x NR over KC
+ *   The micro-kernel keeps the MR x NR tile of C in registers, reads one MR-vector of A (broadcasts) and
+ *   one NR-vector of B per k, and stores with alpha/beta and, on the last KC block, bias and ReLU.
+ *   Edge tiles (m < MR or n < NR) run the same kernel into an aligned stack tile, then a short loop adds
+ *   the valid part into C: no scalar cliff. K is cut into ceil(k/KC) equal blocks (no tiny last block).
+ *
+ * BLOCKING (measured on this project's machine: CPUID says "Turin-like", i.e. Zen 5 cores with a full
+ * 512-bit FMA datapath: 48 KiB L1d, 1 MiB L2 per core, shared L3. The FMA loop in bench/bench_gemm.c
+ * gives ~111 GFLOP/s per core with 256-bit FMAs and ~223 with 512-bit ones, so AVX-512 is twice AVX2
+ * here, unlike Zen 4 where 512-bit ops run as two halves and both peak at ~32 flop/cycle.)
+ *   avx512  MR x NR = 8 x 48: 24 zmm accumulators + 3 B vectors + 1 broadcast
+ *   avx2    MR x NR = 6 x 16: 12 ymm accumulators + 2 B vectors + 1 broadcast (all 16 ymm)
+ *   neon    MR x NR = 8 x 12: 24 q accumulators, 3 B vectors, 2 A vectors used through lane FMAs
+ *   scalar  MR x NR = 4 x 8
+ *   KC = 192: the KC x NR micro-panel of B, reused by every MR tile of the MC block, stays in L1
+ *     (192*48*4 = 36 KiB of 48; the kernel alone runs at ~99% of peak with it in L1, ~90% at KC = 384
+ *     where it streams from L2). Short enough that C is rewritten only K/192 times.
+ *   MC = 256: the MC x KC block of A (192 KiB) lives in L2 next to the streaming B; 256 divides the
+ *     VGG channel counts, so no ragged MC block.
+ *   NC = 1536: KC x NC of B (1.1 MiB) sits in L2/L3 while the MC blocks pass over it.
+ *   Kernel shape: MR = 8 divides every VGG channel count (64..512), so the convolution shapes waste no
+ *   rows (14 x 32 computes 70 rows for 64); of 8x48, 6x64, 14x32, 8x32 and 12x32, 8x48 was fastest
+ *   (geometric mean over squares and VGG shapes, 1 thread: 170 / 162 / 154 / 158 / 146 GFLOP/s).
+ *   Memory: B usually comes from DRAM (the convolution's im2col matrix); while the kernels run on one
+ *   block, the next block's source lines are prefetched a few per kernel call, and when all of M fits
+ *   one MC block (C[64][pixels]), B is packed panel by panel right before its kernels.
+ *   On a Zen 4 (32 KiB L1d), KC = 128 keeps the same L1 fit; set NST__KC to tune.
+ *
+ * THREADS
+ *   OpenMP over the macro-kernel loops only: the columns (or, when N is narrow, the rows) are split into
+ *   one contiguous, panel-aligned range per thread; each thread packs its own panels. The split is a
+ *   function of the sizes and the thread count only; since every C element sees the same tiles and the
+ *   same K blocks whichever range it falls in, results are even identical across thread counts.
+ * ---------------------------------------------------------------------------------------------------*/
+#if !defined(NST_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define NST__X86 1
+#include <immintrin.h>
+#define NST__TARGET_AVX2 __attribute__((target("avx2,fma")))
+#if !defined(NST_NO_AVX512)
+#define NST__X86_AVX512 1
+#define NST__TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#endif
+#endif
+#if !defined(NST_NO_SIMD) && defined(__aarch64__)
+#define NST__NEON 1
+#include <arm_neon.h>
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define NST__UNROLL _Pragma("GCC unroll 32")
+#define NST__ALIGN64 __attribute__((aligned(64)))
+#else
+#define NST__UNROLL
+#define NST__ALIGN64
+#endif
+
+/* ---- cpu detection ---------------------------------------------------------------------------------*/
+typedef struct nst__cpu_info {
+    nst_arch best;        /* newest path this CPU and build support */
+    nst_arch deflt;       /* $NST_ARCH if valid, else best */
+    int has[5];           /* indexed by nst_arch: usable on this CPU and compiled in */
+    char desc[200];       /* "AMD EPYC ...: avx2 fma avx512f ..." */
+} nst__cpu_info;
+
+static nst__cpu_info nst__cpu_g;
+static int nst__cpu_state;               /* 0 = not started, 1 = being filled, 2 = ready */
+static NST__TLS int nst__arch_forced;    /* nst_set_arch() on this thread; 0 = none */
+
+#if defined(NST__X86)
+static void nst__cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
+    unsigned a, b, c, d;
+    __asm__ __volatile__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(leaf), "c"(sub));
+    r[0] = a; r[1] = b; r[2] = c; r[3] = d;
+}
+static unsigned long long nst__xgetbv0(void) {
+    unsigned lo, hi;
+    __asm__ __volatile__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((unsigned long long)hi << 32) | lo;
+}
+#endif
+
+static const char *nst__arch_name(nst_arch a) {
+    switch (a) {
+    case NST_ARCH_SCALAR: return "scalar";
+    case NST_ARCH_AVX2: return "avx2";
+    case NST_ARCH_AVX512: return "avx512";
+    case NST_ARCH_NEON: return "neon";
+    default: return "default";
+    }
+}
+
+static void nst__desc_add(char *d, size_t cap, const char *s) {
+    size_t n = strlen(d), m = strlen(s);
+    if (n + m + 1 < cap) memcpy(d + n, s, m + 1);
+}
+
+static void nst__cpu_detect(nst__cpu_info *ci) {
+    const char *env;
+    memset(ci, 0, sizeof *ci);
+    ci->has[NST_ARCH_SCALAR] = 1;
+    ci->best = NST_ARCH_SCALAR;
+#if defined(NST__X86)
+    {
+        unsigned r[4], maxleaf, l1c = 0, l7b = 0, l7c = 0, l71a = 0, i;
+        unsigned long long xcr0 = 0;
+        char brand[49];
+        int os_avx, os_avx512, fma, avx2, f, dq, bw, vl;
+        nst__cpuid(0, 0, r);
+        maxleaf = r[0];
+        if (maxleaf >= 1) { nst__cpuid(1, 0, r); l1c = r[2]; }
+        if (maxleaf >= 7) {
+            nst__cpuid(7, 0, r); l7b = r[1]; l7c = r[2];
+            if (r[0] >= 1) { nst__cpuid(7, 1, r); l71a = r[0]; }
+        }
+        if (l1c & (1u << 27)) xcr0 = nst__xgetbv0();   /* OSXSAVE: the OS saves the wide registers */
+        os_avx = (xcr0 & 0x6) == 0x6;
+        os_avx512 = os_avx && (xcr0 & 0xE0) == 0xE0;
+        fma = os_avx && (l1c & (1u << 12)) && (l1c & (1u << 28));
+        avx2 = os_avx && (l7b & (1u << 5));
+        f = os_avx512 && (l7b & (1u << 16));
+        dq = os_avx512 && (l7b & (1u << 17));
+        bw = os_avx512 && (l7b & (1u << 30));
+        vl = os_avx512 && (l7b & (1u << 31));
+        memset(brand, 0, sizeof brand);
+        nst__cpuid(0x80000000u, 0, r);
+        if (r[0] >= 0x80000004u)
+            for (i = 0; i < 3; i++) { nst__cpuid(0x80000002u + i, 0, r); memcpy(brand + 16 * i, r, 16); }
+        for (i = 47; i > 0 && (brand[i] == ' ' || brand[i] == 0); i--) brand[i] = 0;   /* trim */
+        for (i = 0; brand[i] == ' '; i++) {}
+        nst__desc_add(ci->desc, sizeof ci->desc, brand[i] ? brand + i : "x86-64");
+        nst__desc_add(ci->desc, sizeof ci->desc, ":");
+        if (avx2) nst__desc_add(ci->desc, sizeof ci->desc, " avx2");
+        if (fma) nst__desc_add(ci->desc, sizeof ci->desc, " fma");
+        if (f) nst__desc_add(ci->desc, sizeof ci->desc, " avx512f");
+        if (dq) nst__desc_add(ci->desc, sizeof ci->desc, " avx512dq");
+        if (bw) nst__desc_add(ci->desc, sizeof ci->desc, " avx512bw");
+        if (vl) nst__desc_add(ci->desc, sizeof ci->desc, " avx512vl");
+        if (os_avx512 && (l7c & (1u << 11))) nst__desc_add(ci->desc, sizeof ci->desc, " avx512_vnni");
+        if (os_avx512 && (l71a & (1u << 5))) nst__desc_add(ci->desc, sizeof ci->desc, " avx512_bf16");
+        if (avx2 && fma) { ci->has[NST_ARCH_AVX2] = 1; ci->best = NST_ARCH_AVX2; }
+#if defined(NST__X86_AVX512)
+        if (avx2 && fma && f && dq && bw && vl) { ci->has[NST_ARCH_AVX512] = 1; ci->best = NST_ARCH_AVX512; }
+#endif
+    }
+#elif defined(NST__NEON)
+    nst__desc_add(ci->desc, sizeof ci->desc, "aarch64: neon");
+    ci->has[NST_ARCH_NEON] = 1;
+    ci->best = NST_ARCH_NEON;
+#else
+    nst__desc_add(ci->desc, sizeof ci->desc, "generic (SIMD not compiled in)");
+#endif
+    ci->deflt = ci->best;
+    env = getenv("NST_ARCH");
+    if (env) {
+        int a;
+        for (a = NST_ARCH_SCALAR; a <= NST_ARCH_NEON; a++)
+            if (!strcmp(env, nst__arch_name((nst_arch)a)) && ci->has[a]) ci->deflt = (nst_arch)a;
+    }
+}
+
+/* One-time, thread-safe: the first caller fills the record, concurrent callers wait for it. */
+static const nst__cpu_info *nst__cpu(void) {
+#if defined(__GNUC__) || defined(__clang__)
+    int expect = 0;
+    if (__atomic_load_n(&nst__cpu_state, __ATOMIC_ACQUIRE) == 2) return &nst__cpu_g;
+    if (__atomic_compare_exchange_n(&nst__cpu_state, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        nst__cpu_detect(&nst__cpu_g);
+        __atomic_store_n(&nst__cpu_state, 2, __ATOMIC_RELEASE);
+    } else {
+        while (__atomic_load_n(&nst__cpu_state, __ATOMIC_ACQUIRE) != 2) {}
+    }
+#else
+    if (nst__cpu_state != 2) {   /* no atomics known: racing threads write identical records */
+        nst__cpu_detect(&nst__cpu_g);
+        nst__cpu_state = 2;
+    }
+#endif
+    return &nst__cpu_g;
+}
+
+static nst_arch nst__cpu_arch(void) {
+    return nst__arch_forced ? (nst_arch)nst__arch_forced : nst__cpu()->deflt;
+}
+
+NSTDEF nst_status nst_set_arch(nst_arch a) {
+    const nst__cpu_info *ci = nst__cpu();
+    if (a == NST_ARCH_DEFAULT) { nst__arch_forced = 0; return NST_OK; }
+    if ((int)a < NST_ARCH_SCALAR || (int)a > NST_ARCH_NEON)
+        return nst__err(NST_ERR_ARGUMENT, "set_arch: unknown architecture %d", (int)a);
+    if (!ci->has[a])
+        return nst__err(NST_ERR_UNSUPPORTED, "set_arch: %s is not available on this CPU/build (%s)",
+                        nst__arch_name(a), ci->desc);
+    nst__arch_forced = (int)a;
+    return NST_OK;
+}
+NSTDEF nst_arch nst_get_arch(void) { return nst__cpu_arch(); }
+NSTDEF const char *nst_cpu_string(void) {
+    static NST__TLS char buf[256];
+    snprintf(buf, sizeof buf, "%s (%s)", nst__arch_name(nst__cpu_arch()), nst__cpu()->desc);
+    return buf;
+}
+
+/* ---- micro-kernels -----------------------------------------------------------------------------------
+ * Contract: C[MR][NR] (row stride ldc) = alpha * A*B + beta * C (+ bias[i]) (then max(.,0) if relu),
+ * A packed k-major (a[p*MR + i]), B packed k-major (b[p*NR + j]); beta == 0 never reads C. Always the
+ * full tile: edges go through a stack tile (nst__gemm_tile). */
+typedef void (*nst__ukr_fn)(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
+                            float alpha, float beta, const float *bias, int relu);
+
+typedef struct nst__gemm_kernel {
+    nst_arch arch;
+    int mr, nr, mc, kc, nc;      /* register tile, cache blocks (mc % mr == 0, nc % nr == 0) */
+    nst__ukr_fn ukr;
+    const char *name;
+} nst__gemm_kernel;
+
+#define NST__TILE_MAX 1024       /* MR*NR of the largest kernel, for the stack tile */
+
+/* Scalar reference kernel (also the NST_NO_SIMD path): the tile in a local array, which compilers keep
+ * in vector registers of the baseline ISA. */
+#define NST__S_MR 4
+#define NST__S_NR 8
+static void nst__ukr_4x8_scalar(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
+                                float alpha, float beta, const float *bias, int relu) {
+    float acc[NST__S_MR][NST__S_NR];
+    int i, j, p;
+    memset(acc, 0, sizeof acc);
+    for (p = 0; p < k; p++, a += NST__S_MR, b += NST__S_NR)
+        for (i = 0; i < NST__S_MR; i++)
+            for (j = 0; j < NST__S_NR; j++) acc[i][j] += a[i] * b[j];
+    for (i = 0; i < NST__S_MR; i++) {
+        float *cr = c + i * ldc, bi = bias ? bias[i] : 0.0f;
+        for (j = 0; j < NST__S_NR; j++) {
+            float r = alpha * acc[i][j];
+            if (beta != 0.0f) r += beta * cr[j];
+            r += bi;
+            cr[j] = relu && !(r > 0.0f) ? 0.0f : r;
+        }
+    }
+}
+
+/* x86 kernels, one template per vector width: MR rows x NV vectors, unrolled by the compiler
+ * (NST__UNROLL), the tile in MR*NV registers. */
+#if defined(NST__X86)
+#define NST__UKR_X86(NAME, TARGET, VT, W, MR, NV, LOAD, STORE, SET1, ZERO, FMA, MUL, ADD, MAX)              \
+    TARGET static void NAME(int k, const float *a, const float *b, float *c, ptrdiff_t ldc, float alpha,     \
+                            float beta, const float *bias, int relu) {                                     \
+        VT acc[MR][NV], bv[NV], av;                                                                        \
+        int i, v, p;                                                                                       \
+        NST__UNROLL for (i = 0; i < MR; i++) {                                                             \
+            NST__UNROLL for (v = 0; v < NV; v++) {   /* the C tile arrives while the k loop runs */       \
+                _mm_prefetch((const char *)(c + i * ldc + W * v), _MM_HINT_T0);                            \
+                acc[i][v] = ZERO();                                                                        \
+            }                                                                                              \
+            _mm_prefetch((const char *)(c + i * ldc + W * NV - 1), _MM_HINT_T0);                           \
+        }                                                                                                  \
+        for (p = 0; p < k; p++) {                                                                          \
+            NST__UNROLL for (v = 0; v < NV; v++) bv[v] = LOAD(b + W * v);                                  \
+            NST__UNROLL for (i = 0; i < MR; i++) {                                                         \
+                av = SET1(a[i]);                                                                           \
+                NST__UNROLL for (v = 0; v < NV; v++) acc[i][v] = FMA(av, bv[v], acc[i][v]);               \
+            }                                                                                              \
+            a += MR;                                                                                       \
+            b += W * NV;                                                                                   \
+        }                                                                                                  \
+        {                                                                                                  \
+            VT va = SET1(alpha), vb = SET1(beta), z = ZERO();                                              \
+            NST__UNROLL for (i = 0; i < MR; i++) {                                                         \
+                VT bi = bias ? SET1(bias[i]) : z;                                                          \
+                float *cr = c + i * ldc;                                                                   \
+                NST__UNROLL for (v = 0; v < NV; v++) {                                                     \
+                    VT r = MUL(acc[i][v], va);                                                             \
+                    if (beta != 0.0f) r = FMA(vb, LOAD(cr + W * v), r);                                    \
+                    r = ADD(r, bi);                                                                        \
+                    if (relu) r = MAX(r, z);                                                               \
+                    STORE(cr + W * v, r);                                                                  \
+                }                                                                                          \
+            }                                                                                              \
+        }                                                                                                  \
+    }
+#define NST__UKR_AVX2(NAME, MR, NV)                                                                       \
+    NST__UKR_X86(NAME, NST__TARGET_AVX2, __m256, 8, MR, NV, _mm256_loadu_ps, _mm256_storeu_ps,            \
+                 _mm256_set1_ps, _mm256_setzero_ps, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps,         \
+                 _mm256_max_ps)
+#define NST__UKR_AVX512(NAME, MR, NV)                                                                     \
+    NST__UKR_X86(NAME, NST__TARGET_AVX512, __m512, 16, MR, NV, _mm512_loadu_ps, _mm512_storeu_ps,         \
+                 _mm512_set1_ps, _mm512_setzero_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps,         \
+                 NST__MAX512)
+NST__UKR_AVX2(nst__ukr_6x16_avx2, 6, 2)
+#if defined(NST__X86_AVX512)
+/* the masked form: g++ 12 flags _mm512_max_ps's undefined pass-through lanes as maybe-uninitialized */
+#define NST__MAX512(a, b) _mm512_maskz_max_ps((__mmask16)0xFFFF, a, b)
+#ifndef NST__AVX512_MR   /* tuning hooks for bench experiments; the defaults are the measured best */
+#define NST__AVX512_MR 8
+#define NST__AVX512_NV 3
+#endif
+NST__UKR_AVX512(nst__ukr_avx512, NST__AVX512_MR, NST__AVX512_NV)
+#endif
+#endif /* NST__X86 */
+
+#if defined(NST__NEON)
+/* 8 x 12: 24 q-register accumulators, A as two q registers, lane-indexed FMAs. */
+static void nst__ukr_8x12_neon(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
+                               float alpha, float beta, const float *bias, int relu) {
+    float32x4_t acc[8][3], bv[3], a0, a1;
+    int i, v, p;
+    NST__UNROLL for (i = 0; i < 8; i++) NST__UNROLL for (v = 0; v < 3; v++) acc[i][v] = vdupq_n_f32(0.0f);
+    for (p = 0; p < k; p++) {
+        bv[0] = vld1q_f32(b); bv[1] = vld1q_f32(b + 4); bv[2] = vld1q_f32(b + 8);
+        a0 = vld1q_f32(a); a1 = vld1q_f32(a + 4);
+        NST__UNROLL for (v = 0; v < 3; v++) {
+            acc[0][v] = vfmaq_laneq_f32(acc[0][v], bv[v], a0, 0);
+            acc[1][v] = vfmaq_laneq_f32(acc[1][v], bv[v], a0, 1);
+            acc[2][v] = vfmaq_laneq_f32(acc[2][v], bv[v], a0, 2);
+            acc[3][v] = vfmaq_laneq_f32(acc[3][v], bv[v], a0, 3);
+            acc[4][v] = vfmaq_laneq_f32(acc[4][v], bv[v], a1, 0);
+            acc[5][v] = vfmaq_laneq_f32(acc[5][v], bv[v], a1, 1);
+            acc[6][v] = vfmaq_laneq_f32(acc[6][v], bv[v], a1, 2);
+            acc[7][v] = vfmaq_laneq_f32(acc[7][v], bv[v], a1, 3);
+        }
+        a += 8;
+        b += 12;
+    }
+    {
+        float32x4_t va = vdupq_n_f32(alpha), vb = vdupq_n_f32(beta), z = vdupq_n_f32(0.0f);
+        NST__UNROLL for (i = 0; i < 8; i++) {
+            float32x4_t bi = bias ? vdupq_n_f32(bias[i]) : z;
+            float *cr = c + i * ldc;
+            NST__UNROLL for (v = 0; v < 3; v++) {
+                float32x4_t r = vmulq_f32(acc[i][v], va);
+                if (beta != 0.0f) r = vfmaq_f32(r, vb, vld1q_f32(cr + 4 * v));
+                r = vaddq_f32(r, bi);
+                if (relu) r = vmaxq_f32(r, z);
+                vst1q_f32(cr + 4 * v, r);
+            }
+        }
+    }
+}
+#endif
+
+#ifndef NST__KC
+#define NST__KC 192
+#endif
+#ifndef NST__MC
+#define NST__MC 256
+#endif
+#ifndef NST__NC
+#define NST__NC 1536
+#endif
+
+static const nst__gemm_kernel nst__gemm_kernels[] = {
+    {NST_ARCH_SCALAR, NST__S_MR, NST__S_NR, 128, 256, 2048, nst__ukr_4x8_scalar, "4x8 scalar"},
+#if defined(NST__X86)
+    {NST_ARCH_AVX2, 6, 16, NST__MC / 6 * 6, NST__KC, NST__NC, nst__ukr_6x16_avx2, "6x16 avx2+fma"},
+#if defined(NST__X86_AVX512)
+    {NST_ARCH_AVX512, NST__AVX512_MR, 16 * NST__AVX512_NV, NST__MC / NST__AVX512_MR * NST__AVX512_MR, NST__KC,
+     NST__NC / (16 * NST__AVX512_NV) * (16 * NST__AVX512_NV), nst__ukr_avx512, "8x48 avx512"},
+#endif
+#endif
+#if defined(NST__NEON)
+    {NST_ARCH_NEON, 8, 12, 128, 256, 2040, nst__ukr_8x12_neon, "8x12 neon"},
+#endif
+};
+
+static const nst__gemm_kernel *nst__gemm_kernel_for(nst_arch a) {
+    size_t i;
+    for (i = 0; i < sizeof nst__gemm_kernels / sizeof nst__gemm_kernels[0]; i++)
+        if (nst__gemm_kernels[i].arch == a) return &nst__gemm_kernels[i];
+    return &nst__gemm_kernels[0];
+}
+
+/* Edge tile: the full kernel into an aligned stack tile, then the valid m x n part into C with the same
+ * update the kernel does (C not read when beta == 0). */
+static void nst__gemm_tile(const nst__gemm_kernel *kt, int k, const float *a, const float *b, float *c,
+                           ptrdiff_t ldc, int m, int n, float alpha, float beta, const float *bias, int relu) {
+    float tile[NST__TILE_MAX] NST__ALIGN64;
+    int i, j, nr = kt->nr;
+    if (m == kt->mr && n == nr) {
+        kt->ukr(k, a, b, c, ldc, alpha, beta, bias, relu);
+        return;
+    }
+    kt->ukr(k, a, b, tile, nr, 1.0f, 0.0f, NULL, 0);
+    for (i = 0; i < m; i++) {
+        float *cr = c + i * ldc, bi = bias ? bias[i] : 0.0f;
+        const float *t = tile + i * nr;
+        for (j = 0; j < n; j++) {
+            float r = alpha * t[j];
+            if (beta != 0.0f) r += beta * cr[j];
+            r += bi;
+            cr[j] = relu && !(r > 0.0f) ? 0.0f : r;
+        }
+    }
+}
+
+/* ---- packing -----------------------------------------------------------------------------------------
+ * Panels are k-major and zero-padded to the full MR / NR, so kernels never see ragged edges.
+ * pack_rows: dst[p*W + i] = src[i*ld + p]  (a row-major operand cut across its rows: transposing)
+ * pack_cols: dst[p*W + i] = src[p*ld + i]  (rows of W contiguous floats: copies)                      */
+static void nst__pack_cols(float *dst, const float *src, ptrdiff_t ld, int kc, int w, int W) {
+    int p, i;
+    if (w == W) {
+        switch (W) {   /* constant widths: the copies become a few vector moves */
+#define NST__PACK_COPY(WW) case WW: for (p = 0; p < kc; p++) memcpy(dst + (size_t)p * WW, src + p * ld, WW * sizeof(float)); return;
+        NST__PACK_COPY(4) NST__PACK_COPY(6) NST__PACK_COPY(8) NST__PACK_COPY(12) NST__PACK_COPY(16)
+        NST__PACK_COPY(32) NST__PACK_COPY(48) NST__PACK_COPY(64)
+#undef NST__PACK_COPY
+        default: break;
+        }
+    }
+    for (p = 0; p < kc; p++) {
+        const float *s = src + p * ld;
+        float *d = dst + (size_t)p * W;
+        for (i = 0; i < w; i++) d[i] = s[i];
+        for (; i < W; i++) d[i] = 0.0f;
+    }
+}
+
+#if defined(NST__X86)
+/* 8 rows x 8 k at a time through an in-register transpose. */
+NST__TARGET_AVX2 static void nst__pack_rows8_avx2(float *dst, const float *src, ptrdiff_t ld, int kc, int W) {
+    int p;
+    for (p = 0; p + 8 <= kc; p += 8) {
+        __m256 r0 = _mm256_loadu_ps(src + 0 * ld + p), r1 = _mm256_loadu_ps(src + 1 * ld + p);
+        __m256 r2 = _mm256_loadu_ps(src + 2 * ld + p), r3 = _mm256_loadu_ps(src + 3 * ld + p);
+        __m256 r4 = _mm256_loadu_ps(src + 4 * ld + p), r5 = _mm256_loadu_ps(src + 5 * ld + p);
+        __m256 r6 = _mm256_loadu_ps(src + 6 * ld + p), r7 = _mm256_loadu_ps(src + 7 * ld + p);
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        float *d = dst + (size_t)p * W;
+        _mm256_storeu_ps(d + 0 * W, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(d + 1 * W, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(d + 2 * W, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(d + 3 * W, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(d + 4 * W, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(d + 5 * W, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(d + 6 * W, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_storeu_ps(d + 7 * W, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    for (; p < kc; p++) {
+        int i;
+        for (i = 0; i < 8; i++) dst[(size_t)p * W + i] = src[i * ld + p];
+    }
+}
+#endif
+
+static void nst__pack_rows(float *dst, const float *src, ptrdiff_t ld, int kc, int w, int W, int simd) {
+    int p, i = 0;
+#if defined(NST__X86)
+    if (simd)   /* blocks of 8 rows (W is a multiple of 8, or 6 and then never w >= 8) */
+        for (; i + 8 <= w; i += 8) nst__pack_rows8_avx2(dst + i, src + i * ld, ld, kc, W);
+#else
+    (void)simd;
+#endif
+    for (; i < w; i++) {
+        const float *s = src + i * ld;
+        float *d = dst + i;
+        for (p = 0; p < kc; p++) d[(size_t)p * W] = s[p];
+    }
+    for (; i < W; i++)
+        for (p = 0; p < kc; p++) dst[(size_t)p * W + i] = 0.0f;
+}
+
+/* ---- the blocked driver ------------------------------------------------------------------------------*/
+typedef struct nst__gemm_job {
+    const nst__gemm_kernel *kt;
+    int trans_a, trans_b, m, n, k, kb;     /* kb: K block size (ceil(k / ceil(k/KC))) */
+    float alpha, beta;
+    const float *a, *b;
+    ptrdiff_t lda, ldb, ldc;
+    float *c;
+    const float *bias;
+    int relu, lower;                       /* lower: SYRK, skip tiles strictly above the diagonal */
+    const float *apacked;                  /* whole op(A) pre-packed (nst__sgemm_apack), or NULL */
+    int simd_pack;                         /* 1: AVX2 transposes; 2: and AVX-512 row copies */
+} nst__gemm_job;
+
+static int nst__round_up(int x, int r) { return (x + r - 1) / r * r; }
+
+/* Packs op(A)[i0:i0+mcur][pc:pc+kcur] into MR panels at dst. */
+static void nst__gemm_pack_a(const nst__gemm_job *g, float *dst, int i0, int mcur, int pc, int kcur) {
+    int mr = g->kt->mr, ir;
+    for (ir = 0; ir < mcur; ir += mr) {
+        int w = NST__MIN(mr, mcur - ir);
+        float *d = dst + (size_t)ir * kcur;
+        if (g->trans_a) nst__pack_cols(d, g->a + (size_t)pc * g->lda + i0 + ir, g->lda, kcur, w, mr);
+        else nst__pack_rows(d, g->a + (size_t)(i0 + ir) * g->lda + pc, g->lda, kcur, w, mr, g->simd_pack);
+    }
+}
+/* Packs op(B)[pc:pc+kcur][j0:j0+ncur] into NR panels at dst. */
+#if defined(NST__X86_AVX512)
+/* One source row into consecutive 48-wide panels (`step` floats apart): whole-line loads and stores. */
+NST__TARGET_AVX512 static void nst__pack_row48_avx512(float *d, const float *s, int full, size_t step) {
+    int jr;
+    for (jr = 0; jr < full; jr += 48, d += step) {
+        __m512 x0 = _mm512_loadu_ps(s + jr), x1 = _mm512_loadu_ps(s + jr + 16), x2 = _mm512_loadu_ps(s + jr + 32);
+        _mm512_storeu_ps(d, x0);
+        _mm512_storeu_ps(d + 16, x1);
+        _mm512_storeu_ps(d + 32, x2);
+    }
+}
+#endif
+
+static void nst__gemm_pack_b(const nst__gemm_job *g, float *dst, int j0, int ncur, int pc, int kcur) {
+    int nr = g->kt->nr, jr, p;
+    if (g->trans_b) {
+        for (jr = 0; jr < ncur; jr += nr)
+            nst__pack_rows(dst + (size_t)jr * kcur, g->b + (size_t)(j0 + jr) * g->ldb + pc, g->ldb, kcur,
+                           NST__MIN(nr, ncur - jr), nr, g->simd_pack);
+        return;
+    }
+    /* Row by row: each source row is read front to back once (B usually comes from DRAM here, and long
+     * sequential runs are what the hardware prefetchers stream best), scattered into the panels. */
+    for (p = 0; p < kcur; p++) {
+        const float *s = g->b + (size_t)(pc + p) * g->ldb + j0;
+        float *d = dst + (size_t)p * nr;
+        size_t step = (size_t)nr * kcur;
+        int full = ncur / nr * nr;
+#if defined(__GNUC__) || defined(__clang__)
+        if (p + 4 < kcur) {   /* a few rows ahead: more misses in flight than the prefetchers start */
+            const char *q = (const char *)(s + 4 * g->ldb);
+            int o;
+            for (o = 0; o < ncur * (int)sizeof(float); o += 64) __builtin_prefetch(q + o);
+        }
+#endif
+#if defined(NST__X86_AVX512)
+        if (nr == 48 && g->simd_pack == 2) {
+            nst__pack_row48_avx512(d, s, full, step);
+            d += (size_t)(full / 48) * step;
+        } else
+#endif
+        switch (nr) {   /* constant widths: each copy becomes a few vector moves */
+#define NST__PACK_ROW(NR) case NR: for (jr = 0; jr < full; jr += NR, d += step) memcpy(d, s + jr, NR * sizeof(float)); break;
+        NST__PACK_ROW(8) NST__PACK_ROW(12) NST__PACK_ROW(16) NST__PACK_ROW(32) NST__PACK_ROW(48) NST__PACK_ROW(64)
+#undef NST__PACK_ROW
+        default: for (jr = 0; jr < full; jr += nr, d += step) memcpy(d, s + jr, (size_t)nr * sizeof(float));
+        }
+        if (full < ncur) nst__pack_cols(d, s + full, 0, 1, ncur - full, nr);
+    }
+}
+
+/* Software prefetch of the next B block's source while the kernels run on the current one: the block
+ * is packed from memory (usually DRAM) right after, and a few lines issued per kernel call keep the
+ * memory system busy in the background instead of stalling the packing loop later. */
+typedef struct nst__pf_cursor {
+    const char *base;
+    size_t stride;           /* bytes between source rows */
+    int rows, lines, row, line, per_call;
+} nst__pf_cursor;
+
+static void nst__pf_setup(nst__pf_cursor *pf, const nst__gemm_job *g, int jc, int ncur, int pc, int kcur, int calls) {
+    size_t total;
+    memset(pf, 0, sizeof *pf);
+    if (ncur <= 0 || kcur <= 0) return;
+    if (g->trans_b) {   /* B is n x k: ncur rows of kcur floats */
+        pf->base = (const char *)(g->b + (size_t)jc * g->ldb + pc);
+        pf->rows = ncur;
+        pf->lines = (kcur * (int)sizeof(float) + 63) / 64;
+    } else {            /* B is k x n: kcur rows of ncur floats */
+        pf->base = (const char *)(g->b + (size_t)pc * g->ldb + jc);
+        pf->rows = kcur;
+        pf->lines = (ncur * (int)sizeof(float) + 63) / 64;
+    }
+    pf->stride = (size_t)g->ldb * sizeof(float);
+    total = (size_t)pf->rows * pf->lines;
+    pf->per_call = (int)((total + (size_t)calls - 1) / (size_t)NST__MAX(calls, 1));
+}
+
+static void nst__pf_step(nst__pf_cursor *pf) {
+#if defined(__GNUC__) || defined(__clang__)
+    int q;
+    for (q = 0; q < pf->per_call && pf->row < pf->rows; q++) {
+        __builtin_prefetch(pf->base + pf->row * pf->stride + (size_t)pf->line * 64, 0, 2);
+        if (++pf->line == pf->lines) { pf->line = 0; pf->row++; }
+    }
+#else
+    (void)pf;
+#endif
+}
+
+/* One thread's share: rows [i0,i1) x columns [j0,j1) of C; i0 is MR-aligned, j0 NR-aligned. */
+static void nst__gemm_range(const nst__gemm_job *g, int i0, int i1, int j0, int j1, float *abuf, float *bbuf) {
+    const nst__gemm_kernel *kt = g->kt;
+    int mr = kt->mr, nr = kt->nr, jc, pc, ic, jr, ir;
+    size_t mpad = (size_t)nst__round_up(g->m, mr);
+    /* Few rows (one MC block, e.g. the convolution's C[64][pixels]): every B element feeds only a few
+     * kernels, so each NR panel is packed just before its kernels run (it is then still in L1), and the
+     * prefetcher below fetches the next panel instead of the next block. */
+    int stream_b = !g->trans_b && !g->lower && i1 - i0 <= kt->mc;
+    for (jc = j0; jc < j1; jc += kt->nc) {
+        int ncur = NST__MIN(kt->nc, j1 - jc);
+        if (g->lower) {   /* SYRK: this thread's rows end at i1, so columns >= i1 are above the diagonal */
+            if (i1 <= jc) break;
+            ncur = NST__MIN(ncur, i1 - jc);
+        }
+        for (pc = 0; pc < g->k; pc += g->kb) {
+            int kcur = NST__MIN(g->kb, g->k - pc), last = pc + kcur >= g->k;
+            float beta = pc == 0 ? g->beta : 1.0f;
+            const float *bias = last ? g->bias : NULL;
+            int relu = last ? g->relu : 0;
+            int tiles = ((i1 - i0 + mr - 1) / mr) * ((ncur + nr - 1) / nr);
+            nst__pf_cursor pf;
+            if (!stream_b) {
+                /* the next block: next K slice of these columns, else the first of the next columns */
+                int npc = last ? 0 : pc + kcur, njc = last ? jc + kt->nc : jc;
+                int nn = NST__MIN(kt->nc, j1 - njc);
+                nst__pf_setup(&pf, g, njc, njc < j1 ? nn : 0, npc, NST__MIN(g->kb, g->k - npc), tiles);
+                nst__gemm_pack_b(g, bbuf, jc, ncur, pc, kcur);
+            }
+            for (ic = i0; ic < i1; ic += kt->mc) {
+                int mcur = NST__MIN(kt->mc, i1 - ic);
+                const float *ap;
+                if (g->lower && ic + mcur <= jc) continue;
+                if (g->apacked) ap = g->apacked + mpad * pc + (size_t)ic * kcur;
+                else { nst__gemm_pack_a(g, abuf, ic, mcur, pc, kcur); ap = abuf; }
+                for (jr = 0; jr < ncur; jr += nr) {
+                    int ncr = NST__MIN(nr, ncur - jr);
+                    const float *bp = bbuf + (size_t)jr * kcur;
+                    if (stream_b) {
+                        nst__pf_setup(&pf, g, jc + jr + nr, NST__MIN(nr, ncur - jr - nr), pc, kcur, (mcur + mr - 1) / mr);
+                        nst__gemm_pack_b(g, bbuf + (size_t)jr * kcur, jc + jr, ncr, pc, kcur);
+                    }
+                    for (ir = 0; ir < mcur; ir += mr) {
+                        int i = ic + ir, mrows = NST__MIN(mr, mcur - ir);
+                        nst__pf_step(&pf);
+                        if (g->lower && i + mrows <= jc + jr) continue;   /* tile strictly above the diagonal */
+                        nst__gemm_tile(kt, kcur, ap + (size_t)ir * kcur, bp, g->c + i * g->ldc + jc + jr,
+                                       g->ldc, mrows, ncr, g->alpha, beta,
+                                       bias ? bias + i : NULL, relu);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* C = beta*C (+bias, relu) when there is no product to add (k == 0 or alpha == 0). */
+static void nst__gemm_scale_c(const nst__gemm_job *g) {
+    int i, j;
+    for (i = 0; i < g->m; i++) {
+        float *cr = g->c + i * g->ldc, bi = g->bias ? g->bias[i] : 0.0f;
+        for (j = 0; j < g->n; j++) {
+            float r = g->beta != 0.0f ? g->beta * cr[j] : 0.0f;
+            r += bi;
+            cr[j] = g->relu && !(r > 0.0f) ? 0.0f : r;
+        }
+    }
+}
+
+/* Splits [0, total) in `parts` ranges aligned to `align`, as even as possible. */
+static int nst__split_at(int total, int align, int parts, int t) {
+    int units = (total + align - 1) / align, u = (int)((long long)units * t / parts);
+    return NST__MIN(total, u * align);
+}
+/* SYRK rows: thread t gets rows up to n*sqrt((t+1)/nt), so the lower-triangle areas are equal. */
+static int nst__split_tri(int total, int align, int parts, int t) {
+    double f = sqrt((double)t / parts);
+    int u = (int)(f * total / align + 0.5);
+    return t >= parts ? total : NST__MIN(total, u * align);
+}
+
+static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
+    const nst__gemm_kernel *kt = g->kt;
+    int nt, split_n, parts, nkb;
+    size_t abuf_n, bbuf_n, per;
+    float *buf;
+    double flops;
+    if (g->m == 0 || g->n == 0) return NST_OK;
+    if (g->k == 0 || g->alpha == 0.0f) { nst__gemm_scale_c(g); return NST_OK; }
+    nkb = (g->k + kt->kc - 1) / kt->kc;
+    g->kb = (g->k + nkb - 1) / nkb;
+#if defined(NST__X86)
+    g->simd_pack = kt->arch == NST_ARCH_AVX512 ? 2 : kt->arch == NST_ARCH_AVX2;
+#endif
+    /* Threads: at least ~20 MFLOP (~0.1 ms) each, so the fork/join and a late-starting thread on a busy
+     * machine cost little; never more threads than panels in the split dimension. */
+    nt = nst__resolve_threads(nthreads);
+    flops = 2.0 * g->m * g->n * g->k;
+    if (flops < 2e7 * nt) nt = NST__MAX(1, (int)(flops / 2e7));
+    split_n = !g->lower && (g->n >= g->m || (g->n + kt->nr - 1) / kt->nr >= 4 * nt);
+    parts = split_n ? (g->n + kt->nr - 1) / kt->nr : (g->m + kt->mr - 1) / kt->mr;
+    if (nt > parts) nt = parts;
+    if (nt < 1) nt = 1;
+    abuf_n = g->apacked ? 0 : (size_t)kt->mc * g->kb;
+    {   /* B buffer: the widest column range a thread packs at once, in whole panels */
+        int units = (g->n + kt->nr - 1) / kt->nr, cols = (split_n ? (units + nt - 1) / nt : units) * kt->nr;
+        bbuf_n = (size_t)NST__MIN(kt->nc, cols) * g->kb;
+    }
+    per = (abuf_n + bbuf_n + 15) & ~(size_t)15;
+    buf = (float *)nst__aligned_alloc(per * nt * sizeof(float));
+    if (!buf) return nst__err(NST_ERR_NOMEM, "sgemm: out of memory for %d x %lu packing floats", nt, (unsigned long)per);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int t, step = 1, first = 0;
+#ifdef _OPENMP
+        first = omp_get_thread_num();
+        step = omp_get_num_threads();   /* fewer than asked (nesting): each takes several ranges */
+#endif
+        for (t = first; t < nt; t += step) {
+            float *ab = buf + per * t, *bb = ab + abuf_n;
+            if (g->lower)
+                nst__gemm_range(g, nst__split_tri(g->m, kt->mr, nt, t), nst__split_tri(g->m, kt->mr, nt, t + 1),
+                                0, g->n, ab, bb);
+            else if (split_n)
+                nst__gemm_range(g, 0, g->m, nst__split_at(g->n, kt->nr, nt, t), nst__split_at(g->n, kt->nr, nt, t + 1),
+                                ab, bb);
+            else
+                nst__gemm_range(g, nst__split_at(g->m, kt->mr, nt, t), nst__split_at(g->m, kt->mr, nt, t + 1),
+                                0, g->n, ab, bb);
+        }
+    }
+    nst__aligned_free(buf);
+    return NST_OK;
+}
+
+static nst_status nst__gemm_check(const char *who, int trans_a, int trans_b, int m, int n, int k,
+                                  const float *a, int lda, const float *b, int ldb, const float *c, int ldc) {
+    if (m < 0 || n < 0 || k < 0) return nst__err(NST_ERR_ARGUMENT, "%s: negative size (%d, %d, %d)", who, m, n, k);
+    if (m && n && !c) return nst__err(NST_ERR_ARGUMENT, "%s: C is NULL", who);
+    if (ldc < NST__MAX(1, n)) return nst__err(NST_ERR_ARGUMENT, "%s: ldc %d < n %d", who, ldc, n);
+    if (m && n && k) {
+        if ((a && lda < NST__MAX(1, trans_a ? m : k)) || (b && ldb < NST__MAX(1, trans_b ? k : n)))
+            return nst__err(NST_ERR_ARGUMENT, "%s: leading dimension too small (lda %d, ldb %d)", who, lda, ldb);
+        if (!b) return nst__err(NST_ERR_ARGUMENT, "%s: B is NULL", who);
+    }
+    return NST_OK;
+}
+
+static nst_status nst__sgemm_fused(int nthreads, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                                   const float *a, int lda, const float *b, int ldb, float beta,
+                                   float *c, int ldc, const float *bias, int relu) {
+    nst__gemm_job g;
+    nst_status s = nst__gemm_check("sgemm", trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
+    if (s) return s;
+    if (m && n && k && !a) return nst__err(NST_ERR_ARGUMENT, "sgemm: A is NULL");
+    memset(&g, 0, sizeof g);
+    g.kt = nst__gemm_kernel_for(nst__cpu_arch());
+    g.trans_a = trans_a; g.trans_b = trans_b; g.m = m; g.n = n; g.k = k;
+    g.alpha = alpha; g.beta = beta; g.a = a; g.b = b; g.lda = lda; g.ldb = ldb; g.c = c; g.ldc = ldc;
+    g.bias = bias; g.relu = relu;
+    return nst__gemm_run(&g, nthreads);
+}
+
+static nst_status nst__sgemm_ex(int nthreads, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                                const float *a, int lda, const float *b, int ldb, float beta,
+                                float *c, int ldc) {
+    return nst__sgemm_fused(nthreads, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, NULL, 0);
+}
+
+static NST__UNUSED nst_status nst__ssyrk_ex(int nthreads, int n, int k, float alpha, const float *a, int lda,
+                                            float *c, int ldc) {
+    nst__gemm_job g;
+    int i, j;
+    nst_status s = nst__gemm_check("ssyrk", 0, 1, n, n, k, a, lda, a, lda, c, ldc);
+    if (s) return s;
+    memset(&g, 0, sizeof g);
+    g.kt = nst__gemm_kernel_for(nst__cpu_arch());
+    g.trans_b = 1; g.m = n; g.n = n; g.k = k; g.alpha = alpha; g.beta = 0.0f;
+    g.a = a; g.b = a; g.lda = lda; g.ldb = lda; g.c = c; g.ldc = ldc; g.lower = 1;
+    s = nst__gemm_run(&g, nthreads);
+    if (s) return s;
+    for (i = 0; i < n; i++)
+        for (j = i + 1; j < n; j++) c[(size_t)i * ldc + j] = c[(size_t)j * ldc + i];
+    return NST_OK;
+}
+
+/* ---- pre-packed A ------------------------------------------------------------------------------------*/
+typedef struct nst__sgemm_apack {
+    const nst__gemm_kernel *kt;   /* the kernel the layout was made for */
+    int m, k;
+    float *data;                  /* K blocks one after another, each ceil(m/MR) panels of kb x MR */
+} nst__sgemm_apack;
+
+static NST__UNUSED void nst__sgemm_apack_free(nst__sgemm_apack *pk) {
+    if (!pk) return;
+    nst__aligned_free(pk->data);
+    memset(pk, 0, sizeof *pk);
+}
+
+static NST__UNUSED nst_status nst__sgemm_pack_a(nst__sgemm_apack *pk, int trans_a, int m, int k,
+                                                const float *a, int lda) {
+    nst__gemm_job g;
+    size_t mpad, total;
+    int nkb, pc;
+    if (!pk) return nst__err(NST_ERR_ARGUMENT, "sgemm_pack_a: NULL pack");
+    memset(pk, 0, sizeof *pk);
+    if (m < 0 || k < 0 || (m && k && (!a || lda < (trans_a ? m : k))))
+        return nst__err(NST_ERR_ARGUMENT, "sgemm_pack_a: bad arguments (m %d, k %d, lda %d)", m, k, lda);
+    memset(&g, 0, sizeof g);
+    g.kt = nst__gemm_kernel_for(nst__cpu_arch());
+    g.trans_a = trans_a; g.m = m; g.k = k; g.a = a; g.lda = lda;
+#if defined(NST__X86)
+    g.simd_pack = g.kt->arch == NST_ARCH_AVX512 ? 2 : g.kt->arch == NST_ARCH_AVX2;
+#endif
+    mpad = (size_t)nst__round_up(m, g.kt->mr);
+    if (!nst__mul_ok(mpad, (size_t)k, &total) || !nst__mul_ok(total, sizeof(float), &total))
+        return nst__err(NST_ERR_NOMEM, "sgemm_pack_a: %d x %d is too large", m, k);
+    pk->data = (float *)nst__aligned_alloc(total);
+    if (!pk->data) return nst__err(NST_ERR_NOMEM, "sgemm_pack_a: out of memory (%lu bytes)", (unsigned long)total);
+    pk->kt = g.kt; pk->m = m; pk->k = k;
+    if (k == 0) return NST_OK;
+    nkb = (k + g.kt->kc - 1) / g.kt->kc;
+    g.kb = (k + nkb - 1) / nkb;
+    for (pc = 0; pc < k; pc += g.kb)
+        nst__gemm_pack_a(&g, pk->data + mpad * pc, 0, m, pc, NST__MIN(g.kb, k - pc));
+    return NST_OK;
+}
+
+static NST__UNUSED nst_status nst__sgemm_apacked(int nthreads, const nst__sgemm_apack *pk, int trans_b, int n,
+                                                 float alpha, const float *b, int ldb, float beta,
+                                                 float *c, int ldc, const float *bias, int relu) {
+    nst__gemm_job g;
+    nst_status s;
+    if (!pk || (!pk->data && pk->m && pk->k)) return nst__err(NST_ERR_ARGUMENT, "sgemm_apacked: empty pack");
+    s = nst__gemm_check("sgemm_apacked", 0, trans_b, pk->m, n, pk->k, NULL, 0, b, ldb, c, ldc);
+    if (s) return s;
+    memset(&g, 0, sizeof g);
+    g.kt = pk->kt ? pk->kt : nst__gemm_kernel_for(nst__cpu_arch());
+    g.trans_b = trans_b; g.m = pk->m; g.n = n; g.k = pk->k;
+    g.alpha = alpha; g.beta = beta; g.b = b; g.ldb = ldb; g.c = c; g.ldc = ldc;
+    g.bias = bias; g.relu = relu; g.apacked = pk->data;
+    return nst__gemm_run(&g, nthreads);
+}
+
+NSTDEF nst_status nst_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
+                            const float *a, int lda, const float *b, int ldb, float beta,
+                            float *c, int ldc) {
+    return nst__sgemm_ex(0, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
 
 /* =====================================================================================================
  * >>tensor  tensors and scalar reference kernels
  * ===================================================================================================*/
-#include "src/ref.h"
+NSTDEF nst_status nst_tensor_alloc(nst_tensor *t, int c, int h, int w) {
+    size_t n;
+    t->c = t->h = t->w = 0;
+    t->data = NULL;
+    if (c <= 0 || h <= 0 || w <= 0) return nst__err(NST_ERR_ARGUMENT, "tensor: bad shape %dx%dx%d", c, h, w);
+    if (!nst__mul_ok((size_t)c * (size_t)h, (size_t)w, &n) || !nst__mul_ok(n, sizeof(float), &n))
+        return nst__err(NST_ERR_NOMEM, "tensor: %dx%dx%d is too large", c, h, w);
+    t->data = (float *)nst__aligned_alloc(n);
+    if (!t->data) return nst__err(NST_ERR_NOMEM, "tensor: out of memory for %dx%dx%d", c, h, w);
+    memset(t->data, 0, n);
+    t->c = c; t->h = h; t->w = w;
+    return NST_OK;
+}
+NSTDEF void nst_tensor_free(nst_tensor *t) {
+    if (!t) return;
+    nst__aligned_free(t->data);
+    t->data = NULL;
+    t->c = t->h = t->w = 0;
+}
+
+/* ---- scalar reference kernels ------------------------------------------------------------------
+ * Plain loops every fast path is tested against. Threaded over output channels only, so each output
+ * element is summed in the same order whatever the thread count. */
+
+/* out[co] = bias[co] + sum_ci sum_taps w * in, with the tap loop outside the row loop so the
+ * inner loop is a contiguous, vectorisable axpy. */
+static void nst__conv3x3_forward_ref(float *out, const float *in, const float *wt, const float *bias,
+                                     int cin, int cout, int h, int w, int relu, int nthreads) {
+    int co;
+    size_t hw = (size_t)h * w;
+    nthreads = nst__resolve_threads(nthreads);
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (co = 0; co < cout; co++) {
+        float *o = out + (size_t)co * hw;
+        int ci, ky, kx, y, x;
+        size_t i;
+        for (i = 0; i < hw; i++) o[i] = bias ? bias[co] : 0.0f;
+        for (ci = 0; ci < cin; ci++) {
+            const float *src = in + (size_t)ci * hw;
+            const float *k9 = wt + ((size_t)co * cin + ci) * 9;
+            for (ky = 0; ky < 3; ky++)
+                for (kx = 0; kx < 3; kx++) {
+                    float k = k9[ky * 3 + kx];
+                    int x0 = kx == 0 ? 1 : 0, x1 = kx == 2 ? w - 1 : w;
+                    for (y = 0; y < h; y++) {
+                        int sy = y + ky - 1;
+                        const float *srow;
+                        float *orow;
+                        if (sy < 0 || sy >= h) continue;
+                        srow = src + (size_t)sy * w + (kx - 1);
+                        orow = o + (size_t)y * w;
+                        for (x = x0; x < x1; x++) orow[x] += k * srow[x];
+                    }
+                }
+        }
+        if (relu)
+            for (i = 0; i < hw; i++) o[i] = o[i] > 0.0f ? o[i] : 0.0f;
+    }
+}
+
+/* din[ci] = sum_co sum_taps w[co][ci][2-ky][2-kx] * dout[co]: the transposed convolution. */
+static void nst__conv3x3_backward_data_ref(float *din, const float *dout, const float *wt, int cin, int cout,
+                                           int h, int w, int nthreads) {
+    int ci;
+    size_t hw = (size_t)h * w;
+    nthreads = nst__resolve_threads(nthreads);
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (ci = 0; ci < cin; ci++) {
+        float *o = din + (size_t)ci * hw;
+        int co, ky, kx, y, x;
+        size_t i;
+        for (i = 0; i < hw; i++) o[i] = 0.0f;
+        for (co = 0; co < cout; co++) {
+            const float *src = dout + (size_t)co * hw;
+            const float *k9 = wt + ((size_t)co * cin + ci) * 9;
+            for (ky = 0; ky < 3; ky++)
+                for (kx = 0; kx < 3; kx++) {
+                    /* in[y+ky-1][x+kx-1] received k*out[y][x], so din[y][x] += k * dout[y-ky+1][x-kx+1] */
+                    float k = k9[ky * 3 + kx];
+                    int dx = 1 - kx;
+                    int x0 = dx < 0 ? -dx : 0, x1 = dx > 0 ? w - dx : w;
+                    for (y = 0; y < h; y++) {
+                        int sy = y + 1 - ky;
+                        const float *srow;
+                        float *orow;
+                        if (sy < 0 || sy >= h) continue;
+                        srow = src + (size_t)sy * w + dx;
+                        orow = o + (size_t)y * w;
+                        for (x = x0; x < x1; x++) orow[x] += k * srow[x];
+                    }
+                }
+        }
+    }
+}
+
+/* 2x2 stride-2 pooling; odd trailing rows/columns are dropped (floor), as torch and Caffe's VGG do. */
+static NST__UNUSED void nst__pool2x2_forward_ref(float *out, const float *in, int c, int h, int w, int avg, int nthreads) {
+    int ch, oh = h / 2, ow = w / 2;
+    nthreads = nst__resolve_threads(nthreads);
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (ch = 0; ch < c; ch++) {
+        const float *s = in + (size_t)ch * h * w;
+        float *o = out + (size_t)ch * oh * ow;
+        int y, x;
+        for (y = 0; y < oh; y++)
+            for (x = 0; x < ow; x++) {
+                const float *p = s + (size_t)(2 * y) * w + 2 * x;
+                float a = p[0], b = p[1], cc = p[w], d = p[w + 1];
+                if (avg) {
+                    o[(size_t)y * ow + x] = 0.25f * (a + b + cc + d);
+                } else {
+                    float m = a;
+                    if (b > m) m = b;
+                    if (cc > m) m = cc;
+                    if (d > m) m = d;
+                    o[(size_t)y * ow + x] = m;
+                }
+            }
+    }
+}
+
+/* Max pooling sends the gradient to the first maximum in row-major order (as torch does). */
+static NST__UNUSED void nst__pool2x2_backward_ref(float *din, const float *dout, const float *in, int c, int h, int w,
+                                      int avg, int nthreads) {
+    int ch, oh = h / 2, ow = w / 2;
+    nthreads = nst__resolve_threads(nthreads);
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (ch = 0; ch < c; ch++) {
+        const float *s = in ? in + (size_t)ch * h * w : NULL;
+        const float *g = dout + (size_t)ch * oh * ow;
+        float *d = din + (size_t)ch * h * w;
+        int y, x;
+        memset(d, 0, sizeof(float) * (size_t)h * w);
+        for (y = 0; y < oh; y++)
+            for (x = 0; x < ow; x++) {
+                size_t base = (size_t)(2 * y) * w + 2 * x;
+                float gv = g[(size_t)y * ow + x];
+                if (avg) {
+                    float q = 0.25f * gv;
+                    d[base] = q; d[base + 1] = q; d[base + w] = q; d[base + w + 1] = q;
+                } else {
+                    size_t best = base;
+                    if (s[base + 1] > s[best]) best = base + 1;
+                    if (s[base + w] > s[best]) best = base + w;
+                    if (s[base + w + 1] > s[best]) best = base + w + 1;
+                    d[best] = gv;
+                }
+            }
+    }
+}
+
+NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale) {
+    if (!g || !f || c <= 0 || hw <= 0) return nst__err(NST_ERR_ARGUMENT, "gram: bad arguments");
+    return nst__ssyrk_ex(0, c, hw, scale, f, hw, g, c);
+}
 
 /* =====================================================================================================
  * >>conv  3x3 convolution fast paths, pooling
  * ===================================================================================================*/
-#include "src/conv.h"
+/* ---- 3x3 convolution fast paths and 2x2 pooling --------------------------------------------------
+ * Contract used by the VGG code (>>vgg):
+ *   nst__conv_plan_create(w, bias, cin, cout, &plan)   packs/transforms filters once, for both directions
+ *   nst__conv_workspace(plan, h, w, nthreads)        bytes of scratch forward/backward need at h x w
+ *   nst__conv_forward(plan, in, out, h, w, relu, nthreads, ws)      ws: that scratch, or NULL (allocates)
+ *   nst__conv_backward_data(plan, dout, din, h, w, nthreads, ws)    overwrites din
+ *   nst__conv_plan_free(plan)
+ *   nst__pool_forward(out, in, c, h, w, avg, nthreads)  2x2/2 pooling (floor), fast path of the ref
+ *   nst__pool_backward(din, dout, in, c, h, w, avg, nthreads)  (in may be NULL for avg)
+ * Layout: CHW float, batch 1. The plan borrows weight and bias (they must outlive it). A ws sized for
+ * (h, w, nthreads) serves both directions; forward/backward never allocate when ws is given.
+ * Results depend on the CPU path (AVX-512 or scalar) but never on the thread count: every output is
+ * summed by one thread in a fixed order.
+ *
+ * Two algorithms, chosen per layer and direction when the plan is made (nst__conv_choose):
+ *
+ *   Winograd F(4x4, 3x3)  (NST__CONV_WINO) whenever the input has >= 8 channels. Each 4x4 output tile
+ *     comes from a 6x6 input patch with 36 multiplies per channel pair instead of 144, so a layer costs
+ *     a quarter of direct convolution's FMAs plus the transforms:
+ *       V = B^T d B (input patch), U = G g G^T (filter), Y = A^T (sum_ci U . V) A.
+ *     The sum over input channels is, for each of the 36 transform elements, a GEMM
+ *     M[e][cout x tiles] = U[e][cout x cin] * V[e][cin x tiles] on a 6 x (16..64) register-tile
+ *     micro-kernel (U broadcast, 16 tiles per vector). Tiles go in blocks of up to 64 (one thread per
+ *     block; its V and M scratch stay in L2), output channels in chunks of 48 so M stays small.
+ *     The input transform de-interleaves the stride-4 tile columns in registers and the output
+ *     transform interleaves them back, so feature maps stay plain CHW (no blocked layout needed).
+ *     Backward-data is the same engine on the flipped, channel-transposed filters. Transformed filters
+ *     take 4x the weights per direction, so only layers below 256x512 filters keep them in the plan
+ *     (74 MB for conv1_2 .. conv3_4, both directions); conv4_1 and the 512-channel layers transform
+ *     theirs into the workspace on every call (~3 ms per 512x512 layer on one core, AVX-512),
+ *     which saves ~300 MB for VGG-19 to relu5_1 (530 MB with conv5_2 .. conv5_4).
+ *     Accuracy: the transforms multiply by up to 8 and divide by 24, so the error is ~10x direct
+ *     summation's: measured max |err| / max |out| 1e-5 (VGG shapes) .. 7e-5 (1..33 channels); tests
+ *     bound it at 2e-4 per layer and check that it does not compound over 8 chained layers.
+ *
+ *   Direct (NST__CONV_DIRECT) for conv1_1's forward (cin = 3): a 6 output channels x 64 pixels
+ *     register tile with masked loads at the borders (no padded copy); exact up to FMA rounding.
+ *
+ * Each has an AVX-512 kernel (nst__cpu_arch() == NST_ARCH_AVX512) and a scalar path (NST_NO_SIMD,
+ * AVX2-only and ARM CPUs; the direct scalar path is the reference kernel). Pooling has the same two. */
+
+enum { NST__CONV_AUTO = 0, NST__CONV_DIRECT = 1, NST__CONV_WINO = 2 };
+#define NST__WINO_NT 64   /* tiles per block (multiple of 16) */
+#define NST__WINO_CB 48   /* output channels per chunk (multiple of 6) */
+
+/* One direction: a 3x3 convolution from kin to kout channels. */
+typedef struct nst__conv_dir {
+    int algo;          /* NST__CONV_DIRECT or NST__CONV_WINO */
+    int kin, kout;
+    int lazy;          /* WINO only: u is NULL and the filters are transformed into the workspace per call */
+    float *u;          /* WINO: [36][ceil(kout/6)][6][kin] transformed filters (blocks of 6 output
+                          rows, zero-padded); DIRECT with SIMD: [ceil(kout/6)][kin][9][6]; else NULL */
+} nst__conv_dir;
+
+typedef struct nst__conv_plan {
+    int cin, cout;
+    const float *weight, *bias;   /* borrowed from the model; valid as long as the plan */
+    nst_arch arch;                /* kernels chosen at creation */
+    nst__conv_dir dir[2];         /* [0] forward (cin -> cout), [1] backward-data (cout -> cin) */
+} nst__conv_plan;
+
+/* Filter tap t (0..8, row-major) from input channel i to output channel o in direction d:
+ * backward-data reads the forward filter flipped and with its channels swapped. */
+static float nst__conv_tap(const nst__conv_plan *p, int d, int o, int i, int t) {
+    if (d == 0) return p->weight[((size_t)o * p->cin + i) * 9 + t];
+    return p->weight[((size_t)i * p->cin + o) * 9 + (8 - t)];
+}
+
+/* Auto choice, from bench_conv on Zen 4: Winograd wins wherever the input has >= 8 channels, even with
+ * 3 outputs (conv1_1's backward: the input transform dominates, and direct convolution there streams 64
+ * planes per output row); with 3 inputs (conv1_1 forward) they tie, and direct is exact. */
+static int nst__conv_choose(int kin, int kout) { (void)kout; return kin >= 8 ? NST__CONV_WINO : NST__CONV_DIRECT; }
+
+/* Layers with at least this many filters (cin * cout: conv4_1 and the 512-channel layers) keep no
+ * transformed filters: each call transforms them into the workspace (a few ms on 2 threads for
+ * 512x512, ~5% of those layers' time at 512 px), which saves 8x their weight size, e.g. 300 MB for
+ * VGG-19 to relu5_1. Smaller layers keep theirs (74 MB for conv1_1 .. conv3_4, both directions). */
+#define NST__WINO_LAZY (256 * 512)
+
+/* U = G g G^T for the 6 output channels of row block ob, every input channel, into
+ * u[36][nob][6][kin] (rows past kout are zero). G is the filter transform of F(4x4, 3x3) with
+ * points 0, 1, -1, 2, -2, infinity: rows (1/4,0,0), -(1,1,1)/6, -(1,-1,1)/6, (1/24,1/12,1/6),
+ * (1/24,-1/12,1/6), (0,0,1), applied here in factored form. */
+#define NST__WINO_G(a, b, c, t0, t1, t2, t3, t4, t5) do {                                  \
+    float s_ = (a) + (c), q_ = (a) * (1.0f / 24) + (c) * (1.0f / 6), h_ = (b) * (1.0f / 12); \
+    t0 = (a) * 0.25f; t1 = -(s_ + (b)) * (1.0f / 6); t2 = -(s_ - (b)) * (1.0f / 6);         \
+    t3 = q_ + h_; t4 = q_ - h_; t5 = (c); } while (0)
+static void nst__wino_filters(const nst__conv_plan *p, int d, float *u, int ob) {
+    const nst__conv_dir *dd = &p->dir[d];
+    int kin = dd->kin, kout = dd->kout, nob = (kout + 5) / 6, i, e, r;
+    size_t es = (size_t)nob * 6 * kin;
+    for (r = 0; r < 6; r++) {
+        int o = ob * 6 + r;
+        float *base = u + ((size_t)ob * 6 + r) * kin;   /* + e * es + i */
+        for (i = 0; i < kin; i++) {
+            float g[9], t[6][3], v[36];
+            int k, c;
+            if (o >= kout) {
+                for (e = 0; e < 36; e++) base[e * es + i] = 0.0f;
+                continue;
+            }
+            if (d == 0) memcpy(g, p->weight + ((size_t)o * p->cin + i) * 9, sizeof g);
+            else {
+                const float *w = p->weight + ((size_t)i * p->cin + o) * 9;
+                for (k = 0; k < 9; k++) g[k] = w[8 - k];
+            }
+            for (c = 0; c < 3; c++) NST__WINO_G(g[c], g[3 + c], g[6 + c], t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]);
+            for (k = 0; k < 6; k++)
+                NST__WINO_G(t[k][0], t[k][1], t[k][2], v[k * 6], v[k * 6 + 1], v[k * 6 + 2], v[k * 6 + 3], v[k * 6 + 4],
+                            v[k * 6 + 5]);
+            for (e = 0; e < 36; e++) base[e * es + i] = v[e];
+        }
+    }
+}
+
+#if defined(NST__X86_AVX512)
+/* The same transform, 16 input channels per vector (gathered taps), stored straight into the
+ * [6][kin] rows. Same operations as the scalar version, so the same values unless the compiler
+ * contracts the scalar one into FMAs. */
+static NST__TARGET_AVX512 void nst__wino_filters_avx512(const nst__conv_plan *p, int d, float *u, int ob) {
+    const nst__conv_dir *dd = &p->dir[d];
+    int kin = dd->kin, kout = dd->kout, nob = (kout + 5) / 6, i0, r;
+    size_t es = (size_t)nob * 6 * kin;
+    const __m512 c4 = _mm512_set1_ps(0.25f), c6 = _mm512_set1_ps(1.0f / 6), c12 = _mm512_set1_ps(1.0f / 12);
+    const __m512 c24 = _mm512_set1_ps(1.0f / 24), neg = _mm512_set1_ps(-0.0f);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(d == 0 ? 9 : 9 * p->cin));
+    for (r = 0; r < 6; r++) {
+        int o = ob * 6 + r;
+        float *base = u + ((size_t)ob * 6 + r) * kin;
+        for (i0 = 0; i0 < kin; i0 += 16) {
+            int n = NST__MIN(16, kin - i0), k, c;
+            __mmask16 mk = (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1);
+            __m512 g[9], t[6][3];
+            if (o >= kout) {
+                for (k = 0; k < 36; k++) _mm512_mask_storeu_ps(base + k * es + i0, mk, _mm512_setzero_ps());
+                continue;
+            }
+            for (k = 0; k < 9; k++) {
+                const float *src = d == 0 ? p->weight + ((size_t)o * p->cin + i0) * 9 + k
+                                          : p->weight + ((size_t)i0 * p->cin + o) * 9 + (8 - k);
+                g[k] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, idx, src, 4);
+            }
+#define NST__WINO_GV(a, b, cc, t0, t1, t2, t3, t4, t5) do {                                          \
+    __m512 s_ = _mm512_add_ps(a, cc), q_ = _mm512_add_ps(_mm512_mul_ps(a, c24), _mm512_mul_ps(cc, c6)); \
+    __m512 h_ = _mm512_mul_ps(b, c12);                                                                 \
+    t0 = _mm512_mul_ps(a, c4);                                                                         \
+    t1 = _mm512_mul_ps(_mm512_xor_ps(_mm512_add_ps(s_, b), neg), c6);                                  \
+    t2 = _mm512_mul_ps(_mm512_xor_ps(_mm512_sub_ps(s_, b), neg), c6);                                  \
+    t3 = _mm512_add_ps(q_, h_); t4 = _mm512_sub_ps(q_, h_); t5 = cc; } while (0)
+            for (c = 0; c < 3; c++) NST__WINO_GV(g[c], g[3 + c], g[6 + c], t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]);
+            for (k = 0; k < 6; k++) {
+                __m512 w0, w1, w2, w3, w4, w5;
+                float *dst = base + (size_t)(k * 6) * es + i0;
+                NST__WINO_GV(t[k][0], t[k][1], t[k][2], w0, w1, w2, w3, w4, w5);
+                _mm512_mask_storeu_ps(dst, mk, w0); _mm512_mask_storeu_ps(dst + es, mk, w1);
+                _mm512_mask_storeu_ps(dst + 2 * es, mk, w2); _mm512_mask_storeu_ps(dst + 3 * es, mk, w3);
+                _mm512_mask_storeu_ps(dst + 4 * es, mk, w4); _mm512_mask_storeu_ps(dst + 5 * es, mk, w5);
+            }
+#undef NST__WINO_GV
+        }
+    }
+}
+#endif
+
+static nst_status nst__conv_dir_init(nst__conv_plan *p, int d, int algo) {
+    nst__conv_dir *dd = &p->dir[d];
+    int kin = d == 0 ? p->cin : p->cout, kout = d == 0 ? p->cout : p->cin;
+    int nob = (kout + 5) / 6, o, i, t;
+    size_t n;
+    dd->kin = kin; dd->kout = kout;
+    dd->algo = algo == NST__CONV_AUTO ? nst__conv_choose(kin, kout) : algo;
+    dd->u = NULL;
+    if (dd->algo == NST__CONV_WINO) {
+        dd->lazy = (size_t)kin * kout >= NST__WINO_LAZY;
+        if (dd->lazy) return NST_OK;
+        if (!nst__mul_ok((size_t)36 * nob * 6, (size_t)kin, &n) || !nst__mul_ok(n, sizeof(float), &n))
+            return nst__err(NST_ERR_NOMEM, "conv: %dx%d filters are too large", kin, kout);
+        dd->u = (float *)nst__aligned_alloc(n);
+        if (!dd->u) return nst__err(NST_ERR_NOMEM, "conv: out of memory for transformed filters");
+        for (o = 0; o < nob; o++) nst__wino_filters(p, d, dd->u, o);
+    } else if (p->arch == NST_ARCH_AVX512) {
+        if (!nst__mul_ok((size_t)nob * 6 * 9, (size_t)kin, &n) || !nst__mul_ok(n, sizeof(float), &n))
+            return nst__err(NST_ERR_NOMEM, "conv: %dx%d filters are too large", kin, kout);
+        dd->u = (float *)nst__aligned_alloc(n);
+        if (!dd->u) return nst__err(NST_ERR_NOMEM, "conv: out of memory for packed filters");
+        memset(dd->u, 0, n);
+        for (o = 0; o < kout; o++)
+            for (i = 0; i < kin; i++)
+                for (t = 0; t < 9; t++)
+                    dd->u[(((size_t)(o / 6) * kin + i) * 9 + t) * 6 + o % 6] = nst__conv_tap(p, d, o, i, t);
+    }
+    return NST_OK;
+}
+
+static void nst__conv_plan_free(nst__conv_plan *p) {
+    if (!p) return;
+    nst__aligned_free(p->dir[0].u);
+    nst__aligned_free(p->dir[1].u);
+    nst__free(p);
+}
+
+/* algo: NST__CONV_AUTO, or one algorithm forced for both directions (tests, benches). */
+static nst_status nst__conv_plan_create_ex(const float *weight, const float *bias, int cin, int cout, int algo,
+                                           nst_arch arch, nst__conv_plan **out) {
+    nst__conv_plan *p;
+    nst_status st;
+    *out = NULL;
+    if (!weight || cin <= 0 || cout <= 0) return nst__err(NST_ERR_ARGUMENT, "conv: bad plan arguments");
+    p = (nst__conv_plan *)nst__calloc(1, sizeof *p);
+    if (!p) return nst__err(NST_ERR_NOMEM, "conv: out of memory");
+    p->cin = cin; p->cout = cout; p->weight = weight; p->bias = bias;
+    p->arch = arch == NST_ARCH_AVX512 ? NST_ARCH_AVX512 : NST_ARCH_SCALAR;
+#if !defined(NST__X86_AVX512)
+    p->arch = NST_ARCH_SCALAR;
+#endif
+    if ((st = nst__conv_dir_init(p, 0, algo)) != NST_OK || (st = nst__conv_dir_init(p, 1, algo)) != NST_OK) {
+        nst__conv_plan_free(p);
+        return st;
+    }
+    *out = p;
+    return NST_OK;
+}
+static nst_status nst__conv_plan_create(const float *weight, const float *bias, int cin, int cout,
+                                        nst__conv_plan **out) {
+    return nst__conv_plan_create_ex(weight, bias, cin, cout, NST__CONV_AUTO, nst__cpu_arch(), out);
+}
+
+/* ---- Winograd F(4x4, 3x3) ------------------------------------------------------------------------
+ * Tiles are numbered row-major over the (ceil(h/4) x ceil(w/4)) grid. A block is a run of nt consecutive
+ * tiles; it may span several tile rows ("segments"). Per-thread scratch, in floats:
+ *   V [36][kin][NT]   transformed input patches of the block (column = tile within the block)
+ *   M [36][CB][NT]+16 transform-domain outputs of one chunk of output channels
+ *   R [6][4*NT+80]    six zero-padded input rows of one segment */
+static int nst__wino_nt(int tiles, int nthreads) {
+    int per = (tiles + nthreads - 1) / nthreads;
+    per = (per + 15) / 16 * 16;
+    return per < NST__WINO_NT ? per : NST__WINO_NT;
+}
+static size_t nst__wino_thread_floats(int kin, int nt) {
+    size_t v = (size_t)36 * kin * nt, m = (size_t)36 * NST__WINO_CB * nt + 16, r = (size_t)6 * (4 * nt + 80);
+    /* each region rounded to 16 floats so all start 64-byte aligned */
+    return (v + 15) / 16 * 16 + (m + 15) / 16 * 16 + (r + 15) / 16 * 16;
+}
+
+/* Row r (0..5) of a segment: in[y0 + r][x0 - 1 + i] for i < n, zero outside the image. */
+static void nst__wino_rows(float *rows, size_t rstride, const float *src, int h, int w, int y0, int xs, int n) {
+    int r;
+    for (r = 0; r < 6; r++) {
+        float *b = rows + r * rstride;
+        int y = y0 + r, a = xs < 0 ? -xs : 0, e = w - xs < n ? w - xs : n;
+        if (y < 0 || y >= h || e <= a) { memset(b, 0, sizeof(float) * (size_t)n); continue; }
+        if (a > 0) memset(b, 0, sizeof(float) * (size_t)a);
+        memcpy(b + a, src + (size_t)y * w + xs + a, sizeof(float) * (size_t)(e - a));
+        if (e < n) memset(b + e, 0, sizeof(float) * (size_t)(n - e));
+    }
+}
+
+/* B^T z for one 6-vector, the 1-D input transform. Shared by the scalar path (macro over floats). */
+#define NST__WINO_BT(z0, z1, z2, z3, z4, z5, t0, t1, t2, t3, t4, t5) do { \
+    t0 = 4 * (z0) - 5 * (z2) + (z4);                                     \
+    t1 = -4 * ((z1) + (z2)) + (z3) + (z4);                               \
+    t2 = 4 * ((z1) - (z2)) - (z3) + (z4);                                \
+    t3 = 2 * ((z3) - (z1)) - (z2) + (z4);                                \
+    t4 = 2 * ((z1) - (z3)) - (z2) + (z4);                                \
+    t5 = 4 * (z1) - 5 * (z3) + (z5); } while (0)
+/* A^T m, the 1-D output transform. */
+#define NST__WINO_AT(m0, m1, m2, m3, m4, m5, y0, y1, y2, y3) do {        \
+    y0 = (m0) + ((m1) + (m2)) + ((m3) + (m4));                           \
+    y1 = ((m1) - (m2)) + 2 * ((m3) - (m4));                              \
+    y2 = ((m1) + (m2)) + 4 * ((m3) + (m4));                              \
+    y3 = ((m1) - (m2)) + 8 * ((m3) - (m4)) + (m5); } while (0)
+
+/* Scalar input transform of `len` tiles of one segment into V columns jb.. (row stride nt). */
+static void nst__wino_in_scalar(float *v, size_t estride, const float *rows, size_t rstride, int len) {
+    int j, r, c;
+    for (j = 0; j < len; j++) {
+        float t[6][6], d[6];
+        for (r = 0; r < 6; r++) {
+            const float *z = rows + r * rstride + 4 * j;
+            NST__WINO_BT(z[0], z[1], z[2], z[3], z[4], z[5], t[r][0], t[r][1], t[r][2], t[r][3], t[r][4], t[r][5]);
+        }
+        for (c = 0; c < 6; c++) {
+            NST__WINO_BT(t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c], d[0], d[1], d[2], d[3], d[4], d[5]);
+            for (r = 0; r < 6; r++) v[(size_t)(r * 6 + c) * estride + j] = d[r];
+        }
+    }
+}
+
+/* Scalar transform-domain GEMM: m[r][0..16*nv) = sum_k u[r][k] * v[k][..], r < 6 (u rows kk apart). */
+static void nst__wino_gemm_scalar(int nv, int kk, const float *u, const float *v, size_t ldv, float *m, size_t ldm) {
+    int r, k, j, n = 16 * nv;
+    for (r = 0; r < 6; r++) {
+        float acc[64];
+        for (j = 0; j < n; j++) acc[j] = 0.0f;
+        for (k = 0; k < kk; k++) {
+            float a = u[(size_t)r * kk + k];
+            const float *vr = v + (size_t)k * ldv;
+            for (j = 0; j < n; j++) acc[j] += a * vr[j];
+        }
+        for (j = 0; j < n; j++) m[(size_t)r * ldm + j] = acc[j];
+    }
+}
+
+/* Scalar output transform of `len` tiles of channel row m (element stride estride) to out tiles. */
+static void nst__wino_out_scalar(float *out, int h, int w, int ty, int tx, int len, const float *m, size_t estride,
+                                 float bias, int relu) {
+    int j, r, c;
+    for (j = 0; j < len; j++) {
+        float t[4][6], y[4][4];
+        for (c = 0; c < 6; c++) {
+            const float *q = m + j + (size_t)c * estride;
+            NST__WINO_AT(q[0], q[6 * estride], q[12 * estride], q[18 * estride], q[24 * estride], q[30 * estride],
+                         t[0][c], t[1][c], t[2][c], t[3][c]);
+        }
+        for (r = 0; r < 4; r++) NST__WINO_AT(t[r][0], t[r][1], t[r][2], t[r][3], t[r][4], t[r][5], y[r][0], y[r][1], y[r][2], y[r][3]);
+        for (r = 0; r < 4; r++) {
+            int yy = 4 * ty + r;
+            if (yy >= h) break;
+            for (c = 0; c < 4; c++) {
+                int xx = 4 * (tx + j) + c;
+                float s = y[r][c] + bias;
+                if (xx >= w) break;
+                out[(size_t)yy * w + xx] = relu && !(s > 0.0f) ? 0.0f : s;
+            }
+        }
+    }
+}
+
+#if defined(NST__X86_AVX512)
+/* AVX-512: 16 tiles per vector. Tiles sit 4 floats apart in a row, so the input transform
+ * de-interleaves with stride 4 (two vpermt2ps and a blend per column) and the output transform
+ * interleaves back (eight vpermt2ps per row of 16 tiles). */
+static NST__TARGET_AVX512 __m512 nst__wino_deint4(__m512 a0, __m512 a1, __m512 a2, __m512 a3, __m512i idx) {
+    return _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(a0, idx, a1), _mm512_permutex2var_ps(a2, idx, a3));
+}
+static NST__TARGET_AVX512 void nst__wino_in_avx512(float *v, size_t estride, const float *rows, size_t rstride,
+                                                   int len) {
+    const __m512i i0 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+    const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(1));
+    const __m512i i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(2));
+    const __m512i i3 = _mm512_add_epi32(i0, _mm512_set1_epi32(3));
+    const __m512 c2 = _mm512_set1_ps(2), c4 = _mm512_set1_ps(4), c5 = _mm512_set1_ps(5);
+    int g;
+    for (g = 0; 16 * g < len; g++) {
+        __m512 t[6][6];
+        int r, c, n = len - 16 * g;
+        __mmask16 mk = (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1);
+        for (r = 0; r < 6; r++) {
+            const float *b = rows + r * rstride + 64 * g;
+            __m512 a0 = _mm512_loadu_ps(b), a1 = _mm512_loadu_ps(b + 16), a2 = _mm512_loadu_ps(b + 32),
+                   a3 = _mm512_loadu_ps(b + 48);
+            __m512 e0 = _mm512_loadu_ps(b + 2), e1 = _mm512_loadu_ps(b + 18), e2 = _mm512_loadu_ps(b + 34),
+                   e3 = _mm512_loadu_ps(b + 50);
+            __m512 z0 = nst__wino_deint4(a0, a1, a2, a3, i0), z1 = nst__wino_deint4(a0, a1, a2, a3, i1);
+            __m512 z2 = nst__wino_deint4(a0, a1, a2, a3, i2), z3 = nst__wino_deint4(a0, a1, a2, a3, i3);
+            __m512 z4 = nst__wino_deint4(e0, e1, e2, e3, i2), z5 = nst__wino_deint4(e0, e1, e2, e3, i3);
+            __m512 s12 = _mm512_add_ps(z1, z2), d12 = _mm512_sub_ps(z1, z2), s34 = _mm512_add_ps(z3, z4);
+            __m512 d31 = _mm512_sub_ps(z3, z1), z4mz2 = _mm512_sub_ps(z4, z2);
+            t[r][0] = _mm512_add_ps(_mm512_fmsub_ps(c4, z0, _mm512_mul_ps(c5, z2)), z4);
+            t[r][1] = _mm512_fnmadd_ps(c4, s12, s34);
+            t[r][2] = _mm512_fmadd_ps(c4, d12, _mm512_sub_ps(z4, z3));
+            t[r][3] = _mm512_fmadd_ps(c2, d31, z4mz2);
+            t[r][4] = _mm512_fnmadd_ps(c2, d31, z4mz2);
+            t[r][5] = _mm512_add_ps(_mm512_fmsub_ps(c4, z1, _mm512_mul_ps(c5, z3)), z5);
+        }
+        for (c = 0; c < 6; c++) {
+            __m512 z0 = t[0][c], z1 = t[1][c], z2 = t[2][c], z3 = t[3][c], z4 = t[4][c], z5 = t[5][c];
+            __m512 s12 = _mm512_add_ps(z1, z2), d12 = _mm512_sub_ps(z1, z2), s34 = _mm512_add_ps(z3, z4);
+            __m512 d31 = _mm512_sub_ps(z3, z1), z4mz2 = _mm512_sub_ps(z4, z2);
+            float *o = v + 16 * g + (size_t)c * estride;
+            _mm512_mask_storeu_ps(o, mk, _mm512_add_ps(_mm512_fmsub_ps(c4, z0, _mm512_mul_ps(c5, z2)), z4));
+            _mm512_mask_storeu_ps(o + 6 * estride, mk, _mm512_fnmadd_ps(c4, s12, s34));
+            _mm512_mask_storeu_ps(o + 12 * estride, mk, _mm512_fmadd_ps(c4, d12, _mm512_sub_ps(z4, z3)));
+            _mm512_mask_storeu_ps(o + 18 * estride, mk, _mm512_fmadd_ps(c2, d31, z4mz2));
+            _mm512_mask_storeu_ps(o + 24 * estride, mk, _mm512_fnmadd_ps(c2, d31, z4mz2));
+            _mm512_mask_storeu_ps(o + 30 * estride, mk, _mm512_add_ps(_mm512_fmsub_ps(c4, z1, _mm512_mul_ps(c5, z3)), z5));
+        }
+    }
+}
+
+/* 6 x (16*NV) register tile: m[r][..] = sum_k u[r][k] * v[k][..] (u rows kk apart). */
+#define NST__WK_ROW(NV, r)                                                  \
+    { __m512 a = _mm512_set1_ps(u##r[k]);                               \
+      c##r##0 = _mm512_fmadd_ps(a, b0, c##r##0);                        \
+      if (NV > 1) c##r##1 = _mm512_fmadd_ps(a, b1, c##r##1);            \
+      if (NV > 2) c##r##2 = _mm512_fmadd_ps(a, b2, c##r##2);            \
+      if (NV > 3) c##r##3 = _mm512_fmadd_ps(a, b3, c##r##3); }
+#define NST__WK_ST(NV, r)                                                   \
+    { float *q = m + r * ldm;                                           \
+      _mm512_storeu_ps(q, c##r##0);                                     \
+      if (NV > 1) _mm512_storeu_ps(q + 16, c##r##1);                    \
+      if (NV > 2) _mm512_storeu_ps(q + 32, c##r##2);                    \
+      if (NV > 3) _mm512_storeu_ps(q + 48, c##r##3); }
+#define NST__WK_DEF(NV)                                                                                  \
+static NST__TARGET_AVX512 void nst__wino_gemm##NV##_avx512(int kk, const float *u, const float *v, size_t ldv, \
+                                                          float *m, size_t ldm) {                        \
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00,  \
+           c13 = c00, c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00,       \
+           c33 = c00, c40 = c00, c41 = c00, c42 = c00, c43 = c00, c50 = c00, c51 = c00, c52 = c00,       \
+           c53 = c00;                                                                                    \
+    const float *u0 = u, *u1 = u + kk, *u2 = u1 + kk, *u3 = u2 + kk, *u4 = u3 + kk, *u5 = u4 + kk;     \
+    int k;                                                                                               \
+    for (k = 0; k < kk; k++, v += ldv) {                                                                 \
+        __m512 b0 = _mm512_loadu_ps(v), b1 = b0, b2 = b0, b3 = b0;                                       \
+        if (NV > 1) b1 = _mm512_loadu_ps(v + 16);                                                        \
+        if (NV > 2) b2 = _mm512_loadu_ps(v + 32);                                                        \
+        if (NV > 3) b3 = _mm512_loadu_ps(v + 48);                                                        \
+        NST__WK_ROW(NV, 0) NST__WK_ROW(NV, 1) NST__WK_ROW(NV, 2) NST__WK_ROW(NV, 3) NST__WK_ROW(NV, 4) NST__WK_ROW(NV, 5)       \
+    }                                                                                                    \
+    NST__WK_ST(NV, 0) NST__WK_ST(NV, 1) NST__WK_ST(NV, 2) NST__WK_ST(NV, 3) NST__WK_ST(NV, 4) NST__WK_ST(NV, 5)                 \
+}
+NST__WK_DEF(1)
+NST__WK_DEF(2)
+NST__WK_DEF(3)
+NST__WK_DEF(4)
+#undef NST__WK_DEF
+#undef NST__WK_ROW
+#undef NST__WK_ST
+static NST__TARGET_AVX512 void nst__wino_gemm_avx512(int nv, int kk, const float *u, const float *v, size_t ldv,
+                                                     float *m, size_t ldm) {
+    switch (nv) {
+    case 1: nst__wino_gemm1_avx512(kk, u, v, ldv, m, ldm); break;
+    case 2: nst__wino_gemm2_avx512(kk, u, v, ldv, m, ldm); break;
+    case 3: nst__wino_gemm3_avx512(kk, u, v, ldv, m, ldm); break;
+    default: nst__wino_gemm4_avx512(kk, u, v, ldv, m, ldm); break;
+    }
+}
+
+static NST__TARGET_AVX512 void nst__wino_out_avx512(float *out, int h, int w, int ty, int tx, int len,
+                                                    const float *m, size_t estride, float bias, int relu) {
+    const __m512i p_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i p_hi = _mm512_add_epi32(p_lo, _mm512_set1_epi32(8));
+    const __m512i q_a = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+    const __m512i q_b = _mm512_add_epi32(q_a, _mm512_set1_epi32(8));
+    const __m512 c2 = _mm512_set1_ps(2), c4 = _mm512_set1_ps(4), c8 = _mm512_set1_ps(8);
+    const __m512 vb = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();
+    int g;
+    for (g = 0; 16 * g < len; g++) {
+        __m512 t[4][6];
+        int r, c, xb = 4 * (tx + 16 * g);
+        int n = 4 * (len - 16 * g);
+        if (n > 64) n = 64;
+        if (n > w - xb) n = w - xb;
+        for (c = 0; c < 6; c++) {
+            const float *q = m + 16 * g + (size_t)c * estride;
+            __m512 m0 = _mm512_loadu_ps(q), m1 = _mm512_loadu_ps(q + 6 * estride),
+                   m2 = _mm512_loadu_ps(q + 12 * estride), m3 = _mm512_loadu_ps(q + 18 * estride),
+                   m4 = _mm512_loadu_ps(q + 24 * estride), m5 = _mm512_loadu_ps(q + 30 * estride);
+            __m512 s12 = _mm512_add_ps(m1, m2), d12 = _mm512_sub_ps(m1, m2);
+            __m512 s34 = _mm512_add_ps(m3, m4), d34 = _mm512_sub_ps(m3, m4);
+            t[0][c] = _mm512_add_ps(_mm512_add_ps(m0, s12), s34);
+            t[1][c] = _mm512_fmadd_ps(c2, d34, d12);
+            t[2][c] = _mm512_fmadd_ps(c4, s34, s12);
+            t[3][c] = _mm512_add_ps(_mm512_fmadd_ps(c8, d34, d12), m5);
+        }
+        for (r = 0; r < 4 && 4 * ty + r < h; r++) {
+            __m512 m0 = t[r][0], m1 = t[r][1], m2 = t[r][2], m3 = t[r][3], m4 = t[r][4], m5 = t[r][5];
+            __m512 s12 = _mm512_add_ps(m1, m2), d12 = _mm512_sub_ps(m1, m2);
+            __m512 s34 = _mm512_add_ps(m3, m4), d34 = _mm512_sub_ps(m3, m4);
+            __m512 y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(m0, s12), s34), vb);
+            __m512 y1 = _mm512_add_ps(_mm512_fmadd_ps(c2, d34, d12), vb);
+            __m512 y2 = _mm512_add_ps(_mm512_fmadd_ps(c4, s34, s12), vb);
+            __m512 y3 = _mm512_add_ps(_mm512_add_ps(_mm512_fmadd_ps(c8, d34, d12), m5), vb);
+            __m512 l01, h01, l23, h23;
+            float *o = out + (size_t)(4 * ty + r) * w + xb;
+            int qq;
+            if (relu) {
+                y0 = _mm512_maskz_max_ps(0xFFFF, y0, zero); y1 = _mm512_maskz_max_ps(0xFFFF, y1, zero);
+                y2 = _mm512_maskz_max_ps(0xFFFF, y2, zero); y3 = _mm512_maskz_max_ps(0xFFFF, y3, zero);
+            }
+            l01 = _mm512_permutex2var_ps(y0, p_lo, y1); h01 = _mm512_permutex2var_ps(y0, p_hi, y1);
+            l23 = _mm512_permutex2var_ps(y2, p_lo, y3); h23 = _mm512_permutex2var_ps(y2, p_hi, y3);
+            for (qq = 0; qq < 4; qq++) {
+                int cnt = n - 16 * qq;
+                __m512 val;
+                if (cnt <= 0) break;
+                val = qq == 0 ? _mm512_permutex2var_ps(l01, q_a, l23)
+                    : qq == 1 ? _mm512_permutex2var_ps(l01, q_b, l23)
+                    : qq == 2 ? _mm512_permutex2var_ps(h01, q_a, h23)
+                              : _mm512_permutex2var_ps(h01, q_b, h23);
+                if (cnt >= 16) _mm512_storeu_ps(o + 16 * qq, val);
+                else _mm512_mask_storeu_ps(o + 16 * qq, (__mmask16)((1u << cnt) - 1), val);
+            }
+        }
+    }
+}
+#endif
+
+/* One block of nt tiles starting at tile t0, all output channels. */
+static void nst__wino_block(const nst__conv_dir *dd, int simd, const float *in, float *out, int h, int w,
+                            const float *bias, int relu, int t0, int nt, int ntcap, float *ws) {
+    int kin = dd->kin, kout = dd->kout, tw = (w + 3) / 4, nob = (kout + 5) / 6;
+    int nv = (nt + 15) / 16, ci, c0, e, t;
+    size_t hw = (size_t)h * w, est = (size_t)kin * ntcap, rstride = (size_t)4 * ntcap + 80;
+    float *V = ws, *M = V + ((size_t)36 * kin * ntcap + 15) / 16 * 16;
+    float *R = M + ((size_t)36 * NST__WINO_CB * ntcap + 16 + 15) / 16 * 16;
+    (void)simd;
+    /* input transform, segment by segment (a segment = the block's tiles within one tile row) */
+    for (t = t0; t < t0 + nt;) {
+        int ty = t / tw, tx = t % tw, len = NST__MIN(tw - tx, t0 + nt - t), jb = t - t0;
+        int nrow = simd ? 64 * ((len + 15) / 16) + 66 : 4 * len + 2;
+        for (ci = 0; ci < kin; ci++) {
+            nst__wino_rows(R, rstride, in + ci * hw, h, w, 4 * ty - 1, 4 * tx - 1, nrow);
+#if defined(NST__X86_AVX512)
+            if (simd) nst__wino_in_avx512(V + (size_t)ci * ntcap + jb, est, R, rstride, len);
+            else
+#endif
+                nst__wino_in_scalar(V + (size_t)ci * ntcap + jb, est, R, rstride, len);
+        }
+        t += len;
+    }
+    if (nt < 16 * nv)   /* the GEMM runs whole vectors: keep the unused columns finite */
+        for (e = 0; e < 36 * kin; e++) memset(V + (size_t)e * ntcap + nt, 0, sizeof(float) * (size_t)(16 * nv - nt));
+    for (c0 = 0; c0 < kout; c0 += NST__WINO_CB) {
+        int cb = NST__MIN(NST__WINO_CB, kout - c0), co;
+        size_t mest = (size_t)NST__WINO_CB * ntcap;
+        for (e = 0; e < 36; e++) {
+            int ob;
+            for (ob = 0; ob * 6 < cb; ob++) {
+                const float *u = dd->u + (((size_t)e * nob + c0 / 6 + ob) * 6) * kin;
+                float *m = M + (size_t)e * mest + (size_t)ob * 6 * ntcap;
+#if defined(NST__X86_AVX512)
+                if (simd) nst__wino_gemm_avx512(nv, kin, u, V + (size_t)e * est, ntcap, m, ntcap);
+                else
+#endif
+                    nst__wino_gemm_scalar(nv, kin, u, V + (size_t)e * est, ntcap, m, ntcap);
+            }
+        }
+        for (co = c0; co < c0 + cb; co++) {
+            float b = bias ? bias[co] : 0.0f;
+            const float *mrow = M + (size_t)(co - c0) * ntcap;
+            for (t = t0; t < t0 + nt;) {
+                int ty = t / tw, tx = t % tw, len = NST__MIN(tw - tx, t0 + nt - t), jb = t - t0;
+#if defined(NST__X86_AVX512)
+                if (simd) nst__wino_out_avx512(out + co * hw, h, w, ty, tx, len, mrow + jb, mest, b, relu);
+                else
+#endif
+                    nst__wino_out_scalar(out + co * hw, h, w, ty, tx, len, mrow + jb, mest, b, relu);
+                t += len;
+            }
+        }
+    }
+}
+
+/* Blocks are handed out dynamically (a descheduled thread on a busy machine does not stall the others);
+ * the result does not depend on which thread runs a block, so it stays deterministic. */
+static void nst__wino_run(const nst__conv_dir *dd, int simd, const float *in, float *out, int h, int w,
+                          const float *bias, int relu, int nthreads, float *ws) {
+    int tiles = ((h + 3) / 4) * ((w + 3) / 4), nt = nst__wino_nt(tiles, nthreads);
+    int nblocks = (tiles + nt - 1) / nt, b;
+    size_t per = nst__wino_thread_floats(dd->kin, nt);
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+#endif
+    for (b = 0; b < nblocks; b++) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        nst__wino_block(dd, simd, in, out, h, w, bias, relu, b * nt, NST__MIN(nt, tiles - b * nt), nt,
+                        ws + (size_t)tid * per);
+    }
+}
+
+/* ---- direct convolution (thin layers) ------------------------------------------------------------*/
+#if defined(NST__X86_AVX512)
+/* out[o][y][x0..x0+64) for 6 output channels, masked at the image borders; 24 accumulators. */
+#define NST__DK_ROW(r)                                                  \
+    { __m512 a = _mm512_set1_ps(wt[r]);                                 \
+      c##r##0 = _mm512_fmadd_ps(a, b0, c##r##0);                        \
+      c##r##1 = _mm512_fmadd_ps(a, b1, c##r##1);                        \
+      c##r##2 = _mm512_fmadd_ps(a, b2, c##r##2);                        \
+      c##r##3 = _mm512_fmadd_ps(a, b3, c##r##3); }
+#define NST__DK_ST(r)                                                   \
+    if (ob * 6 + r < kout) {                                            \
+        int o = ob * 6 + r;                                             \
+        __m512 vb = _mm512_set1_ps(bias ? bias[o] : 0.0f);              \
+        float *dst = out + o * hw + (size_t)y * w + x0;                 \
+        c##r##0 = _mm512_add_ps(c##r##0, vb); c##r##1 = _mm512_add_ps(c##r##1, vb); \
+        c##r##2 = _mm512_add_ps(c##r##2, vb); c##r##3 = _mm512_add_ps(c##r##3, vb); \
+        if (relu) {                                                     \
+            c##r##0 = _mm512_maskz_max_ps(0xFFFF, c##r##0, z); c##r##1 = _mm512_maskz_max_ps(0xFFFF, c##r##1, z); \
+            c##r##2 = _mm512_maskz_max_ps(0xFFFF, c##r##2, z); c##r##3 = _mm512_maskz_max_ps(0xFFFF, c##r##3, z); \
+        }                                                               \
+        _mm512_mask_storeu_ps(dst, ms[0], c##r##0); _mm512_mask_storeu_ps(dst + 16, ms[1], c##r##1); \
+        _mm512_mask_storeu_ps(dst + 32, ms[2], c##r##2); _mm512_mask_storeu_ps(dst + 48, ms[3], c##r##3); \
+    }
+static NST__TARGET_AVX512 void nst__direct_avx512(const nst__conv_dir *dd, const float *in, float *out, int h, int w,
+                                                  const float *bias, int relu, int ob, int y, int x0) {
+    int kin = dd->kin, kout = dd->kout, ci, ky, kx, v;
+    size_t hw = (size_t)h * w;
+    __m512 z = _mm512_setzero_ps();
+    __m512 c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z, c20 = z, c21 = z, c22 = z,
+           c23 = z, c30 = z, c31 = z, c32 = z, c33 = z, c40 = z, c41 = z, c42 = z, c43 = z, c50 = z, c51 = z,
+           c52 = z, c53 = z;
+    __mmask16 mk[3][4], ms[4];
+    for (kx = 0; kx < 3; kx++)
+        for (v = 0; v < 4; v++) {
+            int b = x0 + 16 * v + kx - 1, lo = b < 0 ? -b : 0, hi = w - b < 16 ? w - b : 16;
+            mk[kx][v] = (__mmask16)(hi <= lo ? 0 : (((1u << hi) - 1) & ~((1u << lo) - 1)));
+        }
+    for (v = 0; v < 4; v++) {
+        int hi = w - (x0 + 16 * v);
+        ms[v] = (__mmask16)(hi <= 0 ? 0 : hi >= 16 ? 0xFFFF : (1u << hi) - 1);
+    }
+    for (ci = 0; ci < kin; ci++)
+        for (ky = 0; ky < 3; ky++) {
+            int sy = y + ky - 1;
+            if (sy < 0 || sy >= h) continue;
+            for (kx = 0; kx < 3; kx++) {
+                const float *row = in + ci * hw + (size_t)sy * w + x0 + kx - 1;
+                const float *wt = dd->u + ((size_t)(ob * kin + ci) * 9 + ky * 3 + kx) * 6;
+                __m512 b0 = _mm512_maskz_loadu_ps(mk[kx][0], row), b1 = _mm512_maskz_loadu_ps(mk[kx][1], row + 16);
+                __m512 b2 = _mm512_maskz_loadu_ps(mk[kx][2], row + 32), b3 = _mm512_maskz_loadu_ps(mk[kx][3], row + 48);
+                NST__DK_ROW(0) NST__DK_ROW(1) NST__DK_ROW(2) NST__DK_ROW(3) NST__DK_ROW(4) NST__DK_ROW(5)
+            }
+        }
+    NST__DK_ST(0) NST__DK_ST(1) NST__DK_ST(2) NST__DK_ST(3) NST__DK_ST(4) NST__DK_ST(5)
+}
+#undef NST__DK_ROW
+#undef NST__DK_ST
+#endif
+
+/* ---- entry points ----------------------------------------------------------------------------------*/
+/* Floats of workspace a lazy direction's transformed filters take (at the start of the workspace). */
+static size_t nst__wino_lazy_floats(const nst__conv_dir *dd) {
+    return dd->lazy ? ((size_t)36 * ((dd->kout + 5) / 6) * 6 * dd->kin + 15) / 16 * 16 : 0;
+}
+
+static NST__UNUSED size_t nst__conv_workspace(const nst__conv_plan *p, int h, int w, int nthreads) {
+    size_t best = 0;
+    int d;
+    if (!p || h <= 0 || w <= 0) return 0;
+    nthreads = nst__resolve_threads(nthreads);
+    for (d = 0; d < 2; d++)
+        if (p->dir[d].algo == NST__CONV_WINO) {
+            int tiles = ((h + 3) / 4) * ((w + 3) / 4);
+            size_t n = nst__wino_thread_floats(p->dir[d].kin, nst__wino_nt(tiles, nthreads)) * nthreads;
+            n += nst__wino_lazy_floats(&p->dir[d]);
+            if (n > best) best = n;
+        }
+    return best ? best * sizeof(float) + 64 : 0;
+}
+
+static nst_status nst__conv_run(const nst__conv_plan *p, int d, const float *in, float *out, int h, int w,
+                                int relu, int nthreads, void *ws) {
+    const nst__conv_dir *dd = &p->dir[d];
+    const float *bias = d == 0 ? p->bias : NULL;
+    int simd = p->arch == NST_ARCH_AVX512;
+    if (!in || !out || h <= 0 || w <= 0) return nst__err(NST_ERR_ARGUMENT, "conv: bad arguments");
+    nthreads = nst__resolve_threads(nthreads);
+    if (dd->algo == NST__CONV_WINO) {
+        void *own = NULL;
+        if (!ws) {
+            own = ws = nst__aligned_alloc(nst__conv_workspace(p, h, w, nthreads));
+            if (!own) return nst__err(NST_ERR_NOMEM, "conv: out of memory for a %dx%d workspace", w, h);
+        }
+        /* align the caller's scratch to 64 bytes (the workspace size includes the slack) */
+        ws = (void *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+        if (dd->lazy) {
+            nst__conv_dir tmp = *dd;
+            int nob = (dd->kout + 5) / 6, ob;
+            tmp.u = (float *)ws;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+#endif
+            for (ob = 0; ob < nob; ob++) {
+#if defined(NST__X86_AVX512)
+                if (simd && (size_t)p->cin * 9 * 16 < (size_t)INT_MAX) nst__wino_filters_avx512(p, d, tmp.u, ob);
+                else
+#endif
+                    nst__wino_filters(p, d, tmp.u, ob);
+            }
+            nst__wino_run(&tmp, simd, in, out, h, w, bias, relu, nthreads, tmp.u + nst__wino_lazy_floats(dd));
+        } else {
+            nst__wino_run(dd, simd, in, out, h, w, bias, relu, nthreads, (float *)ws);
+        }
+        nst__aligned_free(own);
+        return NST_OK;
+    }
+#if defined(NST__X86_AVX512)
+    if (simd) {
+        /* jobs: (6 output channels, one row, 64 pixels); the OpenMP loop stays outside the
+         * target-attributed function (clang cannot outline a parallel region from one) */
+        int nx = (w + 63) / 64, job, njobs = (dd->kout + 5) / 6 * h * nx;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 8)
+#endif
+        for (job = 0; job < njobs; job++)
+            nst__direct_avx512(dd, in, out, h, w, bias, relu, job / (h * nx), (job / nx) % h, 64 * (job % nx));
+        return NST_OK;
+    }
+#endif
+    if (d == 0) nst__conv3x3_forward_ref(out, in, p->weight, bias, p->cin, p->cout, h, w, relu, nthreads);
+    else nst__conv3x3_backward_data_ref(out, in, p->weight, p->cin, p->cout, h, w, nthreads);
+    return NST_OK;
+}
+static nst_status nst__conv_forward(const nst__conv_plan *p, const float *in, float *out, int h, int w,
+                                    int relu, int nthreads, void *ws) {
+    return nst__conv_run(p, 0, in, out, h, w, relu, nthreads, ws);
+}
+static nst_status nst__conv_backward_data(const nst__conv_plan *p, const float *dout, float *din, int h, int w,
+                                          int nthreads, void *ws) {
+    return nst__conv_run(p, 1, dout, din, h, w, 0, nthreads, ws);
+}
+
+/* ---- 2x2 stride-2 pooling ---------------------------------------------------------------------------
+ * Same results as the reference bit for bit: max keeps the first maximum in row-major order (so a NaN
+ * never wins, as in the reference), avg sums ((a + b) + c) + d. */
+#if defined(NST__X86_AVX512)
+static NST__TARGET_AVX512 void nst__pool_fwd_avx512(float *out, const float *in, int ch, int h, int w, int avg) {
+    int oh = h / 2, ow = w / 2;
+    {
+        const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        const __m512i io = _mm512_add_epi32(ie, _mm512_set1_epi32(1));
+        const float *s = in + (size_t)ch * h * w;
+        float *o = out + (size_t)ch * oh * ow;
+        int y, x;
+        for (y = 0; y < oh; y++) {
+            const float *r0 = s + (size_t)(2 * y) * w, *r1 = r0 + w;
+            for (x = 0; x < ow; x += 16) {
+                int n = NST__MIN(16, ow - x), n0 = NST__MIN(16, 2 * n), n1 = 2 * n - n0;
+                __mmask16 k0 = (__mmask16)(n0 >= 16 ? 0xFFFF : (1u << n0) - 1);
+                __mmask16 k1 = (__mmask16)(n1 >= 16 ? 0xFFFF : (1u << n1) - 1);
+                __mmask16 ko = (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1);
+                __m512 p0 = _mm512_maskz_loadu_ps(k0, r0 + 2 * x), p1 = _mm512_maskz_loadu_ps(k1, r0 + 2 * x + 16);
+                __m512 q0 = _mm512_maskz_loadu_ps(k0, r1 + 2 * x), q1 = _mm512_maskz_loadu_ps(k1, r1 + 2 * x + 16);
+                __m512 a = _mm512_permutex2var_ps(p0, ie, p1), b = _mm512_permutex2var_ps(p0, io, p1);
+                __m512 cc = _mm512_permutex2var_ps(q0, ie, q1), d = _mm512_permutex2var_ps(q0, io, q1), m;
+                if (avg) {
+                    m = _mm512_mul_ps(_mm512_set1_ps(0.25f), _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), cc), d));
+                } else {
+                    m = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(b, a, _CMP_GT_OQ), a, b);
+                    m = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(cc, m, _CMP_GT_OQ), m, cc);
+                    m = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(d, m, _CMP_GT_OQ), m, d);
+                }
+                _mm512_mask_storeu_ps(o + (size_t)y * ow + x, ko, m);
+            }
+        }
+    }
+}
+static NST__TARGET_AVX512 void nst__pool_bwd_avx512(float *din, const float *dout, const float *in, int ch, int h,
+                                                    int w, int avg) {
+    int oh = h / 2, ow = w / 2;
+    {
+        const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        const __m512i io = _mm512_add_epi32(ie, _mm512_set1_epi32(1));
+        const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        const __m512i ih = _mm512_add_epi32(il, _mm512_set1_epi32(8));
+        const float *s = in ? in + (size_t)ch * h * w : NULL;
+        const float *g = dout + (size_t)ch * oh * ow;
+        float *dd = din + (size_t)ch * h * w;
+        int y, x;
+        for (y = 0; y < oh; y++) {
+            float *r0 = dd + (size_t)(2 * y) * w, *r1 = r0 + w;
+            for (x = 0; x < ow; x += 16) {
+                int n = NST__MIN(16, ow - x), n0 = NST__MIN(16, 2 * n), n1 = 2 * n - n0;
+                __mmask16 k0 = (__mmask16)(n0 >= 16 ? 0xFFFF : (1u << n0) - 1);
+                __mmask16 k1 = (__mmask16)(n1 >= 16 ? 0xFFFF : (1u << n1) - 1);
+                __mmask16 ko = (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1);
+                __m512 gv = _mm512_maskz_loadu_ps(ko, g + (size_t)y * ow + x), ga, gb, gc, gd;
+                if (avg) {
+                    ga = gb = gc = gd = _mm512_mul_ps(_mm512_set1_ps(0.25f), gv);
+                } else {
+                    const float *s0 = s + (size_t)(2 * y) * w, *s1 = s0 + w;
+                    __m512 p0 = _mm512_maskz_loadu_ps(k0, s0 + 2 * x), p1 = _mm512_maskz_loadu_ps(k1, s0 + 2 * x + 16);
+                    __m512 q0 = _mm512_maskz_loadu_ps(k0, s1 + 2 * x), q1 = _mm512_maskz_loadu_ps(k1, s1 + 2 * x + 16);
+                    __m512 a = _mm512_permutex2var_ps(p0, ie, p1), b = _mm512_permutex2var_ps(p0, io, p1);
+                    __m512 cc = _mm512_permutex2var_ps(q0, ie, q1), d = _mm512_permutex2var_ps(q0, io, q1), m;
+                    __mmask16 sb, sc, sd, wa, wb, wc;
+                    sb = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ);
+                    m = _mm512_mask_blend_ps(sb, a, b);
+                    sc = _mm512_cmp_ps_mask(cc, m, _CMP_GT_OQ);
+                    m = _mm512_mask_blend_ps(sc, m, cc);
+                    sd = _mm512_cmp_ps_mask(d, m, _CMP_GT_OQ);
+                    wc = (__mmask16)(sc & ~sd);
+                    wb = (__mmask16)(sb & ~sc & ~sd);
+                    wa = (__mmask16)(~sb & ~sc & ~sd);
+                    ga = _mm512_maskz_mov_ps(wa, gv); gb = _mm512_maskz_mov_ps(wb, gv);
+                    gc = _mm512_maskz_mov_ps(wc, gv); gd = _mm512_maskz_mov_ps(sd, gv);
+                }
+                _mm512_mask_storeu_ps(r0 + 2 * x, k0, _mm512_permutex2var_ps(ga, il, gb));
+                _mm512_mask_storeu_ps(r0 + 2 * x + 16, k1, _mm512_permutex2var_ps(ga, ih, gb));
+                _mm512_mask_storeu_ps(r1 + 2 * x, k0, _mm512_permutex2var_ps(gc, il, gd));
+                _mm512_mask_storeu_ps(r1 + 2 * x + 16, k1, _mm512_permutex2var_ps(gc, ih, gd));
+            }
+            if (w & 1) { r0[w - 1] = 0.0f; r1[w - 1] = 0.0f; }
+        }
+        if (h & 1) memset(dd + (size_t)(h - 1) * w, 0, sizeof(float) * (size_t)w);
+    }
+}
+#endif
+
+static void nst__pool_forward_ex(float *out, const float *in, int c, int h, int w, int avg, int nthreads,
+                                 nst_arch arch) {
+    (void)arch;
+#if defined(NST__X86_AVX512)
+    if (arch == NST_ARCH_AVX512) {
+        int ch;
+        nthreads = nst__resolve_threads(nthreads);
+        (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+        for (ch = 0; ch < c; ch++) nst__pool_fwd_avx512(out, in, ch, h, w, avg);
+        return;
+    }
+#endif
+    nst__pool2x2_forward_ref(out, in, c, h, w, avg, nthreads);
+}
+static void nst__pool_backward_ex(float *din, const float *dout, const float *in, int c, int h, int w, int avg,
+                                  int nthreads, nst_arch arch) {
+    (void)arch;
+#if defined(NST__X86_AVX512)
+    if (arch == NST_ARCH_AVX512) {
+        int ch;
+        nthreads = nst__resolve_threads(nthreads);
+        (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+        for (ch = 0; ch < c; ch++) nst__pool_bwd_avx512(din, dout, in, ch, h, w, avg);
+        return;
+    }
+#endif
+    nst__pool2x2_backward_ref(din, dout, in, c, h, w, avg, nthreads);
+}
+static NST__UNUSED void nst__pool_forward(float *out, const float *in, int c, int h, int w, int avg, int nthreads) {
+    nst__pool_forward_ex(out, in, c, h, w, avg, nthreads, nst__cpu_arch());
+}
+static NST__UNUSED void nst__pool_backward(float *din, const float *dout, const float *in, int c, int h, int w,
+                                           int avg, int nthreads) {
+    nst__pool_backward_ex(din, dout, in, c, h, w, avg, nthreads, nst__cpu_arch());
+}
+
+NSTDEF nst_status nst_conv3x3_forward(float *out, const float *in, const float *weight, const float *bias,
+                                      int cin, int cout, int h, int w, int relu) {
+    nst__conv_plan *p;
+    nst_status st;
+    if (!out || !in || !weight || cin <= 0 || cout <= 0 || h <= 0 || w <= 0)
+        return nst__err(NST_ERR_ARGUMENT, "conv3x3_forward: bad arguments");
+    if ((st = nst__conv_plan_create(weight, bias, cin, cout, &p)) != NST_OK) return st;
+    st = nst__conv_forward(p, in, out, h, w, relu, 0, NULL);
+    nst__conv_plan_free(p);
+    return st;
+}
+NSTDEF nst_status nst_conv3x3_backward_data(float *din, const float *dout, const float *weight,
+                                            int cin, int cout, int h, int w) {
+    nst__conv_plan *p;
+    nst_status st;
+    if (!din || !dout || !weight || cin <= 0 || cout <= 0 || h <= 0 || w <= 0)
+        return nst__err(NST_ERR_ARGUMENT, "conv3x3_backward_data: bad arguments");
+    if ((st = nst__conv_plan_create(weight, NULL, cin, cout, &p)) != NST_OK) return st;
+    st = nst__conv_backward_data(p, dout, din, h, w, 0, NULL);
+    nst__conv_plan_free(p);
+    return st;
+}
 
 /* =====================================================================================================
  * >>vgg >>loss >>lbfgs >>transfer
  * ===================================================================================================*/
-#include "src/core.h"
+/* Weights travel between the file readers and the model as a list of named f32 tensors:
+ *   nst__tensor_list        canonical names "conv1_1.weight" [cout][cin][3][3] and "conv1_1.bias" [cout]
+ *   nst__model_from_tensors(list, &model)  checks the VGG-19 topology and builds a model
+ *   nst__import_weights(bytes, n, &list)   (>>import) .pth zip/legacy, .caffemodel, .npy/.npz */
+typedef struct nst__named_tensor {
+    char    name[64];        /* canonical: "conv1_1.weight", "conv1_1.bias", ... */
+    int     ndim;
+    int64_t shape[4];
+    float  *data;            /* nst__malloc'ed, contiguous row-major */
+} nst__named_tensor;
+typedef struct nst__tensor_list {
+    nst__named_tensor *t;
+    int n, cap;
+    nst_input_convention conv;   /* the convention the source format implies */
+    int has_conv;                /* 0: unknown, the caller must choose */
+    char format[48];             /* "pytorch zip", "pytorch legacy", "caffe v1", "npz", ... */
+} nst__tensor_list;
+static nst_status nst__import_weights(const unsigned char *bytes, size_t n, nst__tensor_list *out);
+static NST__UNUSED void nst__tensor_list_free(nst__tensor_list *l) {
+    int i;
+    if (!l) return;
+    for (i = 0; i < l->n; i++) nst__free(l->t[i].data);
+    nst__free(l->t);
+    memset(l, 0, sizeof *l);
+}
+
+/* ---- VGG-19 layer table ------------------------------------------------------------------------
+ * Configuration E: blocks of 2, 2, 4, 4, 4 convolutions, each followed by ReLU, each block by a pool. */
+enum { NST__L_CONV = 0, NST__L_RELU = 1, NST__L_POOL = 2 };
+static const char *const nst__layer_names[NST_VGG_LAYERS] = {
+    "conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1",
+    "conv2_1", "relu2_1", "conv2_2", "relu2_2", "pool2",
+    "conv3_1", "relu3_1", "conv3_2", "relu3_2", "conv3_3", "relu3_3", "conv3_4", "relu3_4", "pool3",
+    "conv4_1", "relu4_1", "conv4_2", "relu4_2", "conv4_3", "relu4_3", "conv4_4", "relu4_4", "pool4",
+    "conv5_1", "relu5_1", "conv5_2", "relu5_2", "conv5_3", "relu5_3", "conv5_4", "relu5_4", "pool5"};
+static const int nst__vgg_cout[NST_VGG_CONVS] = {64, 64, 128, 128, 256, 256, 256, 256,
+                                                 512, 512, 512, 512, 512, 512, 512, 512};
+static const char *const nst__conv_names[NST_VGG_CONVS] = {
+    "conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3", "conv3_4",
+    "conv4_1", "conv4_2", "conv4_3", "conv4_4", "conv5_1", "conv5_2", "conv5_3", "conv5_4"};
+
+static int nst__layer_type(int l) {
+    const char *n = nst__layer_names[l];
+    return n[0] == 'c' ? NST__L_CONV : n[0] == 'r' ? NST__L_RELU : NST__L_POOL;
+}
+/* The conv layer whose output a layer depends on last: conv i for convX_Y/reluX_Y, the block's last
+ * conv for a pool. A layer is computable when this conv is present in the model. */
+static int nst__layer_conv(int l) {
+    int i, c = -1;
+    for (i = 0; i <= l; i++)
+        if (nst__layer_type(i) == NST__L_CONV) c++;
+    return c;
+}
+
+NSTDEF const char *nst_layer_name(int index) {
+    return index >= 0 && index < NST_VGG_LAYERS ? nst__layer_names[index] : NULL;
+}
+NSTDEF int nst_layer_index(const char *name) {
+    int i;
+    if (!name) return -1;
+    for (i = 0; i < NST_VGG_LAYERS; i++)
+        if (strcmp(name, nst__layer_names[i]) == 0) return i;
+    return -1;
+}
+
+/* ---- the model ---------------------------------------------------------------------------------*/
+struct nst_model {
+    int nconv;                          /* conv layers present, from conv1_1 on */
+    int cin[NST_VGG_CONVS], cout[NST_VGG_CONVS];
+    float *w[NST_VGG_CONVS], *b[NST_VGG_CONVS];   /* into block */
+    float *block;                       /* all weights and biases, one aligned allocation */
+    size_t block_bytes;
+    nst__conv_plan *plan[NST_VGG_CONVS];
+    nst_input_convention conv;
+    nst_pool pool;
+    int is_random;
+};
+
+NSTDEF void nst_model_free(nst_model *m) {
+    int i;
+    if (!m) return;
+    for (i = 0; i < m->nconv; i++) nst__conv_plan_free(m->plan[i]);
+    nst__aligned_free(m->block);
+    nst__free(m);
+}
+NSTDEF int nst_model_convs(const nst_model *m) { return m ? m->nconv : 0; }
+NSTDEF int nst_model_is_random(const nst_model *m) { return m ? m->is_random : 0; }
+NSTDEF nst_pool nst_model_default_pool(const nst_model *m) { return m ? m->pool : NST_POOL_MAX; }
+NSTDEF nst_input_convention nst_model_convention(const nst_model *m) { return m->conv; }
+NSTDEF nst_status nst_model_conv(const nst_model *m, int i, const float **weight, const float **bias,
+                                 int *cin, int *cout) {
+    if (!m || i < 0 || i >= m->nconv) return nst__err(NST_ERR_ARGUMENT, "model: no conv layer %d", i);
+    if (weight) *weight = m->w[i];
+    if (bias) *bias = m->b[i];
+    if (cin) *cin = m->cin[i];
+    if (cout) *cout = m->cout[i];
+    return NST_OK;
+}
+
+static nst_input_convention nst__caffe_convention(void) {
+    nst_input_convention c;
+    c.bgr = 1; c.scale = 255.0f;
+    c.mean[0] = 103.939f; c.mean[1] = 116.779f; c.mean[2] = 123.68f;
+    c.std[0] = c.std[1] = c.std[2] = 1.0f;
+    return c;
+}
+
+static nst_status nst__check_convention(const nst_input_convention *c) {
+    int i;
+    if (!(c->scale > 0.0f) || !(c->scale < 1e6f))
+        return nst__err(NST_ERR_FORMAT, "weights: invalid input scale %g", (double)c->scale);
+    for (i = 0; i < 3; i++)
+        if (!(c->std[i] > 0.0f) || !(fabsf(c->mean[i]) < 1e6f))
+            return nst__err(NST_ERR_FORMAT, "weights: invalid input mean/std");
+    return NST_OK;
+}
+
+/* Allocates the weight block for the given channel counts and builds the convolution plans later. */
+static nst_status nst__model_alloc(int nconv, const int *cin, const int *cout, nst_model **out) {
+    nst_model *m;
+    size_t total = 0, off = 0;
+    int i;
+    *out = NULL;
+    m = (nst_model *)nst__calloc(1, sizeof *m);
+    if (!m) return nst__err(NST_ERR_NOMEM, "model: out of memory");
+    m->nconv = nconv;
+    for (i = 0; i < nconv; i++) {
+        size_t wn = (size_t)cout[i] * cin[i] * 9, bn = (size_t)cout[i];
+        m->cin[i] = cin[i]; m->cout[i] = cout[i];
+        total += ((wn + 15) & ~(size_t)15) + ((bn + 15) & ~(size_t)15);   /* keep each tensor 64-byte aligned */
+    }
+    m->block_bytes = total * sizeof(float);
+    m->block = (float *)nst__aligned_alloc(m->block_bytes);
+    if (!m->block) { nst__free(m); return nst__err(NST_ERR_NOMEM, "model: out of memory for weights"); }
+    for (i = 0; i < nconv; i++) {
+        size_t wn = (size_t)cout[i] * cin[i] * 9, bn = (size_t)cout[i];
+        m->w[i] = m->block + off; off += (wn + 15) & ~(size_t)15;
+        m->b[i] = m->block + off; off += (bn + 15) & ~(size_t)15;
+    }
+    m->conv = nst__caffe_convention();
+    m->pool = NST_POOL_MAX;
+    *out = m;
+    return NST_OK;
+}
+
+static nst_status nst__model_finish(nst_model *m) {
+    int i;
+    nst_status st;
+    for (i = 0; i < m->nconv; i++)
+        if ((st = nst__conv_plan_create(m->w[i], m->b[i], m->cin[i], m->cout[i], &m->plan[i])) != NST_OK)
+            return st;
+    return NST_OK;
+}
+
+/* Channel counts must chain (cin of layer i == cout of layer i-1, conv1_1 takes 3): that is the
+ * VGG-19 topology. Widths other than VGG-19's (64..512) are accepted so small test models work;
+ * nst__model_is_vgg19 tells the two apart. */
+static nst_status nst__check_topology(int nconv, const int *cin, const int *cout) {
+    int i;
+    if (nconv < 1 || nconv > NST_VGG_CONVS) return nst__err(NST_ERR_FORMAT, "weights: %d conv layers", nconv);
+    for (i = 0; i < nconv; i++) {
+        int want_in = i == 0 ? 3 : cout[i - 1];
+        if (cin[i] != want_in)
+            return nst__err(NST_ERR_FORMAT, "weights: %s takes %d input channels, VGG-19 needs %d (the output of %s)",
+                            nst__conv_names[i], cin[i], want_in, i ? nst__conv_names[i - 1] : "the RGB image");
+        if (cout[i] < 1 || cout[i] > 4096)
+            return nst__err(NST_ERR_FORMAT, "weights: %s has %d output channels", nst__conv_names[i], cout[i]);
+    }
+    return NST_OK;
+}
+
+static NST__UNUSED int nst__model_is_vgg19(const nst_model *m) {
+    int i;
+    for (i = 0; i < m->nconv; i++)
+        if (m->cout[i] != nst__vgg_cout[i]) return 0;
+    return 1;
+}
+
+static const nst__named_tensor *nst__find_tensor(const nst__tensor_list *l, const char *name) {
+    int i;
+    for (i = 0; i < l->n; i++)
+        if (strcmp(l->t[i].name, name) == 0) return &l->t[i];
+    return NULL;
+}
+
+/* Builds a model from canonical tensors: conv1_1 on, as many consecutive layers as are present. */
+static nst_status nst__model_from_tensors(const nst__tensor_list *l, nst_model **out) {
+    int nconv = 0, cin[NST_VGG_CONVS], cout[NST_VGG_CONVS], i;
+    nst_model *m;
+    nst_status st;
+    char name[80];
+    *out = NULL;
+    for (i = 0; i < NST_VGG_CONVS; i++) {
+        const nst__named_tensor *w, *b;
+        snprintf(name, sizeof name, "%s.weight", nst__conv_names[i]);
+        w = nst__find_tensor(l, name);
+        snprintf(name, sizeof name, "%s.bias", nst__conv_names[i]);
+        b = nst__find_tensor(l, name);
+        if (!w) break;
+        if (w->ndim != 4 || w->shape[2] != 3 || w->shape[3] != 3 || w->shape[0] < 1 || w->shape[1] < 1 ||
+            w->shape[0] > 4096 || w->shape[1] > 4096)
+            return nst__err(NST_ERR_FORMAT, "weights: %s.weight must be [cout][cin][3][3]", nst__conv_names[i]);
+        if (!b || b->ndim != 1 || b->shape[0] != w->shape[0])
+            return nst__err(NST_ERR_FORMAT, "weights: %s.bias missing or not [%d]", nst__conv_names[i],
+                            (int)w->shape[0]);
+        cout[i] = (int)w->shape[0];
+        cin[i] = (int)w->shape[1];
+        nconv++;
+    }
+    if (nconv == 0) return nst__err(NST_ERR_FORMAT, "weights: no conv1_1 weight found");
+    if ((st = nst__check_topology(nconv, cin, cout)) != NST_OK) return st;
+    if ((st = nst__model_alloc(nconv, cin, cout, &m)) != NST_OK) return st;
+    for (i = 0; i < nconv; i++) {
+        snprintf(name, sizeof name, "%s.weight", nst__conv_names[i]);
+        memcpy(m->w[i], nst__find_tensor(l, name)->data, sizeof(float) * (size_t)cout[i] * cin[i] * 9);
+        snprintf(name, sizeof name, "%s.bias", nst__conv_names[i]);
+        memcpy(m->b[i], nst__find_tensor(l, name)->data, sizeof(float) * (size_t)cout[i]);
+    }
+    if (l->has_conv) {
+        if ((st = nst__check_convention(&l->conv)) != NST_OK) { nst_model_free(m); return st; }
+        m->conv = l->conv;
+    }
+    if ((st = nst__model_finish(m)) != NST_OK) { nst_model_free(m); return st; }
+    *out = m;
+    return NST_OK;
+}
+
+/* ---- .nstw: our weight file --------------------------------------------------------------------
+ * Little-endian. A 64-byte header, a table of 96-byte tensor entries, then tensor data at 64-byte
+ * aligned offsets, so the file can be used in place after one fread or mmap.
+ *   header: 0 "NSTW" | 4 u32 version (1) | 8 u32 header+table bytes | 12 u32 tensor count | 16 u32 flags
+ *           (bit 0: random model) | 20 u32 bgr | 24 f32 scale | 28 f32 mean[3] | 40 f32 std[3] |
+ *           52 u32 default pool (1 max, 2 avg) | 56 u32 CRC-32 of header+table with this field zero | 60 0
+ *   entry:  0 name[48] NUL-padded | 48 u32 dtype (1 f32, 2 f16) | 52 u32 ndim | 56 u32 shape[4] |
+ *           72 u64 offset | 80 u64 bytes | 88 u32 CRC-32 of the data | 92 0 */
+#define NST__NSTW_HEADER 64
+#define NST__NSTW_ENTRY 96
+#define NST__NSTW_MAX_TENSORS 64
+
+static nst_status nst__nstw_parse(const unsigned char *p, size_t n, nst_model **out) {
+    uint32_t version, hsize, count, flags, crc, i;
+    nst__tensor_list list;
+    nst_status st = NST_OK;
+    unsigned char hdr_copy[NST__NSTW_HEADER];
+    *out = NULL;
+    memset(&list, 0, sizeof list);
+    if (n < NST__NSTW_HEADER || memcmp(p, "NSTW", 4) != 0)
+        return nst__err(NST_ERR_FORMAT, "nstw: not an .nstw file (bad magic)");
+    version = nst__rd32le(p + 4);
+    hsize = nst__rd32le(p + 8);
+    count = nst__rd32le(p + 12);
+    flags = nst__rd32le(p + 16);
+    if (version != 1) return nst__err(NST_ERR_UNSUPPORTED, "nstw: version %u (this library reads 1)", version);
+    if (count == 0 || count > NST__NSTW_MAX_TENSORS || hsize != NST__NSTW_HEADER + NST__NSTW_ENTRY * count)
+        return nst__err(NST_ERR_FORMAT, "nstw: bad tensor count %u / header size %u", count, hsize);
+    if (hsize > n) return nst__err(NST_ERR_FORMAT, "nstw: truncated (%lu bytes, header needs %u)", (unsigned long)n, hsize);
+    memcpy(hdr_copy, p, NST__NSTW_HEADER);
+    memset(hdr_copy + 56, 0, 4);
+    crc = nst__crc32(nst__crc32(0, hdr_copy, NST__NSTW_HEADER), p + NST__NSTW_HEADER, hsize - NST__NSTW_HEADER);
+    if (crc != nst__rd32le(p + 56)) return nst__err(NST_ERR_FORMAT, "nstw: header checksum mismatch (corrupted file)");
+    list.has_conv = 1;
+    list.conv.bgr = nst__rd32le(p + 20) != 0;
+    list.conv.scale = nst__f32_from_bits(nst__rd32le(p + 24));
+    for (i = 0; i < 3; i++) {
+        list.conv.mean[i] = nst__f32_from_bits(nst__rd32le(p + 28 + 4 * i));
+        list.conv.std[i] = nst__f32_from_bits(nst__rd32le(p + 40 + 4 * i));
+    }
+    if ((st = nst__check_convention(&list.conv)) != NST_OK) return st;
+    list.t = (nst__named_tensor *)nst__calloc(count, sizeof *list.t);
+    if (!list.t) return nst__err(NST_ERR_NOMEM, "nstw: out of memory");
+    list.cap = (int)count;
+    for (i = 0; i < count && st == NST_OK; i++) {
+        const unsigned char *e = p + NST__NSTW_HEADER + (size_t)i * NST__NSTW_ENTRY;
+        nst__named_tensor *t = &list.t[list.n];
+        uint32_t dtype = nst__rd32le(e + 48), ndim = nst__rd32le(e + 52), j;
+        uint64_t off = nst__rd64le(e + 72), bytes = nst__rd64le(e + 80), elems = 1;
+        size_t esize = dtype == 1 ? 4 : 2;
+        if (memchr(e, 0, 48) == NULL) { st = nst__err(NST_ERR_FORMAT, "nstw: tensor %u has no name", i); break; }
+        memcpy(t->name, e, 48);
+        if ((dtype != 1 && dtype != 2) || ndim < 1 || ndim > 4) {
+            st = nst__err(NST_ERR_FORMAT, "nstw: tensor '%s' has dtype %u, %u dims", t->name, dtype, ndim);
+            break;
+        }
+        t->ndim = (int)ndim;
+        for (j = 0; j < ndim; j++) {
+            uint32_t d = nst__rd32le(e + 56 + 4 * j);
+            if (d == 0 || d > (1u << 24)) { st = nst__err(NST_ERR_FORMAT, "nstw: tensor '%s' has dimension %u", t->name, d); break; }
+            t->shape[j] = d;
+            elems *= d;
+            if (elems > ((uint64_t)1 << 34)) { st = nst__err(NST_ERR_FORMAT, "nstw: tensor '%s' is too large", t->name); break; }
+        }
+        if (st != NST_OK) break;
+        if (bytes != elems * esize || (off & 63) || off < hsize || off > n || bytes > n - off) {
+            st = nst__err(NST_ERR_FORMAT, "nstw: tensor '%s' data is out of bounds or the file is truncated", t->name);
+            break;
+        }
+        if (nst__crc32(0, p + off, (size_t)bytes) != nst__rd32le(e + 88)) {
+            st = nst__err(NST_ERR_FORMAT, "nstw: checksum mismatch in tensor '%s' (corrupted file)", t->name);
+            break;
+        }
+        t->data = (float *)nst__malloc((size_t)elems * sizeof(float));
+        if (!t->data) { st = nst__err(NST_ERR_NOMEM, "nstw: out of memory"); break; }
+        list.n++;
+        {
+            const unsigned char *d = p + off;
+            size_t k;
+            if (dtype == 1)
+                for (k = 0; k < elems; k++) t->data[k] = nst__f32_from_bits(nst__rd32le(d + 4 * k));
+            else
+                for (k = 0; k < elems; k++) t->data[k] = nst__half_to_float(nst__rd16le(d + 2 * k));
+        }
+    }
+    if (st == NST_OK) st = nst__model_from_tensors(&list, out);
+    if (st == NST_OK) {
+        uint32_t pool = nst__rd32le(p + 52);
+        (*out)->is_random = (int)(flags & 1);
+        (*out)->pool = pool == 2 ? NST_POOL_AVG : NST_POOL_MAX;
+    }
+    nst__tensor_list_free(&list);
+    return st;
+}
+
+/* Serialises a model to .nstw bytes (f32, or f16 with half). */
+static NST__UNUSED nst_status nst__nstw_write(const nst_model *m, int half, nst__buf *b) {
+    uint32_t count = (uint32_t)(2 * m->nconv), i;
+    size_t hsize = NST__NSTW_HEADER + NST__NSTW_ENTRY * (size_t)count, off;
+    unsigned char *p;
+    uint32_t crc;
+    memset(b, 0, sizeof *b);
+    if (!nst__buf_reserve(b, hsize)) return nst__err(NST_ERR_NOMEM, "nstw: out of memory");
+    memset(b->data, 0, hsize);
+    b->len = hsize;
+    off = (hsize + 63) & ~(size_t)63;
+    for (i = 0; i < count; i++) {
+        int li = (int)i / 2, isb = (int)i & 1;
+        const float *src = isb ? m->b[li] : m->w[li];
+        size_t elems = isb ? (size_t)m->cout[li] : (size_t)m->cout[li] * m->cin[li] * 9, k;
+        size_t bytes = elems * (half ? 2 : 4);
+        unsigned char *e, *d;
+        while (b->len < off) nst__buf_byte(b, 0);
+        if (!nst__buf_reserve(b, bytes)) return nst__err(NST_ERR_NOMEM, "nstw: out of memory");
+        d = b->data + b->len;
+        for (k = 0; k < elems; k++) {
+            if (half) { uint16_t h = nst__float_to_half(src[k]); d[2 * k] = (unsigned char)h; d[2 * k + 1] = (unsigned char)(h >> 8); }
+            else nst__wr32le(d + 4 * k, nst__bits_from_f32(src[k]));
+        }
+        b->len += bytes;
+        e = b->data + NST__NSTW_HEADER + (size_t)i * NST__NSTW_ENTRY;
+        snprintf((char *)e, 48, "%s.%s", nst__conv_names[li], isb ? "bias" : "weight");
+        nst__wr32le(e + 48, half ? 2u : 1u);
+        if (isb) {
+            nst__wr32le(e + 52, 1); nst__wr32le(e + 56, (uint32_t)m->cout[li]);
+        } else {
+            nst__wr32le(e + 52, 4); nst__wr32le(e + 56, (uint32_t)m->cout[li]);
+            nst__wr32le(e + 60, (uint32_t)m->cin[li]); nst__wr32le(e + 64, 3); nst__wr32le(e + 68, 3);
+        }
+        nst__wr64le(e + 72, off);
+        nst__wr64le(e + 80, bytes);
+        nst__wr32le(e + 88, nst__crc32(0, d, bytes));
+        off = (b->len + 63) & ~(size_t)63;
+    }
+    if (b->failed) { nst__buf_free(b); return nst__err(NST_ERR_NOMEM, "nstw: out of memory"); }
+    p = b->data;
+    memcpy(p, "NSTW", 4);
+    nst__wr32le(p + 4, 1);
+    nst__wr32le(p + 8, (uint32_t)hsize);
+    nst__wr32le(p + 12, count);
+    nst__wr32le(p + 16, m->is_random ? 1u : 0u);
+    nst__wr32le(p + 20, m->conv.bgr ? 1u : 0u);
+    nst__wr32le(p + 24, nst__bits_from_f32(m->conv.scale));
+    for (i = 0; i < 3; i++) {
+        nst__wr32le(p + 28 + 4 * i, nst__bits_from_f32(m->conv.mean[i]));
+        nst__wr32le(p + 40 + 4 * i, nst__bits_from_f32(m->conv.std[i]));
+    }
+    nst__wr32le(p + 52, m->pool == NST_POOL_AVG ? 2u : 1u);
+    crc = nst__crc32(0, p, hsize);
+    nst__wr32le(p + 56, crc);
+    return NST_OK;
+}
+
+NSTDEF nst_status nst_model_load_memory(const void *bytes, size_t n, nst_model **out) {
+    const unsigned char *p = (const unsigned char *)bytes;
+    nst__tensor_list list;
+    nst_status st;
+    if (!out) return nst__err(NST_ERR_ARGUMENT, "model: NULL output");
+    *out = NULL;
+    if (!p && n) return nst__err(NST_ERR_ARGUMENT, "model: NULL bytes");
+    if (n >= 4 && memcmp(p, "NSTW", 4) == 0) return nst__nstw_parse(p, n, out);
+    memset(&list, 0, sizeof list);
+    if ((st = nst__import_weights(p, n, &list)) != NST_OK) { nst__tensor_list_free(&list); return st; }
+    if (!list.has_conv) {
+        st = nst__err(NST_ERR_FORMAT, "the %s file does not say how its network expects pixels (channel "
+                      "order, scale, mean): convert it with nst-convert and --bgr or --rgb, --scale, --mean, --std",
+                      list.format[0] ? list.format : "weight");
+        nst__tensor_list_free(&list);
+        return st;
+    }
+    st = nst__model_from_tensors(&list, out);
+    nst__tensor_list_free(&list);
+    return st;
+}
+
+#ifndef NST_NO_STDIO
+NSTDEF nst_status nst_model_load(const char *path, nst_model **out) {
+    unsigned char *bytes;
+    size_t n;
+    nst_status st;
+    if (!path || !out) return nst__err(NST_ERR_ARGUMENT, "model: NULL argument");
+    *out = NULL;
+    if ((st = nst__read_file(path, sizeof(size_t) > 4 ? ((size_t)1 << 36) : ((size_t)1 << 31), &bytes, &n)) != NST_OK)
+        return st;
+    st = nst_model_load_memory(bytes, n, out);
+    nst__free(bytes);
+    if (st != NST_OK) {
+        char msg[sizeof nst__errbuf];
+        snprintf(msg, sizeof msg, "%s", nst__errbuf);
+        return nst__err(st, "'%s': %s", path, msg);
+    }
+    return NST_OK;
+}
+
+NSTDEF nst_status nst_model_save(const nst_model *m, const char *path, int half) {
+    nst__buf b;
+    nst_status st;
+    if (!m || !path) return nst__err(NST_ERR_ARGUMENT, "model: NULL argument");
+    if ((st = nst__nstw_write(m, half, &b)) != NST_OK) return st;
+    st = nst__write_file_atomic(path, b.data, b.len);
+    nst__buf_free(&b);
+    return st;
+}
+#endif
+
+/* ---- the network: forward that records what backward needs, backward to the pixels ------------
+ * Kept for backward, per layer: ReLU masks as bits, max-pool argmax as 2-bit codes in a byte, and the
+ * features at loss layers (written there directly by the layer, so no copy). Everything else lives
+ * in two ping-pong buffers that forward and backward share. */
+typedef struct nst__net {
+    const nst_model *m;
+    int h, w, last, avg, nthreads;
+    int c_[NST_VGG_LAYERS], h_[NST_VGG_LAYERS], w_[NST_VGG_LAYERS];   /* output shape per layer */
+    unsigned char keep[NST_VGG_LAYERS];      /* output kept for a loss */
+    float *feat[NST_VGG_LAYERS];
+    unsigned char *rec[NST_VGG_LAYERS];      /* relu bits or pool codes */
+    float *buf[2];
+    size_t buf_elems;
+    void *ws;                                /* convolution scratch, owned unless ws_borrowed */
+    size_t ws_bytes;
+    int ws_borrowed, bufs_borrowed;
+    size_t bytes;                            /* everything above, for the memory estimate */
+    const float *out;                        /* output of the last layer after forward */
+} nst__net;
+
+static size_t nst__round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Computes shapes and sizes; with alloc == 0 only sizes (for the estimate). A net may borrow the
+ * ping-pong buffers and convolution scratch of another that is idle meanwhile (borrow, where they
+ * are large enough) instead of allocating its own: the style networks do, from the main one. */
+static nst_status nst__net_init_ws(nst__net *n, const nst_model *m, int h, int w, int last, const unsigned char *keep,
+                                   int avg, int nthreads, int alloc, const nst__net *borrow, size_t min_ws,
+                                   size_t min_buf) {
+    int l, c = 3, ch = h, cw = w, ci;
+    size_t maxel = (size_t)3 * h * w, ws = 0;
+    memset(n, 0, sizeof *n);
+    n->m = m; n->h = h; n->w = w; n->last = last; n->avg = avg;
+    n->nthreads = nst__resolve_threads(nthreads);
+    if (last < 0 || last >= NST_VGG_LAYERS || nst__layer_conv(last) >= m->nconv)
+        return nst__err(NST_ERR_ARGUMENT, "layer %s needs %s, which the model does not have",
+                        last >= 0 && last < NST_VGG_LAYERS ? nst__layer_names[last] : "?",
+                        last >= 0 && last < NST_VGG_LAYERS ? nst__conv_names[nst__layer_conv(last)] : "?");
+    if (h < 1 || w < 1) return nst__err(NST_ERR_ARGUMENT, "image size %dx%d", w, h);
+    for (l = 0, ci = 0; l <= last; l++) {
+        int t = nst__layer_type(l);
+        if (t == NST__L_CONV) {
+            size_t s = nst__conv_workspace(m->plan[ci], ch, cw, n->nthreads);
+            if (s > ws) ws = s;
+            c = m->cout[ci++];
+        } else if (t == NST__L_POOL) {
+            if (ch < 2 || cw < 2)
+                return nst__err(NST_ERR_ARGUMENT, "image of %dx%d is too small for %s (needs at least %d pixels "
+                                "on each side)", w, h, nst__layer_names[l], 2 * (h / ch > w / cw ? h / ch : w / cw));
+            ch /= 2; cw /= 2;
+        }
+        n->c_[l] = c; n->h_[l] = ch; n->w_[l] = cw;
+        if ((size_t)c * ch * cw > maxel) maxel = (size_t)c * ch * cw;
+        n->keep[l] = keep ? keep[l] : 0;
+    }
+    if (maxel < min_buf) maxel = min_buf;
+    n->buf_elems = maxel;
+    if (ws < min_ws) ws = min_ws;
+    n->ws_bytes = ws;
+    n->ws_borrowed = borrow && borrow->ws_bytes >= ws;
+    n->bufs_borrowed = borrow && borrow->buf_elems >= maxel;
+    n->bytes = (n->bufs_borrowed ? 0 : 2 * nst__round64(maxel * sizeof(float))) + (n->ws_borrowed ? 0 : ws);
+    for (l = 0; l <= last; l++) {
+        size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
+        if (n->keep[l]) n->bytes += nst__round64(el * sizeof(float));
+        if (nst__layer_type(l) == NST__L_RELU) n->bytes += nst__round64((el + 7) / 8);
+        if (nst__layer_type(l) == NST__L_POOL && !avg) n->bytes += nst__round64(el);
+    }
+    if (!alloc) return NST_OK;
+    if (n->bufs_borrowed) {
+        n->buf[0] = borrow->buf[0];
+        n->buf[1] = borrow->buf[1];
+    } else {
+        n->buf[0] = (float *)nst__aligned_alloc(maxel * sizeof(float));
+        n->buf[1] = (float *)nst__aligned_alloc(maxel * sizeof(float));
+    }
+    n->ws = n->ws_borrowed ? borrow->ws : ws ? nst__aligned_alloc(ws) : NULL;
+    if (!n->buf[0] || !n->buf[1] || (ws && !n->ws)) goto oom;
+    for (l = 0; l <= last; l++) {
+        size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
+        if (n->keep[l] && !(n->feat[l] = (float *)nst__aligned_alloc(el * sizeof(float)))) goto oom;
+        if (nst__layer_type(l) == NST__L_RELU && !(n->rec[l] = (unsigned char *)nst__aligned_alloc((el + 7) / 8))) goto oom;
+        if (nst__layer_type(l) == NST__L_POOL && !avg && !(n->rec[l] = (unsigned char *)nst__aligned_alloc(el))) goto oom;
+    }
+    return NST_OK;
+oom:
+    return nst__err(NST_ERR_NOMEM, "out of memory for the network at %dx%d", w, h);
+}
+
+static nst_status nst__net_init(nst__net *n, const nst_model *m, int h, int w, int last, const unsigned char *keep,
+                                int avg, int nthreads, int alloc) {
+    return nst__net_init_ws(n, m, h, w, last, keep, avg, nthreads, alloc, NULL, 0, 0);
+}
+
+static void nst__net_free(nst__net *n) {
+    int l;
+    if (!n->bufs_borrowed) {
+        nst__aligned_free(n->buf[0]);
+        nst__aligned_free(n->buf[1]);
+    }
+    if (!n->ws_borrowed) nst__aligned_free(n->ws);
+    for (l = 0; l < NST_VGG_LAYERS; l++) {
+        nst__aligned_free(n->feat[l]);
+        nst__aligned_free(n->rec[l]);
+    }
+    memset(n, 0, sizeof *n);
+}
+
+/* Applies ReLU from src to dst (may alias) and records the mask, one bit per element. */
+static void nst__relu_forward(float *dst, const float *src, unsigned char *bits, size_t n, int nthreads) {
+    long nb = (long)((n + 7) / 8), i;
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (i = 0; i < nb; i++) {
+        size_t k, base = (size_t)i * 8, end = NST__MIN(base + 8, n);
+        unsigned v = 0;
+        for (k = base; k < end; k++) {
+            float x = src[k];
+            int pos = x > 0.0f;
+            dst[k] = pos ? x : 0.0f;
+            v |= (unsigned)pos << (k - base);
+        }
+        bits[i] = (unsigned char)v;
+    }
+}
+static void nst__relu_mask_bits(const float *x, unsigned char *bits, size_t n, int nthreads) {
+    long nb = (long)((n + 7) / 8), i;
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (i = 0; i < nb; i++) {
+        size_t k, base = (size_t)i * 8, end = NST__MIN(base + 8, n);
+        unsigned v = 0;
+        for (k = base; k < end; k++) v |= (unsigned)(x[k] > 0.0f) << (k - base);
+        bits[i] = (unsigned char)v;
+    }
+}
+static void nst__relu_backward(float *g, const unsigned char *bits, size_t n, int nthreads) {
+    long nb = (long)((n + 7) / 8), i;
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (i = 0; i < nb; i++) {
+        size_t k, base = (size_t)i * 8, end = NST__MIN(base + 8, n);
+        unsigned v = bits[i];
+        for (k = base; k < end; k++)
+            if (!((v >> (k - base)) & 1)) g[k] = 0.0f;
+    }
+}
+
+/* 2x2 max pooling that records which of the four won (0..3, first maximum in row-major order). */
+static void nst__maxpool_forward_rec(float *out, unsigned char *code, const float *in, int c, int h, int w, int nthreads) {
+    int ch, oh = h / 2, ow = w / 2;
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (ch = 0; ch < c; ch++) {
+        const float *s = in + (size_t)ch * h * w;
+        float *o = out + (size_t)ch * oh * ow;
+        unsigned char *k = code + (size_t)ch * oh * ow;
+        int y, x;
+        for (y = 0; y < oh; y++) {
+            const float *r0 = s + (size_t)(2 * y) * w, *r1 = r0 + w;
+            for (x = 0; x < ow; x++) {
+                float m = r0[2 * x];
+                int best = 0;
+                if (r0[2 * x + 1] > m) { m = r0[2 * x + 1]; best = 1; }
+                if (r1[2 * x] > m) { m = r1[2 * x]; best = 2; }
+                if (r1[2 * x + 1] > m) { m = r1[2 * x + 1]; best = 3; }
+                o[(size_t)y * ow + x] = m;
+                k[(size_t)y * ow + x] = (unsigned char)best;
+            }
+        }
+    }
+}
+static void nst__maxpool_backward_rec(float *din, const float *dout, const unsigned char *code, int c, int h, int w,
+                                      int nthreads) {
+    int ch, oh = h / 2, ow = w / 2;
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (ch = 0; ch < c; ch++) {
+        const float *g = dout + (size_t)ch * oh * ow;
+        const unsigned char *k = code + (size_t)ch * oh * ow;
+        float *d = din + (size_t)ch * h * w;
+        int y, x;
+        memset(d, 0, sizeof(float) * (size_t)h * w);
+        for (y = 0; y < oh; y++)
+            for (x = 0; x < ow; x++) {
+                int b = k[(size_t)y * ow + x];
+                d[(size_t)(2 * y + (b >> 1)) * w + 2 * x + (b & 1)] = g[(size_t)y * ow + x];
+            }
+    }
+}
+
+/* Pixels (planar RGB, 0..255) to network input under the model's convention. */
+static void nst__preprocess(const nst_input_convention *cv, const float *px, float *in, size_t hw) {
+    int c;
+    for (c = 0; c < 3; c++) {
+        const float *s = px + (size_t)(cv->bgr ? 2 - c : c) * hw;
+        float *d = in + (size_t)c * hw;
+        float a = cv->scale / (255.0f * cv->std[c]), b = -cv->mean[c] / cv->std[c];
+        size_t i;
+        for (i = 0; i < hw; i++) d[i] = s[i] * a + b;
+    }
+}
+
+static float *nst__net_other(nst__net *n, const float *cur) { return cur == n->buf[0] ? n->buf[1] : n->buf[0]; }
+
+static nst_status nst__net_forward(nst__net *n, const float *pixels) {
+    const nst_model *m = n->m;
+    float *cur = n->buf[0];
+    int l, ci = 0, c = 3, h = n->h, w = n->w;
+    nst_status st;
+    nst__preprocess(&m->conv, pixels, cur, (size_t)h * w);
+    for (l = 0; l <= n->last; l++) {
+        int t = nst__layer_type(l);
+        size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
+        float *out = n->keep[l] ? n->feat[l] : nst__net_other(n, cur);
+        if (t == NST__L_CONV) {
+            /* fuse the ReLU unless the pre-activation itself is a loss layer */
+            int fuse = l + 1 <= n->last && !n->keep[l];
+            if (fuse) out = n->keep[l + 1] ? n->feat[l + 1] : nst__net_other(n, cur);
+            if ((st = nst__conv_forward(m->plan[ci], cur, out, h, w, fuse, n->nthreads, n->ws)) != NST_OK) return st;
+            c = m->cout[ci++];
+            if (fuse) {
+                l++;
+                nst__relu_mask_bits(out, n->rec[l], el, n->nthreads);
+            }
+        } else if (t == NST__L_RELU) {
+            nst__relu_forward(out, cur, n->rec[l], el, n->nthreads);
+        } else {
+            if (n->avg) nst__pool_forward(out, cur, c, h, w, 1, n->nthreads);
+            else nst__maxpool_forward_rec(out, n->rec[l], cur, c, h, w, n->nthreads);
+            h /= 2; w /= 2;
+        }
+        cur = out;
+    }
+    n->out = cur;
+    return NST_OK;
+}
+
+/* Adds d loss / d (output of layer) into g, given the layer's kept features; scratch has room for
+ * one more feature map of that layer. */
+typedef void (*nst__lossgrad_fn)(void *ctx, int layer, const float *feat, float *g, float *scratch);
+
+/* Backward from the deepest layer to the pixels; grad_pixels is [3][h][w]. */
+static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void *ctx, float *grad_pixels) {
+    const nst_model *m = n->m;
+    float *g = n->buf[0];
+    int l, ci = nst__layer_conv(n->last);
+    size_t hw = (size_t)n->h * n->w;
+    nst_status st;
+    memset(g, 0, sizeof(float) * (size_t)n->c_[n->last] * n->h_[n->last] * n->w_[n->last]);
+    for (l = n->last; l >= 0; l--) {
+        int t = nst__layer_type(l);
+        int inc = l ? n->c_[l - 1] : 3, inh = l ? n->h_[l - 1] : n->h, inw = l ? n->w_[l - 1] : n->w;
+        size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
+        float *other = nst__net_other(n, g);
+        if (n->keep[l]) lossgrad(ctx, l, n->feat[l], g, other);
+        if (t == NST__L_RELU) {
+            nst__relu_backward(g, n->rec[l], el, n->nthreads);
+        } else if (t == NST__L_POOL) {
+            if (n->avg) nst__pool_backward(other, g, NULL, inc, inh, inw, 1, n->nthreads);
+            else nst__maxpool_backward_rec(other, g, n->rec[l], inc, inh, inw, n->nthreads);
+            g = other;
+        } else {
+            if ((st = nst__conv_backward_data(m->plan[ci], g, other, inh, inw, n->nthreads, n->ws)) != NST_OK) return st;
+            ci--;
+            g = other;
+        }
+    }
+    {
+        const nst_input_convention *cv = &m->conv;
+        int c;
+        for (c = 0; c < 3; c++) {
+            const float *s = g + (size_t)c * hw;
+            float *d = grad_pixels + (size_t)(cv->bgr ? 2 - c : c) * hw;
+            float a = cv->scale / (255.0f * cv->std[c]);
+            size_t i;
+            for (i = 0; i < hw; i++) d[i] = s[i] * a;
+        }
+    }
+    return NST_OK;
+}
+
+/* ---- the random model ----------------------------------------------------------------------------
+ * He-initialised VGG-19 whose layers are rescaled, one scalar per layer, so the mean post-ReLU
+ * activation on a fixed calibration image is the same at every layer (the "normalised VGG" of Gatys
+ * et al.); without it activations vanish or explode over 16 layers and the style loss barely moves
+ * (DESIGN 5b). The common mean is 10, not 1: content loss scales with its square and style loss with
+ * its fourth power, so at 10 jcjohnson's default weights (content 5, style 100) strike the balance that
+ * style weight 1e4 strikes at 1, and the gradients are large enough that torch-style L-BFGS (unit step,
+ * curvature pairs below 1e-10 dropped) does not crawl: at 1 it spent its first ~10 iterations as
+ * plain gradient descent with steps too small to measure curvature. */
+#define NST__RANDOM_MEAN 10.0
+static void nst__calibration_image(float *px, int h, int w, unsigned long long seed) {
+    nst__rng r;
+    int c, k, y, x;
+    r.s = seed ^ 0x5DEECE66DULL;
+    for (c = 0; c < 3; c++) {
+        float *p = px + (size_t)c * h * w;
+        double fx[6], fy[6], ph[6], amp[6];
+        for (k = 0; k < 6; k++) {
+            fx[k] = 0.5 + 6.0 * nst__rng_uniform(&r);
+            fy[k] = 0.5 + 6.0 * nst__rng_uniform(&r);
+            ph[k] = 6.283185307 * nst__rng_uniform(&r);
+            amp[k] = 20.0 + 20.0 * nst__rng_uniform(&r);
+        }
+        for (y = 0; y < h; y++)
+            for (x = 0; x < w; x++) {
+                double v = 128.0 + 10.0 * nst__rng_normal(&r);
+                for (k = 0; k < 6; k++) v += amp[k] * sin(6.283185307 * (fx[k] * x / w + fy[k] * y / h) + ph[k]);
+                p[(size_t)y * w + x] = (float)(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+    }
+}
+
+NSTDEF nst_status nst_model_random(unsigned long long seed, nst_model **out) {
+    int cin[NST_VGG_CONVS], i;
+    const int cal = 64;
+    nst_model *m;
+    nst_status st;
+    nst__rng r;
+    float *px;
+    if (!out) return nst__err(NST_ERR_ARGUMENT, "model: NULL output");
+    *out = NULL;
+    for (i = 0; i < NST_VGG_CONVS; i++) cin[i] = i ? nst__vgg_cout[i - 1] : 3;
+    if ((st = nst__model_alloc(NST_VGG_CONVS, cin, nst__vgg_cout, &m)) != NST_OK) return st;
+    m->is_random = 1;
+    m->pool = NST_POOL_AVG;
+    m->conv.bgr = 0;
+    m->conv.scale = 255.0f;
+    m->conv.mean[0] = 123.68f; m->conv.mean[1] = 116.779f; m->conv.mean[2] = 103.939f;
+    m->conv.std[0] = m->conv.std[1] = m->conv.std[2] = 1.0f;
+    r.s = seed;
+    for (i = 0; i < NST_VGG_CONVS; i++) {
+        size_t k, nw = (size_t)m->cout[i] * m->cin[i] * 9;
+        double sd = sqrt(2.0 / (9.0 * m->cin[i]));
+        for (k = 0; k < nw; k++) m->w[i][k] = (float)(sd * nst__rng_normal(&r));
+        memset(m->b[i], 0, sizeof(float) * (size_t)m->cout[i]);
+    }
+    if ((st = nst__model_finish(m)) != NST_OK) { nst_model_free(m); return st; }
+    /* calibrate in one forward pass: scale each layer's output (and filters) so its mean is 1, then
+     * feed the scaled output on, which is what the next layer sees after rescaling */
+    {
+        size_t cap = (size_t)64 * cal * cal;
+        float *a = (float *)nst__aligned_alloc(cap * sizeof(float)), *b = (float *)nst__aligned_alloc(cap * sizeof(float));
+        int h = cal, w = cal, c = 3, l;
+        px = (float *)nst__malloc(sizeof(float) * 3 * cal * cal);
+        if (!a || !b || !px) st = nst__err(NST_ERR_NOMEM, "model: out of memory");
+        if (st == NST_OK) {
+            nst__calibration_image(px, cal, cal, seed);
+            nst__preprocess(&m->conv, px, a, (size_t)cal * cal);
+        }
+        for (l = 0, i = 0; l < NST_VGG_LAYERS && st == NST_OK; l++) {
+            int t = nst__layer_type(l);
+            float *tmp;
+            if (t == NST__L_RELU) continue;
+            if (t == NST__L_POOL) {
+                if (h < 2 || w < 2) break;
+                nst__pool_forward(b, a, c, h, w, 1, 0);
+                h /= 2; w /= 2;
+            } else {
+                size_t k, el = (size_t)m->cout[i] * h * w, nw = (size_t)m->cout[i] * m->cin[i] * 9;
+                double sum = 0;
+                float sc;
+                if ((st = nst__conv_forward(m->plan[i], a, b, h, w, 1, 0, NULL)) != NST_OK) break;
+                for (k = 0; k < el; k++) sum += b[k];
+                /* bias is zero and ReLU is positively homogeneous: scaling filters scales the output */
+                sc = sum > 0 ? (float)(NST__RANDOM_MEAN * el / sum) : 1.0f;
+                for (k = 0; k < el; k++) b[k] *= sc;
+                for (k = 0; k < nw; k++) m->w[i][k] *= sc;
+                c = m->cout[i++];
+            }
+            tmp = a; a = b; b = tmp;
+        }
+        nst__aligned_free(a);
+        nst__aligned_free(b);
+        nst__free(px);
+    }
+    /* the plans packed the unscaled filters: rebuild them */
+    for (i = 0; i < m->nconv; i++) { nst__conv_plan_free(m->plan[i]); m->plan[i] = NULL; }
+    if (st == NST_OK) st = nst__model_finish(m);
+    if (st != NST_OK) { nst_model_free(m); return st; }
+    *out = m;
+    return NST_OK;
+}
+
+/* ---- losses (jcjohnson/neural-style) ---------------------------------------------------------------
+ * content = content_weight * mean((F - P)^2) over each content layer
+ * style   = style_weight * sum_l w_l * mean((G_l - A_l)^2), G = F F^T / (C*H*W), A = blend of style Grams
+ * tv      = tv_weight * 1/2 * sum over the (H-1)x(W-1) corner of squared right and down differences,
+ *           whose gradient is exactly jcjohnson's TVLoss gradient (it applies TV to the 0..255 image)
+ * normalize_gradients divides each loss layer's gradient by its L1 norm (+1e-8) before weighting. */
+#define NST__MAX_LOSS_LAYERS 16
+
+typedef struct nst__style_layer {
+    int layer, c;
+    float weight;
+    float *target;   /* A: c x c */
+    float *gram;     /* G at the last evaluation */
+} nst__style_layer;
+
+struct nst_objective {
+    const nst_model *m;
+    nst__net net;
+    int h, w, nthreads, normalize;
+    double cw, sw, tvw;
+    int ncontent, nstyle;
+    int content_layer[NST__MAX_LOSS_LAYERS];
+    float *content_target[NST__MAX_LOSS_LAYERS];
+    nst__style_layer style[NST__MAX_LOSS_LAYERS];
+    nst_losses last;
+    int evaluated;
+};
+
+/* Parses "relu1_1,relu2_1" into layer indices. */
+static nst_status nst__parse_layers(const char *spec, int *out, int *count) {
+    const char *p = spec;
+    *count = 0;
+    if (!spec) return NST_OK;
+    while (*p) {
+        char name[32];
+        size_t len = strcspn(p, ", ");
+        int idx;
+        if (len == 0) { p++; continue; }
+        if (len >= sizeof name) return nst__err(NST_ERR_ARGUMENT, "unknown layer '%.*s'", (int)NST__MIN(len, 40), p);
+        memcpy(name, p, len);
+        name[len] = 0;
+        idx = nst_layer_index(name);
+        if (idx < 0) return nst__err(NST_ERR_ARGUMENT, "unknown layer '%s' (expected e.g. relu4_2)", name);
+        if (*count >= NST__MAX_LOSS_LAYERS) return nst__err(NST_ERR_ARGUMENT, "too many layers in '%s'", spec);
+        out[(*count)++] = idx;
+        p += len;
+    }
+    return NST_OK;
+}
+
+static int nst__deepest(const int *a, int n, int d) {
+    int i;
+    for (i = 0; i < n; i++) if (a[i] > d) d = a[i];
+    return d;
+}
+
+/* Deterministic parallel dot product: fixed 64 chunks, summed in order, so the result does not
+ * depend on the thread count. */
+static double nst__dot(const float *a, const float *b, size_t n, int nthreads) {
+    double part[64], s = 0;
+    long k;
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (k = 0; k < 64; k++) {
+        size_t i, lo = n * (size_t)k / 64, hi = n * (size_t)(k + 1) / 64;
+        double acc = 0;
+        for (i = lo; i < hi; i++) acc += (double)a[i] * b[i];
+        part[k] = acc;
+    }
+    for (k = 0; k < 64; k++) s += part[k];
+    return s;
+}
+static double nst__asum(const float *a, size_t n) {
+    double s = 0;
+    size_t i;
+    for (i = 0; i < n; i++) s += fabs((double)a[i]);
+    return s;
+}
+
+/* loss = 1/2 sum (x[i][j]-x[i][j+1])^2 + (x[i][j]-x[i+1][j])^2 over i<H-1, j<W-1; grad += tvw * dloss */
+static double nst__tv(const float *x, int h, int w, float tvw, float *grad) {
+    double loss = 0;
+    int c, y, xx;
+    for (c = 0; c < 3; c++) {
+        const float *p = x + (size_t)c * h * w;
+        float *g = grad ? grad + (size_t)c * h * w : NULL;
+        for (y = 0; y + 1 < h; y++)
+            for (xx = 0; xx + 1 < w; xx++) {
+                size_t i = (size_t)y * w + xx;
+                float dx = p[i] - p[i + 1], dy = p[i] - p[i + w];
+                loss += 0.5 * ((double)dx * dx + (double)dy * dy);
+                if (g) {
+                    g[i] += tvw * (dx + dy);
+                    g[i + 1] -= tvw * dx;
+                    g[i + w] -= tvw * dy;
+                }
+            }
+    }
+    return loss;
+}
+
+static nst_status nst__gram(float *g, const float *f, int c, size_t hw, int nthreads) {
+    if (hw > INT_MAX) return nst__err(NST_ERR_ARGUMENT, "gram: feature map too large");
+    return nst__ssyrk_ex(nthreads, c, (int)hw, 1.0f / (float)((double)c * hw), f, (int)hw, g, c);
+}
+
+static void nst__objective_lossgrad(void *ctx, int layer, const float *feat, float *g, float *scratch) {
+    nst_objective *o = (nst_objective *)ctx;
+    const nst__net *n = &o->net;
+    size_t el = (size_t)n->c_[layer] * n->h_[layer] * n->w_[layer], i;
+    int k;
+    for (k = 0; k < o->ncontent; k++) {
+        const float *p = o->content_target[k];
+        if (o->content_layer[k] != layer || o->cw == 0) continue;
+        if (o->normalize) {
+            double a = 0, sc;
+            for (i = 0; i < el; i++) { scratch[i] = 2.0f * (feat[i] - p[i]) / (float)el; a += fabs(scratch[i]); }
+            sc = o->cw / (a + 1e-8);
+            for (i = 0; i < el; i++) g[i] += (float)(sc * scratch[i]);
+        } else {
+            float sc = (float)(o->cw * 2.0 / (double)el);
+            for (i = 0; i < el; i++) g[i] += sc * (feat[i] - p[i]);
+        }
+    }
+    for (k = 0; k < o->nstyle; k++) {
+        nst__style_layer *s = &o->style[k];
+        int c = s->c;
+        size_t hw = el / (size_t)c, cc = (size_t)c * c;
+        double coef = o->sw * s->weight;
+        float *d;
+        if (s->layer != layer || coef == 0) continue;
+        /* dL/dF = 4 w (G - A) F / (C^2 * C*H*W); G - A is formed in place of G (recomputed each eval) */
+        d = s->gram;
+        for (i = 0; i < cc; i++) d[i] -= s->target[i];
+        if (o->normalize) {
+            double a;
+            nst__sgemm_ex(n->nthreads, 0, 0, c, (int)hw, c, (float)(4.0 / ((double)cc * el)), d, c, feat, (int)hw,
+                          0.0f, scratch, (int)hw);
+            a = nst__asum(scratch, el);
+            for (i = 0; i < el; i++) g[i] += (float)(coef / (a + 1e-8)) * scratch[i];
+        } else {
+            nst__sgemm_ex(n->nthreads, 0, 0, c, (int)hw, c, (float)(coef * 4.0 / ((double)cc * el)), d, c, feat,
+                          (int)hw, 1.0f, g, (int)hw);
+        }
+        for (i = 0; i < cc; i++) d[i] += s->target[i];   /* restore G for nst_objective_gram */
+    }
+}
+
+NSTDEF void nst_objective_free(nst_objective *o) {
+    int k;
+    if (!o) return;
+    nst__net_free(&o->net);
+    for (k = 0; k < o->ncontent; k++) nst__aligned_free(o->content_target[k]);
+    for (k = 0; k < o->nstyle; k++) {
+        nst__aligned_free(o->style[k].target);
+        nst__aligned_free(o->style[k].gram);
+    }
+    nst__free(o);
+}
+
+/* Image (RGB interleaved [0,1]) to planar 0..255. */
+static void nst__image_to_planar(const nst_image *im, float *px) {
+    size_t hw = (size_t)im->width * im->height, i;
+    int c;
+    for (c = 0; c < 3; c++)
+        for (i = 0; i < hw; i++) px[(size_t)c * hw + i] = 255.0f * im->pixels[i * 3 + c];
+}
+static void nst__planar_to_image(const float *px, nst_image *im) {
+    size_t hw = (size_t)im->width * im->height, i;
+    int c;
+    for (c = 0; c < 3; c++)
+        for (i = 0; i < hw; i++) {
+            float v = px[(size_t)c * hw + i] * (1.0f / 255.0f);
+            im->pixels[i * 3 + c] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+        }
+}
+
+static nst_status nst__require_rgb(const nst_image *im, const char *what) {
+    if (!im || !im->pixels || im->channels != 3 || im->width < 1 || im->height < 1)
+        return nst__err(NST_ERR_ARGUMENT, "%s must be an RGB image (use nst_image_to_rgb)", what);
+    return NST_OK;
+}
+
+/* Byte count of an objective at h x w (the network plus targets), for the memory estimate. */
+static nst_status nst__objective_layout(const nst_model *m, const nst_options *o, int *content, int *nc, int *style,
+                                        int *ns, int *last, unsigned char *keep) {
+    nst_status st;
+    int k;
+    if ((st = nst__parse_layers(o->content_layers, content, nc)) != NST_OK) return st;
+    if ((st = nst__parse_layers(o->style_layers, style, ns)) != NST_OK) return st;
+    if (*nc + *ns == 0) return nst__err(NST_ERR_ARGUMENT, "no content or style layers");
+    *last = nst__deepest(style, *ns, nst__deepest(content, *nc, -1));
+    if (nst__layer_conv(*last) >= m->nconv)
+        return nst__err(NST_ERR_ARGUMENT, "layer %s needs %s, but the model stops at %s", nst__layer_names[*last],
+                        nst__conv_names[nst__layer_conv(*last)], nst__conv_names[m->nconv - 1]);
+    memset(keep, 0, NST_VGG_LAYERS);
+    for (k = 0; k < *nc; k++) keep[content[k]] = 1;
+    for (k = 0; k < *ns; k++) keep[style[k]] = 1;
+    return NST_OK;
+}
+
+NSTDEF nst_status nst_objective_create(const nst_model *m, const nst_image *content, const nst_image *styles,
+                                       const float *blend, int nstyles, const nst_options *opt,
+                                       nst_objective **out) {
+    nst_objective *o;
+    nst_options defaults;
+    int content_l[NST__MAX_LOSS_LAYERS], style_l[NST__MAX_LOSS_LAYERS], nc, ns, last, k, i, avg;
+    unsigned char keep[NST_VGG_LAYERS];
+    nst_status st;
+    float *px = NULL;
+    double bsum = 0;
+    if (!out) return nst__err(NST_ERR_ARGUMENT, "objective: NULL output");
+    *out = NULL;
+    if (!opt) { nst_options_init(&defaults); opt = &defaults; }
+    if (!m) return nst__err(NST_ERR_ARGUMENT, "objective: no model");
+    if ((st = nst__require_rgb(content, "the content image")) != NST_OK) return st;
+    if (nstyles < 0 || (nstyles > 0 && !styles)) return nst__err(NST_ERR_ARGUMENT, "objective: bad style images");
+    for (k = 0; k < nstyles; k++) {
+        if ((st = nst__require_rgb(&styles[k], "a style image")) != NST_OK) return st;
+        bsum += blend ? blend[k] : 1.0;
+        if (blend && !(blend[k] >= 0)) return nst__err(NST_ERR_ARGUMENT, "style blend weights must be >= 0");
+    }
+    if (nstyles && !(bsum > 0)) return nst__err(NST_ERR_ARGUMENT, "style blend weights sum to 0");
+    if ((st = nst__objective_layout(m, opt, content_l, &nc, style_l, &ns, &last, keep)) != NST_OK) return st;
+    if (nstyles == 0) ns = 0;
+    o = (nst_objective *)nst__calloc(1, sizeof *o);
+    if (!o) return nst__err(NST_ERR_NOMEM, "objective: out of memory");
+    o->m = m;
+    o->h = content->height; o->w = content->width;
+    o->nthreads = nst__resolve_threads(opt->threads);
+    o->normalize = opt->normalize_gradients;
+    o->cw = opt->content_weight; o->sw = opt->style_weight; o->tvw = opt->tv_weight;
+    avg = (opt->pool == NST_POOL_DEFAULT ? m->pool : opt->pool) == NST_POOL_AVG;
+    if (ns == 0) for (k = 0; k < NST_VGG_LAYERS; k++) keep[k] = 0;
+    for (k = 0; k < nc; k++) keep[content_l[k]] = 1;
+    if (ns == 0) last = nst__deepest(content_l, nc, -1);
+    {
+        /* one convolution scratch serves the main network and the style networks built beside it */
+        size_t ws = 0, bufs = 0;
+        nst__net sn;
+        unsigned char skeep[NST_VGG_LAYERS];
+        memset(skeep, 0, sizeof skeep);
+        for (k = 0; k < ns; k++) skeep[style_l[k]] = 1;
+        for (i = 0; i < nstyles && ns > 0; i++)
+            if (nst__net_init(&sn, m, styles[i].height, styles[i].width, nst__deepest(style_l, ns, -1), skeep, avg,
+                              o->nthreads, 0) == NST_OK) {
+                ws = NST__MAX(ws, sn.ws_bytes);
+                bufs = NST__MAX(bufs, sn.buf_elems);
+            }
+        if ((st = nst__net_init_ws(&o->net, m, o->h, o->w, last, keep, avg, o->nthreads, 1, NULL, ws, bufs)) != NST_OK)
+            goto fail;
+    }
+    /* content targets */
+    px = (float *)nst__malloc(sizeof(float) * 3 * (size_t)o->w * o->h);
+    if (!px) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto fail; }
+    nst__image_to_planar(content, px);
+    if ((st = nst__net_forward(&o->net, px)) != NST_OK) goto fail;
+    for (k = 0; k < nc; k++) {
+        int l = content_l[k];
+        size_t el = (size_t)o->net.c_[l] * o->net.h_[l] * o->net.w_[l];
+        o->content_layer[k] = l;
+        o->content_target[k] = (float *)nst__aligned_alloc(el * sizeof(float));
+        o->ncontent = k + 1;
+        if (!o->content_target[k]) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto fail; }
+        memcpy(o->content_target[k], o->net.feat[l], el * sizeof(float));
+    }
+    nst__free(px);
+    px = NULL;
+    /* style targets: blended Grams, each style image at its own size */
+    for (k = 0; k < ns; k++) {
+        int l = style_l[k], c = o->net.c_[l];
+        nst__style_layer *s = &o->style[k];
+        s->layer = l; s->c = c;
+        s->weight = opt->style_layer_weights ? opt->style_layer_weights[k] : 1.0f;
+        s->target = (float *)nst__aligned_alloc(sizeof(float) * (size_t)c * c);
+        s->gram = (float *)nst__aligned_alloc(sizeof(float) * (size_t)c * c);
+        o->nstyle = k + 1;
+        if (!s->target || !s->gram) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto fail; }
+        memset(s->target, 0, sizeof(float) * (size_t)c * c);
+    }
+    for (i = 0; i < nstyles && ns > 0; i++) {
+        nst__net sn;
+        unsigned char skeep[NST_VGG_LAYERS];
+        const nst_image *si = &styles[i];
+        int slast = nst__deepest(style_l, ns, -1);
+        float wgt = (float)((blend ? blend[i] : 1.0) / bsum);
+        memset(skeep, 0, sizeof skeep);
+        for (k = 0; k < ns; k++) skeep[style_l[k]] = 1;
+        if ((st = nst__net_init_ws(&sn, m, si->height, si->width, slast, skeep, avg, o->nthreads, 1, &o->net, 0, 0)) !=
+            NST_OK) {
+            nst__net_free(&sn);
+            goto fail;
+        }
+        px = (float *)nst__malloc(sizeof(float) * 3 * (size_t)si->width * si->height);
+        if (!px) { nst__net_free(&sn); st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto fail; }
+        nst__image_to_planar(si, px);
+        st = nst__net_forward(&sn, px);
+        for (k = 0; k < ns && st == NST_OK; k++) {
+            nst__style_layer *s = &o->style[k];
+            size_t hw = (size_t)sn.h_[s->layer] * sn.w_[s->layer], j;
+            if ((st = nst__gram(s->gram, sn.feat[s->layer], s->c, hw, o->nthreads)) != NST_OK) break;
+            for (j = 0; j < (size_t)s->c * s->c; j++) s->target[j] += wgt * s->gram[j];
+        }
+        nst__free(px);
+        px = NULL;
+        nst__net_free(&sn);
+        if (st != NST_OK) goto fail;
+    }
+    *out = o;
+    return NST_OK;
+fail:
+    nst__free(px);
+    nst_objective_free(o);
+    return st;
+}
+
+NSTDEF nst_status nst_objective_eval(nst_objective *o, const float *pixels, nst_losses *lo, float *grad) {
+    nst__net *n;
+    nst_losses L;
+    nst_status st;
+    int k;
+    size_t i;
+    if (!o || !pixels) return nst__err(NST_ERR_ARGUMENT, "objective: NULL argument");
+    n = &o->net;
+    memset(&L, 0, sizeof L);
+    if ((st = nst__net_forward(n, pixels)) != NST_OK) return st;
+    for (k = 0; k < o->ncontent; k++) {
+        int l = o->content_layer[k];
+        size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
+        const float *f = n->feat[l], *p = o->content_target[k];
+        double s = 0;
+        for (i = 0; i < el; i++) { double d = (double)f[i] - p[i]; s += d * d; }
+        L.content_raw += s / (double)el;
+    }
+    for (k = 0; k < o->nstyle; k++) {
+        nst__style_layer *s = &o->style[k];
+        size_t hw = (size_t)n->h_[s->layer] * n->w_[s->layer], cc = (size_t)s->c * s->c;
+        double acc = 0;
+        if ((st = nst__gram(s->gram, n->feat[s->layer], s->c, hw, o->nthreads)) != NST_OK) return st;
+        for (i = 0; i < cc; i++) { double d = (double)s->gram[i] - s->target[i]; acc += d * d; }
+        L.style_raw += s->weight * acc / (double)cc;
+    }
+    if (grad) {
+        if ((st = nst__net_backward(n, nst__objective_lossgrad, o, grad)) != NST_OK) return st;
+    }
+    L.tv_raw = nst__tv(pixels, o->h, o->w, (float)o->tvw, grad);
+    L.content = o->cw * L.content_raw;
+    L.style = o->sw * L.style_raw;
+    L.tv = o->tvw * L.tv_raw;
+    L.total = L.content + L.style + L.tv;
+    o->last = L;
+    o->evaluated = 1;
+    if (lo) *lo = L;
+    return NST_OK;
+}
+
+NSTDEF nst_status nst_objective_features(const nst_objective *o, const char *layer, int *c, int *h, int *w,
+                                         const float **data) {
+    int l = nst_layer_index(layer);
+    if (!o || l < 0 || l > o->net.last || !o->net.keep[l] || !o->evaluated)
+        return nst__err(NST_ERR_ARGUMENT, "objective: no features kept at '%s'", layer ? layer : "(null)");
+    if (c) *c = o->net.c_[l];
+    if (h) *h = o->net.h_[l];
+    if (w) *w = o->net.w_[l];
+    if (data) *data = o->net.feat[l];
+    return NST_OK;
+}
+
+NSTDEF nst_status nst_objective_gram(const nst_objective *o, const char *layer, int *c, const float **data) {
+    int l = nst_layer_index(layer), k;
+    if (o && o->evaluated)
+        for (k = 0; k < o->nstyle; k++)
+            if (o->style[k].layer == l) {
+                if (c) *c = o->style[k].c;
+                if (data) *data = o->style[k].gram;
+                return NST_OK;
+            }
+    return nst__err(NST_ERR_ARGUMENT, "objective: '%s' is not an evaluated style layer", layer ? layer : "(null)");
+}
+
+/* ---- optimisers ------------------------------------------------------------------------------------*/
+NSTDEF void nst_lbfgs_options_init(nst_lbfgs_options *o) {
+    memset(o, 0, sizeof *o);
+    o->max_iter = 100;
+    o->history = 100;
+    o->learning_rate = 1.0;
+    o->tol_fun = 1e-5;
+    o->tol_x = 1e-9;
+}
+NSTDEF void nst_adam_options_init(nst_adam_options *o) {
+    memset(o, 0, sizeof *o);
+    o->max_iter = 100;
+    o->learning_rate = 1e-3;
+    o->beta1 = 0.9;
+    o->beta2 = 0.999;
+    o->eps = 1e-8;
+}
+
+/* y += a * x, in fixed chunks (elementwise, so deterministic whatever the thread count). */
+static void nst__axpy(float *y, double a, const float *x, size_t n, int nthreads) {
+    long i;
+    float af = (float)a;
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (i = 0; i < (long)n; i++) y[i] += af * x[i];
+}
+
+/* L-BFGS history vectors, f32 or bfloat16 (the top half of an f32: same range, 8-bit mantissa). In bf16
+ * the history takes half the memory, which at 512 px with m = 100 is 315 MB saved. */
+static uint16_t nst__to_bf16(float f) {
+    uint32_t u = nst__bits_from_f32(f);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);   /* round to nearest even */
+}
+static float nst__from_bf16(uint16_t h) { return nst__f32_from_bits((uint32_t)h << 16); }
+
+static double nst__hist_dot(const void *h, int bf16, const float *b, size_t n, int nthreads) {
+    double part[64], s = 0;
+    long k;
+    if (!bf16) return nst__dot((const float *)h, b, n, nthreads);
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (k = 0; k < 64; k++) {
+        const uint16_t *a = (const uint16_t *)h;
+        size_t i, lo = n * (size_t)k / 64, hi = n * (size_t)(k + 1) / 64;
+        double acc = 0;
+        for (i = lo; i < hi; i++) acc += (double)nst__from_bf16(a[i]) * b[i];
+        part[k] = acc;
+    }
+    for (k = 0; k < 64; k++) s += part[k];
+    return s;
+}
+static void nst__hist_axpy(float *y, double a, const void *h, int bf16, size_t n, int nthreads) {
+    long i;
+    float af = (float)a;
+    const uint16_t *x = (const uint16_t *)h;
+    if (!bf16) { nst__axpy(y, a, (const float *)h, n, nthreads); return; }
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (i = 0; i < (long)n; i++) y[i] += af * nst__from_bf16(x[i]);
+}
+static void nst__hist_store(void *h, int bf16, const float *src, size_t n) {
+    size_t i;
+    if (!bf16) { memcpy(h, src, n * sizeof(float)); return; }
+    for (i = 0; i < n; i++) ((uint16_t *)h)[i] = nst__to_bf16(src[i]);
+}
+
+/* L-BFGS as torch's optim.lbfgs (which jcjohnson/neural-style and neural-style-pt use): two-loop
+ * recursion over the last `history` pairs, H0 = s'y / y'y, no line search and a fixed step
+ * (the first scaled by min(1, 1/|g|_1)), pairs with s'y <= 1e-10 skipped. The optional line search
+ * backtracks from that step until the Armijo condition holds. */
+NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user, const nst_lbfgs_options *opt,
+                            double *final_value, int *evals) {
+    nst_lbfgs_options def;
+    int m, k = 0, head = 0, iter, nev = 0, max_eval, nthreads = nst_get_threads();
+    unsigned char *S = NULL, *Y = NULL;
+    float *g = NULL, *g_old = NULL, *d = NULL, *x0 = NULL, *sn = NULL, *yn = NULL;
+    int bf16 = opt && opt->history_bf16;
+    size_t es = bf16 ? 2 : 4;
+    double *rho = NULL, *alpha = NULL, f = 0, f_old = 0, t = 0, hdiag = 1;
+    nst_status st = NST_OK;
+    size_t bytes;
+    if (!opt) { nst_lbfgs_options_init(&def); opt = &def; }
+    if (evals) *evals = 0;
+    if (!x || !fg || n == 0) return nst__err(NST_ERR_ARGUMENT, "lbfgs: bad arguments");
+    m = opt->history > 0 ? opt->history : 100;
+    max_eval = opt->max_eval > 0 ? opt->max_eval : (int)(opt->max_iter * 1.25);
+    if (!nst__mul_ok(n, (size_t)m * 2 * es, &bytes))
+        return nst__err(NST_ERR_NOMEM, "lbfgs: history of %d x %lu floats is too large", m, (unsigned long)n);
+    S = (unsigned char *)nst__aligned_alloc(n * (size_t)m * es);
+    Y = (unsigned char *)nst__aligned_alloc(n * (size_t)m * es);
+    sn = (float *)nst__aligned_alloc(n * sizeof(float));
+    yn = (float *)nst__aligned_alloc(n * sizeof(float));
+    g = (float *)nst__aligned_alloc(n * sizeof(float));
+    g_old = (float *)nst__aligned_alloc(n * sizeof(float));
+    d = (float *)nst__aligned_alloc(n * sizeof(float));
+    if (opt->line_search) x0 = (float *)nst__aligned_alloc(n * sizeof(float));
+    rho = (double *)nst__malloc(sizeof(double) * (size_t)m);
+    alpha = (double *)nst__malloc(sizeof(double) * (size_t)m);
+    if (!S || !Y || !sn || !yn || !g || !g_old || !d || !rho || !alpha || (opt->line_search && !x0)) {
+        st = nst__err(NST_ERR_NOMEM, "lbfgs: out of memory for a history of %d (%lu MB)", m,
+                      (unsigned long)(bytes >> 20));
+        goto done;
+    }
+    if ((st = fg(x, g, &f, user)) != NST_OK) goto done;
+    nev = 1;
+    if (nst__asum(g, n) <= opt->tol_fun) goto done;
+    for (iter = 1; iter <= opt->max_iter; iter++) {
+        size_t i;
+        double gtd;
+        if (iter == 1) {
+            for (i = 0; i < n; i++) d[i] = -g[i];
+        } else {
+            /* s = t d (the step just taken), y = g - g_old */
+            double ys, yy;
+            for (i = 0; i < n; i++) { yn[i] = g[i] - g_old[i]; sn[i] = (float)(t * d[i]); }
+            ys = nst__dot(yn, sn, n, nthreads);
+            yy = nst__dot(yn, yn, n, nthreads);
+            if (opt->relative_curvature ? ys > 1e-10 * yy : ys > 1e-10) {
+                nst__hist_store(S + (size_t)head * n * es, bf16, sn, n);
+                nst__hist_store(Y + (size_t)head * n * es, bf16, yn, n);
+                rho[head] = 1.0 / ys;
+                hdiag = ys / yy;
+                head = (head + 1) % m;
+                if (k < m) k++;
+            }
+            /* two-loop recursion, newest pair first */
+            for (i = 0; i < n; i++) d[i] = -g[i];
+            {
+                int j;
+                for (j = 0; j < k; j++) {
+                    int p = (head - 1 - j + 2 * m) % m;
+                    alpha[p] = rho[p] * nst__hist_dot(S + (size_t)p * n * es, bf16, d, n, nthreads);
+                    nst__hist_axpy(d, -alpha[p], Y + (size_t)p * n * es, bf16, n, nthreads);
+                }
+                for (i = 0; i < n; i++) d[i] = (float)(d[i] * hdiag);
+                for (j = k - 1; j >= 0; j--) {
+                    int p = (head - 1 - j + 2 * m) % m;
+                    double be = rho[p] * nst__hist_dot(Y + (size_t)p * n * es, bf16, d, n, nthreads);
+                    nst__hist_axpy(d, alpha[p] - be, S + (size_t)p * n * es, bf16, n, nthreads);
+                }
+            }
+        }
+        memcpy(g_old, g, n * sizeof(float));
+        f_old = f;
+        gtd = nst__dot(g, d, n, nthreads);
+        if (gtd > -opt->tol_x) break;   /* not a descent direction */
+        t = iter == 1 ? NST__MIN(1.0, 1.0 / nst__asum(g, n)) * opt->learning_rate : opt->learning_rate;
+        if (opt->line_search) {
+            int tries;
+            memcpy(x0, x, n * sizeof(float));
+            for (tries = 0; tries < 25; tries++) {
+                for (i = 0; i < n; i++) x[i] = (float)(x0[i] + t * d[i]);
+                if ((st = fg(x, g, &f, user)) != NST_OK) goto done;
+                nev++;
+                if (f <= f_old + 1e-4 * t * gtd || nev >= max_eval) break;
+                t *= 0.5;
+            }
+        } else {
+            nst__axpy(x, t, d, n, nthreads);
+            if (iter == opt->max_iter) break;   /* torch skips the evaluation after the last step */
+            if ((st = fg(x, g, &f, user)) != NST_OK) goto done;
+            nev++;
+        }
+        if (opt->on_iter && opt->on_iter(iter, f, x, opt->user)) {
+            st = nst__err(NST_ERR_CANCELLED, "lbfgs: cancelled");
+            goto done;
+        }
+        if (iter == opt->max_iter || nev >= max_eval) break;
+        if (nst__asum(g, n) <= opt->tol_fun) break;
+        if (fabs(t) * nst__asum(d, n) <= opt->tol_x) break;
+        if (fabs(f - f_old) < opt->tol_x) break;
+    }
+done:
+    if (final_value) *final_value = f;
+    if (evals) *evals = nev;
+    nst__aligned_free(S); nst__aligned_free(Y); nst__aligned_free(sn); nst__aligned_free(yn);
+    nst__aligned_free(g); nst__aligned_free(g_old);
+    nst__aligned_free(d); nst__aligned_free(x0);
+    nst__free(rho); nst__free(alpha);
+    return st;
+}
+
+/* Adam as torch's optim.adam: step = lr * sqrt(1 - b2^t) / (1 - b1^t), x -= step * m / (sqrt(v) + eps). */
+NSTDEF nst_status nst_adam(float *x, size_t n, nst_value_grad_fn fg, void *user, const nst_adam_options *opt,
+                           double *final_value) {
+    nst_adam_options def;
+    float *g, *mo, *v;
+    double f = 0;
+    nst_status st = NST_OK;
+    int it;
+    if (!opt) { nst_adam_options_init(&def); opt = &def; }
+    if (!x || !fg || n == 0) return nst__err(NST_ERR_ARGUMENT, "adam: bad arguments");
+    g = (float *)nst__aligned_alloc(n * sizeof(float));
+    mo = (float *)nst__aligned_alloc(n * sizeof(float));
+    v = (float *)nst__aligned_alloc(n * sizeof(float));
+    if (!g || !mo || !v) { st = nst__err(NST_ERR_NOMEM, "adam: out of memory"); goto done; }
+    memset(mo, 0, n * sizeof(float));
+    memset(v, 0, n * sizeof(float));
+    for (it = 1; it <= opt->max_iter; it++) {
+        size_t i;
+        double b1 = opt->beta1, b2 = opt->beta2;
+        double step = opt->learning_rate * sqrt(1.0 - pow(b2, it)) / (1.0 - pow(b1, it));
+        if ((st = fg(x, g, &f, user)) != NST_OK) goto done;
+        for (i = 0; i < n; i++) {
+            mo[i] = (float)(b1 * mo[i] + (1.0 - b1) * g[i]);
+            v[i] = (float)(b2 * v[i] + (1.0 - b2) * (double)g[i] * g[i]);
+            x[i] -= (float)(step * mo[i] / (sqrt((double)v[i]) + opt->eps));
+        }
+        if (opt->on_iter && opt->on_iter(it, f, x, opt->user)) {
+            st = nst__err(NST_ERR_CANCELLED, "adam: cancelled");
+            goto done;
+        }
+    }
+done:
+    if (final_value) *final_value = f;
+    nst__aligned_free(g); nst__aligned_free(mo); nst__aligned_free(v);
+    return st;
+}
+
+/* ---- the transfer driver -----------------------------------------------------------------------------*/
+NSTDEF void nst_options_init(nst_options *o) {
+    memset(o, 0, sizeof *o);
+    o->iterations = 1000;
+    o->image_size = 512;
+    o->content_weight = 5.0f;
+    o->style_weight = 100.0f;
+    o->tv_weight = 1e-3f;
+    o->content_layers = "relu4_2";
+    o->style_layers = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1";
+    o->style_scale = 1.0f;
+    o->init = NST_INIT_RANDOM;
+    o->optimizer = NST_OPT_LBFGS;
+    o->lbfgs_history = 100;
+    o->lbfgs_history_bf16 = 1;   /* measured: same convergence as f32 (64 px, 56 its: 938 vs 944) */
+    o->learning_rate = 0.0f;   /* 0 = per optimizer: 1 (L-BFGS), 10 (Adam) */
+    o->pool = NST_POOL_DEFAULT;
+    o->colors = NST_COLORS_STYLE;
+    o->scales = 1;
+    o->progress_every = 1;
+}
+
+/* Output size for a content image: longest side = size (0 keeps the content's size). */
+static void nst__fit(int w, int h, int size, int *ow, int *oh) {
+    if (size <= 0) { *ow = w; *oh = h; return; }
+    if (w >= h) { *ow = size; *oh = (int)((double)h * size / w + 0.5); }
+    else { *oh = size; *ow = (int)((double)w * size / h + 0.5); }
+    if (*ow < 1) *ow = 1;
+    if (*oh < 1) *oh = 1;
+}
+
+/* Resized copy (or plain copy when the size matches). */
+static nst_status nst__resized(const nst_image *in, int w, int h, nst_image *out) {
+    if (in->width == w && in->height == h) {
+        nst_status st = nst_image_alloc(out, w, h, in->channels);
+        if (st == NST_OK) memcpy(out->pixels, in->pixels, sizeof(float) * (size_t)w * h * in->channels);
+        return st;
+    }
+    return nst_image_resize(in, w, h, out);
+}
+
+static size_t nst__available_memory(void) {
+#if !defined(NST_NO_STDIO) && defined(__linux__)
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    size_t kb = 0;
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "MemAvailable:", 13) == 0) { kb = (size_t)strtoull(line + 13, NULL, 10); break; }
+    fclose(f);
+    return kb * 1024;
+#else
+    return 0;
+#endif
+}
+
+/* One pass of the transfer at one size: what nst_transfer and the estimate share. */
+typedef struct nst__pass_sizes {
+    int w, h;
+    int sw[8], sh[8];
+} nst__pass_sizes;
+
+static size_t nst__pass_memory(const nst_model *m, const nst_options *o, int w, int h, const int *sw, const int *sh,
+                               int nstyles) {
+    int content_l[NST__MAX_LOSS_LAYERS], style_l[NST__MAX_LOSS_LAYERS], nc, ns, last, k;
+    unsigned char keep[NST_VGG_LAYERS];
+    nst__net net;
+    size_t total = 0, n = (size_t)3 * w * h, style_net = 0, hist;
+    if (nst__objective_layout(m, o, content_l, &nc, style_l, &ns, &last, keep) != NST_OK) return 0;
+    {
+        size_t ws = 0, bufs = 0;
+        nst__net sn;
+        unsigned char skeep[NST_VGG_LAYERS];
+        memset(skeep, 0, sizeof skeep);
+        for (k = 0; k < ns; k++) skeep[style_l[k]] = 1;
+        for (k = 0; k < nstyles && k < 8 && ns > 0; k++)
+            if (nst__net_init(&sn, m, sh[k], sw[k], nst__deepest(style_l, ns, -1), skeep, 1, o->threads, 0) == NST_OK) {
+                ws = NST__MAX(ws, sn.ws_bytes);
+                bufs = NST__MAX(bufs, sn.buf_elems);
+            }
+        if (nst__net_init_ws(&net, m, h, w, last, keep, 1, o->threads, 0, NULL, ws, bufs) != NST_OK) return 0;
+    }
+    total += net.bytes;
+    for (k = 0; k < nc; k++)
+        total += nst__round64((size_t)net.c_[content_l[k]] * net.h_[content_l[k]] * net.w_[content_l[k]] * 4);
+    for (k = 0; k < ns; k++) total += 2 * nst__round64((size_t)net.c_[style_l[k]] * net.c_[style_l[k]] * 4);
+    /* while the targets are built, one style network exists beside the main one */
+    for (k = 0; k < nstyles && k < 8; k++) {
+        nst__net sn;
+        unsigned char skeep[NST_VGG_LAYERS];
+        int j;
+        memset(skeep, 0, sizeof skeep);
+        for (j = 0; j < ns; j++) skeep[style_l[j]] = 1;
+        if (ns && nst__net_init_ws(&sn, m, sh[k], sw[k], nst__deepest(style_l, ns, -1), skeep, 1, o->threads, 0, &net, 0,
+                                   0) == NST_OK &&
+            sn.bytes + (size_t)12 * sw[k] * sh[k] > style_net)
+            style_net = sn.bytes + (size_t)12 * sw[k] * sh[k];
+    }
+    /* optimiser: L-BFGS keeps 2m vectors + 4 (x, g, g_old, d); Adam 4 */
+    hist = o->optimizer == NST_OPT_ADAM ? 4 * 4 : (size_t)2 * (o->lbfgs_history > 0 ? o->lbfgs_history : 100) *
+                                                  (o->lbfgs_history_bf16 ? 2 : 4) + 7 * 4;
+    return total + NST__MAX(style_net, hist * n);
+}
+
+static void nst__pass_sizes_for(const nst_options *o, const nst_image *content, const nst_image *styles,
+                                int nstyles, int pass, int passes, nst__pass_sizes *ps) {
+    int size = o->image_size, k, full_w, full_h;
+    nst__fit(content->width, content->height, size, &full_w, &full_h);
+    size = NST__MAX(full_w, full_h);
+    size = (int)((double)size / (double)(1 << (passes - 1 - pass)) + 0.5);
+    nst__fit(content->width, content->height, size, &ps->w, &ps->h);
+    for (k = 0; k < nstyles && k < 8; k++) {
+        int ssize = (int)ceil(o->style_scale * (double)size);
+        nst__fit(styles[k].width, styles[k].height, ssize < 1 ? 1 : ssize, &ps->sw[k], &ps->sh[k]);
+    }
+}
+
+NSTDEF size_t nst_transfer_memory(const nst_model *m, const nst_image *content, const nst_image *styles, int nstyles,
+                                  const nst_options *opt) {
+    nst_options def;
+    nst__pass_sizes ps;
+    size_t model = 0, images;
+    int passes, k;
+    if (!m || !content) return 0;
+    if (!opt) { nst_options_init(&def); opt = &def; }
+    passes = opt->scales > 1 ? opt->scales : 1;
+    nst__pass_sizes_for(opt, content, styles, nstyles, passes - 1, passes, &ps);
+    model = m->block_bytes;   /* plans are counted with the model */
+    images = (size_t)content->width * content->height * 4 * 3 * 2 + (size_t)ps.w * ps.h * 4 * 3 * 4;
+    for (k = 0; k < nstyles; k++) images += (size_t)styles[k].width * styles[k].height * 4 * 3 * 2;
+    return model + images + nst__pass_memory(m, opt, ps.w, ps.h, ps.sw, ps.sh, nstyles);
+}
+
+typedef struct nst__run {
+    nst_objective *obj;
+    const nst_options *o;
+    nst_image view;        /* RGB [0,1] of the current pixels for the progress callback */
+    int iteration, iterations, scale, scales;
+    double t0;
+    nst_losses last;
+    int cancelled;
+} nst__run;
+
+static nst_status nst__run_fg(const float *x, float *grad, double *value, void *user) {
+    nst__run *r = (nst__run *)user;
+    nst_status st;
+    if ((st = nst_objective_eval(r->obj, x, &r->last, grad)) != NST_OK) return st;
+    *value = r->last.total;
+    r->iteration++;
+    if (r->o->progress) {
+        int every = r->o->progress_every > 0 ? r->o->progress_every : 1;
+        if (r->iteration % every == 0 || r->iteration == r->iterations || r->iteration == 1) {
+            nst_progress p;
+            double el = nst__now() - r->t0;
+            memset(&p, 0, sizeof p);
+            p.iteration = r->iteration;
+            p.iterations = NST__MAX(r->iterations, r->iteration);   /* a line search may evaluate more */
+            p.scale = r->scale; p.scales = r->scales;
+            p.total = r->last.total; p.content = r->last.content; p.style = r->last.style; p.tv = r->last.tv;
+            p.seconds = el;
+            p.eta_seconds = el / r->iteration * (p.iterations - r->iteration);
+            nst__planar_to_image(x, &r->view);
+            p.image = &r->view;
+            if (r->o->progress(&p, r->o->user)) {
+                r->cancelled = 1;
+                return nst__err(NST_ERR_CANCELLED, "cancelled at iteration %d", r->iteration);
+            }
+        }
+    }
+    return NST_OK;
+}
+
+/* Initial pixels for a pass: noise around the model's mean colour (jcjohnson: randn * 0.001 in the
+ * network's input space), the content, or a given image. */
+static nst_status nst__init_pixels(const nst_model *m, const nst_options *o, const nst_image *content,
+                                   int w, int h, float *px) {
+    size_t hw = (size_t)w * h, i;
+    nst_status st;
+    if (o->init == NST_INIT_CONTENT || o->init == NST_INIT_IMAGE) {
+        const nst_image *src = o->init == NST_INIT_CONTENT ? content : o->init_image;
+        nst_image tmp;
+        if ((st = nst__require_rgb(src, "the init image")) != NST_OK) return st;
+        if ((st = nst__resized(src, w, h, &tmp)) != NST_OK) return st;
+        nst__image_to_planar(&tmp, px);
+        nst_image_free(&tmp);
+    } else {
+        nst__rng r;
+        int c;
+        r.s = o->seed * 0x9E3779B97F4A7C15ull + 12345;
+        for (c = 0; c < 3; c++) {
+            int ic = m->conv.bgr ? 2 - c : c;   /* input channel that pixel channel c feeds */
+            for (i = 0; i < hw; i++)
+                px[(size_t)c * hw + i] = (float)(255.0 / m->conv.scale *
+                                                 (m->conv.mean[ic] + m->conv.std[ic] * 0.001 * nst__rng_normal(&r)));
+        }
+    }
+    return NST_OK;
+}
+
+static void nst__upsample_planar(const float *src, int sw, int sh, float *dst, int dw, int dh) {
+    int c, y, x;
+    for (c = 0; c < 3; c++)
+        for (y = 0; y < dh; y++) {
+            double fy = ((y + 0.5) * sh / dh) - 0.5;
+            int y0 = (int)floor(fy);
+            double ay = fy - y0;
+            int ya = y0 < 0 ? 0 : y0, yb = y0 + 1 >= sh ? sh - 1 : y0 + 1;
+            for (x = 0; x < dw; x++) {
+                double fx = ((x + 0.5) * sw / dw) - 0.5;
+                int x0 = (int)floor(fx);
+                double ax = fx - x0;
+                int xa = x0 < 0 ? 0 : x0, xb = x0 + 1 >= sw ? sw - 1 : x0 + 1;
+                const float *p = src + (size_t)c * sw * sh;
+                if (ya > sh - 1) ya = sh - 1;
+                if (xa > sw - 1) xa = sw - 1;
+                dst[(size_t)c * dw * dh + (size_t)y * dw + x] =
+                    (float)((1 - ay) * ((1 - ax) * p[(size_t)ya * sw + xa] + ax * p[(size_t)ya * sw + xb]) +
+                            ay * ((1 - ax) * p[(size_t)yb * sw + xa] + ax * p[(size_t)yb * sw + xb]));
+            }
+        }
+}
+
+NSTDEF nst_status nst_transfer(const nst_model *m, const nst_image *content, const nst_image *styles,
+                               const float *blend, int nstyles, const nst_options *opt, nst_image *out) {
+    nst_options def, o;
+    nst_image c_rgb, *s_rgb = NULL, cur_c, *cur_s = NULL;
+    float *px = NULL, *prev = NULL;
+    int prev_w = 0, prev_h = 0, pass, passes, k;
+    nst_status st = NST_OK;
+    size_t need, limit;
+    memset(&c_rgb, 0, sizeof c_rgb);
+    memset(&cur_c, 0, sizeof cur_c);
+    if (!out) return nst__err(NST_ERR_ARGUMENT, "transfer: NULL output");
+    memset(out, 0, sizeof *out);
+    if (!opt) { nst_options_init(&def); opt = &def; }
+    o = *opt;
+    if (!m || !content || !content->pixels) return nst__err(NST_ERR_ARGUMENT, "transfer: no model or content image");
+    if (nstyles < 0 || nstyles > 8 || (nstyles > 0 && !styles))
+        return nst__err(NST_ERR_ARGUMENT, "transfer: 0 to 8 style images");
+    if (o.iterations < 1) return nst__err(NST_ERR_ARGUMENT, "transfer: iterations must be >= 1");
+    if (o.image_size < 0 || o.image_size > 16384) return nst__err(NST_ERR_ARGUMENT, "transfer: image size %d", o.image_size);
+    if (!(o.style_scale > 0)) return nst__err(NST_ERR_ARGUMENT, "transfer: style scale must be > 0");
+    if (o.scales < 1) o.scales = 1;
+    if (o.scales > 6) return nst__err(NST_ERR_ARGUMENT, "transfer: at most 6 scales");
+    if (o.init == NST_INIT_DEFAULT) o.init = NST_INIT_RANDOM;
+    if (o.optimizer == NST_OPT_DEFAULT) o.optimizer = NST_OPT_LBFGS;
+    if (o.init == NST_INIT_IMAGE && !o.init_image) return nst__err(NST_ERR_ARGUMENT, "transfer: init image missing");
+    if (o.colors == NST_COLORS_DEFAULT) o.colors = NST_COLORS_STYLE;
+    need = nst_transfer_memory(m, content, styles, nstyles, &o);
+    limit = o.memory_limit ? o.memory_limit : nst__available_memory();
+    if (limit && need > limit)
+        return nst__err(NST_ERR_NOMEM, "transfer needs about %lu MB but only %lu MB are available: use a smaller "
+                        "--size, a shorter L-BFGS history, or Adam", (unsigned long)(need >> 20),
+                        (unsigned long)(limit >> 20));
+    if ((st = nst_image_to_rgb(content, &c_rgb)) != NST_OK) goto done;
+    s_rgb = (nst_image *)nst__calloc((size_t)(nstyles ? nstyles : 1), sizeof *s_rgb);
+    cur_s = (nst_image *)nst__calloc((size_t)(nstyles ? nstyles : 1), sizeof *cur_s);
+    if (!s_rgb || !cur_s) { st = nst__err(NST_ERR_NOMEM, "transfer: out of memory"); goto done; }
+    for (k = 0; k < nstyles; k++) {
+        if ((st = nst_image_to_rgb(&styles[k], &s_rgb[k])) != NST_OK) goto done;
+        if (o.colors == NST_COLORS_HISTOGRAM) {
+            /* Gatys 2017: give the style the content's colour statistics before the transfer */
+            nst_image matched;
+            if ((st = nst_image_match_colors(&s_rgb[k], &c_rgb, &matched)) != NST_OK) goto done;
+            nst_image_free(&s_rgb[k]);
+            s_rgb[k] = matched;
+        }
+    }
+    passes = o.scales;
+    for (pass = 0; pass < passes; pass++) {
+        nst__pass_sizes ps;
+        nst__run run;
+        size_t n;
+        nst__pass_sizes_for(&o, &c_rgb, s_rgb, nstyles, pass, passes, &ps);
+        n = (size_t)3 * ps.w * ps.h;
+        if ((st = nst__resized(&c_rgb, ps.w, ps.h, &cur_c)) != NST_OK) goto done;
+        for (k = 0; k < nstyles; k++)
+            if ((st = nst__resized(&s_rgb[k], ps.sw[k], ps.sh[k], &cur_s[k])) != NST_OK) goto done;
+        memset(&run, 0, sizeof run);
+        if ((st = nst_objective_create(m, &cur_c, cur_s, blend, nstyles, &o, &run.obj)) != NST_OK) goto done;
+        px = (float *)nst__aligned_alloc(n * sizeof(float));
+        if (!px || (st = nst_image_alloc(&run.view, ps.w, ps.h, 3)) != NST_OK) {
+            if (st == NST_OK) st = nst__err(NST_ERR_NOMEM, "transfer: out of memory");
+            nst_objective_free(run.obj);
+            goto done;
+        }
+        if (prev) nst__upsample_planar(prev, prev_w, prev_h, px, ps.w, ps.h);
+        else if ((st = nst__init_pixels(m, &o, &cur_c, ps.w, ps.h, px)) != NST_OK) {
+            nst_objective_free(run.obj); nst_image_free(&run.view);
+            goto done;
+        }
+        run.o = &o;
+        run.iterations = o.iterations;
+        run.scale = pass + 1; run.scales = passes;
+        run.t0 = nst__now();
+        if (o.optimizer == NST_OPT_ADAM) {
+            nst_adam_options ao;
+            nst_adam_options_init(&ao);
+            ao.max_iter = o.iterations;
+            ao.learning_rate = o.learning_rate > 0 ? o.learning_rate : 10.0;
+            st = nst_adam(px, n, nst__run_fg, &run, &ao, NULL);
+        } else {
+            nst_lbfgs_options lo;
+            nst_lbfgs_options_init(&lo);
+            lo.max_iter = o.iterations;
+            lo.history = o.lbfgs_history > 0 ? o.lbfgs_history : 100;
+            lo.learning_rate = o.learning_rate > 0 ? o.learning_rate : 1.0;
+            lo.tol_fun = -1; lo.tol_x = -1;   /* as jcjohnson: run all iterations */
+            lo.line_search = o.lbfgs_line_search;
+            lo.relative_curvature = 1;   /* see nst_lbfgs_options: small-loss models stall without it */
+            lo.history_bf16 = o.lbfgs_history_bf16;
+            {
+                int prev_threads = nst__threads_setting;
+                nst__threads_setting = run.obj->nthreads;   /* the optimiser's vector ops use the same count */
+                st = nst_lbfgs(px, n, nst__run_fg, &run, &lo, NULL, NULL);
+                nst__threads_setting = prev_threads;
+            }
+        }
+        nst_objective_free(run.obj);
+        nst_image_free(&run.view);
+        nst__free(prev);
+        prev = NULL;
+        if (st != NST_OK && st != NST_ERR_CANCELLED) goto done;
+        /* keep the result (also when cancelled: it is the last good image) */
+        prev = (float *)nst__malloc(n * sizeof(float));
+        if (!prev) { st = nst__err(NST_ERR_NOMEM, "transfer: out of memory"); goto done; }
+        memcpy(prev, px, n * sizeof(float));
+        prev_w = ps.w; prev_h = ps.h;
+        nst__aligned_free(px);
+        px = NULL;
+        nst_image_free(&cur_c);
+        for (k = 0; k < nstyles; k++) nst_image_free(&cur_s[k]);
+        if (st == NST_ERR_CANCELLED) break;
+    }
+    {
+        nst_status st2 = nst_image_alloc(out, prev_w, prev_h, 3);
+        if (st2 != NST_OK) { st = st2; goto done; }
+        nst__planar_to_image(prev, out);
+        if (o.colors == NST_COLORS_LUMINANCE) {
+            nst_image cc, kept;
+            nst_status st3 = nst__resized(&c_rgb, prev_w, prev_h, &cc);
+            if (st3 == NST_OK) st3 = nst_image_luminance_transfer(out, &cc, &kept);
+            nst_image_free(&cc);
+            if (st3 != NST_OK) { nst_image_free(out); st = st3; goto done; }
+            nst_image_free(out);
+            *out = kept;
+        }
+    }
+done:
+    nst__aligned_free(px);
+    nst__free(prev);
+    nst_image_free(&c_rgb);
+    nst_image_free(&cur_c);
+    for (k = 0; s_rgb && k < nstyles; k++) nst_image_free(&s_rgb[k]);
+    for (k = 0; cur_s && k < nstyles; k++) nst_image_free(&cur_s[k]);
+    nst__free(s_rgb);
+    nst__free(cur_s);
+    return st;
+}
 
 /* =====================================================================================================
  * >>image  PNG, JPEG, PPM codecs, zlib, resampling, colour
  * ===================================================================================================*/
-#include "src/image.h"
-#include "src/jpeg.h"
+/* Images: limits and allocation, zlib (inflate and deflate), pixel operations (alpha, resampling, colour),
+ * and the PNG and PPM/PGM/PAM codecs with the load/save dispatch.
+ *
+ * Contract used by other sections (keep it stable):
+ *   nst_image_alloc / nst_image_free / nst_image_to_rgb / nst_image_resize   always compiled
+ *   nst__image_check_size(w, h, channels)   NST_ERR_LIMIT (with message) above this thread's limits
+ *   nst__inflate(in, n, zlib_wrapper, max_out, &out, &out_n)   zlib (wrapper=1, Adler-32 checked) or raw
+ *       deflate (0, zip members); output above max_out -> NST_ERR_LIMIT; always compiled (weight importers)
+ *   nst__deflate(in, n, zlib_wrapper, level, &buf)   appends a zlib stream or raw deflate data to buf;
+ *       level 0 stores, 1..9 as zlib's; always compiled (PNG, .npz writing)
+ *   nst__adler32(adler, p, n)   running Adler-32 (start with 1)
+ *   nst__jpeg_decode(data, n, &img) / nst__jpeg_encode(img, quality, chroma420, &buf)  in the >>jpeg section,
+ *       declared here, compiled unless NST_NO_IMAGE_IO; img has 1 or 3 channels when encoding.
+ *
+ * Everything that parses bytes treats them as hostile: sizes are checked against the limits before
+ * anything is allocated, every read is bounds-checked, and every loop is bounded by the input or the
+ * output size, so a malformed file ends in an error message, never in a crash or a hang. */
+#ifndef NST_NO_IMAGE_IO
+static nst_status nst__jpeg_decode(const unsigned char *data, size_t n, nst_image *out);
+static nst_status nst__jpeg_encode(const nst_image *img, int quality, int chroma420, nst__buf *out);
+#endif
+
+/* ---- limits and allocation -------------------------------------------------------------------------*/
+static NST__TLS nst_image_limits nst__limits;
+NSTDEF void nst_image_set_limits(const nst_image_limits *l) {
+    if (l) nst__limits = *l; else memset(&nst__limits, 0, sizeof nst__limits);
+}
+static NST__UNUSED size_t nst__limit_bytes(void) {
+    return nst__limits.max_bytes ? nst__limits.max_bytes : (size_t)4 << 30;
+}
+static NST__UNUSED nst_status nst__image_check_size(int w, int h, int channels) {
+    size_t mw = nst__limits.max_width ? (size_t)nst__limits.max_width : 65535;
+    size_t mh = nst__limits.max_height ? (size_t)nst__limits.max_height : 65535;
+    size_t mp = nst__limits.max_pixels ? nst__limits.max_pixels : ((size_t)1 << 28);
+    size_t mb = nst__limit_bytes();
+    size_t px, bytes;
+    if (w <= 0 || h <= 0 || channels <= 0 || channels > 4)
+        return nst__err(NST_ERR_FORMAT, "image: invalid size %dx%d with %d channels", w, h, channels);
+    if ((size_t)w > mw || (size_t)h > mh)
+        return nst__err(NST_ERR_LIMIT, "image: %dx%d exceeds the limit of %lux%lu", w, h, (unsigned long)mw,
+                        (unsigned long)mh);
+    if (!nst__mul_ok((size_t)w, (size_t)h, &px) || px > mp)
+        return nst__err(NST_ERR_LIMIT, "image: %dx%d exceeds the limit of %lu pixels", w, h, (unsigned long)mp);
+    if (!nst__mul_ok(px, (size_t)channels * sizeof(float), &bytes) || bytes > mb)
+        return nst__err(NST_ERR_LIMIT, "image: %dx%d needs more than the limit of %lu bytes", w, h,
+                        (unsigned long)mb);
+    return NST_OK;
+}
+
+NSTDEF nst_status nst_image_alloc(nst_image *img, int width, int height, int channels) {
+    size_t n;
+    nst_status st;
+    img->width = img->height = img->channels = 0;
+    img->pixels = NULL;
+    if ((st = nst__image_check_size(width, height, channels)) != NST_OK) return st;
+    n = (size_t)width * (size_t)height * (size_t)channels;
+    img->pixels = (float *)nst__calloc(n, sizeof(float));
+    if (!img->pixels) return nst__err(NST_ERR_NOMEM, "image: out of memory for %dx%d", width, height);
+    img->width = width; img->height = height; img->channels = channels;
+    return NST_OK;
+}
+/* nst_image_alloc without zeroing, for producers that write every sample (decoders, resize, colour):
+ * the memset of a 12-megapixel float image costs as much as decoding it. */
+static NST__UNUSED nst_status nst__image_alloc_raw(nst_image *img, int width, int height, int channels) {
+    nst_status st;
+    img->width = img->height = img->channels = 0;
+    img->pixels = NULL;
+    if ((st = nst__image_check_size(width, height, channels)) != NST_OK) return st;
+    img->pixels = (float *)nst__malloc((size_t)width * (size_t)height * (size_t)channels * sizeof(float));
+    if (!img->pixels) return nst__err(NST_ERR_NOMEM, "image: out of memory for %dx%d", width, height);
+    img->width = width; img->height = height; img->channels = channels;
+    return NST_OK;
+}
+NSTDEF void nst_image_free(nst_image *img) {
+    if (!img) return;
+    nst__free(img->pixels);
+    img->pixels = NULL;
+    img->width = img->height = img->channels = 0;
+}
+
+/* A caller's image is usable when it has a buffer, a positive size and 1..4 channels. */
+static NST__UNUSED nst_status nst__image_valid(const nst_image *img, const char *what) {
+    if (!img || !img->pixels || img->width <= 0 || img->height <= 0 || img->channels < 1 || img->channels > 4)
+        return nst__err(NST_ERR_ARGUMENT, "%s: not a valid image (null, empty or bad channel count)", what);
+    return NST_OK;
+}
+
+/* Prefixes this thread's error message ("png", a file name, ...) and returns st. */
+static NST__UNUSED nst_status nst__err_prefix(nst_status st, const char *prefix) {
+    char msg[sizeof nst__errbuf];
+    size_t l = strlen(nst__errbuf);
+    memcpy(msg, nst__errbuf, l + 1);
+    return nst__err(st, "%s: %s", prefix, msg);
+}
+
+/* =====================================================================================================
+ * zlib: RFC 1950 wrapper, RFC 1951 deflate
+ * ===================================================================================================*/
+static NST__UNUSED uint32_t nst__adler32(uint32_t adler, const unsigned char *p, size_t n) {
+    uint32_t a = adler & 0xFFFF, b = adler >> 16;
+    while (n) {   /* 5552 is the most bytes before b can overflow 32 bits (zlib's NMAX) */
+        size_t k = n < 5552 ? n : 5552;
+        n -= k;
+        while (k >= 4) { a += p[0]; b += a; a += p[1]; b += a; a += p[2]; b += a; a += p[3]; b += a; p += 4; k -= 4; }
+        while (k--) { a += *p++; b += a; }
+        a %= 65521; b %= 65521;
+    }
+    return (b << 16) | a;
+}
+
+static const uint16_t nst__len_base[29] = {3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51,
+                                           59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
+static const unsigned char nst__len_extra[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
+                                                 4, 4, 4, 4, 5, 5, 5, 5, 0};
+static const uint16_t nst__dist_base[30] = {1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385,
+                                            513, 769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385,
+                                            24577};
+static const unsigned char nst__dist_extra[30] = {0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8,
+                                                  9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
+/* Order in which a dynamic block sends the code-length code's lengths. */
+static const unsigned char nst__clen_order[19] = {16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15};
+
+/* ---- inflate ---------------------------------------------------------------------------------------
+ * Canonical Huffman decoding: codes up to NST__HFAST bits resolve with one table lookup on the low bits
+ * of the bit buffer (deflate sends codes MSB-first into an LSB-first stream, so the table is indexed by
+ * the bit-reversed code); the rare longer codes walk the per-length counts. */
+#define NST__HFAST 10
+typedef struct nst__huff {
+    uint16_t fast[1 << NST__HFAST];   /* (length << 9) | symbol; 0 = longer than NST__HFAST bits */
+    uint16_t count[16];               /* number of codes of each length */
+    uint16_t symbol[288];             /* symbols ordered by code */
+} nst__huff;
+
+/* Returns 0 when the lengths over-subscribe the code space. Incomplete codes are accepted (a single
+ * distance code is legal); a bit pattern that maps to no symbol fails when it is decoded. */
+static int nst__huff_build(nst__huff *h, const unsigned char *lens, int n) {
+    int offs[16], len, i, left = 1;
+    unsigned next[16], code = 0;
+    memset(h->count, 0, sizeof h->count);
+    memset(h->fast, 0, sizeof h->fast);
+    for (i = 0; i < n; i++) h->count[lens[i]]++;
+    h->count[0] = 0;
+    for (len = 1; len <= 15; len++) {
+        left = (left << 1) - h->count[len];
+        if (left < 0) return 0;
+    }
+    offs[1] = 0;
+    for (len = 1; len < 15; len++) offs[len + 1] = offs[len] + h->count[len];
+    for (i = 0; i < n; i++)
+        if (lens[i]) h->symbol[offs[lens[i]]++] = (uint16_t)i;
+    for (len = 1; len <= 15; len++) {
+        code = (code + h->count[len - 1]) << 1;
+        next[len] = code;
+    }
+    for (i = 0; i < n; i++) {
+        int l = lens[i];
+        unsigned c, rev = 0, j;
+        int k;
+        if (!l || l > NST__HFAST) continue;
+        c = next[l]++;
+        for (k = 0; k < l; k++) rev |= ((c >> k) & 1u) << (l - 1 - k);
+        for (j = rev; j < (1u << NST__HFAST); j += 1u << l) h->fast[j] = (uint16_t)((l << 9) | i);
+    }
+    return 1;
+}
+
+typedef struct nst__inflate_state {
+    const unsigned char *p, *end;
+    uint64_t bits;
+    int nbits;
+    size_t pad;                 /* zero bytes fed past the end of the input */
+    unsigned char *out;
+    size_t len, cap, max;
+    int fixed;                  /* out is the caller's buffer: never reallocated */
+} nst__inflate_state;
+
+/* Keeps at least 57 bits buffered: enough for a literal/length code, its extra bits, a distance code and
+ * its extra bits. Past the end of the input it feeds zeros and counts them, so the decoder never reads
+ * out of bounds; consuming a fed zero means the stream was truncated (nst__inf_overrun). */
+static void nst__inf_refill(nst__inflate_state *s) {
+    if (s->end - s->p >= 8) {
+        /* fast path: one 8-byte load; the byte only partly taken lands again, at the same position, next
+         * time, so the bits above nbits always hold the stream's true next bits */
+        s->bits |= nst__rd64le(s->p) << s->nbits;
+        s->p += (63 - s->nbits) >> 3;
+        s->nbits |= 56;
+        return;
+    }
+    while (s->nbits <= 56) {
+        uint64_t b = 0;
+        if (s->p < s->end) b = *s->p++; else s->pad++;
+        s->bits |= b << s->nbits;
+        s->nbits += 8;
+    }
+}
+static int nst__inf_overrun(const nst__inflate_state *s) { return s->pad * 8 > (size_t)s->nbits; }
+static unsigned nst__inf_bits(nst__inflate_state *s, int n) {
+    unsigned v = (unsigned)(s->bits & ((1u << n) - 1));
+    s->bits >>= n;
+    s->nbits -= n;
+    return v;
+}
+static int nst__inf_decode(nst__inflate_state *s, const nst__huff *h) {
+    unsigned e = h->fast[s->bits & ((1u << NST__HFAST) - 1)];
+    int code = 0, first = 0, index = 0, len;
+    uint64_t b = s->bits;
+    if (e) {
+        s->bits >>= e >> 9;
+        s->nbits -= (int)(e >> 9);
+        return (int)(e & 511);
+    }
+    for (len = 1; len <= 15; len++) {
+        int count = h->count[len];
+        code |= (int)(b & 1);
+        b >>= 1;
+        if (code - first < count) {
+            s->bits >>= len;
+            s->nbits -= len;
+            return h->symbol[index + code - first];
+        }
+        index += count;
+        first = (first + count) << 1;
+        code <<= 1;
+    }
+    return -1;
+}
+static nst_status nst__inf_reserve(nst__inflate_state *s, size_t extra) {
+    size_t need = s->len + extra, cap;
+    unsigned char *p;
+    if (need <= s->cap) return NST_OK;
+    if (need > s->max || need < s->len)
+        return nst__err(NST_ERR_LIMIT, "inflate: output exceeds the limit of %lu bytes", (unsigned long)s->max);
+    if (s->fixed) return nst__err(NST_ERR_LIMIT, "inflate: output exceeds %lu bytes", (unsigned long)s->cap);
+    cap = s->cap < 4096 ? 4096 : s->cap;
+    while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    if (cap > s->max) cap = s->max;
+    p = (unsigned char *)nst__realloc(s->out, cap);
+    if (!p) return nst__err(NST_ERR_NOMEM, "inflate: out of memory for %lu bytes", (unsigned long)cap);
+    s->out = p;
+    s->cap = cap;
+    return NST_OK;
+}
+/* Hands the whole bytes still in the bit buffer back to the byte pointer (stored blocks, the Adler-32
+ * trailer). Returns 0 if the buffer holds fed zeros that were already consumed. */
+static int nst__inf_align(nst__inflate_state *s) {
+    size_t whole;
+    s->bits >>= s->nbits & 7;
+    s->nbits -= s->nbits & 7;
+    whole = (size_t)s->nbits / 8;
+    if (whole < s->pad) return 0;
+    s->p -= whole - s->pad;
+    s->pad = 0;
+    s->bits = 0;
+    s->nbits = 0;
+    return 1;
+}
+
+static nst_status nst__inf_dynamic(nst__inflate_state *s, nst__huff *lit, nst__huff *dist) {
+    unsigned char lens[320], cl[19];
+    int hlit, hdist, hclen, i, n;
+    nst__huff *clh = dist;   /* the distance table is free until the lengths are read */
+    nst__inf_refill(s);
+    hlit = (int)nst__inf_bits(s, 5) + 257;
+    hdist = (int)nst__inf_bits(s, 5) + 1;
+    hclen = (int)nst__inf_bits(s, 4) + 4;
+    if (hlit > 286 || hdist > 30)
+        return nst__err(NST_ERR_FORMAT, "inflate: bad dynamic block header (%d literal, %d distance codes)", hlit,
+                        hdist);
+    memset(cl, 0, sizeof cl);
+    for (i = 0; i < hclen; i++) {
+        nst__inf_refill(s);
+        cl[nst__clen_order[i]] = (unsigned char)nst__inf_bits(s, 3);
+    }
+    if (!nst__huff_build(clh, cl, 19)) return nst__err(NST_ERR_FORMAT, "inflate: bad code-length code");
+    n = 0;
+    while (n < hlit + hdist) {
+        int sym, rep = 0, val = 0;
+        nst__inf_refill(s);
+        sym = nst__inf_decode(s, clh);
+        if (sym < 0) return nst__err(NST_ERR_FORMAT, "inflate: invalid code-length code");
+        if (sym < 16) { lens[n++] = (unsigned char)sym; continue; }
+        if (sym == 16) {
+            if (!n) return nst__err(NST_ERR_FORMAT, "inflate: length repeat with no previous length");
+            val = lens[n - 1];
+            rep = 3 + (int)nst__inf_bits(s, 2);
+        } else if (sym == 17) rep = 3 + (int)nst__inf_bits(s, 3);
+        else rep = 11 + (int)nst__inf_bits(s, 7);
+        if (n + rep > hlit + hdist) return nst__err(NST_ERR_FORMAT, "inflate: code lengths overflow the block header");
+        while (rep--) lens[n++] = (unsigned char)val;
+    }
+    if (nst__inf_overrun(s)) return nst__err(NST_ERR_FORMAT, "inflate: truncated stream (in a block header)");
+    if (!lens[256]) return nst__err(NST_ERR_FORMAT, "inflate: dynamic block without an end-of-block code");
+    if (!nst__huff_build(lit, lens, hlit)) return nst__err(NST_ERR_FORMAT, "inflate: over-subscribed literal code");
+    if (!nst__huff_build(dist, lens + hlit, hdist))
+        return nst__err(NST_ERR_FORMAT, "inflate: over-subscribed distance code");
+    return NST_OK;
+}
+
+static nst_status nst__inf_codes(nst__inflate_state *s, const nst__huff *lit, const nst__huff *dist) {
+    nst_status st;
+    for (;;) {
+        int sym;
+        nst__inf_refill(s);
+        sym = nst__inf_decode(s, lit);
+        if (sym < 256) {
+            if (sym < 0) return nst__err(NST_ERR_FORMAT, "inflate: invalid literal/length code");
+            if (s->len >= s->cap && (st = nst__inf_reserve(s, 1)) != NST_OK) return st;
+            s->out[s->len++] = (unsigned char)sym;
+        } else if (sym == 256) {
+            if (nst__inf_overrun(s)) return nst__err(NST_ERR_FORMAT, "inflate: truncated stream");
+            return NST_OK;
+        } else {
+            int len, ds, d;
+            sym -= 257;
+            if (sym >= 29) return nst__err(NST_ERR_FORMAT, "inflate: invalid length code %d", sym + 257);
+            len = nst__len_base[sym] + (int)nst__inf_bits(s, nst__len_extra[sym]);
+            ds = nst__inf_decode(s, dist);
+            if (ds < 0 || ds >= 30) return nst__err(NST_ERR_FORMAT, "inflate: invalid distance code");
+            d = nst__dist_base[ds] + (int)nst__inf_bits(s, nst__dist_extra[ds]);
+            if (nst__inf_overrun(s)) return nst__err(NST_ERR_FORMAT, "inflate: truncated stream");
+            if ((size_t)d > s->len)
+                return nst__err(NST_ERR_FORMAT, "inflate: distance %d reaches before the start of the output", d);
+            if (s->cap - s->len < (size_t)len && (st = nst__inf_reserve(s, (size_t)len)) != NST_OK) return st;
+            {
+                unsigned char *dst = s->out + s->len;
+                const unsigned char *src = dst - d;
+                if (d >= len) memcpy(dst, src, (size_t)len);
+                else if (d == 1) memset(dst, *src, (size_t)len);
+                else { int k; for (k = 0; k < len; k++) dst[k] = src[k]; }
+                s->len += (size_t)len;
+            }
+        }
+        if (nst__inf_overrun(s)) return nst__err(NST_ERR_FORMAT, "inflate: truncated stream");
+    }
+}
+
+/* The full decoder. With buf != NULL the output goes into the caller's buffer of cap bytes (never
+ * reallocated: more output is NST_ERR_LIMIT); otherwise into a growing allocation capped at max_out. */
+static nst_status nst__inflate_ex(const unsigned char *in, size_t n, int zlib_wrapper, int check_adler,
+                                  unsigned char *buf, size_t cap, size_t max_out, unsigned char **out,
+                                  size_t *out_n) {
+    nst__inflate_state s;
+    nst__huff *tabs;
+    nst_status st = NST_OK;
+    int final = 0;
+    *out = NULL;
+    *out_n = 0;
+    memset(&s, 0, sizeof s);
+    s.p = in;
+    s.end = in + n;
+    s.out = buf;
+    s.cap = buf ? cap : 0;
+    s.max = buf ? cap : max_out;
+    s.fixed = buf != NULL;
+    if (zlib_wrapper) {
+        if (n < 2) return nst__err(NST_ERR_FORMAT, "zlib: stream too short (%lu bytes)", (unsigned long)n);
+        if ((in[0] & 15) != 8 || (in[0] >> 4) > 7 || ((unsigned)in[0] * 256 + in[1]) % 31)
+            return nst__err(NST_ERR_FORMAT, "zlib: bad header %02x %02x", in[0], in[1]);
+        if (in[1] & 0x20) return nst__err(NST_ERR_UNSUPPORTED, "zlib: preset dictionaries are not supported");
+        s.p += 2;
+    }
+    tabs = (nst__huff *)nst__malloc(2 * sizeof(nst__huff));
+    if (!tabs) return nst__err(NST_ERR_NOMEM, "inflate: out of memory");
+    while (!final && st == NST_OK) {
+        unsigned type;
+        nst__inf_refill(&s);
+        final = (int)nst__inf_bits(&s, 1);
+        type = nst__inf_bits(&s, 2);
+        if (nst__inf_overrun(&s)) { st = nst__err(NST_ERR_FORMAT, "inflate: truncated stream (no final block)"); break; }
+        if (type == 0) {
+            size_t len, nlen;
+            if (!nst__inf_align(&s) || s.end - s.p < 4) { st = nst__err(NST_ERR_FORMAT, "inflate: truncated stored block"); break; }
+            len = (size_t)s.p[0] | ((size_t)s.p[1] << 8);
+            nlen = (size_t)s.p[2] | ((size_t)s.p[3] << 8);
+            s.p += 4;
+            if (len != (~nlen & 0xFFFF)) { st = nst__err(NST_ERR_FORMAT, "inflate: stored block length check failed"); break; }
+            if ((size_t)(s.end - s.p) < len) { st = nst__err(NST_ERR_FORMAT, "inflate: truncated stored block"); break; }
+            if ((st = nst__inf_reserve(&s, len)) != NST_OK) break;
+            if (len) memcpy(s.out + s.len, s.p, len);
+            s.len += len;
+            s.p += len;
+        } else if (type == 1) {
+            unsigned char lens[318];
+            int i;
+            for (i = 0; i < 144; i++) lens[i] = 8;
+            for (; i < 256; i++) lens[i] = 9;
+            for (; i < 280; i++) lens[i] = 7;
+            for (; i < 288; i++) lens[i] = 8;
+            for (; i < 318; i++) lens[i] = 5;
+            nst__huff_build(&tabs[0], lens, 288);
+            nst__huff_build(&tabs[1], lens + 288, 30);
+            st = nst__inf_codes(&s, &tabs[0], &tabs[1]);
+        } else if (type == 2) {
+            if ((st = nst__inf_dynamic(&s, &tabs[0], &tabs[1])) == NST_OK) st = nst__inf_codes(&s, &tabs[0], &tabs[1]);
+        } else {
+            st = nst__err(NST_ERR_FORMAT, "inflate: invalid block type 3");
+        }
+    }
+    nst__free(tabs);
+    if (st == NST_OK && zlib_wrapper) {
+        if (!nst__inf_align(&s) || s.end - s.p < 4)
+            st = nst__err(NST_ERR_FORMAT, "zlib: truncated stream (missing Adler-32)");
+        else if (check_adler && nst__rd32be(s.p) != nst__adler32(1, s.out, s.len))
+            st = nst__err(NST_ERR_FORMAT, "zlib: Adler-32 mismatch (data corrupted)");
+    }
+    if (st != NST_OK) {
+        if (!buf) nst__free(s.out);
+        return st;
+    }
+    *out = s.out;
+    *out_n = s.len;
+    return NST_OK;
+}
+
+static NST__UNUSED nst_status nst__inflate(const unsigned char *in, size_t n, int zlib_wrapper, size_t max_out,
+                                           unsigned char **out, size_t *out_n) {
+    return nst__inflate_ex(in, n, zlib_wrapper, 1, NULL, 0, max_out, out, out_n);
+}
+
+/* ---- deflate ---------------------------------------------------------------------------------------
+ * LZ77 over the whole input with hash chains (32 KiB window) and zlib-style lazy matching. The chains
+ * hash 4 bytes, not 3: on filtered photo rows (many small residuals) 3-byte chains grow long and mostly
+ * hold useless candidates; 4-byte chains made level 6 ~1.7x faster and ~2% smaller on a noisy 12 MP
+ * photo (length-3 matches are rarely worth their bits anyway). Each block of NST__DEF_BLOCK symbols is
+ * written as the cheapest of dynamic Huffman, fixed Huffman and stored. Code lengths come from a true
+ * Huffman tree, limited to 15 (7 for the code-length code) by the count-shifting method of JPEG
+ * Annex K.3. */
+#define NST__WSIZE 32768
+#define NST__HBITS 15
+#define NST__DEF_BLOCK 16384
+
+typedef struct nst__bitw {
+    nst__buf *b;
+    uint64_t acc;
+    int n;
+} nst__bitw;
+static void nst__bw_put(nst__bitw *w, uint32_t v, int n) {
+    w->acc |= (uint64_t)v << w->n;
+    w->n += n;
+    if (w->n >= 32) {
+        unsigned char t[4];
+        nst__wr32le(t, (uint32_t)w->acc);
+        nst__buf_put(w->b, t, 4);
+        w->acc >>= 32;
+        w->n -= 32;
+    }
+}
+static void nst__bw_flush(nst__bitw *w) {   /* pads to a byte boundary */
+    while (w->n > 0) {
+        nst__buf_byte(w->b, (int)(w->acc & 0xFF));
+        w->acc >>= 8;
+        w->n -= 8;
+    }
+    w->acc = 0;
+    w->n = 0;
+}
+
+static int nst__u64_cmp(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+/* Huffman code lengths for freq[0..n-1] (n <= 288), none longer than maxlen. Unused symbols get 0; a
+ * lone used symbol gets length 1. */
+static void nst__huff_lengths(const uint32_t *freq, int n, int maxlen, unsigned char *len) {
+    uint64_t key[288];
+    uint32_t nf[288];
+    int parent[576], depth[576], bl[600];
+    int m = 0, i, j, k, l, maxd = 0;
+    memset(len, 0, (size_t)n);
+    for (i = 0; i < n; i++)
+        if (freq[i]) key[m++] = ((uint64_t)freq[i] << 16) | (uint64_t)i;
+    if (m == 0) return;
+    if (m == 1) { len[key[0] & 0xFFFF] = 1; return; }
+    qsort(key, (size_t)m, sizeof key[0], nst__u64_cmp);
+    /* two-queue construction: leaves 0..m-1 ascending, internal nodes m.. created in ascending weight */
+    i = 0; j = 0;
+    for (k = 0; k < m - 1; k++) {
+        uint32_t f[2];
+        int t;
+        for (t = 0; t < 2; t++) {
+            if (i < m && (j >= k || (uint32_t)(key[i] >> 16) <= nf[j])) { f[t] = (uint32_t)(key[i] >> 16); parent[i++] = m + k; }
+            else { f[t] = nf[j]; parent[m + j++] = m + k; }
+        }
+        nf[k] = f[0] + f[1];
+    }
+    depth[2 * m - 2] = 0;
+    for (k = 2 * m - 3; k >= 0; k--) depth[k] = depth[parent[k]] + 1;
+    memset(bl, 0, sizeof bl);
+    for (i = 0; i < m; i++) { bl[depth[i]]++; if (depth[i] > maxd) maxd = depth[i]; }
+    for (l = maxd; l > maxlen; l--) {
+        while (bl[l] > 0) {   /* move a pair from depth l up, split a shorter leaf to make room */
+            j = l - 2;
+            while (bl[j] == 0) j--;
+            bl[l] -= 2;
+            bl[l - 1]++;
+            bl[j + 1] += 2;
+            bl[j]--;
+        }
+    }
+    /* most frequent symbols get the shortest codes */
+    l = 1;
+    for (i = m - 1; i >= 0; i--) {
+        while (bl[l] == 0) l++;
+        len[key[i] & 0xFFFF] = (unsigned char)l;
+        bl[l]--;
+    }
+}
+/* Canonical codes for lengths, bit-reversed for the LSB-first stream. */
+static void nst__huff_codes(const unsigned char *len, int n, uint16_t *code) {
+    int count[16] = {0}, i, l;
+    unsigned next[16], c = 0;
+    for (i = 0; i < n; i++) count[len[i]]++;
+    count[0] = 0;
+    for (l = 1; l <= 15; l++) { c = (c + (unsigned)count[l - 1]) << 1; next[l] = c; }
+    for (i = 0; i < n; i++) {
+        unsigned v, r = 0;
+        int k;
+        if (!len[i]) { code[i] = 0; continue; }
+        v = next[len[i]]++;
+        for (k = 0; k < len[i]; k++) r |= ((v >> k) & 1u) << (len[i] - 1 - k);
+        code[i] = (uint16_t)r;
+    }
+}
+
+static int nst__ilog2(unsigned x) { int l = 0; while ((x >> l) > 1) l++; return l; }
+/* Length 3..258 -> code 257..285 with extra bits; distance 1..32768 -> code 0..29. */
+static int nst__len_code(int len, int *ebits, int *eval) {
+    int x = len - 3, l;
+    if (len == 258) { *ebits = 0; *eval = 0; return 285; }
+    if (x < 8) { *ebits = 0; *eval = 0; return 257 + x; }
+    l = nst__ilog2((unsigned)x);
+    *ebits = l - 2;
+    *eval = x & ((1 << (l - 2)) - 1);
+    return 257 + 4 * (l - 1) + ((x >> (l - 2)) & 3);
+}
+static int nst__dist_code(int d, int *ebits, int *eval) {
+    int x = d - 1, l, c;
+    if (x < 4) { *ebits = 0; *eval = 0; return x; }
+    l = nst__ilog2((unsigned)x);
+    c = 2 * l + ((x >> (l - 1)) & 1);
+    *ebits = l - 1;
+    *eval = x - ((2 + ((x >> (l - 1)) & 1)) << (l - 1));
+    return c;
+}
+
+typedef struct nst__deflate_ctx {
+    const unsigned char *in;
+    size_t n;
+    int good, lazy, nice, chain, level, hbits;
+    uint32_t *head, *prev;      /* low 32 bits of position + 1 (0 = none): per hash, and per window slot */
+    uint16_t *ll, *dist;        /* the block's symbols: literal byte or match length, distance (0 = literal) */
+    size_t nsym, block_start, emitted;
+    nst__bitw bw;
+} nst__deflate_ctx;
+
+static void nst__def_stored(nst__deflate_ctx *c, size_t start, size_t end, int final) {
+    do {
+        size_t len = end - start > 65535 ? 65535 : end - start;
+        unsigned char hdr[4];
+        int last = final && start + len == end;
+        nst__bw_put(&c->bw, (uint32_t)last, 3);   /* BFINAL, BTYPE 00 */
+        nst__bw_flush(&c->bw);
+        hdr[0] = (unsigned char)len; hdr[1] = (unsigned char)(len >> 8);
+        hdr[2] = (unsigned char)~len; hdr[3] = (unsigned char)(~len >> 8);
+        nst__buf_put(c->bw.b, hdr, 4);
+        nst__buf_put(c->bw.b, c->in + start, len);
+        start += len;
+    } while (start < end);
+}
+
+/* Writes the pending symbols as one block, choosing the cheapest encoding. */
+static void nst__def_block(nst__deflate_ctx *c, int final) {
+    uint32_t lf[286], df[30], cf[19];
+    unsigned char ll_len[286], d_len[30], c_len[19], fl_len[288], fd_len[30], rle[320], rle_x[320];
+    uint16_t ll_code[286], d_code[30], c_code[19], fl_code[288], fd_code[30];
+    unsigned char all[316];
+    int hlit, hdist, hclen, nrle = 0, i, eb, ev;
+    size_t k, dyn_bits, fix_bits, raw = c->emitted - c->block_start, stored_bits;
+    const unsigned char *L, *D;
+    const uint16_t *LC, *DC;
+    memset(lf, 0, sizeof lf); memset(df, 0, sizeof df); memset(cf, 0, sizeof cf);
+    for (k = 0; k < c->nsym; k++) {
+        if (!c->dist[k]) lf[c->ll[k]]++;
+        else { lf[nst__len_code(c->ll[k], &eb, &ev)]++; df[nst__dist_code(c->dist[k], &eb, &ev)]++; }
+    }
+    lf[256] = 1;
+    nst__huff_lengths(lf, 286, 15, ll_len);
+    nst__huff_lengths(df, 30, 15, d_len);
+    /* decoders accept one distance code, but some reject a literal code with a single symbol: the block
+     * always has 256 plus something, except for an empty block, which gets a second length-1 code */
+    {
+        int used = 0;
+        for (i = 0; i < 286; i++) used += ll_len[i] != 0;
+        if (used == 1) ll_len[0] = 1;
+    }
+    for (hlit = 286; hlit > 257 && !ll_len[hlit - 1]; hlit--) {}
+    for (hdist = 30; hdist > 1 && !d_len[hdist - 1]; hdist--) {}
+    memcpy(all, ll_len, (size_t)hlit);
+    memcpy(all + hlit, d_len, (size_t)hdist);
+    for (i = 0; i < hlit + hdist;) {   /* run-length code the lengths with 16 (repeat), 17/18 (zeros) */
+        int cur = all[i], run = 1;
+        while (i + run < hlit + hdist && all[i + run] == cur) run++;
+        if (cur == 0 && run >= 3) {
+            int r = run > 138 ? 138 : run;
+            if (r >= 11) { rle[nrle] = 18; rle_x[nrle++] = (unsigned char)(r - 11); }
+            else { rle[nrle] = 17; rle_x[nrle++] = (unsigned char)(r - 3); }
+            i += r;
+        } else if (cur != 0 && run >= 4) {
+            int r = run - 1 > 6 ? 6 : run - 1;
+            rle[nrle] = (unsigned char)cur; rle_x[nrle++] = 0;
+            rle[nrle] = 16; rle_x[nrle++] = (unsigned char)(r - 3);
+            i += 1 + r;
+        } else {
+            rle[nrle] = (unsigned char)cur; rle_x[nrle++] = 0;
+            i++;
+        }
+    }
+    for (i = 0; i < nrle; i++) cf[rle[i]]++;
+    nst__huff_lengths(cf, 19, 7, c_len);
+    for (hclen = 19; hclen > 4 && !c_len[nst__clen_order[hclen - 1]]; hclen--) {}
+    /* costs in bits */
+    dyn_bits = 3 + 14 + 3 * (size_t)hclen;
+    for (i = 0; i < nrle; i++) dyn_bits += c_len[rle[i]] + (rle[i] == 16 ? 2 : rle[i] == 17 ? 3 : rle[i] == 18 ? 7 : 0);
+    for (i = 0; i < 288; i++) fl_len[i] = (unsigned char)(i < 144 ? 8 : i < 256 ? 9 : i < 280 ? 7 : 8);
+    for (i = 0; i < 30; i++) fd_len[i] = 5;
+    fix_bits = 3;
+    for (i = 0; i < 286; i++) {
+        size_t e = i >= 257 ? nst__len_extra[i - 257] : 0;
+        dyn_bits += (size_t)lf[i] * (ll_len[i] + e);
+        fix_bits += (size_t)lf[i] * (fl_len[i] + e);
+    }
+    for (i = 0; i < 30; i++) {
+        dyn_bits += (size_t)df[i] * (d_len[i] + nst__dist_extra[i]);
+        fix_bits += (size_t)df[i] * (5 + nst__dist_extra[i]);
+    }
+    stored_bits = (raw / 65535 + 1) * 40 + 8 + raw * 8;
+    if (stored_bits <= dyn_bits && stored_bits <= fix_bits) {
+        nst__def_stored(c, c->block_start, c->emitted, final);
+    } else {
+        int dyn = dyn_bits < fix_bits;
+        if (dyn) {
+            nst__huff_codes(ll_len, 286, ll_code);
+            nst__huff_codes(d_len, 30, d_code);
+            nst__huff_codes(c_len, 19, c_code);
+            nst__bw_put(&c->bw, (uint32_t)(final | 4), 3);
+            nst__bw_put(&c->bw, (uint32_t)(hlit - 257), 5);
+            nst__bw_put(&c->bw, (uint32_t)(hdist - 1), 5);
+            nst__bw_put(&c->bw, (uint32_t)(hclen - 4), 4);
+            for (i = 0; i < hclen; i++) nst__bw_put(&c->bw, c_len[nst__clen_order[i]], 3);
+            for (i = 0; i < nrle; i++) {
+                nst__bw_put(&c->bw, c_code[rle[i]], c_len[rle[i]]);
+                if (rle[i] >= 16) nst__bw_put(&c->bw, rle_x[i], rle[i] == 16 ? 2 : rle[i] == 17 ? 3 : 7);
+            }
+            L = ll_len; D = d_len; LC = ll_code; DC = d_code;
+        } else {
+            nst__huff_codes(fl_len, 288, fl_code);
+            nst__huff_codes(fd_len, 30, fd_code);
+            nst__bw_put(&c->bw, (uint32_t)(final | 2), 3);
+            L = fl_len; D = fd_len; LC = fl_code; DC = fd_code;
+        }
+        for (k = 0; k < c->nsym; k++) {
+            if (!c->dist[k]) {
+                nst__bw_put(&c->bw, LC[c->ll[k]], L[c->ll[k]]);
+            } else {
+                int lc = nst__len_code(c->ll[k], &eb, &ev), dc;
+                nst__bw_put(&c->bw, LC[lc], L[lc]);
+                if (eb) nst__bw_put(&c->bw, (uint32_t)ev, eb);
+                dc = nst__dist_code(c->dist[k], &eb, &ev);
+                nst__bw_put(&c->bw, DC[dc], D[dc]);
+                if (eb) nst__bw_put(&c->bw, (uint32_t)ev, eb);
+            }
+        }
+        nst__bw_put(&c->bw, LC[256], L[256]);
+    }
+    c->nsym = 0;
+    c->block_start = c->emitted;
+}
+
+static void nst__def_sym(nst__deflate_ctx *c, int ll, int dist) {
+    c->ll[c->nsym] = (uint16_t)ll;
+    c->dist[c->nsym++] = (uint16_t)dist;
+    c->emitted += dist ? (size_t)ll : 1;
+    if (c->nsym == NST__DEF_BLOCK) nst__def_block(c, 0);
+}
+static void nst__def_insert(nst__deflate_ctx *c, size_t i) {
+    uint32_t v, h;
+    if (i + 4 > c->n) return;
+    v = (uint32_t)c->in[i] | ((uint32_t)c->in[i + 1] << 8) | ((uint32_t)c->in[i + 2] << 16) | ((uint32_t)c->in[i + 3] << 24);
+    h = (v * 2654435761u) >> (32 - c->hbits);
+    c->prev[i & (NST__WSIZE - 1)] = c->head[h];
+    c->head[h] = (uint32_t)(i + 1);
+}
+static int nst__match_len(const unsigned char *a, const unsigned char *b, int maxlen) {
+    int l = 0;
+    while (l + 8 <= maxlen) {
+        uint64_t x, y;
+        memcpy(&x, a + l, 8);
+        memcpy(&y, b + l, 8);
+        if (x != y) break;
+        l += 8;
+    }
+    while (l < maxlen && a[l] == b[l]) l++;
+    return l;
+}
+/* Longest match for position i (already inserted) longer than prev_len; 0 if none.
+ * Positions are stored as 32-bit (i + 1) to halve the tables' cache footprint; a candidate's distance is
+ * the wrapped difference, and the chain must move strictly further back within the window. Every
+ * candidate is verified byte by byte, so even a stale entry on a > 4 GiB input can only cost time. */
+static int nst__def_find(nst__deflate_ctx *c, size_t i, int prev_len, int *dist) {
+    const unsigned char *cur = c->in + i;
+    uint32_t cand = c->prev[i & (NST__WSIZE - 1)], now = (uint32_t)(i + 1), d = 0;
+    int chain = c->chain, best = prev_len < 2 ? 2 : prev_len, found = 0;
+    int maxlen = c->n - i < 258 ? (int)(c->n - i) : 258, nice = c->nice < maxlen ? c->nice : maxlen;
+    if (best >= maxlen) return 0;
+    if (prev_len >= c->good) chain >>= 2;
+    while (cand && chain-- > 0) {
+        uint32_t nd = now - cand;
+        const unsigned char *m;
+        if (nd <= d || nd > NST__WSIZE || nd > i) break;   /* not further back, or out of the window */
+        d = nd;
+        m = cur - d;
+        if (m[best] == cur[best] && m[0] == cur[0] && m[1] == cur[1]) {
+            int l = nst__match_len(m, cur, maxlen);
+            if (l > best) {
+                best = l;
+                found = 1;
+                *dist = (int)d;
+                if (l >= nice) break;
+            }
+        }
+        cand = c->prev[(i - d) & (NST__WSIZE - 1)];
+    }
+    return found ? best : 0;
+}
+
+/* Appends the deflate stream of in[0..n) (zlib_wrapper: with the RFC 1950 header and Adler-32) to out.
+ * level 0 stores; 1..9 trade speed for size like zlib's levels. */
+static NST__UNUSED nst_status nst__deflate(const unsigned char *in, size_t n, int zlib_wrapper, int level,
+                                           nst__buf *out) {
+    /* good, lazy, nice, chain: zlib's published tuning per level (levels 1-3 match greedily) */
+    static const int cfg[10][4] = {{0, 0, 0, 0},       {4, 0, 8, 4},       {4, 0, 16, 8},
+                                   {4, 0, 32, 32},     {4, 4, 16, 16},     {8, 16, 32, 32},
+                                   {8, 16, 128, 128},  {8, 32, 128, 256},  {32, 128, 258, 1024},
+                                   {32, 258, 258, 4096}};
+    nst__deflate_ctx c;
+    size_t start_len = out->len;
+    if (level < 0 || level > 9) level = 6;
+    memset(&c, 0, sizeof c);
+    c.in = in; c.n = n; c.level = level;
+    c.good = cfg[level][0]; c.lazy = cfg[level][1]; c.nice = cfg[level][2]; c.chain = cfg[level][3];
+    c.bw.b = out;
+    if (zlib_wrapper) {
+        int flevel = level < 2 ? 0 : level < 6 ? 1 : level == 6 ? 2 : 3, flg = flevel << 6;
+        flg += 31 - (0x78 * 256 + flg) % 31;
+        nst__buf_byte(out, 0x78);
+        nst__buf_byte(out, flg);
+    }
+    if (level == 0 || n == 0) {
+        if (n == 0) { nst__bw_put(&c.bw, 3, 3); nst__bw_put(&c.bw, 0, 7); nst__bw_flush(&c.bw); }   /* fixed: EOB */
+        else nst__def_stored(&c, 0, n, 1);
+    } else {
+        size_t i = 0;
+        int have_prev = 0, plen = 0, pdist = 0;
+        /* small inputs get small tables: the hash needs no more buckets than positions, and the chain
+         * slots are indexed by position, so n of them suffice below the window size */
+        c.hbits = 8;
+        while (c.hbits < NST__HBITS && ((size_t)1 << c.hbits) < n) c.hbits++;
+        c.head = (uint32_t *)nst__calloc((size_t)1 << c.hbits, sizeof(uint32_t));
+        c.prev = (uint32_t *)nst__calloc(n < NST__WSIZE ? n : NST__WSIZE, sizeof(uint32_t));
+        c.ll = (uint16_t *)nst__malloc(NST__DEF_BLOCK * sizeof(uint16_t));
+        c.dist = (uint16_t *)nst__malloc(NST__DEF_BLOCK * sizeof(uint16_t));
+        if (!c.head || !c.prev || !c.ll || !c.dist) {
+            nst__free(c.head); nst__free(c.prev); nst__free(c.ll); nst__free(c.dist);
+            out->len = start_len;
+            return nst__err(NST_ERR_NOMEM, "deflate: out of memory");
+        }
+        while (i < n) {
+            int clen = 0, cdist = 0;
+            nst__def_insert(&c, i);
+            if (!c.lazy) {   /* greedy */
+                clen = nst__def_find(&c, i, 2, &cdist);
+                if (clen == 3 && cdist > 4096) clen = 0;
+                if (clen >= 3) {
+                    size_t k;
+                    nst__def_sym(&c, clen, cdist);
+                    for (k = i + 1; k < i + (size_t)clen; k++) nst__def_insert(&c, k);
+                    i += (size_t)clen;
+                } else {
+                    nst__def_sym(&c, in[i], 0);
+                    i++;
+                }
+                continue;
+            }
+            if (!have_prev || plen < c.lazy) clen = nst__def_find(&c, i, have_prev ? plen : 2, &cdist);
+            if (clen == 3 && cdist > 4096) clen = 0;   /* a far 3-byte match costs more than literals */
+            if (have_prev && plen >= 3 && clen <= plen) {
+                size_t k, end = i - 1 + (size_t)plen;
+                nst__def_sym(&c, plen, pdist);
+                for (k = i + 1; k < end; k++) nst__def_insert(&c, k);
+                i = end;
+                have_prev = 0;
+            } else {
+                if (have_prev) nst__def_sym(&c, in[i - 1], 0);
+                have_prev = 1;
+                plen = clen;
+                pdist = cdist;
+                i++;
+            }
+        }
+        if (have_prev) nst__def_sym(&c, in[n - 1], 0);
+        nst__def_block(&c, 1);
+        nst__bw_flush(&c.bw);
+        nst__free(c.head); nst__free(c.prev); nst__free(c.ll); nst__free(c.dist);
+    }
+    if (zlib_wrapper) {
+        uint32_t a = nst__adler32(1, in, n);
+        nst__buf_byte(out, (int)(a >> 24));
+        nst__buf_byte(out, (int)(a >> 16));
+        nst__buf_byte(out, (int)(a >> 8));
+        nst__buf_byte(out, (int)a);
+    }
+    if (out->failed) return nst__err(NST_ERR_NOMEM, "deflate: out of memory for the output");
+    return NST_OK;
+}
+
+/* =====================================================================================================
+ * pixel operations: alpha, resampling, colour (always compiled: the transfer needs them)
+ * ===================================================================================================*/
+static NST__UNUSED float nst__clamp01(float v) { return v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f; }   /* NaN -> 0 */
+
+NSTDEF nst_status nst_image_to_rgb(const nst_image *in, nst_image *out) {
+    nst_status st;
+    size_t i, n;
+    const float *s;
+    float *d;
+    if ((st = nst__image_valid(in, "to_rgb")) != NST_OK) return st;
+    if ((st = nst__image_alloc_raw(out, in->width, in->height, 3)) != NST_OK) return st;
+    n = (size_t)in->width * (size_t)in->height;
+    s = in->pixels;
+    d = out->pixels;
+    switch (in->channels) {
+    case 1: for (i = 0; i < n; i++) d[3 * i] = d[3 * i + 1] = d[3 * i + 2] = s[i]; break;
+    case 2:
+        for (i = 0; i < n; i++) {
+            float a = nst__clamp01(s[2 * i + 1]);
+            d[3 * i] = d[3 * i + 1] = d[3 * i + 2] = s[2 * i] * a + (1.0f - a);
+        }
+        break;
+    case 3: memcpy(d, s, n * 3 * sizeof(float)); break;
+    default:
+        for (i = 0; i < n; i++) {
+            float a = nst__clamp01(s[4 * i + 3]);
+            d[3 * i] = s[4 * i] * a + (1.0f - a);
+            d[3 * i + 1] = s[4 * i + 1] * a + (1.0f - a);
+            d[3 * i + 2] = s[4 * i + 2] * a + (1.0f - a);
+        }
+    }
+    return NST_OK;
+}
+
+/* ---- resampling ------------------------------------------------------------------------------------
+ * Separable: a horizontal pass into a float buffer, then a vertical one. For each output sample the
+ * filter is centred on its position in input coordinates; when downscaling it is stretched by the
+ * ratio, so it integrates over every input pixel the output pixel covers (that is what removes the
+ * aliasing). Taps outside the image are dropped and the rest renormalised to sum 1, so a constant
+ * image stays constant up to rounding. */
+static double nst__sinc(double x) {
+    if (x == 0.0) return 1.0;
+    x *= 3.14159265358979323846;
+    return sin(x) / x;
+}
+static double nst__filter_eval(nst_resize_filter f, double x) {
+    x = fabs(x);
+    switch (f) {
+    case NST_FILTER_BOX: return x < 0.5 ? 1.0 : x == 0.5 ? 0.5 : 0.0;
+    case NST_FILTER_TRIANGLE: return x < 1.0 ? 1.0 - x : 0.0;
+    case NST_FILTER_MITCHELL: {   /* B = C = 1/3 */
+        const double B = 1.0 / 3, C = 1.0 / 3;
+        if (x < 1.0) return ((12 - 9 * B - 6 * C) * x * x * x + (-18 + 12 * B + 6 * C) * x * x + (6 - 2 * B)) / 6;
+        if (x < 2.0) return ((-B - 6 * C) * x * x * x + (6 * B + 30 * C) * x * x + (-12 * B - 48 * C) * x + (8 * B + 24 * C)) / 6;
+        return 0.0;
+    }
+    case NST_FILTER_LANCZOS3: return x < 3.0 ? nst__sinc(x) * nst__sinc(x / 3.0) : 0.0;
+    default: {                    /* Catmull-Rom, a = -0.5 */
+        const double a = -0.5;
+        if (x < 1.0) return ((a + 2) * x - (a + 3)) * x * x + 1;
+        if (x < 2.0) return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
+        return 0.0;
+    }
+    }
+}
+static double nst__filter_support(nst_resize_filter f) {
+    return f == NST_FILTER_BOX ? 0.5 : f == NST_FILTER_TRIANGLE ? 1.0 : f == NST_FILTER_LANCZOS3 ? 3.0 : 2.0;
+}
+
+typedef struct nst__taps {
+    int *start, *count;   /* first input index and tap count per output sample */
+    float *w;             /* [out][maxtaps] */
+    int maxtaps;
+} nst__taps;
+static void nst__taps_free(nst__taps *t) { nst__free(t->start); nst__free(t->count); nst__free(t->w); }
+static nst_status nst__taps_make(nst__taps *t, int in, int out, nst_resize_filter f) {
+    double scale = (double)out / in, fs = scale < 1.0 ? 1.0 / scale : 1.0, support = nst__filter_support(f) * fs;
+    int i;
+    memset(t, 0, sizeof *t);
+    t->maxtaps = (int)ceil(support) * 2 + 2;
+    if (t->maxtaps > in + 2) t->maxtaps = in + 2;
+    t->start = (int *)nst__malloc((size_t)out * sizeof(int));
+    t->count = (int *)nst__malloc((size_t)out * sizeof(int));
+    t->w = (float *)nst__malloc((size_t)out * (size_t)t->maxtaps * sizeof(float));
+    if (!t->start || !t->count || !t->w) { nst__taps_free(t); return nst__err(NST_ERR_NOMEM, "resize: out of memory"); }
+    for (i = 0; i < out; i++) {
+        double center = (i + 0.5) / scale, sum = 0.0;
+        int lo = (int)floor(center - support), hi = (int)ceil(center + support), j, k = 0;
+        float *w = t->w + (size_t)i * t->maxtaps;
+        if (lo < 0) lo = 0;
+        if (hi > in - 1) hi = in - 1;
+        if (hi - lo + 1 > t->maxtaps) hi = lo + t->maxtaps - 1;
+        for (j = lo; j <= hi; j++) {
+            double v;
+            if (f == NST_FILTER_BOX && fs > 1.0) {   /* exact area coverage of input pixel j */
+                double a = center - 0.5 * fs > j ? center - 0.5 * fs : j, b = center + 0.5 * fs < j + 1 ? center + 0.5 * fs : j + 1;
+                v = b > a ? b - a : 0.0;
+            } else {
+                v = nst__filter_eval(f, (j + 0.5 - center) / fs);
+            }
+            w[k++] = (float)v;
+            sum += v;
+        }
+        if (sum == 0.0) {   /* box filter on an exact half-way point: take the nearest pixel */
+            int nearest = (int)floor(center);
+            if (nearest > in - 1) nearest = in - 1;
+            lo = nearest; k = 1; w[0] = 1.0f;
+        } else {
+            for (j = 0; j < k; j++) w[j] = (float)(w[j] / sum);
+        }
+        /* trim zero taps at both ends so the inner loops do less work */
+        while (k > 1 && w[k - 1] == 0.0f) k--;
+        while (k > 1 && w[0] == 0.0f) { memmove(w, w + 1, (size_t)(k - 1) * sizeof(float)); lo++; k--; }
+        t->start[i] = lo;
+        t->count[i] = k;
+    }
+    return NST_OK;
+}
+
+static float nst__srgb_to_linear(float v) {
+    return v <= 0.04045f ? v * (1.0f / 12.92f) : (float)pow((v + 0.055) / 1.055, 2.4);
+}
+static float nst__linear_to_srgb(float v) {
+    if (!(v > 0.0f)) return 0.0f;
+    return v <= 0.0031308f ? v * 12.92f : (float)(1.055 * pow(v, 1.0 / 2.4) - 0.055);
+}
+
+NSTDEF nst_status nst_image_resize_ex(const nst_image *in, int w, int h, const nst_resize_options *o,
+                                      nst_image *out) {
+    nst_resize_options opt;
+    nst__taps tx, ty;
+    nst_status st;
+    float *src = NULL, *tmp = NULL;
+    int c, alpha, nt, y;
+    size_t npx;
+    memset(&opt, 0, sizeof opt);
+    if (o) opt = *o;
+    if (opt.filter == NST_FILTER_DEFAULT || (int)opt.filter > (int)NST_FILTER_LANCZOS3) opt.filter = NST_FILTER_CUBIC;
+    if ((st = nst__image_valid(in, "resize")) != NST_OK) return st;
+    if (w <= 0 || h <= 0) return nst__err(NST_ERR_ARGUMENT, "resize: invalid target size %dx%d", w, h);
+    c = in->channels;
+    alpha = c == 2 || c == 4;
+    if ((st = nst__image_alloc_raw(out, w, h, c)) != NST_OK) return st;
+    npx = (size_t)in->width * (size_t)in->height;
+    /* premultiplied (and optionally linear) working copy; the plain input is used when neither applies */
+    if (alpha || opt.linear_light) {
+        size_t i;
+        int k;
+        src = (float *)nst__malloc(npx * (size_t)c * sizeof(float));
+        if (!src) { nst_image_free(out); return nst__err(NST_ERR_NOMEM, "resize: out of memory"); }
+        for (i = 0; i < npx; i++) {
+            const float *p = in->pixels + i * (size_t)c;
+            float a = alpha ? nst__clamp01(p[c - 1]) : 1.0f;
+            for (k = 0; k < c - alpha; k++) src[i * (size_t)c + (size_t)k] = (opt.linear_light ? nst__srgb_to_linear(nst__clamp01(p[k])) : p[k]) * a;
+            if (alpha) src[i * (size_t)c + (size_t)c - 1] = a;
+        }
+    }
+    if ((st = nst__taps_make(&tx, in->width, w, opt.filter)) != NST_OK) { nst__free(src); nst_image_free(out); return st; }
+    if ((st = nst__taps_make(&ty, in->height, h, opt.filter)) != NST_OK) {
+        nst__taps_free(&tx); nst__free(src); nst_image_free(out); return st;
+    }
+    tmp = (float *)nst__malloc((size_t)in->height * (size_t)w * (size_t)c * sizeof(float));
+    if (!tmp) {
+        nst__taps_free(&tx); nst__taps_free(&ty); nst__free(src); nst_image_free(out);
+        return nst__err(NST_ERR_NOMEM, "resize: out of memory");
+    }
+    {
+        const float *s = src ? src : in->pixels;
+        int ih = in->height, iw = in->width;
+        nt = nst__resolve_threads(0);
+        (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static)
+#endif
+        for (y = 0; y < ih; y++) {   /* horizontal */
+            const float *row = s + (size_t)y * iw * c;
+            float *dst = tmp + (size_t)y * w * c;
+            int x, k, j;
+            for (x = 0; x < w; x++) {
+                const float *wt = tx.w + (size_t)x * tx.maxtaps;
+                const float *p = row + (size_t)tx.start[x] * c;
+                for (k = 0; k < c; k++) {
+                    float acc = 0.0f;
+                    for (j = 0; j < tx.count[x]; j++) acc += wt[j] * p[(size_t)j * c + k];
+                    dst[(size_t)x * c + k] = acc;
+                }
+            }
+        }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static)
+#endif
+        for (y = 0; y < h; y++) {   /* vertical, then un-premultiply, back to sRGB, clamp */
+            float *dst = out->pixels + (size_t)y * w * c;
+            const float *wt = ty.w + (size_t)y * ty.maxtaps;
+            int x, j, k, rowlen = w * c;
+            for (x = 0; x < rowlen; x++) dst[x] = 0.0f;
+            for (j = 0; j < ty.count[y]; j++) {
+                const float *p = tmp + (size_t)(ty.start[y] + j) * rowlen;
+                float wj = wt[j];
+                for (x = 0; x < rowlen; x++) dst[x] += wj * p[x];
+            }
+            for (x = 0; x < w; x++) {
+                float *q = dst + (size_t)x * c;
+                float a = alpha ? nst__clamp01(q[c - 1]) : 1.0f, inv = a > 0.0f ? 1.0f / a : 0.0f;
+                for (k = 0; k < c - alpha; k++) {
+                    float v = alpha ? q[k] * inv : q[k];
+                    q[k] = nst__clamp01(opt.linear_light ? nst__linear_to_srgb(v) : v);
+                }
+                if (alpha) q[c - 1] = a;
+            }
+        }
+    }
+    nst__free(tmp);
+    nst__free(src);
+    nst__taps_free(&tx);
+    nst__taps_free(&ty);
+    return NST_OK;
+}
+NSTDEF nst_status nst_image_resize(const nst_image *in, int w, int h, nst_image *out) {
+    return nst_image_resize_ex(in, w, h, NULL, out);
+}
+
+/* ---- colour ----------------------------------------------------------------------------------------*/
+/* NTSC YIQ (FCC 1953 coefficients); the inverse is computed from the forward matrix so the round trip is
+ * exact to float precision. */
+static const double nst__yiq[3][3] = {{0.299, 0.587, 0.114},
+                                      {0.595716, -0.274453, -0.321263},
+                                      {0.211456, -0.522591, 0.311135}};
+static int nst__inv3(double m[3][3], double r[3][3]) {
+    double det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0]) +
+                 m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    int i, j;
+    if (fabs(det) < 1e-300) return 0;
+    for (i = 0; i < 3; i++)
+        for (j = 0; j < 3; j++) {
+            int a = (j + 1) % 3, b = (j + 2) % 3, c = (i + 1) % 3, d = (i + 2) % 3;
+            r[i][j] = (m[a][c] * m[b][d] - m[a][d] * m[b][c]) / det;   /* cofactor transpose */
+        }
+    return 1;
+}
+/* Makes an RGB view of img: the image itself when it has 3 channels, else a converted copy in tmp. */
+static nst_status nst__as_rgb(const nst_image *img, nst_image *tmp, const nst_image **rgb) {
+    nst_status st;
+    tmp->pixels = NULL;
+    if (img->channels == 3) { *rgb = img; return NST_OK; }
+    if ((st = nst_image_to_rgb(img, tmp)) != NST_OK) return st;
+    *rgb = tmp;
+    return NST_OK;
+}
+
+NSTDEF nst_status nst_image_luminance_transfer(const nst_image *src_luma, const nst_image *colors, nst_image *out) {
+    nst_image ta, tb;
+    const nst_image *a, *b;
+    nst_status st;
+    double inv[3][3], fwd[3][3];
+    size_t i, n;
+    if ((st = nst__image_valid(src_luma, "luminance_transfer")) != NST_OK ||
+        (st = nst__image_valid(colors, "luminance_transfer")) != NST_OK)
+        return st;
+    if (src_luma->width != colors->width || src_luma->height != colors->height)
+        return nst__err(NST_ERR_ARGUMENT, "luminance_transfer: sizes differ (%dx%d vs %dx%d)", src_luma->width,
+                        src_luma->height, colors->width, colors->height);
+    if ((st = nst__as_rgb(src_luma, &ta, &a)) != NST_OK) return st;
+    if ((st = nst__as_rgb(colors, &tb, &b)) != NST_OK) { nst_image_free(&ta); return st; }
+    if ((st = nst__image_alloc_raw(out, a->width, a->height, 3)) != NST_OK) { nst_image_free(&ta); nst_image_free(&tb); return st; }
+    memcpy(fwd, nst__yiq, sizeof fwd);
+    nst__inv3(fwd, inv);
+    n = (size_t)a->width * (size_t)a->height;
+    for (i = 0; i < n; i++) {
+        const float *p = a->pixels + 3 * i, *q = b->pixels + 3 * i;
+        double Y = nst__yiq[0][0] * p[0] + nst__yiq[0][1] * p[1] + nst__yiq[0][2] * p[2];
+        double I = nst__yiq[1][0] * q[0] + nst__yiq[1][1] * q[1] + nst__yiq[1][2] * q[2];
+        double Q = nst__yiq[2][0] * q[0] + nst__yiq[2][1] * q[1] + nst__yiq[2][2] * q[2];
+        int k;
+        for (k = 0; k < 3; k++) out->pixels[3 * i + k] = nst__clamp01((float)(inv[k][0] * Y + inv[k][1] * I + inv[k][2] * Q));
+    }
+    nst_image_free(&ta);
+    nst_image_free(&tb);
+    return NST_OK;
+}
+
+/* Eigen-decomposition of a symmetric 3x3 matrix by cyclic Jacobi rotations: a = v diag(e) v^T. */
+static void nst__eig3(double a_in[3][3], double e[3], double v[3][3]) {
+    double a[3][3];
+    int i, j, k, sweep;
+    memcpy(a, a_in, sizeof a);
+    for (i = 0; i < 3; i++) for (j = 0; j < 3; j++) v[i][j] = i == j;
+    for (sweep = 0; sweep < 50; sweep++) {
+        double off = fabs(a[0][1]) + fabs(a[0][2]) + fabs(a[1][2]);
+        if (off < 1e-300) break;
+        for (i = 0; i < 2; i++)
+            for (j = i + 1; j < 3; j++) {
+                double th, t, c, s;
+                if (fabs(a[i][j]) < 1e-300) continue;
+                th = (a[j][j] - a[i][i]) / (2 * a[i][j]);
+                t = (th >= 0 ? 1.0 : -1.0) / (fabs(th) + sqrt(th * th + 1));
+                c = 1 / sqrt(t * t + 1);
+                s = t * c;
+                for (k = 0; k < 3; k++) {   /* a = J^T a J, columns then rows */
+                    double x = a[k][i], y = a[k][j];
+                    a[k][i] = c * x - s * y;
+                    a[k][j] = s * x + c * y;
+                }
+                for (k = 0; k < 3; k++) {
+                    double x = a[i][k], y = a[j][k];
+                    a[i][k] = c * x - s * y;
+                    a[j][k] = s * x + c * y;
+                }
+                for (k = 0; k < 3; k++) {
+                    double x = v[k][i], y = v[k][j];
+                    v[k][i] = c * x - s * y;
+                    v[k][j] = s * x + c * y;
+                }
+            }
+    }
+    for (i = 0; i < 3; i++) e[i] = a[i][i];
+}
+/* r = v diag(f(e)) v^T with f(e) = e^p (eigenvalues clamped at a small floor). */
+static void nst__sym_pow(double m[3][3], double p, double r[3][3]) {
+    double e[3], v[3][3];
+    int i, j, k;
+    nst__eig3(m, e, v);
+    for (k = 0; k < 3; k++) e[k] = pow(e[k] > 1e-10 ? e[k] : 1e-10, p);
+    for (i = 0; i < 3; i++)
+        for (j = 0; j < 3; j++) {
+            double s = 0;
+            for (k = 0; k < 3; k++) s += v[i][k] * e[k] * v[j][k];
+            r[i][j] = s;
+        }
+}
+static void nst__chol3(double m[3][3], double l[3][3]) {
+    int i, j, k;
+    memset(l, 0, 9 * sizeof(double));
+    for (j = 0; j < 3; j++) {
+        double d = m[j][j];
+        for (k = 0; k < j; k++) d -= l[j][k] * l[j][k];
+        l[j][j] = sqrt(d > 1e-12 ? d : 1e-12);
+        for (i = j + 1; i < 3; i++) {
+            double s = m[i][j];
+            for (k = 0; k < j; k++) s -= l[i][k] * l[j][k];
+            l[i][j] = s / l[j][j];
+        }
+    }
+}
+/* Mean and covariance of RGB pixels, plus a tiny eps on the diagonal so flat images stay invertible. */
+static void nst__rgb_stats(const nst_image *img, double mean[3], double cov[3][3]) {
+    size_t i, n = (size_t)img->width * (size_t)img->height;
+    int a, b;
+    double s[3] = {0, 0, 0};
+    for (i = 0; i < n; i++) for (a = 0; a < 3; a++) s[a] += img->pixels[3 * i + a];
+    for (a = 0; a < 3; a++) mean[a] = s[a] / (double)n;
+    memset(cov, 0, 9 * sizeof(double));
+    for (i = 0; i < n; i++) {
+        double d[3];
+        for (a = 0; a < 3; a++) d[a] = img->pixels[3 * i + a] - mean[a];
+        for (a = 0; a < 3; a++) for (b = a; b < 3; b++) cov[a][b] += d[a] * d[b];
+    }
+    for (a = 0; a < 3; a++) for (b = a; b < 3; b++) { cov[a][b] /= (double)n; cov[b][a] = cov[a][b]; }
+    for (a = 0; a < 3; a++) cov[a][a] += 1e-7;
+}
+
+NSTDEF nst_status nst_image_match_colors_ex(const nst_image *img, const nst_image *target, nst_match_mode mode,
+                                            nst_image *out) {
+    nst_image ta, tb;
+    const nst_image *a, *b;
+    nst_status st;
+    double ma[3], mb[3], ca[3][3], cb[3][3], A[3][3], x[3][3], y[3][3];
+    size_t i, n;
+    int r, c, k;
+    if ((st = nst__image_valid(img, "match_colors")) != NST_OK ||
+        (st = nst__image_valid(target, "match_colors")) != NST_OK)
+        return st;
+    if ((st = nst__as_rgb(img, &ta, &a)) != NST_OK) return st;
+    if ((st = nst__as_rgb(target, &tb, &b)) != NST_OK) { nst_image_free(&ta); return st; }
+    nst__rgb_stats(a, ma, ca);
+    nst__rgb_stats(b, mb, cb);
+    if (mode == NST_MATCH_CHOLESKY) {   /* A = Lb La^-1 */
+        double la[3][3];
+        nst__chol3(ca, la);
+        nst__chol3(cb, x);
+        if (!nst__inv3(la, y)) nst__sym_pow(ca, -0.5, y);
+    } else {                            /* A = Cb^1/2 Ca^-1/2 */
+        nst__sym_pow(cb, 0.5, x);
+        nst__sym_pow(ca, -0.5, y);
+    }
+    for (r = 0; r < 3; r++)
+        for (c = 0; c < 3; c++) {
+            double s = 0;
+            for (k = 0; k < 3; k++) s += x[r][k] * y[k][c];
+            A[r][c] = s;
+        }
+    if ((st = nst__image_alloc_raw(out, a->width, a->height, 3)) != NST_OK) { nst_image_free(&ta); nst_image_free(&tb); return st; }
+    n = (size_t)a->width * (size_t)a->height;
+    for (i = 0; i < n; i++) {
+        const float *p = a->pixels + 3 * i;
+        double d[3];
+        for (k = 0; k < 3; k++) d[k] = p[k] - ma[k];
+        for (r = 0; r < 3; r++)
+            out->pixels[3 * i + r] = nst__clamp01((float)(A[r][0] * d[0] + A[r][1] * d[1] + A[r][2] * d[2] + mb[r]));
+    }
+    nst_image_free(&ta);
+    nst_image_free(&tb);
+    return NST_OK;
+}
+NSTDEF nst_status nst_image_match_colors(const nst_image *img, const nst_image *target, nst_image *out) {
+    return nst_image_match_colors_ex(img, target, NST_MATCH_PCA, out);
+}
+
+#ifndef NST_NO_IMAGE_IO
+/* =====================================================================================================
+ * PNG (ISO/IEC 15948)
+ * ===================================================================================================*/
+static const unsigned char nst__png_sig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+
+/* Adam7 pass geometry: start x, start y, step x, step y. Pass 0 alone stands for a plain image. */
+static const unsigned char nst__adam7[7][4] = {{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4},
+                                               {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}};
+
+static int nst__paeth(int a, int b, int c) {
+    int p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
+    return pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+}
+/* Undoes one row's filter in place. prev is the previous unfiltered row of the pass (NULL for the first).
+ * The first bpp bytes have no left neighbour, so they are done apart and the main loops stay branch-free. */
+static int nst__png_unfilter(unsigned char *row, const unsigned char *prev, size_t len, int bpp, int type) {
+    size_t i, b = (size_t)bpp < len ? (size_t)bpp : len;
+    if (!prev && (type == 2 || type == 4)) type = type == 2 ? 0 : 1;   /* no row above: Up = None, Paeth = Sub */
+    switch (type) {
+    case 0: break;
+    case 1: for (i = b; i < len; i++) row[i] = (unsigned char)(row[i] + row[i - b]); break;
+    case 2: for (i = 0; i < len; i++) row[i] = (unsigned char)(row[i] + prev[i]); break;
+    case 3:
+        if (!prev) {
+            for (i = b; i < len; i++) row[i] = (unsigned char)(row[i] + (row[i - b] >> 1));
+            break;
+        }
+        for (i = 0; i < b; i++) row[i] = (unsigned char)(row[i] + (prev[i] >> 1));
+        for (; i < len; i++) row[i] = (unsigned char)(row[i] + ((row[i - b] + prev[i]) >> 1));
+        break;
+    case 4:
+        for (i = 0; i < b; i++) row[i] = (unsigned char)(row[i] + prev[i]);   /* Paeth(0, up, 0) = up */
+        for (; i < len; i++) row[i] = (unsigned char)(row[i] + nst__paeth(row[i - b], prev[i], prev[i - b]));
+        break;
+    default: return 0;
+    }
+    return 1;
+}
+
+typedef struct nst__png_info {
+    uint32_t w, h;
+    int depth, ctype, interlace, channels;   /* channels in the file (palette = 1) */
+    int out_ch;                               /* channels decoded: palette expanded, tRNS -> alpha */
+    float pal[256][4];
+    int npal, has_trns;
+    unsigned trns[3];                         /* gray or RGB key, at the file's bit depth */
+} nst__png_info;
+
+static unsigned nst__png_sample(const unsigned char *row, size_t k, int depth) {
+    switch (depth) {
+    case 8: return row[k];
+    case 16: return ((unsigned)row[2 * k] << 8) | row[2 * k + 1];
+    default: {
+        size_t bit = k * (size_t)depth;
+        return (row[bit >> 3] >> (8 - depth - (int)(bit & 7))) & ((1u << depth) - 1);
+    }
+    }
+}
+/* Converts one unfiltered row of a pass to float pixels at out (step: floats between output pixels). */
+static void nst__png_row(const nst__png_info *pi, const unsigned char *row, uint32_t n, float *out, size_t step,
+                         const float *lut8) {
+    uint32_t x;
+    int c, fc = pi->channels, oc = pi->out_ch;
+    float scale = 1.0f / (float)((1u << pi->depth) - 1);
+    if (pi->ctype == 3) {
+        for (x = 0; x < n; x++, out += step) {
+            unsigned v = nst__png_sample(row, x, pi->depth);
+            const float *p = pi->pal[v];   /* indices past the palette read black (zeroed entries) */
+            for (c = 0; c < oc; c++) out[c] = p[c];
+        }
+        return;
+    }
+    if (pi->depth == 8 && !pi->has_trns) {
+        for (x = 0; x < n; x++, out += step, row += fc)
+            for (c = 0; c < fc; c++) out[c] = lut8[row[c]];
+        return;
+    }
+    for (x = 0; x < n; x++, out += step) {
+        unsigned v[4] = {0, 0, 0, 0};
+        for (c = 0; c < fc; c++) {
+            v[c] = nst__png_sample(row, (size_t)x * fc + c, pi->depth);
+            out[c] = pi->depth == 16 ? (float)v[c] * (1.0f / 65535.0f) : pi->depth == 8 ? lut8[v[c]] : (float)v[c] * scale;
+        }
+        if (pi->has_trns) {   /* only gray and RGB carry a colour key */
+            int key = v[0] == pi->trns[0] && (fc == 1 || (v[1] == pi->trns[1] && v[2] == pi->trns[2]));
+            out[fc] = key ? 0.0f : 1.0f;
+        }
+    }
+}
+
+static nst_status nst__png_decode(const unsigned char *d, size_t n, int checks, nst_image *img) {
+    nst__png_info pi;
+    nst__buf idat;
+    size_t pos = 8, raw_size = 0, got;
+    unsigned char *raw = NULL, *dummy;
+    int seen_ihdr = 0, seen_idat = 0, seen_iend = 0, pass, i;
+    float lut8[256];
+    nst_status st;
+    memset(&pi, 0, sizeof pi);
+    memset(&idat, 0, sizeof idat);
+    if (n < 8 || memcmp(d, nst__png_sig, 8) != 0) return nst__err(NST_ERR_FORMAT, "png: missing signature");
+    while (!seen_iend) {
+        uint32_t len;
+        const unsigned char *type, *data;
+        char name[5];
+        if (pos == n) break;   /* no IEND: tolerated when the image data is complete */
+        if (n - pos < 12) { st = nst__err(NST_ERR_FORMAT, "png: truncated chunk header at offset %lu", (unsigned long)pos); goto fail; }
+        len = nst__rd32be(d + pos);
+        type = d + pos + 4;
+        data = d + pos + 8;
+        for (i = 0; i < 4; i++) {
+            int ch = type[i];
+            name[i] = (char)(((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z')) ? ch : '?');
+        }
+        name[4] = 0;
+        if (strchr(name, '?')) { st = nst__err(NST_ERR_FORMAT, "png: invalid chunk type at offset %lu", (unsigned long)pos); goto fail; }
+        if (len > 0x7FFFFFFFu || len > n - pos - 12) {
+            st = nst__err(NST_ERR_FORMAT, "png: chunk %s is truncated (length %lu, %lu bytes left)", name,
+                          (unsigned long)len, (unsigned long)(n - pos - 12));
+            goto fail;
+        }
+        if (checks && nst__crc32(0, type, (size_t)len + 4) != nst__rd32be(data + len)) {
+            st = nst__err(NST_ERR_FORMAT, "png: CRC mismatch in chunk %s (file corrupted)", name);
+            goto fail;
+        }
+        if (!seen_ihdr && memcmp(name, "IHDR", 4) != 0) { st = nst__err(NST_ERR_FORMAT, "png: first chunk is %s, not IHDR", name); goto fail; }
+        if (!memcmp(name, "IHDR", 4)) {
+            static const int chans[7] = {1, 0, 3, 1, 2, 0, 4};
+            int ok;
+            if (seen_ihdr) { st = nst__err(NST_ERR_FORMAT, "png: duplicate IHDR"); goto fail; }
+            if (len != 13) { st = nst__err(NST_ERR_FORMAT, "png: IHDR has length %lu, not 13", (unsigned long)len); goto fail; }
+            seen_ihdr = 1;
+            pi.w = nst__rd32be(data);
+            pi.h = nst__rd32be(data + 4);
+            pi.depth = data[8];
+            pi.ctype = data[9];
+            pi.interlace = data[12];
+            switch (pi.ctype) {
+            case 0: ok = pi.depth == 1 || pi.depth == 2 || pi.depth == 4 || pi.depth == 8 || pi.depth == 16; break;
+            case 3: ok = pi.depth == 1 || pi.depth == 2 || pi.depth == 4 || pi.depth == 8; break;
+            case 2: case 4: case 6: ok = pi.depth == 8 || pi.depth == 16; break;
+            default: ok = 0;
+            }
+            if (!ok) { st = nst__err(NST_ERR_FORMAT, "png: invalid colour type %d with bit depth %d", pi.ctype, pi.depth); goto fail; }
+            if (data[10] != 0 || data[11] != 0) { st = nst__err(NST_ERR_FORMAT, "png: unknown compression or filter method"); goto fail; }
+            if (pi.interlace > 1) { st = nst__err(NST_ERR_FORMAT, "png: unknown interlace method %d", pi.interlace); goto fail; }
+            if (pi.w == 0 || pi.h == 0 || pi.w > 0x7FFFFFFFu || pi.h > 0x7FFFFFFFu) {
+                st = nst__err(NST_ERR_FORMAT, "png: invalid size %lux%lu", (unsigned long)pi.w, (unsigned long)pi.h);
+                goto fail;
+            }
+            pi.channels = chans[pi.ctype];
+            if ((st = nst__image_check_size((int)pi.w, (int)pi.h, pi.ctype == 3 ? 3 : pi.channels)) != NST_OK) goto fail;
+        } else if (!memcmp(name, "PLTE", 4)) {
+            if (seen_idat) { st = nst__err(NST_ERR_FORMAT, "png: PLTE after IDAT"); goto fail; }
+            if (len % 3 || len == 0 || len > 768) { st = nst__err(NST_ERR_FORMAT, "png: PLTE has invalid length %lu", (unsigned long)len); goto fail; }
+            pi.npal = (int)(len / 3);
+            for (i = 0; i < pi.npal; i++) {
+                pi.pal[i][0] = data[3 * i] / 255.0f;
+                pi.pal[i][1] = data[3 * i + 1] / 255.0f;
+                pi.pal[i][2] = data[3 * i + 2] / 255.0f;
+            }
+        } else if (!memcmp(name, "tRNS", 4)) {
+            if (seen_idat) { st = nst__err(NST_ERR_FORMAT, "png: tRNS after IDAT"); goto fail; }
+            if (pi.ctype == 3) {
+                if (!pi.npal) { st = nst__err(NST_ERR_FORMAT, "png: tRNS before PLTE"); goto fail; }
+                if (len > (uint32_t)pi.npal) { st = nst__err(NST_ERR_FORMAT, "png: tRNS has more entries than the palette"); goto fail; }
+                for (i = 0; i < (int)len; i++) pi.pal[i][3] = data[i] / 255.0f;
+                pi.has_trns = 2;   /* marks the palette alphas; applied below */
+                pi.trns[0] = len;
+            } else if (pi.ctype == 0 || pi.ctype == 2) {
+                uint32_t want = pi.ctype == 0 ? 2 : 6;
+                if (len != want) { st = nst__err(NST_ERR_FORMAT, "png: tRNS has length %lu, not %lu", (unsigned long)len, (unsigned long)want); goto fail; }
+                for (i = 0; i < (int)len / 2; i++) pi.trns[i] = ((unsigned)data[2 * i] << 8) | data[2 * i + 1];
+                pi.has_trns = 1;
+            }   /* on types with alpha tRNS is not allowed; ignore it like libpng */
+        } else if (!memcmp(name, "IDAT", 4)) {
+            if (pi.ctype == 3 && !pi.npal) { st = nst__err(NST_ERR_FORMAT, "png: palette image without PLTE"); goto fail; }
+            if (!seen_idat) nst__buf_reserve(&idat, n - pos);   /* the rest of the file bounds all IDATs */
+            seen_idat = 1;
+            nst__buf_put(&idat, data, len);
+            if (idat.failed) { st = nst__err(NST_ERR_NOMEM, "png: out of memory"); goto fail; }
+        } else if (!memcmp(name, "IEND", 4)) {
+            seen_iend = 1;
+        } else if (!(type[0] & 0x20)) {
+            st = nst__err(NST_ERR_UNSUPPORTED, "png: unknown critical chunk %s", name);
+            goto fail;
+        }
+        pos += 12 + (size_t)len;
+    }
+    if (!seen_ihdr) { st = nst__err(NST_ERR_FORMAT, "png: no IHDR chunk"); goto fail; }
+    if (!seen_idat) { st = nst__err(NST_ERR_FORMAT, "png: no image data (IDAT)"); goto fail; }
+    /* output channels and palette alpha */
+    if (pi.ctype == 3) {
+        int has_alpha = 0;
+        for (i = 0; i < 256; i++) if (i >= pi.npal || pi.has_trns != 2 || i >= (int)pi.trns[0]) pi.pal[i][3] = 1.0f;
+        for (i = 0; i < pi.npal; i++) if (pi.pal[i][3] != 1.0f) has_alpha = 1;
+        pi.out_ch = has_alpha ? 4 : 3;
+        pi.has_trns = 0;
+    } else {
+        pi.out_ch = pi.channels + (pi.has_trns ? 1 : 0);
+    }
+    /* expected decompressed size: per pass, rows of (filter byte + packed samples) */
+    for (pass = 0; pass < (pi.interlace ? 7 : 1); pass++) {
+        const unsigned char *a = nst__adam7[pass];
+        size_t pw = pi.interlace ? (pi.w + a[2] - 1 - a[0]) / a[2] : pi.w;
+        size_t ph = pi.interlace ? (pi.h + a[3] - 1 - a[1]) / a[3] : pi.h;
+        size_t bits, rb, total;
+        if (pi.interlace && (pi.w <= a[0] || pi.h <= a[1])) continue;
+        if (!nst__mul_ok(pw, (size_t)pi.channels * (size_t)pi.depth, &bits) || !nst__mul_ok((bits + 7) / 8 + 1, ph, &total) ||
+            raw_size + total < raw_size) {
+            st = nst__err(NST_ERR_LIMIT, "png: image data size overflows");
+            goto fail;
+        }
+        rb = total;
+        raw_size += rb;
+    }
+    if ((st = nst__image_check_size((int)pi.w, (int)pi.h, pi.out_ch)) != NST_OK) goto fail;
+    if (raw_size > nst__limit_bytes()) { st = nst__err(NST_ERR_LIMIT, "png: image data of %lu bytes exceeds the limit", (unsigned long)raw_size); goto fail; }
+    /* deflate expands at most ~1032:1, so a small file cannot hold a huge image: refuse it before
+     * allocating anything in proportion to the header's claim */
+    if (raw_size / 1032 > idat.len + 16) {
+        st = nst__err(NST_ERR_FORMAT, "png: image data is truncated (%lu compressed bytes cannot hold %lu bytes)",
+                      (unsigned long)idat.len, (unsigned long)raw_size);
+        goto fail;
+    }
+    raw = (unsigned char *)nst__malloc(raw_size);
+    if (!raw) { st = nst__err(NST_ERR_NOMEM, "png: out of memory for %lu bytes of image data", (unsigned long)raw_size); goto fail; }
+    st = nst__inflate_ex(idat.data, idat.len, 1, checks, raw, raw_size, raw_size, &dummy, &got);
+    if (st == NST_ERR_LIMIT) { st = nst__err(NST_ERR_FORMAT, "png: more image data than the IHDR size allows"); goto fail; }
+    if (st != NST_OK) { st = nst__err_prefix(st, "png"); goto fail; }
+    if (got != raw_size) {
+        st = nst__err(NST_ERR_FORMAT, "png: image data is truncated (%lu of %lu bytes)", (unsigned long)got, (unsigned long)raw_size);
+        goto fail;
+    }
+    nst__buf_free(&idat);
+    if ((st = nst__image_alloc_raw(img, (int)pi.w, (int)pi.h, pi.out_ch)) != NST_OK) goto fail;
+    for (i = 0; i < 256; i++) lut8[i] = (float)i / 255.0f;
+    {
+        unsigned char *p = raw;
+        for (pass = 0; pass < (pi.interlace ? 7 : 1); pass++) {
+            const unsigned char *a = nst__adam7[pass];
+            uint32_t pw = pi.interlace ? (pi.w + a[2] - 1 - a[0]) / a[2] : pi.w;
+            uint32_t ph = pi.interlace ? (pi.h + a[3] - 1 - a[1]) / a[3] : pi.h;
+            size_t rb = ((size_t)pw * pi.channels * pi.depth + 7) / 8, step = (size_t)pi.out_ch * (pi.interlace ? a[2] : 1);
+            int bpp = (pi.channels * pi.depth + 7) / 8;
+            const unsigned char *prev = NULL;
+            uint32_t y;
+            if (pi.interlace && (pi.w <= a[0] || pi.h <= a[1])) continue;
+            for (y = 0; y < ph; y++, p += rb + 1) {
+                size_t oy = pi.interlace ? (size_t)a[1] + (size_t)y * a[3] : y;
+                size_t ox = pi.interlace ? a[0] : 0;
+                if (!nst__png_unfilter(p + 1, prev, rb, bpp, p[0])) {
+                    nst_image_free(img);
+                    st = nst__err(NST_ERR_FORMAT, "png: invalid filter type %d in row %lu", p[0], (unsigned long)oy);
+                    goto fail;
+                }
+                nst__png_row(&pi, p + 1, pw, img->pixels + (oy * pi.w + ox) * (size_t)pi.out_ch, step, lut8);
+                prev = p + 1;
+            }
+        }
+    }
+    nst__free(raw);
+    return NST_OK;
+fail:
+    nst__buf_free(&idat);
+    nst__free(raw);
+    return st;
+}
+
+/* Encoder: 8- or 16-bit gray, gray+alpha, RGB, RGBA; per row the filter with the smallest sum of absolute
+ * (signed) residuals, the usual heuristic (libpng's, PNG spec 12.8); one zlib stream split into IDATs. */
+static void nst__png_chunk(nst__buf *b, const char *type, const unsigned char *data, size_t len) {
+    unsigned char hdr[8], crc[4];
+    uint32_t c;
+    hdr[0] = (unsigned char)(len >> 24); hdr[1] = (unsigned char)(len >> 16);
+    hdr[2] = (unsigned char)(len >> 8); hdr[3] = (unsigned char)len;
+    memcpy(hdr + 4, type, 4);
+    nst__buf_put(b, hdr, 8);
+    nst__buf_put(b, data, len);
+    c = nst__crc32(nst__crc32(0, type, 4), data, len);
+    crc[0] = (unsigned char)(c >> 24); crc[1] = (unsigned char)(c >> 16); crc[2] = (unsigned char)(c >> 8); crc[3] = (unsigned char)c;
+    nst__buf_put(b, crc, 4);
+}
+static void nst__quantize_row(const float *src, size_t n, int bits16, unsigned char *dst) {
+    size_t i;
+    if (bits16) {
+        for (i = 0; i < n; i++) {
+            unsigned v = (unsigned)(nst__clamp01(src[i]) * 65535.0f + 0.5f);
+            dst[2 * i] = (unsigned char)(v >> 8);
+            dst[2 * i + 1] = (unsigned char)v;
+        }
+    } else {
+        for (i = 0; i < n; i++) dst[i] = (unsigned char)(nst__clamp01(src[i]) * 255.0f + 0.5f);
+    }
+}
+static nst_status nst__png_encode(const nst_image *img, int bits16, int level, nst__buf *out) {
+    static const unsigned char ctypes[5] = {0, 0, 4, 2, 6};
+    size_t rb, y, h = (size_t)img->height, total;
+    int bpp;
+    unsigned char *raw, ihdr[13];
+    nst__buf z;
+    nst_status st;
+    long yy;
+    bpp = img->channels * (bits16 ? 2 : 1);
+    rb = (size_t)img->width * (size_t)bpp;
+    if (!nst__mul_ok(rb + 1, h, &total)) return nst__err(NST_ERR_LIMIT, "png: image too large to encode");
+    raw = (unsigned char *)nst__malloc(total + 2 * rb);
+    if (!raw) return nst__err(NST_ERR_NOMEM, "png: out of memory");
+    /* quantise all rows in place (row y's samples at raw + y*(rb+1) + 1), then filter from the bottom up
+     * so each row's unfiltered predecessor is still intact while it is filtered */
+    for (y = 0; y < h; y++)
+        nst__quantize_row(img->pixels + y * (size_t)img->width * img->channels, (size_t)img->width * img->channels,
+                          bits16, raw + y * (rb + 1) + 1);
+    for (yy = (long)h - 1; yy >= 0; yy--) {
+        unsigned char *row = raw + (size_t)yy * (rb + 1) + 1, *trial = raw + total, *best = raw + total + rb;
+        const unsigned char *prev = yy ? row - (rb + 1) : NULL;
+        size_t i, b = (size_t)bpp, best_score = (size_t)-1;
+        int f, best_f = 0;
+        for (f = 0; f < 5; f++) {
+            size_t score = 0;
+            for (i = 0; i < rb; i++) {
+                int left = i >= b ? row[i - b] : 0, up = prev ? prev[i] : 0, ul = (prev && i >= b) ? prev[i - b] : 0, pred;
+                signed char r;
+                pred = f == 0 ? 0 : f == 1 ? left : f == 2 ? up : f == 3 ? (left + up) >> 1 : nst__paeth(left, up, ul);
+                trial[i] = (unsigned char)(row[i] - pred);
+                r = (signed char)trial[i];
+                score += (size_t)(r < 0 ? -r : r);
+            }
+            if (score < best_score) {
+                best_score = score;
+                best_f = f;
+                memcpy(best, trial, rb);
+            }
+        }
+        memcpy(row, best, rb);
+        row[-1] = (unsigned char)best_f;
+    }
+    memset(&z, 0, sizeof z);
+    st = nst__deflate(raw, total, 1, level, &z);
+    nst__free(raw);
+    if (st != NST_OK) { nst__buf_free(&z); return st; }
+    ihdr[0] = (unsigned char)(img->width >> 24); ihdr[1] = (unsigned char)(img->width >> 16);
+    ihdr[2] = (unsigned char)(img->width >> 8); ihdr[3] = (unsigned char)img->width;
+    ihdr[4] = (unsigned char)(img->height >> 24); ihdr[5] = (unsigned char)(img->height >> 16);
+    ihdr[6] = (unsigned char)(img->height >> 8); ihdr[7] = (unsigned char)img->height;
+    ihdr[8] = (unsigned char)(bits16 ? 16 : 8);
+    ihdr[9] = ctypes[img->channels];
+    ihdr[10] = ihdr[11] = ihdr[12] = 0;
+    nst__buf_put(out, nst__png_sig, 8);
+    nst__png_chunk(out, "IHDR", ihdr, 13);
+    {
+        size_t off = 0;
+        do {
+            size_t len = z.len - off > ((size_t)1 << 20) ? ((size_t)1 << 20) : z.len - off;
+            nst__png_chunk(out, "IDAT", z.data + off, len);
+            off += len;
+        } while (off < z.len);
+    }
+    nst__png_chunk(out, "IEND", NULL, 0);
+    nst__buf_free(&z);
+    if (out->failed) return nst__err(NST_ERR_NOMEM, "png: out of memory for the output");
+    return NST_OK;
+}
+
+/* =====================================================================================================
+ * netpbm: PGM/PPM (P2 P3 P5 P6) and PAM (P7), maxval 1..65535
+ * ===================================================================================================*/
+typedef struct nst__pnm_rd {
+    const unsigned char *p, *end;
+} nst__pnm_rd;
+static void nst__pnm_skip(nst__pnm_rd *r) {   /* whitespace and # comments */
+    while (r->p < r->end) {
+        if (*r->p == '#') {
+            while (r->p < r->end && *r->p != '\n' && *r->p != '\r') r->p++;
+        } else if (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r' || *r->p == '\v' || *r->p == '\f') {
+            r->p++;
+        } else {
+            break;
+        }
+    }
+}
+/* A decimal number up to 2^31-1 after optional whitespace; 0 when there is none or it is too big. */
+static int nst__pnm_uint(nst__pnm_rd *r, unsigned long *v) {
+    unsigned long x = 0;
+    int digits = 0;
+    nst__pnm_skip(r);
+    while (r->p < r->end && *r->p >= '0' && *r->p <= '9') {
+        x = x * 10 + (unsigned long)(*r->p++ - '0');
+        if (x > 0x7FFFFFFFul) return 0;
+        digits++;
+    }
+    *v = x;
+    return digits > 0;
+}
+
+static nst_status nst__pnm_decode(const unsigned char *d, size_t n, nst_image *img) {
+    nst__pnm_rd r;
+    unsigned long w = 0, h = 0, maxval = 0, depth = 0, v;
+    int kind, ascii, bytes, ch;
+    size_t count, i;
+    float scale;
+    nst_status st;
+    const char *fmt;
+    r.p = d + 2;
+    r.end = d + n;
+    kind = n >= 2 && d[0] == 'P' ? d[1] - '0' : 0;
+    if (kind < 2 || kind > 7 || kind == 4) return nst__err(NST_ERR_FORMAT, "pnm: not a PGM/PPM/PAM file");
+    fmt = kind == 2 || kind == 5 ? "pgm" : kind == 7 ? "pam" : "ppm";
+    if (kind == 7) {
+        int have_end = 0;
+        while (!have_end) {
+            const unsigned char *tok;
+            size_t tl;
+            nst__pnm_skip(&r);
+            tok = r.p;
+            while (r.p < r.end && *r.p > ' ') r.p++;
+            tl = (size_t)(r.p - tok);
+            if (tl == 0) return nst__err(NST_ERR_FORMAT, "pam: truncated header (no ENDHDR)");
+            if (tl == 6 && !memcmp(tok, "ENDHDR", 6)) {
+                while (r.p < r.end && *r.p != '\n') r.p++;
+                if (r.p == r.end) return nst__err(NST_ERR_FORMAT, "pam: truncated header after ENDHDR");
+                r.p++;
+                have_end = 1;
+            } else if (tl == 8 && !memcmp(tok, "TUPLTYPE", 8)) {
+                while (r.p < r.end && *r.p != '\n') r.p++;
+            } else {
+                unsigned long *dst = tl == 5 && !memcmp(tok, "WIDTH", 5) ? &w : tl == 6 && !memcmp(tok, "HEIGHT", 6) ? &h
+                                   : tl == 5 && !memcmp(tok, "DEPTH", 5) ? &depth : tl == 6 && !memcmp(tok, "MAXVAL", 6) ? &maxval : NULL;
+                if (!dst) return nst__err(NST_ERR_FORMAT, "pam: unknown header field '%.*s'", (int)(tl > 20 ? 20 : tl), (const char *)tok);
+                if (!nst__pnm_uint(&r, dst)) return nst__err(NST_ERR_FORMAT, "pam: bad number after '%.*s'", (int)tl, (const char *)tok);
+            }
+        }
+        if (depth < 1 || depth > 4) return nst__err(NST_ERR_UNSUPPORTED, "pam: depth %lu (only 1..4 channels)", depth);
+        ch = (int)depth;
+        ascii = 0;
+    } else {
+        if (!nst__pnm_uint(&r, &w) || !nst__pnm_uint(&r, &h) || !nst__pnm_uint(&r, &maxval))
+            return nst__err(NST_ERR_FORMAT, "%s: bad or truncated header", fmt);
+        ch = kind == 2 || kind == 5 ? 1 : 3;
+        ascii = kind <= 3;
+        if (!ascii) {   /* exactly one whitespace byte separates the header from binary samples */
+            if (r.p >= r.end || !(*r.p == ' ' || *r.p == '\t' || *r.p == '\n' || *r.p == '\r'))
+                return nst__err(NST_ERR_FORMAT, "%s: no whitespace after the header", fmt);
+            r.p++;
+        }
+    }
+    if (maxval < 1 || maxval > 65535) return nst__err(NST_ERR_FORMAT, "%s: maxval %lu is outside 1..65535", fmt, maxval);
+    if (w < 1 || h < 1 || w > 0x7FFFFFFFul || h > 0x7FFFFFFFul) return nst__err(NST_ERR_FORMAT, "%s: invalid size %lux%lu", fmt, w, h);
+    if ((st = nst__image_check_size((int)w, (int)h, ch)) != NST_OK) return st;
+    bytes = maxval > 255 ? 2 : 1;
+    count = (size_t)w * (size_t)h * (size_t)ch;
+    if (ascii && (size_t)(r.end - r.p) / 2 + 1 < count)   /* each sample takes a digit and a separator */
+        return nst__err(NST_ERR_FORMAT, "%s: truncated pixel data (%lu bytes cannot hold %lu samples)", fmt,
+                        (unsigned long)(r.end - r.p), (unsigned long)count);
+    if (!ascii && (size_t)(r.end - r.p) / (size_t)bytes < count)
+        return nst__err(NST_ERR_FORMAT, "%s: truncated pixel data (%lu of %lu bytes)", fmt, (unsigned long)(r.end - r.p),
+                        (unsigned long)(count * (size_t)bytes));
+    if ((st = nst__image_alloc_raw(img, (int)w, (int)h, ch)) != NST_OK) return st;
+    scale = 1.0f / (float)maxval;
+    for (i = 0; i < count; i++) {
+        if (ascii) {
+            if (!nst__pnm_uint(&r, &v)) {
+                nst_image_free(img);
+                return nst__err(NST_ERR_FORMAT, "%s: truncated or bad sample %lu of %lu", fmt, (unsigned long)i, (unsigned long)count);
+            }
+        } else if (bytes == 1) {
+            v = *r.p++;
+        } else {
+            v = ((unsigned long)r.p[0] << 8) | r.p[1];
+            r.p += 2;
+        }
+        if (v > maxval) {
+            nst_image_free(img);
+            return nst__err(NST_ERR_FORMAT, "%s: sample %lu is above maxval %lu", fmt, v, maxval);
+        }
+        img->pixels[i] = maxval == 255 ? (float)v / 255.0f : (float)v * scale;
+    }
+    return NST_OK;
+}
+
+/* Writes P5/P6/P7 (or P2/P3): .ppm is RGB with alpha composited over white, .pgm gray (Rec.601 luma). */
+static nst_status nst__pnm_encode(const nst_image *img, nst_image_format f, int bits16, int ascii, nst__buf *out) {
+    nst_image conv;
+    const nst_image *src = img;
+    nst_status st;
+    char hdr[160];
+    size_t i, count;
+    int maxval = bits16 ? 65535 : 255, ch;
+    conv.pixels = NULL;
+    if (f == NST_IMAGE_PPM && img->channels != 3) {
+        if ((st = nst_image_to_rgb(img, &conv)) != NST_OK) return st;
+        src = &conv;
+    } else if (f == NST_IMAGE_PGM && img->channels != 1) {
+        nst_image rgb;
+        size_t k, np = (size_t)img->width * (size_t)img->height;
+        if (img->channels == 2) {   /* gray + alpha: composite over white */
+            if ((st = nst__image_alloc_raw(&conv, img->width, img->height, 1)) != NST_OK) return st;
+            for (k = 0; k < np; k++) {
+                float a = nst__clamp01(img->pixels[2 * k + 1]);
+                conv.pixels[k] = img->pixels[2 * k] * a + 1.0f - a;
+            }
+        } else {
+            const nst_image *r3 = img;
+            rgb.pixels = NULL;
+            if (img->channels == 4) {
+                if ((st = nst_image_to_rgb(img, &rgb)) != NST_OK) return st;
+                r3 = &rgb;
+            }
+            if ((st = nst__image_alloc_raw(&conv, img->width, img->height, 1)) != NST_OK) { nst_image_free(&rgb); return st; }
+            for (k = 0; k < np; k++)
+                conv.pixels[k] = 0.299f * r3->pixels[3 * k] + 0.587f * r3->pixels[3 * k + 1] + 0.114f * r3->pixels[3 * k + 2];
+            nst_image_free(&rgb);
+        }
+        src = &conv;
+    }
+    ch = src->channels;
+    if (f == NST_IMAGE_PAM) {
+        static const char *tt[5] = {"", "GRAYSCALE", "GRAYSCALE_ALPHA", "RGB", "RGB_ALPHA"};
+        snprintf(hdr, sizeof hdr, "P7\nWIDTH %d\nHEIGHT %d\nDEPTH %d\nMAXVAL %d\nTUPLTYPE %s\nENDHDR\n", src->width,
+                 src->height, ch, maxval, tt[ch]);
+        ascii = 0;
+    } else {
+        snprintf(hdr, sizeof hdr, "P%d\n%d %d\n%d\n", (ch == 1 ? 2 : 3) + (ascii ? 0 : 3), src->width, src->height, maxval);
+    }
+    nst__buf_put(out, hdr, strlen(hdr));
+    count = (size_t)src->width * (size_t)src->height * (size_t)ch;
+    if (ascii) {
+        int col = 0;
+        for (i = 0; i < count; i++) {
+            char num[8];
+            int len;
+            unsigned v = (unsigned)(nst__clamp01(src->pixels[i]) * (float)maxval + 0.5f);
+            len = snprintf(num, sizeof num, "%u", v);
+            if (col + len + 1 > 70) { nst__buf_byte(out, '\n'); col = 0; }
+            else if (col) { nst__buf_byte(out, ' '); col++; }
+            nst__buf_put(out, num, (size_t)len);
+            col += len;
+        }
+        nst__buf_byte(out, '\n');
+    } else if (nst__buf_reserve(out, count * (bits16 ? 2 : 1))) {
+        nst__quantize_row(src->pixels, count, bits16, out->data + out->len);
+        out->len += count * (bits16 ? 2 : 1);
+    }
+    nst_image_free(&conv);
+    if (out->failed) return nst__err(NST_ERR_NOMEM, "pnm: out of memory for the output");
+    return NST_OK;
+}
+#endif /* NST_NO_IMAGE_IO */
+
+/* =====================================================================================================
+ * load / save dispatch
+ * ===================================================================================================*/
+NSTDEF nst_image_format nst_image_detect_format(const void *bytes, size_t n) {
+    const unsigned char *d = (const unsigned char *)bytes;
+    if (!d) return NST_IMAGE_UNKNOWN;
+    if (n >= 8 && !memcmp(d, "\211PNG\r\n\032\n", 8)) return NST_IMAGE_PNG;
+    if (n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) return NST_IMAGE_JPEG;
+    if (n >= 2 && d[0] == 'P') {
+        if (d[1] == '2' || d[1] == '5') return NST_IMAGE_PGM;
+        if (d[1] == '3' || d[1] == '6') return NST_IMAGE_PPM;
+        if (d[1] == '7') return NST_IMAGE_PAM;
+    }
+    return NST_IMAGE_UNKNOWN;
+}
+static int nst__ext_is(const char *ext, const char *want) {
+    while (*ext && *want) {
+        int a = *ext++, b = *want++;
+        if (a >= 'A' && a <= 'Z') a += 'a' - 'A';
+        if (a != b) return 0;
+    }
+    return !*ext && !*want;
+}
+NSTDEF nst_image_format nst_image_format_from_path(const char *path) {
+    const char *dot = path ? strrchr(path, '.') : NULL;
+    if (!dot || strchr(dot, '/') || strchr(dot, '\\')) return NST_IMAGE_UNKNOWN;
+    dot++;
+    if (nst__ext_is(dot, "png")) return NST_IMAGE_PNG;
+    if (nst__ext_is(dot, "jpg") || nst__ext_is(dot, "jpeg") || nst__ext_is(dot, "jpe")) return NST_IMAGE_JPEG;
+    if (nst__ext_is(dot, "ppm") || nst__ext_is(dot, "pnm")) return NST_IMAGE_PPM;
+    if (nst__ext_is(dot, "pgm")) return NST_IMAGE_PGM;
+    if (nst__ext_is(dot, "pam")) return NST_IMAGE_PAM;
+    return NST_IMAGE_UNKNOWN;
+}
+
+NSTDEF nst_status nst_image_load_memory_ex(const void *bytes, size_t n, const nst_image_load_options *o,
+                                           nst_image *out) {
+#ifndef NST_NO_IMAGE_IO
+    const unsigned char *d = (const unsigned char *)bytes;
+    nst_status st;
+    int checks = !(o && o->ignore_checksums);
+    if (!out) return nst__err(NST_ERR_ARGUMENT, "image: output is NULL");
+    memset(out, 0, sizeof *out);
+    if (!d && n) return nst__err(NST_ERR_ARGUMENT, "image: bytes is NULL");
+    switch (nst_image_detect_format(d, n)) {
+    case NST_IMAGE_PNG: st = nst__png_decode(d, n, checks, out); break;
+    case NST_IMAGE_JPEG: st = nst__jpeg_decode(d, n, out); break;
+    case NST_IMAGE_PPM: case NST_IMAGE_PGM: case NST_IMAGE_PAM: st = nst__pnm_decode(d, n, out); break;
+    default:
+        if (n >= 2 && d[0] == 'P' && (d[1] == '1' || d[1] == '4'))
+            return nst__err(NST_ERR_UNSUPPORTED, "image: PBM bitmaps (P1/P4) are not supported");
+        if (n == 0) return nst__err(NST_ERR_FORMAT, "image: empty input");
+        return nst__err(NST_ERR_FORMAT, "image: unknown format (not PNG, JPEG or PPM/PGM/PAM; starts %02x %02x %02x %02x)",
+                        d[0], n > 1 ? d[1] : 0, n > 2 ? d[2] : 0, n > 3 ? d[3] : 0);
+    }
+    if (st != NST_OK) nst_image_free(out);
+    return st;
+#else
+    (void)bytes; (void)n; (void)o;
+    if (out) memset(out, 0, sizeof *out);
+    return nst__err(NST_ERR_UNSUPPORTED, "image: built with NST_NO_IMAGE_IO");
+#endif
+}
+NSTDEF nst_status nst_image_load_memory(const void *bytes, size_t n, nst_image *out) {
+    return nst_image_load_memory_ex(bytes, n, NULL, out);
+}
+
+#ifndef NST_NO_IMAGE_IO
+/* Encodes img as format f (not AUTO) into buf. */
+static nst_status nst__image_encode_buf(const nst_image *img, nst_image_format f, const nst_image_save_options *o,
+                                        nst__buf *buf) {
+    nst_status st;
+    int bits16 = o && o->bits == 16;
+    if ((st = nst__image_valid(img, "image encode")) != NST_OK) return st;
+    if (o && o->bits && o->bits != 8 && o->bits != 16) return nst__err(NST_ERR_ARGUMENT, "image encode: bits must be 8 or 16, not %d", o->bits);
+    switch (f) {
+    case NST_IMAGE_PNG: {
+        int level = !o || o->compression == 0 ? 6 : o->compression < 0 ? 0 : o->compression > 9 ? 9 : o->compression;
+        return nst__png_encode(img, bits16, level, buf);
+    }
+    case NST_IMAGE_JPEG: {
+        int q = !o || o->quality == 0 ? 90 : o->quality;
+        int sub = !o || o->subsampling == 0 ? 420 : o->subsampling;
+        nst_image flat;
+        if (q < 1 || q > 100) return nst__err(NST_ERR_ARGUMENT, "jpeg: quality %d is outside 1..100", q);
+        if (sub != 420 && sub != 444) return nst__err(NST_ERR_ARGUMENT, "jpeg: subsampling must be 420 or 444, not %d", sub);
+        if (img->channels == 1 || img->channels == 3) return nst__jpeg_encode(img, q, sub == 420, buf);
+        /* JPEG has no alpha: composite over white first */
+        if (img->channels == 4) {
+            if ((st = nst_image_to_rgb(img, &flat)) != NST_OK) return st;
+        } else {
+            size_t k, np = (size_t)img->width * (size_t)img->height;
+            if ((st = nst__image_alloc_raw(&flat, img->width, img->height, 1)) != NST_OK) return st;
+            for (k = 0; k < np; k++) {
+                float a = nst__clamp01(img->pixels[2 * k + 1]);
+                flat.pixels[k] = img->pixels[2 * k] * a + 1.0f - a;
+            }
+        }
+        st = nst__jpeg_encode(&flat, q, sub == 420, buf);
+        nst_image_free(&flat);
+        return st;
+    }
+    case NST_IMAGE_PPM: case NST_IMAGE_PGM: case NST_IMAGE_PAM:
+        return nst__pnm_encode(img, f, bits16, o && o->pnm_ascii, buf);
+    default:
+        return nst__err(NST_ERR_ARGUMENT, "image encode: unknown format %d", (int)f);
+    }
+}
+#endif
+
+NSTDEF nst_status nst_image_encode(const nst_image *img, const nst_image_save_options *o, unsigned char **bytes,
+                                   size_t *n) {
+#ifndef NST_NO_IMAGE_IO
+    nst__buf b;
+    nst_status st;
+    nst_image_format f = o && o->format != NST_IMAGE_AUTO ? o->format : NST_IMAGE_PNG;
+    if (!bytes || !n) return nst__err(NST_ERR_ARGUMENT, "image encode: output pointers are NULL");
+    *bytes = NULL;
+    *n = 0;
+    memset(&b, 0, sizeof b);
+    if ((st = nst__image_encode_buf(img, f, o, &b)) != NST_OK) { nst__buf_free(&b); return st; }
+    *bytes = b.data;
+    *n = b.len;
+    return NST_OK;
+#else
+    (void)img; (void)o;
+    if (bytes) *bytes = NULL;
+    if (n) *n = 0;
+    return nst__err(NST_ERR_UNSUPPORTED, "image: built with NST_NO_IMAGE_IO");
+#endif
+}
+NSTDEF void nst_image_free_encoded(unsigned char *bytes) { nst__free(bytes); }
+
+#if !defined(NST_NO_STDIO) && !defined(NST_NO_IMAGE_IO)
+NSTDEF nst_status nst_image_load_ex(const char *path, const nst_image_load_options *o, nst_image *out) {
+    unsigned char *d;
+    size_t n;
+    nst_status st;
+    if (!out) return nst__err(NST_ERR_ARGUMENT, "image load: output is NULL");
+    memset(out, 0, sizeof *out);
+    if (!path) return nst__err(NST_ERR_ARGUMENT, "image load: path is NULL");
+    if ((st = nst__read_file(path, nst__limit_bytes(), &d, &n)) != NST_OK) return st;
+    st = nst_image_load_memory_ex(d, n, o, out);
+    nst__free(d);
+    return st == NST_OK ? st : nst__err_prefix(st, path);
+}
+NSTDEF nst_status nst_image_save_ex(const char *path, const nst_image *img, const nst_image_save_options *o) {
+    nst__buf b;
+    nst_status st;
+    nst_image_format f = o && o->format != NST_IMAGE_AUTO ? o->format : nst_image_format_from_path(path);
+    if (!path) return nst__err(NST_ERR_ARGUMENT, "image save: path is NULL");
+    if (f == NST_IMAGE_UNKNOWN)
+        return nst__err(NST_ERR_ARGUMENT, "%s: unknown image extension (use .png, .jpg, .jpeg, .ppm, .pgm or .pam)", path);
+    memset(&b, 0, sizeof b);
+    st = nst__image_encode_buf(img, f, o, &b);
+    if (st == NST_OK) st = nst__write_file_atomic(path, b.data, b.len);
+    else st = nst__err_prefix(st, path);
+    nst__buf_free(&b);
+    return st;
+}
+#else
+NSTDEF nst_status nst_image_load_ex(const char *path, const nst_image_load_options *o, nst_image *out) {
+    (void)path; (void)o;
+    if (out) memset(out, 0, sizeof *out);
+    return nst__err(NST_ERR_UNSUPPORTED, "image: built without file or codec support (NST_NO_STDIO/NST_NO_IMAGE_IO)");
+}
+NSTDEF nst_status nst_image_save_ex(const char *path, const nst_image *img, const nst_image_save_options *o) {
+    (void)path; (void)img; (void)o;
+    return nst__err(NST_ERR_UNSUPPORTED, "image: built without file or codec support (NST_NO_STDIO/NST_NO_IMAGE_IO)");
+}
+#endif
+NSTDEF nst_status nst_image_load(const char *path, nst_image *out) { return nst_image_load_ex(path, NULL, out); }
+NSTDEF nst_status nst_image_save(const char *path, const nst_image *img) { return nst_image_save_ex(path, img, NULL); }
+/* =====================================================================================================
+ * >>jpeg  JPEG decoder (baseline + progressive Huffman) and baseline encoder
+ *
+ * Decoder. Output matches libjpeg-turbo's `djpeg -dct int` (the default) byte for byte on valid files:
+ *   - the accurate integer IDCT ("islow": 13-bit constants, 2 extra bits between passes, 64-bit sums),
+ *   - libjpeg's "fancy" upsampling (triangle filter) for h2v1, h1v2 and h2v2 chroma, with its exact
+ *     rounding biases and edge replication, plain replication for other integral ratios (4:1:1, ...)
+ *     and nearest-centre sampling for non-integral ones (which libjpeg refuses),
+ *   - libjpeg's fixed-point YCbCr->RGB (16-bit fractions, the same rounding), and for CMYK/YCCK the
+ *     conversion djpeg uses for PPM output: R = C*K/255 on the stored (Adobe-inverted) values.
+ * A sequential file whose first scan holds every component (nearly all of them) is decoded one MCU row
+ * at a time: Huffman -> IDCT into a ring of three MCU rows of 8-bit samples -> upsampling and colour
+ * conversion of the row above straight into the float output, at the position EXIF orientation asks
+ * for. Progressive and multi-scan files fill a whole-image coefficient store first, then go through the
+ * same ring. Memory besides the output is a few MCU rows (or the coefficients: 2 bytes per sample).
+ * Corrupt or truncated entropy data behaves like libjpeg: when a scan runs out of bits the current MCU
+ * gets zero bits, the rest of the restart interval (or scan) is left as zero coefficients (mid-gray),
+ * and decoding resynchronises at the next RST marker.
+ * Refused with NST_ERR_UNSUPPORTED: arithmetic coding, lossless, hierarchical, 12/16-bit samples, DNL.
+ *
+ * Not done: libjpeg's progressive "block smoothing" (it guesses missing low AC coefficients of a file
+ * cut short between scans), so such files differ from djpeg where those coefficients are missing.
+ *
+ * Encoder: baseline, JFIF, Annex K quantisation tables scaled like libjpeg's jpeg_quality_scaling,
+ * 4:4:4 or 4:2:0 (gray images as one component; alpha composited over white), float separable DCT,
+ * edge replication to whole MCUs, Huffman tables optimised per image (two passes over MCU-row bands,
+ * libjpeg's length-limiting algorithm) or Annex K's. Output decodes identically in djpeg.
+ * ===================================================================================================*/
+#ifndef NST_NO_IMAGE_IO
+
+#define NST__JPEG_FAST 9            /* bits looked up at once in the Huffman fast tables */
+#define NST__JPEG_MAX_SCANS 1000    /* a progressive file has ~10; caps the work a hostile file can ask */
+
+/* Zigzag index -> natural (row-major) index; 16 extra entries so a corrupt run cannot index past 63. */
+static const unsigned char nst__jpeg_natural[80] = {
+    0,  1,  8,  16, 9,  2,  3,  10, 17, 24, 32, 25, 18, 11, 4,  5,  12, 19, 26, 33, 40, 48,
+    41, 34, 27, 20, 13, 6,  7,  14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23,
+    30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+    63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63};
+
+typedef struct nst__jhuff {
+    uint16_t fast[1 << NST__JPEG_FAST];     /* (code length << 8) | symbol; 0 = code longer than FAST */
+    int32_t  fast_ac[1 << NST__JPEG_FAST];  /* AC only: value*256 | run*16 | (code+value bits), 0 = none */
+    int32_t  maxcode[18];                   /* largest code of each length, -1 if none */
+    int32_t  valoff[17];                    /* index into vals of the first code of each length - mincode */
+    unsigned char vals[256];
+    int      present, max_sym;
+} nst__jhuff;
+
+typedef struct nst__jcomp {
+    int id, h, v, tq;
+    int bw, bh;              /* blocks per row / column of the MCU-padded coefficient store */
+    int dw, dh;              /* downsampled size in samples: ceil(width * h / hmax) */
+    int dc_tbl, ac_tbl, dc_pred;
+    int latched;             /* quantisation table copied at its first scan (libjpeg does the same) */
+    uint16_t qt[64];         /* natural order */
+    int16_t *coef;           /* bw x bh blocks of 64 (or one MCU row of them when streaming), natural
+                                order, not dequantised */
+    unsigned char *plane;    /* IDCT output: a ring of 3 MCU rows (8*v sample rows each), bw*8 wide */
+} nst__jcomp;
+
+/* Per-image colour tables (libjpeg's jdcolor.c build_ycc_rgb_table, SCALEBITS 16). */
+typedef struct nst__jycc { int cr_r[256], cb_b[256]; int32_t cr_g[256], cb_g[256]; } nst__jycc;
+
+typedef struct nst__jdec {
+    const unsigned char *data;
+    size_t n, pos;
+    uint16_t qt[4][64];
+    int qt_present[4];
+    nst__jhuff dc[4], ac[4];
+    int frame, progressive, w, h, ncomp, hmax, vmax, mcux, mcuy;
+    nst__jcomp comp[4];
+    int restart_interval, jfif, adobe, adobe_transform, orientation, scans, flags;
+    /* entropy bit reader: `bits` is left-aligned; the last `fake` of its `nbits` are zeros we invented
+     * after reaching a marker or the end of the data */
+    const unsigned char *bp, *bend;
+    uint64_t bits;
+    int nbits, fake, marker;
+    /* current scan */
+    int ns, sc[4], ss, se, ah, al, eobrun, next_rst;
+    /* output, set up at the first scan. stream: a sequential file whose first scan holds every component
+     * is decoded MCU row by MCU row straight into the output (no whole-image coefficient store) */
+    int ready, stream, cs, ch;
+    nst_image *img;
+    ptrdiff_t origin, sx, sy;          /* stored pixel (x, y) goes to pixel origin + x*sx + y*sy */
+    unsigned char *rowbuf;
+    size_t rbw;
+    int *xmap;
+    nst__jycc tab;
+    float lut[256];
+} nst__jdec;
+
+#define NST__JPEG_NOSMOOTH 1   /* decode flag: replicate chroma (djpeg -nosmooth) instead of fancy upsampling */
+
+/* ---- entropy bit reader ----------------------------------------------------------------------------*/
+static void nst__jfill(nst__jdec *d) {
+    while (d->nbits <= 56) {
+        unsigned c;
+        if (!d->marker && d->bp < d->bend) {
+            c = *d->bp;
+            if (c != 0xFF) { d->bp++; goto put; }
+            if (d->bp + 1 < d->bend && d->bp[1] == 0x00) { d->bp += 2; goto put; }
+            d->marker = 1;   /* a marker (or a lone 0xFF at the end): stop here, feed zeros */
+        }
+        c = 0;
+        d->fake += 8;
+    put:
+        d->bits |= (uint64_t)c << (56 - d->nbits);
+        d->nbits += 8;
+    }
+}
+/* n in 1..16; the caller made sure nbits >= n */
+static unsigned nst__jbits(nst__jdec *d, int n) {
+    unsigned v = (unsigned)(d->bits >> (64 - n));
+    d->bits <<= n;
+    d->nbits -= n;
+    return v;
+}
+static int nst__jextend(unsigned v, int s) {   /* JPEG's sign convention for an s-bit magnitude */
+    return v < (1u << (s - 1)) ? (int)v - (1 << s) + 1 : (int)v;
+}
+static int nst__jreceive(nst__jdec *d, int s) {
+    if (d->nbits < s) nst__jfill(d);
+    return nst__jextend(nst__jbits(d, s), s);
+}
+static unsigned nst__jbit(nst__jdec *d) {
+    if (d->nbits < 1) nst__jfill(d);
+    return nst__jbits(d, 1);
+}
+static int nst__jdecode(nst__jdec *d, const nst__jhuff *t) {
+    unsigned peek;
+    int e, len;
+    if (d->nbits < 16) nst__jfill(d);
+    peek = (unsigned)(d->bits >> (64 - NST__JPEG_FAST));
+    e = t->fast[peek];
+    if (e) {
+        len = e >> 8;
+        d->bits <<= len;
+        d->nbits -= len;
+        return e & 255;
+    }
+    peek = (unsigned)(d->bits >> 48);
+    for (len = NST__JPEG_FAST + 1; len <= 16; len++) {
+        int32_t code = (int32_t)(peek >> (16 - len));
+        if (code <= t->maxcode[len]) {
+            d->bits <<= len;
+            d->nbits -= len;
+            return t->vals[(code + t->valoff[len]) & 255];
+        }
+    }
+    /* no such code: libjpeg warns and decodes symbol 0; we also drop the 16 bits to make progress */
+    d->bits <<= 16;
+    d->nbits -= 16;
+    return 0;
+}
+static int nst__joverrun(const nst__jdec *d) { return d->nbits < d->fake; }
+
+/* ---- tables -------------------------------------------------------------------------------------*/
+static nst_status nst__jhuff_build(nst__jhuff *t, const unsigned char *counts, const unsigned char *vals, int ac) {
+    int len, i, k = 0, total = 0;
+    int32_t code = 0;
+    unsigned char size[256];
+    uint16_t codes[256];
+    for (i = 0; i < 16; i++) total += counts[i];
+    if (total > 256) return nst__err(NST_ERR_FORMAT, "jpeg: Huffman table with %d symbols", total);
+    memset(t, 0, sizeof *t);
+    memcpy(t->vals, vals, (size_t)total);
+    for (len = 1; len <= 16; len++) {
+        t->valoff[len] = k - code;
+        for (i = 0; i < counts[len - 1]; i++) { size[k] = (unsigned char)len; codes[k] = (uint16_t)code; k++; code++; }
+        if (code > (1 << len)) return nst__err(NST_ERR_FORMAT, "jpeg: Huffman table has too many codes of length %d", len);
+        t->maxcode[len] = counts[len - 1] ? code - 1 : -1;
+        code <<= 1;
+    }
+    t->maxcode[17] = 0x7fffffff;
+    for (i = 0; i < total; i++) {
+        if (vals[i] > t->max_sym) t->max_sym = vals[i];
+        if (size[i] <= NST__JPEG_FAST) {
+            int shift = NST__JPEG_FAST - size[i], j;
+            for (j = 0; j < (1 << shift); j++) t->fast[(codes[i] << shift) | j] = (uint16_t)((size[i] << 8) | vals[i]);
+        }
+    }
+    if (ac) {   /* fold short codes and the short magnitudes after them into one lookup */
+        for (i = 0; i < (1 << NST__JPEG_FAST); i++) {
+            int e = t->fast[i], len = e >> 8, rs = e & 255, s = rs & 15, run = rs >> 4;
+            if (e && s && len + s <= NST__JPEG_FAST) {
+                unsigned m = ((unsigned)i >> (NST__JPEG_FAST - len - s)) & ((1u << s) - 1);
+                int v = nst__jextend(m, s);
+                t->fast_ac[i] = v * 256 + run * 16 + (len + s);
+            }
+        }
+    }
+    t->present = 1;
+    return NST_OK;
+}
+
+/* ---- marker segments -----------------------------------------------------------------------------*/
+static unsigned nst__jrd16(const unsigned char *p) { return (unsigned)(p[0] << 8 | p[1]); }
+
+/* EXIF APP1: the TIFF header, IFD0 and its 0x0112 (Orientation) entry, every offset bounds-checked. */
+static int nst__jpeg_exif_orientation(const unsigned char *p, size_t n) {
+    int le, i, count;
+    size_t ifd;
+    if (n < 6 + 8 || memcmp(p, "Exif\0\0", 6) != 0) return 0;
+    p += 6; n -= 6;
+    if (p[0] == 'I' && p[1] == 'I') le = 1;
+    else if (p[0] == 'M' && p[1] == 'M') le = 0;
+    else return 0;
+#define NST__X16(q) (le ? (unsigned)((q)[0] | (q)[1] << 8) : (unsigned)((q)[0] << 8 | (q)[1]))
+#define NST__X32(q) (le ? nst__rd32le(q) : nst__rd32be(q))
+    if (NST__X16(p + 2) != 42) return 0;
+    ifd = NST__X32(p + 4);
+    if (ifd < 8 || ifd > n - 2) return 0;
+    count = (int)NST__X16(p + ifd);
+    for (i = 0; i < count; i++) {
+        const unsigned char *e = p + ifd + 2 + (size_t)i * 12;
+        unsigned tag, type, v;
+        if ((size_t)(e - p) + 12 > n) break;
+        tag = NST__X16(e);
+        type = NST__X16(e + 2);
+        if (tag != 0x0112) continue;
+        if (type == 3) v = NST__X16(e + 8);          /* SHORT, as the standard says */
+        else if (type == 4) v = NST__X32(e + 8);     /* LONG: seen from a few writers */
+        else return 0;
+        return v >= 1 && v <= 8 ? (int)v : 0;
+    }
+#undef NST__X16
+#undef NST__X32
+    return 0;
+}
+
+static nst_status nst__jpeg_sof(nst__jdec *d, const unsigned char *p, unsigned len, int marker) {
+    int i, j;
+    if (d->frame) return nst__err(NST_ERR_FORMAT, "jpeg: more than one frame header");
+    if (marker == 0xC3 || marker == 0xC7 || marker == 0xCB || marker == 0xCF)
+        return nst__err(NST_ERR_UNSUPPORTED, "jpeg: lossless JPEG (SOF%d) is not supported", marker - 0xC0);
+    if (marker == 0xC5 || marker == 0xC6 || marker == 0xCD || marker == 0xCE)
+        return nst__err(NST_ERR_UNSUPPORTED, "jpeg: hierarchical JPEG (SOF%d) is not supported", marker - 0xC0);
+    if (marker >= 0xC9)
+        return nst__err(NST_ERR_UNSUPPORTED, "jpeg: arithmetic coding (SOF%d) is not supported", marker - 0xC0);
+    if (len < 6) return nst__err(NST_ERR_FORMAT, "jpeg: frame header too short");
+    if (p[0] != 8)
+        return nst__err(NST_ERR_UNSUPPORTED, "jpeg: %d-bit samples are not supported (only 8-bit)", p[0]);
+    d->h = (int)nst__jrd16(p + 1);
+    d->w = (int)nst__jrd16(p + 3);
+    d->ncomp = p[5];
+    if (d->h == 0) return nst__err(NST_ERR_UNSUPPORTED, "jpeg: height defined by a DNL marker is not supported");
+    if (d->w == 0) return nst__err(NST_ERR_FORMAT, "jpeg: zero width");
+    if (d->ncomp != 1 && d->ncomp != 3 && d->ncomp != 4)
+        return nst__err(d->ncomp == 2 || d->ncomp > 4 ? NST_ERR_UNSUPPORTED : NST_ERR_FORMAT,
+                        "jpeg: %d colour components are not supported", d->ncomp);
+    if (len < 6 + 3u * (unsigned)d->ncomp) return nst__err(NST_ERR_FORMAT, "jpeg: frame header too short");
+    d->hmax = d->vmax = 1;
+    for (i = 0; i < d->ncomp; i++) {
+        nst__jcomp *c = &d->comp[i];
+        c->id = p[6 + 3 * i];
+        c->h = p[7 + 3 * i] >> 4;
+        c->v = p[7 + 3 * i] & 15;
+        c->tq = p[8 + 3 * i];
+        if (c->h < 1 || c->h > 4 || c->v < 1 || c->v > 4)
+            return nst__err(NST_ERR_FORMAT, "jpeg: bad sampling factors %dx%d", c->h, c->v);
+        if (c->tq > 3) return nst__err(NST_ERR_FORMAT, "jpeg: bad quantisation table index %d", c->tq);
+        for (j = 0; j < i; j++)
+            if (d->comp[j].id == c->id) return nst__err(NST_ERR_FORMAT, "jpeg: duplicate component id %d", c->id);
+        d->hmax = NST__MAX(d->hmax, c->h);
+        d->vmax = NST__MAX(d->vmax, c->v);
+    }
+    if (d->ncomp == 1) d->comp[0].h = d->comp[0].v = d->hmax = d->vmax = 1;
+    d->progressive = marker == 0xC2;
+    d->frame = 1;
+    return NST_OK;
+}
+
+static void nst__jpeg_release(nst__jdec *d) {
+    int i;
+    for (i = 0; i < 4; i++) {
+        nst__free(d->comp[i].coef);
+        nst__free(d->comp[i].plane);
+        d->comp[i].coef = NULL;
+        d->comp[i].plane = NULL;
+    }
+    nst__free(d->rowbuf);
+    nst__free(d->xmap);
+    d->rowbuf = NULL;
+    d->xmap = NULL;
+}
+
+/* ---- block decoders -------------------------------------------------------------------------------*/
+static void nst__jblock_seq(nst__jdec *d, int16_t *blk, const nst__jhuff *dc, const nst__jhuff *ac, int *pred) {
+    int t, k, diff = 0;
+    t = nst__jdecode(d, dc);
+    if (t) diff = nst__jreceive(d, t);
+    *pred = (int16_t)(*pred + diff);
+    blk[0] = (int16_t)*pred;
+    for (k = 1; k < 64;) {
+        int32_t c;
+        int rs, r, s;
+        if (d->nbits < 32) nst__jfill(d);
+        c = ac->fast_ac[d->bits >> (64 - NST__JPEG_FAST)];
+        if (c) {
+            s = c & 15;
+            d->bits <<= s;
+            d->nbits -= s;
+            k += (c >> 4) & 15;
+            blk[nst__jpeg_natural[k++]] = (int16_t)(c >> 8);
+            continue;
+        }
+        rs = nst__jdecode(d, ac);
+        r = rs >> 4;
+        s = rs & 15;
+        if (!s) {
+            if (r != 15) break;
+            k += 16;
+            continue;
+        }
+        k += r;
+        /* nbits >= 16 here: the refill above gave >= 32 and the code took <= 16 */
+        blk[nst__jpeg_natural[k++]] = (int16_t)nst__jextend(nst__jbits(d, s), s);
+    }
+}
+
+static void nst__jblock_dc_first(nst__jdec *d, int16_t *blk, const nst__jhuff *dc, int *pred) {
+    int t = nst__jdecode(d, dc), diff = 0;
+    if (t) diff = nst__jreceive(d, t);
+    *pred = (int16_t)(*pred + diff);
+    blk[0] = (int16_t)(*pred * (1 << d->al));
+}
+static void nst__jblock_dc_refine(nst__jdec *d, int16_t *blk) {
+    if (nst__jbit(d)) blk[0] = (int16_t)(blk[0] | (1 << d->al));
+}
+static void nst__jblock_ac_first(nst__jdec *d, int16_t *blk, const nst__jhuff *ac) {
+    int k;
+    if (d->eobrun > 0) { d->eobrun--; return; }
+    for (k = d->ss; k <= d->se; k++) {
+        int rs = nst__jdecode(d, ac), r = rs >> 4, s = rs & 15;
+        if (s) {
+            k += r;
+            blk[nst__jpeg_natural[k]] = (int16_t)(nst__jreceive(d, s) * (1 << d->al));
+        } else if (r == 15) {
+            k += 15;
+        } else {
+            d->eobrun = 1 << r;
+            if (r) {
+                if (d->nbits < r) nst__jfill(d);
+                d->eobrun += (int)nst__jbits(d, r);
+            }
+            d->eobrun--;
+            break;
+        }
+    }
+}
+/* Successive approximation of AC coefficients: newly non-zero coefficients get +-1<<al, the ones
+ * already non-zero get a correction bit each as the run passes over them (G.1.2.3). */
+static void nst__jblock_ac_refine(nst__jdec *d, int16_t *blk, const nst__jhuff *ac) {
+    int p1 = 1 << d->al, m1 = -p1, k = d->ss;
+    if (d->eobrun <= 0) {
+        for (; k <= d->se; k++) {
+            int rs = nst__jdecode(d, ac), r = rs >> 4, s = rs & 15;
+            if (s) {
+                s = nst__jbit(d) ? p1 : m1;   /* s must be 1; libjpeg treats other sizes as 1 too */
+            } else if (r != 15) {
+                d->eobrun = 1 << r;
+                if (r) {
+                    if (d->nbits < r) nst__jfill(d);
+                    d->eobrun += (int)nst__jbits(d, r);
+                }
+                break;
+            }
+            do {
+                int16_t *c = blk + nst__jpeg_natural[k];
+                if (*c) {
+                    if (nst__jbit(d) && (*c & p1) == 0) *c = (int16_t)(*c >= 0 ? *c + p1 : *c + m1);
+                } else {
+                    if (--r < 0) break;
+                }
+                k++;
+            } while (k <= d->se);
+            if (s) blk[nst__jpeg_natural[k]] = (int16_t)s;
+        }
+    }
+    if (d->eobrun > 0) {
+        for (; k <= d->se; k++) {
+            int16_t *c = blk + nst__jpeg_natural[k];
+            if (*c && nst__jbit(d) && (*c & p1) == 0) *c = (int16_t)(*c >= 0 ? *c + p1 : *c + m1);
+        }
+        d->eobrun--;
+    }
+}
+
+/* At a restart boundary: drop the buffered bits, find the next RSTn (skipping any garbage left by a
+ * corrupt interval) and reset the predictors. The marker's number tells where we are, as in libjpeg's
+ * jpeg_resync_to_restart: the expected one -> decode the interval (1); one of the next three -> our
+ * marker was lost, so leave it for a later boundary and give up this interval (2); an older one -> skip
+ * it and keep looking. Returns 0 when a non-RST marker or the end comes first. */
+static int nst__jrestart(nst__jdec *d) {
+    const unsigned char *p = d->bp;
+    int i;
+    d->bits = 0; d->nbits = 0; d->fake = 0; d->marker = 0; d->eobrun = 0;
+    for (i = 0; i < d->ncomp; i++) d->comp[i].dc_pred = 0;
+    while (p + 1 < d->bend) {
+        if (p[0] == 0xFF) {
+            if (p[1] >= 0xD0 && p[1] <= 0xD7) {
+                int delta = (p[1] - 0xD0 - d->next_rst) & 7;
+                if (delta == 0 || delta > 3) {   /* expected, or an old one we skip */
+                    p += 2;
+                    if (delta) continue;
+                    d->bp = p;
+                    d->next_rst = (d->next_rst + 1) & 7;
+                    return 1;
+                }
+                d->bp = p;
+                d->next_rst = (d->next_rst + 1) & 7;
+                return 2;
+            }
+            if (p[1] != 0x00 && p[1] != 0xFF) { d->bp = p; return 0; }
+            p += p[1] == 0x00 ? 2 : 1;
+            continue;
+        }
+        p++;
+    }
+    d->bp = d->bend;
+    return 0;
+}
+
+static void nst__jdecode_mcu_block(nst__jdec *d, nst__jcomp *c, int16_t *blk) {
+    if (!d->progressive) nst__jblock_seq(d, blk, &d->dc[c->dc_tbl], &d->ac[c->ac_tbl], &c->dc_pred);
+    else if (d->ss == 0) {
+        if (d->ah == 0) nst__jblock_dc_first(d, blk, &d->dc[c->dc_tbl], &c->dc_pred);
+        else nst__jblock_dc_refine(d, blk);
+    } else if (d->ah == 0) nst__jblock_ac_first(d, blk, &d->ac[c->ac_tbl]);
+    else nst__jblock_ac_refine(d, blk, &d->ac[c->ac_tbl]);
+}
+
+static void nst__jidct_row(nst__jdec *d, int k);
+static void nst__jemit(nst__jdec *d, int k);
+
+/* Decodes the entropy-coded data of one scan starting at d->pos; leaves d->pos at the next marker.
+ * When streaming, each finished MCU row is IDCT'd into the ring and the row above it is output. */
+static void nst__jpeg_scan_data(nst__jdec *d) {
+    int mx, my, nmx, nmy, i, todo, stopped = 0, dead = 0;
+    nst__jcomp *c0 = &d->comp[d->sc[0]];
+    d->bp = d->data + d->pos;
+    d->bend = d->data + d->n;
+    d->bits = 0; d->nbits = 0; d->fake = 0; d->marker = 0; d->eobrun = 0; d->next_rst = 0;
+    for (i = 0; i < d->ncomp; i++) d->comp[i].dc_pred = 0;
+    if (d->ns == 1) {   /* non-interleaved: one block per MCU, over the component's own size */
+        nmx = (c0->dw + 7) / 8;
+        nmy = (c0->dh + 7) / 8;
+    } else {
+        nmx = d->mcux;
+        nmy = d->mcuy;
+    }
+    todo = d->restart_interval;
+    for (my = 0; my < nmy; my++) {
+        size_t row0 = d->stream ? 0 : (size_t)my;   /* MCU row within the coefficient buffer */
+        if (d->stream)
+            for (i = 0; i < d->ncomp; i++)
+                memset(d->comp[i].coef, 0, (size_t)d->comp[i].bw * d->comp[i].v * 64 * sizeof(int16_t));
+        for (mx = 0; mx < nmx && !dead; mx++) {
+            if (d->restart_interval && todo == 0) {
+                int r = nst__jrestart(d);
+                if (!r) { dead = 1; break; }   /* no more data for this scan: the rest stays zero */
+                todo = d->restart_interval;
+                stopped = r == 2;
+            }
+            if (!stopped) {
+                if (d->ns == 1) {
+                    nst__jdecode_mcu_block(d, c0, c0->coef + (row0 * c0->bw + mx) * 64);
+                } else {
+                    int s, bx, by;
+                    for (s = 0; s < d->ns; s++) {
+                        nst__jcomp *c = &d->comp[d->sc[s]];
+                        for (by = 0; by < c->v; by++)
+                            for (bx = 0; bx < c->h; bx++)
+                                nst__jdecode_mcu_block(
+                                    d, c, c->coef + ((row0 * c->v + by) * c->bw + (size_t)mx * c->h + bx) * 64);
+                    }
+                }
+                if (nst__joverrun(d)) {   /* ran into a marker or the end: rest of the interval stays zero */
+                    stopped = 1;
+                    if (!d->restart_interval) dead = 1;
+                }
+            }
+            todo--;
+        }
+        if (d->stream) {
+            nst__jidct_row(d, my);
+            if (my) nst__jemit(d, my - 1);
+        } else if (dead) break;
+    }
+    if (d->stream) nst__jemit(d, nmy - 1);
+    /* resume marker parsing at the first marker that can follow a scan (skip RSTn and garbage) */
+    {
+        const unsigned char *p = d->bp;
+        while (p + 1 < d->bend && !(p[0] == 0xFF && p[1] != 0x00 && p[1] != 0xFF && !(p[1] >= 0xD0 && p[1] <= 0xD7)))
+            p++;
+        d->pos = (size_t)(p - d->data);
+        if (p + 1 >= d->bend) d->pos = d->n;
+    }
+}
+
+static nst_status nst__jpeg_sos(nst__jdec *d, const unsigned char *p, unsigned len) {
+    int i, j, blocks = 0;
+    if (!d->frame) return nst__err(NST_ERR_FORMAT, "jpeg: scan before the frame header");
+    if (len < 1) return nst__err(NST_ERR_FORMAT, "jpeg: scan header too short");
+    d->ns = p[0];
+    if (d->ns < 1 || d->ns > d->ncomp || len < 4 + 2u * (unsigned)d->ns)
+        return nst__err(NST_ERR_FORMAT, "jpeg: bad scan header (%d components)", d->ns);
+    for (i = 0; i < d->ns; i++) {
+        int id = p[1 + 2 * i], t = p[2 + 2 * i];
+        for (j = 0; j < d->ncomp; j++) if (d->comp[j].id == id) break;
+        if (j == d->ncomp) return nst__err(NST_ERR_FORMAT, "jpeg: scan names unknown component %d", id);
+        d->sc[i] = j;
+        d->comp[j].dc_tbl = t >> 4;
+        d->comp[j].ac_tbl = t & 15;
+        if (d->comp[j].dc_tbl > 3 || d->comp[j].ac_tbl > 3)
+            return nst__err(NST_ERR_FORMAT, "jpeg: bad Huffman table index in scan header");
+        blocks += d->comp[j].h * d->comp[j].v;
+    }
+    if (d->ns > 1 && blocks > 10) return nst__err(NST_ERR_FORMAT, "jpeg: more than 10 blocks per MCU");
+    p += 1 + 2 * d->ns;
+    d->ss = p[0]; d->se = p[1]; d->ah = p[2] >> 4; d->al = p[2] & 15;
+    if (d->progressive) {
+        if (d->ss > 63 || d->se > 63 || d->ss > d->se || (d->ss == 0 && d->se != 0) || (d->ss > 0 && d->ns != 1) ||
+            d->ah > 13 || d->al > 13)
+            return nst__err(NST_ERR_FORMAT, "jpeg: bad progressive scan parameters Ss=%d Se=%d Ah=%d Al=%d",
+                            d->ss, d->se, d->ah, d->al);
+    } else {
+        d->ss = 0; d->se = 63; d->ah = d->al = 0;   /* libjpeg ignores these in sequential scans too */
+    }
+    for (i = 0; i < d->ns; i++) {
+        nst__jcomp *c = &d->comp[d->sc[i]];
+        int need_dc = d->ss == 0 && d->ah == 0, need_ac = d->ss > 0 || !d->progressive;
+        if (need_dc && (!d->dc[c->dc_tbl].present || d->dc[c->dc_tbl].max_sym > 15))
+            return nst__err(NST_ERR_FORMAT, "jpeg: scan uses a missing or invalid DC Huffman table %d", c->dc_tbl);
+        if (need_ac && !d->ac[c->ac_tbl].present)
+            return nst__err(NST_ERR_FORMAT, "jpeg: scan uses a missing AC Huffman table %d", c->ac_tbl);
+        if (!c->latched) {
+            if (!d->qt_present[c->tq]) return nst__err(NST_ERR_FORMAT, "jpeg: missing quantisation table %d", c->tq);
+            memcpy(c->qt, d->qt[c->tq], sizeof c->qt);
+            c->latched = 1;
+        }
+    }
+    if (++d->scans > NST__JPEG_MAX_SCANS)
+        return nst__err(NST_ERR_LIMIT, "jpeg: more than %d scans", NST__JPEG_MAX_SCANS);
+    return NST_OK;
+}
+
+/* ---- IDCT: libjpeg's jpeg_idct_islow ---------------------------------------------------------------
+ * Loeffler-Ligtenberg-Moschytz with 13-bit fixed-point constants; pass 1 (columns) keeps 2 extra bits,
+ * pass 2 (rows) descales by 18 and clamps. Sums are 64-bit like libjpeg's JLONG, so any input is defined. */
+#define NST__JFIX(x) ((int64_t)(x))
+static void nst__jidct_islow(const int16_t *in, const uint16_t *q, unsigned char *out, size_t stride) {
+    int32_t ws[64];
+    int i;
+    for (i = 0; i < 8; i++) {
+        const int16_t *c = in + i;
+        const uint16_t *qq = q + i;
+        int64_t t0, t1, t2, t3, t10, t11, t12, t13, z1, z2, z3, z4, z5;
+        if (!(c[8] | c[16] | c[24] | c[32] | c[40] | c[48] | c[56])) {
+            int32_t dc = (int32_t)((int64_t)c[0] * qq[0] * 4);
+            ws[i] = ws[8 + i] = ws[16 + i] = ws[24 + i] = ws[32 + i] = ws[40 + i] = ws[48 + i] = ws[56 + i] = dc;
+            continue;
+        }
+        z2 = (int64_t)c[16] * qq[16];
+        z3 = (int64_t)c[48] * qq[48];
+        z1 = (z2 + z3) * 4433;
+        t2 = z1 - z3 * 15137;
+        t3 = z1 + z2 * 6270;
+        z2 = (int64_t)c[0] * qq[0];
+        z3 = (int64_t)c[32] * qq[32];
+        t0 = (z2 + z3) * 8192;
+        t1 = (z2 - z3) * 8192;
+        t10 = t0 + t3; t13 = t0 - t3; t11 = t1 + t2; t12 = t1 - t2;
+        t0 = (int64_t)c[56] * qq[56];
+        t1 = (int64_t)c[40] * qq[40];
+        t2 = (int64_t)c[24] * qq[24];
+        t3 = (int64_t)c[8] * qq[8];
+        z1 = t0 + t3; z2 = t1 + t2; z3 = t0 + t2; z4 = t1 + t3;
+        z5 = (z3 + z4) * 9633;
+        t0 *= 2446; t1 *= 16819; t2 *= 25172; t3 *= 12299;
+        z1 *= -7373; z2 *= -20995; z3 *= -16069; z4 *= -3196;
+        z3 += z5; z4 += z5;
+        t0 += z1 + z3; t1 += z2 + z4; t2 += z2 + z3; t3 += z1 + z4;
+        /* arithmetic right shifts of int64: defined by every compiler we target (gcc, clang, msvc) */
+        ws[i] = (int32_t)((t10 + t3 + 1024) >> 11);
+        ws[56 + i] = (int32_t)((t10 - t3 + 1024) >> 11);
+        ws[8 + i] = (int32_t)((t11 + t2 + 1024) >> 11);
+        ws[48 + i] = (int32_t)((t11 - t2 + 1024) >> 11);
+        ws[16 + i] = (int32_t)((t12 + t1 + 1024) >> 11);
+        ws[40 + i] = (int32_t)((t12 - t1 + 1024) >> 11);
+        ws[24 + i] = (int32_t)((t13 + t0 + 1024) >> 11);
+        ws[32 + i] = (int32_t)((t13 - t0 + 1024) >> 11);
+    }
+    for (i = 0; i < 8; i++) {
+        const int32_t *w = ws + 8 * i;
+        unsigned char *o = out + (size_t)i * stride;
+        int64_t t0, t1, t2, t3, t10, t11, t12, t13, z1, z2, z3, z4, z5, r[8];
+        int j;
+        if (!(w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7])) {
+            int64_t v = (((int64_t)w[0] + 16) >> 5) + 128;
+            unsigned char b = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+            memset(o, b, 8);
+            continue;
+        }
+        z2 = w[2]; z3 = w[6];
+        z1 = (z2 + z3) * 4433;
+        t2 = z1 - z3 * 15137;
+        t3 = z1 + z2 * 6270;
+        t0 = ((int64_t)w[0] + w[4]) * 8192;
+        t1 = ((int64_t)w[0] - w[4]) * 8192;
+        t10 = t0 + t3; t13 = t0 - t3; t11 = t1 + t2; t12 = t1 - t2;
+        t0 = w[7]; t1 = w[5]; t2 = w[3]; t3 = w[1];
+        z1 = t0 + t3; z2 = t1 + t2; z3 = t0 + t2; z4 = t1 + t3;
+        z5 = (z3 + z4) * 9633;
+        t0 *= 2446; t1 *= 16819; t2 *= 25172; t3 *= 12299;
+        z1 *= -7373; z2 *= -20995; z3 *= -16069; z4 *= -3196;
+        z3 += z5; z4 += z5;
+        t0 += z1 + z3; t1 += z2 + z4; t2 += z2 + z3; t3 += z1 + z4;
+        r[0] = t10 + t3; r[7] = t10 - t3; r[1] = t11 + t2; r[6] = t11 - t2;
+        r[2] = t12 + t1; r[5] = t12 - t1; r[3] = t13 + t0; r[4] = t13 - t0;
+        for (j = 0; j < 8; j++) {
+            int64_t v = ((r[j] + ((int64_t)1 << 17)) >> 18) + 128;
+            o[j] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
+    }
+}
+
+/* ---- upsampling and colour conversion ---------------------------------------------------------------
+ * Returns a pointer to full-resolution row y of component c (width d->w, at least), computed into buf
+ * when the component is subsampled. Rounding and edges follow libjpeg's jdsample.c. */
+static const unsigned char *nst__jprow(const nst__jcomp *c, int r) {   /* sample row r of the ring */
+    int band = 8 * c->v;
+    return c->plane + ((size_t)((r / band) % 3) * band + (size_t)(r % band)) * ((size_t)c->bw * 8);
+}
+static const unsigned char *nst__jrow(const nst__jdec *d, const nst__jcomp *c, int y, unsigned char *buf,
+                                      const int *xmap) {
+    int fancy = !(d->flags & NST__JPEG_NOSMOOTH), x;
+    if (c->h == d->hmax && c->v == d->vmax) return nst__jprow(c, y);
+    if (fancy && d->hmax == 2 * c->h && d->vmax == c->v && c->dw > 2) {   /* h2v1 */
+        const unsigned char *in = nst__jprow(c, y);
+        int n = c->dw;
+        buf[0] = in[0];
+        buf[1] = (unsigned char)((in[0] * 3 + in[1] + 2) >> 2);
+        for (x = 1; x < n - 1; x++) {
+            int v = in[x] * 3;
+            buf[2 * x] = (unsigned char)((v + in[x - 1] + 1) >> 2);
+            buf[2 * x + 1] = (unsigned char)((v + in[x + 1] + 2) >> 2);
+        }
+        buf[2 * n - 2] = (unsigned char)((in[n - 1] * 3 + in[n - 2] + 1) >> 2);
+        buf[2 * n - 1] = in[n - 1];
+        return buf;
+    }
+    if (fancy && d->hmax == c->h && d->vmax == 2 * c->v) {   /* h1v2 */
+        int iy = y >> 1, ny = (y & 1) ? NST__MIN(iy + 1, c->dh - 1) : NST__MAX(iy - 1, 0), bias = (y & 1) ? 2 : 1;
+        const unsigned char *a = nst__jprow(c, iy), *b = nst__jprow(c, ny);
+        for (x = 0; x < c->dw; x++) buf[x] = (unsigned char)((a[x] * 3 + b[x] + bias) >> 2);
+        return buf;
+    }
+    if (fancy && d->hmax == 2 * c->h && d->vmax == 2 * c->v && c->dw > 2) {   /* h2v2 */
+        int iy = y >> 1, ny = (y & 1) ? NST__MIN(iy + 1, c->dh - 1) : NST__MAX(iy - 1, 0), n = c->dw;
+        const unsigned char *a = nst__jprow(c, iy), *b = nst__jprow(c, ny);
+        int last = a[0] * 3 + b[0], cur = last, next;
+        buf[0] = (unsigned char)((cur * 4 + 8) >> 4);
+        for (x = 0; x < n - 1; x++) {
+            next = a[x + 1] * 3 + b[x + 1];
+            if (x) buf[2 * x] = (unsigned char)((cur * 3 + last + 8) >> 4);
+            buf[2 * x + 1] = (unsigned char)((cur * 3 + next + 7) >> 4);
+            last = cur;
+            cur = next;
+        }
+        buf[2 * n - 2] = (unsigned char)((cur * 3 + last + 8) >> 4);
+        buf[2 * n - 1] = (unsigned char)((cur * 4 + 7) >> 4);
+        return buf;
+    }
+    {   /* generic: sample (x, y) takes the component sample whose area holds the pixel centre */
+        int iy = (int)(((int64_t)(2 * y + 1) * c->v) / (2 * d->vmax));
+        const unsigned char *in = nst__jprow(c, NST__MIN(iy, c->dh - 1));
+        for (x = 0; x < d->w; x++) buf[x] = in[xmap[x]];
+        return buf;
+    }
+}
+
+static void nst__jycc_init(nst__jycc *t) {
+    int i;
+    for (i = 0; i < 256; i++) {
+        int32_t x = i - 128;
+        t->cr_r[i] = (int)((91881 * x + 32768) >> 16);     /* FIX(1.40200) */
+        t->cb_b[i] = (int)((116130 * x + 32768) >> 16);    /* FIX(1.77200) */
+        t->cr_g[i] = -46802 * x;                           /* FIX(0.71414) */
+        t->cb_g[i] = -22554 * x + 32768;                   /* FIX(0.34414), with ONE_HALF folded in */
+    }
+}
+static unsigned char nst__jclamp(int v) { return (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v); }
+
+enum { NST__JCS_GRAY, NST__JCS_YCC, NST__JCS_RGB, NST__JCS_CMYK, NST__JCS_YCCK };
+
+/* Once the frame and the first scan are known: size check first, then the output image (rotated as
+ * EXIF asks), the coefficient buffers, the IDCT ring and the row buffers. */
+static nst_status nst__jpeg_setup(nst__jdec *d, nst_image *out) {
+    int i, ow, oh;
+    nst_status st;
+    /* colour space, as libjpeg's default_decompress_parms decides it */
+    if (d->ncomp == 1) d->cs = NST__JCS_GRAY;
+    else if (d->ncomp == 3) {
+        if (d->jfif) d->cs = NST__JCS_YCC;
+        else if (d->adobe) d->cs = d->adobe_transform == 0 ? NST__JCS_RGB : NST__JCS_YCC;
+        else if (d->comp[0].id == 'R' && d->comp[1].id == 'G' && d->comp[2].id == 'B') d->cs = NST__JCS_RGB;
+        else d->cs = NST__JCS_YCC;
+    } else d->cs = d->adobe && d->adobe_transform != 0 ? NST__JCS_YCCK : NST__JCS_CMYK;   /* libjpeg: odd transform = YCCK */
+    d->ch = d->cs == NST__JCS_GRAY ? 1 : 3;
+    if ((st = nst__image_check_size(d->w, d->h, d->ch)) != NST_OK) return st;
+    d->mcux = (d->w + 8 * d->hmax - 1) / (8 * d->hmax);
+    d->mcuy = (d->h + 8 * d->vmax - 1) / (8 * d->vmax);
+    d->stream = !d->progressive && d->ns == d->ncomp;
+    for (i = 0; i < d->ncomp; i++) {
+        nst__jcomp *c = &d->comp[i];
+        c->bw = d->mcux * c->h;
+        c->bh = d->mcuy * c->v;
+        c->dw = (int)(((size_t)d->w * c->h + d->hmax - 1) / d->hmax);
+        c->dh = (int)(((size_t)d->h * c->v + d->vmax - 1) / d->vmax);
+        c->coef = (int16_t *)nst__calloc((size_t)c->bw * (d->stream ? (size_t)c->v : (size_t)c->bh), 64 * sizeof(int16_t));
+        c->plane = (unsigned char *)nst__malloc((size_t)c->bw * 8 * 3 * 8 * (size_t)c->v);
+        if (!c->coef || !c->plane) return nst__err(NST_ERR_NOMEM, "jpeg: out of memory for %dx%d", d->w, d->h);
+    }
+    d->rbw = (size_t)d->w + 80;
+    d->rowbuf = (unsigned char *)nst__malloc(d->rbw * 4);
+    d->xmap = (int *)nst__malloc(sizeof(int) * (size_t)d->w * 4);
+    if (!d->rowbuf || !d->xmap) return nst__err(NST_ERR_NOMEM, "jpeg: out of memory");
+    for (i = 0; i < d->ncomp; i++) {
+        int x;
+        for (x = 0; x < d->w; x++) {
+            int ix = (int)(((int64_t)(2 * x + 1) * d->comp[i].h) / (2 * d->hmax));
+            d->xmap[(size_t)i * d->w + x] = NST__MIN(ix, d->comp[i].dw - 1);
+        }
+    }
+    nst__jycc_init(&d->tab);
+    for (i = 0; i < 256; i++) d->lut[i] = (float)i / 255.0f;
+    ow = d->orientation >= 5 ? d->h : d->w;
+    oh = d->orientation >= 5 ? d->w : d->h;
+    switch (d->orientation) {
+    default: d->origin = 0; d->sx = 1; d->sy = ow; break;
+    case 2: d->origin = ow - 1; d->sx = -1; d->sy = ow; break;
+    case 3: d->origin = (ptrdiff_t)(oh - 1) * ow + ow - 1; d->sx = -1; d->sy = -(ptrdiff_t)ow; break;
+    case 4: d->origin = (ptrdiff_t)(oh - 1) * ow; d->sx = 1; d->sy = -(ptrdiff_t)ow; break;
+    case 5: d->origin = 0; d->sx = ow; d->sy = 1; break;
+    case 6: d->origin = ow - 1; d->sx = ow; d->sy = -1; break;
+    case 7: d->origin = (ptrdiff_t)(oh - 1) * ow + ow - 1; d->sx = -(ptrdiff_t)ow; d->sy = -1; break;
+    case 8: d->origin = (ptrdiff_t)(oh - 1) * ow; d->sx = -(ptrdiff_t)ow; d->sy = 1; break;
+    }
+    if ((st = nst_image_alloc(out, ow, oh, d->ch)) != NST_OK) return st;
+    d->img = out;
+    d->ready = 1;
+    return NST_OK;
+}
+
+/* IDCT of MCU row k (block rows k*v .. k*v+v-1 of each component) into ring slot k % 3. */
+static void nst__jidct_row(nst__jdec *d, int k) {
+    int i;
+    for (i = 0; i < d->ncomp; i++) {
+        nst__jcomp *c = &d->comp[i];
+        size_t stride = (size_t)c->bw * 8;
+        int by, bx, nbx = (c->dw + 7) / 8;
+        for (by = 0; by < c->v; by++) {
+            const int16_t *src = c->coef + ((d->stream ? 0 : (size_t)k * c->v) + by) * c->bw * 64;
+            unsigned char *dst = c->plane + ((size_t)(k % 3) * c->v * 8 + (size_t)by * 8) * stride;
+            for (bx = 0; bx < nbx; bx++) nst__jidct_islow(src + (size_t)bx * 64, c->qt, dst + (size_t)bx * 8, stride);
+        }
+    }
+}
+
+/* Upsamples and colour-converts the pixel rows of MCU row k into the output image. Needs MCU rows
+ * k-1 .. k+1 in the ring (the fancy filters look one chroma row up and down). */
+static void nst__jemit(nst__jdec *d, int k) {
+    int y, i, y0 = k * 8 * d->vmax, y1 = NST__MIN(d->h, y0 + 8 * d->vmax), ch = d->ch;
+    const nst__jycc *tab = &d->tab;
+    const float *lut = d->lut;
+    for (y = y0; y < y1; y++) {
+        const unsigned char *r[4];
+        float *o = d->img->pixels + (d->origin + (ptrdiff_t)y * d->sy) * ch;
+        ptrdiff_t step = d->sx * ch;
+        int x;
+        for (i = 0; i < d->ncomp; i++) r[i] = nst__jrow(d, &d->comp[i], y, d->rowbuf + d->rbw * i, d->xmap + (size_t)i * d->w);
+        switch (d->cs) {
+        case NST__JCS_GRAY:
+            for (x = 0; x < d->w; x++, o += step) o[0] = lut[r[0][x]];
+            break;
+        case NST__JCS_RGB:
+            for (x = 0; x < d->w; x++, o += step) { o[0] = lut[r[0][x]]; o[1] = lut[r[1][x]]; o[2] = lut[r[2][x]]; }
+            break;
+        case NST__JCS_YCC:
+            for (x = 0; x < d->w; x++, o += step) {
+                int yy = r[0][x], cb = r[1][x], cr = r[2][x];
+                o[0] = lut[nst__jclamp(yy + tab->cr_r[cr])];
+                o[1] = lut[nst__jclamp(yy + (int)((tab->cb_g[cb] + tab->cr_g[cr]) >> 16))];
+                o[2] = lut[nst__jclamp(yy + tab->cb_b[cb])];
+            }
+            break;
+        case NST__JCS_CMYK:   /* djpeg's PPM output: R = C*K/255 on the stored (Adobe-inverted) values */
+            for (x = 0; x < d->w; x++, o += step) {
+                int kk = r[3][x];
+                o[0] = lut[(2 * r[0][x] * kk + 255) / 510];
+                o[1] = lut[(2 * r[1][x] * kk + 255) / 510];
+                o[2] = lut[(2 * r[2][x] * kk + 255) / 510];
+            }
+            break;
+        default:   /* YCCK: YCbCr -> inverted RGB = CMY, then as CMYK */
+            for (x = 0; x < d->w; x++, o += step) {
+                int yy = r[0][x], cb = r[1][x], cr = r[2][x], kk = r[3][x];
+                int c = 255 - nst__jclamp(yy + tab->cr_r[cr]);
+                int m = 255 - nst__jclamp(yy + (int)((tab->cb_g[cb] + tab->cr_g[cr]) >> 16));
+                int ye = 255 - nst__jclamp(yy + tab->cb_b[cb]);
+                o[0] = lut[(2 * c * kk + 255) / 510];
+                o[1] = lut[(2 * m * kk + 255) / 510];
+                o[2] = lut[(2 * ye * kk + 255) / 510];
+            }
+            break;
+        }
+    }
+}
+
+/* ---- the decoder driver ------------------------------------------------------------------------------*/
+static nst_status nst__jpeg_decode_ex(const unsigned char *data, size_t n, nst_image *out, int flags) {
+    nst__jdec *d;
+    nst_status st = NST_OK;
+    int scanned = 0;
+    out->width = out->height = out->channels = 0;
+    out->pixels = NULL;
+    if (!data || n < 4 || data[0] != 0xFF || data[1] != 0xD8) return nst__err(NST_ERR_FORMAT, "jpeg: not a JPEG file (no SOI)");
+    d = (nst__jdec *)nst__calloc(1, sizeof *d);
+    if (!d) return nst__err(NST_ERR_NOMEM, "jpeg: out of memory");
+    d->data = data;
+    d->n = n;
+    d->pos = 2;
+    d->flags = flags;
+    for (;;) {
+        int m;
+        unsigned len;
+        const unsigned char *p;
+        /* next marker: skip garbage and 0xFF fill bytes, as libjpeg's next_marker does */
+        while (d->pos + 1 < n && !(data[d->pos] == 0xFF && data[d->pos + 1] != 0xFF && data[d->pos + 1] != 0)) d->pos++;
+        if (d->pos + 1 >= n) {
+            if (scanned) break;   /* truncated after image data: output what we have, like libjpeg */
+            st = nst__err(NST_ERR_FORMAT, "jpeg: truncated before the image data");
+            goto fail;
+        }
+        m = data[d->pos + 1];
+        d->pos += 2;
+        if (m == 0xD9) break;                                   /* EOI */
+        if ((m >= 0xD0 && m <= 0xD8) || m == 0x01) continue;   /* RSTn / SOI / TEM: no payload */
+        if (d->pos + 2 > n || (len = nst__jrd16(data + d->pos)) < 2 || d->pos + len > n) {
+            if (scanned) break;
+            st = nst__err(NST_ERR_FORMAT, "jpeg: truncated marker segment 0x%02X", m);
+            goto fail;
+        }
+        p = data + d->pos + 2;
+        len -= 2;
+        d->pos += len + 2;
+        switch (m) {
+        case 0xC4: {   /* DHT: one or more tables */
+            unsigned o = 0;
+            while (o < len) {
+                unsigned tc, th, cnt = 0, i;
+                if (len - o < 17) { st = nst__err(NST_ERR_FORMAT, "jpeg: truncated Huffman table"); goto fail; }
+                tc = p[o] >> 4;
+                th = p[o] & 15;
+                for (i = 0; i < 16; i++) cnt += p[o + 1 + i];
+                if (tc > 1 || th > 3 || len - o - 17 < cnt) { st = nst__err(NST_ERR_FORMAT, "jpeg: bad Huffman table"); goto fail; }
+                if ((st = nst__jhuff_build(tc ? &d->ac[th] : &d->dc[th], p + o + 1, p + o + 17, (int)tc)) != NST_OK) goto fail;
+                o += 17 + cnt;
+            }
+            break;
+        }
+        case 0xDB: {   /* DQT */
+            unsigned o = 0;
+            while (o < len) {
+                unsigned pq = p[o] >> 4, tq = p[o] & 15, i, need = pq ? 129 : 65;
+                if (pq > 1 || tq > 3 || len - o < need) { st = nst__err(NST_ERR_FORMAT, "jpeg: bad quantisation table"); goto fail; }
+                for (i = 0; i < 64; i++)
+                    d->qt[tq][nst__jpeg_natural[i]] = (uint16_t)(pq ? nst__jrd16(p + o + 1 + 2 * i) : p[o + 1 + i]);
+                d->qt_present[tq] = 1;
+                o += need;
+            }
+            break;
+        }
+        case 0xDD:   /* DRI */
+            if (len < 2) { st = nst__err(NST_ERR_FORMAT, "jpeg: bad DRI segment"); goto fail; }
+            d->restart_interval = (int)nst__jrd16(p);
+            break;
+        case 0xDA:   /* SOS */
+            if ((st = nst__jpeg_sos(d, p, len)) != NST_OK) {
+                if (scanned && st != NST_ERR_LIMIT) { st = NST_OK; goto output; }   /* corrupt later scan: keep the image */
+                goto fail;
+            }
+            if (!d->ready && (st = nst__jpeg_setup(d, out)) != NST_OK) goto fail;
+            nst__jpeg_scan_data(d);
+            scanned = 1;
+            if (d->stream) goto output;   /* a sequential file has nothing after its one full scan */
+            break;
+        case 0xDC:
+            st = nst__err(NST_ERR_UNSUPPORTED, "jpeg: DNL marker is not supported");
+            goto fail;
+        case 0xCC:
+            st = nst__err(NST_ERR_UNSUPPORTED, "jpeg: arithmetic coding is not supported");
+            goto fail;
+        case 0xE0:
+            if (len >= 5 && memcmp(p, "JFIF\0", 5) == 0) d->jfif = 1;
+            break;
+        case 0xE1:
+            if (!d->orientation) d->orientation = nst__jpeg_exif_orientation(p, len);
+            break;
+        case 0xEE:
+            if (len >= 12 && memcmp(p, "Adobe", 5) == 0) { d->adobe = 1; d->adobe_transform = p[11]; }
+            break;
+        default:
+            if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+                if ((st = nst__jpeg_sof(d, p, len, m)) != NST_OK) goto fail;
+            }
+            /* APPn (ICC profiles in APP2 included), COM, JPG extensions: skipped */
+            break;
+        }
+    }
+output:
+    if (!scanned) { st = nst__err(NST_ERR_FORMAT, "jpeg: no image data (no scan)"); goto fail; }
+    if (!d->stream) {   /* progressive or multi-scan: IDCT + output from the coefficient store */
+        int k;
+        for (k = 0; k < d->mcuy; k++) {
+            nst__jidct_row(d, k);
+            if (k) nst__jemit(d, k - 1);
+        }
+        nst__jemit(d, d->mcuy - 1);
+    }
+fail:
+    if (st != NST_OK) nst_image_free(out);
+    nst__jpeg_release(d);
+    nst__free(d);
+    return st;
+}
+
+static nst_status nst__jpeg_decode(const unsigned char *data, size_t n, nst_image *out) {
+    return nst__jpeg_decode_ex(data, n, out, 0);
+}
+
+/* =====================================================================================================
+ * JPEG encoder: baseline, JFIF, 4:4:4 or 4:2:0 (gray images as one component), optimised Huffman tables
+ * ===================================================================================================*/
+/* ITU-T T.81 Annex K.1 tables, natural order */
+static const unsigned char nst__jpeg_std_q[2][64] = {
+    {16, 11, 10, 16, 24,  40,  51,  61,  12, 12, 14, 19, 26,  58,  60,  55,
+     14, 13, 16, 24, 40,  57,  69,  56,  14, 17, 22, 29, 51,  87,  80,  62,
+     18, 22, 37, 56, 68,  109, 103, 77,  24, 35, 55, 64, 81,  104, 113, 92,
+     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99},
+    {17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99,
+     99, 99, 47, 66, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99,
+     99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99}};
+/* Annex K.3 Huffman tables: code counts per length 1..16, then symbols. [0] luma DC, [1] chroma DC,
+ * [2] luma AC, [3] chroma AC */
+static const unsigned char nst__jpeg_std_bits[4][16] = {
+    {0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0},
+    {0, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
+    {0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 0x7d},
+    {0, 2, 1, 2, 4, 4, 3, 4, 7, 5, 4, 4, 0, 1, 2, 0x77}};
+static const unsigned char nst__jpeg_std_dc_vals[12] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+static const unsigned char nst__jpeg_std_ac_vals[2][162] = {
+    {0x01, 0x02, 0x03, 0x00, 0x04, 0x11, 0x05, 0x12, 0x21, 0x31, 0x41, 0x06, 0x13, 0x51, 0x61, 0x07, 0x22, 0x71,
+     0x14, 0x32, 0x81, 0x91, 0xa1, 0x08, 0x23, 0x42, 0xb1, 0xc1, 0x15, 0x52, 0xd1, 0xf0, 0x24, 0x33, 0x62, 0x72,
+     0x82, 0x09, 0x0a, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x34, 0x35, 0x36, 0x37,
+     0x38, 0x39, 0x3a, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59,
+     0x5a, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x83,
+     0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0xa2, 0xa3,
+     0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xc2, 0xc3,
+     0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xe1, 0xe2,
+     0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa},
+    {0x00, 0x01, 0x02, 0x03, 0x11, 0x04, 0x05, 0x21, 0x31, 0x06, 0x12, 0x41, 0x51, 0x07, 0x61, 0x71, 0x13, 0x22,
+     0x32, 0x81, 0x08, 0x14, 0x42, 0x91, 0xa1, 0xb1, 0xc1, 0x09, 0x23, 0x33, 0x52, 0xf0, 0x15, 0x62, 0x72, 0xd1,
+     0x0a, 0x16, 0x24, 0x34, 0xe1, 0x25, 0xf1, 0x17, 0x18, 0x19, 0x1a, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x35, 0x36,
+     0x37, 0x38, 0x39, 0x3a, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58,
+     0x59, 0x5a, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a,
+     0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a,
+     0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba,
+     0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda,
+     0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa}};
+
+/* A Huffman table as written (counts + symbols) and as used (code and length per symbol). */
+typedef struct nst__jetab {
+    unsigned char bits[16], vals[256];
+    int nvals;
+    uint16_t code[256];
+    unsigned char len[256];
+} nst__jetab;
+
+static void nst__jetab_codes(nst__jetab *t) {
+    int l, i, k = 0;
+    unsigned code = 0;
+    memset(t->len, 0, sizeof t->len);
+    for (l = 1; l <= 16; l++) {
+        for (i = 0; i < t->bits[l - 1]; i++, k++) {
+            t->code[t->vals[k]] = (uint16_t)code++;
+            t->len[t->vals[k]] = (unsigned char)l;
+        }
+        code <<= 1;
+    }
+}
+static void nst__jetab_std(nst__jetab *t, int which) {
+    int i;
+    memcpy(t->bits, nst__jpeg_std_bits[which], 16);
+    for (t->nvals = 0, i = 0; i < 16; i++) t->nvals += t->bits[i];
+    memcpy(t->vals, which < 2 ? nst__jpeg_std_dc_vals : nst__jpeg_std_ac_vals[which - 2], (size_t)t->nvals);
+    nst__jetab_codes(t);
+}
+/* Optimal code lengths limited to 16 bits from symbol counts: libjpeg's jpeg_gen_optimal_table method
+ * (Huffman merging with a reserved pseudo-symbol 256 so no code is all ones, then K.3-style folding). */
+static void nst__jetab_optimal(nst__jetab *t, const long *count) {
+    long freq[257];
+    int codesize[257], others[257], bits[33], i, j, k;
+    for (i = 0; i < 256; i++) freq[i] = count[i];
+    freq[256] = 1;
+    for (i = 0; i < 257; i++) { codesize[i] = 0; others[i] = -1; }
+    memset(bits, 0, sizeof bits);
+    for (;;) {
+        int c1 = -1, c2 = -1;
+        long v = LONG_MAX;
+        for (i = 0; i <= 256; i++) if (freq[i] && freq[i] <= v) { v = freq[i]; c1 = i; }
+        v = LONG_MAX;
+        for (i = 0; i <= 256; i++) if (freq[i] && freq[i] <= v && i != c1) { v = freq[i]; c2 = i; }
+        if (c2 < 0) break;
+        freq[c1] += freq[c2];
+        freq[c2] = 0;
+        codesize[c1]++;
+        while (others[c1] >= 0) { c1 = others[c1]; codesize[c1]++; }
+        others[c1] = c2;
+        codesize[c2]++;
+        while (others[c2] >= 0) { c2 = others[c2]; codesize[c2]++; }
+    }
+    for (i = 0; i <= 256; i++) if (codesize[i]) bits[NST__MIN(codesize[i], 32)]++;
+    for (i = 32; i > 16; i--) {
+        while (bits[i] > 0) {
+            j = i - 2;
+            while (j > 0 && bits[j] == 0) j--;
+            bits[i] -= 2;
+            bits[i - 1]++;
+            bits[j + 1] += 2;
+            bits[j]--;
+        }
+    }
+    for (i = 16; i > 0 && bits[i] == 0; i--) {}
+    if (i > 0) bits[i]--;   /* drop the pseudo-symbol's code (the longest, all ones) */
+    for (i = 0; i < 16; i++) t->bits[i] = (unsigned char)bits[i + 1];
+    t->nvals = 0;
+    for (i = 1; i <= 32; i++)
+        for (k = 0; k < 256; k++)
+            if (codesize[k] == i) t->vals[t->nvals++] = (unsigned char)k;
+    nst__jetab_codes(t);
+}
+
+typedef struct nst__jbw {   /* entropy bit writer with 0xFF byte stuffing */
+    nst__buf *out;
+    uint32_t acc;
+    int n, len;
+    unsigned char chunk[4096 + 8];
+} nst__jbw;
+static void nst__jbw_flush(nst__jbw *w) { nst__buf_put(w->out, w->chunk, (size_t)w->len); w->len = 0; }
+static void nst__jbw_put(nst__jbw *w, unsigned code, int len) {
+    w->acc = (w->acc << len) | (code & ((1u << len) - 1));
+    w->n += len;
+    while (w->n >= 8) {
+        unsigned char b = (unsigned char)(w->acc >> (w->n - 8));
+        w->n -= 8;
+        w->chunk[w->len++] = b;
+        if (b == 0xFF) w->chunk[w->len++] = 0;
+        if (w->len >= 4096) nst__jbw_flush(w);
+    }
+}
+static int nst__jcat(int v) {   /* bits needed for |v| */
+    int n = 0;
+    unsigned a = (unsigned)(v < 0 ? -v : v);
+    while (a) { n++; a >>= 1; }
+    return n;
+}
+/* Either counts symbols (w == NULL) or writes one block. blk is quantised, natural order. */
+static void nst__jenc_block(nst__jbw *w, const int16_t *blk, int *pred, const nst__jetab *dc, const nst__jetab *ac,
+                            long *dcount, long *acount) {
+    int diff = blk[0] - *pred, s, k, run = 0;
+    *pred = blk[0];
+    s = nst__jcat(diff);
+    if (!w) dcount[s]++;
+    else {
+        nst__jbw_put(w, dc->code[s], dc->len[s]);
+        if (s) nst__jbw_put(w, (unsigned)(diff < 0 ? diff - 1 : diff), s);
+    }
+    for (k = 1; k < 64; k++) {
+        int v = blk[nst__jpeg_natural[k]];
+        if (!v) { run++; continue; }
+        while (run > 15) {
+            if (!w) acount[0xF0]++;
+            else nst__jbw_put(w, ac->code[0xF0], ac->len[0xF0]);
+            run -= 16;
+        }
+        s = nst__jcat(v);
+        if (!w) acount[run * 16 + s]++;
+        else {
+            nst__jbw_put(w, ac->code[run * 16 + s], ac->len[run * 16 + s]);
+            nst__jbw_put(w, (unsigned)(v < 0 ? v - 1 : v), s);
+        }
+        run = 0;
+    }
+    if (run) {
+        if (!w) acount[0]++;
+        else nst__jbw_put(w, ac->code[0], ac->len[0]);
+    }
+}
+
+/* Forward DCT (JPEG's scaling: F = 1/4 C(u) C(v) sum f cos cos) of a level-shifted 8x8 block, then
+ * quantisation with rounding to nearest. Separable, as two 8x8 matrix products F = M f M^T, written with
+ * the contiguous index innermost so compilers vectorise them (m = M, mt = M^T, rq = 1/q). */
+static void nst__jfdct_quant(const unsigned char *in, size_t stride, const float *m, const float *mt, const float *rq,
+                             int16_t *out) {
+    float f[64], t[64], F[64];
+    int u, x, y, v;
+    for (y = 0; y < 8; y++)
+        for (x = 0; x < 8; x++) f[y * 8 + x] = (float)in[(size_t)y * stride + x] - 128.0f;
+    for (u = 0; u < 8; u++) {
+        for (x = 0; x < 8; x++) t[u * 8 + x] = 0.0f;
+        for (y = 0; y < 8; y++)
+            for (x = 0; x < 8; x++) t[u * 8 + x] += m[u * 8 + y] * f[y * 8 + x];
+    }
+    for (u = 0; u < 8; u++) {
+        for (v = 0; v < 8; v++) F[u * 8 + v] = 0.0f;
+        for (x = 0; x < 8; x++)
+            for (v = 0; v < 8; v++) F[u * 8 + v] += t[u * 8 + x] * mt[x * 8 + v];
+    }
+    for (u = 0; u < 64; u++) {   /* round to nearest without a branch on the sign: |q| < 2^11 << 2^22 */
+        float q = F[u] * rq[u] + 12582912.0f;   /* 1.5 * 2^23: the sum keeps no fraction bits */
+        out[u] = (int16_t)(int)(q - 12582912.0f);
+    }
+}
+
+static void nst__jseg(nst__buf *b, int marker, unsigned len) {   /* marker + segment length */
+    nst__buf_byte(b, 0xFF);
+    nst__buf_byte(b, marker);
+    nst__buf_byte(b, (int)(len >> 8));
+    nst__buf_byte(b, (int)(len & 255));
+}
+
+/* Converts pixel rows y0 .. y0+rows-1 (clamped to the image: edge replication) to 8-bit Y/Cb/Cr (or gray)
+ * band planes of width pw, compositing alpha over white, and replicates the last column to pw. */
+static void nst__jenc_band(const nst_image *img, int y0, int rows, int pw, int nc, unsigned char **band) {
+    int w = img->width, ch = img->channels, r, x, c;
+    for (r = 0; r < rows; r++) {
+        int y = NST__MIN(y0 + r, img->height - 1);
+        const float *p = img->pixels + (size_t)y * w * ch;
+        unsigned char *o0 = band[0] + (size_t)r * pw, *o1 = nc == 3 ? band[1] + (size_t)r * pw : NULL,
+                      *o2 = nc == 3 ? band[2] + (size_t)r * pw : NULL;
+        for (x = 0; x < w; x++, p += ch) {
+            float rr, g, b, a = 1.0f;
+            if (ch <= 2) { rr = g = b = p[0]; if (ch == 2) a = p[1]; }
+            else { rr = p[0]; g = p[1]; b = p[2]; if (ch == 4) a = p[3]; }
+            if (!(a >= 0.0f)) a = 0.0f;   /* also catches NaN */
+            if (a > 1.0f) a = 1.0f;
+            rr = rr * a + (1.0f - a); g = g * a + (1.0f - a); b = b * a + (1.0f - a);
+            rr = !(rr > 0.0f) ? 0.0f : rr > 1.0f ? 255.0f : rr * 255.0f;
+            g = !(g > 0.0f) ? 0.0f : g > 1.0f ? 255.0f : g * 255.0f;
+            b = !(b > 0.0f) ? 0.0f : b > 1.0f ? 255.0f : b * 255.0f;
+            if (nc == 1) o0[x] = (unsigned char)(rr + 0.5f);
+            else {   /* JFIF YCbCr */
+                float yy = 0.299f * rr + 0.587f * g + 0.114f * b;
+                float cb = -0.168735892f * rr - 0.331264108f * g + 0.5f * b + 128.5f;
+                float cr = 0.5f * rr - 0.418687589f * g - 0.081312411f * b + 128.5f;
+                o0[x] = nst__jclamp((int)(yy + 0.5f));
+                o1[x] = nst__jclamp((int)cb);
+                o2[x] = nst__jclamp((int)cr);
+            }
+        }
+        for (c = 0; c < nc; c++) {
+            unsigned char *o = band[c] + (size_t)r * pw;
+            memset(o + w, o[w - 1], (size_t)(pw - w));
+        }
+    }
+}
+
+/* optimize: 1 = per-image Huffman tables (smaller; the band pipeline runs twice, first to count
+ * symbols), 0 = the Annex K tables (like cjpeg's default). Works one MCU row at a time, so memory is a
+ * few rows whatever the image size. */
+static nst_status nst__jpeg_encode_ex(const nst_image *img, int quality, int chroma420, int optimize, nst__buf *out) {
+    int w, h, ch, nc, sub, pw, cw, nmx, nmy, i, x, c, scale, pass;
+    unsigned char *band[3] = {NULL, NULL, NULL};
+    int16_t *coef[3] = {NULL, NULL, NULL};
+    nst__jetab tabs[4];
+    nst__jbw *bw = NULL;
+    uint16_t q[2][64];
+    float rq[2][64], m[64], mt[64];
+    long cnt[4][256];
+    nst_status st = NST_OK;
+    if (!img || !img->pixels || !out) return nst__err(NST_ERR_ARGUMENT, "jpeg: no image to encode");
+    w = img->width; h = img->height; ch = img->channels;
+    if (w < 1 || h < 1 || w > 65535 || h > 65535)
+        return nst__err(NST_ERR_ARGUMENT, "jpeg: cannot encode a %dx%d image (1..65535 each side)", w, h);
+    if (ch < 1 || ch > 4) return nst__err(NST_ERR_ARGUMENT, "jpeg: cannot encode %d channels", ch);
+    quality = quality < 1 ? 1 : quality > 100 ? 100 : quality;
+    nc = ch <= 2 ? 1 : 3;
+    sub = nc == 3 && chroma420 ? 2 : 1;
+    nmx = (w + 8 * sub - 1) / (8 * sub);
+    nmy = (h + 8 * sub - 1) / (8 * sub);
+    pw = nmx * 8 * sub;
+    cw = pw / sub;
+    /* quantisation tables: libjpeg's jpeg_quality_scaling and jpeg_add_quant_table(force_baseline) */
+    scale = quality < 50 ? 5000 / quality : 200 - quality * 2;
+    for (c = 0; c < 2; c++)
+        for (i = 0; i < 64; i++) {
+            long v = ((long)nst__jpeg_std_q[c][i] * scale + 50) / 100;
+            q[c][i] = (uint16_t)(v < 1 ? 1 : v > 255 ? 255 : v);
+            rq[c][i] = 1.0f / (float)q[c][i];
+        }
+    for (i = 0; i < 8; i++)
+        for (x = 0; x < 8; x++)
+            mt[x * 8 + i] = m[i * 8 + x] =
+                (float)((i ? 0.5 : 0.35355339059327373) * cos((2 * x + 1) * i * 3.14159265358979323846 / 16));
+    /* one MCU row: full-resolution band planes and the quantised blocks of each component */
+    for (c = 0; c < nc; c++) {
+        band[c] = (unsigned char *)nst__malloc((size_t)pw * 8 * sub);
+        coef[c] = (int16_t *)nst__malloc((size_t)(c ? cw : pw) / 8 * (c ? 1 : sub) * 64 * sizeof(int16_t));
+        if (!band[c] || !coef[c]) { st = nst__err(NST_ERR_NOMEM, "jpeg: out of memory encoding %dx%d", w, h); goto done; }
+    }
+    bw = (nst__jbw *)nst__malloc(sizeof *bw);
+    if (!bw) { st = nst__err(NST_ERR_NOMEM, "jpeg: out of memory"); goto done; }
+    bw->out = out; bw->acc = 0; bw->n = 0; bw->len = 0;
+    memset(cnt, 0, sizeof cnt);
+    for (pass = optimize ? 0 : 1; pass < 2; pass++) {
+        int pred[3] = {0, 0, 0}, my;
+        if (pass == 1) {   /* tables are known: write the headers */
+            if (optimize) for (i = 0; i < 4; i++) nst__jetab_optimal(&tabs[i], cnt[i]);
+            else for (i = 0; i < 4; i++) nst__jetab_std(&tabs[i], i);
+            nst__buf_byte(out, 0xFF); nst__buf_byte(out, 0xD8);
+            nst__jseg(out, 0xE0, 16);
+            nst__buf_put(out, "JFIF\0\1\1\0\0\1\0\1\0\0", 14);   /* v1.01, no units, 1:1 pixel aspect, no thumbnail */
+            nst__jseg(out, 0xDB, 2 + 65 * (nc == 3 ? 2 : 1));
+            for (c = 0; c < (nc == 3 ? 2 : 1); c++) {
+                nst__buf_byte(out, c);
+                for (i = 0; i < 64; i++) nst__buf_byte(out, q[c][nst__jpeg_natural[i]]);
+            }
+            nst__jseg(out, 0xC0, 8 + 3 * (unsigned)nc);
+            nst__buf_byte(out, 8);
+            nst__buf_byte(out, h >> 8); nst__buf_byte(out, h & 255);
+            nst__buf_byte(out, w >> 8); nst__buf_byte(out, w & 255);
+            nst__buf_byte(out, nc);
+            for (c = 0; c < nc; c++) {
+                nst__buf_byte(out, c + 1);
+                nst__buf_byte(out, c ? 0x11 : sub * 16 + sub);
+                nst__buf_byte(out, c ? 1 : 0);
+            }
+            for (i = 0; i < 4; i++) {
+                if (nc == 1 && (i & 1)) continue;
+                nst__jseg(out, 0xC4, 2 + 17 + (unsigned)tabs[i].nvals);
+                nst__buf_byte(out, (i >> 1) * 16 + (i & 1));
+                nst__buf_put(out, tabs[i].bits, 16);
+                nst__buf_put(out, tabs[i].vals, (size_t)tabs[i].nvals);
+            }
+            nst__jseg(out, 0xDA, 6 + 2 * (unsigned)nc);
+            nst__buf_byte(out, nc);
+            for (c = 0; c < nc; c++) { nst__buf_byte(out, c + 1); nst__buf_byte(out, c ? 0x11 : 0x00); }
+            nst__buf_byte(out, 0); nst__buf_byte(out, 63); nst__buf_byte(out, 0);
+        }
+        for (my = 0; my < nmy; my++) {
+            int mx, y, xx;
+            nst__jenc_band(img, my * 8 * sub, 8 * sub, pw, nc, band);
+            if (sub == 2)   /* 2x2 box average in place, libjpeg's alternating 1/2 rounding bias */
+                for (c = 1; c < 3; c++)
+                    for (y = 0; y < 8; y++)
+                        for (xx = 0; xx < cw; xx++) {
+                            const unsigned char *s0 = band[c] + (size_t)(2 * y) * pw + 2 * xx, *s1 = s0 + pw;
+                            band[c][(size_t)y * cw + xx] =
+                                (unsigned char)((s0[0] + s0[1] + s1[0] + s1[1] + 1 + (xx & 1)) >> 2);
+                        }
+            for (c = 0; c < nc; c++) {   /* forward DCT + quantisation of the row's blocks */
+                int wc = c ? cw : pw, nbx = wc / 8, nby = c ? 1 : sub, bx, by;
+                for (by = 0; by < nby; by++)
+                    for (bx = 0; bx < nbx; bx++)
+                        nst__jfdct_quant(band[c] + (size_t)by * 8 * wc + (size_t)bx * 8, (size_t)wc, m, mt,
+                                         rq[c ? 1 : 0], coef[c] + ((size_t)by * nbx + bx) * 64);
+            }
+            for (mx = 0; mx < nmx; mx++)
+                for (c = 0; c < nc; c++) {
+                    int s = c ? 1 : sub, bx, by, nbx = (c ? cw : pw) / 8;
+                    for (by = 0; by < s; by++)
+                        for (bx = 0; bx < s; bx++) {
+                            const int16_t *blk = coef[c] + ((size_t)by * nbx + (size_t)mx * s + bx) * 64;
+                            if (pass == 0) nst__jenc_block(NULL, blk, &pred[c], NULL, NULL, cnt[c ? 1 : 0], cnt[c ? 3 : 2]);
+                            else nst__jenc_block(bw, blk, &pred[c], &tabs[c ? 1 : 0], &tabs[c ? 3 : 2], NULL, NULL);
+                        }
+                }
+        }
+    }
+    if (bw->n) nst__jbw_put(bw, 0x7F, 8 - bw->n);   /* pad the last byte with 1 bits */
+    nst__jbw_flush(bw);
+    nst__buf_byte(out, 0xFF); nst__buf_byte(out, 0xD9);
+    if (out->failed) st = nst__err(NST_ERR_NOMEM, "jpeg: out of memory writing the file");
+done:
+    for (c = 0; c < 3; c++) { nst__free(band[c]); nst__free(coef[c]); }
+    nst__free(bw);
+    return st;
+}
+
+static nst_status nst__jpeg_encode(const nst_image *img, int quality, int chroma420, nst__buf *out) {
+    return nst__jpeg_encode_ex(img, quality, chroma420, 1, out);
+}
+
+#endif /* NST_NO_IMAGE_IO */
 
 /* =====================================================================================================
  * >>import  weight files of other libraries: .pth, .caffemodel, .npy/.npz
  * ===================================================================================================*/
-#include "src/import.h"
+/* ---------------------------------------------------------------------------------------------------
+ * Weight files written by other libraries, read without Python.
+ *
+ *   nst__import_weights(bytes, n, &list)  detects the format from the bytes and fills canonical f32
+ *   tensors "convX_Y.weight" [cout][cin][3][3] and "convX_Y.bias" [cout] (conv1_1 .. conv5_1, or all
+ *   16 with nst__import_weights_ex(..., NST__IMPORT_ALL, ...)), plus the input convention the
+ *   format implies. Formats:
+ *     PyTorch zip     current torch.save: a zip with <name>/data.pkl and <name>/data/<key> storages
+ *     PyTorch legacy  torch.save(_use_new_zipfile_serialization=False) and torchvision's
+ *                     vgg19-dcbb9e9d.pth: pickles (magic, protocol, sys info, the object, storage
+ *                     keys) followed by the raw storages
+ *     Caffe           .caffemodel protobuf, V1 `layers` (field 2) and V2 `layer` (field 100)
+ *     NumPy           .npz (stored or deflated members) and .npy holding a pickled dict of arrays
+ *   Key names: torchvision `features.N.weight`, Gatys/Caffe `conv1_1.weight`, `conv1_1_W`, Keras
+ *   `block1_conv1/kernel`, nested dicts/lists (`{"conv1_1": [W, b]}`); TensorFlow's [3][3][cin][cout]
+ *   kernels are transposed for the NumPy formats.
+ *
+ * Everything here parses untrusted bytes: every read is bounds-checked, every declared size is
+ * checked against the bytes present and against limits before anything is allocated, the pickle
+ * interpreter is iterative (no recursion on input nesting) with caps on values, stack and memo, and
+ * only the storages of the conv layers that are kept get converted: the classifier (fc6 alone is
+ * 400 MB) is skipped without being read.
+ * -------------------------------------------------------------------------------------------------*/
+
+#define NST__IMPORT_ALL 1                         /* keep conv5_2..conv5_4 too */
+#define NST__IMPORT_MAX_MEMBER ((uint64_t)1 << 30) /* largest storage / member we inflate or convert */
+#define NST__PK_MAX_VALUES (1 << 22)              /* pickle: values, stack depth, memo slots */
+#define NST__PK_MAX_STACK (1 << 20)
+#define NST__PK_MAX_MEMO (1 << 22)
+
+enum { NST__DT_NONE = 0, NST__DT_F32, NST__DT_F16, NST__DT_F64, NST__DT_BF16 };
+static int nst__dt_size(int dt) { return dt == NST__DT_F32 ? 4 : dt == NST__DT_F64 ? 8 : dt ? 2 : 0; }
+
+/* Where torchvision's `features` Sequential puts VGG-19's conv layers (names: nst__conv_names). */
+static const int nst__tv_index[NST_VGG_CONVS] = {0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34};
+#define NST__IMPORT_DEFAULT_CONVS 13   /* conv1_1 .. conv5_1: everything relu5_1 needs */
+
+/* ===================================================================================================
+ * Source tensors and the collector
+ * A source tensor is a strided view of a storage in some dtype and byte order; the collector keeps
+ * one slot per conv weight/bias. Formats fill shapes first; bytes are resolved only for the slots
+ * that are kept, then converted to contiguous f32 by one bounds-checked gather.
+ * =================================================================================================*/
+typedef struct nst__src {
+    int present;
+    int dtype, swap;               /* NST__DT_*; swap: big-endian data */
+    int ndim;
+    int64_t shape[8], stride[8];   /* in elements */
+    uint64_t offset;               /* first element */
+    const unsigned char *p;        /* storage bytes (resolved), holding `elems` elements */
+    uint64_t elems;
+    int aux;                       /* format-specific handle used to resolve p */
+    char origin[64];               /* the file's name for it, for messages */
+} nst__src;
+
+typedef struct nst__collect {
+    nst__src w[NST_VGG_CONVS], b[NST_VGG_CONVS];
+    int ignored;                   /* tensors that are not VGG conv layers (classifier, ...) */
+    int allow_hwio;                /* NumPy formats: accept TensorFlow's [3][3][cin][cout] kernels */
+    int nkeep;                     /* set by nst__collect_plan */
+    nst_status err;                /* first problem found while collecting */
+    unsigned char **owned;         /* buffers to free at the end (inflated members, gathered data) */
+    int nowned, capowned;
+    int has_conv;                  /* the file states its convention (npz input_convention) */
+    nst_input_convention conv;
+    int tv_names;                  /* keys were torchvision's features.N.* */
+} nst__collect;
+
+static void nst__collect_free(nst__collect *c) {
+    int i;
+    for (i = 0; i < c->nowned; i++) nst__free(c->owned[i]);
+    nst__free(c->owned);
+    c->owned = NULL;
+    c->nowned = c->capowned = 0;
+}
+
+/* Takes ownership of buf (freed by nst__collect_free); on failure frees it and returns 0. */
+static int nst__collect_own(nst__collect *c, unsigned char *buf) {
+    if (c->nowned == c->capowned) {
+        int cap = c->capowned ? 2 * c->capowned : 16;
+        unsigned char **p = (unsigned char **)nst__realloc(c->owned, sizeof *p * (size_t)cap);
+        if (!p) { nst__free(buf); return 0; }
+        c->owned = p; c->capowned = cap;
+    }
+    c->owned[c->nowned++] = buf;
+    return 1;
+}
+
+static int nst__is_digit(int ch) { return ch >= '0' && ch <= '9'; }
+
+/* Reads a small decimal number at s[*i] (advancing *i); -1 if none or too large. */
+static int nst__small_num(const char *s, size_t n, size_t *i) {
+    int v = 0, any = 0;
+    while (*i < n && nst__is_digit(s[*i])) {
+        v = v * 10 + (s[*i] - '0');
+        if (v > 100000) return -1;
+        (*i)++; any = 1;
+    }
+    return any ? v : -1;
+}
+
+/* 1 weight, 2 bias, 0 neither. */
+static int nst__suffix_kind(const char *s, size_t n) {
+    static const char *const wn[] = {"weight", "weights", "w", "kernel", "filter", "filters", "0", "kernel:0", "w:0"};
+    static const char *const bn[] = {"bias", "biases", "b", "1", "bias:0", "b:0"};
+    size_t k;
+    for (k = 0; k < sizeof wn / sizeof *wn; k++)
+        if (strlen(wn[k]) == n && (memcmp(wn[k], s, n) == 0 || (n == 1 && (s[0] | 32) == wn[k][0]))) return 1;
+    for (k = 0; k < sizeof bn / sizeof *bn; k++)
+        if (strlen(bn[k]) == n && (memcmp(bn[k], s, n) == 0 || (n == 1 && (s[0] | 32) == bn[k][0]))) return 2;
+    return 0;
+}
+
+/* Maps a key (path components joined by '.', '/' or ':') to a conv layer.
+ * Returns the conv index 0..15 and *kind (1 weight, 2 bias); -1 when the key is not a VGG-19 conv
+ * parameter; -2 when it is a conv-like parameter VGG-19 does not have (wrong architecture), with
+ * *kind set to the reason (1: torchvision index, 2: batch norm). */
+static int nst__map_key(const char *key, int *kind) {
+    size_t n = strlen(key), i = 0;
+    *kind = 0;
+    while (i < n) {
+        size_t j = i, t;
+        if (key[i] == '.' || key[i] == '/' || key[i] == ':') { i++; continue; }
+        /* torchvision: features.N.weight */
+        if (n - i >= 9 && memcmp(key + i, "features", 8) == 0 && (key[i + 8] == '.' || key[i + 8] == '/')) {
+            int num, k;
+            j = i + 9;
+            num = nst__small_num(key, n, &j);
+            if (num >= 0 && j < n && (key[j] == '.' || key[j] == '/')) {
+                int sk = nst__suffix_kind(key + j + 1, n - j - 1);
+                const char *sfx = key + j + 1;
+                if (!strcmp(sfx, "running_mean") || !strcmp(sfx, "running_var") || !strcmp(sfx, "num_batches_tracked")) {
+                    *kind = 2;
+                    return -2;
+                }
+                if (sk) {
+                    for (k = 0; k < NST_VGG_CONVS; k++)
+                        if (nst__tv_index[k] == num) { *kind = sk; return k; }
+                    *kind = 1;
+                    return -2;
+                }
+            }
+        }
+        /* convX_Y or blockX_convY, followed by a suffix (own component, or _W/_b in the same one) */
+        {
+            int blk = -1, sub = -1;
+            if (n - i >= 7 && memcmp(key + i, "conv", 4) == 0 && nst__is_digit(key[i + 4])) {
+                j = i + 4;
+                blk = nst__small_num(key, n, &j);
+                if (j < n && key[j] == '_') { j++; sub = nst__small_num(key, n, &j); }
+            } else if (n - i >= 11 && memcmp(key + i, "block", 5) == 0 && nst__is_digit(key[i + 5])) {
+                j = i + 5;
+                blk = nst__small_num(key, n, &j);
+                if (j + 4 < n && memcmp(key + j, "_conv", 5) == 0) { j += 5; sub = nst__small_num(key, n, &j); }
+            }
+            if (blk >= 1 && blk <= 5 && sub >= 1 && j < n && (key[j] == '.' || key[j] == '/' || key[j] == '_' || key[j] == ':')) {
+                int sk = nst__suffix_kind(key + j + 1, n - j - 1), k;
+                char nm[32];
+                snprintf(nm, sizeof nm, "conv%d_%d", blk, sub);
+                if (sk) {
+                    for (k = 0; k < NST_VGG_CONVS; k++)
+                        if (!strcmp(nm, nst__conv_names[k])) { *kind = sk; return k; }
+                    *kind = 1;
+                    return -2;
+                }
+            }
+        }
+        /* next component */
+        t = i;
+        while (t < n && key[t] != '.' && key[t] != '/' && key[t] != ':') t++;
+        i = t;
+    }
+    return -1;
+}
+
+/* Returns the slot for `key`, NULL when the key is not a conv parameter (counted as ignored) or on
+ * error (c->err set). */
+static nst__src *nst__collect_slot(nst__collect *c, const char *key) {
+    int kind, k = nst__map_key(key, &kind);
+    nst__src *s;
+    if (c->err) return NULL;
+    if (k == -2) {
+        c->err = kind == 2
+            ? nst__err(NST_ERR_FORMAT, "weights: '%s' is a batch-norm parameter: this is VGG-19-BN (or another "
+                       "network), not the plain VGG-19 style transfer uses", key)
+            : nst__err(NST_ERR_FORMAT, "weights: '%s' is a conv parameter at a place VGG-19 has none: a different "
+                       "network (VGG-16? VGG-19-BN?)", key);
+        return NULL;
+    }
+    if (k < 0) { c->ignored++; return NULL; }
+    if (strstr(key, "features")) c->tv_names = 1;
+    s = kind == 1 ? &c->w[k] : &c->b[k];
+    if (s->present) {
+        c->err = nst__err(NST_ERR_FORMAT, "weights: two tensors for %s.%s ('%s' and '%s')", nst__conv_names[k],
+                          kind == 1 ? "weight" : "bias", s->origin, key);
+        return NULL;
+    }
+    memset(s, 0, sizeof *s);
+    s->present = 1;
+    snprintf(s->origin, sizeof s->origin, "%s", key);
+    return s;
+}
+
+static int64_t nst__src_numel(const nst__src *s) {
+    int64_t e = 1;
+    int i;
+    for (i = 0; i < s->ndim; i++) e *= s->shape[i];
+    return e;
+}
+
+/* Decides which layers are kept and checks their shapes before any storage is touched. */
+static nst_status nst__collect_plan(nst__collect *c, int flags) {
+    int i, k = 0, last = -1;
+    if (c->err) return c->err;
+    for (i = 0; i < NST_VGG_CONVS; i++)
+        if (c->w[i].present || c->b[i].present) last = i;
+    while (k < NST_VGG_CONVS && c->w[k].present) k++;
+    if (k == 0) {
+        if (last >= 0)
+            return nst__err(NST_ERR_FORMAT, "weights: %s is present but conv1_1.weight is missing", nst__conv_names[last]);
+        return nst__err(NST_ERR_FORMAT, "weights: no VGG-19 conv layers found (expected keys like features.0.weight, "
+                        "conv1_1.weight or conv1_1_W; %d other tensors)", c->ignored);
+    }
+    if (last >= k)
+        return nst__err(NST_ERR_FORMAT, "weights: %s is present but %s.weight is missing (not a VGG-19)",
+                        nst__conv_names[last], nst__conv_names[k]);
+    if (!(flags & NST__IMPORT_ALL) && k > NST__IMPORT_DEFAULT_CONVS) k = NST__IMPORT_DEFAULT_CONVS;
+    for (i = 0; i < k; i++) {
+        nst__src *w = &c->w[i], *b = &c->b[i];
+        int64_t cout, cin;
+        if (w->dtype == NST__DT_NONE || (b->present && b->dtype == NST__DT_NONE))
+            return nst__err(NST_ERR_UNSUPPORTED, "weights: %s has a dtype other than float16/bfloat16/float32/float64",
+                            w->dtype == NST__DT_NONE ? w->origin : b->origin);
+        if (w->ndim == 4 && c->allow_hwio && w->shape[0] == 3 && w->shape[1] == 3 &&
+            !(w->shape[2] == 3 && w->shape[3] == 3)) {
+            /* TensorFlow/Keras [kh][kw][cin][cout]: view it as [cout][cin][kh][kw] through the strides */
+            int64_t sh[4], st[4];
+            sh[0] = w->shape[3]; st[0] = w->stride[3];
+            sh[1] = w->shape[2]; st[1] = w->stride[2];
+            sh[2] = w->shape[0]; st[2] = w->stride[0];
+            sh[3] = w->shape[1]; st[3] = w->stride[1];
+            memcpy(w->shape, sh, sizeof sh);
+            memcpy(w->stride, st, sizeof st);
+        }
+        if (w->ndim != 4 || w->shape[2] != 3 || w->shape[3] != 3)
+            return nst__err(NST_ERR_FORMAT, "weights: %s ('%s') is not a 3x3 conv kernel [cout][cin][3][3]",
+                            nst__conv_names[i], w->origin);
+        cout = w->shape[0]; cin = w->shape[1];
+        if (cout < 1 || cout > 4096 || cin < 1 || cin > 4096)
+            return nst__err(NST_ERR_FORMAT, "weights: %s has %lld x %lld channels", nst__conv_names[i],
+                            (long long)cout, (long long)cin);
+        if (cin != (i ? c->w[i - 1].shape[0] : 3))
+            return nst__err(NST_ERR_FORMAT, "weights: %s takes %lld channels but %s gives %lld: not a VGG-19",
+                            nst__conv_names[i], (long long)cin, i ? nst__conv_names[i - 1] : "the RGB image",
+                            (long long)(i ? c->w[i - 1].shape[0] : 3));
+        if (!b->present) return nst__err(NST_ERR_FORMAT, "weights: %s.bias is missing", nst__conv_names[i]);
+        if (nst__src_numel(b) != cout)
+            return nst__err(NST_ERR_FORMAT, "weights: %s.bias has %lld values, the layer has %lld outputs",
+                            nst__conv_names[i], (long long)nst__src_numel(b), (long long)cout);
+    }
+    c->nkeep = k;
+    return NST_OK;
+}
+
+static float nst__src_elem(const nst__src *s, uint64_t idx) {
+    const unsigned char *q = s->p + idx * (uint64_t)nst__dt_size(s->dtype);
+    unsigned char t[8];
+    int n = nst__dt_size(s->dtype), i;
+    if (s->swap) { for (i = 0; i < n; i++) t[i] = q[n - 1 - i]; q = t; }
+    switch (s->dtype) {
+    case NST__DT_F32: return nst__f32_from_bits(nst__rd32le(q));
+    case NST__DT_F16: return nst__half_to_float(nst__rd16le(q));
+    case NST__DT_BF16: return nst__f32_from_bits((uint32_t)nst__rd16le(q) << 16);
+    default: {
+        double d;
+        uint64_t u = nst__rd64le(q);
+        memcpy(&d, &u, 8);
+        return (float)d;
+    }
+    }
+}
+
+/* Converts a resolved slot to a canonical tensor (contiguous f32, [cout][cin][3][3] or [cout]). */
+static nst_status nst__collect_convert(const nst__src *s, const char *name, int is_bias, nst__tensor_list *l) {
+    uint64_t maxidx = s->offset, total = 1, i;
+    int d, nd = is_bias ? 1 : s->ndim;
+    nst__named_tensor *t;
+    float *out;
+    int64_t idx[8];
+    for (d = 0; d < s->ndim; d++) {
+        if (s->shape[d] < 1 || s->stride[d] < 0)
+            return nst__err(NST_ERR_FORMAT, "weights: '%s' has a bad shape or negative stride", s->origin);
+        if ((uint64_t)(s->shape[d] - 1) > ((uint64_t)1 << 40) / ((uint64_t)s->stride[d] + 1))
+            return nst__err(NST_ERR_FORMAT, "weights: '%s' has out-of-range strides", s->origin);
+        maxidx += (uint64_t)(s->shape[d] - 1) * (uint64_t)s->stride[d];
+        total *= (uint64_t)s->shape[d];
+    }
+    if (!s->p || maxidx >= s->elems)
+        return nst__err(NST_ERR_FORMAT, "weights: '%s' reaches element %llu of a storage of %llu (out of range)",
+                        s->origin, (unsigned long long)maxidx, (unsigned long long)s->elems);
+    if (total > ((uint64_t)1 << 28)) return nst__err(NST_ERR_LIMIT, "weights: '%s' is too large", s->origin);
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 32;
+        nst__named_tensor *p = (nst__named_tensor *)nst__realloc(l->t, sizeof *p * (size_t)cap);
+        if (!p) return nst__err(NST_ERR_NOMEM, "weights: out of memory");
+        l->t = p; l->cap = cap;
+    }
+    out = (float *)nst__malloc((size_t)total * sizeof(float));
+    if (!out) return nst__err(NST_ERR_NOMEM, "weights: out of memory for '%s'", s->origin);
+    t = &l->t[l->n++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->data = out;
+    t->ndim = nd;
+    if (is_bias) t->shape[0] = (int64_t)total;
+    else for (d = 0; d < 4; d++) t->shape[d] = s->shape[d];
+    /* contiguous row-major fast path, else an odometer over the strided view */
+    {
+        int contiguous = 1;
+        int64_t expect = 1;
+        for (d = s->ndim - 1; d >= 0; d--) {
+            if (s->shape[d] != 1 && s->stride[d] != expect) contiguous = 0;
+            expect *= s->shape[d];
+        }
+        if (contiguous && s->dtype == NST__DT_F32 && !s->swap) {
+            const unsigned char *q = s->p + s->offset * 4;
+            for (i = 0; i < total; i++) out[i] = nst__f32_from_bits(nst__rd32le(q + 4 * i));
+        } else if (contiguous) {
+            for (i = 0; i < total; i++) out[i] = nst__src_elem(s, s->offset + i);
+        } else {
+            memset(idx, 0, sizeof idx);
+            for (i = 0; i < total; i++) {
+                uint64_t e = s->offset;
+                for (d = 0; d < s->ndim; d++) e += (uint64_t)idx[d] * (uint64_t)s->stride[d];
+                out[i] = nst__src_elem(s, e);
+                for (d = s->ndim - 1; d >= 0; d--) {
+                    if (++idx[d] < s->shape[d]) break;
+                    idx[d] = 0;
+                }
+            }
+        }
+    }
+    return NST_OK;
+}
+
+/* Converts every kept slot (bytes resolved by the format) into the list. */
+static nst_status nst__collect_finish(nst__collect *c, nst__tensor_list *l) {
+    int i;
+    nst_status st;
+    char name[64];
+    for (i = 0; i < c->nkeep; i++) {
+        snprintf(name, sizeof name, "%s.weight", nst__conv_names[i]);
+        if ((st = nst__collect_convert(&c->w[i], name, 0, l)) != NST_OK) return st;
+        snprintf(name, sizeof name, "%s.bias", nst__conv_names[i]);
+        if ((st = nst__collect_convert(&c->b[i], name, 1, l)) != NST_OK) return st;
+    }
+    return NST_OK;
+}
+
+static void nst__src_contiguous(nst__src *s, int ndim, const int64_t *shape) {
+    int d;
+    int64_t st = 1;
+    s->ndim = ndim;
+    for (d = ndim - 1; d >= 0; d--) { s->shape[d] = shape[d]; s->stride[d] = st; st *= shape[d] > 0 ? shape[d] : 1; }
+}
+
+/* ===================================================================================================
+ * Zip (PyTorch's container and .npz): central directory, zip64, stored and deflated members
+ * =================================================================================================*/
+typedef struct nst__zip_entry {
+    const char *name;     /* not NUL-terminated: name_len bytes */
+    size_t name_len;
+    int method;           /* 0 stored, 8 deflate */
+    uint32_t crc;
+    uint64_t csize, usize, lho;
+} nst__zip_entry;
+
+typedef struct nst__zip {
+    const unsigned char *p;
+    size_t n;
+    nst__zip_entry *e;
+    size_t count;
+} nst__zip;
+
+static nst_status nst__zip_open(const unsigned char *p, size_t n, nst__zip *z) {
+    size_t i, eocd = (size_t)-1, lo = n > 65557 ? n - 65557 : 0, pos;
+    uint64_t count, cd_size, cd_off;
+    memset(z, 0, sizeof *z);
+    z->p = p; z->n = n;
+    if (n < 22) return nst__err(NST_ERR_FORMAT, "zip: truncated (%lu bytes)", (unsigned long)n);
+    for (i = n - 22 + 1; i-- > lo;)
+        if (p[i] == 'P' && p[i + 1] == 'K' && p[i + 2] == 5 && p[i + 3] == 6) { eocd = i; break; }
+    if (eocd == (size_t)-1) return nst__err(NST_ERR_FORMAT, "zip: no end-of-central-directory record (truncated file?)");
+    count = nst__rd16le(p + eocd + 10);
+    cd_size = nst__rd32le(p + eocd + 12);
+    cd_off = nst__rd32le(p + eocd + 16);
+    if (count == 0xFFFF || cd_size == 0xFFFFFFFFu || cd_off == 0xFFFFFFFFu) {
+        /* zip64: the locator sits just before the EOCD and points at the zip64 EOCD record */
+        uint64_t r;
+        if (eocd < 20 || nst__rd32le(p + eocd - 20) != 0x07064b50u)
+            return nst__err(NST_ERR_FORMAT, "zip: zip64 values without a zip64 locator");
+        r = nst__rd64le(p + eocd - 12);
+        if (r > n || n - r < 56 || nst__rd32le(p + r) != 0x06064b50u)
+            return nst__err(NST_ERR_FORMAT, "zip: bad zip64 end-of-central-directory record");
+        count = nst__rd64le(p + r + 32);
+        cd_size = nst__rd64le(p + r + 40);
+        cd_off = nst__rd64le(p + r + 48);
+    }
+    if (cd_off > n || cd_size > n - cd_off) return nst__err(NST_ERR_FORMAT, "zip: central directory out of range (truncated?)");
+    if (count > cd_size / 46) return nst__err(NST_ERR_FORMAT, "zip: %llu entries cannot fit the central directory", (unsigned long long)count);
+    if (count > ((uint64_t)1 << 20)) return nst__err(NST_ERR_LIMIT, "zip: %llu entries (weight files have a few hundred)", (unsigned long long)count);
+    z->e = (nst__zip_entry *)nst__calloc(count ? (size_t)count : 1, sizeof *z->e);
+    if (!z->e) return nst__err(NST_ERR_NOMEM, "zip: out of memory");
+    pos = (size_t)cd_off;
+    for (i = 0; i < count; i++) {
+        nst__zip_entry *e = &z->e[i];
+        size_t nl, xl, cl, x;
+        if (pos > n || n - pos < 46 || nst__rd32le(p + pos) != 0x02014b50u)
+            return nst__err(NST_ERR_FORMAT, "zip: bad central directory entry %lu", (unsigned long)i);
+        e->method = nst__rd16le(p + pos + 10);
+        e->crc = nst__rd32le(p + pos + 16);
+        e->csize = nst__rd32le(p + pos + 20);
+        e->usize = nst__rd32le(p + pos + 24);
+        nl = nst__rd16le(p + pos + 28); xl = nst__rd16le(p + pos + 30); cl = nst__rd16le(p + pos + 32);
+        e->lho = nst__rd32le(p + pos + 42);
+        if (n - pos - 46 < nl + xl + cl) return nst__err(NST_ERR_FORMAT, "zip: central directory entry %lu truncated", (unsigned long)i);
+        e->name = (const char *)p + pos + 46;
+        e->name_len = nl;
+        /* zip64 extra field: the 0xFFFFFFFF values follow in order usize, csize, offset */
+        for (x = pos + 46 + nl; x + 4 <= pos + 46 + nl + xl;) {
+            unsigned id = nst__rd16le(p + x), sz = nst__rd16le(p + x + 2);
+            size_t q = x + 4, qe = x + 4 + sz;
+            if (qe > pos + 46 + nl + xl) break;
+            if (id == 1) {
+                if (e->usize == 0xFFFFFFFFu && q + 8 <= qe) { e->usize = nst__rd64le(p + q); q += 8; }
+                if (e->csize == 0xFFFFFFFFu && q + 8 <= qe) { e->csize = nst__rd64le(p + q); q += 8; }
+                if (e->lho == 0xFFFFFFFFu && q + 8 <= qe) { e->lho = nst__rd64le(p + q); }
+            }
+            x = qe;
+        }
+        pos += 46 + nl + xl + cl;
+        z->count++;
+    }
+    return NST_OK;
+}
+
+static void nst__zip_close(nst__zip *z) { nst__free(z->e); z->e = NULL; z->count = 0; }
+
+static int nst__zip_name_is(const nst__zip_entry *e, const char *s, size_t n) {
+    return e->name_len == n && memcmp(e->name, s, n) == 0;
+}
+static NST__UNUSED const nst__zip_entry *nst__zip_find(const nst__zip *z, const char *name, size_t n) {
+    size_t i;
+    for (i = 0; i < z->count; i++)
+        if (nst__zip_name_is(&z->e[i], name, n)) return &z->e[i];
+    return NULL;
+}
+
+/* Gives a member's bytes: a pointer into the archive when stored, else an inflated buffer handed to
+ * the collector (so it lives until the conversion is done). The CRC is verified either way. */
+static nst_status nst__zip_read(const nst__zip *z, const nst__zip_entry *e, nst__collect *c,
+                                const unsigned char **out, size_t *out_n) {
+    const unsigned char *p = z->p;
+    size_t data;
+    uint64_t lh = e->lho;
+    *out = NULL; *out_n = 0;
+    if (lh > z->n || z->n - lh < 30 || nst__rd32le(p + lh) != 0x04034b50u)
+        return nst__err(NST_ERR_FORMAT, "zip: bad local header for '%.*s'", (int)e->name_len, e->name);
+    data = (size_t)lh + 30 + nst__rd16le(p + lh + 26) + nst__rd16le(p + lh + 28);
+    if (data > z->n || e->csize > z->n - data)
+        return nst__err(NST_ERR_FORMAT, "zip: member '%.*s' runs past the end of the file (truncated?)", (int)e->name_len, e->name);
+    if (e->usize > NST__IMPORT_MAX_MEMBER)
+        return nst__err(NST_ERR_LIMIT, "zip: member '%.*s' declares %llu bytes, above the limit", (int)e->name_len,
+                        e->name, (unsigned long long)e->usize);
+    if (e->method == 0) {
+        if (e->csize != e->usize) return nst__err(NST_ERR_FORMAT, "zip: stored member '%.*s' has mismatched sizes", (int)e->name_len, e->name);
+        *out = p + data;
+        *out_n = (size_t)e->usize;
+    } else if (e->method == 8) {
+        unsigned char *buf = NULL;
+        size_t bn = 0;
+        nst_status st;
+        /* a deflate stream expands at most ~1032x: a larger declared size is a zip bomb or a lie */
+        if (e->usize / 1032 > e->csize + 1)
+            return nst__err(NST_ERR_FORMAT, "zip: member '%.*s' claims %llu bytes from %llu compressed (zip bomb?)",
+                            (int)e->name_len, e->name, (unsigned long long)e->usize, (unsigned long long)e->csize);
+        if ((st = nst__inflate(p + data, (size_t)e->csize, 0, (size_t)e->usize, &buf, &bn)) != NST_OK) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "%.200s", nst_last_error());
+            return nst__err(st, "zip: member '%.*s': %s", (int)e->name_len, e->name, msg);
+        }
+        if (bn != e->usize) {
+            nst__free(buf);
+            return nst__err(NST_ERR_FORMAT, "zip: member '%.*s' inflates to %lu bytes, the directory says %llu",
+                            (int)e->name_len, e->name, (unsigned long)bn, (unsigned long long)e->usize);
+        }
+        if (!nst__collect_own(c, buf)) return nst__err(NST_ERR_NOMEM, "zip: out of memory");
+        *out = buf;
+        *out_n = bn;
+    } else {
+        return nst__err(NST_ERR_UNSUPPORTED, "zip: member '%.*s' uses compression method %d (only stored and deflate)",
+                        (int)e->name_len, e->name, e->method);
+    }
+    if (nst__crc32(0, *out, *out_n) != e->crc)
+        return nst__err(NST_ERR_FORMAT, "zip: CRC mismatch in member '%.*s' (corrupted file)", (int)e->name_len, e->name);
+    return NST_OK;
+}
+
+/* ===================================================================================================
+ * Pickle: a small stack machine for what state dicts (and NumPy object arrays) use
+ * Values live in one arena and refer to each other by index, so aliasing through the memo and
+ * mutation (APPEND, SETITEMS) need no reference counting, and freeing is one loop.
+ * =================================================================================================*/
+enum {
+    NST__PV_NONE, NST__PV_BOOL, NST__PV_INT, NST__PV_BIGINT, NST__PV_FLOAT, NST__PV_STR, NST__PV_TUPLE,
+    NST__PV_LIST, NST__PV_DICT, NST__PV_GLOBAL, NST__PV_STORAGE, NST__PV_TENSOR, NST__PV_OBJ,
+    NST__PV_NDARRAY, NST__PV_DTYPE
+};
+
+typedef struct nst__pv {
+    int type;
+    int64_t i;                 /* INT/BOOL; STORAGE: root numel; TENSOR: storage offset */
+    const unsigned char *s;    /* STR, BIGINT bytes; GLOBAL: module; STORAGE: key; DTYPE: type code */
+    size_t sn;
+    const unsigned char *s2;   /* GLOBAL: name */
+    size_t sn2;
+    int *items;                /* TUPLE/LIST items, DICT key,value pairs; OBJ: [callable, state] */
+    int n, cap;
+    int dtype, swap;           /* STORAGE/NDARRAY/DTYPE element type and byte order */
+    int64_t voff, vlen;        /* STORAGE views (legacy): offset and length in the root, -1 = whole */
+    int ndim;                  /* TENSOR/NDARRAY */
+    int64_t shape[8], stride[8];
+    int ref;                   /* TENSOR: its STORAGE value; OBJ: the class (GLOBAL) */
+    int fortran;               /* NDARRAY: column-major data */
+} nst__pv;
+
+typedef struct nst__pickle {
+    nst__pv *v;
+    int nv, capv;
+    int *stack, sp, capstack;
+    int *marks, nmarks, capmarks;
+    int *memo, capmemo;
+    int64_t memo_next;         /* MEMOIZE's slot: how many slots PUTs have filled */
+    int64_t memo_hi;           /* slots [0, memo_hi) may be set: what the next run resets */
+} nst__pickle;
+
+static void nst__pickle_free(nst__pickle *k) {
+    int i;
+    for (i = 0; i < k->nv; i++) nst__free(k->v[i].items);
+    nst__free(k->v); nst__free(k->stack); nst__free(k->marks); nst__free(k->memo);
+    memset(k, 0, sizeof *k);
+}
+
+static int nst__pk_new(nst__pickle *k, int type) {
+    nst__pv *v;
+    if (k->nv == k->capv) {
+        int cap = k->capv ? 2 * k->capv : 256;
+        nst__pv *p;
+        if (k->nv >= NST__PK_MAX_VALUES) return -1;
+        p = (nst__pv *)nst__realloc(k->v, sizeof *p * (size_t)cap);
+        if (!p) return -1;
+        k->v = p; k->capv = cap;
+    }
+    v = &k->v[k->nv];
+    memset(v, 0, sizeof *v);
+    v->type = type;
+    v->ref = -1;
+    v->voff = -1;
+    return k->nv++;
+}
+
+static int nst__pk_push_item(nst__pickle *k, int owner, int item) {
+    nst__pv *o = &k->v[owner];
+    if (o->n == o->cap) {
+        int cap = o->cap ? 2 * o->cap : 4;
+        int *p;
+        if (o->n >= NST__PK_MAX_VALUES) return 0;
+        p = (int *)nst__realloc(o->items, sizeof *p * (size_t)cap);
+        if (!p) return 0;
+        o->items = p; o->cap = cap;
+    }
+    o->items[o->n++] = item;
+    return 1;
+}
+
+static int nst__pk_push(nst__pickle *k, int v) {
+    if (v < 0) return 0;
+    if (k->sp == k->capstack) {
+        int cap = k->capstack ? 2 * k->capstack : 256;
+        int *p;
+        if (k->sp >= NST__PK_MAX_STACK) return 0;
+        p = (int *)nst__realloc(k->stack, sizeof *p * (size_t)cap);
+        if (!p) return 0;
+        k->stack = p; k->capstack = cap;
+    }
+    k->stack[k->sp++] = v;
+    return 1;
+}
+
+static int nst__pk_str_is(const nst__pv *v, const char *s) {
+    return v->type == NST__PV_STR && v->sn == strlen(s) && memcmp(v->s, s, v->sn) == 0;
+}
+static int nst__pk_global_is(const nst__pv *v, const char *mod, const char *name) {
+    return v->type == NST__PV_GLOBAL && v->sn == strlen(mod) && memcmp(v->s, mod, v->sn) == 0 &&
+           v->sn2 == strlen(name) && memcmp(v->s2, name, v->sn2) == 0;
+}
+
+/* The element type a torch storage class name stands for (FloatStorage, ...). */
+static int nst__torch_storage_dtype(const nst__pv *g) {
+    static const char *const names[] = {"FloatStorage", "HalfStorage", "DoubleStorage", "BFloat16Storage"};
+    static const int dts[] = {NST__DT_F32, NST__DT_F16, NST__DT_F64, NST__DT_BF16};
+    int i;
+    if (g->type != NST__PV_GLOBAL) return -1;
+    for (i = 0; i < 4; i++)
+        if (g->sn2 == strlen(names[i]) && memcmp(g->s2, names[i], g->sn2) == 0) return dts[i];
+    if (g->sn2 > 7 && memcmp(g->s2 + g->sn2 - 7, "Storage", 7) == 0) return NST__DT_NONE;   /* Long, Byte, ... */
+    return -1;
+}
+static int nst__torch_dtype_global(const nst__pv *g) {   /* torch.float32 & co (rebuild_tensor_v3) */
+    if (g->type != NST__PV_GLOBAL) return -1;
+    if (nst__pk_global_is(g, "torch", "float32") || nst__pk_global_is(g, "torch", "float")) return NST__DT_F32;
+    if (nst__pk_global_is(g, "torch", "float16") || nst__pk_global_is(g, "torch", "half")) return NST__DT_F16;
+    if (nst__pk_global_is(g, "torch", "float64") || nst__pk_global_is(g, "torch", "double")) return NST__DT_F64;
+    if (nst__pk_global_is(g, "torch", "bfloat16")) return NST__DT_BF16;
+    return NST__DT_NONE;
+}
+
+/* A shape or stride tuple of small non-negative ints; returns ndim or -1. */
+static int nst__pk_int_tuple(const nst__pickle *k, int t, int64_t *out) {
+    const nst__pv *v;
+    int i;
+    if (t < 0) return -1;
+    v = &k->v[t];
+    if (v->type != NST__PV_TUPLE && v->type != NST__PV_LIST) return -1;
+    if (v->n > 8) return -1;
+    for (i = 0; i < v->n; i++) {
+        const nst__pv *e = &k->v[v->items[i]];
+        if (e->type != NST__PV_INT || e->i < 0 || e->i > ((int64_t)1 << 40)) return -1;
+        out[i] = e->i;
+    }
+    return v->n;
+}
+
+/* Builds a TENSOR from (storage, offset, size, stride); -1 if the arguments do not fit. */
+static int nst__pk_make_tensor(nst__pickle *k, int storage, int offset, int size, int stride) {
+    int t, nd, ns;
+    int64_t sh[8], st[8];
+    if (k->v[storage].type != NST__PV_STORAGE || k->v[offset].type != NST__PV_INT || k->v[offset].i < 0) return -1;
+    nd = nst__pk_int_tuple(k, size, sh);
+    ns = nst__pk_int_tuple(k, stride, st);
+    if (nd < 0 || ns != nd) return -1;
+    if ((t = nst__pk_new(k, NST__PV_TENSOR)) < 0) return -1;
+    k->v[t].ref = storage;
+    k->v[t].i = k->v[offset].i;
+    k->v[t].ndim = nd;
+    memcpy(k->v[t].shape, sh, sizeof sh);
+    memcpy(k->v[t].stride, st, sizeof st);
+    return t;
+}
+
+/* Applies a callable to an argument tuple: the constructors state dicts use; anything else
+ * becomes an opaque object (an error only if a conv tensor turns out to live inside it). */
+static int nst__pk_call(nst__pickle *k, int fn, int args) {
+    const nst__pv *f = &k->v[fn], *a = &k->v[args];
+    int r;
+    if (a->type != NST__PV_TUPLE) return nst__pk_new(k, NST__PV_OBJ);
+    if (nst__pk_global_is(f, "collections", "OrderedDict") || nst__pk_global_is(f, "builtins", "dict") ||
+        nst__pk_global_is(f, "__builtin__", "dict"))
+        return nst__pk_new(k, NST__PV_DICT);
+    if ((nst__pk_global_is(f, "torch._utils", "_rebuild_tensor_v2") && a->n >= 4) ||
+        (nst__pk_global_is(f, "torch._utils", "_rebuild_tensor") && a->n == 4)) {
+        r = nst__pk_make_tensor(k, a->items[0], a->items[1], a->items[2], a->items[3]);
+        return r >= 0 ? r : nst__pk_new(k, NST__PV_OBJ);
+    }
+    if (nst__pk_global_is(f, "torch._utils", "_rebuild_tensor_v3") && a->n >= 7) {
+        int dt = nst__torch_dtype_global(&k->v[a->items[6]]);
+        r = nst__pk_make_tensor(k, a->items[0], a->items[1], a->items[2], a->items[3]);
+        if (r >= 0 && dt >= 0) k->v[k->v[r].ref].dtype = dt;
+        return r >= 0 ? r : nst__pk_new(k, NST__PV_OBJ);
+    }
+    if ((nst__pk_global_is(f, "torch._utils", "_rebuild_parameter") ||
+         nst__pk_global_is(f, "torch._utils", "_rebuild_parameter_with_state")) && a->n >= 1)
+        return a->items[0];
+    if (nst__pk_global_is(f, "numpy.core.multiarray", "_reconstruct") ||
+        nst__pk_global_is(f, "numpy._core.multiarray", "_reconstruct"))
+        return nst__pk_new(k, NST__PV_NDARRAY);
+    if (nst__pk_global_is(f, "numpy", "dtype") && a->n >= 1 && k->v[a->items[0]].type == NST__PV_STR) {
+        const nst__pv *code = &k->v[a->items[0]];
+        int dt = NST__DT_NONE;
+        if (code->sn == 2 && code->s[0] == 'f') dt = code->s[1] == '4' ? NST__DT_F32 : code->s[1] == '2' ? NST__DT_F16 :
+                                                     code->s[1] == '8' ? NST__DT_F64 : NST__DT_NONE;
+        if ((r = nst__pk_new(k, NST__PV_DTYPE)) >= 0) k->v[r].dtype = dt;
+        return r;
+    }
+    r = nst__pk_new(k, NST__PV_OBJ);
+    if (r >= 0) k->v[r].ref = fn;
+    return r;
+}
+
+/* BUILD: sets state on the object below it. Used for NumPy arrays and dtypes, the oldest torch
+ * tensors (torch.FloatTensor() + state tuple), and module objects whose __dict__ holds parameters. */
+static void nst__pk_build(nst__pickle *k, int obj, int state) {
+    nst__pv *o = &k->v[obj];
+    const nst__pv *s = &k->v[state];
+    if (o->type == NST__PV_DTYPE && s->type == NST__PV_TUPLE && s->n >= 2) {
+        const nst__pv *bo = &k->v[s->items[1]];
+        if (bo->type == NST__PV_STR && bo->sn == 1) o->swap = bo->s[0] == '>';
+    } else if (o->type == NST__PV_NDARRAY && s->type == NST__PV_TUPLE && s->n >= 5) {
+        /* (version, shape, dtype, fortran_order, raw data) */
+        const nst__pv *dt = &k->v[s->items[2]], *fo = &k->v[s->items[3]], *raw = &k->v[s->items[4]];
+        int nd = nst__pk_int_tuple(k, s->items[1], o->shape);
+        if (raw->type == NST__PV_LIST || raw->type == NST__PV_TUPLE) { o->i = s->items[4] + 1; return; }   /* object array */
+        if (nd < 0 || dt->type != NST__PV_DTYPE || raw->type != NST__PV_STR) return;
+        o->ndim = nd;
+        o->dtype = dt->dtype;
+        o->swap = dt->swap;
+        o->fortran = (fo->type == NST__PV_BOOL || fo->type == NST__PV_INT) && fo->i;
+        o->s = raw->s;
+        o->sn = raw->sn;
+        o->ref = 1;   /* built */
+    } else if (o->type == NST__PV_OBJ && s->type == NST__PV_TUPLE && s->n == 4 && o->ref >= 0 &&
+               nst__torch_storage_dtype(&k->v[o->ref]) < 0 && k->v[o->ref].type == NST__PV_GLOBAL &&
+               k->v[o->ref].sn2 > 6 && memcmp(k->v[o->ref].s2 + k->v[o->ref].sn2 - 6, "Tensor", 6) == 0) {
+        int t = nst__pk_make_tensor(k, s->items[0], s->items[1], s->items[2], s->items[3]);
+        if (t >= 0) {
+            nst__pv tv = k->v[t];
+            k->v[obj] = tv;          /* becomes the tensor in place (aliases see it too) */
+            k->v[t].items = NULL;
+        }
+    } else if (o->type == NST__PV_OBJ && (s->type == NST__PV_DICT || s->type == NST__PV_TUPLE)) {
+        o->i = state + 1;          /* remember the state; walked when looking for tensors */
+    }
+}
+
+/* Resolves a persistent id ('storage', type, key, location, numel[, view]) to a STORAGE value. */
+static int nst__pk_persid(nst__pickle *k, int pid) {
+    const nst__pv *t = &k->v[pid], *ty, *key, *numel;
+    int r, dt;
+    if (t->type != NST__PV_TUPLE || t->n < 5 || !nst__pk_str_is(&k->v[t->items[0]], "storage")) return -1;
+    ty = &k->v[t->items[1]]; key = &k->v[t->items[2]]; numel = &k->v[t->items[4]];
+    dt = nst__torch_storage_dtype(ty);
+    if (dt < 0 || key->type != NST__PV_STR || numel->type != NST__PV_INT || numel->i < 0) return -1;
+    if ((r = nst__pk_new(k, NST__PV_STORAGE)) < 0) return -1;
+    t = &k->v[pid]; key = &k->v[t->items[2]]; numel = &k->v[t->items[4]];
+    k->v[r].dtype = dt;
+    k->v[r].s = key->s; k->v[r].sn = key->sn;
+    k->v[r].i = numel->i;
+    if (t->n >= 6 && k->v[t->items[5]].type == NST__PV_TUPLE) {
+        /* legacy view: (view_key, offset, size) within the root storage */
+        const nst__pv *vm = &k->v[t->items[5]];
+        if (vm->n == 3 && k->v[vm->items[1]].type == NST__PV_INT && k->v[vm->items[2]].type == NST__PV_INT &&
+            k->v[vm->items[1]].i >= 0 && k->v[vm->items[2]].i >= 0) {
+            k->v[r].voff = k->v[vm->items[1]].i;
+            k->v[r].vlen = k->v[vm->items[2]].i;
+        } else {
+            return -1;
+        }
+    }
+    return r;
+}
+
+/* Runs one pickle from p[*pos] to its STOP; *result = the value left on the stack. */
+static nst_status nst__pickle_run(nst__pickle *k, const unsigned char *p, size_t n, size_t *pos, int *result) {
+    size_t i = *pos;
+    int top, a, b;
+    k->sp = 0; k->nmarks = 0; k->memo_next = 0;
+    if (k->memo) memset(k->memo, 0xFF, sizeof *k->memo * (size_t)k->memo_hi);
+    k->memo_hi = 0;
+#define NST__PK_NEED(m) do { if (n - i < (size_t)(m)) return nst__err(NST_ERR_FORMAT, "pickle: truncated at byte %lu", (unsigned long)i); } while (0)
+#define NST__PK_POP(x) do { if (k->sp <= (k->nmarks ? k->marks[k->nmarks - 1] : 0)) return nst__err(NST_ERR_FORMAT, "pickle: stack underflow at byte %lu", (unsigned long)(i - 1)); (x) = k->stack[--k->sp]; } while (0)
+#define NST__PK_PUSH(x) do { if (!nst__pk_push(k, (x))) return nst__err(NST_ERR_NOMEM, "pickle: too many values or out of memory"); } while (0)
+    for (;;) {
+        int op;
+        if (i >= n) return nst__err(NST_ERR_FORMAT, "pickle: truncated (no STOP)");
+        op = p[i++];
+        switch (op) {
+        case 0x80: NST__PK_NEED(1); i++; break;                       /* PROTO */
+        case 0x95: NST__PK_NEED(8); i += 8; break;                    /* FRAME: just a length hint */
+        case '.':                                                     /* STOP */
+            if (k->sp != 1 || k->nmarks) return nst__err(NST_ERR_FORMAT, "pickle: STOP with %d values on the stack", k->sp);
+            *result = k->stack[0];
+            *pos = i;
+            return NST_OK;
+        case '(':                                                     /* MARK */
+            if (k->nmarks == k->capmarks) {
+                int cap = k->capmarks ? 2 * k->capmarks : 64;
+                int *q;
+                if (k->nmarks >= NST__PK_MAX_STACK) return nst__err(NST_ERR_LIMIT, "pickle: nesting too deep");
+                q = (int *)nst__realloc(k->marks, sizeof *q * (size_t)cap);
+                if (!q) return nst__err(NST_ERR_NOMEM, "pickle: out of memory");
+                k->marks = q; k->capmarks = cap;
+            }
+            k->marks[k->nmarks++] = k->sp;
+            break;
+        case 'N': NST__PK_PUSH(nst__pk_new(k, NST__PV_NONE)); break;
+        case 0x88: case 0x89:                                         /* NEWTRUE, NEWFALSE */
+            a = nst__pk_new(k, NST__PV_BOOL);
+            if (a >= 0) k->v[a].i = op == 0x88;
+            NST__PK_PUSH(a);
+            break;
+        case 'J': case 'K': case 'M': {                               /* BININT, BININT1, BININT2 */
+            int64_t v;
+            if (op == 'J') { NST__PK_NEED(4); v = (int32_t)nst__rd32le(p + i); i += 4; }
+            else if (op == 'K') { NST__PK_NEED(1); v = p[i]; i += 1; }
+            else { NST__PK_NEED(2); v = nst__rd16le(p + i); i += 2; }
+            a = nst__pk_new(k, NST__PV_INT);
+            if (a >= 0) k->v[a].i = v;
+            NST__PK_PUSH(a);
+            break;
+        }
+        case 0x8a: case 0x8b: {                                       /* LONG1, LONG4 */
+            size_t len;
+            if (op == 0x8a) { NST__PK_NEED(1); len = p[i++]; }
+            else { NST__PK_NEED(4); len = nst__rd32le(p + i); i += 4; }
+            NST__PK_NEED(len);
+            if (len <= 8) {
+                uint64_t u = 0;
+                size_t j;
+                for (j = 0; j < len; j++) u |= (uint64_t)p[i + j] << (8 * j);
+                if (len && len < 8 && (p[i + len - 1] & 0x80)) u |= ~(uint64_t)0 << (8 * len);   /* sign-extend */
+                a = nst__pk_new(k, NST__PV_INT);
+                if (a >= 0) k->v[a].i = (int64_t)u;
+            } else {
+                a = nst__pk_new(k, NST__PV_BIGINT);
+                if (a >= 0) { k->v[a].s = p + i; k->v[a].sn = len; }
+            }
+            i += len;
+            NST__PK_PUSH(a);
+            break;
+        }
+        case 'I': case 'L': {                                         /* INT, LONG (text lines) */
+            const unsigned char *e = (const unsigned char *)memchr(p + i, '\n', n - i);
+            int64_t v = 0;
+            int neg = 0;
+            size_t j = i;
+            if (!e) return nst__err(NST_ERR_FORMAT, "pickle: truncated text integer");
+            if (j < (size_t)(e - p) && p[j] == '-') { neg = 1; j++; }
+            for (; j < (size_t)(e - p) && nst__is_digit(p[j]); j++) {
+                if (v > ((int64_t)1 << 56)) return nst__err(NST_ERR_UNSUPPORTED, "pickle: text integer too large");
+                v = v * 10 + (p[j] - '0');
+            }
+            i = (size_t)(e - p) + 1;
+            a = nst__pk_new(k, NST__PV_INT);
+            if (a >= 0) k->v[a].i = neg ? -v : v;
+            NST__PK_PUSH(a);
+            break;
+        }
+        case 'G': {                                                   /* BINFLOAT (big-endian) */
+            NST__PK_NEED(8);   /* floats never matter for weights: kept as an opaque value */
+            i += 8;
+            NST__PK_PUSH(nst__pk_new(k, NST__PV_FLOAT));
+            break;
+        }
+        case 'X': case 0x8c: case 0x8d: case 'T': case 'U': case 'B': case 'C': case 0x8e: {
+            /* BINUNICODE, SHORT_BINUNICODE, BINUNICODE8, BINSTRING, SHORT_BINSTRING, BINBYTES, SHORT_BINBYTES, BINBYTES8 */
+            uint64_t len;
+            if (op == 0x8c || op == 'U' || op == 'C') { NST__PK_NEED(1); len = p[i]; i += 1; }
+            else if (op == 0x8d || op == 0x8e) { NST__PK_NEED(8); len = nst__rd64le(p + i); i += 8; }
+            else { NST__PK_NEED(4); len = nst__rd32le(p + i); i += 4; }
+            if (len > n - i) return nst__err(NST_ERR_FORMAT, "pickle: string of %llu bytes past the end", (unsigned long long)len);
+            a = nst__pk_new(k, NST__PV_STR);
+            if (a >= 0) { k->v[a].s = p + i; k->v[a].sn = (size_t)len; }
+            i += (size_t)len;
+            NST__PK_PUSH(a);
+            break;
+        }
+        case 'V': case 'S': {                                         /* UNICODE, STRING (text lines) */
+            const unsigned char *e = (const unsigned char *)memchr(p + i, '\n', n - i);
+            size_t s0 = i, s1;
+            if (!e) return nst__err(NST_ERR_FORMAT, "pickle: truncated text string");
+            s1 = (size_t)(e - p);
+            if (op == 'S' && s1 - s0 >= 2 && (p[s0] == '\'' || p[s0] == '"') && p[s1 - 1] == p[s0]) { s0++; s1--; }
+            a = nst__pk_new(k, NST__PV_STR);
+            if (a >= 0) { k->v[a].s = p + s0; k->v[a].sn = s1 - s0; }
+            i = (size_t)(e - p) + 1;
+            NST__PK_PUSH(a);
+            break;
+        }
+        case ')': NST__PK_PUSH(nst__pk_new(k, NST__PV_TUPLE)); break;
+        case ']': NST__PK_PUSH(nst__pk_new(k, NST__PV_LIST)); break;
+        case '}': NST__PK_PUSH(nst__pk_new(k, NST__PV_DICT)); break;
+        case 't': case 'l': case 'd': {                               /* TUPLE, LIST, DICT from the mark */
+            int m, j;
+            if (!k->nmarks) return nst__err(NST_ERR_FORMAT, "pickle: no MARK for opcode '%c'", op);
+            m = k->marks[--k->nmarks];
+            a = nst__pk_new(k, op == 't' ? NST__PV_TUPLE : op == 'l' ? NST__PV_LIST : NST__PV_DICT);
+            if (a < 0) return nst__err(NST_ERR_NOMEM, "pickle: too many values");
+            if (op == 'd' && ((k->sp - m) & 1)) return nst__err(NST_ERR_FORMAT, "pickle: odd DICT item count");
+            for (j = m; j < k->sp; j++)
+                if (!nst__pk_push_item(k, a, k->stack[j])) return nst__err(NST_ERR_NOMEM, "pickle: out of memory");
+            k->sp = m;
+            NST__PK_PUSH(a);
+            break;
+        }
+        case 0x85: case 0x86: case 0x87: {                            /* TUPLE1..3 */
+            int cnt = op - 0x84, j, base;
+            if (k->sp - (k->nmarks ? k->marks[k->nmarks - 1] : 0) < cnt) return nst__err(NST_ERR_FORMAT, "pickle: stack underflow");
+            a = nst__pk_new(k, NST__PV_TUPLE);
+            if (a < 0) return nst__err(NST_ERR_NOMEM, "pickle: too many values");
+            base = k->sp - cnt;
+            for (j = base; j < k->sp; j++)
+                if (!nst__pk_push_item(k, a, k->stack[j])) return nst__err(NST_ERR_NOMEM, "pickle: out of memory");
+            k->sp = base;
+            NST__PK_PUSH(a);
+            break;
+        }
+        case 'a':                                                     /* APPEND */
+            NST__PK_POP(b);
+            if (k->sp < 1) return nst__err(NST_ERR_FORMAT, "pickle: APPEND without a list");
+            top = k->stack[k->sp - 1];
+            if (k->v[top].type == NST__PV_LIST && !nst__pk_push_item(k, top, b)) return nst__err(NST_ERR_NOMEM, "pickle: out of memory");
+            break;
+        case 'e': case 'u': {                                         /* APPENDS, SETITEMS */
+            int m, j;
+            if (!k->nmarks) return nst__err(NST_ERR_FORMAT, "pickle: no MARK for opcode '%c'", op);
+            m = k->marks[--k->nmarks];
+            if (m < 1) return nst__err(NST_ERR_FORMAT, "pickle: '%c' without a target", op);
+            top = k->stack[m - 1];
+            if (op == 'u' && ((k->sp - m) & 1)) return nst__err(NST_ERR_FORMAT, "pickle: odd SETITEMS count");
+            if ((op == 'e' && k->v[top].type == NST__PV_LIST) || (op == 'u' && k->v[top].type == NST__PV_DICT))
+                for (j = m; j < k->sp; j++)
+                    if (!nst__pk_push_item(k, top, k->stack[j])) return nst__err(NST_ERR_NOMEM, "pickle: out of memory");
+            k->sp = m;
+            break;
+        }
+        case 's': {                                                   /* SETITEM */
+            int key, val;
+            NST__PK_POP(val);
+            NST__PK_POP(key);
+            if (k->sp < 1) return nst__err(NST_ERR_FORMAT, "pickle: SETITEM without a dict");
+            top = k->stack[k->sp - 1];
+            if (k->v[top].type == NST__PV_DICT &&
+                (!nst__pk_push_item(k, top, key) || !nst__pk_push_item(k, top, val)))
+                return nst__err(NST_ERR_NOMEM, "pickle: out of memory");
+            break;
+        }
+        case 'q': case 'r': case 'p': case 0x94: {                    /* BINPUT, LONG_BINPUT, PUT, MEMOIZE */
+            int64_t idx;
+            if (k->sp < 1) return nst__err(NST_ERR_FORMAT, "pickle: memo store with an empty stack");
+            if (op == 'q') { NST__PK_NEED(1); idx = p[i]; i += 1; }
+            else if (op == 'r') { NST__PK_NEED(4); idx = nst__rd32le(p + i); i += 4; }
+            else if (op == 'p') {
+                const unsigned char *e = (const unsigned char *)memchr(p + i, '\n', n - i);
+                size_t j = i;
+                if (!e) return nst__err(NST_ERR_FORMAT, "pickle: truncated PUT");
+                idx = 0;
+                for (; j < (size_t)(e - p) && nst__is_digit(p[j]) && idx < NST__PK_MAX_MEMO; j++) idx = idx * 10 + (p[j] - '0');
+                i = (size_t)(e - p) + 1;
+            } else {
+                idx = -1;   /* MEMOIZE: next free slot, tracked below */
+            }
+            if (idx < 0) idx = k->memo_next;
+            /* picklers number slots 0, 1, 2, ...: an index far past the slots in use is hostile */
+            if (idx >= NST__PK_MAX_MEMO || idx > k->memo_next + 65536)
+                return nst__err(NST_ERR_LIMIT, "pickle: memo index %lld too large", (long long)idx);
+            if (idx >= k->capmemo) {
+                int cap = k->capmemo ? k->capmemo : 64, *q;
+                while (cap <= idx) cap *= 2;
+                q = (int *)nst__realloc(k->memo, sizeof *q * (size_t)cap);
+                if (!q) return nst__err(NST_ERR_NOMEM, "pickle: out of memory");
+                memset(q + k->capmemo, 0xFF, sizeof *q * (size_t)(cap - k->capmemo));
+                k->memo = q; k->capmemo = cap;
+            }
+            if (k->memo[idx] < 0) k->memo_next++;
+            k->memo[idx] = k->stack[k->sp - 1];
+            if (idx >= k->memo_hi) k->memo_hi = idx + 1;
+            break;
+        }
+        case 'h': case 'j': case 'g': {                               /* BINGET, LONG_BINGET, GET */
+            int64_t idx;
+            if (op == 'h') { NST__PK_NEED(1); idx = p[i]; i += 1; }
+            else if (op == 'j') { NST__PK_NEED(4); idx = nst__rd32le(p + i); i += 4; }
+            else {
+                const unsigned char *e = (const unsigned char *)memchr(p + i, '\n', n - i);
+                size_t j = i;
+                if (!e) return nst__err(NST_ERR_FORMAT, "pickle: truncated GET");
+                idx = 0;
+                for (; j < (size_t)(e - p) && nst__is_digit(p[j]) && idx < NST__PK_MAX_MEMO; j++) idx = idx * 10 + (p[j] - '0');
+                i = (size_t)(e - p) + 1;
+            }
+            if (idx >= k->capmemo || k->memo[idx] < 0) return nst__err(NST_ERR_FORMAT, "pickle: memo slot %lld is empty", (long long)idx);
+            NST__PK_PUSH(k->memo[idx]);
+            break;
+        }
+        case 'c': {                                                   /* GLOBAL "module\nname\n" */
+            const unsigned char *e1 = (const unsigned char *)memchr(p + i, '\n', n - i), *e2;
+            if (!e1) return nst__err(NST_ERR_FORMAT, "pickle: truncated GLOBAL");
+            e2 = (const unsigned char *)memchr(e1 + 1, '\n', n - (size_t)(e1 + 1 - p));
+            if (!e2) return nst__err(NST_ERR_FORMAT, "pickle: truncated GLOBAL");
+            a = nst__pk_new(k, NST__PV_GLOBAL);
+            if (a >= 0) {
+                k->v[a].s = p + i; k->v[a].sn = (size_t)(e1 - (p + i));
+                k->v[a].s2 = e1 + 1; k->v[a].sn2 = (size_t)(e2 - (e1 + 1));
+            }
+            i = (size_t)(e2 - p) + 1;
+            NST__PK_PUSH(a);
+            break;
+        }
+        case 0x93: {                                                  /* STACK_GLOBAL */
+            int mod, name;
+            NST__PK_POP(name);
+            NST__PK_POP(mod);
+            if (k->v[mod].type != NST__PV_STR || k->v[name].type != NST__PV_STR)
+                return nst__err(NST_ERR_FORMAT, "pickle: STACK_GLOBAL needs two strings");
+            a = nst__pk_new(k, NST__PV_GLOBAL);
+            if (a >= 0) {
+                k->v[a].s = k->v[mod].s; k->v[a].sn = k->v[mod].sn;
+                k->v[a].s2 = k->v[name].s; k->v[a].sn2 = k->v[name].sn;
+            }
+            NST__PK_PUSH(a);
+            break;
+        }
+        case 'R': case 0x81: {                                        /* REDUCE, NEWOBJ */
+            int fn, args;
+            NST__PK_POP(args);
+            NST__PK_POP(fn);
+            a = nst__pk_call(k, fn, args);
+            NST__PK_PUSH(a);
+            break;
+        }
+        case 'b': {                                                   /* BUILD */
+            int state;
+            NST__PK_POP(state);
+            if (k->sp < 1) return nst__err(NST_ERR_FORMAT, "pickle: BUILD without an object");
+            nst__pk_build(k, k->stack[k->sp - 1], state);
+            break;
+        }
+        case 'Q': {                                                   /* BINPERSID */
+            int pid;
+            NST__PK_POP(pid);
+            a = nst__pk_persid(k, pid);
+            if (a < 0) return nst__err(NST_ERR_UNSUPPORTED, "pickle: persistent id at byte %lu is not a torch storage we read",
+                                       (unsigned long)(i - 1));
+            NST__PK_PUSH(a);
+            break;
+        }
+        case '0': NST__PK_POP(a); (void)a; break;                     /* POP */
+        case '1':                                                     /* POP_MARK */
+            if (!k->nmarks) return nst__err(NST_ERR_FORMAT, "pickle: POP_MARK without MARK");
+            k->sp = k->marks[--k->nmarks];
+            break;
+        case '2':                                                     /* DUP */
+            if (k->sp < 1) return nst__err(NST_ERR_FORMAT, "pickle: DUP on an empty stack");
+            NST__PK_PUSH(k->stack[k->sp - 1]);
+            break;
+        default:
+            return nst__err(NST_ERR_UNSUPPORTED, "pickle: opcode 0x%02x at byte %lu is not supported by this reader",
+                            op, (unsigned long)(i - 1));
+        }
+    }
+#undef NST__PK_NEED
+#undef NST__PK_POP
+#undef NST__PK_PUSH
+}
+
+/* Walks the unpickled object for tensors/arrays, building dotted key names ("model.features.0.weight",
+ * "conv1_1.0" for {"conv1_1": [W, b]}). Iterative with an explicit stack and a depth cap, so hostile
+ * nesting costs neither recursion nor time (each container is visited once per path, capped). */
+typedef void (*nst__pk_visit)(void *user, const char *key, int value);
+static nst_status nst__pickle_walk(nst__pickle *k, int root, nst__pk_visit visit, void *user) {
+    enum { MAXD = 12 };
+    struct { int v, next; size_t keylen; } st[MAXD];
+    char key[512];
+    int d = 0;
+    long budget = 1L << 20;   /* paths visited; real state dicts need hundreds, a self-referencing list hits this */
+    st[0].v = root; st[0].next = 0; st[0].keylen = 0;
+    while (d >= 0) {
+        const nst__pv *c = &k->v[st[d].v], *cv;
+        int child = -1;
+        char comp[128];
+        size_t base = st[d].keylen, cl, nl;
+        if (--budget < 0) return nst__err(NST_ERR_LIMIT, "pickle: object too large to search");
+        comp[0] = 0;
+        if ((c->type == NST__PV_OBJ || c->type == NST__PV_NDARRAY) && c->i > 0 && st[d].next == 0) {
+            child = (int)c->i - 1;        /* an object: look inside its state (a module's __dict__) */
+            st[d].next = 1;
+        } else if (c->type == NST__PV_DICT && st[d].next < c->n / 2) {
+            const nst__pv *kv = &k->v[c->items[2 * st[d].next]];
+            child = c->items[2 * st[d].next + 1];
+            if (kv->type == NST__PV_STR) snprintf(comp, sizeof comp, "%.*s", (int)(kv->sn < 100 ? kv->sn : 100), (const char *)kv->s);
+            else if (kv->type == NST__PV_INT) snprintf(comp, sizeof comp, "%lld", (long long)kv->i);
+            else snprintf(comp, sizeof comp, "?");
+            st[d].next++;
+        } else if ((c->type == NST__PV_LIST || c->type == NST__PV_TUPLE) && st[d].next < c->n) {
+            child = c->items[st[d].next];
+            snprintf(comp, sizeof comp, "%d", st[d].next);
+            st[d].next++;
+        }
+        if (child < 0) { d--; continue; }
+        /* components starting with '_' (_modules, _parameters) are plumbing: leave them out */
+        cl = strlen(comp);
+        nl = base;
+        if (cl && comp[0] != '_' && base + cl + 2 < sizeof key) {
+            if (base) key[nl++] = '.';
+            memcpy(key + nl, comp, cl);
+            nl += cl;
+        }
+        key[nl] = 0;
+        cv = &k->v[child];
+        if (cv->type == NST__PV_TENSOR || (cv->type == NST__PV_NDARRAY && cv->i == 0)) {
+            visit(user, key, child);
+        } else if ((cv->type == NST__PV_DICT || cv->type == NST__PV_LIST || cv->type == NST__PV_TUPLE ||
+                    ((cv->type == NST__PV_OBJ || cv->type == NST__PV_NDARRAY) && cv->i > 0)) && d + 1 < MAXD) {
+            d++;
+            st[d].v = child; st[d].next = 0; st[d].keylen = nl;
+        }
+    }
+    return NST_OK;
+}
+
+static nst_input_convention nst__torchvision_convention(void) {
+    nst_input_convention c;
+    c.bgr = 0; c.scale = 1.0f;
+    c.mean[0] = 0.485f; c.mean[1] = 0.456f; c.mean[2] = 0.406f;
+    c.std[0] = 0.229f; c.std[1] = 0.224f; c.std[2] = 0.225f;
+    return c;
+}
+
+/* PyTorch files carry no convention; the key names tell the source. torchvision trained on RGB
+ * with ImageNet statistics; files with Caffe-style names (Gatys' vgg_conv.pth, jcjohnson's converted
+ * models) hold the Caffe weights and expect Caffe's input. */
+static void nst__torch_finish(const nst__collect *c, const char *container, nst__tensor_list *out) {
+    out->has_conv = 1;
+    out->conv = c->tv_names ? nst__torchvision_convention() : nst__caffe_convention();
+    snprintf(out->format, sizeof out->format, "pytorch %s (%s names)", container, c->tv_names ? "torchvision" : "caffe-style");
+}
+
+/* ===================================================================================================
+ * PyTorch: zip container and legacy stream
+ * =================================================================================================*/
+typedef struct nst__torch_ctx {
+    nst__pickle *k;
+    nst__collect *c;
+} nst__torch_ctx;
+
+static void nst__torch_visit(void *user, const char *key, int value) {
+    nst__torch_ctx *x = (nst__torch_ctx *)user;
+    const nst__pv *t = &x->k->v[value];
+    nst__src *s;
+    if (t->type != NST__PV_TENSOR) { x->c->ignored++; return; }
+    if (!(s = nst__collect_slot(x->c, key))) return;
+    s->dtype = x->k->v[t->ref].dtype;
+    s->ndim = t->ndim;
+    memcpy(s->shape, t->shape, sizeof s->shape);
+    memcpy(s->stride, t->stride, sizeof s->stride);
+    s->offset = (uint64_t)t->i;
+    s->aux = t->ref;       /* the STORAGE value; bytes resolved later */
+}
+
+/* Points a slot at its storage bytes: base = the storage's first element, checked against the
+ * bytes present; legacy views add their offset and narrow the length. */
+static nst_status nst__torch_bind(nst__src *s, const nst__pv *sto, const unsigned char *bytes, uint64_t nbytes, int swap) {
+    uint64_t es = (uint64_t)nst__dt_size(sto->dtype), elems;
+    if (!es) return nst__err(NST_ERR_UNSUPPORTED, "pytorch: '%s' is not a floating-point tensor", s->origin);
+    elems = nbytes / es;
+    if ((uint64_t)sto->i > elems)
+        return nst__err(NST_ERR_FORMAT, "pytorch: storage of '%s' holds %llu elements, the file has %llu",
+                        s->origin, (unsigned long long)sto->i, (unsigned long long)elems);
+    elems = (uint64_t)sto->i;
+    if (sto->voff >= 0) {
+        if ((uint64_t)sto->voff > elems || (uint64_t)sto->vlen > elems - (uint64_t)sto->voff)
+            return nst__err(NST_ERR_FORMAT, "pytorch: storage view of '%s' is out of range", s->origin);
+        bytes += (uint64_t)sto->voff * es;
+        elems = (uint64_t)sto->vlen;
+    }
+    s->p = bytes;
+    s->elems = elems;
+    s->swap = swap;
+    return NST_OK;
+}
+
+static nst_status nst__import_torch_zip(const nst__zip *z, int flags, nst__tensor_list *out) {
+    const nst__zip_entry *pk = NULL;
+    size_t i, plen = 0;
+    const unsigned char *pb;
+    size_t pn, pos = 0;
+    nst__pickle k;
+    nst__collect c;
+    nst__torch_ctx x;
+    nst_status st;
+    int root, swap = 0, li;
+    char prefix[256];
+    for (i = 0; i < z->count; i++) {
+        const nst__zip_entry *e = &z->e[i];
+        if (e->name_len >= 8 && memcmp(e->name + e->name_len - 8, "data.pkl", 8) == 0 &&
+            (e->name_len == 8 || e->name[e->name_len - 9] == '/') && (!pk || e->name_len < pk->name_len))
+            pk = e;
+    }
+    if (!pk) return nst__err(NST_ERR_FORMAT, "pytorch: zip archive without data.pkl");
+    plen = pk->name_len - 8;
+    if (plen >= sizeof prefix - 32) return nst__err(NST_ERR_FORMAT, "pytorch: archive name too long");
+    memcpy(prefix, pk->name, plen);
+    prefix[plen] = 0;
+    memset(&k, 0, sizeof k);
+    memset(&c, 0, sizeof c);
+    {
+        char bo[300];
+        const nst__zip_entry *e;
+        snprintf(bo, sizeof bo, "%sbyteorder", prefix);
+        if ((e = nst__zip_find(z, bo, strlen(bo))) != NULL) {
+            const unsigned char *b;
+            size_t bn;
+            if ((st = nst__zip_read(z, e, &c, &b, &bn)) != NST_OK) goto done;
+            if (bn == 3 && memcmp(b, "big", 3) == 0) swap = 1;
+        }
+    }
+    if ((st = nst__zip_read(z, pk, &c, &pb, &pn)) != NST_OK) goto done;
+    if ((st = nst__pickle_run(&k, pb, pn, &pos, &root)) != NST_OK) goto done;
+    x.k = &k; x.c = &c;
+    if ((st = nst__pickle_walk(&k, root, nst__torch_visit, &x)) != NST_OK) goto done;
+    if ((st = nst__collect_plan(&c, flags)) != NST_OK) goto done;
+    for (li = 0; li < 2 * c.nkeep; li++) {
+        nst__src *s = li & 1 ? &c.b[li / 2] : &c.w[li / 2];
+        const nst__pv *sto = &k.v[s->aux];
+        const nst__zip_entry *e;
+        const unsigned char *b;
+        size_t bn;
+        char name[400];
+        snprintf(name, sizeof name, "%sdata/%.*s", prefix, (int)(sto->sn < 64 ? sto->sn : 64), (const char *)sto->s);
+        if (!(e = nst__zip_find(z, name, strlen(name)))) {
+            st = nst__err(NST_ERR_FORMAT, "pytorch: storage '%s' of '%s' is missing from the archive", name, s->origin);
+            goto done;
+        }
+        if ((st = nst__zip_read(z, e, &c, &b, &bn)) != NST_OK) goto done;
+        if ((st = nst__torch_bind(s, sto, b, bn, swap)) != NST_OK) goto done;
+    }
+    if ((st = nst__collect_finish(&c, out)) == NST_OK) nst__torch_finish(&c, "zip", out);
+done:
+    nst__pickle_free(&k);
+    nst__collect_free(&c);
+    return st;
+}
+
+/* Element sizes of the legacy storages, by key: one pass over the persistent ids, sorted, then a
+ * binary search per key, so a file with many keys and values costs O(n log n), not O(n^2). */
+typedef struct nst__legacy_key {
+    const unsigned char *s;
+    size_t n;
+    int width;   /* bytes per element; -1 = a storage type this reader cannot size */
+} nst__legacy_key;
+
+static int nst__legacy_key_cmp(const void *a, const void *b) {
+    const nst__legacy_key *x = (const nst__legacy_key *)a, *y = (const nst__legacy_key *)b;
+    int c = memcmp(x->s, y->s, x->n < y->n ? x->n : y->n);
+    return c ? c : (x->n < y->n ? -1 : x->n > y->n);
+}
+
+static nst_status nst__legacy_key_table(const nst__pickle *k, nst__legacy_key **out, int *count) {
+    static const char *const nm[] = {"FloatStorage", "HalfStorage", "DoubleStorage", "BFloat16Storage", "LongStorage",
+                                     "IntStorage", "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage"};
+    static const int w[] = {4, 2, 8, 2, 8, 4, 2, 1, 1, 1};
+    nst__legacy_key *t;
+    int q, z, n = 0;
+    *out = NULL; *count = 0;
+    for (q = 0; q < k->nv; q++)
+        if (k->v[q].type == NST__PV_TUPLE && k->v[q].n >= 5 && nst__pk_str_is(&k->v[k->v[q].items[0]], "storage") &&
+            k->v[k->v[q].items[2]].type == NST__PV_STR) n++;
+    t = (nst__legacy_key *)nst__calloc(n ? (size_t)n : 1, sizeof *t);
+    if (!t) return nst__err(NST_ERR_NOMEM, "pytorch: out of memory");
+    n = 0;
+    for (q = 0; q < k->nv; q++) {
+        const nst__pv *v = &k->v[q], *g;
+        if (!(v->type == NST__PV_TUPLE && v->n >= 5 && nst__pk_str_is(&k->v[v->items[0]], "storage") &&
+              k->v[v->items[2]].type == NST__PV_STR)) continue;
+        g = &k->v[v->items[1]];
+        t[n].s = k->v[v->items[2]].s;
+        t[n].n = k->v[v->items[2]].sn;
+        t[n].width = -1;
+        for (z = 0; z < 10; z++)
+            if (g->type == NST__PV_GLOBAL && g->sn2 == strlen(nm[z]) && memcmp(g->s2, nm[z], g->sn2) == 0) t[n].width = w[z];
+        n++;
+    }
+    qsort(t, (size_t)n, sizeof *t, nst__legacy_key_cmp);
+    *out = t;
+    *count = n;
+    return NST_OK;
+}
+
+/* Element size of a storage key: 0 = not referenced by the object, -1 = unknown type. */
+static int nst__legacy_elem_size(const nst__legacy_key *t, int n, const nst__pv *key) {
+    nst__legacy_key probe;
+    const nst__legacy_key *hit;
+    probe.s = key->s; probe.n = key->sn; probe.width = 0;
+    hit = n ? (const nst__legacy_key *)bsearch(&probe, t, (size_t)n, sizeof *t, nst__legacy_key_cmp) : NULL;
+    return hit ? hit->width : 0;
+}
+
+static nst_status nst__import_torch_legacy(const unsigned char *p, size_t n, int flags, nst__tensor_list *out) {
+    static const unsigned char magic[10] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+    nst__pickle k;
+    nst__collect c;
+    nst__torch_ctx x;
+    nst_status st;
+    size_t pos = 0, j;
+    int v, root, keys, swap = 0, li;
+    uint64_t *koff = NULL, *klen = NULL;
+    nst__legacy_key *ktab = NULL;
+    int nktab = 0;
+    memset(&k, 0, sizeof k);
+    memset(&c, 0, sizeof c);
+    if ((st = nst__pickle_run(&k, p, n, &pos, &v)) != NST_OK) goto done;
+    if (k.v[v].type != NST__PV_BIGINT || k.v[v].sn != 10 || memcmp(k.v[v].s, magic, 10) != 0) {
+        st = nst__err(NST_ERR_FORMAT, "pytorch: a pickle, but not a torch.save file (no magic number)");
+        goto done;
+    }
+    if ((st = nst__pickle_run(&k, p, n, &pos, &v)) != NST_OK) goto done;
+    if (k.v[v].type != NST__PV_INT || k.v[v].i != 1001) {
+        st = nst__err(NST_ERR_UNSUPPORTED, "pytorch: legacy protocol version %lld (this reader knows 1001)", (long long)k.v[v].i);
+        goto done;
+    }
+    if ((st = nst__pickle_run(&k, p, n, &pos, &v)) != NST_OK) goto done;   /* sys info */
+    if (k.v[v].type == NST__PV_DICT) {
+        int q;
+        for (q = 0; q + 1 < k.v[v].n; q += 2)
+            if (nst__pk_str_is(&k.v[k.v[v].items[q]], "little_endian")) {
+                const nst__pv *b = &k.v[k.v[v].items[q + 1]];
+                swap = (b->type == NST__PV_BOOL || b->type == NST__PV_INT) && !b->i;
+            }
+    }
+    if ((st = nst__pickle_run(&k, p, n, &pos, &root)) != NST_OK) goto done;
+    if ((st = nst__pickle_run(&k, p, n, &pos, &keys)) != NST_OK) goto done;
+    if (k.v[keys].type != NST__PV_LIST) { st = nst__err(NST_ERR_FORMAT, "pytorch: storage key list missing"); goto done; }
+    /* the raw storages follow, in key order: u64 element count, then the data. The element size
+     * comes from the storages the object refers to. */
+    if ((st = nst__legacy_key_table(&k, &ktab, &nktab)) != NST_OK) goto done;
+    koff = (uint64_t *)nst__calloc((size_t)k.v[keys].n + 1, sizeof *koff);
+    klen = (uint64_t *)nst__calloc((size_t)k.v[keys].n + 1, sizeof *klen);
+    if (!koff || !klen) { st = nst__err(NST_ERR_NOMEM, "pytorch: out of memory"); goto done; }
+    for (j = 0; j < (size_t)k.v[keys].n; j++) {
+        const nst__pv *key = &k.v[k.v[keys].items[j]];
+        int es;
+        uint64_t cnt;
+        if (key->type != NST__PV_STR) { st = nst__err(NST_ERR_FORMAT, "pytorch: storage key is not a string"); goto done; }
+        es = nst__legacy_elem_size(ktab, nktab, key);
+        if (es <= 0) {
+            st = nst__err(es ? NST_ERR_UNSUPPORTED : NST_ERR_FORMAT, "pytorch: storage '%.*s' %s", (int)(key->sn < 64 ? key->sn : 64),
+                          (const char *)key->s, es ? "has a type this reader cannot size" : "is not used by the object");
+            goto done;
+        }
+        if (n - pos < 8) { st = nst__err(NST_ERR_FORMAT, "pytorch: truncated before storage %lu of %d", (unsigned long)j, k.v[keys].n); goto done; }
+        cnt = nst__rd64le(p + pos);
+        if (swap) { uint64_t r = 0; int q; for (q = 0; q < 8; q++) r = (r << 8) | p[pos + q]; cnt = r; }
+        pos += 8;
+        if (cnt > (uint64_t)(n - pos) / (uint64_t)es) {
+            st = nst__err(NST_ERR_FORMAT, "pytorch: storage %lu declares %llu elements, past the end of the file (truncated?)",
+                          (unsigned long)j, (unsigned long long)cnt);
+            goto done;
+        }
+        koff[j] = pos;
+        klen[j] = cnt * (uint64_t)es;
+        pos += (size_t)klen[j];
+    }
+    x.k = &k; x.c = &c;
+    if ((st = nst__pickle_walk(&k, root, nst__torch_visit, &x)) != NST_OK) goto done;
+    if ((st = nst__collect_plan(&c, flags)) != NST_OK) goto done;
+    for (li = 0; li < 2 * c.nkeep; li++) {
+        nst__src *s = li & 1 ? &c.b[li / 2] : &c.w[li / 2];
+        const nst__pv *sto = &k.v[s->aux];
+        for (j = 0; j < (size_t)k.v[keys].n; j++) {
+            const nst__pv *key = &k.v[k.v[keys].items[j]];
+            if (key->sn == sto->sn && memcmp(key->s, sto->s, key->sn) == 0) break;
+        }
+        if (j == (size_t)k.v[keys].n) {
+            st = nst__err(NST_ERR_FORMAT, "pytorch: storage of '%s' is not in the file", s->origin);
+            goto done;
+        }
+        if ((st = nst__torch_bind(s, sto, p + koff[j], klen[j], swap)) != NST_OK) goto done;
+    }
+    if ((st = nst__collect_finish(&c, out)) == NST_OK) nst__torch_finish(&c, "legacy", out);
+done:
+    nst__free(ktab);
+    nst__free(koff);
+    nst__free(klen);
+    nst__pickle_free(&k);
+    nst__collect_free(&c);
+    return st;
+}
+
+/* ===================================================================================================
+ * NumPy: .npy headers, .npz archives, and .npy files holding a pickled dict of arrays
+ * =================================================================================================*/
+typedef struct nst__npy {
+    int dtype, swap, fortran, ndim;
+    int64_t shape[8];
+    const unsigned char *data;
+    size_t data_n;
+    int object;            /* dtype '|O': the data is a pickle */
+} nst__npy;
+
+static nst_status nst__npy_parse(const unsigned char *p, size_t n, const char *what, nst__npy *r) {
+    size_t hl, h0;
+    const char *h;
+    memset(r, 0, sizeof *r);
+    if (n < 10 || memcmp(p, "\x93NUMPY", 6) != 0) return nst__err(NST_ERR_FORMAT, "npy: '%s' is not a .npy array", what);
+    if (p[6] == 1) { hl = nst__rd16le(p + 8); h0 = 10; }
+    else if (p[6] == 2 || p[6] == 3) { if (n < 12) return nst__err(NST_ERR_FORMAT, "npy: '%s' truncated", what); hl = nst__rd32le(p + 8); h0 = 12; }
+    else return nst__err(NST_ERR_UNSUPPORTED, "npy: '%s' has format version %d", what, p[6]);
+    if (hl > n - h0 || hl > 65536) return nst__err(NST_ERR_FORMAT, "npy: '%s' header truncated", what);
+    h = (const char *)p + h0;
+    /* the header is a Python dict literal: {'descr': '<f4', 'fortran_order': False, 'shape': (64, 3, 3, 3), } */
+    {
+        const char *d = NULL, *f = NULL, *s = NULL;
+        size_t k2;
+        for (k2 = 0; k2 + 8 < hl; k2++) {
+            if (!d && !memcmp(h + k2, "'descr'", 7)) d = h + k2 + 7;
+            if (!f && k2 + 15 < hl && !memcmp(h + k2, "'fortran_order'", 15)) f = h + k2 + 15;
+            if (!s && !memcmp(h + k2, "'shape'", 7)) s = h + k2 + 7;
+        }
+        if (!d || !f || !s) return nst__err(NST_ERR_FORMAT, "npy: '%s' header lacks descr/fortran_order/shape", what);
+        while (d < h + hl && (*d == ':' || *d == ' ')) d++;
+        if (d + 4 > h + hl || (*d != '\'' && *d != '"')) return nst__err(NST_ERR_FORMAT, "npy: '%s' bad descr", what);
+        d++;
+        if (d[0] == '|' && d[1] == 'O') r->object = 1;
+        else {
+            char bo = d[0], kind = d[1], sz = d[2];
+            if (bo != '<' && bo != '>' && bo != '=' && bo != '|') return nst__err(NST_ERR_FORMAT, "npy: '%s' bad descr", what);
+            r->swap = bo == '>';
+            if (kind == 'f' && sz == '4') r->dtype = NST__DT_F32;
+            else if (kind == 'f' && sz == '2') r->dtype = NST__DT_F16;
+            else if (kind == 'f' && sz == '8') r->dtype = NST__DT_F64;
+            else r->dtype = NST__DT_NONE;   /* kept: fine unless a conv tensor has it */
+            if (r->dtype == NST__DT_F32 && d + 3 < h + hl && d[3] != '\'' && d[3] != '"') r->dtype = NST__DT_NONE;
+        }
+        while (f < h + hl && (*f == ':' || *f == ' ')) f++;
+        r->fortran = f + 4 <= h + hl && !memcmp(f, "True", 4);
+        while (s < h + hl && (*s == ':' || *s == ' ')) s++;
+        if (s >= h + hl || *s != '(') return nst__err(NST_ERR_FORMAT, "npy: '%s' bad shape", what);
+        s++;
+        for (;;) {
+            int64_t v = 0;
+            int any = 0;
+            while (s < h + hl && (*s == ' ' || *s == ',')) s++;
+            if (s >= h + hl) return nst__err(NST_ERR_FORMAT, "npy: '%s' bad shape", what);
+            if (*s == ')') break;
+            while (s < h + hl && nst__is_digit(*s)) {
+                v = v * 10 + (*s - '0');
+                if (v > ((int64_t)1 << 40)) return nst__err(NST_ERR_FORMAT, "npy: '%s' dimension too large", what);
+                s++; any = 1;
+            }
+            while (s < h + hl && *s == 'L') s++;
+            if (!any || r->ndim >= 8) return nst__err(NST_ERR_FORMAT, "npy: '%s' bad shape", what);
+            r->shape[r->ndim++] = v;
+        }
+    }
+    r->data = p + h0 + hl;
+    r->data_n = n - h0 - hl;
+    if (!r->object) {
+        uint64_t e = 1;
+        int d;
+        for (d = 0; d < r->ndim; d++) {
+            if (r->shape[d] && e > ((uint64_t)1 << 40) / (uint64_t)r->shape[d]) return nst__err(NST_ERR_FORMAT, "npy: '%s' too large", what);
+            e *= (uint64_t)r->shape[d];
+        }
+        if (r->dtype != NST__DT_NONE && e > r->data_n / (uint64_t)nst__dt_size(r->dtype))
+            return nst__err(NST_ERR_FORMAT, "npy: '%s' has %llu elements but only %lu data bytes (truncated?)", what,
+                            (unsigned long long)e, (unsigned long)r->data_n);
+    }
+    return NST_OK;
+}
+
+/* Fills a slot from an array (C or Fortran order). */
+static void nst__src_from_array(nst__src *s, int dtype, int swap, int fortran, int ndim, const int64_t *shape,
+                                const unsigned char *data, size_t data_n) {
+    int d;
+    s->dtype = dtype;
+    s->swap = swap;
+    nst__src_contiguous(s, ndim, shape);
+    if (fortran) {
+        int64_t st = 1;
+        for (d = 0; d < ndim; d++) { s->stride[d] = st; st *= shape[d] > 0 ? shape[d] : 1; }
+    }
+    s->p = data;
+    s->elems = dtype ? data_n / (size_t)nst__dt_size(dtype) : 0;
+}
+
+/* A float array named "input_convention": [bgr, scale, mean0..2, std0..2]. */
+static nst_status nst__npy_convention(nst__collect *c, const nst__npy *a) {
+    nst__src s;
+    float v[8];
+    int i;
+    memset(&s, 0, sizeof s);
+    nst__src_from_array(&s, a->dtype, a->swap, 0, a->ndim, a->shape, a->data, a->data_n);
+    if (!a->dtype || s.elems < 8 || a->ndim != 1 || a->shape[0] != 8)
+        return nst__err(NST_ERR_FORMAT, "npz: input_convention must hold 8 floats: bgr, scale, mean[3], std[3]");
+    for (i = 0; i < 8; i++) v[i] = nst__src_elem(&s, (uint64_t)i);
+    c->has_conv = 1;
+    c->conv.bgr = v[0] != 0.0f;
+    c->conv.scale = v[1];
+    for (i = 0; i < 3; i++) { c->conv.mean[i] = v[2 + i]; c->conv.std[i] = v[5 + i]; }
+    return NST_OK;
+}
+
+static nst_status nst__import_npz(const nst__zip *z, int flags, nst__tensor_list *out) {
+    nst__collect c;
+    nst_status st = NST_OK;
+    size_t i;
+    int any_npy = 0;
+    memset(&c, 0, sizeof c);
+    c.allow_hwio = 1;
+    for (i = 0; i < z->count && st == NST_OK; i++) {
+        const nst__zip_entry *e = &z->e[i];
+        char key[128];
+        nst__src *s;
+        int kind;
+        if (e->name_len < 5 || memcmp(e->name + e->name_len - 4, ".npy", 4) != 0) continue;
+        any_npy = 1;
+        snprintf(key, sizeof key, "%.*s", (int)(e->name_len - 4 < 120 ? e->name_len - 4 : 120), e->name);
+        if (!strcmp(key, "input_convention")) {
+            const unsigned char *b;
+            size_t bn;
+            nst__npy a;
+            if ((st = nst__zip_read(z, e, &c, &b, &bn)) == NST_OK && (st = nst__npy_parse(b, bn, key, &a)) == NST_OK)
+                st = nst__npy_convention(&c, &a);
+            continue;
+        }
+        if (nst__map_key(key, &kind) == -1) { c.ignored++; continue; }   /* skipped unread: fc layers */
+        if (!(s = nst__collect_slot(&c, key))) break;
+        s->aux = (int)i;
+        /* the shape is in the member's header: read it now (cheap for stored members; deflated ones
+         * are inflated once, and only for conv layers) */
+        {
+            const unsigned char *b;
+            size_t bn;
+            nst__npy a;
+            if ((st = nst__zip_read(z, e, &c, &b, &bn)) != NST_OK) break;
+            if ((st = nst__npy_parse(b, bn, key, &a)) != NST_OK) break;
+            if (a.object) { st = nst__err(NST_ERR_UNSUPPORTED, "npz: '%s' is an object array", key); break; }
+            nst__src_from_array(s, a.dtype, a.swap, a.fortran, a.ndim, a.shape, a.data, a.data_n);
+        }
+    }
+    if (st == NST_OK && !any_npy) st = nst__err(NST_ERR_FORMAT, "npz: zip archive with neither .npy members nor data.pkl");
+    if (st == NST_OK) st = nst__collect_plan(&c, flags);
+    if (st == NST_OK) st = nst__collect_finish(&c, out);
+    if (st == NST_OK && c.has_conv) { out->has_conv = 1; out->conv = c.conv; }
+    nst__collect_free(&c);
+    return st;
+}
+
+typedef struct nst__np_ctx {
+    nst__pickle *k;
+    nst__collect *c;
+} nst__np_ctx;
+
+static void nst__np_visit(void *user, const char *key, int value) {
+    nst__np_ctx *x = (nst__np_ctx *)user;
+    const nst__pv *a = &x->k->v[value];
+    nst__src *s;
+    if (a->type != NST__PV_NDARRAY || a->ref != 1) { x->c->ignored++; return; }
+    if (!(s = nst__collect_slot(x->c, key))) return;
+    nst__src_from_array(s, a->dtype, a->swap, a->fortran, a->ndim, a->shape, a->s, a->sn);
+}
+
+/* A .npy whose dtype is object: the pickle of a dict of arrays (e.g. {"conv1_1": [W, b], ...}). */
+static nst_status nst__import_npy(const unsigned char *p, size_t n, int flags, nst__tensor_list *out) {
+    nst__npy a;
+    nst__pickle k;
+    nst__collect c;
+    nst__np_ctx x;
+    nst_status st;
+    size_t pos = 0;
+    int root;
+    if ((st = nst__npy_parse(p, n, ".npy", &a)) != NST_OK) return st;
+    if (!a.object)
+        return nst__err(NST_ERR_FORMAT, "npy: a single array of %d dimensions, not a set of VGG-19 weights "
+                        "(use an .npz with one array per tensor)", a.ndim);
+    memset(&k, 0, sizeof k);
+    memset(&c, 0, sizeof c);
+    c.allow_hwio = 1;
+    /* object arrays: the pickle of the array object; the dict is its single element */
+    if ((st = nst__pickle_run(&k, a.data, a.data_n, &pos, &root)) == NST_OK) {
+        x.k = &k; x.c = &c;
+        if ((st = nst__pickle_walk(&k, root, nst__np_visit, &x)) == NST_OK && (st = nst__collect_plan(&c, flags)) == NST_OK)
+            st = nst__collect_finish(&c, out);
+    }
+    nst__pickle_free(&k);
+    nst__collect_free(&c);
+    return st;
+}
+
+/* ===================================================================================================
+ * Caffe .caffemodel: protobuf NetParameter
+ *   NetParameter:     name 1, layers 2 (V1LayerParameter), layer 100 (LayerParameter)
+ *   V1LayerParameter: name 4, type 5 (enum; CONVOLUTION = 4), blobs 6, layer 1 (V0: name 1, type 2, blobs 50)
+ *   LayerParameter:   name 1, type 2 (string "Convolution"), blobs 7
+ *   BlobProto:        num 1, channels 2, height 3, width 4, data 5 (packed float), shape 7 (dim 1),
+ *                     double_data 8
+ * =================================================================================================*/
+typedef struct nst__pb {
+    const unsigned char *p, *end;
+} nst__pb;
+
+static int nst__pb_varint(nst__pb *b, uint64_t *v) {
+    uint64_t r = 0;
+    int sh;
+    for (sh = 0; sh < 64 && b->p < b->end; sh += 7) {
+        unsigned char ch = *b->p++;
+        r |= (uint64_t)(ch & 0x7F) << sh;
+        if (!(ch & 0x80)) { *v = r; return 1; }
+    }
+    return 0;
+}
+
+/* Reads one field: number, wire type, value (varint/fixed) or sub-slice (length-delimited). */
+static int nst__pb_field(nst__pb *b, uint32_t *field, int *wire, uint64_t *val, nst__pb *sub) {
+    uint64_t tag, len;
+    if (!nst__pb_varint(b, &tag)) return 0;
+    *field = (uint32_t)(tag >> 3);
+    *wire = (int)(tag & 7);
+    if (*field == 0) return 0;
+    switch (*wire) {
+    case 0: return nst__pb_varint(b, val);
+    case 1: if (b->end - b->p < 8) return 0; *val = nst__rd64le(b->p); b->p += 8; return 1;
+    case 5: if (b->end - b->p < 4) return 0; *val = nst__rd32le(b->p); b->p += 4; return 1;
+    case 2:
+        if (!nst__pb_varint(b, &len) || len > (uint64_t)(b->end - b->p)) return 0;
+        sub->p = b->p; sub->end = b->p + len; b->p += len;
+        return 1;
+    default: return 0;   /* groups (3, 4) are not used by caffe.proto */
+    }
+}
+
+/* Parses a BlobProto into a slot. Packed data is used in place; unpacked or split data is gathered. */
+static nst_status nst__caffe_blob(nst__collect *c, nst__pb blob, nst__src *s) {
+    uint32_t f;
+    int wire, nd = 0, legacy = 0, ndata = 0, dt = 0, d;
+    uint64_t v, count = 0;
+    int64_t dims[8], leg[4] = {1, 1, 1, 1};
+    nst__pb sub, data;
+    nst__pb scan = blob;
+    data.p = data.end = NULL;
+    while (scan.p < scan.end) {
+        if (!nst__pb_field(&scan, &f, &wire, &v, &sub)) return nst__err(NST_ERR_FORMAT, "caffe: malformed blob in '%s'", s->origin);
+        if (f >= 1 && f <= 4 && wire == 0) {
+            if (v > ((uint64_t)1 << 31)) return nst__err(NST_ERR_FORMAT, "caffe: blob dimension too large in '%s'", s->origin);
+            leg[f - 1] = (int64_t)v; legacy = 1;
+        } else if (f == 7 && wire == 2) {
+            nd = 0;
+            while (sub.p < sub.end) {
+                uint32_t f2; int w2; uint64_t v2; nst__pb s2;
+                if (!nst__pb_field(&sub, &f2, &w2, &v2, &s2)) return nst__err(NST_ERR_FORMAT, "caffe: malformed blob shape in '%s'", s->origin);
+                if (f2 != 1) continue;
+                if (w2 == 0) { if (nd >= 8) return nst__err(NST_ERR_FORMAT, "caffe: too many dims"); dims[nd++] = (int64_t)v2; }
+                else if (w2 == 2) {
+                    while (s2.p < s2.end) {
+                        if (!nst__pb_varint(&s2, &v2) || nd >= 8) return nst__err(NST_ERR_FORMAT, "caffe: bad blob shape in '%s'", s->origin);
+                        dims[nd++] = (int64_t)v2;
+                    }
+                }
+            }
+            for (d = 0; d < nd; d++)
+                if (dims[d] < 0 || dims[d] > ((int64_t)1 << 31)) return nst__err(NST_ERR_FORMAT, "caffe: bad blob shape in '%s'", s->origin);
+        } else if ((f == 5 && (wire == 2 || wire == 5)) || (f == 8 && (wire == 2 || wire == 1))) {
+            int fdt = f == 5 ? NST__DT_F32 : NST__DT_F64;
+            if (dt && dt != fdt) return nst__err(NST_ERR_FORMAT, "caffe: blob '%s' mixes float and double data", s->origin);
+            dt = fdt;
+            ndata++;
+            if (wire == 2) { count += (uint64_t)(sub.end - sub.p) / (uint64_t)nst__dt_size(fdt); data = sub; }
+            else count++;
+        }
+    }
+    if (nd == 0 && legacy) { nd = 4; memcpy(dims, leg, sizeof leg); }
+    if (!dt) return nst__err(NST_ERR_FORMAT, "caffe: blob of '%s' has no data", s->origin);
+    s->dtype = dt;
+    nst__src_contiguous(s, nd, dims);
+    if (ndata == 1 && data.p) {
+        s->p = data.p;   /* packed: in place */
+        s->elems = count;
+    } else {
+        /* unpacked (one tag per value) or split: gather into a buffer */
+        unsigned char *buf;
+        size_t es = (size_t)nst__dt_size(dt), at = 0;
+        if (count > NST__IMPORT_MAX_MEMBER / es) return nst__err(NST_ERR_LIMIT, "caffe: blob of '%s' too large", s->origin);
+        buf = (unsigned char *)nst__malloc((size_t)count * es);
+        if (!buf || !nst__collect_own(c, buf)) return nst__err(NST_ERR_NOMEM, "caffe: out of memory");
+        scan = blob;
+        while (scan.p < scan.end) {
+            nst__pb_field(&scan, &f, &wire, &v, &sub);
+            if (!((f == 5 && (wire == 2 || wire == 5)) || (f == 8 && (wire == 2 || wire == 1)))) continue;
+            if (wire == 2) {
+                size_t nb = (size_t)(sub.end - sub.p) / es * es;
+                memcpy(buf + at, sub.p, nb);
+                at += nb;
+            } else if (es == 4) { nst__wr32le(buf + at, (uint32_t)v); at += 4; }
+            else { nst__wr64le(buf + at, v); at += 8; }
+        }
+        s->p = buf;
+        s->elems = count;
+    }
+    return NST_OK;
+}
+
+static nst_status nst__import_caffe(const unsigned char *p, size_t n, int flags, nst__tensor_list *out) {
+    nst__pb top;
+    nst__collect c;
+    nst_status st = NST_OK;
+    int layers = 0, convs_seen = 0, v1 = 0, v2 = 0;
+    memset(&c, 0, sizeof c);
+    top.p = p; top.end = p + n;
+    while (top.p < top.end && st == NST_OK) {
+        uint32_t f;
+        int wire;
+        uint64_t v;
+        nst__pb layer;
+        if (!nst__pb_field(&top, &f, &wire, &v, &layer)) {
+            st = nst__err(NST_ERR_FORMAT, "caffe: malformed protobuf at byte %lu (not a .caffemodel, or truncated)",
+                          (unsigned long)(top.p - p));
+            break;
+        }
+        if (!((f == 2 || f == 100) && wire == 2)) continue;
+        layers++;
+        if (f == 2) v1 = 1; else v2 = 1;
+        {
+            /* first pass: name and type (blobs are skipped in O(1)) */
+            nst__pb scan = layer, sub, blobs[2];
+            uint32_t lf;
+            int lw, is_conv = 0, nblobs = 0, blob_field = f == 2 ? 6 : 7;
+            uint64_t lv;
+            char name[64];
+            name[0] = 0;
+            while (scan.p < scan.end) {
+                if (!nst__pb_field(&scan, &lf, &lw, &lv, &sub)) { st = nst__err(NST_ERR_FORMAT, "caffe: malformed layer %d", layers); break; }
+                if (lw == 2 && lf == (f == 2 ? 4u : 1u))
+                    snprintf(name, sizeof name, "%.*s", (int)(sub.end - sub.p < 60 ? sub.end - sub.p : 60), (const char *)sub.p);
+                else if (f == 2 && lf == 5 && lw == 0) is_conv = lv == 4;
+                else if (f == 100 && lf == 2 && lw == 2) is_conv = sub.end - sub.p == 11 && !memcmp(sub.p, "Convolution", 11);
+                else if (f == 2 && lf == 1 && lw == 2) {
+                    /* V0 layer inside V1: name 1, type 2 ("conv"), blobs 50 */
+                    nst__pb s0 = sub, s1;
+                    uint32_t f0; int w0; uint64_t v0;
+                    while (s0.p < s0.end && nst__pb_field(&s0, &f0, &w0, &v0, &s1)) {
+                        if (f0 == 1 && w0 == 2) snprintf(name, sizeof name, "%.*s", (int)(s1.end - s1.p < 60 ? s1.end - s1.p : 60), (const char *)s1.p);
+                        else if (f0 == 2 && w0 == 2) is_conv = s1.end - s1.p == 4 && !memcmp(s1.p, "conv", 4);
+                        else if (f0 == 50 && w0 == 2 && nblobs < 2) blobs[nblobs++] = s1;
+                    }
+                } else if (lf == (uint32_t)blob_field && lw == 2 && nblobs < 2) blobs[nblobs++] = sub;
+            }
+            if (st != NST_OK) break;
+            {
+                int kind, idx;
+                char key[80];
+                snprintf(key, sizeof key, "%s.weight", name);
+                idx = nst__map_key(key, &kind);
+                if (idx == -1 && is_conv && convs_seen < NST_VGG_CONVS) {
+                    /* unnamed or oddly named conv layers: the n-th convolution is VGG's n-th */
+                    snprintf(name, sizeof name, "%s", nst__conv_names[convs_seen]);
+                    idx = convs_seen;
+                }
+                if (is_conv) convs_seen++;
+                if (idx == -2) { st = nst__err(NST_ERR_FORMAT, "caffe: layer '%s' is not part of VGG-19", name); break; }
+                if (idx < 0 || nblobs == 0) {
+                    if (nblobs) c.ignored++;   /* fc6..fc8: skipped without reading their blobs */
+                    continue;
+                }
+                if (nblobs < 2) { st = nst__err(NST_ERR_FORMAT, "caffe: conv layer '%s' has no bias blob", name); break; }
+                snprintf(key, sizeof key, "%s.weight", name);
+                {
+                    nst__src *sw = nst__collect_slot(&c, key), *sb;
+                    if (!sw) { st = c.err ? c.err : nst__err(NST_ERR_FORMAT, "caffe: layer '%s' is not usable", name); break; }
+                    if ((st = nst__caffe_blob(&c, blobs[0], sw)) != NST_OK) break;
+                    snprintf(key, sizeof key, "%s.bias", name);
+                    if (!(sb = nst__collect_slot(&c, key))) { st = c.err; break; }
+                    if ((st = nst__caffe_blob(&c, blobs[1], sb)) != NST_OK) break;
+                }
+            }
+        }
+    }
+    if (st == NST_OK && layers == 0)
+        st = nst__err(NST_ERR_FORMAT, "weights: unrecognised format (not .nstw, PyTorch, Caffe or NumPy)");
+    if (st == NST_OK) st = nst__collect_plan(&c, flags);
+    if (st == NST_OK) st = nst__collect_finish(&c, out);
+    if (st == NST_OK) snprintf(out->format, sizeof out->format, "caffe %s", v1 && v2 ? "v1+v2" : v1 ? "v1 (layers)" : "v2 (layer)");
+    nst__collect_free(&c);
+    return st;
+}
+
+/* ===================================================================================================
+ * Detection and the entry point
+ * =================================================================================================*/
+static nst_status nst__import_weights_ex(const unsigned char *bytes, size_t n, int flags, nst__tensor_list *out) {
+    nst_status st;
+    memset(out, 0, sizeof *out);
+    if (!bytes || n < 8) return nst__err(NST_ERR_FORMAT, "weights: file too short (%lu bytes)", (unsigned long)n);
+    if (bytes[0] == 'P' && bytes[1] == 'K' && bytes[2] == 3 && bytes[3] == 4) {
+        nst__zip z;
+        size_t i;
+        int torch = 0;
+        if ((st = nst__zip_open(bytes, n, &z)) != NST_OK) { nst__zip_close(&z); return st; }
+        for (i = 0; i < z.count; i++)
+            if (z.e[i].name_len >= 8 && !memcmp(z.e[i].name + z.e[i].name_len - 8, "data.pkl", 8)) torch = 1;
+        if (torch) {
+            st = nst__import_torch_zip(&z, flags, out);
+        } else {
+            st = nst__import_npz(&z, flags, out);
+            if (st == NST_OK) snprintf(out->format, sizeof out->format, "npz");
+        }
+        nst__zip_close(&z);
+    } else if (bytes[0] == 0x80 && bytes[2] == 0x8a && bytes[3] == 0x0a) {
+        st = nst__import_torch_legacy(bytes, n, flags, out);
+    } else if (bytes[0] == 0x80 || (bytes[0] == 0x1f && bytes[1] == 0x8b) || (n > 262 && !memcmp(bytes + 257, "ustar", 5))) {
+        return nst__err(NST_ERR_UNSUPPORTED, "weights: a pickle, gzip or tar file that is not a torch.save file "
+                        "(re-save it with torch.save(model.state_dict(), path))");
+    } else if (!memcmp(bytes, "\x93NUMPY", 6)) {
+        st = nst__import_npy(bytes, n, flags, out);
+        if (st == NST_OK) snprintf(out->format, sizeof out->format, "npy (pickled dict)");
+    } else if (!memcmp(bytes, "NSTW", 4)) {
+        return nst__err(NST_ERR_ARGUMENT, "weights: an .nstw file: load it with nst_model_load");
+    } else {
+        st = nst__import_caffe(bytes, n, flags, out);
+        if (st == NST_OK) { out->has_conv = 1; out->conv = nst__caffe_convention(); }
+    }
+    if (st != NST_OK) nst__tensor_list_free(out);
+    return st;
+}
+
+static NST__UNUSED nst_status nst__import_weights(const unsigned char *bytes, size_t n, nst__tensor_list *out) {
+    return nst__import_weights_ex(bytes, n, 0, out);
+}
+
+/* ===================================================================================================
+ * Public: import with options, .nstw inspection, .npy output
+ * =================================================================================================*/
+NSTDEF nst_status nst_model_import_memory(const void *bytes, size_t n, const nst_import_options *o,
+                                          nst_model **out, nst_import_info *info) {
+    const unsigned char *p = (const unsigned char *)bytes;
+    nst__tensor_list l;
+    nst_status st;
+    int i;
+    if (!out) return nst__err(NST_ERR_ARGUMENT, "import: NULL output");
+    *out = NULL;
+    if (info) memset(info, 0, sizeof *info);
+    if (!p && n) return nst__err(NST_ERR_ARGUMENT, "import: NULL bytes");
+    if (n >= 4 && memcmp(p, "NSTW", 4) == 0) {
+        if ((st = nst_model_load_memory(p, n, out)) != NST_OK) return st;
+        if (o && o->set_convention) {
+            nst_model_free(*out);
+            *out = NULL;
+            return nst__err(NST_ERR_ARGUMENT, "import: an .nstw file already states its input convention");
+        }
+        if (info) { snprintf(info->format, sizeof info->format, "nstw"); info->convention_known = 1; }
+    } else {
+        if ((st = nst__import_weights_ex(p, n, o && o->all_layers ? NST__IMPORT_ALL : 0, &l)) != NST_OK) return st;
+        if (info) { snprintf(info->format, sizeof info->format, "%s", l.format); info->convention_known = l.has_conv; }
+        if (o && o->set_convention) {
+            l.conv = o->convention;
+            l.has_conv = 1;
+        } else if (!l.has_conv) {
+            st = nst__err(NST_ERR_ARGUMENT, "import: this %s file does not say how its input is normalised: give the "
+                          "convention (nst-convert --bgr|--rgb --scale S --mean a,b,c --std a,b,c)", l.format);
+            nst__tensor_list_free(&l);
+            return st;
+        }
+        st = nst__model_from_tensors(&l, out);
+        nst__tensor_list_free(&l);
+        if (st != NST_OK) return st;
+    }
+    if (info) {
+        info->convention = nst_model_convention(*out);
+        info->convs = nst_model_convs(*out);
+        for (i = 0; i < info->convs; i++) nst_model_conv(*out, i, NULL, NULL, &info->cin[i], &info->cout[i]);
+    }
+    return NST_OK;
+}
+
+#ifndef NST_NO_STDIO
+NSTDEF nst_status nst_model_import(const char *path, const nst_import_options *o, nst_model **out,
+                                   nst_import_info *info) {
+    unsigned char *bytes;
+    size_t n;
+    nst_status st;
+    if (!path || !out) return nst__err(NST_ERR_ARGUMENT, "import: NULL argument");
+    *out = NULL;
+    if ((st = nst__read_file(path, sizeof(size_t) > 4 ? ((size_t)1 << 36) : ((size_t)1 << 31), &bytes, &n)) != NST_OK)
+        return st;
+    st = nst_model_import_memory(bytes, n, o, out, info);
+    nst__free(bytes);
+    if (st != NST_OK) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%.399s", nst_last_error());
+        return nst__err(st, "'%s': %s", path, msg);
+    }
+    return NST_OK;
+}
+#endif
+
+NSTDEF nst_status nst_nstw_inspect_memory(const void *bytes, size_t n, nst_nstw_info *info) {
+    const unsigned char *p = (const unsigned char *)bytes;
+    unsigned char hdr[NST__NSTW_HEADER];
+    uint32_t hsize, count, i, j;
+    if (!info) return nst__err(NST_ERR_ARGUMENT, "nstw: NULL info");
+    memset(info, 0, sizeof *info);
+    if (!p || n < NST__NSTW_HEADER || memcmp(p, "NSTW", 4) != 0)
+        return nst__err(NST_ERR_FORMAT, "nstw: not an .nstw file (bad magic)");
+    info->version = nst__rd32le(p + 4);
+    hsize = nst__rd32le(p + 8);
+    count = nst__rd32le(p + 12);
+    info->flags = nst__rd32le(p + 16);
+    if (info->version != 1) return nst__err(NST_ERR_UNSUPPORTED, "nstw: version %u (this library reads 1)", info->version);
+    if (count == 0 || count > 64 || hsize != NST__NSTW_HEADER + NST__NSTW_ENTRY * count)
+        return nst__err(NST_ERR_FORMAT, "nstw: bad tensor count %u / header size %u", count, hsize);
+    if (hsize > n) return nst__err(NST_ERR_FORMAT, "nstw: truncated inside the tensor table");
+    memcpy(hdr, p, sizeof hdr);
+    memset(hdr + 56, 0, 4);
+    info->header_ok = nst__crc32(nst__crc32(0, hdr, sizeof hdr), p + sizeof hdr, hsize - sizeof hdr) == nst__rd32le(p + 56);
+    info->convention.bgr = nst__rd32le(p + 20) != 0;
+    info->convention.scale = nst__f32_from_bits(nst__rd32le(p + 24));
+    for (i = 0; i < 3; i++) {
+        info->convention.mean[i] = nst__f32_from_bits(nst__rd32le(p + 28 + 4 * i));
+        info->convention.std[i] = nst__f32_from_bits(nst__rd32le(p + 40 + 4 * i));
+    }
+    info->pool = nst__rd32le(p + 52) == 2 ? NST_POOL_AVG : NST_POOL_MAX;
+    info->count = (int)count;
+    for (i = 0; i < count; i++) {
+        const unsigned char *e = p + NST__NSTW_HEADER + (size_t)i * NST__NSTW_ENTRY;
+        nst_nstw_tensor *t = &info->tensor[i];
+        uint32_t dt = nst__rd32le(e + 48);
+        memcpy(t->name, e, 47);
+        t->name[47] = 0;
+        t->dtype_bits = dt == 1 ? 32 : dt == 2 ? 16 : 0;
+        t->ndim = (int)nst__rd32le(e + 52);
+        if (t->ndim < 0 || t->ndim > 4) t->ndim = 0;
+        for (j = 0; j < (uint32_t)t->ndim; j++) t->shape[j] = (int)nst__rd32le(e + 56 + 4 * j);
+        t->offset = nst__rd64le(e + 72);
+        t->bytes = nst__rd64le(e + 80);
+        t->in_bounds = t->offset <= n && t->bytes <= n - t->offset;
+        t->checksum_ok = t->in_bounds && nst__crc32(0, p + t->offset, (size_t)t->bytes) == nst__rd32le(e + 88);
+    }
+    return NST_OK;
+}
+
+/* .npy bytes (format 1.0, '<f4', C order), data 64-byte aligned in the file as NumPy writes it. */
+static NST__UNUSED nst_status nst__npy_encode(const float *data, int ndim, const int *shape, unsigned char **out, size_t *out_n) {
+    char hdr[256];
+    int len, d, pad;
+    size_t elems = 1, k;
+    nst__buf b;
+    if (!out || !out_n || ndim < 0 || ndim > 8 || (ndim && !shape)) return nst__err(NST_ERR_ARGUMENT, "npy: bad arguments");
+    *out = NULL; *out_n = 0;
+    len = snprintf(hdr, sizeof hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': (");
+    for (d = 0; d < ndim; d++) {
+        if (shape[d] < 0 || !nst__mul_ok(elems, (size_t)shape[d], &elems)) return nst__err(NST_ERR_ARGUMENT, "npy: bad shape");
+        len += snprintf(hdr + len, sizeof hdr - (size_t)len, "%d%s", shape[d], ndim == 1 ? "," : d + 1 < ndim ? ", " : "");
+    }
+    if (elems && !data) return nst__err(NST_ERR_ARGUMENT, "npy: NULL data");
+    len += snprintf(hdr + len, sizeof hdr - (size_t)len, "), }");
+    pad = 64 - (10 + len + 1) % 64;   /* header + '\n' padded so the data starts 64-byte aligned */
+    if (pad == 64) pad = 0;
+    memset(&b, 0, sizeof b);
+    nst__buf_put(&b, "\x93NUMPY\x01\x00", 8);
+    nst__buf_byte(&b, (len + pad + 1) & 0xFF);
+    nst__buf_byte(&b, (len + pad + 1) >> 8);
+    nst__buf_put(&b, hdr, (size_t)len);
+    for (d = 0; d < pad; d++) nst__buf_byte(&b, ' ');
+    nst__buf_byte(&b, '\n');
+    if (elems > SIZE_MAX / 4 || !nst__buf_reserve(&b, elems * 4)) { nst__buf_free(&b); return nst__err(NST_ERR_NOMEM, "npy: out of memory"); }
+    for (k = 0; k < elems; k++) nst__wr32le(b.data + b.len + 4 * k, nst__bits_from_f32(data[k]));
+    b.len += elems * 4;
+    if (b.failed) { nst__buf_free(&b); return nst__err(NST_ERR_NOMEM, "npy: out of memory"); }
+    *out = b.data;
+    *out_n = b.len;
+    return NST_OK;
+}
+
+#ifndef NST_NO_STDIO
+NSTDEF nst_status nst_npy_write(const char *path, const float *data, int ndim, const int *shape) {
+    unsigned char *b;
+    size_t n;
+    nst_status st;
+    if (!path) return nst__err(NST_ERR_ARGUMENT, "npy: NULL path");
+    if ((st = nst__npy_encode(data, ndim, shape, &b, &n)) != NST_OK) return st;
+    st = nst__write_file_atomic(path, b, n);
+    nst__free(b);
+    return st;
+}
+#endif
 
 #endif /* NST__IMPL_DONE */
 #endif /* NST_IMPLEMENTATION */

@@ -1,4 +1,4 @@
-/* Fast 3x3 convolution and pooling (src/conv.h) against the scalar reference kernels (src/ref.h).
+/* Fast 3x3 convolution and pooling (the >>conv section of nst.h) against the scalar reference kernels (>>tensor).
  *
  * Error bounds, as max |fast - ref| / max |ref| over the output (per layer, random N(0,1) inputs and
  * He-scaled weights):

@@ -1,4 +1,4 @@
-/* JPEG decoder and encoder tests (src/jpeg.h).
+/* JPEG decoder and encoder tests (the >>jpeg section of nst.h).
  *
  * Reference decodes come from libjpeg-turbo 2.1.5's `djpeg -dct int` (accurate integer IDCT, fancy
  * upsampling). Tolerance, in 8-bit levels: max |error| <= 1 and mean <= 0.01 per file. Our decoder
@@ -185,7 +185,7 @@ TEST(own_fixtures_match_djpeg) {
     free(m);
 }
 
-/* The decoder must also work through the public loader once the dispatch in src/image.h sends JPEGs here. */
+/* The decoder must also work through the public loader once the dispatch in the >>image section sends JPEGs here. */
 TEST(load_memory_dispatches_jpeg) {
     size_t n;
     nst_image a, b;
