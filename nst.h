@@ -205,6 +205,7 @@ NSTDEF void       nst_model_free(nst_model *m);
 NSTDEF int        nst_model_convs(const nst_model *m);        /* conv layers present (1..16) */
 NSTDEF int        nst_model_is_random(const nst_model *m);
 NSTDEF nst_pool   nst_model_default_pool(const nst_model *m);  /* avg for the random model, else max */
+NSTDEF float      nst_model_default_tv_weight(const nst_model *m);  /* 1e-6 for the random model, else 1e-3 */
 NSTDEF nst_input_convention nst_model_convention(const nst_model *m);
 /* Conv layer i (0..15): weight [cout][cin][3][3] and bias [cout], read-only, f32. */
 NSTDEF nst_status nst_model_conv(const nst_model *m, int i, const float **weight, const float **bias,
@@ -229,7 +230,7 @@ typedef struct nst_options {
     int   image_size;                  /* 512: longest side of the output; 0 = content size */
     float content_weight;              /* 5 */
     float style_weight;                /* 100 */
-    float tv_weight;                   /* 1e-3 */
+    float tv_weight;                   /* < 0 (the default): the model's, 1e-3 (1e-6 for the random model) */
     const char *content_layers;        /* "relu4_2" */
     const char *style_layers;          /* "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1" */
     const float *style_layer_weights;  /* one per style layer, NULL = all 1 */
@@ -301,6 +302,8 @@ typedef struct nst_lbfgs_options {
                                   degrades to plain gradient descent when losses are small (random or
                                   torchvision weights, tiny images). nst_transfer uses 1. */
     int    history_bf16;       /* 1: store the s/y history in bfloat16, half the memory (default 0) */
+    int    guard;              /* 1: halve a fixed step that more than doubles the loss, and evaluate
+                                  after the last step too (default 0: exactly torch) */
     nst_iter_fn on_iter;
     void  *user;               /* passed to on_iter */
 } nst_lbfgs_options;
@@ -2766,6 +2769,10 @@ NSTDEF void nst_model_free(nst_model *m) {
 NSTDEF int nst_model_convs(const nst_model *m) { return m ? m->nconv : 0; }
 NSTDEF int nst_model_is_random(const nst_model *m) { return m ? m->is_random : 0; }
 NSTDEF nst_pool nst_model_default_pool(const nst_model *m) { return m ? m->pool : NST_POOL_MAX; }
+/* The random model's content and style losses are about 1000x smaller than real VGG-19's (1e3
+ * against 1e6), so jcjohnson's TV weight of 1e-3, negligible there, blurs everything here. */
+#define NST__RANDOM_TV_WEIGHT 1e-6f
+NSTDEF float nst_model_default_tv_weight(const nst_model *m) { return m && m->is_random ? NST__RANDOM_TV_WEIGHT : 1e-3f; }
 NSTDEF nst_input_convention nst_model_convention(const nst_model *m) { return m->conv; }
 NSTDEF nst_status nst_model_conv(const nst_model *m, int i, const float **weight, const float **bias,
                                  int *cin, int *cout) {
@@ -3411,6 +3418,7 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
  * curvature pairs below 1e-10 dropped) does not crawl: at 1 it spent its first ~10 iterations as
  * plain gradient descent with steps too small to measure curvature. */
 #define NST__RANDOM_MEAN 10.0
+
 static void nst__calibration_image(float *px, int h, int w, unsigned long long seed) {
     nst__rng r;
     int c, k, y, x;
@@ -3737,7 +3745,8 @@ NSTDEF nst_status nst_objective_create(const nst_model *m, const nst_image *cont
     o->h = content->height; o->w = content->width;
     o->nthreads = nst__resolve_threads(opt->threads);
     o->normalize = opt->normalize_gradients;
-    o->cw = opt->content_weight; o->sw = opt->style_weight; o->tvw = opt->tv_weight;
+    o->cw = opt->content_weight; o->sw = opt->style_weight;
+    o->tvw = opt->tv_weight < 0 ? nst_model_default_tv_weight(m) : opt->tv_weight;
     avg = (opt->pool == NST_POOL_DEFAULT ? m->pool : opt->pool) == NST_POOL_AVG;
     if (ns == 0) for (k = 0; k < NST_VGG_LAYERS; k++) keep[k] = 0;
     for (k = 0; k < nc; k++) keep[content_l[k]] = 1;
@@ -4051,9 +4060,17 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
             }
         } else {
             nst__axpy(x, t, d, n, nthreads);
-            if (iter == opt->max_iter) break;   /* torch skips the evaluation after the last step */
+            if (iter == opt->max_iter && !opt->guard) break;   /* torch skips the evaluation after the last step */
             if ((st = fg(x, g, &f, user)) != NST_OK) goto done;
             nev++;
+            /* guard: a fixed step that blows the loss up (or makes it non-finite) is halved until it
+             * does not; ordinary non-monotone steps pass untouched */
+            while (opt->guard && !(f <= 2.0 * fabs(f_old) + 1e-30) && nev < max_eval + 30) {
+                t *= 0.5;
+                nst__axpy(x, -t, d, n, nthreads);
+                if ((st = fg(x, g, &f, user)) != NST_OK) goto done;
+                nev++;
+            }
         }
         if (opt->on_iter && opt->on_iter(iter, f, x, opt->user)) {
             st = nst__err(NST_ERR_CANCELLED, "lbfgs: cancelled");
@@ -4118,7 +4135,7 @@ NSTDEF void nst_options_init(nst_options *o) {
     o->image_size = 512;
     o->content_weight = 5.0f;
     o->style_weight = 100.0f;
-    o->tv_weight = 1e-3f;
+    o->tv_weight = -1.0f;   /* the model's default: nst_model_default_tv_weight */
     o->content_layers = "relu4_2";
     o->style_layers = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1";
     o->style_scale = 1.0f;
@@ -4415,13 +4432,17 @@ NSTDEF nst_status nst_transfer(const nst_model *m, const nst_image *content, con
         } else {
             nst_lbfgs_options lo;
             nst_lbfgs_options_init(&lo);
-            lo.max_iter = o.iterations;
+            /* guarded, every step is evaluated: iterations - 1 steps make `iterations` evaluations, the
+             * count jcjohnson reports */
+            lo.max_iter = o.iterations - 1;
+            lo.max_eval = o.iterations + 30;
             lo.history = o.lbfgs_history > 0 ? o.lbfgs_history : 100;
             lo.learning_rate = o.learning_rate > 0 ? o.learning_rate : 1.0;
             lo.tol_fun = -1; lo.tol_x = -1;   /* as jcjohnson: run all iterations */
             lo.line_search = o.lbfgs_line_search;
             lo.relative_curvature = 1;   /* see nst_lbfgs_options: small-loss models stall without it */
             lo.history_bf16 = o.lbfgs_history_bf16;
+            lo.guard = 1;   /* torch's unguarded fixed step can throw a run away on badly scaled losses */
             {
                 int prev_threads = nst__threads_setting;
                 nst__threads_setting = run.obj->nthreads;   /* the optimiser's vector ops use the same count */

@@ -115,7 +115,7 @@ static void cli_print_help(void) {
 "Objective\n"
 "      --content-weight W     5\n"
 "      --style-weight W       100\n"
-"      --tv-weight W          total-variation smoothness, 1e-3\n"
+"      --tv-weight W          total-variation smoothness, 1e-3 (1e-6 with the random model)\n"
 "      --content-layers L     relu4_2\n"
 "      --style-layers L       relu1_1,relu2_1,relu3_1,relu4_1,relu5_1\n"
 "      --style-layer-weights w1,w2,...   one per style layer (all 1)\n"
@@ -855,7 +855,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "  losses     content %g @ %s, style %g @ %s, tv %g\n", (double)c.o.content_weight,
                 c.o.content_layers ? c.o.content_layers : "relu4_2", (double)c.o.style_weight,
                 c.o.style_layers ? c.o.style_layers : "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1",
-                (double)c.o.tv_weight);
+                (double)(c.o.tv_weight < 0 ? nst_model_default_tv_weight(model) : c.o.tv_weight));
         fprintf(stderr, "  optimizer  %s", c.o.optimizer == NST_OPT_ADAM ? "adam" : "lbfgs");
         if (c.o.optimizer != NST_OPT_ADAM)
             fprintf(stderr, " (history %d%s)", c.o.lbfgs_history, c.o.lbfgs_line_search ? ", line search" : "");

@@ -550,7 +550,7 @@ TEST(end_to_end_transfer_64) {
     o.progress = track_progress; o.user = &t;
     memset(&t, 0, sizeof t);
     CHECK_OK(nst_transfer(m, &c, &s, NULL, 1, &o, &o1));
-    CHECK(t.calls == 50);
+    CHECK_MSG(t.calls >= 50 && t.calls <= 80, "%d evaluations", t.calls);   /* the guard may halve a few steps */
     CHECK_MSG(t.last < t.first / 5, "loss went from %g to %g", t.first, t.last);
     CHECK(o1.width == 64 && o1.height == 64 && o1.channels == 3);
     CHECK_OK(nst_transfer(m, &c, &s, NULL, 1, &o, &o2));
