@@ -34,16 +34,4 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
 }
 
-#ifdef NST_FUZZ_MAIN
-int main(int argc, char **argv) {
-    int i;
-    for (i = 1; i < argc; i++) {
-        unsigned char *b;
-        size_t n;
-        if (nst__read_file(argv[i], (size_t)1 << 30, &b, &n) != NST_OK) continue;
-        LLVMFuzzerTestOneInput(b, n);
-        nst__free(b);
-    }
-    return 0;
-}
-#endif
+#include "fuzz_main.h"
