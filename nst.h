@@ -302,6 +302,7 @@ typedef struct nst_lbfgs_options {
                                   degrades to plain gradient descent when losses are small (random or
                                   torchvision weights, tiny images). nst_transfer uses 1. */
     int    history_bf16;       /* 1: store the s/y history in bfloat16, half the memory (default 0) */
+    int    threads;            /* for the vector operations; 0 = nst_get_threads() */
     int    guard;              /* 1: halve a fixed step that more than doubles the loss, and evaluate
                                   after the last step too (default 0: exactly torch) */
     nst_iter_fn on_iter;
@@ -3974,7 +3975,7 @@ static void nst__hist_store(void *h, int bf16, const float *src, size_t n) {
 NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user, const nst_lbfgs_options *opt,
                             double *final_value, int *evals) {
     nst_lbfgs_options def;
-    int m, k = 0, head = 0, iter, nev = 0, max_eval, nthreads = nst_get_threads();
+    int m, k = 0, head = 0, iter, nev = 0, max_eval, nthreads = nst__resolve_threads(opt ? opt->threads : 0);
     unsigned char *S = NULL, *Y = NULL;
     float *g = NULL, *g_old = NULL, *d = NULL, *x0 = NULL, *sn = NULL, *yn = NULL;
     int bf16 = opt && opt->history_bf16;
@@ -4443,12 +4444,8 @@ NSTDEF nst_status nst_transfer(const nst_model *m, const nst_image *content, con
             lo.relative_curvature = 1;   /* see nst_lbfgs_options: small-loss models stall without it */
             lo.history_bf16 = o.lbfgs_history_bf16;
             lo.guard = 1;   /* torch's unguarded fixed step can throw a run away on badly scaled losses */
-            {
-                int prev_threads = nst__threads_setting;
-                nst__threads_setting = run.obj->nthreads;   /* the optimiser's vector ops use the same count */
-                st = nst_lbfgs(px, n, nst__run_fg, &run, &lo, NULL, NULL);
-                nst__threads_setting = prev_threads;
-            }
+            lo.threads = run.obj->nthreads;   /* the optimiser's vector ops use the objective's count */
+            st = nst_lbfgs(px, n, nst__run_fg, &run, &lo, NULL, NULL);
         }
         nst_objective_free(run.obj);
         nst_image_free(&run.view);

@@ -347,7 +347,7 @@ typedef struct cli {
     int nstyles;
     float *blend, *layer_weights;
     int nblend, nlayer_weights;
-    int style_weight_set, print_every, save_every, quality, quiet;
+    int print_every, save_every, quality, quiet;
 } cli;
 
 static long cli_int_arg(const char *opt, const char *v, long lo, long hi) {
@@ -416,7 +416,7 @@ static void cli_parse(cli *c, int argc, char **argv) {
         case O_SIZE: c->o.image_size = (int)cli_int_arg(opt, v, 0, 65535); break;
         case O_ITERATIONS: c->o.iterations = (int)cli_int_arg(opt, v, 1, INT_MAX); break;
         case O_CONTENT_WEIGHT: c->o.content_weight = cli_float_arg(opt, v, 0, 0); break;
-        case O_STYLE_WEIGHT: c->o.style_weight = cli_float_arg(opt, v, 0, 0); c->style_weight_set = 1; break;
+        case O_STYLE_WEIGHT: c->o.style_weight = cli_float_arg(opt, v, 0, 0); break;
         case O_TV_WEIGHT: c->o.tv_weight = cli_float_arg(opt, v, 0, 0); break;
         case O_CONTENT_LAYERS: cli_check_layers(opt, v); c->o.content_layers = v; break;
         case O_STYLE_LAYERS: cli_check_layers(opt, v); c->o.style_layers = v; break;
