@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds every tests/fuzz/fuzz_*.c with libFuzzer + ASan + UBSan and runs each for ${FUZZ_SECONDS:-20}
-# seconds, seeded from tests/fixtures/<name> (fuzz_png -> tests/fixtures/png, ...). New inputs go to a
-# scratch corpus under build/fuzz/; crashes, leaks and timeouts are saved as build/fuzz/<name>-crash-*.
+# seconds, seeded with valid files (see seeds() below) and the saved crashers of tests/fuzz/regress/<area>.
+# New inputs go to a scratch corpus under build/fuzz/; crashes, leaks and timeouts are saved as
+# build/fuzz/<name>-crash-*: copy each one to tests/fuzz/regress/<area>/ once fixed (tests/fuzz/regress.sh
+# replays them in `make test`).
 # Any build failure or finding fails the run. Last line: "fuzz: N passed, N failed".
 #   FUZZ_SECONDS=60 bash tests/fuzz/run.sh            all harnesses
 #   bash tests/fuzz/run.sh png ppm                    only these
@@ -12,6 +14,18 @@ CC=${FUZZ_CC:-clang}
 SECONDS_EACH=${FUZZ_SECONDS:-20}
 OUT=build/fuzz
 mkdir -p "$OUT"
+# Seed files per harness: valid inputs of the format (fixtures), plus the regression files.
+seeds() {
+  case $1 in
+    png|ppm|jpeg) echo tests/fixtures/$1 ;;
+    weights) echo tests/fixtures/weights tests/fuzz/seeds/nstw ;;
+    pth) echo tests/fixtures/weights/*.pth ;;
+    caffe) echo tests/fixtures/weights/*.caffemodel ;;
+    npz) echo tests/fixtures/weights/*.npz tests/fixtures/weights/pickled.npy ;;
+    *) echo tests/fuzz/seeds/$1 ;;
+  esac
+  [ -d tests/fuzz/regress/$1 ] && echo tests/fuzz/regress/$1
+}
 passed=0; failed=0
 for src in tests/fuzz/fuzz_*.c; do
   name=$(basename "$src" .c); area=${name#fuzz_}
@@ -22,11 +36,14 @@ for src in tests/fuzz/fuzz_*.c; do
     cat "$OUT/$name.build.log"; echo "FAIL $name: build"; failed=$((failed + 1)); continue
   fi
   corpus="$OUT/$name-corpus"; mkdir -p "$corpus"
-  seeds=tests/fixtures/$area; [ -d "$seeds" ] || seeds=""
+  # libFuzzer takes directories only: copy the seed files (not folders) into the scratch corpus
+  for s in $(seeds "$area"); do
+    if [ -d "$s" ]; then find "$s" -type f -exec cp -f {} "$corpus/" \; ; elif [ -f "$s" ]; then cp -f "$s" "$corpus/"; fi
+  done
   # -timeout: one input taking 10 s counts as a hang; -rss_limit_mb bounds memory per run
   if UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
      "$OUT/$name" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2560 -max_len=262144 \
-     -print_final_stats=1 -artifact_prefix="$OUT/$name-" "$corpus" $seeds > "$OUT/$name.log" 2>&1; then
+     -print_final_stats=1 -artifact_prefix="$OUT/$name-" "$corpus" > "$OUT/$name.log" 2>&1; then
     echo "ok   $name: $(grep -E 'stat::number_of_executed_units' "$OUT/$name.log" | awk '{print $2}') runs"
     passed=$((passed + 1))
   else
