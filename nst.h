@@ -1871,6 +1871,7 @@ typedef struct nst__conv_dir {
     int lazy;          /* WINO only: u is NULL and the filters are transformed into the workspace per call */
     float *u;          /* WINO: [36][ceil(kout/6)][6][kin] transformed filters (blocks of 6 output
                           rows, zero-padded); DIRECT with SIMD: [ceil(kout/6)][kin][9][6]; else NULL */
+    size_t u_bytes;    /* size of u, for the memory estimate */
 } nst__conv_dir;
 
 typedef struct nst__conv_plan {
@@ -1999,12 +2000,14 @@ static nst_status nst__conv_dir_init(nst__conv_plan *p, int d, int algo) {
             return nst__err(NST_ERR_NOMEM, "conv: %dx%d filters are too large", kin, kout);
         dd->u = (float *)nst__aligned_alloc(n);
         if (!dd->u) return nst__err(NST_ERR_NOMEM, "conv: out of memory for transformed filters");
+        dd->u_bytes = n;
         for (o = 0; o < nob; o++) nst__wino_filters(p, d, dd->u, o);
     } else if (p->arch == NST_ARCH_AVX512) {
         if (!nst__mul_ok((size_t)nob * 6 * 9, (size_t)kin, &n) || !nst__mul_ok(n, sizeof(float), &n))
             return nst__err(NST_ERR_NOMEM, "conv: %dx%d filters are too large", kin, kout);
         dd->u = (float *)nst__aligned_alloc(n);
         if (!dd->u) return nst__err(NST_ERR_NOMEM, "conv: out of memory for packed filters");
+        dd->u_bytes = n;
         memset(dd->u, 0, n);
         for (o = 0; o < kout; o++)
             for (i = 0; i < kin; i++)
@@ -4191,46 +4194,92 @@ typedef struct nst__pass_sizes {
     int sw[8], sh[8];
 } nst__pass_sizes;
 
-static size_t nst__pass_memory(const nst_model *m, const nst_options *o, int w, int h, const int *sw, const int *sh,
-                               int nstyles) {
-    int content_l[NST__MAX_LOSS_LAYERS], style_l[NST__MAX_LOSS_LAYERS], nc, ns, last, k;
-    unsigned char keep[NST_VGG_LAYERS];
-    nst__net net;
-    size_t total = 0, n = (size_t)3 * w * h, style_net = 0, hist;
-    if (nst__objective_layout(m, o, content_l, &nc, style_l, &ns, &last, keep) != NST_OK) return 0;
-    {
-        size_t ws = 0, bufs = 0;
-        nst__net sn;
-        unsigned char skeep[NST_VGG_LAYERS];
-        memset(skeep, 0, sizeof skeep);
-        for (k = 0; k < ns; k++) skeep[style_l[k]] = 1;
-        for (k = 0; k < nstyles && k < 8 && ns > 0; k++)
-            if (nst__net_init(&sn, m, sh[k], sw[k], nst__deepest(style_l, ns, -1), skeep, 1, o->threads, 0) == NST_OK) {
-                ws = NST__MAX(ws, sn.ws_bytes);
-                bufs = NST__MAX(bufs, sn.buf_elems);
-            }
-        if (nst__net_init_ws(&net, m, h, w, last, keep, 1, o->threads, 0, NULL, ws, bufs) != NST_OK) return 0;
+/* ---- the memory estimate ---------------------------------------------------------------------------
+ * Every buffer nst_transfer allocates is listed below, once, with the phase it lives in. Whole-call
+ * buffers (the model, the inputs and their RGB copies, the runtime) live throughout; in each pass the
+ * pass buffers (resized inputs, the previous pass's result, the objective) live throughout the pass,
+ * and the phases in between come one after the other: resizing, building the targets, optimising. The
+ * peak is the whole-call buffers plus, for the largest pass, its pass buffers plus its largest phase.
+ * A new buffer in nst_transfer gets one nst__mem_add line here. Every size comes from the function the
+ * allocation itself uses (nst__net_init_ws with alloc = 0, ...), so changes there carry over. */
+enum { NST__MEM_PASS, NST__MEM_RESIZE, NST__MEM_BUILD, NST__MEM_OPTIMIZE, NST__MEM_PHASES };
+typedef struct nst__mem {
+    size_t phase[NST__MEM_PHASES];
+} nst__mem;
+
+static void nst__mem_add(nst__mem *e, int phase, size_t bytes) { e->phase[phase] += bytes; }
+/* one allocation: the allocator rounds up and keeps a header (aligned allocations add 64 bytes) */
+static size_t nst__mem_block(size_t bytes) { return nst__round64(bytes + 64); }
+static size_t nst__mem_image(int w, int h, int c) { return nst__mem_block((size_t)w * h * c * sizeof(float)); }
+
+/* The model: weights and the convolution plans (transformed or packed filters). */
+static size_t nst__model_bytes(const nst_model *m) {
+    size_t b = m->block_bytes;
+    int i, d;
+    for (i = 0; i < m->nconv; i++)
+        for (d = 0; d < 2 && m->plan[i]; d++) b += nst__mem_block(m->plan[i]->dir[d].u_bytes);
+    return b;
+}
+
+/* What the process needs besides our allocations: the program, libc, libm and the OpenMP runtime
+ * (measured on Linux/glibc/libgomp: ~3 MB resident before any work, and each worker thread's stack and
+ * malloc arena ~0.5 MB), plus the allocator's slack (freed blocks it keeps, ~1% of what is used). */
+static size_t nst__mem_runtime(int nthreads, size_t used) {
+    return ((size_t)4 << 20) + (size_t)nthreads * ((size_t)1 << 19) + used / 100;
+}
+
+/* One pass at w x h with styles at sw x sh: adds the pass buffers and the phases to e. */
+static void nst__pass_memory(const nst_model *m, const nst_options *o, int w, int h, const int *sw, const int *sh,
+                             int nstyles, int prev_w, int prev_h, int nthreads, nst__mem *e) {
+    int content_l[NST__MAX_LOSS_LAYERS], style_l[NST__MAX_LOSS_LAYERS], nc, ns, last, k, avg, slast;
+    unsigned char keep[NST_VGG_LAYERS], skeep[NST_VGG_LAYERS];
+    nst__net net, sn;
+    size_t n = (size_t)3 * w * h, ws = 0, bufs = 0, build = 0, hist;
+    if (nst__objective_layout(m, o, content_l, &nc, style_l, &ns, &last, keep) != NST_OK) return;
+    avg = (o->pool == NST_POOL_DEFAULT ? m->pool : o->pool) == NST_POOL_AVG;
+    if (nstyles == 0) {   /* as nst_objective_create: only the content layers */
+        ns = 0;
+        memset(keep, 0, sizeof keep);
+        for (k = 0; k < nc; k++) keep[content_l[k]] = 1;
+        last = nst__deepest(content_l, nc, -1);
     }
-    total += net.bytes;
+    memset(skeep, 0, sizeof skeep);
+    for (k = 0; k < ns; k++) skeep[style_l[k]] = 1;
+    slast = nst__deepest(style_l, ns, -1);
+    for (k = 0; k < nstyles && k < 8 && ns > 0; k++)
+        if (nst__net_init(&sn, m, sh[k], sw[k], slast, skeep, avg, nthreads, 0) == NST_OK) {
+            ws = NST__MAX(ws, sn.ws_bytes);
+            bufs = NST__MAX(bufs, sn.buf_elems);
+        }
+    if (nst__net_init_ws(&net, m, h, w, last, keep, avg, nthreads, 0, NULL, ws, bufs) != NST_OK) return;
+
+    /* pass buffers: the resized inputs, the previous pass's result, the objective */
+    nst__mem_add(e, NST__MEM_PASS, nst__mem_image(w, h, 3));
+    for (k = 0; k < nstyles; k++) nst__mem_add(e, NST__MEM_PASS, nst__mem_image(sw[k], sh[k], 3));
+    if (prev_w) nst__mem_add(e, NST__MEM_PASS, nst__mem_block((size_t)3 * prev_w * prev_h * sizeof(float)));
+    nst__mem_add(e, NST__MEM_PASS, net.bytes);
     for (k = 0; k < nc; k++)
-        total += nst__round64((size_t)net.c_[content_l[k]] * net.h_[content_l[k]] * net.w_[content_l[k]] * 4);
-    for (k = 0; k < ns; k++) total += 2 * nst__round64((size_t)net.c_[style_l[k]] * net.c_[style_l[k]] * 4);
-    /* while the targets are built, one style network exists beside the main one */
-    for (k = 0; k < nstyles && k < 8; k++) {
-        nst__net sn;
-        unsigned char skeep[NST_VGG_LAYERS];
-        int j;
-        memset(skeep, 0, sizeof skeep);
-        for (j = 0; j < ns; j++) skeep[style_l[j]] = 1;
-        if (ns && nst__net_init_ws(&sn, m, sh[k], sw[k], nst__deepest(style_l, ns, -1), skeep, 1, o->threads, 0, &net, 0,
-                                   0) == NST_OK &&
-            sn.bytes + (size_t)12 * sw[k] * sh[k] > style_net)
-            style_net = sn.bytes + (size_t)12 * sw[k] * sh[k];
+        nst__mem_add(e, NST__MEM_PASS, nst__mem_block((size_t)net.c_[content_l[k]] * net.h_[content_l[k]] *
+                                                      net.w_[content_l[k]] * sizeof(float)));
+    for (k = 0; k < ns; k++)
+        nst__mem_add(e, NST__MEM_PASS, 2 * nst__mem_block((size_t)net.c_[style_l[k]] * net.c_[style_l[k]] * sizeof(float)));
+
+    /* building the targets: the content's planar pixels, then each style's network and pixels in turn */
+    build = nst__mem_block(n * sizeof(float));
+    for (k = 0; k < nstyles && k < 8 && ns > 0; k++)
+        if (nst__net_init_ws(&sn, m, sh[k], sw[k], slast, skeep, avg, nthreads, 0, &net, 0, 0) == NST_OK)
+            build = NST__MAX(build, sn.bytes + nst__mem_block((size_t)12 * sw[k] * sh[k]));
+    /* optimising: the pixels, the progress view, and the optimiser's state: L-BFGS 2m history vectors
+     * (bf16 or f32) and g, g_old, d, s, y (+ x0 with the line search); Adam g, m, v */
+    if (o->optimizer == NST_OPT_ADAM) {
+        hist = 3 * nst__mem_block(n * sizeof(float));
+    } else {
+        size_t mh = (size_t)(o->lbfgs_history > 0 ? o->lbfgs_history : 100);
+        hist = 2 * nst__mem_block(n * mh * (o->lbfgs_history_bf16 ? 2 : 4)) +
+               (o->lbfgs_line_search ? 6 : 5) * nst__mem_block(n * sizeof(float));
     }
-    /* optimiser: L-BFGS keeps 2m vectors + 4 (x, g, g_old, d); Adam 4 */
-    hist = o->optimizer == NST_OPT_ADAM ? 4 * 4 : (size_t)2 * (o->lbfgs_history > 0 ? o->lbfgs_history : 100) *
-                                                  (o->lbfgs_history_bf16 ? 2 : 4) + 7 * 4;
-    return total + NST__MAX(style_net, hist * n);
+    nst__mem_add(e, NST__MEM_OPTIMIZE, 2 * nst__mem_block(n * sizeof(float)) + hist);
+    nst__mem_add(e, NST__MEM_BUILD, build);
 }
 
 static void nst__pass_sizes_for(const nst_options *o, const nst_image *content, const nst_image *styles,
@@ -4250,16 +4299,40 @@ NSTDEF size_t nst_transfer_memory(const nst_model *m, const nst_image *content, 
                                   const nst_options *opt) {
     nst_options def;
     nst__pass_sizes ps;
-    size_t model = 0, images;
-    int passes, k;
+    size_t call = 0, peak = 0;
+    int passes, pass, k, nthreads, prev_w = 0, prev_h = 0;
     if (!m || !content) return 0;
     if (!opt) { nst_options_init(&def); opt = &def; }
     passes = opt->scales > 1 ? opt->scales : 1;
-    nst__pass_sizes_for(opt, content, styles, nstyles, passes - 1, passes, &ps);
-    model = m->block_bytes;   /* plans are counted with the model */
-    images = (size_t)content->width * content->height * 4 * 3 * 2 + (size_t)ps.w * ps.h * 4 * 3 * 4;
-    for (k = 0; k < nstyles; k++) images += (size_t)styles[k].width * styles[k].height * 4 * 3 * 2;
-    return model + images + nst__pass_memory(m, opt, ps.w, ps.h, ps.sw, ps.sh, nstyles);
+    nthreads = nst__resolve_threads(opt->threads);
+    /* whole call: the model, the caller's inputs, their RGB copies (+ the colour-matched copy being made) */
+    call += nst__model_bytes(m);
+    call += nst__mem_image(content->width, content->height, content->channels);
+    call += nst__mem_image(content->width, content->height, 3);
+    for (k = 0; k < nstyles; k++) {
+        call += nst__mem_image(styles[k].width, styles[k].height, styles[k].channels);
+        call += nst__mem_image(styles[k].width, styles[k].height, 3);
+    }
+    for (pass = 0; pass < passes; pass++) {
+        nst__mem e;
+        size_t total;
+        memset(&e, 0, sizeof e);
+        nst__pass_sizes_for(opt, content, styles, nstyles, pass, passes, &ps);
+        nst__pass_memory(m, opt, ps.w, ps.h, ps.sw, ps.sh, nstyles, prev_w, prev_h, nthreads, &e);
+        /* resizing, one input at a time: the intermediate image of the horizontal pass (input height x
+         * output width) */
+        e.phase[NST__MEM_RESIZE] = nst__mem_image(ps.w, content->height, 3);
+        for (k = 0; k < nstyles && k < 8; k++)
+            e.phase[NST__MEM_RESIZE] = NST__MAX(e.phase[NST__MEM_RESIZE], nst__mem_image(ps.sw[k], styles[k].height, 3));
+        total = e.phase[NST__MEM_PASS] +
+                NST__MAX(e.phase[NST__MEM_RESIZE], NST__MAX(e.phase[NST__MEM_BUILD], e.phase[NST__MEM_OPTIMIZE]));
+        peak = NST__MAX(peak, total);
+        prev_w = ps.w; prev_h = ps.h;
+    }
+    if (opt->colors == NST_COLORS_HISTOGRAM)
+        for (k = 0; k < nstyles; k++)
+            peak = NST__MAX(peak, nst__mem_image(styles[k].width, styles[k].height, 3));
+    return call + peak + nst__mem_runtime(nthreads, call + peak);
 }
 
 typedef struct nst__run {
