@@ -6,17 +6,29 @@
  *   nst-inspect WEIGHTS --content C --style S [--input I] [--pool max|avg] [--content-weight A]
  *               [--style-weight B] --dump DIR
  *       evaluates the objective at the input image (default: the per-pixel mean of content and style,
- *       which must have the same size; nothing is resized) and writes NumPy float32 files to DIR:
+ *       which must have the same size; nothing is resized) and writes NumPy float32 files to DIR
+ *       (created, with its parents, if missing):
  *         act_<layer>.npy   (C,H,W) at relu1_1 relu2_1 relu3_1 relu4_1 relu4_2 relu5_1
  *         gram_<layer>.npy  (C,C), normalised by C*H*W, at the five style layers
  *         loss.npy          [total, content unweighted, style unweighted], total = A*content + B*style
  *         grad_pixels.npy   (3,H,W): d total / d pixel, pixels RGB in 0..255
  *       Losses as DESIGN.md section 5 (jcjohnson's): content relu4_2, TV weight 0; A = 5, B = 100. */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L   /* mkdir, stat */
+#endif
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
 #include "nst.h"
+#ifdef _WIN32
+#include <direct.h>
+#define nst_inspect_mkdir(p) _mkdir(p)
+#else
+#include <sys/stat.h>
+#define nst_inspect_mkdir(p) mkdir(p, 0777)
+#endif
 
 static int usage(void) {
     fprintf(stderr,
@@ -32,17 +44,26 @@ static void print_convention(const nst_input_convention *c) {
            (double)c->std[2]);
 }
 
+/* The whole file, or NULL after saying why (a directory opens but fails the first read: EISDIR). */
 static unsigned char *read_all(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
     unsigned char *b = NULL;
     long len;
-    if (!f) return NULL;
+    int c;
+    if (!f) { fprintf(stderr, "nst-inspect: cannot open '%s': %s\n", path, strerror(errno)); return NULL; }
+    errno = 0;
+    if ((c = getc(f)) == EOF && ferror(f)) {
+        fprintf(stderr, "nst-inspect: cannot read '%s': %s\n", path, errno == EISDIR ? "it is a directory" : strerror(errno));
+        fclose(f);
+        return NULL;
+    }
     if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
         b = (unsigned char *)malloc(len ? (size_t)len : 1);
         if (b && fread(b, 1, (size_t)len, f) != (size_t)len) { free(b); b = NULL; }
         *n = (size_t)len;
     }
     fclose(f);
+    if (!b) fprintf(stderr, "nst-inspect: cannot read '%s'\n", path);
     return b;
 }
 
@@ -50,7 +71,7 @@ static int inspect(const char *path) {
     size_t n = 0;
     unsigned char *b = read_all(path, &n);
     int i, bad = 0;
-    if (!b) { fprintf(stderr, "nst-inspect: cannot read '%s'\n", path); return 1; }
+    if (!b) return 1;
     if (n >= 4 && !memcmp(b, "NSTW", 4)) {
         nst_nstw_info info;
         nst_model *m = NULL;
@@ -124,6 +145,37 @@ static int inspect(const char *path) {
     return bad;
 }
 
+/* mkdir -p: DIR and every missing parent; 1 when DIR is a directory afterwards. */
+static int make_dirs(const char *dir) {
+    char path[4096];
+    size_t i, len = strlen(dir);
+    FILE *probe;
+    if (len == 0 || len >= sizeof path) { fprintf(stderr, "nst-inspect: bad directory name '%s'\n", dir); return 0; }
+    memcpy(path, dir, len + 1);
+    for (i = 1; i <= len; i++) {
+        if (path[i] != '/' && path[i] != '\\' && path[i] != 0) continue;
+        if (path[i - 1] == '/' || path[i - 1] == '\\' || (i == 2 && path[1] == ':')) continue;
+        {
+            char c = path[i];
+            path[i] = 0;
+            if (nst_inspect_mkdir(path) != 0 && errno != EEXIST) {
+                fprintf(stderr, "nst-inspect: cannot create directory '%s': %s\n", path, strerror(errno));
+                return 0;
+            }
+            path[i] = c;
+        }
+    }
+    /* an existing file of that name passes mkdir's EEXIST: writing into it must still fail here */
+    snprintf(path, sizeof path, "%s/.nst-inspect-probe", dir);
+    if (!(probe = fopen(path, "wb"))) {
+        fprintf(stderr, "nst-inspect: cannot write into '%s': %s\n", dir, strerror(errno));
+        return 0;
+    }
+    fclose(probe);
+    remove(path);
+    return 1;
+}
+
 static int write_npy(const char *dir, const char *name, const float *d, int ndim, const int *shape) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s.npy", dir, name);
@@ -190,6 +242,7 @@ int main(int argc, char **argv) {
     memset(&content, 0, sizeof content);
     memset(&style, 0, sizeof style);
     memset(&input, 0, sizeof input);
+    if (!make_dirs(dir)) return 1;
     if (nst_model_load(weights, &m) != NST_OK) { fprintf(stderr, "nst-inspect: %s\n", nst_last_error()); return 1; }
     if (!load_rgb(cpath, &content) || !load_rgb(spath, &style) || (ipath && !load_rgb(ipath, &input))) goto done;
     w = content.width; h = content.height;

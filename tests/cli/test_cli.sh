@@ -87,6 +87,14 @@ fi
 if run "missing weights file" 1 c.ppm s.ppm -o o.ppm --weights nope.nstw; then
   has err "^nst: error: cannot load weights 'nope.nstw'" && ok "missing weights file" || bad "missing weights file" "$(cat "$T/err")"
 fi
+# a directory where a file is expected is named as one, wherever a path is read
+mkdir -p "$T/adir"
+for args in "adir s.ppm" "c.ppm adir" "c.ppm s.ppm --weights adir" "c.ppm s.ppm --weights random --init-image adir"; do
+  # shellcheck disable=SC2086
+  if run "directory: $args" 1 $args -o o.ppm; then
+    has err "'adir' is a directory" && ok "directory: $args" || bad "directory: $args" "$(cat "$T/err")"
+  fi
+done
 if (export NST_WEIGHTS="$T/nope.nstw"; run "bad NST_WEIGHTS" 1 c.ppm s.ppm -o o.ppm); then
   has err "NST_WEIGHTS" && ok "bad NST_WEIGHTS" || bad "bad NST_WEIGHTS" "$(cat "$T/err")"
 fi
