@@ -7291,7 +7291,7 @@ static nst_status nst__jpeg_setup(nst__jdec *d, nst_image *out) {
     case 7: d->origin = (ptrdiff_t)(oh - 1) * ow + ow - 1; d->sx = -(ptrdiff_t)ow; d->sy = -1; break;
     case 8: d->origin = (ptrdiff_t)(oh - 1) * ow; d->sx = -(ptrdiff_t)ow; d->sy = 1; break;
     }
-    if ((st = nst_image_alloc(out, ow, oh, d->ch)) != NST_OK) return st;
+    if ((st = nst__image_alloc_raw(out, ow, oh, d->ch)) != NST_OK) return st;
     d->img = out;
     d->ready = 1;
     return NST_OK;
