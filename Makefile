@@ -1,6 +1,7 @@
 # nst: `make` builds the CLI, tools, examples and benches into build/; `make test` runs the tests;
 # `make demo` paints the repo's photo in the repo's painting. CC, CFLAGS overridable; OPENMP=0 builds
-# without OpenMP.
+# without OpenMP. `make install PREFIX=/usr/local` (DESTDIR honoured) installs nst.h, the programs, the
+# nst(1) man page and nst.pc; `make uninstall` removes them.
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 OPENMP  ?= 1
@@ -17,7 +18,7 @@ TOOLS    := $(patsubst tools/%.c,build/%,$(wildcard tools/*.c))
 TESTS    := $(patsubst tests/%.c,build/tests/%,$(wildcard tests/test_*.c))
 BENCHES  := $(patsubst bench/%.c,build/%,$(wildcard bench/bench_*.c))
 
-.PHONY: all test test-asan bench bench-compare demo clean weights
+.PHONY: all test test-asan bench bench-compare demo clean weights install uninstall
 all: $(EXAMPLES) $(TOOLS) $(BENCHES)
 
 build/nst.o: nst.c $(HDRS) | build
@@ -45,10 +46,10 @@ EXTRA_TESTS += tests/neon.sh
 endif
 endif
 
-# The CLI's end-to-end checks (exit codes, errors, atomic output, Ctrl-C).
-EXTRA_TESTS += tests/cli/test_cli.sh
+# The CLI's end-to-end checks (exit codes, errors, atomic output, Ctrl-C); the tools and make install.
+EXTRA_TESTS += tests/cli/test_cli.sh tests/cli/test_tools.sh
 
-test: $(TESTS) build/nst
+test: $(TESTS) build/nst build/nst-convert build/nst-inspect
 	@bash tests/run.sh $(TESTS) $(EXTRA_TESTS)
 
 # The parsers and kernels under AddressSanitizer + UndefinedBehaviorSanitizer (no OpenMP: its runtime
@@ -76,6 +77,34 @@ demo: build/nst
 # weights/vgg19.nstw. Needs network access; see weights/README.md for placing a file by hand.
 weights: build/nst-convert
 	sh weights/fetch.sh $(WEIGHTS_SOURCE)
+
+# Installation. The header is the library: pkg-config nst gives -I and -lm (add -fopenmp for threads).
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+INCDIR  ?= $(PREFIX)/include
+MANDIR  ?= $(PREFIX)/share/man
+PCDIR   ?= $(PREFIX)/lib/pkgconfig
+INSTALL_PROGRAMS := nst nst-convert nst-inspect
+NST_VERSION = $(shell sed -n 's/^\#define NST_VERSION_STRING "\(.*\)"/\1/p' nst.h)
+
+build/nst.1: build/nst tools/help2man.sh
+	sh tools/help2man.sh build/nst > $@.tmp && mv $@.tmp $@
+
+# nst.pc is written at install time: it names PREFIX, which may differ from one install to the next.
+install: $(addprefix build/,$(INSTALL_PROGRAMS)) build/nst.1
+	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(PCDIR)
+	cp $(addprefix build/,$(INSTALL_PROGRAMS)) $(DESTDIR)$(BINDIR)/
+	cd $(DESTDIR)$(BINDIR) && chmod 755 $(INSTALL_PROGRAMS)
+	cp nst.h $(DESTDIR)$(INCDIR)/nst.h && chmod 644 $(DESTDIR)$(INCDIR)/nst.h
+	cp build/nst.1 $(DESTDIR)$(MANDIR)/man1/nst.1 && chmod 644 $(DESTDIR)$(MANDIR)/man1/nst.1
+	printf '%s\n' 'prefix=$(PREFIX)' 'includedir=$(INCDIR)' '' 'Name: nst' \
+	    'Description: neural style transfer in one C header (define NST_IMPLEMENTATION in one file)' \
+	    'Version: $(NST_VERSION)' 'Cflags: -I$${includedir}' 'Libs: -lm' > $(DESTDIR)$(PCDIR)/nst.pc
+	chmod 644 $(DESTDIR)$(PCDIR)/nst.pc
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(INSTALL_PROGRAMS)) $(DESTDIR)$(INCDIR)/nst.h \
+	    $(DESTDIR)$(MANDIR)/man1/nst.1 $(DESTDIR)$(PCDIR)/nst.pc
 
 clean:
 	rm -rf build
