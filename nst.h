@@ -6561,8 +6561,8 @@ NSTDEF nst_status nst_image_save(const char *path, const nst_image *img) { retur
  * and decoding resynchronises at the next RST marker.
  * Refused with NST_ERR_UNSUPPORTED: arithmetic coding, lossless, hierarchical, 12/16-bit samples, DNL.
  *
- * Not done: libjpeg's progressive "block smoothing" (it guesses missing low AC coefficients of a file
- * cut short between scans), so such files differ from djpeg where those coefficients are missing.
+ * A progressive file cut short (a partial download) gets libjpeg's block smoothing: the missing low
+ * AC coefficients are guessed from the neighbouring blocks' DC values, as djpeg does.
  *
  * Encoder: baseline, JFIF, Annex K quantisation tables scaled like libjpeg's jpeg_quality_scaling,
  * 4:4:4 or 4:2:0 (gray images as one component; alpha composited over white), float separable DCT,
@@ -6596,6 +6596,8 @@ typedef struct nst__jcomp {
     int dw, dh;              /* downsampled size in samples: ceil(width * h / hmax) */
     int dc_tbl, ac_tbl, dc_pred;
     int latched;             /* quantisation table copied at its first scan (libjpeg does the same) */
+    int bits[10], prev_bits[10];   /* progressive: Al of zigzag coefficients 0..9 so far (-1: none yet), and
+                                      before this component's latest scan (libjpeg's coef_bits) */
     uint16_t qt[64];         /* natural order */
     int16_t *coef;           /* bw x bh blocks of 64 (or one MCU row of them when streaming), natural
                                 order, not dequantised */
@@ -6624,6 +6626,7 @@ typedef struct nst__jdec {
     /* output, set up at the first scan. stream: a sequential file whose first scan holds every component
      * is decoded MCU row by MCU row straight into the output (no whole-image coefficient store) */
     int ready, stream, cs, ch;
+    int last_good;                     /* last iMCU row whose decoding started with data left */
     nst_image *img;
     ptrdiff_t origin, sx, sy;          /* stored pixel (x, y) goes to pixel origin + x*sx + y*sy */
     unsigned char *rowbuf;
@@ -7007,6 +7010,7 @@ static void nst__jpeg_scan_data(nst__jdec *d) {
                 stopped = r == 2;
             }
             if (!stopped) {
+                d->last_good = d->ns == 1 ? my / c0->v : my;
                 if (d->ns == 1) {
                     nst__jdecode_mcu_block(d, c0, c0->coef + (row0 * c0->bw + mx) * 64);
                 } else {
@@ -7082,6 +7086,12 @@ static nst_status nst__jpeg_sos(nst__jdec *d, const unsigned char *p, unsigned l
             if (!d->qt_present[c->tq]) return nst__err(NST_ERR_FORMAT, "jpeg: missing quantisation table %d", c->tq);
             memcpy(c->qt, d->qt[c->tq], sizeof c->qt);
             c->latched = 1;
+            for (j = 0; j < 10; j++) c->bits[j] = c->prev_bits[j] = -1;
+        }
+        if (d->progressive) {   /* as libjpeg's start_pass_phuff_decoder: what block smoothing relies on */
+            for (j = NST__MIN(d->ss, 1); j <= NST__MIN(NST__MAX(d->se, 9), 9); j++)
+                c->prev_bits[j] = d->scans > 0 ? c->bits[j] : 0;
+            for (j = d->ss; j <= NST__MIN(d->se, 9); j++) c->bits[j] = d->al;
         }
     }
     if (++d->scans > NST__JPEG_MAX_SCANS)
@@ -7312,6 +7322,116 @@ static void nst__jidct_row(nst__jdec *d, int k) {
     }
 }
 
+/* ---- block smoothing (libjpeg's decompress_smooth_data, as in libjpeg-turbo 2.1) -------------------
+ * A progressive file that ends before its last scans leaves the low AC coefficients of every block
+ * unknown (or known only to their top bits). libjpeg guesses them from the DC values of the 5x5 blocks
+ * around: the first 9 AC coefficients (zigzag 1..9) when no AC scan has been seen at all, together with
+ * a smoothed DC, else the first 5 (Annex K.8's idea on a 5x5 window). A guess is used only where the
+ * coefficient is still 0, and is kept below 2^Al where its top bits are known. Rows past the last one
+ * the final scan reached use the progression state from before that scan. The kernels below are
+ * libjpeg's, as 5x5 weights over the DC values (rows: two above .. two below, columns: two left ..
+ * two right); the guess for a coefficient with quantiser Q is Q00 * sum(w * DC) / (256 Q), rounded
+ * half away from zero. Replicated with libjpeg-turbo 2.1's edge handling (the version djpeg is in
+ * Debian 12), so partial files decode as djpeg shows them. */
+static const unsigned char nst__jsmooth_pos[9] = {1, 8, 16, 9, 2, 3, 10, 17, 24};   /* zigzag 1..9 */
+static const short nst__jsmooth_k9[9][25] = {   /* no AC seen: coefficients zigzag 1..9 */
+    {-1, -1, 0, 1, 1, -3, 13, 0, -13, 3, -3, 38, 0, -38, 3, -3, 13, 0, -13, 3, -1, -1, 0, 1, 1},
+    {-1, -3, -3, -3, -1, -1, 13, 38, 13, -1, 0, 0, 0, 0, 0, 1, -13, -38, -13, 1, 1, 3, 3, 3, 1},
+    {0, 0, 1, 0, 0, 0, 2, 7, 2, 0, 0, -5, -14, -5, 0, 0, 2, 7, 2, 0, 0, 0, 1, 0, 0},
+    {-1, 0, 0, 0, 1, 0, 9, 0, -9, 0, 0, 0, 0, 0, 0, 0, -9, 0, 9, 0, 1, 0, 0, 0, -1},
+    {0, 0, 0, 0, 0, 0, 2, -5, 2, 0, 1, 7, -14, 7, 1, 0, 2, -5, 2, 0, 0, 0, 0, 0, 0},
+    {0, 0, 0, 0, 0, 0, 1, 0, -1, 0, 0, 2, 0, -2, 0, 0, 1, 0, -1, 0, 0, 0, 0, 0, 0},
+    {0, 0, 0, 0, 0, 0, 1, -3, 1, 0, 0, 0, 0, 0, 0, 0, -1, 3, -1, 0, 0, 0, 0, 0, 0},
+    {0, 0, 0, 0, 0, 0, 1, 0, -1, 0, 0, -3, 0, 3, 0, 0, 1, 0, -1, 0, 0, 0, 0, 0, 0},
+    {0, 0, 0, 0, 0, 0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 0, -1, -2, -1, 0, 0, 0, 0, 0, 0}};
+static const short nst__jsmooth_k5[5][25] = {   /* some AC seen: zigzag 1..5 */
+    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -7, 50, 0, -50, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {0, 0, -7, 0, 0, 0, 0, 50, 0, 0, 0, 0, 0, 0, 0, 0, 0, -50, 0, 0, 0, 0, 7, 0, 0},
+    {0, 0, -1, 0, 0, 0, 0, 13, 0, 0, 0, 0, -24, 0, 0, 0, 0, 13, 0, 0, 0, 0, -1, 0, 0},
+    {0, -1, 0, 1, 0, -1, 10, 0, -10, 1, 0, 0, 0, 0, 0, 1, -10, 0, 10, -1, 0, 1, 0, -1, 0},
+    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1, 13, -24, 13, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}};
+static const short nst__jsmooth_kdc[25] = {-2, -6, -8, -6, -2, -6, 6, 42, 6, -6, -8, 42, 152, 42, -8, -6, 6, 42, 6, -6, -2, -6, -8, -6, -2};
+
+/* libjpeg's smoothing_ok: progressive, every component seen with nonzero quantisers where the guesses
+ * divide, every DC at least partly known, and some of the first 9 AC coefficients still inexact. */
+static int nst__jsmooth_ok(const nst__jdec *d) {
+    int i, j, useful = 0;
+    if (!d->progressive) return 0;
+    for (i = 0; i < d->ncomp; i++) {
+        const nst__jcomp *c = &d->comp[i];
+        if (!c->latched || c->qt[0] == 0 || c->bits[0] < 0) return 0;
+        for (j = 0; j < 9; j++) if (c->qt[nst__jsmooth_pos[j]] == 0) return 0;
+        for (j = 1; j < 10; j++) useful |= c->bits[j] != 0;
+    }
+    return useful;
+}
+
+static int nst__jsmooth_guess(const short *w, const int *dc, int64_t q00, int64_t q, int al) {
+    int64_t num = 0;
+    int t, pred;
+    for (t = 0; t < 25; t++) num += w[t] * dc[t];
+    num *= q00;
+    pred = (int)(((q << 7) + (num >= 0 ? num : -num)) / (q << 8));
+    if (al > 0 && pred >= (1 << al)) pred = (1 << al) - 1;
+    return num >= 0 ? pred : -pred;
+}
+
+/* nst__jidct_row with block smoothing, for the whole-image coefficient store. */
+static void nst__jidct_row_smooth(nst__jdec *d, int k) {
+    int i, last = d->mcuy - 1;
+    for (i = 0; i < d->ncomp; i++) {
+        nst__jcomp *c = &d->comp[i];
+        size_t stride = (size_t)c->bw * 8;
+        int nbx = (c->dw + 7) / 8, hb = (c->dh + 7) / 8, v = c->v, rows = v, by, bx, t, change_dc;
+        const int *bits = k > d->last_good ? c->prev_bits : c->bits;
+        int prev[10];
+        if (k > d->last_good && d->scans <= 1)   /* libjpeg: nothing before the first scan */
+            for (t = 0, bits = prev; t < 10; t++) prev[t] = t ? -1 : c->bits[0];
+        if (k == last) { rows = hb % v; if (rows == 0) rows = v; }
+        for (change_dc = 1, t = 1; t < 10; t++) change_dc &= bits[t] == -1;
+        for (by = 0; by < c->v; by++) {
+            int b = by, r[5], dc[25];
+            const int16_t *row[5];
+            unsigned char *dst = c->plane + ((size_t)(k % 3) * c->v * 8 + (size_t)by * 8) * stride;
+            int R = k * v + b;
+            if (by >= rows) {   /* padding rows of the last MCU row: never shown */
+                const int16_t *src = c->coef + (size_t)R * c->bw * 64;
+                for (bx = 0; bx < nbx; bx++) nst__jidct_islow(src + (size_t)bx * 64, c->qt, dst + (size_t)bx * 8, stride);
+                continue;
+            }
+            /* neighbouring block rows, clamped at the edges the way libjpeg-turbo 2.1 does it */
+            r[2] = R;
+            r[1] = (b > 0 || k > 0) ? R - 1 : R;
+            r[0] = (b > 1 || k > 1) ? R - 2 : r[1];
+            r[3] = (b < rows - 1 || k < last) ? R + 1 : R;
+            r[4] = (b < rows - 2 || k + 1 < last) ? R + 2 : r[3];
+            for (t = 0; t < 5; t++) row[t] = c->coef + (size_t)r[t] * c->bw * 64;
+            for (t = 0; t < 25; t++) dc[t] = row[t / 5][0];
+            for (bx = 0; bx < nbx; bx++) {
+                int16_t ws[64];
+                int j;
+                memcpy(ws, row[2] + (size_t)bx * 64, sizeof ws);
+                if (bx == 0 && nbx > 2 - 1 && 0 < nbx - 1)
+                    for (t = 0; t < 5; t++) dc[t * 5 + 3] = row[t][64];
+                if (bx + 1 < nbx - 1)
+                    for (t = 0; t < 5; t++) dc[t * 5 + 4] = row[t][(size_t)(bx + 2) * 64];
+                for (j = 0; j < (change_dc ? 9 : 5); j++) {
+                    int pos = nst__jsmooth_pos[j];
+                    if (bits[j + 1] != 0 && ws[pos] == 0)
+                        ws[pos] = (int16_t)nst__jsmooth_guess(change_dc ? nst__jsmooth_k9[j] : nst__jsmooth_k5[j], dc,
+                                                              c->qt[0], c->qt[pos], bits[j + 1]);
+                }
+                if (change_dc) ws[0] = (int16_t)nst__jsmooth_guess(nst__jsmooth_kdc, dc, c->qt[0], c->qt[0], 0);
+                nst__jidct_islow(ws, c->qt, dst + (size_t)bx * 8, stride);
+                for (t = 0; t < 5; t++) {   /* slide the window one block right */
+                    dc[t * 5] = dc[t * 5 + 1]; dc[t * 5 + 1] = dc[t * 5 + 2];
+                    dc[t * 5 + 2] = dc[t * 5 + 3]; dc[t * 5 + 3] = dc[t * 5 + 4];
+                }
+            }
+        }
+    }
+}
+
 /* Upsamples and colour-converts the pixel rows of MCU row k into the output image. Needs MCU rows
  * k-1 .. k+1 in the ring (the fancy filters look one chroma row up and down). */
 static void nst__jemit(nst__jdec *d, int k) {
@@ -7466,9 +7586,10 @@ static nst_status nst__jpeg_decode_ex(const unsigned char *data, size_t n, nst_i
 output:
     if (!scanned) { st = nst__err(NST_ERR_FORMAT, "jpeg: no image data (no scan)"); goto fail; }
     if (!d->stream) {   /* progressive or multi-scan: IDCT + output from the coefficient store */
-        int k;
+        int k, smooth = nst__jsmooth_ok(d);
         for (k = 0; k < d->mcuy; k++) {
-            nst__jidct_row(d, k);
+            if (smooth) nst__jidct_row_smooth(d, k);
+            else nst__jidct_row(d, k);
             if (k) nst__jemit(d, k - 1);
         }
         nst__jemit(d, d->mcuy - 1);
