@@ -48,6 +48,8 @@ endif
 
 # The CLI's end-to-end checks (exit codes, errors, atomic output, Ctrl-C); the tools and make install.
 EXTRA_TESTS += tests/cli/test_cli.sh tests/cli/test_tools.sh
+# Saved fuzzer findings, replayed (tests/fuzz/regress/<area>/; none so far).
+EXTRA_TESTS += tests/fuzz/regress.sh
 
 test: $(TESTS) build/nst build/nst-convert build/nst-inspect
 	@bash tests/run.sh $(TESTS) $(EXTRA_TESTS)
