@@ -8,7 +8,8 @@
 #   FUZZ_SECONDS=60 bash tests/fuzz/run.sh            all harnesses
 #   bash tests/fuzz/run.sh png ppm                    only these
 #   FUZZ_SECONDS=600 FUZZ_NICE=19 bash tests/fuzz/run.sh pth &   long campaigns on a shared machine: the
-#                                                     fuzzer runs niced, the build does not (it would starve)
+#                                                     fuzzer runs niced, the build does not (it would starve);
+#                                                     FUZZ_TIMEOUT (s, default 10) for a starved, niced run
 # Run from the repository root; needs clang with the libFuzzer runtime (Debian: clang, libclang-rt-14-dev).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
@@ -44,7 +45,7 @@ for src in tests/fuzz/fuzz_*.c; do
   done
   # -timeout: one input taking 10 s counts as a hang; -rss_limit_mb bounds memory per run
   if UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
-     nice -n "${FUZZ_NICE:-0}" "$OUT/$name" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2560 -max_len=262144 \
+     nice -n "${FUZZ_NICE:-0}" "$OUT/$name" -max_total_time="$SECONDS_EACH" -timeout="${FUZZ_TIMEOUT:-10}" -rss_limit_mb=2560 -max_len=262144 \
      -print_final_stats=1 -artifact_prefix="$OUT/$name-" "$corpus" > "$OUT/$name.log" 2>&1; then
     echo "ok   $name: $(grep -E 'stat::number_of_executed_units' "$OUT/$name.log" | awk '{print $2}') runs," \
          "$(grep -E '^#[0-9]+[[:space:]]+DONE' "$OUT/$name.log" | grep -oE 'cov: [0-9]+ ft: [0-9]+')"
