@@ -1861,22 +1861,52 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  * AVX2-only and ARM CPUs; the direct scalar path is the reference kernel). Pooling has the same two. */
 
 enum { NST__CONV_AUTO = 0, NST__CONV_DIRECT = 1, NST__CONV_WINO = 2 };
-#define NST__WINO_NT 64   /* tiles per block (multiple of 16) */
-#define NST__WINO_CB 48   /* output channels per chunk (multiple of 6) */
+#define NST__WINO_NT 64   /* tiles per block (multiple of 16): scalar and AVX-512 entries */
+#define NST__WINO_CB 48   /* output channels per chunk (multiple of 6): scalar and AVX-512 entries */
+
+struct nst__conv_plan;
+struct nst__conv_dir;
+
+/* The kernels of one ISA (see "KERNEL TABLE" above and CONV_TABLE.md). The driver never looks at the
+ * ISA: every shape parameter of the data layouts comes from the entry. NULL direct/pool = reference. */
+typedef struct nst__conv_kernels {
+    nst_arch arch;
+    const char *name;
+    /* Winograd F(4x4,3x3) */
+    int mr;        /* output channels (rows of u) per GEMM call; u is [36][ceil(kout/mr)][mr][kin] */
+    int nr;        /* GEMM column granularity: it is called with n = a multiple of nr columns, n <= nt */
+    int nt;        /* max tiles per block (multiple of nr) */
+    int cb;        /* output channels per M chunk (multiple of mr) */
+    int tg;        /* tiles per vector group of the in/out transforms (they may touch whole groups) */
+    int rslack;    /* staged floats per row beyond 4 * round_up(len, tg): 2 at least (the 6x6 patch) */
+    void (*wino_filters)(const struct nst__conv_plan *p, int d, float *u, int ob);
+    void (*wino_in)(float *v, size_t estride, const float *rows, size_t rstride, int len);
+    void (*wino_gemm)(int n, int kk, const float *u, const float *v, size_t ldv, float *m, size_t ldm);
+    void (*wino_out)(float *out, int h, int w, int ty, int tx, int len, const float *m, size_t estride,
+                     float bias, int relu);
+    /* direct convolution (conv1_1 forward); NULL = the reference kernel over the whole layer */
+    int dmr, dnx;  /* output channels x pixels of one job; packed filters [ceil(kout/dmr)][kin][9][dmr] */
+    void (*direct)(const struct nst__conv_dir *dd, const float *in, float *out, int h, int w, const float *bias,
+                   int relu, int ob, int y, int x0);
+    /* 2x2 stride-2 pooling of channel ch (bit-identical to the reference); NULL = the reference */
+    void (*pool_fwd)(float *out, const float *in, int ch, int h, int w, int avg);
+    void (*pool_bwd)(float *din, const float *dout, const float *in, int ch, int h, int w, int avg);
+} nst__conv_kernels;
 
 /* One direction: a 3x3 convolution from kin to kout channels. */
 typedef struct nst__conv_dir {
     int algo;          /* NST__CONV_DIRECT or NST__CONV_WINO */
     int kin, kout;
     int lazy;          /* WINO only: u is NULL and the filters are transformed into the workspace per call */
-    float *u;          /* WINO: [36][ceil(kout/6)][6][kin] transformed filters (blocks of 6 output
-                          rows, zero-padded); DIRECT with SIMD: [ceil(kout/6)][kin][9][6]; else NULL */
+    float *u;          /* WINO: [36][ceil(kout/mr)][mr][kin] transformed filters (blocks of mr output
+                          rows, zero-padded); DIRECT with a kernel: [ceil(kout/dmr)][kin][9][dmr]; else NULL */
 } nst__conv_dir;
 
 typedef struct nst__conv_plan {
     int cin, cout;
     const float *weight, *bias;   /* borrowed from the model; valid as long as the plan */
-    nst_arch arch;                /* kernels chosen at creation */
+    nst_arch arch;                /* the path of k */
+    const nst__conv_kernels *k;   /* kernels chosen at creation */
     nst__conv_dir dir[2];         /* [0] forward (cin -> cout), [1] backward-data (cout -> cin) */
 } nst__conv_plan;
 
@@ -1898,8 +1928,8 @@ static int nst__conv_choose(int kin, int kout) { (void)kout; return kin >= 8 ? N
  * VGG-19 to relu5_1. Smaller layers keep theirs (74 MB for conv1_1 .. conv3_4, both directions). */
 #define NST__WINO_LAZY (256 * 512)
 
-/* U = G g G^T for the 6 output channels of row block ob, every input channel, into
- * u[36][nob][6][kin] (rows past kout are zero). G is the filter transform of F(4x4, 3x3) with
+/* U = G g G^T for the mr output channels of row block ob, every input channel, into
+ * u[36][nob][mr][kin] (rows past kout are zero; mr from the plan's kernel entry). G is the filter transform of F(4x4, 3x3) with
  * points 0, 1, -1, 2, -2, infinity: rows (1/4,0,0), -(1,1,1)/6, -(1,-1,1)/6, (1/24,1/12,1/6),
  * (1/24,-1/12,1/6), (0,0,1), applied here in factored form. */
 #define NST__WINO_G(a, b, c, t0, t1, t2, t3, t4, t5) do {                                  \
@@ -1908,11 +1938,11 @@ static int nst__conv_choose(int kin, int kout) { (void)kout; return kin >= 8 ? N
     t3 = q_ + h_; t4 = q_ - h_; t5 = (c); } while (0)
 static void nst__wino_filters(const nst__conv_plan *p, int d, float *u, int ob) {
     const nst__conv_dir *dd = &p->dir[d];
-    int kin = dd->kin, kout = dd->kout, nob = (kout + 5) / 6, i, e, r;
-    size_t es = (size_t)nob * 6 * kin;
-    for (r = 0; r < 6; r++) {
-        int o = ob * 6 + r;
-        float *base = u + ((size_t)ob * 6 + r) * kin;   /* + e * es + i */
+    int mr = p->k->mr, kin = dd->kin, kout = dd->kout, nob = (kout + mr - 1) / mr, i, e, r;
+    size_t es = (size_t)nob * mr * kin;
+    for (r = 0; r < mr; r++) {
+        int o = ob * mr + r;
+        float *base = u + ((size_t)ob * mr + r) * kin;   /* + e * es + i */
         for (i = 0; i < kin; i++) {
             float g[9], t[6][3], v[36];
             int k, c;
@@ -1984,24 +2014,29 @@ static NST__TARGET_AVX512 void nst__wino_filters_avx512(const nst__conv_plan *p,
 }
 #endif
 
+static const nst__conv_kernels *nst__conv_kernels_for(nst_arch a);
+
 static nst_status nst__conv_dir_init(nst__conv_plan *p, int d, int algo) {
     nst__conv_dir *dd = &p->dir[d];
+    const nst__conv_kernels *k = p->k;
     int kin = d == 0 ? p->cin : p->cout, kout = d == 0 ? p->cout : p->cin;
-    int nob = (kout + 5) / 6, o, i, t;
+    int o, i, t;
     size_t n;
     dd->kin = kin; dd->kout = kout;
     dd->algo = algo == NST__CONV_AUTO ? nst__conv_choose(kin, kout) : algo;
     dd->u = NULL;
     if (dd->algo == NST__CONV_WINO) {
+        int nob = (kout + k->mr - 1) / k->mr;
         dd->lazy = (size_t)kin * kout >= NST__WINO_LAZY;
         if (dd->lazy) return NST_OK;
-        if (!nst__mul_ok((size_t)36 * nob * 6, (size_t)kin, &n) || !nst__mul_ok(n, sizeof(float), &n))
+        if (!nst__mul_ok((size_t)36 * nob * k->mr, (size_t)kin, &n) || !nst__mul_ok(n, sizeof(float), &n))
             return nst__err(NST_ERR_NOMEM, "conv: %dx%d filters are too large", kin, kout);
         dd->u = (float *)nst__aligned_alloc(n);
         if (!dd->u) return nst__err(NST_ERR_NOMEM, "conv: out of memory for transformed filters");
-        for (o = 0; o < nob; o++) nst__wino_filters(p, d, dd->u, o);
-    } else if (p->arch == NST_ARCH_AVX512) {
-        if (!nst__mul_ok((size_t)nob * 6 * 9, (size_t)kin, &n) || !nst__mul_ok(n, sizeof(float), &n))
+        for (o = 0; o < nob; o++) k->wino_filters(p, d, dd->u, o);
+    } else if (k->direct) {
+        int mr = k->dmr, nob = (kout + mr - 1) / mr;
+        if (!nst__mul_ok((size_t)nob * mr * 9, (size_t)kin, &n) || !nst__mul_ok(n, sizeof(float), &n))
             return nst__err(NST_ERR_NOMEM, "conv: %dx%d filters are too large", kin, kout);
         dd->u = (float *)nst__aligned_alloc(n);
         if (!dd->u) return nst__err(NST_ERR_NOMEM, "conv: out of memory for packed filters");
@@ -2009,7 +2044,7 @@ static nst_status nst__conv_dir_init(nst__conv_plan *p, int d, int algo) {
         for (o = 0; o < kout; o++)
             for (i = 0; i < kin; i++)
                 for (t = 0; t < 9; t++)
-                    dd->u[(((size_t)(o / 6) * kin + i) * 9 + t) * 6 + o % 6] = nst__conv_tap(p, d, o, i, t);
+                    dd->u[(((size_t)(o / mr) * kin + i) * 9 + t) * mr + o % mr] = nst__conv_tap(p, d, o, i, t);
     }
     return NST_OK;
 }
@@ -2031,10 +2066,8 @@ static nst_status nst__conv_plan_create_ex(const float *weight, const float *bia
     p = (nst__conv_plan *)nst__calloc(1, sizeof *p);
     if (!p) return nst__err(NST_ERR_NOMEM, "conv: out of memory");
     p->cin = cin; p->cout = cout; p->weight = weight; p->bias = bias;
-    p->arch = arch == NST_ARCH_AVX512 ? NST_ARCH_AVX512 : NST_ARCH_SCALAR;
-#if !defined(NST__X86_AVX512)
-    p->arch = NST_ARCH_SCALAR;
-#endif
+    p->k = nst__conv_kernels_for(arch);
+    p->arch = p->k->arch;
     if ((st = nst__conv_dir_init(p, 0, algo)) != NST_OK || (st = nst__conv_dir_init(p, 1, algo)) != NST_OK) {
         nst__conv_plan_free(p);
         return st;
@@ -2049,18 +2082,22 @@ static nst_status nst__conv_plan_create(const float *weight, const float *bias, 
 
 /* ---- Winograd F(4x4, 3x3) ------------------------------------------------------------------------
  * Tiles are numbered row-major over the (ceil(h/4) x ceil(w/4)) grid. A block is a run of nt consecutive
- * tiles; it may span several tile rows ("segments"). Per-thread scratch, in floats:
- *   V [36][kin][NT]   transformed input patches of the block (column = tile within the block)
- *   M [36][CB][NT]+16 transform-domain outputs of one chunk of output channels
- *   R [6][4*NT+80]    six zero-padded input rows of one segment */
-static int nst__wino_nt(int tiles, int nthreads) {
+ * tiles; it may span several tile rows ("segments"). nt (<= k->nt, a multiple of k->nr) is also the
+ * column stride ("ntcap") of the block's scratch. Per-thread scratch, in floats, each region starting
+ * 64-byte aligned:
+ *   V [36][kin][nt]        transformed input patches of the block (column = tile within the block)
+ *   M [36][cb][nt] + tg    transform-domain outputs of one chunk of cb output channels
+ *   R [6][rstride]         six zero-padded input rows of one segment */
+static int nst__wino_nt(const nst__conv_kernels *k, int tiles, int nthreads) {
     int per = (tiles + nthreads - 1) / nthreads;
-    per = (per + 15) / 16 * 16;
-    return per < NST__WINO_NT ? per : NST__WINO_NT;
+    per = (per + k->nr - 1) / k->nr * k->nr;
+    return per < k->nt ? per : k->nt;
 }
-static size_t nst__wino_thread_floats(int kin, int nt) {
-    size_t v = (size_t)36 * kin * nt, m = (size_t)36 * NST__WINO_CB * nt + 16, r = (size_t)6 * (4 * nt + 80);
-    /* each region rounded to 16 floats so all start 64-byte aligned */
+static size_t nst__wino_rstride(const nst__conv_kernels *k, int nt) {
+    return ((size_t)4 * ((nt + k->tg - 1) / k->tg * k->tg) + (size_t)k->rslack + 15) / 16 * 16;
+}
+static size_t nst__wino_thread_floats(const nst__conv_kernels *k, int kin, int nt) {
+    size_t v = (size_t)36 * kin * nt, m = (size_t)36 * k->cb * nt + (size_t)k->tg, r = 6 * nst__wino_rstride(k, nt);
     return (v + 15) / 16 * 16 + (m + 15) / 16 * 16 + (r + 15) / 16 * 16;
 }
 
@@ -2108,9 +2145,9 @@ static void nst__wino_in_scalar(float *v, size_t estride, const float *rows, siz
     }
 }
 
-/* Scalar transform-domain GEMM: m[r][0..16*nv) = sum_k u[r][k] * v[k][..], r < 6 (u rows kk apart). */
-static void nst__wino_gemm_scalar(int nv, int kk, const float *u, const float *v, size_t ldv, float *m, size_t ldm) {
-    int r, k, j, n = 16 * nv;
+/* Scalar transform-domain GEMM: m[r][0..n) = sum_k u[r][k] * v[k][..], r < 6 (u rows kk apart), n <= 64. */
+static void nst__wino_gemm_scalar(int n, int kk, const float *u, const float *v, size_t ldv, float *m, size_t ldm) {
+    int r, k, j;
     for (r = 0; r < 6; r++) {
         float acc[64];
         for (j = 0; j < n; j++) acc[j] = 0.0f;
@@ -2238,9 +2275,9 @@ NST__WK_DEF(4)
 #undef NST__WK_DEF
 #undef NST__WK_ROW
 #undef NST__WK_ST
-static NST__TARGET_AVX512 void nst__wino_gemm_avx512(int nv, int kk, const float *u, const float *v, size_t ldv,
+static NST__TARGET_AVX512 void nst__wino_gemm_avx512(int n, int kk, const float *u, const float *v, size_t ldv,
                                                      float *m, size_t ldm) {
-    switch (nv) {
+    switch (n / 16) {
     case 1: nst__wino_gemm1_avx512(kk, u, v, ldv, m, ldm); break;
     case 2: nst__wino_gemm2_avx512(kk, u, v, ldv, m, ldm); break;
     case 3: nst__wino_gemm3_avx512(kk, u, v, ldv, m, ldm); break;
@@ -2309,43 +2346,34 @@ static NST__TARGET_AVX512 void nst__wino_out_avx512(float *out, int h, int w, in
 #endif
 
 /* One block of nt tiles starting at tile t0, all output channels. */
-static void nst__wino_block(const nst__conv_dir *dd, int simd, const float *in, float *out, int h, int w,
-                            const float *bias, int relu, int t0, int nt, int ntcap, float *ws) {
-    int kin = dd->kin, kout = dd->kout, tw = (w + 3) / 4, nob = (kout + 5) / 6;
-    int nv = (nt + 15) / 16, ci, c0, e, t;
-    size_t hw = (size_t)h * w, est = (size_t)kin * ntcap, rstride = (size_t)4 * ntcap + 80;
+static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd, const float *in, float *out, int h,
+                            int w, const float *bias, int relu, int t0, int nt, int ntcap, float *ws) {
+    int kin = dd->kin, kout = dd->kout, tw = (w + 3) / 4, mr = k->mr, cbk = k->cb, nob = (kout + mr - 1) / mr;
+    int ncol = (nt + k->nr - 1) / k->nr * k->nr, ci, c0, e, t;
+    size_t hw = (size_t)h * w, est = (size_t)kin * ntcap, rstride = nst__wino_rstride(k, ntcap);
     float *V = ws, *M = V + ((size_t)36 * kin * ntcap + 15) / 16 * 16;
-    float *R = M + ((size_t)36 * NST__WINO_CB * ntcap + 16 + 15) / 16 * 16;
-    (void)simd;
+    float *R = M + ((size_t)36 * cbk * ntcap + (size_t)k->tg + 15) / 16 * 16;
     /* input transform, segment by segment (a segment = the block's tiles within one tile row) */
     for (t = t0; t < t0 + nt;) {
         int ty = t / tw, tx = t % tw, len = NST__MIN(tw - tx, t0 + nt - t), jb = t - t0;
-        int nrow = simd ? 64 * ((len + 15) / 16) + 66 : 4 * len + 2;
+        int nrow = 4 * ((len + k->tg - 1) / k->tg * k->tg) + k->rslack;
         for (ci = 0; ci < kin; ci++) {
             nst__wino_rows(R, rstride, in + ci * hw, h, w, 4 * ty - 1, 4 * tx - 1, nrow);
-#if defined(NST__X86_AVX512)
-            if (simd) nst__wino_in_avx512(V + (size_t)ci * ntcap + jb, est, R, rstride, len);
-            else
-#endif
-                nst__wino_in_scalar(V + (size_t)ci * ntcap + jb, est, R, rstride, len);
+            k->wino_in(V + (size_t)ci * ntcap + jb, est, R, rstride, len);
         }
         t += len;
     }
-    if (nt < 16 * nv)   /* the GEMM runs whole vectors: keep the unused columns finite */
-        for (e = 0; e < 36 * kin; e++) memset(V + (size_t)e * ntcap + nt, 0, sizeof(float) * (size_t)(16 * nv - nt));
-    for (c0 = 0; c0 < kout; c0 += NST__WINO_CB) {
-        int cb = NST__MIN(NST__WINO_CB, kout - c0), co;
-        size_t mest = (size_t)NST__WINO_CB * ntcap;
+    if (nt < ncol)   /* the GEMM runs whole column groups: keep the unused columns finite */
+        for (e = 0; e < 36 * kin; e++) memset(V + (size_t)e * ntcap + nt, 0, sizeof(float) * (size_t)(ncol - nt));
+    for (c0 = 0; c0 < kout; c0 += cbk) {
+        int cb = NST__MIN(cbk, kout - c0), co;
+        size_t mest = (size_t)cbk * ntcap;
         for (e = 0; e < 36; e++) {
             int ob;
-            for (ob = 0; ob * 6 < cb; ob++) {
-                const float *u = dd->u + (((size_t)e * nob + c0 / 6 + ob) * 6) * kin;
-                float *m = M + (size_t)e * mest + (size_t)ob * 6 * ntcap;
-#if defined(NST__X86_AVX512)
-                if (simd) nst__wino_gemm_avx512(nv, kin, u, V + (size_t)e * est, ntcap, m, ntcap);
-                else
-#endif
-                    nst__wino_gemm_scalar(nv, kin, u, V + (size_t)e * est, ntcap, m, ntcap);
+            for (ob = 0; ob * mr < cb; ob++) {
+                const float *u = dd->u + (((size_t)e * nob + c0 / mr + ob) * mr) * kin;
+                float *m = M + (size_t)e * mest + (size_t)ob * mr * ntcap;
+                k->wino_gemm(ncol, kin, u, V + (size_t)e * est, ntcap, m, ntcap);
             }
         }
         for (co = c0; co < c0 + cb; co++) {
@@ -2353,11 +2381,7 @@ static void nst__wino_block(const nst__conv_dir *dd, int simd, const float *in, 
             const float *mrow = M + (size_t)(co - c0) * ntcap;
             for (t = t0; t < t0 + nt;) {
                 int ty = t / tw, tx = t % tw, len = NST__MIN(tw - tx, t0 + nt - t), jb = t - t0;
-#if defined(NST__X86_AVX512)
-                if (simd) nst__wino_out_avx512(out + co * hw, h, w, ty, tx, len, mrow + jb, mest, b, relu);
-                else
-#endif
-                    nst__wino_out_scalar(out + co * hw, h, w, ty, tx, len, mrow + jb, mest, b, relu);
+                k->wino_out(out + co * hw, h, w, ty, tx, len, mrow + jb, mest, b, relu);
                 t += len;
             }
         }
@@ -2366,11 +2390,11 @@ static void nst__wino_block(const nst__conv_dir *dd, int simd, const float *in, 
 
 /* Blocks are handed out dynamically (a descheduled thread on a busy machine does not stall the others);
  * the result does not depend on which thread runs a block, so it stays deterministic. */
-static void nst__wino_run(const nst__conv_dir *dd, int simd, const float *in, float *out, int h, int w,
-                          const float *bias, int relu, int nthreads, float *ws) {
-    int tiles = ((h + 3) / 4) * ((w + 3) / 4), nt = nst__wino_nt(tiles, nthreads);
+static void nst__wino_run(const nst__conv_kernels *k, const nst__conv_dir *dd, const float *in, float *out, int h,
+                          int w, const float *bias, int relu, int nthreads, float *ws) {
+    int tiles = ((h + 3) / 4) * ((w + 3) / 4), nt = nst__wino_nt(k, tiles, nthreads);
     int nblocks = (tiles + nt - 1) / nt, b;
-    size_t per = nst__wino_thread_floats(dd->kin, nt);
+    size_t per = nst__wino_thread_floats(k, dd->kin, nt);
     (void)nthreads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
@@ -2380,7 +2404,7 @@ static void nst__wino_run(const nst__conv_dir *dd, int simd, const float *in, fl
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        nst__wino_block(dd, simd, in, out, h, w, bias, relu, b * nt, NST__MIN(nt, tiles - b * nt), nt,
+        nst__wino_block(k, dd, in, out, h, w, bias, relu, b * nt, NST__MIN(nt, tiles - b * nt), nt,
                         ws + (size_t)tid * per);
     }
 }
@@ -2446,8 +2470,8 @@ static NST__TARGET_AVX512 void nst__direct_avx512(const nst__conv_dir *dd, const
 
 /* ---- entry points ----------------------------------------------------------------------------------*/
 /* Floats of workspace a lazy direction's transformed filters take (at the start of the workspace). */
-static size_t nst__wino_lazy_floats(const nst__conv_dir *dd) {
-    return dd->lazy ? ((size_t)36 * ((dd->kout + 5) / 6) * 6 * dd->kin + 15) / 16 * 16 : 0;
+static size_t nst__wino_lazy_floats(const nst__conv_kernels *k, const nst__conv_dir *dd) {
+    return dd->lazy ? ((size_t)36 * ((dd->kout + k->mr - 1) / k->mr) * k->mr * dd->kin + 15) / 16 * 16 : 0;
 }
 
 static NST__UNUSED size_t nst__conv_workspace(const nst__conv_plan *p, int h, int w, int nthreads) {
@@ -2458,8 +2482,8 @@ static NST__UNUSED size_t nst__conv_workspace(const nst__conv_plan *p, int h, in
     for (d = 0; d < 2; d++)
         if (p->dir[d].algo == NST__CONV_WINO) {
             int tiles = ((h + 3) / 4) * ((w + 3) / 4);
-            size_t n = nst__wino_thread_floats(p->dir[d].kin, nst__wino_nt(tiles, nthreads)) * nthreads;
-            n += nst__wino_lazy_floats(&p->dir[d]);
+            size_t n = nst__wino_thread_floats(p->k, p->dir[d].kin, nst__wino_nt(p->k, tiles, nthreads)) * nthreads;
+            n += nst__wino_lazy_floats(p->k, &p->dir[d]);
             if (n > best) best = n;
         }
     return best ? best * sizeof(float) + 64 : 0;
@@ -2468,8 +2492,8 @@ static NST__UNUSED size_t nst__conv_workspace(const nst__conv_plan *p, int h, in
 static nst_status nst__conv_run(const nst__conv_plan *p, int d, const float *in, float *out, int h, int w,
                                 int relu, int nthreads, void *ws) {
     const nst__conv_dir *dd = &p->dir[d];
+    const nst__conv_kernels *k = p->k;
     const float *bias = d == 0 ? p->bias : NULL;
-    int simd = p->arch == NST_ARCH_AVX512;
     if (!in || !out || h <= 0 || w <= 0) return nst__err(NST_ERR_ARGUMENT, "conv: bad arguments");
     nthreads = nst__resolve_threads(nthreads);
     if (dd->algo == NST__CONV_WINO) {
@@ -2482,38 +2506,30 @@ static nst_status nst__conv_run(const nst__conv_plan *p, int d, const float *in,
         ws = (void *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
         if (dd->lazy) {
             nst__conv_dir tmp = *dd;
-            int nob = (dd->kout + 5) / 6, ob;
+            int nob = (dd->kout + k->mr - 1) / k->mr, ob;
             tmp.u = (float *)ws;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
 #endif
-            for (ob = 0; ob < nob; ob++) {
-#if defined(NST__X86_AVX512)
-                if (simd && (size_t)p->cin * 9 * 16 < (size_t)INT_MAX) nst__wino_filters_avx512(p, d, tmp.u, ob);
-                else
-#endif
-                    nst__wino_filters(p, d, tmp.u, ob);
-            }
-            nst__wino_run(&tmp, simd, in, out, h, w, bias, relu, nthreads, tmp.u + nst__wino_lazy_floats(dd));
+            for (ob = 0; ob < nob; ob++) k->wino_filters(p, d, tmp.u, ob);
+            nst__wino_run(k, &tmp, in, out, h, w, bias, relu, nthreads, tmp.u + nst__wino_lazy_floats(k, dd));
         } else {
-            nst__wino_run(dd, simd, in, out, h, w, bias, relu, nthreads, (float *)ws);
+            nst__wino_run(k, dd, in, out, h, w, bias, relu, nthreads, (float *)ws);
         }
         nst__aligned_free(own);
         return NST_OK;
     }
-#if defined(NST__X86_AVX512)
-    if (simd) {
-        /* jobs: (6 output channels, one row, 64 pixels); the OpenMP loop stays outside the
-         * target-attributed function (clang cannot outline a parallel region from one) */
-        int nx = (w + 63) / 64, job, njobs = (dd->kout + 5) / 6 * h * nx;
+    if (k->direct) {
+        /* jobs: (dmr output channels, one row, dnx pixels); the OpenMP loop stays outside the
+         * target-attributed kernel (clang cannot outline a parallel region from one) */
+        int nx = (w + k->dnx - 1) / k->dnx, job, njobs = (dd->kout + k->dmr - 1) / k->dmr * h * nx;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 8)
 #endif
         for (job = 0; job < njobs; job++)
-            nst__direct_avx512(dd, in, out, h, w, bias, relu, job / (h * nx), (job / nx) % h, 64 * (job % nx));
+            k->direct(dd, in, out, h, w, bias, relu, job / (h * nx), (job / nx) % h, k->dnx * (job % nx));
         return NST_OK;
     }
-#endif
     if (d == 0) nst__conv3x3_forward_ref(out, in, p->weight, bias, p->cin, p->cout, h, w, relu, nthreads);
     else nst__conv3x3_backward_data_ref(out, in, p->weight, p->cin, p->cout, h, w, nthreads);
     return NST_OK;
@@ -2614,39 +2630,57 @@ static NST__TARGET_AVX512 void nst__pool_bwd_avx512(float *din, const float *dou
 }
 #endif
 
+/* ---- the kernel tables ----------------------------------------------------------------------------*/
+#if defined(NST__X86_AVX512)
+/* The gathers index 16 filters 9 * cin floats apart in an int: fall back to the scalar transform past that. */
+static void nst__wino_filters_avx512_entry(const nst__conv_plan *p, int d, float *u, int ob) {
+    if ((size_t)p->cin * 9 * 16 < (size_t)INT_MAX) nst__wino_filters_avx512(p, d, u, ob);
+    else nst__wino_filters(p, d, u, ob);
+}
+#endif
+
+static const nst__conv_kernels nst__conv_table[] = {
+    {NST_ARCH_SCALAR, "scalar", 6, 16, NST__WINO_NT, NST__WINO_CB, 1, 2, nst__wino_filters, nst__wino_in_scalar,
+     nst__wino_gemm_scalar, nst__wino_out_scalar, 6, 64, NULL, NULL, NULL},
+#if defined(NST__X86_AVX512)
+    {NST_ARCH_AVX512, "avx512 wino 6x64", 6, 16, NST__WINO_NT, NST__WINO_CB, 16, 66, nst__wino_filters_avx512_entry,
+     nst__wino_in_avx512, nst__wino_gemm_avx512, nst__wino_out_avx512, 6, 64, nst__direct_avx512,
+     nst__pool_fwd_avx512, nst__pool_bwd_avx512},
+#endif
+};
+
+static const nst__conv_kernels *nst__conv_kernels_for(nst_arch a) {
+    size_t i;
+    if (a == NST_ARCH_DEFAULT) a = nst__cpu_arch();
+    if ((int)a < NST_ARCH_SCALAR || (int)a > NST_ARCH_NEON || !nst__cpu()->has[a]) a = NST_ARCH_SCALAR;
+    for (i = 0; i < sizeof nst__conv_table / sizeof nst__conv_table[0]; i++)
+        if (nst__conv_table[i].arch == a) return &nst__conv_table[i];
+    return &nst__conv_table[0];
+}
+
 static void nst__pool_forward_ex(float *out, const float *in, int c, int h, int w, int avg, int nthreads,
                                  nst_arch arch) {
-    (void)arch;
-#if defined(NST__X86_AVX512)
-    if (arch == NST_ARCH_AVX512) {
-        int ch;
-        nthreads = nst__resolve_threads(nthreads);
-        (void)nthreads;
+    const nst__conv_kernels *k = nst__conv_kernels_for(arch);
+    int ch;
+    if (!k->pool_fwd) { nst__pool2x2_forward_ref(out, in, c, h, w, avg, nthreads); return; }
+    nthreads = nst__resolve_threads(nthreads);
+    (void)nthreads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(static)
 #endif
-        for (ch = 0; ch < c; ch++) nst__pool_fwd_avx512(out, in, ch, h, w, avg);
-        return;
-    }
-#endif
-    nst__pool2x2_forward_ref(out, in, c, h, w, avg, nthreads);
+    for (ch = 0; ch < c; ch++) k->pool_fwd(out, in, ch, h, w, avg);
 }
 static void nst__pool_backward_ex(float *din, const float *dout, const float *in, int c, int h, int w, int avg,
                                   int nthreads, nst_arch arch) {
-    (void)arch;
-#if defined(NST__X86_AVX512)
-    if (arch == NST_ARCH_AVX512) {
-        int ch;
-        nthreads = nst__resolve_threads(nthreads);
-        (void)nthreads;
+    const nst__conv_kernels *k = nst__conv_kernels_for(arch);
+    int ch;
+    if (!k->pool_bwd) { nst__pool2x2_backward_ref(din, dout, in, c, h, w, avg, nthreads); return; }
+    nthreads = nst__resolve_threads(nthreads);
+    (void)nthreads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(static)
 #endif
-        for (ch = 0; ch < c; ch++) nst__pool_bwd_avx512(din, dout, in, ch, h, w, avg);
-        return;
-    }
-#endif
-    nst__pool2x2_backward_ref(din, dout, in, c, h, w, avg, nthreads);
+    for (ch = 0; ch < c; ch++) k->pool_bwd(din, dout, in, ch, h, w, avg);
 }
 static NST__UNUSED void nst__pool_forward(float *out, const float *in, int c, int h, int w, int avg, int nthreads) {
     nst__pool_forward_ex(out, in, c, h, w, avg, nthreads, nst__cpu_arch());
