@@ -1850,8 +1850,17 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  *   nst__pool_backward(din, dout, in, c, h, w, avg, nthreads)  (in may be NULL for avg)
  * Layout: CHW float, batch 1. The plan borrows weight and bias (they must outlive it). A ws sized for
  * (h, w, nthreads) serves both directions; forward/backward never allocate when ws is given.
- * Results depend on the CPU path (AVX-512 or scalar) but never on the thread count: every output is
- * summed by one thread in a fixed order.
+ * Results depend on the CPU path (scalar, AVX2+FMA, AVX-512) but never on the thread count: every output
+ * is summed by one thread in a fixed order.
+ *
+ * KERNEL TABLE. One driver (nst__conv_run, nst__wino_run/block, the pooling loops) and one row of
+ * nst__conv_table[] per ISA (nst__conv_kernels: filter transform, input transform, transform-domain
+ * GEMM with its tile parameters mr/nr/nt/cb, output transform, direct kernel, pooling forward/backward),
+ * like the GEMM's nst__gemm_kernel_for. A plan takes its row once from nst__cpu_arch() (nst_set_arch,
+ * $NST_ARCH); the driver never tests the ISA, and every layout (u, V, M, the staged rows) follows the
+ * row's parameters. The scalar row is the reference and the fallback for an ISA without a row. The
+ * layout contracts are at nst__conv_kernels and above nst__wino_nt; a new ISA adds its kernels before
+ * the table and one row in it, nothing else.
  *
  * Two algorithms, chosen per layer and direction when the plan is made (nst__conv_choose):
  *
@@ -1860,44 +1869,94 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  *     a quarter of direct convolution's FMAs plus the transforms:
  *       V = B^T d B (input patch), U = G g G^T (filter), Y = A^T (sum_ci U . V) A.
  *     The sum over input channels is, for each of the 36 transform elements, a GEMM
- *     M[e][cout x tiles] = U[e][cout x cin] * V[e][cin x tiles] on a 6 x (16..64) register-tile
- *     micro-kernel (U broadcast, 16 tiles per vector). Tiles go in blocks of up to 64 (one thread per
- *     block; its V and M scratch stay in L2), output channels in chunks of 48 so M stays small.
+ *     M[e][cout x tiles] = U[e][cout x cin] * V[e][cin x tiles] on an mr x (nr..nt) register-tile
+ *     micro-kernel (U broadcast, tiles along the vector). Tiles go in blocks of up to nt (one thread per
+ *     block; its V and M scratch stay in L2/L3), output channels in chunks of cb so M stays small.
  *     The input transform de-interleaves the stride-4 tile columns in registers and the output
  *     transform interleaves them back, so feature maps stay plain CHW (no blocked layout needed).
  *     Backward-data is the same engine on the flipped, channel-transposed filters. Transformed filters
  *     take 4x the weights per direction, so only layers below 256x512 filters keep them in the plan
  *     (74 MB for conv1_2 .. conv3_4, both directions); conv4_1 and the 512-channel layers transform
- *     theirs into the workspace on every call (~3 ms per 512x512 layer on one core, AVX-512),
+ *     theirs into the workspace on every call (~3 ms per 512x512 layer on one core, AVX-512; ~12 ms
+ *     on one Zen 3 core with AVX2, where writing the 38 MB of transformed filters is the cost),
  *     which saves ~300 MB for VGG-19 to relu5_1 (530 MB with conv5_2 .. conv5_4).
  *     Accuracy: the transforms multiply by up to 8 and divide by 24, so the error is ~10x direct
  *     summation's: measured max |err| / max |out| 1e-5 (VGG shapes) .. 7e-5 (1..33 channels); tests
  *     bound it at 2e-4 per layer and check that it does not compound over 8 chained layers.
  *
- *   Direct (NST__CONV_DIRECT) for conv1_1's forward (cin = 3): a 6 output channels x 64 pixels
+ *   Direct (NST__CONV_DIRECT) for conv1_1's forward (cin = 3): a dmr output channels x dnx pixels
  *     register tile with masked loads at the borders (no padded copy); exact up to FMA rounding.
  *
- * Each has an AVX-512 kernel (nst__cpu_arch() == NST_ARCH_AVX512) and a scalar path (NST_NO_SIMD,
- * AVX2-only and ARM CPUs; the direct scalar path is the reference kernel). Pooling has the same two. */
+ * Per-ISA choices:
+ *   scalar   mr 6, nr 16, nt 64: the reference loops; direct and pooling are the >>tensor reference kernels.
+ *   avx512   GEMM 6 x 64 (24 zmm accumulators, U broadcast, nr 16 so 6 x 16..64), transforms 16 tiles per
+ *            vector (vpermt2ps de-interleave), direct 6 x 64 pixels, pooling with vpermt2ps and masks.
+ *   avx2     16 ymm registers: GEMM 6 x 16 (12 accumulators + 2 V vectors + 1 broadcast, nr 8 with a 6 x 8
+ *            tail). Measured on AMD EPYC Zen 3 (bench_conv --size 256 --cpu, 1 thread, the kernel alone
+ *            in a loop at 80..90 GFLOP/s): 6 x 16 is the only 16-register tile that keeps both FMA pipes
+ *            busy without spilling (4 x 24 needs 3 V loads + 4 broadcasts for the same 12 FMAs; 3 x 32
+ *            needs 17 registers); a software prefetch of V 4..16 rows ahead changed nothing measurable.
+ *            Transforms: 8 tiles per vector; the stride-4 de-interleave is a vperm2f128 pair + a 4x4
+ *            in-lane transpose (exact tile order, so a partial group is a prefix), columns 4 and 5 are the
+ *            next tile's columns 0 and 1 (one lane rotate + broadcast each); the output transform is the
+ *            inverse shuffle. Filter transform 8 input channels per vector from a transposed stack copy
+ *            (Zen 3 gathers are slow). Direct 6 x 16 pixels with maskload. Pooling: shuffle_ps 0x88/0xDD
+ *            de-interleave, permute4x64 to natural order (bit-identical max/avg, first maximum wins).
+ *   F(4x4,3x3) vs F(6x6,3x3): F(6x6) needs 64 multiplies per 36 outputs (1.78 per output vs 2.25, at
+ *   most 21% fewer GEMM FLOPs) but its transforms (points 0, +-1, +-2, +-1/2; B^T entries up to 5.25, G
+ *   entries down to 1/180) are reported to lose about an order of magnitude more fp32 accuracy than
+ *   F(4x4)'s measured 1e-5..7e-5, i.e. past the 2e-4 bound every path is tested against, and the GEMM is
+ *   not the whole cost (transforms + filter transforms are ~25% on AVX2, perf at 256 px). F(4x4) is kept
+ *   on every path; F(6x6) was not implemented or measured. */
 
 enum { NST__CONV_AUTO = 0, NST__CONV_DIRECT = 1, NST__CONV_WINO = 2 };
-#define NST__WINO_NT 64   /* tiles per block (multiple of 16) */
-#define NST__WINO_CB 48   /* output channels per chunk (multiple of 6) */
+#define NST__WINO_NT 64   /* tiles per block (multiple of 16): scalar and AVX-512 entries */
+#define NST__WINO_CB 48   /* output channels per chunk (multiple of 6): scalar and AVX-512 entries */
+
+struct nst__conv_plan;
+struct nst__conv_dir;
+
+/* The kernels of one ISA (see "KERNEL TABLE" above and CONV_TABLE.md). The driver never looks at the
+ * ISA: every shape parameter of the data layouts comes from the entry. NULL direct/pool = reference. */
+typedef struct nst__conv_kernels {
+    nst_arch arch;
+    const char *name;
+    /* Winograd F(4x4,3x3) */
+    int mr;        /* output channels (rows of u) per GEMM call; u is [36][ceil(kout/mr)][mr][kin] */
+    int nr;        /* GEMM column granularity: it is called with n = a multiple of nr columns, n <= nt */
+    int nt;        /* max tiles per block (multiple of nr) */
+    int cb;        /* output channels per M chunk (multiple of mr) */
+    int tg;        /* tiles per vector group of the in/out transforms (they may touch whole groups) */
+    int rslack;    /* staged floats per row beyond 4 * round_up(len, tg): 2 at least (the 6x6 patch) */
+    void (*wino_filters)(const struct nst__conv_plan *p, int d, float *u, int ob);
+    void (*wino_in)(float *v, size_t estride, const float *rows, size_t rstride, int len);
+    void (*wino_gemm)(int n, int kk, const float *u, const float *v, size_t ldv, float *m, size_t ldm);
+    void (*wino_out)(float *out, int h, int w, int ty, int tx, int len, const float *m, size_t estride,
+                     float bias, int relu);
+    /* direct convolution (conv1_1 forward); NULL = the reference kernel over the whole layer */
+    int dmr, dnx;  /* output channels x pixels of one job; packed filters [ceil(kout/dmr)][kin][9][dmr] */
+    void (*direct)(const struct nst__conv_dir *dd, const float *in, float *out, int h, int w, const float *bias,
+                   int relu, int ob, int y, int x0);
+    /* 2x2 stride-2 pooling of channel ch (bit-identical to the reference); NULL = the reference */
+    void (*pool_fwd)(float *out, const float *in, int ch, int h, int w, int avg);
+    void (*pool_bwd)(float *din, const float *dout, const float *in, int ch, int h, int w, int avg);
+} nst__conv_kernels;
 
 /* One direction: a 3x3 convolution from kin to kout channels. */
 typedef struct nst__conv_dir {
     int algo;          /* NST__CONV_DIRECT or NST__CONV_WINO */
     int kin, kout;
     int lazy;          /* WINO only: u is NULL and the filters are transformed into the workspace per call */
-    float *u;          /* WINO: [36][ceil(kout/6)][6][kin] transformed filters (blocks of 6 output
-                          rows, zero-padded); DIRECT with SIMD: [ceil(kout/6)][kin][9][6]; else NULL */
+    float *u;          /* WINO: [36][ceil(kout/mr)][mr][kin] transformed filters (blocks of mr output
+                          rows, zero-padded); DIRECT with a kernel: [ceil(kout/dmr)][kin][9][dmr]; else NULL */
     size_t u_bytes;    /* size of u, for the memory estimate */
 } nst__conv_dir;
 
 typedef struct nst__conv_plan {
     int cin, cout;
     const float *weight, *bias;   /* borrowed from the model; valid as long as the plan */
-    nst_arch arch;                /* kernels chosen at creation */
+    nst_arch arch;                /* the path of k */
+    const nst__conv_kernels *k;   /* kernels chosen at creation */
     nst__conv_dir dir[2];         /* [0] forward (cin -> cout), [1] backward-data (cout -> cin) */
 } nst__conv_plan;
 
@@ -1919,8 +1978,8 @@ static int nst__conv_choose(int kin, int kout) { (void)kout; return kin >= 8 ? N
  * VGG-19 to relu5_1. Smaller layers keep theirs (74 MB for conv1_1 .. conv3_4, both directions). */
 #define NST__WINO_LAZY (256 * 512)
 
-/* U = G g G^T for the 6 output channels of row block ob, every input channel, into
- * u[36][nob][6][kin] (rows past kout are zero). G is the filter transform of F(4x4, 3x3) with
+/* U = G g G^T for the mr output channels of row block ob, every input channel, into
+ * u[36][nob][mr][kin] (rows past kout are zero; mr from the plan's kernel entry). G is the filter transform of F(4x4, 3x3) with
  * points 0, 1, -1, 2, -2, infinity: rows (1/4,0,0), -(1,1,1)/6, -(1,-1,1)/6, (1/24,1/12,1/6),
  * (1/24,-1/12,1/6), (0,0,1), applied here in factored form. */
 #define NST__WINO_G(a, b, c, t0, t1, t2, t3, t4, t5) do {                                  \
@@ -1929,11 +1988,11 @@ static int nst__conv_choose(int kin, int kout) { (void)kout; return kin >= 8 ? N
     t3 = q_ + h_; t4 = q_ - h_; t5 = (c); } while (0)
 static void nst__wino_filters(const nst__conv_plan *p, int d, float *u, int ob) {
     const nst__conv_dir *dd = &p->dir[d];
-    int kin = dd->kin, kout = dd->kout, nob = (kout + 5) / 6, i, e, r;
-    size_t es = (size_t)nob * 6 * kin;
-    for (r = 0; r < 6; r++) {
-        int o = ob * 6 + r;
-        float *base = u + ((size_t)ob * 6 + r) * kin;   /* + e * es + i */
+    int mr = p->k->mr, kin = dd->kin, kout = dd->kout, nob = (kout + mr - 1) / mr, i, e, r;
+    size_t es = (size_t)nob * mr * kin;
+    for (r = 0; r < mr; r++) {
+        int o = ob * mr + r;
+        float *base = u + ((size_t)ob * mr + r) * kin;   /* + e * es + i */
         for (i = 0; i < kin; i++) {
             float g[9], t[6][3], v[36];
             int k, c;
@@ -2005,25 +2064,30 @@ static NST__TARGET_AVX512 void nst__wino_filters_avx512(const nst__conv_plan *p,
 }
 #endif
 
+static const nst__conv_kernels *nst__conv_kernels_for(nst_arch a);
+
 static nst_status nst__conv_dir_init(nst__conv_plan *p, int d, int algo) {
     nst__conv_dir *dd = &p->dir[d];
+    const nst__conv_kernels *k = p->k;
     int kin = d == 0 ? p->cin : p->cout, kout = d == 0 ? p->cout : p->cin;
-    int nob = (kout + 5) / 6, o, i, t;
+    int o, i, t;
     size_t n;
     dd->kin = kin; dd->kout = kout;
     dd->algo = algo == NST__CONV_AUTO ? nst__conv_choose(kin, kout) : algo;
     dd->u = NULL;
     if (dd->algo == NST__CONV_WINO) {
+        int nob = (kout + k->mr - 1) / k->mr;
         dd->lazy = (size_t)kin * kout >= NST__WINO_LAZY;
         if (dd->lazy) return NST_OK;
-        if (!nst__mul_ok((size_t)36 * nob * 6, (size_t)kin, &n) || !nst__mul_ok(n, sizeof(float), &n))
+        if (!nst__mul_ok((size_t)36 * nob * k->mr, (size_t)kin, &n) || !nst__mul_ok(n, sizeof(float), &n))
             return nst__err(NST_ERR_NOMEM, "conv: %dx%d filters are too large", kin, kout);
         dd->u = (float *)nst__aligned_alloc(n);
         if (!dd->u) return nst__err(NST_ERR_NOMEM, "conv: out of memory for transformed filters");
         dd->u_bytes = n;
-        for (o = 0; o < nob; o++) nst__wino_filters(p, d, dd->u, o);
-    } else if (p->arch == NST_ARCH_AVX512) {
-        if (!nst__mul_ok((size_t)nob * 6 * 9, (size_t)kin, &n) || !nst__mul_ok(n, sizeof(float), &n))
+        for (o = 0; o < nob; o++) k->wino_filters(p, d, dd->u, o);
+    } else if (k->direct) {
+        int mr = k->dmr, nob = (kout + mr - 1) / mr;
+        if (!nst__mul_ok((size_t)nob * mr * 9, (size_t)kin, &n) || !nst__mul_ok(n, sizeof(float), &n))
             return nst__err(NST_ERR_NOMEM, "conv: %dx%d filters are too large", kin, kout);
         dd->u = (float *)nst__aligned_alloc(n);
         if (!dd->u) return nst__err(NST_ERR_NOMEM, "conv: out of memory for packed filters");
@@ -2032,7 +2096,7 @@ static nst_status nst__conv_dir_init(nst__conv_plan *p, int d, int algo) {
         for (o = 0; o < kout; o++)
             for (i = 0; i < kin; i++)
                 for (t = 0; t < 9; t++)
-                    dd->u[(((size_t)(o / 6) * kin + i) * 9 + t) * 6 + o % 6] = nst__conv_tap(p, d, o, i, t);
+                    dd->u[(((size_t)(o / mr) * kin + i) * 9 + t) * mr + o % mr] = nst__conv_tap(p, d, o, i, t);
     }
     return NST_OK;
 }
@@ -2054,10 +2118,8 @@ static nst_status nst__conv_plan_create_ex(const float *weight, const float *bia
     p = (nst__conv_plan *)nst__calloc(1, sizeof *p);
     if (!p) return nst__err(NST_ERR_NOMEM, "conv: out of memory");
     p->cin = cin; p->cout = cout; p->weight = weight; p->bias = bias;
-    p->arch = arch == NST_ARCH_AVX512 ? NST_ARCH_AVX512 : NST_ARCH_SCALAR;
-#if !defined(NST__X86_AVX512)
-    p->arch = NST_ARCH_SCALAR;
-#endif
+    p->k = nst__conv_kernels_for(arch);
+    p->arch = p->k->arch;
     if ((st = nst__conv_dir_init(p, 0, algo)) != NST_OK || (st = nst__conv_dir_init(p, 1, algo)) != NST_OK) {
         nst__conv_plan_free(p);
         return st;
@@ -2072,18 +2134,22 @@ static nst_status nst__conv_plan_create(const float *weight, const float *bias, 
 
 /* ---- Winograd F(4x4, 3x3) ------------------------------------------------------------------------
  * Tiles are numbered row-major over the (ceil(h/4) x ceil(w/4)) grid. A block is a run of nt consecutive
- * tiles; it may span several tile rows ("segments"). Per-thread scratch, in floats:
- *   V [36][kin][NT]   transformed input patches of the block (column = tile within the block)
- *   M [36][CB][NT]+16 transform-domain outputs of one chunk of output channels
- *   R [6][4*NT+80]    six zero-padded input rows of one segment */
-static int nst__wino_nt(int tiles, int nthreads) {
+ * tiles; it may span several tile rows ("segments"). nt (<= k->nt, a multiple of k->nr) is also the
+ * column stride ("ntcap") of the block's scratch. Per-thread scratch, in floats, each region starting
+ * 64-byte aligned:
+ *   V [36][kin][nt]        transformed input patches of the block (column = tile within the block)
+ *   M [36][cb][nt] + tg    transform-domain outputs of one chunk of cb output channels
+ *   R [6][rstride]         six zero-padded input rows of one segment */
+static int nst__wino_nt(const nst__conv_kernels *k, int tiles, int nthreads) {
     int per = (tiles + nthreads - 1) / nthreads;
-    per = (per + 15) / 16 * 16;
-    return per < NST__WINO_NT ? per : NST__WINO_NT;
+    per = (per + k->nr - 1) / k->nr * k->nr;
+    return per < k->nt ? per : k->nt;
 }
-static size_t nst__wino_thread_floats(int kin, int nt) {
-    size_t v = (size_t)36 * kin * nt, m = (size_t)36 * NST__WINO_CB * nt + 16, r = (size_t)6 * (4 * nt + 80);
-    /* each region rounded to 16 floats so all start 64-byte aligned */
+static size_t nst__wino_rstride(const nst__conv_kernels *k, int nt) {
+    return ((size_t)4 * ((nt + k->tg - 1) / k->tg * k->tg) + (size_t)k->rslack + 15) / 16 * 16;
+}
+static size_t nst__wino_thread_floats(const nst__conv_kernels *k, int kin, int nt) {
+    size_t v = (size_t)36 * kin * nt, m = (size_t)36 * k->cb * nt + (size_t)k->tg, r = 6 * nst__wino_rstride(k, nt);
     return (v + 15) / 16 * 16 + (m + 15) / 16 * 16 + (r + 15) / 16 * 16;
 }
 
@@ -2131,9 +2197,9 @@ static void nst__wino_in_scalar(float *v, size_t estride, const float *rows, siz
     }
 }
 
-/* Scalar transform-domain GEMM: m[r][0..16*nv) = sum_k u[r][k] * v[k][..], r < 6 (u rows kk apart). */
-static void nst__wino_gemm_scalar(int nv, int kk, const float *u, const float *v, size_t ldv, float *m, size_t ldm) {
-    int r, k, j, n = 16 * nv;
+/* Scalar transform-domain GEMM: m[r][0..n) = sum_k u[r][k] * v[k][..], r < 6 (u rows kk apart), n <= 64. */
+static void nst__wino_gemm_scalar(int n, int kk, const float *u, const float *v, size_t ldv, float *m, size_t ldm) {
+    int r, k, j;
     for (r = 0; r < 6; r++) {
         float acc[64];
         for (j = 0; j < n; j++) acc[j] = 0.0f;
@@ -2261,9 +2327,9 @@ NST__WK_DEF(4)
 #undef NST__WK_DEF
 #undef NST__WK_ROW
 #undef NST__WK_ST
-static NST__TARGET_AVX512 void nst__wino_gemm_avx512(int nv, int kk, const float *u, const float *v, size_t ldv,
+static NST__TARGET_AVX512 void nst__wino_gemm_avx512(int n, int kk, const float *u, const float *v, size_t ldv,
                                                      float *m, size_t ldm) {
-    switch (nv) {
+    switch (n / 16) {
     case 1: nst__wino_gemm1_avx512(kk, u, v, ldv, m, ldm); break;
     case 2: nst__wino_gemm2_avx512(kk, u, v, ldv, m, ldm); break;
     case 3: nst__wino_gemm3_avx512(kk, u, v, ldv, m, ldm); break;
@@ -2332,43 +2398,34 @@ static NST__TARGET_AVX512 void nst__wino_out_avx512(float *out, int h, int w, in
 #endif
 
 /* One block of nt tiles starting at tile t0, all output channels. */
-static void nst__wino_block(const nst__conv_dir *dd, int simd, const float *in, float *out, int h, int w,
-                            const float *bias, int relu, int t0, int nt, int ntcap, float *ws) {
-    int kin = dd->kin, kout = dd->kout, tw = (w + 3) / 4, nob = (kout + 5) / 6;
-    int nv = (nt + 15) / 16, ci, c0, e, t;
-    size_t hw = (size_t)h * w, est = (size_t)kin * ntcap, rstride = (size_t)4 * ntcap + 80;
+static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd, const float *in, float *out, int h,
+                            int w, const float *bias, int relu, int t0, int nt, int ntcap, float *ws) {
+    int kin = dd->kin, kout = dd->kout, tw = (w + 3) / 4, mr = k->mr, cbk = k->cb, nob = (kout + mr - 1) / mr;
+    int ncol = (nt + k->nr - 1) / k->nr * k->nr, ci, c0, e, t;
+    size_t hw = (size_t)h * w, est = (size_t)kin * ntcap, rstride = nst__wino_rstride(k, ntcap);
     float *V = ws, *M = V + ((size_t)36 * kin * ntcap + 15) / 16 * 16;
-    float *R = M + ((size_t)36 * NST__WINO_CB * ntcap + 16 + 15) / 16 * 16;
-    (void)simd;
+    float *R = M + ((size_t)36 * cbk * ntcap + (size_t)k->tg + 15) / 16 * 16;
     /* input transform, segment by segment (a segment = the block's tiles within one tile row) */
     for (t = t0; t < t0 + nt;) {
         int ty = t / tw, tx = t % tw, len = NST__MIN(tw - tx, t0 + nt - t), jb = t - t0;
-        int nrow = simd ? 64 * ((len + 15) / 16) + 66 : 4 * len + 2;
+        int nrow = 4 * ((len + k->tg - 1) / k->tg * k->tg) + k->rslack;
         for (ci = 0; ci < kin; ci++) {
             nst__wino_rows(R, rstride, in + ci * hw, h, w, 4 * ty - 1, 4 * tx - 1, nrow);
-#if defined(NST__X86_AVX512)
-            if (simd) nst__wino_in_avx512(V + (size_t)ci * ntcap + jb, est, R, rstride, len);
-            else
-#endif
-                nst__wino_in_scalar(V + (size_t)ci * ntcap + jb, est, R, rstride, len);
+            k->wino_in(V + (size_t)ci * ntcap + jb, est, R, rstride, len);
         }
         t += len;
     }
-    if (nt < 16 * nv)   /* the GEMM runs whole vectors: keep the unused columns finite */
-        for (e = 0; e < 36 * kin; e++) memset(V + (size_t)e * ntcap + nt, 0, sizeof(float) * (size_t)(16 * nv - nt));
-    for (c0 = 0; c0 < kout; c0 += NST__WINO_CB) {
-        int cb = NST__MIN(NST__WINO_CB, kout - c0), co;
-        size_t mest = (size_t)NST__WINO_CB * ntcap;
+    if (nt < ncol)   /* the GEMM runs whole column groups: keep the unused columns finite */
+        for (e = 0; e < 36 * kin; e++) memset(V + (size_t)e * ntcap + nt, 0, sizeof(float) * (size_t)(ncol - nt));
+    for (c0 = 0; c0 < kout; c0 += cbk) {
+        int cb = NST__MIN(cbk, kout - c0), co;
+        size_t mest = (size_t)cbk * ntcap;
         for (e = 0; e < 36; e++) {
             int ob;
-            for (ob = 0; ob * 6 < cb; ob++) {
-                const float *u = dd->u + (((size_t)e * nob + c0 / 6 + ob) * 6) * kin;
-                float *m = M + (size_t)e * mest + (size_t)ob * 6 * ntcap;
-#if defined(NST__X86_AVX512)
-                if (simd) nst__wino_gemm_avx512(nv, kin, u, V + (size_t)e * est, ntcap, m, ntcap);
-                else
-#endif
-                    nst__wino_gemm_scalar(nv, kin, u, V + (size_t)e * est, ntcap, m, ntcap);
+            for (ob = 0; ob * mr < cb; ob++) {
+                const float *u = dd->u + (((size_t)e * nob + c0 / mr + ob) * mr) * kin;
+                float *m = M + (size_t)e * mest + (size_t)ob * mr * ntcap;
+                k->wino_gemm(ncol, kin, u, V + (size_t)e * est, ntcap, m, ntcap);
             }
         }
         for (co = c0; co < c0 + cb; co++) {
@@ -2376,11 +2433,7 @@ static void nst__wino_block(const nst__conv_dir *dd, int simd, const float *in, 
             const float *mrow = M + (size_t)(co - c0) * ntcap;
             for (t = t0; t < t0 + nt;) {
                 int ty = t / tw, tx = t % tw, len = NST__MIN(tw - tx, t0 + nt - t), jb = t - t0;
-#if defined(NST__X86_AVX512)
-                if (simd) nst__wino_out_avx512(out + co * hw, h, w, ty, tx, len, mrow + jb, mest, b, relu);
-                else
-#endif
-                    nst__wino_out_scalar(out + co * hw, h, w, ty, tx, len, mrow + jb, mest, b, relu);
+                k->wino_out(out + co * hw, h, w, ty, tx, len, mrow + jb, mest, b, relu);
                 t += len;
             }
         }
@@ -2389,11 +2442,11 @@ static void nst__wino_block(const nst__conv_dir *dd, int simd, const float *in, 
 
 /* Blocks are handed out dynamically (a descheduled thread on a busy machine does not stall the others);
  * the result does not depend on which thread runs a block, so it stays deterministic. */
-static void nst__wino_run(const nst__conv_dir *dd, int simd, const float *in, float *out, int h, int w,
-                          const float *bias, int relu, int nthreads, float *ws) {
-    int tiles = ((h + 3) / 4) * ((w + 3) / 4), nt = nst__wino_nt(tiles, nthreads);
+static void nst__wino_run(const nst__conv_kernels *k, const nst__conv_dir *dd, const float *in, float *out, int h,
+                          int w, const float *bias, int relu, int nthreads, float *ws) {
+    int tiles = ((h + 3) / 4) * ((w + 3) / 4), nt = nst__wino_nt(k, tiles, nthreads);
     int nblocks = (tiles + nt - 1) / nt, b;
-    size_t per = nst__wino_thread_floats(dd->kin, nt);
+    size_t per = nst__wino_thread_floats(k, dd->kin, nt);
     (void)nthreads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
@@ -2403,7 +2456,7 @@ static void nst__wino_run(const nst__conv_dir *dd, int simd, const float *in, fl
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        nst__wino_block(dd, simd, in, out, h, w, bias, relu, b * nt, NST__MIN(nt, tiles - b * nt), nt,
+        nst__wino_block(k, dd, in, out, h, w, bias, relu, b * nt, NST__MIN(nt, tiles - b * nt), nt,
                         ws + (size_t)tid * per);
     }
 }
@@ -2469,8 +2522,8 @@ static NST__TARGET_AVX512 void nst__direct_avx512(const nst__conv_dir *dd, const
 
 /* ---- entry points ----------------------------------------------------------------------------------*/
 /* Floats of workspace a lazy direction's transformed filters take (at the start of the workspace). */
-static size_t nst__wino_lazy_floats(const nst__conv_dir *dd) {
-    return dd->lazy ? ((size_t)36 * ((dd->kout + 5) / 6) * 6 * dd->kin + 15) / 16 * 16 : 0;
+static size_t nst__wino_lazy_floats(const nst__conv_kernels *k, const nst__conv_dir *dd) {
+    return dd->lazy ? ((size_t)36 * ((dd->kout + k->mr - 1) / k->mr) * k->mr * dd->kin + 15) / 16 * 16 : 0;
 }
 
 static NST__UNUSED size_t nst__conv_workspace(const nst__conv_plan *p, int h, int w, int nthreads) {
@@ -2481,8 +2534,8 @@ static NST__UNUSED size_t nst__conv_workspace(const nst__conv_plan *p, int h, in
     for (d = 0; d < 2; d++)
         if (p->dir[d].algo == NST__CONV_WINO) {
             int tiles = ((h + 3) / 4) * ((w + 3) / 4);
-            size_t n = nst__wino_thread_floats(p->dir[d].kin, nst__wino_nt(tiles, nthreads)) * nthreads;
-            n += nst__wino_lazy_floats(&p->dir[d]);
+            size_t n = nst__wino_thread_floats(p->k, p->dir[d].kin, nst__wino_nt(p->k, tiles, nthreads)) * nthreads;
+            n += nst__wino_lazy_floats(p->k, &p->dir[d]);
             if (n > best) best = n;
         }
     return best ? best * sizeof(float) + 64 : 0;
@@ -2491,8 +2544,8 @@ static NST__UNUSED size_t nst__conv_workspace(const nst__conv_plan *p, int h, in
 static nst_status nst__conv_run(const nst__conv_plan *p, int d, const float *in, float *out, int h, int w,
                                 int relu, int nthreads, void *ws) {
     const nst__conv_dir *dd = &p->dir[d];
+    const nst__conv_kernels *k = p->k;
     const float *bias = d == 0 ? p->bias : NULL;
-    int simd = p->arch == NST_ARCH_AVX512;
     if (!in || !out || h <= 0 || w <= 0) return nst__err(NST_ERR_ARGUMENT, "conv: bad arguments");
     nthreads = nst__resolve_threads(nthreads);
     if (dd->algo == NST__CONV_WINO) {
@@ -2505,38 +2558,30 @@ static nst_status nst__conv_run(const nst__conv_plan *p, int d, const float *in,
         ws = (void *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
         if (dd->lazy) {
             nst__conv_dir tmp = *dd;
-            int nob = (dd->kout + 5) / 6, ob;
+            int nob = (dd->kout + k->mr - 1) / k->mr, ob;
             tmp.u = (float *)ws;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
 #endif
-            for (ob = 0; ob < nob; ob++) {
-#if defined(NST__X86_AVX512)
-                if (simd && (size_t)p->cin * 9 * 16 < (size_t)INT_MAX) nst__wino_filters_avx512(p, d, tmp.u, ob);
-                else
-#endif
-                    nst__wino_filters(p, d, tmp.u, ob);
-            }
-            nst__wino_run(&tmp, simd, in, out, h, w, bias, relu, nthreads, tmp.u + nst__wino_lazy_floats(dd));
+            for (ob = 0; ob < nob; ob++) k->wino_filters(p, d, tmp.u, ob);
+            nst__wino_run(k, &tmp, in, out, h, w, bias, relu, nthreads, tmp.u + nst__wino_lazy_floats(k, dd));
         } else {
-            nst__wino_run(dd, simd, in, out, h, w, bias, relu, nthreads, (float *)ws);
+            nst__wino_run(k, dd, in, out, h, w, bias, relu, nthreads, (float *)ws);
         }
         nst__aligned_free(own);
         return NST_OK;
     }
-#if defined(NST__X86_AVX512)
-    if (simd) {
-        /* jobs: (6 output channels, one row, 64 pixels); the OpenMP loop stays outside the
-         * target-attributed function (clang cannot outline a parallel region from one) */
-        int nx = (w + 63) / 64, job, njobs = (dd->kout + 5) / 6 * h * nx;
+    if (k->direct) {
+        /* jobs: (dmr output channels, one row, dnx pixels); the OpenMP loop stays outside the
+         * target-attributed kernel (clang cannot outline a parallel region from one) */
+        int nx = (w + k->dnx - 1) / k->dnx, job, njobs = (dd->kout + k->dmr - 1) / k->dmr * h * nx;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 8)
 #endif
         for (job = 0; job < njobs; job++)
-            nst__direct_avx512(dd, in, out, h, w, bias, relu, job / (h * nx), (job / nx) % h, 64 * (job % nx));
+            k->direct(dd, in, out, h, w, bias, relu, job / (h * nx), (job / nx) % h, k->dnx * (job % nx));
         return NST_OK;
     }
-#endif
     if (d == 0) nst__conv3x3_forward_ref(out, in, p->weight, bias, p->cin, p->cout, h, w, relu, nthreads);
     else nst__conv3x3_backward_data_ref(out, in, p->weight, p->cin, p->cout, h, w, nthreads);
     return NST_OK;
@@ -2637,39 +2682,397 @@ static NST__TARGET_AVX512 void nst__pool_bwd_avx512(float *din, const float *dou
 }
 #endif
 
+#if defined(NST__X86)
+/* ---- AVX2 + FMA kernels (16 ymm registers, 8 tiles / pixels / channels per vector) ----------------*/
+/* Lanes < n set (n clamped to 0..8), for maskload/maskstore. */
+static NST__TARGET_AVX2 __m256i nst__avx2_lanes(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* Filter transform, 8 input channels per vector (gathered taps), then the same operations as the
+ * scalar transform. The 36 outputs of 64 channels are staged in a stack block and written out row by
+ * row: written straight, the 36 destination rows (often 4 KiB-aliased) thrash one L1 set. */
+static NST__TARGET_AVX2 void nst__wino_filters_avx2(const nst__conv_plan *p, int d, float *u, int ob) {
+    const nst__conv_dir *dd = &p->dir[d];
+    int mr = p->k->mr, kin = dd->kin, kout = dd->kout, nob = (kout + mr - 1) / mr, b0, r;
+    size_t es = (size_t)nob * mr * kin;
+    const __m256 c4 = _mm256_set1_ps(0.25f), c6 = _mm256_set1_ps(1.0f / 6), c12 = _mm256_set1_ps(1.0f / 12);
+    const __m256 c24 = _mm256_set1_ps(1.0f / 24), neg = _mm256_set1_ps(-0.0f);
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                           _mm256_set1_epi32(d == 0 ? 9 : 9 * p->cin));
+    float buf[36][64] NST__ALIGN64;
+    for (r = 0; r < mr; r++) {
+        int o = ob * mr + r;
+        float *base = u + ((size_t)ob * mr + r) * kin;
+        for (b0 = 0; b0 < kin; b0 += 64) {
+            int nb = NST__MIN(64, kin - b0), i0, e, j;
+            for (i0 = 0; i0 < nb; i0 += 8) {
+                int n = NST__MIN(8, nb - i0), k, c;
+                __m256i mk = nst__avx2_lanes(n);
+                __m256 g[9], t[6][3];
+                for (k = 0; k < 9; k++) {
+                    const float *src = d == 0 ? p->weight + ((size_t)o * p->cin + b0 + i0) * 9 + k
+                                              : p->weight + ((size_t)(b0 + i0) * p->cin + o) * 9 + (8 - k);
+                    g[k] = o >= kout ? _mm256_setzero_ps()
+                                     : _mm256_mask_i32gather_ps(_mm256_setzero_ps(), src, idx, _mm256_castsi256_ps(mk), 4);
+                }
+#define NST__WINO_GA(a, b, cc, t0, t1, t2, t3, t4, t5) do {                                          \
+    __m256 s_ = _mm256_add_ps(a, cc), q_ = _mm256_add_ps(_mm256_mul_ps(a, c24), _mm256_mul_ps(cc, c6)); \
+    __m256 h_ = _mm256_mul_ps(b, c12);                                                                 \
+    t0 = _mm256_mul_ps(a, c4);                                                                         \
+    t1 = _mm256_mul_ps(_mm256_xor_ps(_mm256_add_ps(s_, b), neg), c6);                                  \
+    t2 = _mm256_mul_ps(_mm256_xor_ps(_mm256_sub_ps(s_, b), neg), c6);                                  \
+    t3 = _mm256_add_ps(q_, h_); t4 = _mm256_sub_ps(q_, h_); t5 = cc; } while (0)
+                for (c = 0; c < 3; c++) NST__WINO_GA(g[c], g[3 + c], g[6 + c], t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]);
+                for (k = 0; k < 6; k++) {
+                    __m256 w0, w1, w2, w3, w4, w5;
+                    NST__WINO_GA(t[k][0], t[k][1], t[k][2], w0, w1, w2, w3, w4, w5);
+                    _mm256_store_ps(buf[6 * k] + i0, w0); _mm256_store_ps(buf[6 * k + 1] + i0, w1);
+                    _mm256_store_ps(buf[6 * k + 2] + i0, w2); _mm256_store_ps(buf[6 * k + 3] + i0, w3);
+                    _mm256_store_ps(buf[6 * k + 4] + i0, w4); _mm256_store_ps(buf[6 * k + 5] + i0, w5);
+                }
+#undef NST__WINO_GA
+            }
+            for (e = 0; e < 36; e++) {   /* whole cache lines per row: the 36 rows alias in L1 (es*4 % 4096 == 0) */
+                float *dst = base + (size_t)e * es + b0;
+                if (nb == 64 && !((uintptr_t)dst & 31)) {   /* streaming: no read for ownership */
+                    for (j = 0; j < 64; j += 8) _mm256_stream_ps(dst + j, _mm256_load_ps(buf[e] + j));
+                    continue;
+                }
+                for (j = 0; j + 8 <= nb; j += 8) _mm256_storeu_ps(dst + j, _mm256_load_ps(buf[e] + j));
+                if (j < nb) _mm256_maskstore_ps(dst + j, nst__avx2_lanes(nb - j), _mm256_load_ps(buf[e] + j));
+            }
+        }
+    }
+    _mm_sfence();
+}
+
+/* Input transform, 8 tiles per vector. The 32 floats of 8 tiles' first four columns are transposed
+ * 4x4 within 128-bit lanes after swapping halves (exact tile order, so a partial group is a prefix);
+ * columns 4 and 5 are columns 0 and 1 of the next tile: a lane rotate and one broadcast each. */
+static NST__TARGET_AVX2 void nst__wino_in_avx2(float *v, size_t estride, const float *rows, size_t rstride, int len) {
+    const __m256i rot = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7);
+    const __m256 c2 = _mm256_set1_ps(2), c4 = _mm256_set1_ps(4), c5 = _mm256_set1_ps(5);
+    int g;
+    for (g = 0; 8 * g < len; g++) {
+        __m256 t[6][6];
+        int r, c, n = len - 8 * g;
+        __m256i mk = nst__avx2_lanes(n);
+        for (r = 0; r < 6; r++) {
+            const float *b = rows + r * rstride + 32 * g;
+            __m256 a0 = _mm256_loadu_ps(b), a1 = _mm256_loadu_ps(b + 8), a2 = _mm256_loadu_ps(b + 16),
+                   a3 = _mm256_loadu_ps(b + 24);
+            __m256 b0 = _mm256_permute2f128_ps(a0, a2, 0x20), b1 = _mm256_permute2f128_ps(a0, a2, 0x31);
+            __m256 b2 = _mm256_permute2f128_ps(a1, a3, 0x20), b3 = _mm256_permute2f128_ps(a1, a3, 0x31);
+            __m256 u0 = _mm256_unpacklo_ps(b0, b1), u1 = _mm256_unpackhi_ps(b0, b1);
+            __m256 u2 = _mm256_unpacklo_ps(b2, b3), u3 = _mm256_unpackhi_ps(b2, b3);
+            __m256 z0 = _mm256_shuffle_ps(u0, u2, 0x44), z1 = _mm256_shuffle_ps(u0, u2, 0xEE);
+            __m256 z2 = _mm256_shuffle_ps(u1, u3, 0x44), z3 = _mm256_shuffle_ps(u1, u3, 0xEE);
+            __m256 z4 = _mm256_blend_ps(_mm256_permutevar8x32_ps(z0, rot), _mm256_broadcast_ss(b + 32), 0x80);
+            __m256 z5 = _mm256_blend_ps(_mm256_permutevar8x32_ps(z1, rot), _mm256_broadcast_ss(b + 33), 0x80);
+            __m256 s12 = _mm256_add_ps(z1, z2), d12 = _mm256_sub_ps(z1, z2), s34 = _mm256_add_ps(z3, z4);
+            __m256 d31 = _mm256_sub_ps(z3, z1), z4mz2 = _mm256_sub_ps(z4, z2);
+            t[r][0] = _mm256_add_ps(_mm256_fmsub_ps(c4, z0, _mm256_mul_ps(c5, z2)), z4);
+            t[r][1] = _mm256_fnmadd_ps(c4, s12, s34);
+            t[r][2] = _mm256_fmadd_ps(c4, d12, _mm256_sub_ps(z4, z3));
+            t[r][3] = _mm256_fmadd_ps(c2, d31, z4mz2);
+            t[r][4] = _mm256_fnmadd_ps(c2, d31, z4mz2);
+            t[r][5] = _mm256_add_ps(_mm256_fmsub_ps(c4, z1, _mm256_mul_ps(c5, z3)), z5);
+        }
+        for (c = 0; c < 6; c++) {
+            __m256 z0 = t[0][c], z1 = t[1][c], z2 = t[2][c], z3 = t[3][c], z4 = t[4][c], z5 = t[5][c];
+            __m256 s12 = _mm256_add_ps(z1, z2), d12 = _mm256_sub_ps(z1, z2), s34 = _mm256_add_ps(z3, z4);
+            __m256 d31 = _mm256_sub_ps(z3, z1), z4mz2 = _mm256_sub_ps(z4, z2);
+            __m256 y0 = _mm256_add_ps(_mm256_fmsub_ps(c4, z0, _mm256_mul_ps(c5, z2)), z4);
+            __m256 y1 = _mm256_fnmadd_ps(c4, s12, s34), y2 = _mm256_fmadd_ps(c4, d12, _mm256_sub_ps(z4, z3));
+            __m256 y3 = _mm256_fmadd_ps(c2, d31, z4mz2), y4 = _mm256_fnmadd_ps(c2, d31, z4mz2);
+            __m256 y5 = _mm256_add_ps(_mm256_fmsub_ps(c4, z1, _mm256_mul_ps(c5, z3)), z5);
+            float *o = v + 8 * g + (size_t)c * estride;
+            if (n >= 8) {
+                _mm256_storeu_ps(o, y0); _mm256_storeu_ps(o + 6 * estride, y1);
+                _mm256_storeu_ps(o + 12 * estride, y2); _mm256_storeu_ps(o + 18 * estride, y3);
+                _mm256_storeu_ps(o + 24 * estride, y4); _mm256_storeu_ps(o + 30 * estride, y5);
+            } else {
+                _mm256_maskstore_ps(o, mk, y0); _mm256_maskstore_ps(o + 6 * estride, mk, y1);
+                _mm256_maskstore_ps(o + 12 * estride, mk, y2); _mm256_maskstore_ps(o + 18 * estride, mk, y3);
+                _mm256_maskstore_ps(o + 24 * estride, mk, y4); _mm256_maskstore_ps(o + 30 * estride, mk, y5);
+            }
+        }
+    }
+}
+
+/* 6 x (8*NV) register tile: m[r][..] = sum_k u[r][k] * v[k][..] (u rows kk apart). */
+#define NST__WA_ROW(NV, r)                                              \
+    { __m256 a = _mm256_broadcast_ss(u##r + k);                         \
+      c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0);                        \
+      if (NV > 1) c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1); }
+#define NST__WA_ST(NV, r)                                               \
+    { float *q = m + r * ldm;                                           \
+      _mm256_storeu_ps(q, c##r##0);                                     \
+      if (NV > 1) _mm256_storeu_ps(q + 8, c##r##1); }
+#define NST__WA_DEF(NV)                                                                                  \
+static NST__TARGET_AVX2 void nst__wino_gemm##NV##_avx2(int kk, const float *u, const float *v, size_t ldv,  \
+                                                      float *m, size_t ldm) {                            \
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,  \
+           c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;                                        \
+    const float *u0 = u, *u1 = u + kk, *u2 = u1 + kk, *u3 = u2 + kk, *u4 = u3 + kk, *u5 = u4 + kk;     \
+    int k;                                                                                               \
+    for (k = 0; k < kk; k++, v += ldv) {                                                                 \
+        __m256 b0 = _mm256_loadu_ps(v), b1 = b0;                                                         \
+        if (NV > 1) b1 = _mm256_loadu_ps(v + 8);                                                         \
+        NST__WA_ROW(NV, 0) NST__WA_ROW(NV, 1) NST__WA_ROW(NV, 2) NST__WA_ROW(NV, 3) NST__WA_ROW(NV, 4)   \
+        NST__WA_ROW(NV, 5)                                                                               \
+    }                                                                                                    \
+    NST__WA_ST(NV, 0) NST__WA_ST(NV, 1) NST__WA_ST(NV, 2) NST__WA_ST(NV, 3) NST__WA_ST(NV, 4)            \
+    NST__WA_ST(NV, 5)                                                                                    \
+}
+NST__WA_DEF(1)
+NST__WA_DEF(2)
+#undef NST__WA_DEF
+#undef NST__WA_ROW
+#undef NST__WA_ST
+static NST__TARGET_AVX2 void nst__wino_gemm_avx2(int n, int kk, const float *u, const float *v, size_t ldv,
+                                                 float *m, size_t ldm) {
+    int j;
+    for (j = 0; j + 16 <= n; j += 16) nst__wino_gemm2_avx2(kk, u, v + j, ldv, m + j, ldm);
+    if (j < n) nst__wino_gemm1_avx2(kk, u, v + j, ldv, m + j, ldm);
+}
+
+/* Output transform, 8 tiles per vector; the 4x4 outputs of each row are transposed back within lanes
+ * and the halves swapped (the inverse of the input transform's shuffle). */
+static NST__TARGET_AVX2 void nst__wino_out_avx2(float *out, int h, int w, int ty, int tx, int len, const float *m,
+                                                size_t estride, float bias, int relu) {
+    const __m256 c2 = _mm256_set1_ps(2), c4 = _mm256_set1_ps(4), c8 = _mm256_set1_ps(8);
+    const __m256 vb = _mm256_set1_ps(bias), zero = _mm256_setzero_ps();
+    int g;
+    for (g = 0; 8 * g < len; g++) {
+        __m256 t[4][6];
+        int r, c, xb = 4 * (tx + 8 * g);
+        int n = 4 * (len - 8 * g);
+        if (n > 32) n = 32;
+        if (n > w - xb) n = w - xb;
+        for (c = 0; c < 6; c++) {
+            const float *q = m + 8 * g + (size_t)c * estride;
+            __m256 m0 = _mm256_loadu_ps(q), m1 = _mm256_loadu_ps(q + 6 * estride),
+                   m2 = _mm256_loadu_ps(q + 12 * estride), m3 = _mm256_loadu_ps(q + 18 * estride),
+                   m4 = _mm256_loadu_ps(q + 24 * estride), m5 = _mm256_loadu_ps(q + 30 * estride);
+            __m256 s12 = _mm256_add_ps(m1, m2), d12 = _mm256_sub_ps(m1, m2);
+            __m256 s34 = _mm256_add_ps(m3, m4), d34 = _mm256_sub_ps(m3, m4);
+            t[0][c] = _mm256_add_ps(_mm256_add_ps(m0, s12), s34);
+            t[1][c] = _mm256_fmadd_ps(c2, d34, d12);
+            t[2][c] = _mm256_fmadd_ps(c4, s34, s12);
+            t[3][c] = _mm256_add_ps(_mm256_fmadd_ps(c8, d34, d12), m5);
+        }
+        for (r = 0; r < 4 && 4 * ty + r < h; r++) {
+            __m256 m0 = t[r][0], m1 = t[r][1], m2 = t[r][2], m3 = t[r][3], m4 = t[r][4], m5 = t[r][5];
+            __m256 s12 = _mm256_add_ps(m1, m2), d12 = _mm256_sub_ps(m1, m2);
+            __m256 s34 = _mm256_add_ps(m3, m4), d34 = _mm256_sub_ps(m3, m4);
+            __m256 y0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(m0, s12), s34), vb);
+            __m256 y1 = _mm256_add_ps(_mm256_fmadd_ps(c2, d34, d12), vb);
+            __m256 y2 = _mm256_add_ps(_mm256_fmadd_ps(c4, s34, s12), vb);
+            __m256 y3 = _mm256_add_ps(_mm256_add_ps(_mm256_fmadd_ps(c8, d34, d12), m5), vb);
+            __m256 l0, l1, l2, l3, p0, p1, p2, p3, o4[4];
+            float *o = out + (size_t)(4 * ty + r) * w + xb;
+            int qq;
+            if (relu) {   /* max(y, 0) returns 0 for NaN y, as the reference's !(s > 0) */
+                y0 = _mm256_max_ps(y0, zero); y1 = _mm256_max_ps(y1, zero);
+                y2 = _mm256_max_ps(y2, zero); y3 = _mm256_max_ps(y3, zero);
+            }
+            l0 = _mm256_unpacklo_ps(y0, y1); l1 = _mm256_unpackhi_ps(y0, y1);
+            l2 = _mm256_unpacklo_ps(y2, y3); l3 = _mm256_unpackhi_ps(y2, y3);
+            p0 = _mm256_shuffle_ps(l0, l2, 0x44); p1 = _mm256_shuffle_ps(l0, l2, 0xEE);
+            p2 = _mm256_shuffle_ps(l1, l3, 0x44); p3 = _mm256_shuffle_ps(l1, l3, 0xEE);
+            o4[0] = _mm256_permute2f128_ps(p0, p1, 0x20); o4[1] = _mm256_permute2f128_ps(p2, p3, 0x20);
+            o4[2] = _mm256_permute2f128_ps(p0, p1, 0x31); o4[3] = _mm256_permute2f128_ps(p2, p3, 0x31);
+            for (qq = 0; qq < 4; qq++) {
+                int cnt = n - 8 * qq;
+                if (cnt <= 0) break;
+                if (cnt >= 8) _mm256_storeu_ps(o + 8 * qq, o4[qq]);
+                else _mm256_maskstore_ps(o + 8 * qq, nst__avx2_lanes(cnt), o4[qq]);
+            }
+        }
+    }
+}
+
+/* Direct convolution: out[o][y][x0..x0+16) for 6 output channels (12 accumulators, 2 input vectors,
+ * 1 broadcast), masked loads at the image borders. */
+#define NST__DA_ROW(r)                                                  \
+    { __m256 a = _mm256_broadcast_ss(wt + r);                           \
+      c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0);                        \
+      c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1); }
+#define NST__DA_ST(r)                                                   \
+    if (ob * 6 + r < kout) {                                            \
+        int o = ob * 6 + r;                                             \
+        __m256 vb = _mm256_set1_ps(bias ? bias[o] : 0.0f);              \
+        float *dst = out + o * hw + (size_t)y * w + x0;                 \
+        c##r##0 = _mm256_add_ps(c##r##0, vb); c##r##1 = _mm256_add_ps(c##r##1, vb); \
+        if (relu) { c##r##0 = _mm256_max_ps(c##r##0, z); c##r##1 = _mm256_max_ps(c##r##1, z); } \
+        _mm256_maskstore_ps(dst, ms0, c##r##0); _mm256_maskstore_ps(dst + 8, ms1, c##r##1); \
+    }
+static NST__TARGET_AVX2 void nst__direct_avx2(const nst__conv_dir *dd, const float *in, float *out, int h, int w,
+                                              const float *bias, int relu, int ob, int y, int x0) {
+    int kin = dd->kin, kout = dd->kout, ci, ky, kx;
+    size_t hw = (size_t)h * w;
+    __m256 z = _mm256_setzero_ps();
+    __m256 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
+    __m256i mk[3][2], ms0 = nst__avx2_lanes(w - x0), ms1 = nst__avx2_lanes(w - x0 - 8);
+    for (kx = 0; kx < 3; kx++) {
+        int v;
+        for (v = 0; v < 2; v++) {   /* lanes whose source column x0 + 8v + kx - 1 + lane is inside 0..w-1 */
+            int b = x0 + 8 * v + kx - 1;
+            mk[kx][v] = _mm256_andnot_si256(nst__avx2_lanes(-b), nst__avx2_lanes(w - b));
+        }
+    }
+    for (ci = 0; ci < kin; ci++)
+        for (ky = 0; ky < 3; ky++) {
+            int sy = y + ky - 1;
+            if (sy < 0 || sy >= h) continue;
+            for (kx = 0; kx < 3; kx++) {
+                const float *row = in + ci * hw + (size_t)sy * w + x0 + kx - 1;
+                const float *wt = dd->u + ((size_t)(ob * kin + ci) * 9 + ky * 3 + kx) * 6;
+                __m256 b0 = _mm256_maskload_ps(row, mk[kx][0]), b1 = _mm256_maskload_ps(row + 8, mk[kx][1]);
+                NST__DA_ROW(0) NST__DA_ROW(1) NST__DA_ROW(2) NST__DA_ROW(3) NST__DA_ROW(4) NST__DA_ROW(5)
+            }
+        }
+    NST__DA_ST(0) NST__DA_ST(1) NST__DA_ST(2) NST__DA_ST(3) NST__DA_ST(4) NST__DA_ST(5)
+}
+#undef NST__DA_ROW
+#undef NST__DA_ST
+
+/* Pooling, 8 outputs per vector. shuffle_ps(p0, p1, 0x88/0xDD) de-interleaves even/odd columns into
+ * the order [0 1 4 5 2 3 6 7]; permute4x64(0xD8) maps between that order and the natural one (it is
+ * its own inverse), and unpacklo/hi of two vectors in that order interleave back to natural order. */
+static NST__TARGET_AVX2 void nst__pool_fwd_avx2(float *out, const float *in, int ch, int h, int w, int avg) {
+    int oh = h / 2, ow = w / 2, y, x;
+    const float *s = in + (size_t)ch * h * w;
+    float *o = out + (size_t)ch * oh * ow;
+    for (y = 0; y < oh; y++) {
+        const float *r0 = s + (size_t)(2 * y) * w, *r1 = r0 + w;
+        for (x = 0; x < ow; x += 8) {
+            int n = NST__MIN(8, ow - x);
+            __m256i k0 = nst__avx2_lanes(2 * n), k1 = nst__avx2_lanes(2 * n - 8), ko = nst__avx2_lanes(n);
+            __m256 p0 = _mm256_maskload_ps(r0 + 2 * x, k0), p1 = _mm256_maskload_ps(r0 + 2 * x + 8, k1);
+            __m256 q0 = _mm256_maskload_ps(r1 + 2 * x, k0), q1 = _mm256_maskload_ps(r1 + 2 * x + 8, k1);
+            __m256 a = _mm256_shuffle_ps(p0, p1, 0x88), b = _mm256_shuffle_ps(p0, p1, 0xDD);
+            __m256 cc = _mm256_shuffle_ps(q0, q1, 0x88), d = _mm256_shuffle_ps(q0, q1, 0xDD), m;
+            if (avg) {
+                m = _mm256_mul_ps(_mm256_set1_ps(0.25f), _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a, b), cc), d));
+            } else {
+                m = _mm256_blendv_ps(a, b, _mm256_cmp_ps(b, a, _CMP_GT_OQ));
+                m = _mm256_blendv_ps(m, cc, _mm256_cmp_ps(cc, m, _CMP_GT_OQ));
+                m = _mm256_blendv_ps(m, d, _mm256_cmp_ps(d, m, _CMP_GT_OQ));
+            }
+            m = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(m), 0xD8));
+            if (n == 8) _mm256_storeu_ps(o + (size_t)y * ow + x, m);
+            else _mm256_maskstore_ps(o + (size_t)y * ow + x, ko, m);
+        }
+    }
+}
+static NST__TARGET_AVX2 void nst__pool_bwd_avx2(float *din, const float *dout, const float *in, int ch, int h, int w,
+                                                int avg) {
+    int oh = h / 2, ow = w / 2, y, x;
+    const float *s = in ? in + (size_t)ch * h * w : NULL;
+    const float *g = dout + (size_t)ch * oh * ow;
+    float *dd = din + (size_t)ch * h * w;
+    for (y = 0; y < oh; y++) {
+        float *r0 = dd + (size_t)(2 * y) * w, *r1 = r0 + w;
+        for (x = 0; x < ow; x += 8) {
+            int n = NST__MIN(8, ow - x);
+            __m256i k0 = nst__avx2_lanes(2 * n), k1 = nst__avx2_lanes(2 * n - 8), ko = nst__avx2_lanes(n);
+            __m256 gv = _mm256_maskload_ps(g + (size_t)y * ow + x, ko), ga, gb, gc, gd;
+            gv = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(gv), 0xD8));
+            if (avg) {
+                ga = gb = gc = gd = _mm256_mul_ps(_mm256_set1_ps(0.25f), gv);
+            } else {
+                const float *s0 = s + (size_t)(2 * y) * w, *s1 = s0 + w;
+                __m256 p0 = _mm256_maskload_ps(s0 + 2 * x, k0), p1 = _mm256_maskload_ps(s0 + 2 * x + 8, k1);
+                __m256 q0 = _mm256_maskload_ps(s1 + 2 * x, k0), q1 = _mm256_maskload_ps(s1 + 2 * x + 8, k1);
+                __m256 a = _mm256_shuffle_ps(p0, p1, 0x88), b = _mm256_shuffle_ps(p0, p1, 0xDD);
+                __m256 cc = _mm256_shuffle_ps(q0, q1, 0x88), d = _mm256_shuffle_ps(q0, q1, 0xDD), m;
+                __m256 sb, sc, sd;
+                sb = _mm256_cmp_ps(b, a, _CMP_GT_OQ);
+                m = _mm256_blendv_ps(a, b, sb);
+                sc = _mm256_cmp_ps(cc, m, _CMP_GT_OQ);
+                m = _mm256_blendv_ps(m, cc, sc);
+                sd = _mm256_cmp_ps(d, m, _CMP_GT_OQ);
+                gd = _mm256_and_ps(sd, gv);
+                gc = _mm256_and_ps(_mm256_andnot_ps(sd, sc), gv);
+                gb = _mm256_and_ps(_mm256_andnot_ps(_mm256_or_ps(sc, sd), sb), gv);
+                ga = _mm256_andnot_ps(_mm256_or_ps(_mm256_or_ps(sb, sc), sd), gv);
+            }
+            _mm256_maskstore_ps(r0 + 2 * x, k0, _mm256_unpacklo_ps(ga, gb));
+            _mm256_maskstore_ps(r0 + 2 * x + 8, k1, _mm256_unpackhi_ps(ga, gb));
+            _mm256_maskstore_ps(r1 + 2 * x, k0, _mm256_unpacklo_ps(gc, gd));
+            _mm256_maskstore_ps(r1 + 2 * x + 8, k1, _mm256_unpackhi_ps(gc, gd));
+        }
+        if (w & 1) { r0[w - 1] = 0.0f; r1[w - 1] = 0.0f; }
+    }
+    if (h & 1) memset(dd + (size_t)(h - 1) * w, 0, sizeof(float) * (size_t)w);
+}
+#endif
+
+/* ---- the kernel tables ----------------------------------------------------------------------------*/
+#if defined(NST__X86_AVX512)
+/* The gathers index 16 filters 9 * cin floats apart in an int: fall back to the scalar transform past that. */
+static void nst__wino_filters_avx512_entry(const nst__conv_plan *p, int d, float *u, int ob) {
+    if ((size_t)p->cin * 9 * 16 < (size_t)INT_MAX) nst__wino_filters_avx512(p, d, u, ob);
+    else nst__wino_filters(p, d, u, ob);
+}
+#endif
+
+#if defined(NST__X86)
+static void nst__wino_filters_avx2_entry(const nst__conv_plan *p, int d, float *u, int ob) {
+    if ((size_t)p->cin * 9 * 8 < (size_t)INT_MAX) nst__wino_filters_avx2(p, d, u, ob);
+    else nst__wino_filters(p, d, u, ob);
+}
+#endif
+
+static const nst__conv_kernels nst__conv_table[] = {
+    {NST_ARCH_SCALAR, "scalar", 6, 16, NST__WINO_NT, NST__WINO_CB, 1, 2, nst__wino_filters, nst__wino_in_scalar,
+     nst__wino_gemm_scalar, nst__wino_out_scalar, 6, 64, NULL, NULL, NULL},
+#if defined(NST__X86)
+    {NST_ARCH_AVX2, "avx2 wino 6x16", 6, 8, 64, 48, 8, 2, nst__wino_filters_avx2_entry, nst__wino_in_avx2,
+     nst__wino_gemm_avx2, nst__wino_out_avx2, 6, 16, nst__direct_avx2, nst__pool_fwd_avx2, nst__pool_bwd_avx2},
+#endif
+#if defined(NST__X86_AVX512)
+    {NST_ARCH_AVX512, "avx512 wino 6x64", 6, 16, NST__WINO_NT, NST__WINO_CB, 16, 66, nst__wino_filters_avx512_entry,
+     nst__wino_in_avx512, nst__wino_gemm_avx512, nst__wino_out_avx512, 6, 64, nst__direct_avx512,
+     nst__pool_fwd_avx512, nst__pool_bwd_avx512},
+#endif
+};
+
+static const nst__conv_kernels *nst__conv_kernels_for(nst_arch a) {
+    size_t i;
+    if (a == NST_ARCH_DEFAULT) a = nst__cpu_arch();
+    if ((int)a < NST_ARCH_SCALAR || (int)a > NST_ARCH_NEON || !nst__cpu()->has[a]) a = NST_ARCH_SCALAR;
+    for (i = 0; i < sizeof nst__conv_table / sizeof nst__conv_table[0]; i++)
+        if (nst__conv_table[i].arch == a) return &nst__conv_table[i];
+    return &nst__conv_table[0];
+}
+
 static void nst__pool_forward_ex(float *out, const float *in, int c, int h, int w, int avg, int nthreads,
                                  nst_arch arch) {
-    (void)arch;
-#if defined(NST__X86_AVX512)
-    if (arch == NST_ARCH_AVX512) {
-        int ch;
-        nthreads = nst__resolve_threads(nthreads);
-        (void)nthreads;
+    const nst__conv_kernels *k = nst__conv_kernels_for(arch);
+    int ch;
+    if (!k->pool_fwd) { nst__pool2x2_forward_ref(out, in, c, h, w, avg, nthreads); return; }
+    nthreads = nst__resolve_threads(nthreads);
+    (void)nthreads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(static)
 #endif
-        for (ch = 0; ch < c; ch++) nst__pool_fwd_avx512(out, in, ch, h, w, avg);
-        return;
-    }
-#endif
-    nst__pool2x2_forward_ref(out, in, c, h, w, avg, nthreads);
+    for (ch = 0; ch < c; ch++) k->pool_fwd(out, in, ch, h, w, avg);
 }
 static void nst__pool_backward_ex(float *din, const float *dout, const float *in, int c, int h, int w, int avg,
                                   int nthreads, nst_arch arch) {
-    (void)arch;
-#if defined(NST__X86_AVX512)
-    if (arch == NST_ARCH_AVX512) {
-        int ch;
-        nthreads = nst__resolve_threads(nthreads);
-        (void)nthreads;
+    const nst__conv_kernels *k = nst__conv_kernels_for(arch);
+    int ch;
+    if (!k->pool_bwd) { nst__pool2x2_backward_ref(din, dout, in, c, h, w, avg, nthreads); return; }
+    nthreads = nst__resolve_threads(nthreads);
+    (void)nthreads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(static)
 #endif
-        for (ch = 0; ch < c; ch++) nst__pool_bwd_avx512(din, dout, in, ch, h, w, avg);
-        return;
-    }
-#endif
-    nst__pool2x2_backward_ref(din, dout, in, c, h, w, avg, nthreads);
+    for (ch = 0; ch < c; ch++) k->pool_bwd(din, dout, in, ch, h, w, avg);
 }
 static NST__UNUSED void nst__pool_forward(float *out, const float *in, int c, int h, int w, int avg, int nthreads) {
     nst__pool_forward_ex(out, in, c, h, w, avg, nthreads, nst__cpu_arch());

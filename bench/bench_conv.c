@@ -3,7 +3,9 @@
  * "GFLOP/s" is effective: direct-convolution FLOP (2 * cin * cout * 9 * h * w) / time, so an algorithm
  * with fewer multiplies (Winograd) can exceed the machine's FMA peak.
  *
- *   build/bench_conv [--size N] [--reps N] [--arch scalar|avx512] [--algo auto|direct|wino] [--threads N] [--cpu]
+ *   build/bench_conv [--size N] [--reps N] [--arch scalar|avx2|avx512|neon] [--algo auto|direct|wino] [--threads N] [--cpu]
+ * --arch picks the convolution kernel table (default: the CPU's best, or $NST_ARCH); a path the CPU lacks is
+ * refused.
  * --cpu times with process CPU time / threads (tuning aid when other jobs load the machine). */
 #define NST_IMPLEMENTATION
 #include "nst.h"
@@ -52,21 +54,29 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--cpu")) use_cpu = 1;
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) maxthreads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--arch") && i + 1 < argc) {
+            int a;
             ++i;
-            arch = !strcmp(argv[i], "avx512") ? NST_ARCH_AVX512 : NST_ARCH_SCALAR;
+            for (a = NST_ARCH_SCALAR; a <= NST_ARCH_NEON; a++)
+                if (!strcmp(argv[i], nst__arch_name((nst_arch)a))) break;
+            if (a > NST_ARCH_NEON || !nst__cpu()->has[a] || nst__conv_kernels_for((nst_arch)a)->arch != (nst_arch)a) {
+                fprintf(stderr, "bench_conv: path '%s' is not available on this CPU/build\n", argv[i]);
+                return 2;
+            }
+            arch = (nst_arch)a;
         } else if (!strcmp(argv[i], "--algo") && i + 1 < argc) {
             ++i;
             algo = !strcmp(argv[i], "direct") ? NST__CONV_DIRECT : !strcmp(argv[i], "wino") ? NST__CONV_WINO
                                                                                             : NST__CONV_AUTO;
         } else {
-            fprintf(stderr, "usage: %s [--size N] [--reps N] [--threads N] [--arch scalar|avx512] "
+            fprintf(stderr, "usage: %s [--size N] [--reps N] [--threads N] [--arch scalar|avx2|avx512|neon] "
                             "[--algo auto|direct|wino] [--cpu]\n", argv[0]);
             return 2;
         }
     }
     if (size < 16 || reps < 1 || maxthreads < 1) { fprintf(stderr, "bad arguments\n"); return 2; }
-    printf("bench_conv: VGG-19 3x3 convolutions at %dx%d, best of %d, path %s, %s, effective GFLOP/s = direct FLOP / time\n",
-           size, size, reps, arch == NST_ARCH_AVX512 ? "avx512" : "scalar", use_cpu ? "CPU time" : "wall time");
+    printf("bench_conv: VGG-19 3x3 convolutions at %dx%d, best of %d, path %s (kernels %s), %s, effective GFLOP/s = "
+           "direct FLOP / time\n", size, size, reps, nst__arch_name(arch), nst__conv_kernels_for(arch)->name,
+           use_cpu ? "CPU time" : "wall time");
     printf("%-8s %9s %9s %-6s %-6s", "layer", "cin>cout", "h x w", "fwd", "bwd");
     for (t = 1; t <= maxthreads; t = t == 1 && maxthreads > 1 ? maxthreads : t + maxthreads)
         printf(" | %dT fwd ms  GF/s  bwd ms  GF/s", t);

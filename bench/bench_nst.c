@@ -2,7 +2,8 @@
  * normalised model), content + style + TV losses, backward to the pixels; time per evaluation and the
  * process's peak resident memory (VmHWM) at 256, 512 and 1024 px.
  *
- *   build/bench_nst [--threads N] [--reps N] [--size N]
+ *   build/bench_nst [--threads N] [--reps N] [--size N] [--arch scalar|avx2|avx512|neon]
+ * --arch (or $NST_ARCH) picks the kernel path (GEMM, convolution, pooling); the last column names it.
  * Without --size it runs itself once per size (so each peak-memory figure is that size's alone). */
 #define NST_IMPLEMENTATION
 #include "nst.h"
@@ -74,8 +75,9 @@ static int run_size(int size, int threads, int reps) {
         if (r > 0 && dt < best) best = dt;
         if (r > 0 && dc < best_cpu) best_cpu = dc;
     }
-    printf("%6d %7d %10.3f %9.1f %10.3f %12.0f %12.0f %10.4g\n", size, threads, best,
-           377.3 * (size / 512.0) * (size / 512.0) / best, best_cpu, vmhwm_mib(), rss_before, l.total);
+    printf("%6d %7d %10.3f %9.1f %10.3f %12.0f %12.0f %10.4g  %s (conv %s)\n", size, threads, best,
+           377.3 * (size / 512.0) * (size / 512.0) / best, best_cpu, vmhwm_mib(), rss_before, l.total,
+           nst__arch_name(nst_get_arch()), nst__conv_kernels_for(nst_get_arch())->name);
     rc = 0;
     (void)t_create;
 fail:
@@ -91,13 +93,24 @@ fail:
 
 int main(int argc, char **argv) {
     int threads = 2, reps = 3, size = 0, i;
+    const char *arch = NULL;
     static const int sizes[] = { 256, 512, 1024 };
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--size") && i + 1 < argc) size = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--arch") && i + 1 < argc) arch = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--threads N] [--reps N] [--size N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--threads N] [--reps N] [--size N] [--arch scalar|avx2|avx512|neon]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (arch) {
+        int a;
+        for (a = NST_ARCH_SCALAR; a <= NST_ARCH_NEON; a++)
+            if (!strcmp(arch, nst__arch_name((nst_arch)a))) break;
+        if (a > NST_ARCH_NEON || nst_set_arch((nst_arch)a) != NST_OK) {
+            fprintf(stderr, "bench_nst: path '%s' is not available on this CPU/build\n", arch);
             return 2;
         }
     }
@@ -107,13 +120,14 @@ int main(int argc, char **argv) {
            "(random normalised model, best of %d after a warm-up; GF/s = 377 GFLOP direct-conv at 512 px, scaled;\n"
            " cpu/thr = process CPU time / threads; model MiB = peak before the objective is built)\n",
            reps);
-    printf("%6s %7s %10s %9s %10s %12s %12s %10s\n", "size", "threads", "s/iter", "GF/s", "cpu/thr s", "peak MiB",
-           "model MiB", "loss");
+    printf("%6s %7s %10s %9s %10s %12s %12s %10s  %s\n", "size", "threads", "s/iter", "GF/s", "cpu/thr s", "peak MiB",
+           "model MiB", "loss", "path");
     fflush(stdout);
     for (i = 0; i < 3; i++) {
         char cmd[4096];
-        if (strlen(argv[0]) > 3000) return 2;
-        snprintf(cmd, sizeof cmd, "\"%s\" --threads %d --reps %d --size %d", argv[0], threads, reps, sizes[i]);
+        if (strlen(argv[0]) > 3000 || (arch && strlen(arch) > 100)) return 2;
+        snprintf(cmd, sizeof cmd, "\"%s\" --threads %d --reps %d --size %d%s%s", argv[0], threads, reps, sizes[i],
+                 arch ? " --arch " : "", arch ? arch : "");
         if (system(cmd) != 0) return 1;
         fflush(stdout);
     }

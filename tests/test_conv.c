@@ -6,7 +6,8 @@
  *   Winograd F(4x4,3x3)       2e-4  (transform constants up to 8, 1/24: measured ~1e-5..5e-5)
  *   Winograd chained 8 deep   5e-4  at the last layer, and not more than 10x the first layer's error
  *   pooling                   exact (bit for bit)
- * Every path runs with thread counts 1, 2 and 3 and must give identical bytes. Layers with >= 256x512
+ * Every path in the kernel table the CPU has (scalar, AVX2+FMA, AVX-512, NEON) runs the same sweeps; the
+ * others are skipped. Every path runs with thread counts 1, 2 and 3 and must give identical bytes. Layers with >= 256x512
  * filters transform them per call (lazy); the VGG shape test covers them on both paths. */
 #define NST_IMPLEMENTATION
 #include "nst.h"
@@ -29,14 +30,9 @@ static double rel_err(const float *a, const float *ref, size_t n) {
     return d / (m > 1e-30 ? m : 1e-30);
 }
 
-static int have_avx512(void) {
-#if defined(NST__X86_AVX512)
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-#else
-    return 0;
-#endif
-}
+/* A path is tested when the CPU has it and the build has a kernel-table entry for it. */
+static int have(nst_arch a) { return nst__cpu()->has[a] && nst__conv_kernels_for(a)->arch == a; }
+static const nst_arch simd_archs[] = { NST_ARCH_AVX2, NST_ARCH_AVX512, NST_ARCH_NEON };
 
 /* Forward and backward of one layer shape on one path vs the reference; returns the larger error,
  * or 1e9 on any failure (status, thread-count dependence). */
@@ -84,8 +80,8 @@ done:
     return err;
 }
 
-static const int sizes[][2] = { { 33, 17 }, { 1, 1 }, { 7, 5 }, { 2, 3 }, { 16, 70 } };
-static const int chans[] = { 1, 3, 7, 13, 17, 33 };
+static const int sizes[][2] = { { 33, 17 }, { 1, 1 }, { 7, 5 }, { 2, 3 }, { 16, 70 }, { 12, 9 }, { 5, 32 } };
+static const int chans[] = { 1, 3, 7, 17, 65 };
 #define NSIZES ((int)(sizeof sizes / sizeof sizes[0]))
 #define NCHANS ((int)(sizeof chans / sizeof chans[0]))
 
@@ -102,15 +98,19 @@ static void sweep(int algo, nst_arch arch, double tol) {
 }
 
 TEST(direct_scalar_matches_reference) { sweep(NST__CONV_DIRECT, NST_ARCH_SCALAR, 1e-6); }
-TEST(direct_avx512_matches_reference) {
-    if (!have_avx512()) SKIP("no AVX-512");
-    sweep(NST__CONV_DIRECT, NST_ARCH_AVX512, 1e-5);
-}
 TEST(winograd_scalar_matches_reference) { sweep(NST__CONV_WINO, NST_ARCH_SCALAR, 2e-4); }
-TEST(winograd_avx512_matches_reference) {
-    if (!have_avx512()) SKIP("no AVX-512");
-    sweep(NST__CONV_WINO, NST_ARCH_AVX512, 2e-4);
-}
+#define NST_T_PATH(name, arch, label)                                   \
+    TEST(direct_##name##_matches_reference) {                          \
+        if (!have(arch)) SKIP("no " label);                            \
+        sweep(NST__CONV_DIRECT, arch, 1e-5);                           \
+    }                                                                  \
+    TEST(winograd_##name##_matches_reference) {                        \
+        if (!have(arch)) SKIP("no " label);                            \
+        sweep(NST__CONV_WINO, arch, 2e-4);                             \
+    }
+NST_T_PATH(avx2, NST_ARCH_AVX2, "AVX2+FMA")
+NST_T_PATH(avx512, NST_ARCH_AVX512, "AVX-512")
+NST_T_PATH(neon, NST_ARCH_NEON, "NEON")
 
 /* VGG-19 shape classes (3->64, 64->64, 64->128, 128->256, 256->512, 512->512) through the automatic
  * choice on the machine's path, at sizes that exercise full 64-tile blocks and ragged edges. */
@@ -122,12 +122,16 @@ TEST(vgg_shapes_auto_path) {
         double e = check_layer(shp[i][0], shp[i][1], shp[i][2], shp[i][3], i & 1, NST__CONV_AUTO, nst__cpu_arch());
         CHECK_MSG(e <= 2e-4, "%d->%d at %dx%d: error %.3g", shp[i][0], shp[i][1], shp[i][2], shp[i][3], e);
     }
-    for (i = 0; i < 6; i++) {   /* both paths explicitly (256->512 and 512->512 transform filters per call) */
+    for (i = 0; i < 6; i++) {   /* every path explicitly (256->512 and 512->512 transform filters per call) */
         double e = check_layer(shp[i][0], shp[i][1], shp[i][2], shp[i][3], 1, NST__CONV_AUTO, NST_ARCH_SCALAR);
+        size_t a;
         CHECK_MSG(e <= 2e-4, "scalar %d->%d at %dx%d: error %.3g", shp[i][0], shp[i][1], shp[i][2], shp[i][3], e);
-        if (!have_avx512()) continue;
-        e = check_layer(shp[i][0], shp[i][1], shp[i][2], shp[i][3], 1, NST__CONV_AUTO, NST_ARCH_AVX512);
-        CHECK_MSG(e <= 2e-4, "avx512 %d->%d at %dx%d: error %.3g", shp[i][0], shp[i][1], shp[i][2], shp[i][3], e);
+        for (a = 0; a < sizeof simd_archs / sizeof simd_archs[0]; a++) {
+            if (!have(simd_archs[a]) || simd_archs[a] == nst__cpu_arch()) continue;
+            e = check_layer(shp[i][0], shp[i][1], shp[i][2], shp[i][3], 1, NST__CONV_AUTO, simd_archs[a]);
+            CHECK_MSG(e <= 2e-4, "%s %d->%d at %dx%d: error %.3g", nst__arch_name(simd_archs[a]), shp[i][0], shp[i][1],
+                      shp[i][2], shp[i][3], e);
+        }
     }
 }
 
@@ -170,8 +174,10 @@ static void chain(nst_arch arch) {
     nst__free(wt); nst__free(bias); nst__free(a); nst__free(b); nst__free(ar); nst__free(br);
 }
 TEST(winograd_error_does_not_grow_with_depth) {
+    size_t a;
     chain(NST_ARCH_SCALAR);
-    if (have_avx512()) chain(NST_ARCH_AVX512);
+    for (a = 0; a < sizeof simd_archs / sizeof simd_archs[0]; a++)
+        if (have(simd_archs[a])) chain(simd_archs[a]);
 }
 
 /* Pooling, fast vs reference, bit for bit; values quantised so ties (first maximum wins) happen. */
@@ -191,9 +197,9 @@ TEST(pooling_matches_reference) {
             for (k = 0; k < n; k++) d1[k] = 123.0f;              /* must be overwritten */
             nst__pool2x2_forward_ref(o1, x, c, h, w, avg, 1);
             nst__pool2x2_backward_ref(d1, g, avg ? NULL : x, c, h, w, avg, 1);
-            for (a = 0; a < 2; a++) {
-                nst_arch arch = a ? NST_ARCH_AVX512 : nst__cpu_arch();
-                if (a && !have_avx512()) break;
+            for (a = 0; a < 4; a++) {
+                nst_arch arch = a < 3 ? simd_archs[a] : NST_ARCH_SCALAR;
+                if (!have(arch)) continue;
                 for (k = 0; k < n; k++) d2[k] = 123.0f;
                 nst__pool_forward_ex(o2, x, c, h, w, avg, 2, arch);
                 CHECK_MSG(!memcmp(o1, o2, sizeof(float) * (no - 1)), "forward %dx%dx%d avg %d arch %d", c, h, w, avg, (int)arch);
@@ -227,9 +233,13 @@ TEST(public_api_and_bad_arguments) {
 int main(int argc, char **argv) {
     nst_test_begin(argc, argv);
     RUN(direct_scalar_matches_reference);
-    RUN(direct_avx512_matches_reference);
     RUN(winograd_scalar_matches_reference);
+    RUN(direct_avx2_matches_reference);
+    RUN(winograd_avx2_matches_reference);
+    RUN(direct_avx512_matches_reference);
     RUN(winograd_avx512_matches_reference);
+    RUN(direct_neon_matches_reference);
+    RUN(winograd_neon_matches_reference);
     RUN(vgg_shapes_auto_path);
     RUN(winograd_error_does_not_grow_with_depth);
     RUN(pooling_matches_reference);
