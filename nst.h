@@ -252,7 +252,32 @@ typedef struct nst_options {
     int   progress_every;              /* call progress every N evaluations (1) */
     int (*progress)(const nst_progress *p, void *user);  /* nonzero return cancels */
     void *user;
+    /* Spatial control (Gatys et al. 2017, guided Gram matrices): NULL, or one mask per style image, in
+     * the same order. A mask is any image (its luminance counts, alpha over white; white = this style
+     * applies), resized to the output. At each pixel the masks are normalised to sum to 1; where all
+     * are black the blend weights apply. At each style layer the masks are area-averaged to the
+     * layer's size (as average pooling does), and each style's Gram of the mask-weighted features,
+     * normalised by the sum of the squared mask, is matched to that style's own Gram; its loss counts
+     * in proportion to the style's share of the mask. One all-white mask is the unmasked run. */
+    const nst_image *style_masks;
+    /* Short-term temporal consistency for video frames (Ruder et al. 2016, without optical flow):
+     * temporal_weight * mean over pixels of c_p * |x_p - prev_p|^2 (0..255 units), prev = the previous
+     * frame's output (temporal_image), c_p = 1 where the content did not change from the previous
+     * content frame (temporal_content; NULL = unchanged everywhere) and falling linearly to 0 where a
+     * channel changed by 10% of the range or more. 0 (the default) or no temporal_image = off. */
+    const nst_image *temporal_image;
+    const nst_image *temporal_content;
+    float temporal_weight;
+    /* Style Grams computed once and reused: NULL, or a cache from nst_style_cache_create shared by the
+     * calls of a batch (same model; one call at a time). Entries are keyed by the style's pixels at the
+     * size used, the layer and the pooling, so any change simply computes new ones. */
+    struct nst_style_cache *style_cache;
 } nst_options;
+
+typedef struct nst_style_cache nst_style_cache;
+NSTDEF nst_status nst_style_cache_create(nst_style_cache **out);
+NSTDEF void       nst_style_cache_free(nst_style_cache *c);
+NSTDEF int        nst_style_cache_hits(const nst_style_cache *c);   /* style networks skipped so far */
 
 NSTDEF void       nst_options_init(nst_options *o);
 /* Paints content in the style of styles[0..nstyles-1] (blend weights, NULL = equal). out is RGB. */
@@ -274,6 +299,7 @@ typedef struct nst_losses {
     double total;                      /* content + style + tv, weighted */
     double content, style, tv;         /* weighted terms */
     double content_raw, style_raw, tv_raw;  /* the same without content/style/tv weight */
+    double temporal, temporal_raw;     /* temporal consistency (nst_options.temporal_weight); in total */
 } nst_losses;
 /* Evaluates at pixels; grad (may be NULL) receives d total / d pixels, [3][h][w]. */
 NSTDEF nst_status nst_objective_eval(nst_objective *obj, const float *pixels, nst_losses *l, float *grad);
@@ -3656,6 +3682,18 @@ struct nst_objective {
     nst__style_layer style[NST__MAX_LOSS_LAYERS];
     nst_losses last;
     int evaluated;
+    /* spatial masks: per style layer k, nmask masks at the layer's size and each style's own Gram */
+    int nmask;                                   /* 0 = unmasked */
+    float *mask[NST__MAX_LOSS_LAYERS];           /* [nmask][h_l * w_l] */
+    float *mtarget[NST__MAX_LOSS_LAYERS];        /* [nmask][c][c] */
+    float *mgram[NST__MAX_LOSS_LAYERS];          /* [nmask][c][c] guided Grams at the last evaluation */
+    double mz[NST__MAX_LOSS_LAYERS][8];          /* sum of mask^2: the guided Gram's normalisation */
+    double mfrac[NST__MAX_LOSS_LAYERS][8];       /* mean of the mask: the style's share of the loss */
+    float *mtmp;                                 /* [c][NST__MASK_BLOCK] gradient block */
+    /* temporal consistency */
+    double tw;
+    float *tprev;                                /* previous output, planar 0..255 */
+    float *tweight;                              /* [h*w] per-pixel weight c_p / (3*h*w) */
 };
 
 /* Parses "relu1_1,relu2_1" into layer indices. */
@@ -3738,6 +3776,271 @@ static nst_status nst__gram(float *g, const float *f, int c, size_t hw, int nthr
     return nst__ssyrk_ex(nthreads, c, (int)hw, 1.0f / (float)((double)c * hw), f, (int)hw, g, c);
 }
 
+/* ---- spatial masks: guided Gram matrices (Gatys et al. 2017) ------------------------------------
+ * For style j with mask m (at the layer's size): G_j = (F.m)(F.m)^T / (C * sum m^2), matched to style
+ * j's own Gram A_j; loss_j = style_weight * w_l * mean(m) * mean((G_j - A_j)^2). With m = 1 this is the
+ * unmasked Gram and loss. dloss_j/dF = m . (4 sw w_l mean(m) / (C^2 * C * sum m^2)) (G_j - A_j) (F.m),
+ * formed in column blocks so only one [C][block] product is held beside the masked features. */
+#define NST__MASK_BLOCK 256
+static nst_status nst__resized(const nst_image *in, int w, int h, nst_image *out);
+static void nst__image_to_planar(const nst_image *im, float *px);
+static nst_status nst__require_rgb(const nst_image *im, const char *what);
+
+static void nst__mask_features(float *fm, const float *feat, const float *mask, int c, size_t hw) {
+    int ch;
+    size_t i;
+    for (ch = 0; ch < c; ch++)
+        for (i = 0; i < hw; i++) fm[(size_t)ch * hw + i] = feat[(size_t)ch * hw + i] * mask[i];
+}
+
+/* Guided Grams of every style at style layer k into o->mgram[k]; returns the weighted raw loss. */
+static nst_status nst__masked_style_eval(nst_objective *o, int k, const float *feat, float *fm, double *loss) {
+    const nst__style_layer *s = &o->style[k];
+    const nst__net *n = &o->net;
+    size_t hw = (size_t)n->h_[s->layer] * n->w_[s->layer], cc = (size_t)s->c * s->c, i;
+    int j;
+    nst_status st;
+    *loss = 0;
+    for (j = 0; j < o->nmask; j++) {
+        float *gj = o->mgram[k] + (size_t)j * cc;
+        const float *aj = o->mtarget[k] + (size_t)j * cc;
+        double acc = 0;
+        if (!(o->mz[k][j] > 0)) { memset(gj, 0, cc * sizeof(float)); continue; }   /* no pixel of this style here */
+        nst__mask_features(fm, feat, o->mask[k] + (size_t)j * hw, s->c, hw);
+        if (hw > INT_MAX) return nst__err(NST_ERR_ARGUMENT, "gram: feature map too large");
+        if ((st = nst__ssyrk_ex(o->nthreads, s->c, (int)hw, 1.0f / (float)((double)s->c * o->mz[k][j]), fm, (int)hw,
+                                gj, s->c)) != NST_OK)
+            return st;
+        for (i = 0; i < cc; i++) { double d = (double)gj[i] - aj[i]; acc += d * d; }
+        *loss += s->weight * o->mfrac[k][j] * acc / (double)cc;
+    }
+    memcpy(s->gram, o->mgram[k], cc * sizeof(float));   /* nst_objective_gram: the first style's */
+    return NST_OK;
+}
+
+static void nst__masked_style_grad(nst_objective *o, int layer, const float *feat, float *g, float *fm) {
+    const nst__net *n = &o->net;
+    int k, j;
+    for (k = 0; k < o->nstyle; k++) {
+        nst__style_layer *s = &o->style[k];
+        int c = s->c;
+        size_t hw = (size_t)n->h_[layer] * n->w_[layer], cc = (size_t)c * c, i;
+        if (s->layer != layer || o->sw * s->weight == 0) continue;
+        for (j = 0; j < o->nmask; j++) {
+            float *d = o->mgram[k] + (size_t)j * cc;
+            const float *a = o->mtarget[k] + (size_t)j * cc, *mk = o->mask[k] + (size_t)j * hw;
+            double coef = o->sw * s->weight * o->mfrac[k][j], l1 = 0;
+            float sc;
+            int pass;
+            if (!(o->mz[k][j] > 0) || coef == 0) continue;
+            sc = (float)(4.0 / ((double)cc * c * o->mz[k][j]));
+            nst__mask_features(fm, feat, mk, c, hw);
+            for (i = 0; i < cc; i++) d[i] -= a[i];
+            /* with normalize_gradients a first pass measures the term's L1 norm, the second adds it */
+            for (pass = o->normalize ? 0 : 1; pass < 2; pass++) {
+                float mul = pass == 0 ? 1.0f : (float)(o->normalize ? coef / (l1 + 1e-8) : coef);
+                size_t b0;
+                for (b0 = 0; b0 < hw; b0 += NST__MASK_BLOCK) {
+                    int nb = (int)NST__MIN((size_t)NST__MASK_BLOCK, hw - b0), ch, q;
+                    nst__sgemm_ex(o->nthreads, 0, 0, c, nb, c, sc, d, c, fm + b0, (int)hw, 0.0f, o->mtmp, nb);
+                    for (ch = 0; ch < c; ch++) {
+                        const float *t = o->mtmp + (size_t)ch * nb;
+                        float *gr = g + (size_t)ch * hw + b0;
+                        if (pass == 0)
+                            for (q = 0; q < nb; q++) l1 += fabs((double)t[q] * mk[b0 + q]);
+                        else
+                            for (q = 0; q < nb; q++) gr[q] += mul * (t[q] * mk[b0 + q]);
+                    }
+                }
+            }
+            for (i = 0; i < cc; i++) d[i] += a[i];
+        }
+    }
+}
+
+/* Masks at the output size (w x h), normalised per pixel, then area-averaged to each style layer. */
+static nst_status nst__objective_masks(nst_objective *o, const nst_image *masks, int nstyles, const float *blend,
+                                       double bsum) {
+    size_t hw = (size_t)o->w * o->h, i;
+    float *full = NULL, *a = NULL, *b = NULL;
+    nst_status st = NST_OK;
+    int j, k;
+    nst_resize_options ro;
+    memset(&ro, 0, sizeof ro);
+    ro.filter = NST_FILTER_TRIANGLE;   /* no overshoot: a mask stays within [0,1] */
+    o->nmask = nstyles;
+    full = (float *)nst__malloc(sizeof(float) * hw * (size_t)nstyles);
+    a = (float *)nst__malloc(sizeof(float) * hw * (size_t)nstyles);
+    b = (float *)nst__malloc(sizeof(float) * hw * (size_t)nstyles);
+    if (!full || !a || !b) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory for masks"); goto done; }
+    for (j = 0; j < nstyles; j++) {
+        nst_image rgb, sized;
+        memset(&rgb, 0, sizeof rgb);
+        memset(&sized, 0, sizeof sized);
+        if (!masks[j].pixels || masks[j].width < 1 || masks[j].height < 1) {
+            st = nst__err(NST_ERR_ARGUMENT, "style mask %d is empty", j + 1);
+            goto done;
+        }
+        if ((st = nst_image_to_rgb(&masks[j], &rgb)) == NST_OK)
+            st = rgb.width == o->w && rgb.height == o->h ? nst__resized(&rgb, o->w, o->h, &sized)
+                                                         : nst_image_resize_ex(&rgb, o->w, o->h, &ro, &sized);
+        if (st == NST_OK)
+            for (i = 0; i < hw; i++) {
+                const float *p = sized.pixels + 3 * i;
+                float v = 0.299f * p[0] + 0.587f * p[1] + 0.114f * p[2];
+                full[(size_t)j * hw + i] = v < 0 ? 0 : v > 1 ? 1 : v;
+            }
+        nst_image_free(&rgb);
+        nst_image_free(&sized);
+        if (st != NST_OK) goto done;
+    }
+    for (i = 0; i < hw; i++) {
+        double sum = 0;
+        for (j = 0; j < nstyles; j++) sum += full[(size_t)j * hw + i];
+        for (j = 0; j < nstyles; j++)
+            full[(size_t)j * hw + i] = sum > 1e-6 ? (float)(full[(size_t)j * hw + i] / sum)
+                                                  : (float)((blend ? blend[j] : 1.0) / bsum);
+    }
+    for (k = 0; k < o->nstyle; k++) {
+        int l = o->style[k].layer, h = o->h, w = o->w, t, c = o->style[k].c;
+        size_t lhw = (size_t)o->net.h_[l] * o->net.w_[l], cc = (size_t)c * c;
+        const float *cur = full;
+        for (t = 0; t < l; t++)
+            if (nst__layer_type(t) == NST__L_POOL) {
+                float *dst = cur == a ? b : a;
+                nst__pool_forward(dst, cur, nstyles, h, w, 1, 1);
+                h /= 2; w /= 2;
+                cur = dst;
+            }
+        o->mask[k] = (float *)nst__aligned_alloc(sizeof(float) * lhw * (size_t)nstyles);
+        o->mtarget[k] = (float *)nst__aligned_alloc(sizeof(float) * cc * (size_t)nstyles);
+        o->mgram[k] = (float *)nst__aligned_alloc(sizeof(float) * cc * (size_t)nstyles);
+        if (!o->mask[k] || !o->mtarget[k] || !o->mgram[k]) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto done; }
+        memcpy(o->mask[k], cur, sizeof(float) * lhw * (size_t)nstyles);
+        for (j = 0; j < nstyles; j++) {
+            double z = 0, sum = 0;
+            const float *mk = o->mask[k] + (size_t)j * lhw;
+            for (i = 0; i < lhw; i++) { z += (double)mk[i] * mk[i]; sum += mk[i]; }
+            o->mz[k][j] = z;
+            o->mfrac[k][j] = sum / (double)lhw;
+        }
+        memset(o->mtarget[k], 0, sizeof(float) * cc * (size_t)nstyles);
+    }
+    {
+        int cmax = 0;
+        for (k = 0; k < o->nstyle; k++) cmax = NST__MAX(cmax, o->style[k].c);
+        o->mtmp = (float *)nst__aligned_alloc(sizeof(float) * (size_t)cmax * NST__MASK_BLOCK);
+        if (!o->mtmp) st = nst__err(NST_ERR_NOMEM, "objective: out of memory");
+    }
+done:
+    nst__free(full); nst__free(a); nst__free(b);
+    return st;
+}
+
+/* Temporal consistency: the previous output at this size and the per-pixel weights. */
+#define NST__TEMPORAL_CHANGE 0.1f   /* a channel change (0..1) at which a pixel stops being held */
+static nst_status nst__objective_temporal(nst_objective *o, const nst_image *content, const nst_options *opt) {
+    size_t hw = (size_t)o->w * o->h, i;
+    nst_image prev, pc;
+    nst_status st;
+    memset(&prev, 0, sizeof prev);
+    memset(&pc, 0, sizeof pc);
+    o->tw = opt->temporal_weight;
+    o->tprev = (float *)nst__aligned_alloc(sizeof(float) * 3 * hw);
+    o->tweight = (float *)nst__aligned_alloc(sizeof(float) * hw);
+    if (!o->tprev || !o->tweight) return nst__err(NST_ERR_NOMEM, "objective: out of memory");
+    if ((st = nst__require_rgb(opt->temporal_image, "the previous frame's output")) != NST_OK) return st;
+    if ((st = nst__resized(opt->temporal_image, o->w, o->h, &prev)) != NST_OK) return st;
+    nst__image_to_planar(&prev, o->tprev);
+    nst_image_free(&prev);
+    if (opt->temporal_content) {
+        if ((st = nst__require_rgb(opt->temporal_content, "the previous content frame")) != NST_OK) return st;
+        if ((st = nst__resized(opt->temporal_content, o->w, o->h, &pc)) != NST_OK) return st;
+    }
+    for (i = 0; i < hw; i++) {
+        float wgt = 1.0f;
+        if (pc.pixels) {
+            int c;
+            float d = 0;
+            for (c = 0; c < 3; c++) d = NST__MAX(d, (float)fabs(pc.pixels[3 * i + c] - content->pixels[3 * i + c]));
+            wgt = d >= NST__TEMPORAL_CHANGE ? 0.0f : 1.0f - d / NST__TEMPORAL_CHANGE;
+        }
+        o->tweight[i] = wgt / (float)(3.0 * hw);
+    }
+    nst_image_free(&pc);
+    return NST_OK;
+}
+
+/* loss = sum_p tweight_p * sum_c (x - prev)^2; grad += tw * dloss */
+static double nst__temporal(const nst_objective *o, const float *x, float *grad) {
+    size_t hw = (size_t)o->w * o->h, i;
+    double loss = 0;
+    int c;
+    for (c = 0; c < 3; c++) {
+        const float *p = x + (size_t)c * hw, *q = o->tprev + (size_t)c * hw;
+        float *g = grad ? grad + (size_t)c * hw : NULL;
+        for (i = 0; i < hw; i++) {
+            float d = p[i] - q[i];
+            loss += (double)o->tweight[i] * d * d;
+            if (g) g[i] += (float)(o->tw * 2.0 * o->tweight[i] * d);
+        }
+    }
+    return loss;
+}
+
+/* ---- the style cache: Grams of style images, reused across the calls of a batch ------------------*/
+typedef struct nst__cached_gram {
+    const nst_model *m;
+    int layer, avg, w, h, c;
+    uint32_t crc;
+    float *gram;
+} nst__cached_gram;
+struct nst_style_cache {
+    nst__cached_gram *e;
+    int n, cap, hits;
+};
+NSTDEF nst_status nst_style_cache_create(nst_style_cache **out) {
+    if (!out) return nst__err(NST_ERR_ARGUMENT, "style cache: NULL output");
+    *out = (nst_style_cache *)nst__calloc(1, sizeof **out);
+    return *out ? NST_OK : nst__err(NST_ERR_NOMEM, "style cache: out of memory");
+}
+NSTDEF void nst_style_cache_free(nst_style_cache *c) {
+    int i;
+    if (!c) return;
+    for (i = 0; i < c->n; i++) nst__aligned_free(c->e[i].gram);
+    nst__free(c->e);
+    nst__free(c);
+}
+NSTDEF int nst_style_cache_hits(const nst_style_cache *c) { return c ? c->hits : 0; }
+static float *nst__style_cache_find(nst_style_cache *c, const nst_model *m, int layer, int avg, const nst_image *im,
+                                    uint32_t crc) {
+    int i;
+    for (i = 0; c && i < c->n; i++) {
+        nst__cached_gram *e = &c->e[i];
+        if (e->m == m && e->layer == layer && e->avg == avg && e->w == im->width && e->h == im->height && e->crc == crc)
+            return e->gram;
+    }
+    return NULL;
+}
+static void nst__style_cache_add(nst_style_cache *c, const nst_model *m, int layer, int avg, const nst_image *im,
+                                 uint32_t crc, const float *gram, int ch) {
+    nst__cached_gram *e;
+    if (!c) return;
+    if (c->n == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 16;
+        nst__cached_gram *ne = (nst__cached_gram *)nst__realloc(c->e, sizeof *ne * (size_t)cap);
+        if (!ne) return;   /* a cache that cannot grow only costs time */
+        c->e = ne;
+        c->cap = cap;
+    }
+    e = &c->e[c->n];
+    e->gram = (float *)nst__aligned_alloc(sizeof(float) * (size_t)ch * ch);
+    if (!e->gram) return;
+    memcpy(e->gram, gram, sizeof(float) * (size_t)ch * ch);
+    e->m = m; e->layer = layer; e->avg = avg; e->w = im->width; e->h = im->height; e->c = ch; e->crc = crc;
+    c->n++;
+}
+
 static void nst__objective_lossgrad(void *ctx, int layer, const float *feat, float *g, float *scratch) {
     nst_objective *o = (nst_objective *)ctx;
     const nst__net *n = &o->net;
@@ -3755,6 +4058,10 @@ static void nst__objective_lossgrad(void *ctx, int layer, const float *feat, flo
             float sc = (float)(o->cw * 2.0 / (double)el);
             for (i = 0; i < el; i++) g[i] += sc * (feat[i] - p[i]);
         }
+    }
+    if (o->nmask) {
+        nst__masked_style_grad(o, layer, feat, g, scratch);
+        return;
     }
     for (k = 0; k < o->nstyle; k++) {
         nst__style_layer *s = &o->style[k];
@@ -3789,6 +4096,14 @@ NSTDEF void nst_objective_free(nst_objective *o) {
         nst__aligned_free(o->style[k].target);
         nst__aligned_free(o->style[k].gram);
     }
+    for (k = 0; k < NST__MAX_LOSS_LAYERS; k++) {
+        nst__aligned_free(o->mask[k]);
+        nst__aligned_free(o->mtarget[k]);
+        nst__aligned_free(o->mgram[k]);
+    }
+    nst__aligned_free(o->mtmp);
+    nst__aligned_free(o->tprev);
+    nst__aligned_free(o->tweight);
     nst__free(o);
 }
 
@@ -3913,12 +4228,36 @@ NSTDEF nst_status nst_objective_create(const nst_model *m, const nst_image *cont
         if (!s->target || !s->gram) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto fail; }
         memset(s->target, 0, sizeof(float) * (size_t)c * c);
     }
+    if (opt->style_masks && ns > 0 && nstyles > 0) {
+        if (nstyles > 8) { st = nst__err(NST_ERR_ARGUMENT, "objective: at most 8 masked styles"); goto fail; }
+        if ((st = nst__objective_masks(o, opt->style_masks, nstyles, blend, bsum)) != NST_OK) goto fail;
+    }
+    if (opt->temporal_weight > 0 && opt->temporal_image &&
+        (st = nst__objective_temporal(o, content, opt)) != NST_OK)
+        goto fail;
     for (i = 0; i < nstyles && ns > 0; i++) {
         nst__net sn;
         unsigned char skeep[NST_VGG_LAYERS];
         const nst_image *si = &styles[i];
         int slast = nst__deepest(style_l, ns, -1);
         float wgt = (float)((blend ? blend[i] : 1.0) / bsum);
+        uint32_t crc = 0;
+        if (opt->style_cache) {
+            int hit = 1;
+            crc = nst__crc32(0, si->pixels, sizeof(float) * 3 * (size_t)si->width * si->height);
+            for (k = 0; k < ns && hit; k++) hit = nst__style_cache_find(opt->style_cache, m, style_l[k], avg, si, crc) != NULL;
+            if (hit) {
+                opt->style_cache->hits++;
+                for (k = 0; k < ns; k++) {
+                    nst__style_layer *s = &o->style[k];
+                    size_t j, cc = (size_t)s->c * s->c;
+                    memcpy(s->gram, nst__style_cache_find(opt->style_cache, m, s->layer, avg, si, crc), cc * sizeof(float));
+                    for (j = 0; j < cc; j++) s->target[j] += wgt * s->gram[j];
+                    if (o->nmask) memcpy(o->mtarget[k] + (size_t)i * cc, s->gram, cc * sizeof(float));
+                }
+                continue;
+            }
+        }
         memset(skeep, 0, sizeof skeep);
         for (k = 0; k < ns; k++) skeep[style_l[k]] = 1;
         if ((st = nst__net_init_ws(&sn, m, si->height, si->width, slast, skeep, avg, o->nthreads, 1, &o->net, 0, 0)) !=
@@ -3935,6 +4274,8 @@ NSTDEF nst_status nst_objective_create(const nst_model *m, const nst_image *cont
             size_t hw = (size_t)sn.h_[s->layer] * sn.w_[s->layer], j;
             if ((st = nst__gram(s->gram, sn.feat[s->layer], s->c, hw, o->nthreads)) != NST_OK) break;
             for (j = 0; j < (size_t)s->c * s->c; j++) s->target[j] += wgt * s->gram[j];
+            if (o->nmask) memcpy(o->mtarget[k] + (size_t)i * s->c * s->c, s->gram, sizeof(float) * s->c * s->c);
+            if (opt->style_cache) nst__style_cache_add(opt->style_cache, m, s->layer, avg, si, crc, s->gram, s->c);
         }
         nst__free(px);
         px = NULL;
@@ -3971,6 +4312,12 @@ NSTDEF nst_status nst_objective_eval(nst_objective *o, const float *pixels, nst_
         nst__style_layer *s = &o->style[k];
         size_t hw = (size_t)n->h_[s->layer] * n->w_[s->layer], cc = (size_t)s->c * s->c;
         double acc = 0;
+        if (o->nmask) {
+            /* between forward and backward the ping-pong buffer is free: it holds the masked features */
+            if ((st = nst__masked_style_eval(o, k, n->feat[s->layer], n->buf[0], &acc)) != NST_OK) return st;
+            L.style_raw += acc;
+            continue;
+        }
         if ((st = nst__gram(s->gram, n->feat[s->layer], s->c, hw, o->nthreads)) != NST_OK) return st;
         for (i = 0; i < cc; i++) { double d = (double)s->gram[i] - s->target[i]; acc += d * d; }
         L.style_raw += s->weight * acc / (double)cc;
@@ -3983,6 +4330,11 @@ NSTDEF nst_status nst_objective_eval(nst_objective *o, const float *pixels, nst_
     L.style = o->sw * L.style_raw;
     L.tv = o->tvw * L.tv_raw;
     L.total = L.content + L.style + L.tv;
+    if (o->tprev) {
+        L.temporal_raw = nst__temporal(o, pixels, grad);
+        L.temporal = o->tw * L.temporal_raw;
+        L.total += L.temporal;
+    }
     o->last = L;
     o->evaluated = 1;
     if (lo) *lo = L;
