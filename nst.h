@@ -252,7 +252,32 @@ typedef struct nst_options {
     int   progress_every;              /* call progress every N evaluations (1) */
     int (*progress)(const nst_progress *p, void *user);  /* nonzero return cancels */
     void *user;
+    /* Spatial control (Gatys et al. 2017, guided Gram matrices): NULL, or one mask per style image, in
+     * the same order. A mask is any image (its luminance counts, alpha over white; white = this style
+     * applies), resized to the output. At each pixel the masks are normalised to sum to 1; where all
+     * are black the blend weights apply. At each style layer the masks are area-averaged to the
+     * layer's size (as average pooling does), and each style's Gram of the mask-weighted features,
+     * normalised by the sum of the squared mask, is matched to that style's own Gram; its loss counts
+     * in proportion to the style's share of the mask. One all-white mask is the unmasked run. */
+    const nst_image *style_masks;
+    /* Short-term temporal consistency for video frames (Ruder et al. 2016, without optical flow):
+     * temporal_weight * mean over pixels of c_p * |x_p - prev_p|^2 (0..255 units), prev = the previous
+     * frame's output (temporal_image), c_p = 1 where the content did not change from the previous
+     * content frame (temporal_content; NULL = unchanged everywhere) and falling linearly to 0 where a
+     * channel changed by 10% of the range or more. 0 (the default) or no temporal_image = off. */
+    const nst_image *temporal_image;
+    const nst_image *temporal_content;
+    float temporal_weight;
+    /* Style Grams computed once and reused: NULL, or a cache from nst_style_cache_create shared by the
+     * calls of a batch (same model; one call at a time). Entries are keyed by the style's pixels at the
+     * size used, the layer and the pooling, so any change simply computes new ones. */
+    struct nst_style_cache *style_cache;
 } nst_options;
+
+typedef struct nst_style_cache nst_style_cache;
+NSTDEF nst_status nst_style_cache_create(nst_style_cache **out);
+NSTDEF void       nst_style_cache_free(nst_style_cache *c);
+NSTDEF int        nst_style_cache_hits(const nst_style_cache *c);   /* style networks skipped so far */
 
 NSTDEF void       nst_options_init(nst_options *o);
 /* Paints content in the style of styles[0..nstyles-1] (blend weights, NULL = equal). out is RGB. */
@@ -275,6 +300,7 @@ typedef struct nst_losses {
     double total;                      /* content + style + tv, weighted */
     double content, style, tv;         /* weighted terms */
     double content_raw, style_raw, tv_raw;  /* the same without content/style/tv weight */
+    double temporal, temporal_raw;     /* temporal consistency (nst_options.temporal_weight); in total */
 } nst_losses;
 /* Evaluates at pixels; grad (may be NULL) receives d total / d pixels, [3][h][w]. */
 NSTDEF nst_status nst_objective_eval(nst_objective *obj, const float *pixels, nst_losses *l, float *grad);
@@ -3184,6 +3210,7 @@ struct nst_model {
     nst_input_convention conv;
     nst_pool pool;
     int is_random;
+    int reflect;                        /* reflection padding instead of zero padding (the random model) */
 };
 
 NSTDEF void nst_model_free(nst_model *m) {
@@ -3428,6 +3455,7 @@ static nst_status nst__nstw_parse(const unsigned char *p, size_t n, nst_model **
     if (st == NST_OK) {
         uint32_t pool = nst__rd32le(p + 52);
         (*out)->is_random = (int)(flags & 1);
+        (*out)->reflect = (*out)->is_random;
         (*out)->pool = pool == 2 ? NST_POOL_AVG : NST_POOL_MAX;
     }
     nst__tensor_list_free(&list);
@@ -3544,6 +3572,93 @@ NSTDEF nst_status nst_model_save(const nst_model *m, const char *path, int half)
 }
 #endif
 
+/* ---- reflection padding for the random model ------------------------------------------------------
+ * With zero padding a random network sees a dark edge (its post-ReLU activations average 10, the
+ * padding 0) and paints a frame around every output. Reflection padding (PyTorch's ReflectionPad2d:
+ * row -1 is row 1, row H is row H-2) gives border pixels neighbours like the interior's. The
+ * convolution engine pads with zeros, so the VGG code adds the difference afterwards: only border
+ * outputs change, by the taps that fall outside, w . in[reflected]. For one layer all of them are one
+ * GEMM, C[cout][border] = W[cout][cin*9] B[cin*9][border], B holding the reflected input under each
+ * outside tap and zero under the others: the weights are used in place (no copy) at the price of
+ * multiplying zeros for the inside taps. Backward is the transpose, dB = W^T dC, scattered back onto
+ * the reflected pixels. Cost: 9*cin*cout*2(H+W) multiply-adds per direction, 4/side of the layer's
+ * own (0.8% for a 512x512 layer, 12% at 32x32). A side of one pixel reflects onto itself.
+ * Real VGG-19 weights keep zero padding: they were trained with it. */
+static int nst__reflect_index(int i, int n) {
+    if (i < 0) return n > 1 ? 1 : 0;
+    if (i >= n) return n > 1 ? n - 2 : 0;
+    return i;
+}
+static size_t nst__border_count(int h, int w) {
+    return h <= 2 || w <= 2 ? (size_t)h * w : (size_t)2 * w + (size_t)2 * (h - 2);
+}
+/* Border pixel k in a fixed order: row 0, row h-1, then columns 0 and w-1 of the rows between. */
+static size_t nst__border_pixel(size_t k, int h, int w, int *y, int *x) {
+    if (h <= 2 || w <= 2) { *y = (int)(k / (size_t)w); *x = (int)(k % (size_t)w); }
+    else if (k < (size_t)w) { *y = 0; *x = (int)k; }
+    else if (k < (size_t)2 * w) { *y = h - 1; *x = (int)(k - w); }
+    else { k -= (size_t)2 * w; *y = 1 + (int)(k / 2); *x = (k & 1) ? w - 1 : 0; }
+    return (size_t)*y * w + *x;
+}
+static size_t nst__reflect_scratch_floats(int cin, int cout, int h, int w) {
+    return nst__border_count(h, w) * ((size_t)9 * cin + cout);
+}
+/* Fills B[cin*9][nb] (forward: gather) or adds B back into the input (backward: scatter). */
+static void nst__reflect_taps(float *B, float *img, int cin, int h, int w, int scatter) {
+    size_t nb = nst__border_count(h, w), hw = (size_t)h * w, k;
+    if (!scatter) memset(B, 0, sizeof(float) * 9 * (size_t)cin * nb);
+    for (k = 0; k < nb; k++) {
+        int y, x, t, i;
+        nst__border_pixel(k, h, w, &y, &x);
+        for (t = 0; t < 9; t++) {
+            int sy = y + t / 3 - 1, sx = x + t % 3 - 1;
+            size_t src;
+            if (sy >= 0 && sy < h && sx >= 0 && sx < w) continue;
+            src = (size_t)nst__reflect_index(sy, h) * w + (size_t)nst__reflect_index(sx, w);
+            if (scatter)
+                for (i = 0; i < cin; i++) img[(size_t)i * hw + src] += B[((size_t)i * 9 + t) * nb + k];
+            else
+                for (i = 0; i < cin; i++) B[((size_t)i * 9 + t) * nb + k] = img[(size_t)i * hw + src];
+        }
+    }
+}
+/* out (the zero-padded convolution of in, before ReLU) += the reflected taps' contribution. */
+static nst_status nst__reflect_fix_forward(const nst_model *m, int ci, const float *in, float *out, int h, int w,
+                                           int nthreads, float *scratch) {
+    int cin = m->cin[ci], cout = m->cout[ci], o;
+    size_t nb = nst__border_count(h, w), hw = (size_t)h * w, k;
+    float *B = scratch, *C = scratch + (size_t)9 * cin * nb;
+    nst_status st;
+    nst__reflect_taps(B, (float *)in, cin, h, w, 0);   /* gather only reads in */
+    if ((st = nst__sgemm_ex(nthreads, 0, 0, cout, (int)nb, 9 * cin, 1.0f, m->w[ci], 9 * cin, B, (int)nb, 0.0f, C,
+                            (int)nb)) != NST_OK)
+        return st;
+    for (k = 0; k < nb; k++) {
+        int y, x;
+        size_t p = nst__border_pixel(k, h, w, &y, &x);
+        for (o = 0; o < cout; o++) out[(size_t)o * hw + p] += C[(size_t)o * nb + k];
+    }
+    return NST_OK;
+}
+/* din (backward-data of the zero-padded convolution) += the gradient through the reflected taps. */
+static nst_status nst__reflect_fix_backward(const nst_model *m, int ci, const float *dout, float *din, int h, int w,
+                                            int nthreads, float *scratch) {
+    int cin = m->cin[ci], cout = m->cout[ci], o;
+    size_t nb = nst__border_count(h, w), hw = (size_t)h * w, k;
+    float *B = scratch, *C = scratch + (size_t)9 * cin * nb;
+    nst_status st;
+    for (k = 0; k < nb; k++) {
+        int y, x;
+        size_t p = nst__border_pixel(k, h, w, &y, &x);
+        for (o = 0; o < cout; o++) C[(size_t)o * nb + k] = dout[(size_t)o * hw + p];
+    }
+    if ((st = nst__sgemm_ex(nthreads, 1, 0, 9 * cin, (int)nb, cout, 1.0f, m->w[ci], 9 * cin, C, (int)nb, 0.0f, B,
+                            (int)nb)) != NST_OK)
+        return st;
+    nst__reflect_taps(B, din, cin, h, w, 1);
+    return NST_OK;
+}
+
 /* ---- the network: forward that records what backward needs, backward to the pixels ------------
  * Kept for backward, per layer: ReLU masks as bits, max-pool argmax as 2-bit codes in a byte, and the
  * features at loss layers (written there directly by the layer, so no copy). Everything else lives
@@ -3562,6 +3677,7 @@ typedef struct nst__net {
     int ws_borrowed, bufs_borrowed;
     size_t bytes;                            /* everything above, for the memory estimate */
     const float *out;                        /* output of the last layer after forward */
+    float *pad_scratch;                      /* reflection padding's border GEMM operands (m->reflect) */
 } nst__net;
 
 static size_t nst__round64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -3573,7 +3689,7 @@ static nst_status nst__net_init_ws(nst__net *n, const nst_model *m, int h, int w
                                    int avg, int nthreads, int alloc, const nst__net *borrow, size_t min_ws,
                                    size_t min_buf) {
     int l, c = 3, ch = h, cw = w, ci;
-    size_t maxel = (size_t)3 * h * w, ws = 0;
+    size_t maxel = (size_t)3 * h * w, ws = 0, pad = 0;
     memset(n, 0, sizeof *n);
     n->m = m; n->h = h; n->w = w; n->last = last; n->avg = avg;
     n->nthreads = nst__resolve_threads(nthreads);
@@ -3587,6 +3703,8 @@ static nst_status nst__net_init_ws(nst__net *n, const nst_model *m, int h, int w
         if (t == NST__L_CONV) {
             size_t s = nst__conv_workspace(m->plan[ci], ch, cw, n->nthreads);
             if (s > ws) ws = s;
+            if (m->reflect && nst__reflect_scratch_floats(m->cin[ci], m->cout[ci], ch, cw) > pad)
+                pad = nst__reflect_scratch_floats(m->cin[ci], m->cout[ci], ch, cw);
             c = m->cout[ci++];
         } else if (t == NST__L_POOL) {
             if (ch < 2 || cw < 2)
@@ -3605,6 +3723,7 @@ static nst_status nst__net_init_ws(nst__net *n, const nst_model *m, int h, int w
     n->ws_borrowed = borrow && borrow->ws_bytes >= ws;
     n->bufs_borrowed = borrow && borrow->buf_elems >= maxel;
     n->bytes = (n->bufs_borrowed ? 0 : 2 * nst__round64(maxel * sizeof(float))) + (n->ws_borrowed ? 0 : ws);
+    n->bytes += nst__round64(pad * sizeof(float));
     for (l = 0; l <= last; l++) {
         size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
         if (n->keep[l]) n->bytes += nst__round64(el * sizeof(float));
@@ -3621,6 +3740,7 @@ static nst_status nst__net_init_ws(nst__net *n, const nst_model *m, int h, int w
     }
     n->ws = n->ws_borrowed ? borrow->ws : ws ? nst__aligned_alloc(ws) : NULL;
     if (!n->buf[0] || !n->buf[1] || (ws && !n->ws)) goto oom;
+    if (pad && !(n->pad_scratch = (float *)nst__aligned_alloc(pad * sizeof(float)))) goto oom;
     for (l = 0; l <= last; l++) {
         size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
         if (n->keep[l] && !(n->feat[l] = (float *)nst__aligned_alloc(el * sizeof(float)))) goto oom;
@@ -3644,6 +3764,7 @@ static void nst__net_free(nst__net *n) {
         nst__aligned_free(n->buf[1]);
     }
     if (!n->ws_borrowed) nst__aligned_free(n->ws);
+    nst__aligned_free(n->pad_scratch);
     for (l = 0; l < NST_VGG_LAYERS; l++) {
         nst__aligned_free(n->feat[l]);
         nst__aligned_free(n->rec[l]);
@@ -3772,6 +3893,19 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
             /* fuse the ReLU unless the pre-activation itself is a loss layer */
             int fuse = l + 1 <= n->last && !n->keep[l];
             if (fuse) out = n->keep[l + 1] ? n->feat[l + 1] : nst__net_other(n, cur);
+            if (m->reflect) {
+                /* the border fix goes in before the ReLU, so the engine's ReLU is not fused */
+                if ((st = nst__conv_forward(m->plan[ci], cur, out, h, w, 0, n->nthreads, n->ws)) != NST_OK ||
+                    (st = nst__reflect_fix_forward(m, ci, cur, out, h, w, n->nthreads, n->pad_scratch)) != NST_OK)
+                    return st;
+                c = m->cout[ci++];
+                if (fuse) {
+                    l++;
+                    nst__relu_forward(out, out, n->rec[l], el, n->nthreads);
+                }
+                cur = out;
+                continue;
+            }
             if ((st = nst__conv_forward(m->plan[ci], cur, out, h, w, fuse, n->nthreads, n->ws)) != NST_OK) return st;
             c = m->cout[ci++];
             if (fuse) {
@@ -3817,6 +3951,9 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
             g = other;
         } else {
             if ((st = nst__conv_backward_data(m->plan[ci], g, other, inh, inw, n->nthreads, n->ws)) != NST_OK) return st;
+            if (m->reflect &&
+                (st = nst__reflect_fix_backward(m, ci, g, other, inh, inw, n->nthreads, n->pad_scratch)) != NST_OK)
+                return st;
             ci--;
             g = other;
         }
@@ -3880,6 +4017,7 @@ NSTDEF nst_status nst_model_random(unsigned long long seed, nst_model **out) {
     for (i = 0; i < NST_VGG_CONVS; i++) cin[i] = i ? nst__vgg_cout[i - 1] : 3;
     if ((st = nst__model_alloc(NST_VGG_CONVS, cin, nst__vgg_cout, &m)) != NST_OK) return st;
     m->is_random = 1;
+    m->reflect = 1;
     m->pool = NST_POOL_AVG;
     m->conv.bgr = 0;
     m->conv.scale = 255.0f;
@@ -3898,9 +4036,10 @@ NSTDEF nst_status nst_model_random(unsigned long long seed, nst_model **out) {
     {
         size_t cap = (size_t)64 * cal * cal;
         float *a = (float *)nst__aligned_alloc(cap * sizeof(float)), *b = (float *)nst__aligned_alloc(cap * sizeof(float));
+        float *pad = (float *)nst__aligned_alloc(nst__reflect_scratch_floats(512, 512, cal, cal) * sizeof(float));
         int h = cal, w = cal, c = 3, l;
         px = (float *)nst__malloc(sizeof(float) * 3 * cal * cal);
-        if (!a || !b || !px) st = nst__err(NST_ERR_NOMEM, "model: out of memory");
+        if (!a || !b || !px || !pad) st = nst__err(NST_ERR_NOMEM, "model: out of memory");
         if (st == NST_OK) {
             nst__calibration_image(px, cal, cal, seed);
             nst__preprocess(&m->conv, px, a, (size_t)cal * cal);
@@ -3917,7 +4056,10 @@ NSTDEF nst_status nst_model_random(unsigned long long seed, nst_model **out) {
                 size_t k, el = (size_t)m->cout[i] * h * w, nw = (size_t)m->cout[i] * m->cin[i] * 9;
                 double sum = 0;
                 float sc;
-                if ((st = nst__conv_forward(m->plan[i], a, b, h, w, 1, 0, NULL)) != NST_OK) break;
+                if ((st = nst__conv_forward(m->plan[i], a, b, h, w, 0, 0, NULL)) != NST_OK ||
+                    (st = nst__reflect_fix_forward(m, i, a, b, h, w, 0, pad)) != NST_OK)
+                    break;
+                for (k = 0; k < el; k++) b[k] = b[k] > 0.0f ? b[k] : 0.0f;
                 for (k = 0; k < el; k++) sum += b[k];
                 /* bias is zero and ReLU is positively homogeneous: scaling filters scales the output */
                 sc = sum > 0 ? (float)(NST__RANDOM_MEAN * el / sum) : 1.0f;
@@ -3929,6 +4071,7 @@ NSTDEF nst_status nst_model_random(unsigned long long seed, nst_model **out) {
         }
         nst__aligned_free(a);
         nst__aligned_free(b);
+        nst__aligned_free(pad);
         nst__free(px);
     }
     /* the plans packed the unscaled filters: rebuild them */
@@ -3965,6 +4108,18 @@ struct nst_objective {
     nst__style_layer style[NST__MAX_LOSS_LAYERS];
     nst_losses last;
     int evaluated;
+    /* spatial masks: per style layer k, nmask masks at the layer's size and each style's own Gram */
+    int nmask;                                   /* 0 = unmasked */
+    float *mask[NST__MAX_LOSS_LAYERS];           /* [nmask][h_l * w_l] */
+    float *mtarget[NST__MAX_LOSS_LAYERS];        /* [nmask][c][c] */
+    float *mgram[NST__MAX_LOSS_LAYERS];          /* [nmask][c][c] guided Grams at the last evaluation */
+    double mz[NST__MAX_LOSS_LAYERS][8];          /* sum of mask^2: the guided Gram's normalisation */
+    double mfrac[NST__MAX_LOSS_LAYERS][8];       /* mean of the mask: the style's share of the loss */
+    float *mtmp;                                 /* [c][NST__MASK_BLOCK] gradient block */
+    /* temporal consistency */
+    double tw;
+    float *tprev;                                /* previous output, planar 0..255 */
+    float *tweight;                              /* [h*w] per-pixel weight c_p / (3*h*w) */
 };
 
 /* Parses "relu1_1,relu2_1" into layer indices. */
@@ -4047,6 +4202,271 @@ static nst_status nst__gram(float *g, const float *f, int c, size_t hw, int nthr
     return nst__ssyrk_ex(nthreads, c, (int)hw, 1.0f / (float)((double)c * hw), f, (int)hw, g, c);
 }
 
+/* ---- spatial masks: guided Gram matrices (Gatys et al. 2017) ------------------------------------
+ * For style j with mask m (at the layer's size): G_j = (F.m)(F.m)^T / (C * sum m^2), matched to style
+ * j's own Gram A_j; loss_j = style_weight * w_l * mean(m) * mean((G_j - A_j)^2). With m = 1 this is the
+ * unmasked Gram and loss. dloss_j/dF = m . (4 sw w_l mean(m) / (C^2 * C * sum m^2)) (G_j - A_j) (F.m),
+ * formed in column blocks so only one [C][block] product is held beside the masked features. */
+#define NST__MASK_BLOCK 256
+static nst_status nst__resized(const nst_image *in, int w, int h, nst_image *out);
+static void nst__image_to_planar(const nst_image *im, float *px);
+static nst_status nst__require_rgb(const nst_image *im, const char *what);
+
+static void nst__mask_features(float *fm, const float *feat, const float *mask, int c, size_t hw) {
+    int ch;
+    size_t i;
+    for (ch = 0; ch < c; ch++)
+        for (i = 0; i < hw; i++) fm[(size_t)ch * hw + i] = feat[(size_t)ch * hw + i] * mask[i];
+}
+
+/* Guided Grams of every style at style layer k into o->mgram[k]; returns the weighted raw loss. */
+static nst_status nst__masked_style_eval(nst_objective *o, int k, const float *feat, float *fm, double *loss) {
+    const nst__style_layer *s = &o->style[k];
+    const nst__net *n = &o->net;
+    size_t hw = (size_t)n->h_[s->layer] * n->w_[s->layer], cc = (size_t)s->c * s->c, i;
+    int j;
+    nst_status st;
+    *loss = 0;
+    for (j = 0; j < o->nmask; j++) {
+        float *gj = o->mgram[k] + (size_t)j * cc;
+        const float *aj = o->mtarget[k] + (size_t)j * cc;
+        double acc = 0;
+        if (!(o->mz[k][j] > 0)) { memset(gj, 0, cc * sizeof(float)); continue; }   /* no pixel of this style here */
+        nst__mask_features(fm, feat, o->mask[k] + (size_t)j * hw, s->c, hw);
+        if (hw > INT_MAX) return nst__err(NST_ERR_ARGUMENT, "gram: feature map too large");
+        if ((st = nst__ssyrk_ex(o->nthreads, s->c, (int)hw, 1.0f / (float)((double)s->c * o->mz[k][j]), fm, (int)hw,
+                                gj, s->c)) != NST_OK)
+            return st;
+        for (i = 0; i < cc; i++) { double d = (double)gj[i] - aj[i]; acc += d * d; }
+        *loss += s->weight * o->mfrac[k][j] * acc / (double)cc;
+    }
+    memcpy(s->gram, o->mgram[k], cc * sizeof(float));   /* nst_objective_gram: the first style's */
+    return NST_OK;
+}
+
+static void nst__masked_style_grad(nst_objective *o, int layer, const float *feat, float *g, float *fm) {
+    const nst__net *n = &o->net;
+    int k, j;
+    for (k = 0; k < o->nstyle; k++) {
+        nst__style_layer *s = &o->style[k];
+        int c = s->c;
+        size_t hw = (size_t)n->h_[layer] * n->w_[layer], cc = (size_t)c * c, i;
+        if (s->layer != layer || o->sw * s->weight == 0) continue;
+        for (j = 0; j < o->nmask; j++) {
+            float *d = o->mgram[k] + (size_t)j * cc;
+            const float *a = o->mtarget[k] + (size_t)j * cc, *mk = o->mask[k] + (size_t)j * hw;
+            double coef = o->sw * s->weight * o->mfrac[k][j], l1 = 0;
+            float sc;
+            int pass;
+            if (!(o->mz[k][j] > 0) || coef == 0) continue;
+            sc = (float)(4.0 / ((double)cc * c * o->mz[k][j]));
+            nst__mask_features(fm, feat, mk, c, hw);
+            for (i = 0; i < cc; i++) d[i] -= a[i];
+            /* with normalize_gradients a first pass measures the term's L1 norm, the second adds it */
+            for (pass = o->normalize ? 0 : 1; pass < 2; pass++) {
+                float mul = pass == 0 ? 1.0f : (float)(o->normalize ? coef / (l1 + 1e-8) : coef);
+                size_t b0;
+                for (b0 = 0; b0 < hw; b0 += NST__MASK_BLOCK) {
+                    int nb = (int)NST__MIN((size_t)NST__MASK_BLOCK, hw - b0), ch, q;
+                    nst__sgemm_ex(o->nthreads, 0, 0, c, nb, c, sc, d, c, fm + b0, (int)hw, 0.0f, o->mtmp, nb);
+                    for (ch = 0; ch < c; ch++) {
+                        const float *t = o->mtmp + (size_t)ch * nb;
+                        float *gr = g + (size_t)ch * hw + b0;
+                        if (pass == 0)
+                            for (q = 0; q < nb; q++) l1 += fabs((double)t[q] * mk[b0 + q]);
+                        else
+                            for (q = 0; q < nb; q++) gr[q] += mul * (t[q] * mk[b0 + q]);
+                    }
+                }
+            }
+            for (i = 0; i < cc; i++) d[i] += a[i];
+        }
+    }
+}
+
+/* Masks at the output size (w x h), normalised per pixel, then area-averaged to each style layer. */
+static nst_status nst__objective_masks(nst_objective *o, const nst_image *masks, int nstyles, const float *blend,
+                                       double bsum) {
+    size_t hw = (size_t)o->w * o->h, i;
+    float *full = NULL, *a = NULL, *b = NULL;
+    nst_status st = NST_OK;
+    int j, k;
+    nst_resize_options ro;
+    memset(&ro, 0, sizeof ro);
+    ro.filter = NST_FILTER_TRIANGLE;   /* no overshoot: a mask stays within [0,1] */
+    o->nmask = nstyles;
+    full = (float *)nst__malloc(sizeof(float) * hw * (size_t)nstyles);
+    a = (float *)nst__malloc(sizeof(float) * hw * (size_t)nstyles);
+    b = (float *)nst__malloc(sizeof(float) * hw * (size_t)nstyles);
+    if (!full || !a || !b) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory for masks"); goto done; }
+    for (j = 0; j < nstyles; j++) {
+        nst_image rgb, sized;
+        memset(&rgb, 0, sizeof rgb);
+        memset(&sized, 0, sizeof sized);
+        if (!masks[j].pixels || masks[j].width < 1 || masks[j].height < 1) {
+            st = nst__err(NST_ERR_ARGUMENT, "style mask %d is empty", j + 1);
+            goto done;
+        }
+        if ((st = nst_image_to_rgb(&masks[j], &rgb)) == NST_OK)
+            st = rgb.width == o->w && rgb.height == o->h ? nst__resized(&rgb, o->w, o->h, &sized)
+                                                         : nst_image_resize_ex(&rgb, o->w, o->h, &ro, &sized);
+        if (st == NST_OK)
+            for (i = 0; i < hw; i++) {
+                const float *p = sized.pixels + 3 * i;
+                float v = 0.299f * p[0] + 0.587f * p[1] + 0.114f * p[2];
+                full[(size_t)j * hw + i] = v < 0 ? 0 : v > 1 ? 1 : v;
+            }
+        nst_image_free(&rgb);
+        nst_image_free(&sized);
+        if (st != NST_OK) goto done;
+    }
+    for (i = 0; i < hw; i++) {
+        double sum = 0;
+        for (j = 0; j < nstyles; j++) sum += full[(size_t)j * hw + i];
+        for (j = 0; j < nstyles; j++)
+            full[(size_t)j * hw + i] = sum > 1e-6 ? (float)(full[(size_t)j * hw + i] / sum)
+                                                  : (float)((blend ? blend[j] : 1.0) / bsum);
+    }
+    for (k = 0; k < o->nstyle; k++) {
+        int l = o->style[k].layer, h = o->h, w = o->w, t, c = o->style[k].c;
+        size_t lhw = (size_t)o->net.h_[l] * o->net.w_[l], cc = (size_t)c * c;
+        const float *cur = full;
+        for (t = 0; t < l; t++)
+            if (nst__layer_type(t) == NST__L_POOL) {
+                float *dst = cur == a ? b : a;
+                nst__pool_forward(dst, cur, nstyles, h, w, 1, 1);
+                h /= 2; w /= 2;
+                cur = dst;
+            }
+        o->mask[k] = (float *)nst__aligned_alloc(sizeof(float) * lhw * (size_t)nstyles);
+        o->mtarget[k] = (float *)nst__aligned_alloc(sizeof(float) * cc * (size_t)nstyles);
+        o->mgram[k] = (float *)nst__aligned_alloc(sizeof(float) * cc * (size_t)nstyles);
+        if (!o->mask[k] || !o->mtarget[k] || !o->mgram[k]) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto done; }
+        memcpy(o->mask[k], cur, sizeof(float) * lhw * (size_t)nstyles);
+        for (j = 0; j < nstyles; j++) {
+            double z = 0, sum = 0;
+            const float *mk = o->mask[k] + (size_t)j * lhw;
+            for (i = 0; i < lhw; i++) { z += (double)mk[i] * mk[i]; sum += mk[i]; }
+            o->mz[k][j] = z;
+            o->mfrac[k][j] = sum / (double)lhw;
+        }
+        memset(o->mtarget[k], 0, sizeof(float) * cc * (size_t)nstyles);
+    }
+    {
+        int cmax = 0;
+        for (k = 0; k < o->nstyle; k++) cmax = NST__MAX(cmax, o->style[k].c);
+        o->mtmp = (float *)nst__aligned_alloc(sizeof(float) * (size_t)cmax * NST__MASK_BLOCK);
+        if (!o->mtmp) st = nst__err(NST_ERR_NOMEM, "objective: out of memory");
+    }
+done:
+    nst__free(full); nst__free(a); nst__free(b);
+    return st;
+}
+
+/* Temporal consistency: the previous output at this size and the per-pixel weights. */
+#define NST__TEMPORAL_CHANGE 0.1f   /* a channel change (0..1) at which a pixel stops being held */
+static nst_status nst__objective_temporal(nst_objective *o, const nst_image *content, const nst_options *opt) {
+    size_t hw = (size_t)o->w * o->h, i;
+    nst_image prev, pc;
+    nst_status st;
+    memset(&prev, 0, sizeof prev);
+    memset(&pc, 0, sizeof pc);
+    o->tw = opt->temporal_weight;
+    o->tprev = (float *)nst__aligned_alloc(sizeof(float) * 3 * hw);
+    o->tweight = (float *)nst__aligned_alloc(sizeof(float) * hw);
+    if (!o->tprev || !o->tweight) return nst__err(NST_ERR_NOMEM, "objective: out of memory");
+    if ((st = nst__require_rgb(opt->temporal_image, "the previous frame's output")) != NST_OK) return st;
+    if ((st = nst__resized(opt->temporal_image, o->w, o->h, &prev)) != NST_OK) return st;
+    nst__image_to_planar(&prev, o->tprev);
+    nst_image_free(&prev);
+    if (opt->temporal_content) {
+        if ((st = nst__require_rgb(opt->temporal_content, "the previous content frame")) != NST_OK) return st;
+        if ((st = nst__resized(opt->temporal_content, o->w, o->h, &pc)) != NST_OK) return st;
+    }
+    for (i = 0; i < hw; i++) {
+        float wgt = 1.0f;
+        if (pc.pixels) {
+            int c;
+            float d = 0;
+            for (c = 0; c < 3; c++) d = NST__MAX(d, (float)fabs(pc.pixels[3 * i + c] - content->pixels[3 * i + c]));
+            wgt = d >= NST__TEMPORAL_CHANGE ? 0.0f : 1.0f - d / NST__TEMPORAL_CHANGE;
+        }
+        o->tweight[i] = wgt / (float)(3.0 * hw);
+    }
+    nst_image_free(&pc);
+    return NST_OK;
+}
+
+/* loss = sum_p tweight_p * sum_c (x - prev)^2; grad += tw * dloss */
+static double nst__temporal(const nst_objective *o, const float *x, float *grad) {
+    size_t hw = (size_t)o->w * o->h, i;
+    double loss = 0;
+    int c;
+    for (c = 0; c < 3; c++) {
+        const float *p = x + (size_t)c * hw, *q = o->tprev + (size_t)c * hw;
+        float *g = grad ? grad + (size_t)c * hw : NULL;
+        for (i = 0; i < hw; i++) {
+            float d = p[i] - q[i];
+            loss += (double)o->tweight[i] * d * d;
+            if (g) g[i] += (float)(o->tw * 2.0 * o->tweight[i] * d);
+        }
+    }
+    return loss;
+}
+
+/* ---- the style cache: Grams of style images, reused across the calls of a batch ------------------*/
+typedef struct nst__cached_gram {
+    const nst_model *m;
+    int layer, avg, w, h, c;
+    uint32_t crc;
+    float *gram;
+} nst__cached_gram;
+struct nst_style_cache {
+    nst__cached_gram *e;
+    int n, cap, hits;
+};
+NSTDEF nst_status nst_style_cache_create(nst_style_cache **out) {
+    if (!out) return nst__err(NST_ERR_ARGUMENT, "style cache: NULL output");
+    *out = (nst_style_cache *)nst__calloc(1, sizeof **out);
+    return *out ? NST_OK : nst__err(NST_ERR_NOMEM, "style cache: out of memory");
+}
+NSTDEF void nst_style_cache_free(nst_style_cache *c) {
+    int i;
+    if (!c) return;
+    for (i = 0; i < c->n; i++) nst__aligned_free(c->e[i].gram);
+    nst__free(c->e);
+    nst__free(c);
+}
+NSTDEF int nst_style_cache_hits(const nst_style_cache *c) { return c ? c->hits : 0; }
+static float *nst__style_cache_find(nst_style_cache *c, const nst_model *m, int layer, int avg, const nst_image *im,
+                                    uint32_t crc) {
+    int i;
+    for (i = 0; c && i < c->n; i++) {
+        nst__cached_gram *e = &c->e[i];
+        if (e->m == m && e->layer == layer && e->avg == avg && e->w == im->width && e->h == im->height && e->crc == crc)
+            return e->gram;
+    }
+    return NULL;
+}
+static void nst__style_cache_add(nst_style_cache *c, const nst_model *m, int layer, int avg, const nst_image *im,
+                                 uint32_t crc, const float *gram, int ch) {
+    nst__cached_gram *e;
+    if (!c) return;
+    if (c->n == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 16;
+        nst__cached_gram *ne = (nst__cached_gram *)nst__realloc(c->e, sizeof *ne * (size_t)cap);
+        if (!ne) return;   /* a cache that cannot grow only costs time */
+        c->e = ne;
+        c->cap = cap;
+    }
+    e = &c->e[c->n];
+    e->gram = (float *)nst__aligned_alloc(sizeof(float) * (size_t)ch * ch);
+    if (!e->gram) return;
+    memcpy(e->gram, gram, sizeof(float) * (size_t)ch * ch);
+    e->m = m; e->layer = layer; e->avg = avg; e->w = im->width; e->h = im->height; e->c = ch; e->crc = crc;
+    c->n++;
+}
+
 static void nst__objective_lossgrad(void *ctx, int layer, const float *feat, float *g, float *scratch) {
     nst_objective *o = (nst_objective *)ctx;
     const nst__net *n = &o->net;
@@ -4064,6 +4484,10 @@ static void nst__objective_lossgrad(void *ctx, int layer, const float *feat, flo
             float sc = (float)(o->cw * 2.0 / (double)el);
             for (i = 0; i < el; i++) g[i] += sc * (feat[i] - p[i]);
         }
+    }
+    if (o->nmask) {
+        nst__masked_style_grad(o, layer, feat, g, scratch);
+        return;
     }
     for (k = 0; k < o->nstyle; k++) {
         nst__style_layer *s = &o->style[k];
@@ -4098,6 +4522,14 @@ NSTDEF void nst_objective_free(nst_objective *o) {
         nst__aligned_free(o->style[k].target);
         nst__aligned_free(o->style[k].gram);
     }
+    for (k = 0; k < NST__MAX_LOSS_LAYERS; k++) {
+        nst__aligned_free(o->mask[k]);
+        nst__aligned_free(o->mtarget[k]);
+        nst__aligned_free(o->mgram[k]);
+    }
+    nst__aligned_free(o->mtmp);
+    nst__aligned_free(o->tprev);
+    nst__aligned_free(o->tweight);
     nst__free(o);
 }
 
@@ -4222,12 +4654,36 @@ NSTDEF nst_status nst_objective_create(const nst_model *m, const nst_image *cont
         if (!s->target || !s->gram) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto fail; }
         memset(s->target, 0, sizeof(float) * (size_t)c * c);
     }
+    if (opt->style_masks && ns > 0 && nstyles > 0) {
+        if (nstyles > 8) { st = nst__err(NST_ERR_ARGUMENT, "objective: at most 8 masked styles"); goto fail; }
+        if ((st = nst__objective_masks(o, opt->style_masks, nstyles, blend, bsum)) != NST_OK) goto fail;
+    }
+    if (opt->temporal_weight > 0 && opt->temporal_image &&
+        (st = nst__objective_temporal(o, content, opt)) != NST_OK)
+        goto fail;
     for (i = 0; i < nstyles && ns > 0; i++) {
         nst__net sn;
         unsigned char skeep[NST_VGG_LAYERS];
         const nst_image *si = &styles[i];
         int slast = nst__deepest(style_l, ns, -1);
         float wgt = (float)((blend ? blend[i] : 1.0) / bsum);
+        uint32_t crc = 0;
+        if (opt->style_cache) {
+            int hit = 1;
+            crc = nst__crc32(0, si->pixels, sizeof(float) * 3 * (size_t)si->width * si->height);
+            for (k = 0; k < ns && hit; k++) hit = nst__style_cache_find(opt->style_cache, m, style_l[k], avg, si, crc) != NULL;
+            if (hit) {
+                opt->style_cache->hits++;
+                for (k = 0; k < ns; k++) {
+                    nst__style_layer *s = &o->style[k];
+                    size_t j, cc = (size_t)s->c * s->c;
+                    memcpy(s->gram, nst__style_cache_find(opt->style_cache, m, s->layer, avg, si, crc), cc * sizeof(float));
+                    for (j = 0; j < cc; j++) s->target[j] += wgt * s->gram[j];
+                    if (o->nmask) memcpy(o->mtarget[k] + (size_t)i * cc, s->gram, cc * sizeof(float));
+                }
+                continue;
+            }
+        }
         memset(skeep, 0, sizeof skeep);
         for (k = 0; k < ns; k++) skeep[style_l[k]] = 1;
         if ((st = nst__net_init_ws(&sn, m, si->height, si->width, slast, skeep, avg, o->nthreads, 1, &o->net, 0, 0)) !=
@@ -4244,6 +4700,8 @@ NSTDEF nst_status nst_objective_create(const nst_model *m, const nst_image *cont
             size_t hw = (size_t)sn.h_[s->layer] * sn.w_[s->layer], j;
             if ((st = nst__gram(s->gram, sn.feat[s->layer], s->c, hw, o->nthreads)) != NST_OK) break;
             for (j = 0; j < (size_t)s->c * s->c; j++) s->target[j] += wgt * s->gram[j];
+            if (o->nmask) memcpy(o->mtarget[k] + (size_t)i * s->c * s->c, s->gram, sizeof(float) * s->c * s->c);
+            if (opt->style_cache) nst__style_cache_add(opt->style_cache, m, s->layer, avg, si, crc, s->gram, s->c);
         }
         nst__free(px);
         px = NULL;
@@ -4280,6 +4738,12 @@ NSTDEF nst_status nst_objective_eval(nst_objective *o, const float *pixels, nst_
         nst__style_layer *s = &o->style[k];
         size_t hw = (size_t)n->h_[s->layer] * n->w_[s->layer], cc = (size_t)s->c * s->c;
         double acc = 0;
+        if (o->nmask) {
+            /* between forward and backward the ping-pong buffer is free: it holds the masked features */
+            if ((st = nst__masked_style_eval(o, k, n->feat[s->layer], n->buf[0], &acc)) != NST_OK) return st;
+            L.style_raw += acc;
+            continue;
+        }
         if ((st = nst__gram(s->gram, n->feat[s->layer], s->c, hw, o->nthreads)) != NST_OK) return st;
         for (i = 0; i < cc; i++) { double d = (double)s->gram[i] - s->target[i]; acc += d * d; }
         L.style_raw += s->weight * acc / (double)cc;
@@ -4292,6 +4756,11 @@ NSTDEF nst_status nst_objective_eval(nst_objective *o, const float *pixels, nst_
     L.style = o->sw * L.style_raw;
     L.tv = o->tvw * L.tv_raw;
     L.total = L.content + L.style + L.tv;
+    if (o->tprev) {
+        L.temporal_raw = nst__temporal(o, pixels, grad);
+        L.temporal = o->tw * L.temporal_raw;
+        L.total += L.temporal;
+    }
     o->last = L;
     o->evaluated = 1;
     if (lo) *lo = L;

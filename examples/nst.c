@@ -21,12 +21,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #ifdef _WIN32
 #include <io.h>
+#include <direct.h>
 #define nst_cli_isatty(fd) _isatty(fd)
 #define nst_cli_fileno(f)  _fileno(f)
 #else
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #define nst_cli_isatty(fd) isatty(fd)
 #define nst_cli_fileno(f)  fileno(f)
@@ -83,7 +86,8 @@ static void cli_install_sigint(void) {
 }
 
 /* ---- messages -------------------------------------------------------------------------------------*/
-static const char *const cli_usage_line = "usage: nst CONTENT STYLE [STYLE...] -o OUT [options]";
+static const char *const cli_usage_line = "usage: nst CONTENT STYLE [STYLE...] -o OUT [options]\n"
+                                          "       nst --batch LIST STYLE [STYLE...] -o DIR [options]";
 
 static void cli_usage_error(const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
@@ -126,16 +130,37 @@ static void cli_print_help(void) {
 "      --colors style|luminance|histogram   keep the style's colours (default), or the content's\n"
 "                             by luminance transfer or by histogram (colour statistics) matching\n"
 "      --original-colors      same as --colors luminance\n"
+"      --style-mask FILE      where a STYLE applies (Gatys et al. 2017): give it once per STYLE, in\n"
+"                             the same order. Any image nst reads, resized to the output; its\n"
+"                             luminance counts (white = this style, black = not). Masks are\n"
+"                             normalised to sum to 1 at each pixel; where all are black the\n"
+"                             --style-blend weights apply\n"
 "Optimisation\n"
 "      --iterations N         1000\n"
-"      --init random|content|image   starting image (random)\n"
+"      --init random|content|image|previous   starting image (random); previous (with\n"
+"                             --batch): the previous item's output, resized if need be\n"
 "      --init-image FILE      the starting image for --init image (implies it)\n"
 "      --optimizer lbfgs|adam lbfgs\n"
 "      --learning-rate R      1 for lbfgs, 10 for adam\n"
 "      --lbfgs-history M      L-BFGS memory (100); memory grows with M\n"
 "      --line-search          backtracking line search for L-BFGS (default: fixed step, as torch)\n"
 "      --scales N             coarse-to-fine passes ending at --size (1 = single scale)\n"
-"      --seed N               random seed for the initial noise (0)\n"
+"      --seed N               random seed for the initial noise (0)\n",
+        cli_usage_line);
+    printf(
+"Batches and video frames\n"
+"      --batch LIST           stylise every content image listed in LIST (one path per line, '-' =\n"
+"                             standard input; empty lines and lines starting with # are skipped)\n"
+"                             with the STYLE images given: the model is loaded and the style\n"
+"                             targets computed once. -o names a directory (created if missing);\n"
+"                             outputs are DIR/<content name without extension>.png. A file that\n"
+"                             cannot be read or processed is reported and skipped; the exit status\n"
+"                             is then 1. Progress lines start with the item, e.g. (3/120)\n"
+"      --format png|jpg|ppm   the batch's output format (png)\n"
+"      --temporal-weight W    with --batch: hold each output close to the previous one where the\n"
+"                             content did not change (per-pixel weight from the difference of\n"
+"                             consecutive content frames; Ruder et al. 2016 without optical flow).\n"
+"                             0 = off (default); try 10-100 with --init previous for video frames\n"
 "Model\n"
 "      --weights FILE|random  VGG-19 weights: .nstw, or .pth/.caffemodel/.npz converted on load.\n"
 "                             Without it: $NST_WEIGHTS, else ./%s, else\n"
@@ -156,8 +181,9 @@ static void cli_print_help(void) {
 "-content_image, -style_image a.jpg,b.jpg, -output_image, -print_iter, -save_iter, -pooling,\n"
 "-lbfgs_num_correction, -style_blend_weights, -model_file, -original_colors 1; -gpu -1 is accepted).\n"
 "Ctrl-C stops and saves the last good image to OUT; pressing it twice quits at once.\n"
-"Exit status: 0 done, 1 error, 2 bad command line, 130 interrupted (OUT saved).\n",
-        cli_usage_line, CLI_DEFAULT_WEIGHTS, CLI_DEFAULT_WEIGHTS);
+"Exit status: 0 done, 1 error (with --batch: any item failed), 2 bad command line, 130 interrupted\n"
+"(OUT saved).\n",
+        CLI_DEFAULT_WEIGHTS, CLI_DEFAULT_WEIGHTS);
 }
 
 /* ---- strict number parsing -------------------------------------------------------------------------
@@ -280,7 +306,7 @@ enum cli_opt {
     O_LEARNING_RATE, O_LBFGS_HISTORY, O_LINE_SEARCH, O_POOL, O_NORMALIZE_GRADIENTS, O_COLORS,
     O_ORIGINAL_COLORS, O_SCALES, O_WEIGHTS, O_SEED, O_PRINT_EVERY, O_SAVE_EVERY, O_THREADS, O_MEMORY_LIMIT,
     O_QUALITY, O_QUIET, O_VERSION, O_HELP, O_CONTENT_IMAGE, O_STYLE_IMAGE, O_GPU, O_IGNORED_VALUE,
-    O_IGNORED_FLAG
+    O_IGNORED_FLAG, O_STYLE_MASK, O_BATCH, O_FORMAT, O_TEMPORAL_WEIGHT
 };
 enum { V_NONE, V_REQUIRED, V_BOOL };   /* V_BOOL: a flag that may be followed by 0 or 1 (jcjohnson) */
 
@@ -322,6 +348,8 @@ static const cli_optdef cli_opts[] = {
     {"gpu", O_GPU, V_REQUIRED},
     {"backend", O_IGNORED_VALUE, V_REQUIRED},   {"proto-file", O_IGNORED_VALUE, V_REQUIRED},
     {"cudnn-autotune", O_IGNORED_FLAG, V_NONE},
+    {"style-mask", O_STYLE_MASK, V_REQUIRED},   {"batch", O_BATCH, V_REQUIRED},
+    {"format", O_FORMAT, V_REQUIRED},           {"temporal-weight", O_TEMPORAL_WEIGHT, V_REQUIRED},
 };
 
 /* Option names compare with '_' and '-' as equals, so -style_weight finds style-weight. */
@@ -348,6 +376,10 @@ typedef struct cli {
     float *blend, *layer_weights;
     int nblend, nlayer_weights;
     int print_every, save_every, quality, quiet;
+    const char **mask_paths;           /* --style-mask, in order; argv strings */
+    int nmasks;
+    const char *batch_list, *format;   /* --batch LIST, --format png|jpg|ppm */
+    int init_previous;                 /* --init previous */
 } cli;
 
 static long cli_int_arg(const char *opt, const char *v, long lo, long hi) {
@@ -376,6 +408,7 @@ static void cli_parse(cli *c, int argc, char **argv) {
     static const char *const optimizers[] = {"lbfgs", "adam"};
     static const char *const pools[] = {"max", "avg"};
     static const char *const colors[] = {"style", "luminance", "histogram"};
+    static const char *const formats[] = {"png", "jpg", "ppm"};
     int i, positional_only = 0, npos = 0, init_set = 0;
     const char **pos = (const char **)calloc((size_t)argc + 1, sizeof *pos);
     if (!pos) { fprintf(stderr, "nst: error: out of memory\n"); exit(1); }
@@ -431,7 +464,11 @@ static void cli_parse(cli *c, int argc, char **argv) {
             if (c->nblend < 0) cli_usage_error("%s: expected numbers >= 0 like 3,1, got '%s'", opt, v);
             break;
         case O_STYLE_SCALE: c->o.style_scale = cli_float_arg(opt, v, 0, 1); break;
-        case O_INIT: c->o.init = (nst_init)(NST_INIT_RANDOM + cli_choice(opt, v, inits, 3)); init_set = 1; break;
+        case O_INIT:
+            c->init_previous = strcmp(v, "previous") == 0;
+            c->o.init = c->init_previous ? NST_INIT_RANDOM : (nst_init)(NST_INIT_RANDOM + cli_choice(opt, v, inits, 3));
+            init_set = 1;
+            break;
         case O_INIT_IMAGE: c->init_image_path = v; break;
         case O_OPTIMIZER:
             c->o.optimizer = (nst_optimizer)(NST_OPT_LBFGS + cli_choice(opt, v, optimizers, 2));
@@ -473,6 +510,14 @@ static void cli_parse(cli *c, int argc, char **argv) {
         case O_GPU:
             if (strcmp(v, "-1") != 0) fprintf(stderr, "nst: warning: -gpu %s ignored: nst runs on the CPU\n", v);
             break;
+        case O_STYLE_MASK:
+            if (!c->mask_paths) c->mask_paths = (const char **)calloc((size_t)argc, sizeof *c->mask_paths);
+            if (!c->mask_paths) { fprintf(stderr, "nst: error: out of memory\n"); exit(1); }
+            c->mask_paths[c->nmasks++] = v;
+            break;
+        case O_BATCH: c->batch_list = v; break;
+        case O_FORMAT: c->format = formats[cli_choice(opt, v, formats, 3)]; break;
+        case O_TEMPORAL_WEIGHT: c->o.temporal_weight = cli_float_arg(opt, v, 0, 0); break;
         case O_IGNORED_VALUE: case O_IGNORED_FLAG:
             fprintf(stderr, "nst: warning: %s ignored (a jcjohnson/neural-style option nst does not need)\n", opt);
             break;
@@ -484,7 +529,8 @@ static void cli_parse(cli *c, int argc, char **argv) {
     {
         int k = 0, n;
         char *list;
-        if (!c->content_path) {
+        if (c->batch_list && c->content_path) cli_usage_error("--batch takes the content images from LIST");
+        if (!c->content_path && !c->batch_list) {
             if (npos == 0) cli_usage_error("missing CONTENT and STYLE images");
             c->content_path = pos[k++];
         }
@@ -516,8 +562,19 @@ static void cli_parse(cli *c, int argc, char **argv) {
     }
     free(pos);
 
-    if (!c->out_path) cli_usage_error("missing -o OUT (where to write the result)");
-    {   /* know the format now rather than after an hour of optimisation */
+    if (!c->out_path) cli_usage_error(c->batch_list ? "missing -o DIR (where to write the results)"
+                                                    : "missing -o OUT (where to write the result)");
+    if (c->nmasks && c->nmasks != c->nstyles)
+        cli_usage_error("--style-mask given %d time%s for %d style image%s (once per STYLE, in order)", c->nmasks,
+                        c->nmasks == 1 ? "" : "s", c->nstyles, c->nstyles == 1 ? "" : "s");
+    if (!c->batch_list && c->format) cli_usage_error("--format applies to --batch (OUT's extension picks the format)");
+    if (!c->batch_list && c->init_previous) cli_usage_error("--init previous needs --batch");
+    if (!c->batch_list && c->o.temporal_weight > 0) cli_usage_error("--temporal-weight needs --batch");
+    if (c->batch_list) {
+        if (c->quality && (!c->format || strcmp(c->format, "jpg")))
+            cli_usage_error("--quality applies to JPEG output only (add --format jpg)");
+        if (c->save_every) cli_usage_error("--save-every does not apply to --batch");
+    } else {   /* know the format now rather than after an hour of optimisation */
         nst_image_format f = nst_image_format_from_path(c->out_path);
         if (f == NST_IMAGE_UNKNOWN)
             cli_usage_error("-o %s: the name must end in .png, .jpg, .jpeg, .ppm, .pgm or .pam", c->out_path);
@@ -559,6 +616,7 @@ typedef struct cli_run {
     int pending_save;                  /* a --save-every point the driver had no image for yet */
     int pending_scale;
     int last_iter, last_scale;
+    const char *item;                  /* "(3/120) " in a batch, else NULL */
 } cli_run;
 
 /* Columns of the terminal on stderr: the window size, else $COLUMNS, else 80. */
@@ -649,13 +707,13 @@ static int cli_progress(const nst_progress *p, void *user) {
             else snprintf(rate, sizeof rate, "- it/s");
             if (p->scales > 1) snprintf(pass, sizeof pass, "scale %d/%d  ", p->scale, p->scales);
             snprintf(parts, sizeof parts, " (content %.2e style %.2e tv %.2e)", p->content, p->style, p->tv);
-            snprintf(line, sizeof line, "%siter %*d/%d  loss %.4e%s  %s  %s elapsed  ETA %s", pass, digits,
-                     p->iteration, p->iterations, p->total, parts, rate, el, eta);
+            snprintf(line, sizeof line, "%s%siter %*d/%d  loss %.4e%s  %s  %s elapsed  ETA %s", r->item ? r->item : "",
+                     pass, digits, p->iteration, p->iterations, p->total, parts, rate, el, eta);
             /* a \r-updated line must fit the terminal, or every update scrolls: shed the loss breakdown,
                then cut */
             if (r->tty && (width = cli_term_width()) > 0 && (int)strlen(line) >= width) {
-                snprintf(line, sizeof line, "%siter %*d/%d  loss %.4e  %s  %s elapsed  ETA %s", pass, digits,
-                         p->iteration, p->iterations, p->total, rate, el, eta);
+                snprintf(line, sizeof line, "%s%siter %*d/%d  loss %.4e  %s  %s elapsed  ETA %s",
+                         r->item ? r->item : "", pass, digits, p->iteration, p->iterations, p->total, rate, el, eta);
                 if ((int)strlen(line) >= width) line[width > 1 ? width - 1 : 0] = 0;
             }
             fprintf(stderr, "%s%s%s", r->tty ? "\r" : "", line, r->tty ? "\033[K" : "\n");
@@ -746,10 +804,264 @@ static void cli_fit(int w, int h, int size, int *ow, int *oh) {
 
 static const char *cli_pool_name(nst_pool p) { return p == NST_POOL_AVG ? "avg" : "max"; }
 
+/* ---- style masks and batches ------------------------------------------------------------------------*/
+static void cli_free_images(nst_image *im, int n) {
+    int i;
+    if (!im) return;
+    for (i = 0; i < n; i++) nst_image_free(&im[i]);
+    free(im);
+}
+
+/* --style-mask files, kept as read (grey or colour: the library takes their luminance); sets
+ * c->o.style_masks. NULL after printing the error. */
+static nst_image *cli_load_masks(cli *c) {
+    nst_image *m = (nst_image *)calloc((size_t)c->nmasks, sizeof *m);
+    int i;
+    if (!m) { fprintf(stderr, "nst: error: out of memory\n"); return NULL; }
+    for (i = 0; i < c->nmasks; i++)
+        if (nst_image_load(c->mask_paths[i], &m[i]) != NST_OK) {
+            fprintf(stderr, "nst: error: cannot read the style mask '%s': %s\n", c->mask_paths[i], nst_last_error());
+            cli_free_images(m, c->nmasks);
+            return NULL;
+        }
+    c->o.style_masks = m;
+    return m;
+}
+
+static double cli_now(void) {
+#if defined(CLOCK_MONOTONIC) && !defined(_WIN32)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#else
+    return (double)time(NULL);
+#endif
+}
+
+/* Reads LIST (a file, or '-' for standard input): one path per line; blank lines and # comments are
+ * skipped. Returns the number of paths (into *out) or -1 after printing why. */
+static int cli_read_list(const char *path, char ***out) {
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    char line[4096], **v = NULL;
+    int n = 0, cap = 0, bad = 0;
+    *out = NULL;
+    if (!f) { fprintf(stderr, "nst: error: cannot read the list '%s': %s\n", path, strerror(errno)); return -1; }
+    while (fgets(line, sizeof line, f)) {
+        size_t len = strlen(line);
+        char *p = line;
+        if (len == sizeof line - 1 && line[len - 1] != '\n') {
+            fprintf(stderr, "nst: error: '%s': a line is longer than %d characters\n", path, (int)sizeof line - 2);
+            bad = 1;
+            break;
+        }
+        while (len && isspace((unsigned char)line[len - 1])) line[--len] = 0;
+        while (isspace((unsigned char)*p)) p++;
+        if (!*p || *p == '#') continue;
+        if (n == cap) {
+            char **nv = (char **)realloc(v, sizeof *nv * (size_t)(cap = cap ? 2 * cap : 64));
+            if (!nv) { fprintf(stderr, "nst: error: out of memory\n"); bad = 1; break; }
+            v = nv;
+        }
+        if (!(v[n] = (char *)malloc(strlen(p) + 1))) { fprintf(stderr, "nst: error: out of memory\n"); bad = 1; break; }
+        strcpy(v[n++], p);
+    }
+    if (f != stdin) fclose(f);
+    if (bad) {
+        int i;
+        for (i = 0; i < n; i++) free(v[i]);
+        free(v);
+        return -1;
+    }
+    *out = v;
+    return n;
+}
+
+/* mkdir -p DIR; 1 when DIR is a directory afterwards. */
+static int cli_make_dir(const char *dir) {
+    char buf[4096];
+    size_t i, n = strlen(dir);
+    struct stat sb;
+    if (n == 0 || n >= sizeof buf) return 0;
+    strcpy(buf, dir);
+    for (i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != 0) continue;
+        buf[i] = 0;
+        if (stat(buf, &sb) != 0) {
+#ifdef _WIN32
+            if (_mkdir(buf) != 0 && errno != EEXIST) return 0;
+#else
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST) return 0;
+#endif
+        }
+        if (i < n) buf[i] = '/';
+    }
+    return stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* DIR/<file name without its extension>.<ext> */
+static void cli_batch_name(char *buf, size_t n, const char *dir, const char *path, const char *ext) {
+    const char *base = strrchr(path, '/'), *dot;
+    size_t dl = strlen(dir), stem;
+    base = base ? base + 1 : path;
+    dot = strrchr(base, '.');
+    stem = dot && dot > base ? (size_t)(dot - base) : strlen(base);
+    while (dl > 1 && dir[dl - 1] == '/') dl--;
+    snprintf(buf, n, "%.*s/%.*s.%s", (int)dl, dir, (int)stem, base, ext);
+}
+
+/* nst --batch LIST STYLE... -o DIR: one model and one set of style targets (an nst_style_cache) for
+ * every item in turn; an item that fails is reported by name and skipped. */
+static int cli_batch(cli *c, const char *argv0) {
+    char **items = NULL, exe_weights[4096], name[4200];
+    const char *ext = c->format ? c->format : "png", *weights_path, *why;
+    nst_image *styles = NULL, *masks = NULL, prev_out, prev_content, init;
+    nst_model *model = NULL;
+    nst_style_cache *cache = NULL;
+    int n = 0, i, k, failed = 0, done = 0, rc = 1;
+    double t0;
+    cli_run run;
+    memset(&prev_out, 0, sizeof prev_out);
+    memset(&prev_content, 0, sizeof prev_content);
+    memset(&init, 0, sizeof init);
+    if ((n = cli_read_list(c->batch_list, &items)) < 0) { n = 0; goto done; }
+    if (n == 0) { fprintf(stderr, "nst: error: the list '%s' names no images\n", c->batch_list); goto done; }
+    styles = (nst_image *)calloc((size_t)c->nstyles, sizeof *styles);
+    if (!styles) { fprintf(stderr, "nst: error: out of memory\n"); goto done; }
+    for (i = 0; i < c->nstyles; i++)
+        if (cli_load_rgb(c->style_paths[i], &styles[i]) != NST_OK) {
+            fprintf(stderr, "nst: error: cannot read '%s': %s\n", c->style_paths[i], nst_last_error());
+            goto done;
+        }
+    if (c->nmasks && !(masks = cli_load_masks(c))) goto done;
+    if (c->init_image_path) {
+        if (cli_load_rgb(c->init_image_path, &init) != NST_OK) {
+            fprintf(stderr, "nst: error: cannot read '%s': %s\n", c->init_image_path, nst_last_error());
+            goto done;
+        }
+        c->o.init_image = &init;
+    }
+    if (!cli_make_dir(c->out_path)) {
+        fprintf(stderr, "nst: error: cannot create the directory '%s': %s\n", c->out_path, strerror(errno));
+        goto done;
+    }
+    weights_path = cli_resolve_weights(c->weights, argv0, exe_weights, sizeof exe_weights, &why);
+    if ((weights_path ? nst_model_load(weights_path, &model) : nst_model_random(CLI_RANDOM_MODEL_SEED, &model)) !=
+        NST_OK) {
+        fprintf(stderr, "nst: error: cannot load %s: %s\n", weights_path ? weights_path : "the random model",
+                nst_last_error());
+        goto done;
+    }
+    if (nst_model_is_random(model))
+        fprintf(stderr, "nst: warning: random model (%s): its output is a weight-free approximation\n",
+                weights_path ? weights_path : why);
+    if (nst_style_cache_create(&cache) != NST_OK) { fprintf(stderr, "nst: error: %s\n", nst_last_error()); goto done; }
+    if (!c->quiet)
+        fprintf(stderr, "nst %s: %d image%s from '%s' in the style of %d image%s -> %s/*.%s\n", nst_version(), n,
+                n == 1 ? "" : "s", c->batch_list, c->nstyles, c->nstyles == 1 ? "" : "s", c->out_path, ext);
+    memset(&run, 0, sizeof run);
+    run.quiet = c->quiet;
+    run.tty = nst_cli_isatty(nst_cli_fileno(stderr));
+    run.print_every = c->print_every;
+    run.quality = c->quality;
+    c->o.progress = cli_progress;
+    c->o.user = &run;
+    c->o.progress_every = 1;
+    c->o.style_cache = cache;
+    t0 = cli_now();
+    for (i = 0; i < n && !cli_interrupts; i++) {
+        nst_image content, out;
+        nst_status st;
+        char item[48];
+        memset(&content, 0, sizeof content);
+        memset(&out, 0, sizeof out);
+        snprintf(item, sizeof item, "(%d/%d) ", i + 1, n);
+        cli_batch_name(name, sizeof name, c->out_path, items[i], ext);
+        for (k = 0; k < i; k++) {   /* two inputs named alike would overwrite each other's output */
+            char other[4200];
+            cli_batch_name(other, sizeof other, c->out_path, items[k], ext);
+            if (strcmp(other, name) == 0) break;
+        }
+        if (k < i) {
+            fprintf(stderr, "nst: error: %s'%s': its output '%s' is taken by '%s': skipped\n", item, items[i], name,
+                    items[k]);
+            failed++;
+            continue;
+        }
+        if (cli_load_rgb(items[i], &content) != NST_OK) {
+            fprintf(stderr, "nst: error: %scannot read '%s': %s: skipped\n", item, items[i], nst_last_error());
+            failed++;
+            continue;
+        }
+        if (!c->quiet) fprintf(stderr, "nst: %s%s -> %s\n", item, items[i], name);
+        run.item = item;
+        run.out_path = name;
+        run.rate_scale = -1;
+        run.last_print_sec = 0;
+        /* video frames: start from, and hold to, the previous output */
+        c->o.temporal_image = NULL;
+        c->o.temporal_content = NULL;
+        if (c->init_previous) {
+            c->o.init = prev_out.pixels ? NST_INIT_IMAGE : NST_INIT_RANDOM;
+            c->o.init_image = prev_out.pixels ? &prev_out : NULL;
+        }
+        if (c->o.temporal_weight > 0 && prev_out.pixels) {
+            c->o.temporal_image = &prev_out;
+            c->o.temporal_content = &prev_content;
+        }
+        st = nst_transfer(model, &content, styles, c->blend, c->nstyles, &c->o, &out);
+        cli_end_line(&run);
+        if (st == NST_ERR_CANCELLED) {
+            if (out.pixels && cli_save(name, &out, c->quality) == NST_OK)
+                fprintf(stderr, "nst: %ssaved the image as of iteration %d to '%s'\n", item, run.last_iter, name);
+        } else if (st != NST_OK) {
+            fprintf(stderr, "nst: error: %s'%s': %s: skipped\n", item, items[i], nst_last_error());
+            failed++;
+        } else if (cli_save(name, &out, c->quality) != NST_OK) {
+            fprintf(stderr, "nst: error: %scannot write '%s': %s\n", item, name, nst_last_error());
+            failed++;
+        } else {
+            done++;
+            nst_image_free(&prev_out);   /* the next frame's reference */
+            nst_image_free(&prev_content);
+            prev_out = out;
+            prev_content = content;
+            memset(&out, 0, sizeof out);
+            memset(&content, 0, sizeof content);
+        }
+        nst_image_free(&out);
+        nst_image_free(&content);
+    }
+    if (cli_interrupts) {
+        fprintf(stderr, "nst: interrupted: %d of %d written\n", done, n);
+        rc = 130;
+        goto done;
+    }
+    if (!c->quiet || failed)
+        fprintf(stderr, "nst: %d of %d written to %s in %.1f s (%.2f s per image)%s\n", done, n, c->out_path,
+                cli_now() - t0, done ? (cli_now() - t0) / done : 0.0, failed ? ", some failed (see above)" : "");
+    rc = failed ? 1 : 0;
+done:
+    for (i = 0; i < n; i++) free(items[i]);
+    free(items);
+    cli_free_images(styles, c->nstyles);
+    cli_free_images(masks, c->nmasks);
+    nst_image_free(&prev_out);
+    nst_image_free(&prev_content);
+    nst_image_free(&init);
+    nst_style_cache_free(cache);
+    nst_model_free(model);
+    free(c->mask_paths);
+    free(c->style_paths);
+    free(c->style_list_copy);
+    free(c->blend);
+    free(c->layer_weights);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     cli c;
     cli_run run;
-    nst_image content, out, init_image, *styles = NULL;
+    nst_image content, out, init_image, *styles = NULL, *masks = NULL;
     nst_model *model = NULL;
     nst_status st;
     char exe_weights[4096];
@@ -766,6 +1078,7 @@ int main(int argc, char **argv) {
     cli_parse(&c, argc, argv);
     if (c.o.threads > 0) nst_set_threads(c.o.threads);
     cli_install_sigint();
+    if (c.batch_list) return cli_batch(&c, argv[0]);
 
     /* Inputs first: a typo in a file name should fail in a second, not after loading a model. */
     if (cli_load_rgb(c.content_path, &content) != NST_OK) {
@@ -780,6 +1093,7 @@ int main(int argc, char **argv) {
             goto done;
         }
     }
+    if (c.nmasks && !(masks = cli_load_masks(&c))) goto done;
     if (c.init_image_path) {
         if (cli_load_rgb(c.init_image_path, &init_image) != NST_OK) {
             fprintf(stderr, "nst: error: cannot read '%s': %s\n", c.init_image_path, nst_last_error());
@@ -933,6 +1247,8 @@ done:
     if (styles)
         for (i = 0; i < c.nstyles; i++) nst_image_free(&styles[i]);
     free(styles);
+    cli_free_images(masks, c.nmasks);
+    free(c.mask_paths);
     free(c.style_paths);
     free(c.style_list_copy);
     free(c.blend);

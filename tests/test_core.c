@@ -274,7 +274,11 @@ TEST(objective_full_vgg_random_gradient) {
     if (!m) return;
     nst_options_init(&o);
     o.tv_weight = 0; o.style_weight = 1e4f;
-    objective_fd(m, &o, 24, 20, "random VGG-19, all default layers", 5e-3);
+    /* 1e-2: with reflection padding the float32 objective's rounding alone moves single entries by
+     * 1e-3..1e-2 of max|g| (the error does not shrink with the step: 0.5, 0.125, 0.031 gave 0.0055,
+     * 0.0047, 0.011 at the worst of 8 pixels), so 5e-3 failed on noise; the padding's own gradient is
+     * checked exactly against its adjoint in test_features */
+    objective_fd(m, &o, 24, 20, "random VGG-19, all default layers", 1e-2);
     nst_model_free(m);
 }
 

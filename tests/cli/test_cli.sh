@@ -125,6 +125,46 @@ if run "memory limit refusal" 1 c.ppm s.ppm -o m.ppm --weights random -q --size 
   has err "^nst: error: .*\(MB\|memory\)" && [ ! -e "$T/m.ppm" ] && ok "memory limit refusal" || bad "memory limit refusal" "$(cat "$T/err")"
 fi
 
+# ---- style masks and batches ------------------------------------------------------------------------
+# pgm NAME W H KIND: 1 all white, 2 left half white, 3 right half white
+pgm() {
+  LC_ALL=C awk -v w="$2" -v h="$3" -v k="$4" 'BEGIN {
+    printf "P5\n%d %d\n255\n", w, h
+    for (y = 0; y < h; y++) for (x = 0; x < w; x++)
+      printf "%c", (k == 1 || (k == 2 && x < w / 2) || (k == 3 && x >= w / 2)) ? 255 : 0
+  }' > "$T/$1"
+}
+pgm white.pgm 8 8 1; pgm left.pgm 24 20 2; pgm right.pgm 24 20 3
+usage_case "mask count" c.ppm s.ppm s2.ppm -o o.ppm --style-mask left.pgm
+usage_case "format without batch" c.ppm s.ppm -o o.ppm --format png
+usage_case "init previous without batch" c.ppm s.ppm -o o.ppm --init previous
+usage_case "temporal weight without batch" c.ppm s.ppm -o o.ppm --temporal-weight 10
+usage_case "bad batch format" --batch list.txt s.ppm -o dir --format gif
+run help-batch 0 --help && { has out -- "--batch LIST" && has out -- "--style-mask FILE" && has out -- "--temporal-weight"   && has out -- "--format png|jpg|ppm" && has out "previous" && ok "help lists batch and masks" || bad "help lists batch and masks"; }
+B="--weights random --size 32 --iterations 4 --seed 3 --threads 2"
+if run "white mask" 0 c.ppm s.ppm -o w.ppm --style-mask white.pgm -q $B && run "no mask" 0 c.ppm s.ppm -o nw.ppm -q $B; then
+  cmp -s "$T/w.ppm" "$T/nw.ppm" && ok "one white mask = no mask" || bad "one white mask = no mask"
+fi
+if run "two masked styles" 0 c.ppm s.ppm s2.ppm -o two.ppm --style-mask left.pgm --style-mask right.pgm -q $B; then
+  [ "$(head -c 2 "$T/two.ppm")" = P6 ] && ok "two masked styles" || bad "two masked styles"
+fi
+run "missing mask" 1 c.ppm s.ppm -o o.ppm --style-mask nomask.pgm $B && \
+  { has err "cannot read the style mask 'nomask.pgm'" && ok "missing mask" || bad "missing mask" "$(cat "$T/err")"; }
+cp "$T/c.ppm" "$T/c2.ppm"
+printf '# frames\nc.ppm\n\nmissing.ppm\n  c2.ppm  \n' > "$T/list.txt"
+if run "batch with a missing item" 1 --batch list.txt s.ppm -o res/frames --format ppm --print-every 2 \
+       --init previous --temporal-weight 100 $B; then
+  if [ -e "$T/res/frames/c.ppm" ] && [ -e "$T/res/frames/c2.ppm" ] && has err "(2/3) cannot read 'missing.ppm'" \
+     && has err "(3/3) iter " && has err "2 of 3 written"; then ok "batch with a missing item"
+  else bad "batch with a missing item" "$(cat "$T/err"; ls -R "$T/res")"; fi
+fi
+printf 'c.ppm\n' > "$T/one.txt"
+if run "batch from stdin" 0 --batch - s.ppm -o outs -q $B < "$T/one.txt"; then
+  # one model, cached style targets: the same bytes as a single run (PNG by default)
+  run "single png" 0 c.ppm s.ppm -o single.png -q $B
+  cmp -s "$T/outs/c.png" "$T/single.png" && ok "batch item = single run" || bad "batch item = single run" "$(ls "$T/outs")"
+fi
+
 # ---- Ctrl-C: the first one stops and saves (exit 130), the output is a whole image ---------------------
 (cd "$T" && exec "$NST" c.ppm s.ppm -o i.ppm --weights random --size 64 --iterations 1000000 --print-every 1 \
    > /dev/null 2> "$T/ierr") & pid=$!

@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""How strongly an output is framed: for each RGB channel, (mean of the B-pixel border band - mean of the
+interior) in units of the interior's standard deviation, minus the same number for the content image
+(resized to the output's size), so a content that is darker at its edges does not count as a frame.
+The printed figure is the largest magnitude over the channels.
+
+    /usr/bin/python3 bench/frame_metric.py OUTPUT CONTENT [--band 6]
+
+Prints the excess per channel and its maximum. Needs numpy and ImageMagick's `convert`."""
+import subprocess, sys
+import numpy as np
+
+def load(path, size=None):
+    cmd = ["convert", path, "-strip"] + (["-resize", "%dx%d!" % size] if size else []) + ["-depth", "8", "ppm:-"]
+    raw = subprocess.run(cmd, check=True, capture_output=True).stdout
+    parts = raw.split(maxsplit=4)          # P6 W H 255 data
+    w, h = int(parts[1]), int(parts[2])
+    return np.frombuffer(parts[4][: w * h * 3], np.uint8).reshape(h, w, 3).astype(np.float64) / 255
+
+def band_offset(img, b):
+    inner = np.zeros(img.shape[:2], bool)
+    inner[b:-b, b:-b] = True
+    out = []
+    for c in range(3):
+        ch = img[:, :, c]
+        sd = ch[inner].std() + 1e-6
+        out.append((ch[~inner].mean() - ch[inner].mean()) / sd)
+    return np.array(out)
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    band = int(sys.argv[sys.argv.index("--band") + 1]) if "--band" in sys.argv else 6
+    if "--band" in sys.argv: args.remove(str(band))
+    out = load(args[0])
+    content = load(args[1], (out.shape[1], out.shape[0]))
+    excess = band_offset(out, band) - band_offset(content, band)
+    print("%s: border band %d px, offset beyond the content's (R G B) %+.3f %+.3f %+.3f, max |.| %.3f"
+          % (args[0], band, excess[0], excess[1], excess[2], abs(excess).max()))
+
+main()

@@ -1,0 +1,350 @@
+/* Beyond neural-style: reflection padding of the random model, spatial style masks (guided Grams),
+ * temporal consistency for video frames, and the style-target cache that batch runs share. */
+#define NST_IMPLEMENTATION
+#include "nst.h"
+#include "nst_test.h"
+#include <stdlib.h>
+
+static nst__rng rng = {777};
+static float *rand_vec(size_t n, double lo, double hi) {
+    float *v = (float *)malloc(n * sizeof(float));
+    size_t i;
+    for (i = 0; i < n; i++) v[i] = (float)(lo + (hi - lo) * nst__rng_uniform(&rng));
+    return v;
+}
+static double max_abs(const float *a, size_t n) {
+    double m = 0;
+    size_t i;
+    for (i = 0; i < n; i++) if (fabs(a[i]) > m) m = fabs(a[i]);
+    return m;
+}
+
+/* A model of narrow layers (fast), He-initialised, zero bias unless asked. */
+static nst_model *tiny_model(int widths, unsigned long long seed, int reflect) {
+    nst__tensor_list l;
+    nst_model *m = NULL;
+    int i, cin = 3;
+    memset(&l, 0, sizeof l);
+    l.t = (nst__named_tensor *)calloc(32, sizeof *l.t);
+    for (i = 0; i < NST_VGG_CONVS; i++) {
+        nst__named_tensor *w = &l.t[l.n++], *b = &l.t[l.n++];
+        size_t k, nw = (size_t)widths * cin * 9;
+        snprintf(w->name, sizeof w->name, "%s.weight", nst__conv_names[i]);
+        snprintf(b->name, sizeof b->name, "%s.bias", nst__conv_names[i]);
+        w->ndim = 4; w->shape[0] = widths; w->shape[1] = cin; w->shape[2] = 3; w->shape[3] = 3;
+        b->ndim = 1; b->shape[0] = widths;
+        w->data = (float *)malloc(nw * sizeof(float));
+        b->data = (float *)malloc(widths * sizeof(float));
+        rng.s = seed + i;
+        for (k = 0; k < nw; k++) w->data[k] = (float)(nst__rng_normal(&rng) * sqrt(2.0 / (9 * cin)));
+        for (k = 0; k < (size_t)widths; k++) b->data[k] = (float)(0.1 * nst__rng_normal(&rng));
+        cin = widths;
+    }
+    l.has_conv = 1;
+    l.conv = nst__caffe_convention();
+    if (nst__model_from_tensors(&l, &m) != NST_OK) fprintf(stderr, "tiny model: %s\n", nst_last_error());
+    nst__tensor_list_free(&l);
+    if (m) m->reflect = reflect;
+    return m;
+}
+
+/* The weight-free model, made once (its calibration takes a few seconds on the scalar path). */
+static nst_model *shared_random;
+static nst_model *random_model(void) {
+    if (!shared_random && nst_model_random(2, &shared_random) != NST_OK)
+        fprintf(stderr, "random model: %s\n", nst_last_error());
+    return shared_random;
+}
+
+/* ---- reflection padding ----------------------------------------------------------------------------*/
+static int refl(int i, int n) { return i < 0 ? (n > 1 ? 1 : 0) : i >= n ? (n > 1 ? n - 2 : 0) : i; }
+static void naive_conv_reflect(double *out, const float *in, const float *w, const float *b, int cin, int cout, int h,
+                               int wd) {
+    int co, ci, y, x, ky, kx;
+    for (co = 0; co < cout; co++)
+        for (y = 0; y < h; y++)
+            for (x = 0; x < wd; x++) {
+                double s = b[co];
+                for (ci = 0; ci < cin; ci++)
+                    for (ky = 0; ky < 3; ky++)
+                        for (kx = 0; kx < 3; kx++)
+                            s += (double)w[((co * cin + ci) * 3 + ky) * 3 + kx] *
+                                 in[(ci * h + refl(y + ky - 1, h)) * wd + refl(x + kx - 1, wd)];
+                out[(co * h + y) * wd + x] = s;
+            }
+}
+
+TEST(reflection_padding_matches_naive_and_its_adjoint) {
+    static const int shapes[][2] = {{1, 1}, {1, 5}, {2, 2}, {5, 1}, {2, 7}, {3, 3}, {7, 5}, {13, 17}, {33, 4}};
+    nst_model *m = tiny_model(7, 11, 1);
+    size_t s;
+    if (!m) { CHECK(m != NULL); return; }
+    for (s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int h = shapes[s][0], w = shapes[s][1], ci;
+        for (ci = 0; ci < 2; ci++) {   /* conv1_1 (3 -> 7) and conv1_2 (7 -> 7) */
+            int cin = m->cin[ci], cout = m->cout[ci];
+            size_t nin = (size_t)cin * h * w, nout = (size_t)cout * h * w, i;
+            float *x = rand_vec(nin, -1, 1), *y = rand_vec(nout, 0, 1), *r = rand_vec(nout, -1, 1);
+            float *dx = rand_vec(nin, 0, 1), *dy = rand_vec(nout, 0, 1);
+            float *pad = (float *)malloc(sizeof(float) * nst__reflect_scratch_floats(cin, cout, h, w));
+            double *ref = (double *)malloc(sizeof(double) * nout), err = 0, lhs = 0, rhs = 0;
+            naive_conv_reflect(ref, x, m->w[ci], m->b[ci], cin, cout, h, w);
+            CHECK_OK(nst__conv_forward(m->plan[ci], x, y, h, w, 0, 1, NULL));
+            CHECK_OK(nst__reflect_fix_forward(m, ci, x, y, h, w, 1, pad));
+            for (i = 0; i < nout; i++) if (fabs(y[i] - ref[i]) > err) err = fabs(y[i] - ref[i]);
+            CHECK_MSG(err < 1e-4, "forward %dx%d conv %d: err %g", w, h, ci, err);
+            /* backward is the exact adjoint of forward without bias: <A x, r> = <x, A^T r> */
+            CHECK_OK(nst__conv_forward(m->plan[ci], x, y, h, w, 0, 1, NULL));
+            CHECK_OK(nst__reflect_fix_forward(m, ci, x, y, h, w, 1, pad));
+            CHECK_OK(nst__conv_backward_data(m->plan[ci], r, dx, h, w, 1, NULL));
+            CHECK_OK(nst__reflect_fix_backward(m, ci, r, dx, h, w, 1, pad));
+            for (i = 0; i < nout; i++) lhs += (double)(y[i] - m->b[ci][i / ((size_t)h * w)]) * r[i];
+            for (i = 0; i < nin; i++) rhs += (double)x[i] * dx[i];
+            CHECK_MSG(fabs(lhs - rhs) < 1e-4 * (fabs(lhs) + 1), "adjoint %dx%d conv %d: %g vs %g", w, h, ci, lhs, rhs);
+            free(x); free(y); free(r); free(dx); free(dy); free(pad); free(ref);
+        }
+    }
+    nst_model_free(m);
+}
+
+/* ---- spatial masks ---------------------------------------------------------------------------------*/
+static void fill_image(nst_image *im, int w, int h, int kind) {
+    int x, y;
+    nst_image_alloc(im, w, h, 3);
+    for (y = 0; y < h; y++)
+        for (x = 0; x < w; x++) {
+            float *p = im->pixels + ((size_t)y * w + x) * 3;
+            switch (kind) {
+            case 0: p[0] = (float)x / w; p[1] = (float)y / h; p[2] = 0.5f; break;              /* smooth "photo" */
+            case 1: p[0] = ((x + y) / 3) % 2 ? 0.95f : 0.6f; p[1] = 0.15f; p[2] = 0.1f; break;  /* red stripes */
+            default: p[0] = 0.1f; p[1] = 0.2f; p[2] = (x / 2 + y / 2) % 2 ? 0.95f : 0.55f; break; /* blue checks */
+            }
+        }
+}
+/* Grey masks: 0 all black, 1 all white, 2 left half white, 3 right half white, 4 a soft ramp. */
+static void fill_mask(nst_image *im, int w, int h, int kind) {
+    int x, y;
+    nst_image_alloc(im, w, h, 1);
+    for (y = 0; y < h; y++)
+        for (x = 0; x < w; x++)
+            im->pixels[(size_t)y * w + x] = kind == 0 ? 0.0f : kind == 1 ? 1.0f : kind == 2 ? (x < w / 2 ? 1.0f : 0.0f)
+                                          : kind == 3 ? (x < w / 2 ? 0.0f : 1.0f) : (float)(x + y) / (w + h);
+}
+static double mean_abs_diff(const nst_image *a, const nst_image *b) {
+    size_t i, n = (size_t)a->width * a->height * 3;
+    double s = 0;
+    if (!a->pixels || !b->pixels || a->width != b->width || a->height != b->height) return 1e9;
+    for (i = 0; i < n; i++) s += fabs(a->pixels[i] - b->pixels[i]);
+    return s / n;
+}
+/* mean(red - blue) over the left (side 0) or right (side 1) half */
+static double redness(const nst_image *im, int side) {
+    int x, y, w = im->width, h = im->height;
+    double s = 0;
+    for (y = 0; y < h; y++)
+        for (x = side ? w / 2 : 0; x < (side ? w : w / 2); x++) {
+            const float *p = im->pixels + ((size_t)y * w + x) * 3;
+            s += p[0] - p[2];
+        }
+    return s / (h * (w / 2));
+}
+
+TEST(all_white_mask_is_the_unmasked_objective) {
+    nst_model *m = tiny_model(8, 5, 0);
+    nst_image c, st, mask;
+    nst_options o;
+    nst_objective *a = NULL, *b = NULL;
+    size_t n = 3 * 20 * 18, i;
+    float *x, *ga, *gb;
+    nst_losses la, lb;
+    double err = 0;
+    if (!m) { CHECK(m != NULL); return; }
+    fill_image(&c, 20, 18, 0);
+    fill_image(&st, 23, 19, 1);
+    fill_mask(&mask, 7, 5, 1);   /* any size: resized to the output */
+    nst_options_init(&o);
+    o.threads = 1;
+    CHECK_OK(nst_objective_create(m, &c, &st, NULL, 1, &o, &a));
+    o.style_masks = &mask;
+    CHECK_OK(nst_objective_create(m, &c, &st, NULL, 1, &o, &b));
+    if (!a || !b) return;
+    x = rand_vec(n, 30, 225);
+    ga = (float *)malloc(n * sizeof(float));
+    gb = (float *)malloc(n * sizeof(float));
+    CHECK_OK(nst_objective_eval(a, x, &la, ga));
+    CHECK_OK(nst_objective_eval(b, x, &lb, gb));
+    CHECK_MSG(fabs(la.style - lb.style) <= 1e-5 * la.style && la.style > 0, "style loss %g vs %g", la.style, lb.style);
+    CHECK(la.content == lb.content);
+    for (i = 0; i < n; i++) if (fabs(ga[i] - gb[i]) > err) err = fabs(ga[i] - gb[i]);
+    CHECK_MSG(err <= 1e-5 * max_abs(ga, n), "gradient differs by %g (max %g)", err, max_abs(ga, n));
+    nst_objective_free(a); nst_objective_free(b);
+    free(x); free(ga); free(gb);
+    nst_image_free(&c); nst_image_free(&st); nst_image_free(&mask);
+    nst_model_free(m);
+}
+
+TEST(masked_gradient_matches_finite_differences) {
+    nst_model *m = tiny_model(6, 9, 1);   /* with reflection padding too */
+    nst_image c, st[2], mk[2];
+    nst_options o;
+    nst_objective *ob = NULL;
+    int w = 20, h = 18, k, norm;
+    size_t n = (size_t)3 * w * h;
+    float *x, *g;
+    if (!m) { CHECK(m != NULL); return; }
+    fill_image(&c, w, h, 0);
+    fill_image(&st[0], 21, 19, 1);
+    fill_image(&st[1], 17, 20, 2);
+    fill_mask(&mk[0], w, h, 4);   /* soft ramp */
+    fill_mask(&mk[1], 9, 9, 2);   /* left half, resized */
+    nst_options_init(&o);
+    o.threads = 1;
+    o.content_weight = 0; o.tv_weight = 0; o.style_weight = 1e3f;
+    o.pool = NST_POOL_AVG;
+    o.style_masks = mk;
+    x = rand_vec(n, 30, 225);
+    g = (float *)malloc(n * sizeof(float));
+    for (norm = 0; norm < 1; norm++) {
+        double worst = 0, gmax;
+        CHECK_OK(nst_objective_create(m, &c, st, NULL, 2, &o, &ob));
+        if (!ob) break;
+        CHECK_OK(nst_objective_eval(ob, x, NULL, g));
+        gmax = max_abs(g, n);
+        CHECK(gmax > 0);
+        for (k = 0; k < 16; k++) {
+            size_t i = (size_t)(nst__rng_next(&rng) % n);
+            float x0 = x[i];
+            double hs = 0.25, fd;
+            nst_losses a, b;
+            x[i] = (float)(x0 + hs); nst_objective_eval(ob, x, &a, NULL);
+            x[i] = (float)(x0 - hs); nst_objective_eval(ob, x, &b, NULL);
+            x[i] = x0;
+            fd = (a.total - b.total) / (2 * hs);
+            if (fabs(fd - g[i]) / gmax > worst) worst = fabs(fd - g[i]) / gmax;
+        }
+        CHECK_MSG(worst < 2e-3, "masked style: worst |fd - analytic| / max|g| = %g", worst);
+        nst_objective_free(ob);
+        ob = NULL;
+    }
+    free(x); free(g);
+    nst_image_free(&c);
+    for (k = 0; k < 2; k++) { nst_image_free(&st[k]); nst_image_free(&mk[k]); }
+    nst_model_free(m);
+}
+
+/* Two styles painted on two halves: red stripes left and blue checks right, then the masks swapped. */
+TEST(swapped_masks_swap_the_result) {
+    nst_model *m = NULL;
+    nst_image c, st[2], sw[2], mk[2], mr[2], one, plain, out[3];
+    nst_options o;
+    int k;
+    m = random_model();
+    if (!m) return;
+    fill_image(&c, 24, 24, 0);
+    fill_image(&st[0], 24, 24, 1);
+    fill_image(&st[1], 24, 24, 2);
+    sw[0] = st[1]; sw[1] = st[0];
+    fill_mask(&mk[0], 24, 24, 2); fill_mask(&mk[1], 24, 24, 3);
+    mr[0] = mk[1]; mr[1] = mk[0];
+    nst_options_init(&o);
+    o.image_size = 24; o.iterations = 25; o.threads = 1;
+    o.style_layers = "relu1_1,relu2_1"; o.content_layers = "relu2_1";
+    o.content_weight = 0.5f; o.style_weight = 1e4f;
+    o.style_masks = mk;
+    CHECK_OK(nst_transfer(m, &c, st, NULL, 2, &o, &out[0]));
+    o.style_masks = mr;
+    CHECK_OK(nst_transfer(m, &c, st, NULL, 2, &o, &out[1]));
+    CHECK_OK(nst_transfer(m, &c, sw, NULL, 2, &o, &out[2]));   /* styles and masks both swapped */
+    if (out[0].pixels && out[1].pixels && out[2].pixels) {
+        double l0 = redness(&out[0], 0), r0 = redness(&out[0], 1), l1 = redness(&out[1], 0), r1 = redness(&out[1], 1);
+        if (getenv("NST_TEST_VERBOSE")) printf("  red-blue %.3f %.3f / %.3f %.3f, reorder %g\n", l0, r0, l1, r1, mean_abs_diff(&out[0], &out[2]));
+        CHECK_MSG(l0 > r0 + 0.2 && r1 > l1 + 0.2, "red-blue: left %.3f right %.3f, swapped: left %.3f right %.3f",
+                  l0, r0, l1, r1);
+        /* the same assignment in the other order is the same picture (up to summation order) */
+        CHECK_MSG(mean_abs_diff(&out[0], &out[2]) < 2e-3, "reordered styles differ by %g", mean_abs_diff(&out[0], &out[2]));
+    }
+    /* one all-white mask is the unmasked single-style run */
+    fill_mask(&one, 5, 5, 1);
+    o.iterations = 10;
+    o.style_masks = NULL;
+    CHECK_OK(nst_transfer(m, &c, st, NULL, 1, &o, &plain));
+    nst_image_free(&out[1]);
+    o.style_masks = &one;
+    CHECK_OK(nst_transfer(m, &c, st, NULL, 1, &o, &out[1]));
+    if (getenv("NST_TEST_VERBOSE")) printf("  white %g\n", mean_abs_diff(&plain, &out[1]));
+    CHECK_MSG(mean_abs_diff(&plain, &out[1]) < 1e-3, "white mask vs unmasked: %g", mean_abs_diff(&plain, &out[1]));
+    for (k = 0; k < 3; k++) nst_image_free(&out[k]);
+    for (k = 0; k < 2; k++) { nst_image_free(&st[k]); nst_image_free(&mk[k]); }
+    nst_image_free(&c); nst_image_free(&one); nst_image_free(&plain);
+}
+
+/* ---- batch: style targets once -------------------------------------------------------------------*/
+TEST(style_cache_reuses_targets_and_changes_nothing) {
+    nst_model *m = NULL;
+    nst_image c, c2, st, a, b, b2;
+    nst_options o;
+    nst_style_cache *cache = NULL;
+    m = random_model();
+    CHECK_OK(nst_style_cache_create(&cache));
+    if (!m || !cache) return;
+    fill_image(&c, 32, 24, 0);
+    fill_image(&c2, 24, 32, 2);
+    fill_image(&st, 40, 30, 1);
+    nst_options_init(&o);
+    o.image_size = 32; o.iterations = 5; o.threads = 1;
+    o.style_layers = "relu1_1,relu2_1"; o.content_layers = "relu2_1";
+    CHECK_OK(nst_transfer(m, &c, &st, NULL, 1, &o, &a));
+    o.style_cache = cache;
+    CHECK_OK(nst_transfer(m, &c, &st, NULL, 1, &o, &b));
+    CHECK(nst_style_cache_hits(cache) == 0);
+    CHECK_OK(nst_transfer(m, &c2, &st, NULL, 1, &o, &b2));   /* another content: the same style size */
+    CHECK(nst_style_cache_hits(cache) == 1);
+    nst_image_free(&b);
+    CHECK_OK(nst_transfer(m, &c, &st, NULL, 1, &o, &b));
+    CHECK(nst_style_cache_hits(cache) == 2);
+    if (a.pixels && b.pixels)
+        CHECK_MSG(memcmp(a.pixels, b.pixels, sizeof(float) * 32 * 24 * 3) == 0, "cached run differs");
+    nst_image_free(&a); nst_image_free(&b); nst_image_free(&b2);
+    nst_image_free(&c); nst_image_free(&c2); nst_image_free(&st);
+    nst_style_cache_free(cache);
+}
+
+/* ---- video frames: temporal consistency ----------------------------------------------------------*/
+TEST(identical_frames_give_near_identical_outputs) {
+    nst_model *m = NULL;
+    nst_image c, st, first, free_run, held;
+    nst_options o;
+    double d_free, d_held;
+    m = random_model();
+    if (!m) return;
+    fill_image(&c, 24, 24, 0);
+    fill_image(&st, 24, 24, 2);
+    nst_options_init(&o);
+    o.image_size = 24; o.iterations = 20; o.threads = 1;
+    o.style_layers = "relu1_1,relu2_1"; o.content_layers = "relu2_1";
+    CHECK_OK(nst_transfer(m, &c, &st, NULL, 1, &o, &first));
+    /* frame 2 = frame 1: from the previous output, with and without the temporal term */
+    o.init = NST_INIT_IMAGE; o.init_image = &first;
+    CHECK_OK(nst_transfer(m, &c, &st, NULL, 1, &o, &free_run));
+    o.temporal_image = &first; o.temporal_content = &c; o.temporal_weight = 100;
+    CHECK_OK(nst_transfer(m, &c, &st, NULL, 1, &o, &held));
+    d_free = mean_abs_diff(&first, &free_run);
+    d_held = mean_abs_diff(&first, &held);
+    if (getenv("NST_TEST_VERBOSE")) printf("  held %g free %g\n", d_held, d_free);
+    CHECK_MSG(d_held < 2.0 / 255 && d_held < 0.5 * d_free, "mean |frame2 - frame1|: %.5f held, %.5f free", d_held,
+              d_free);
+    nst_image_free(&first); nst_image_free(&free_run); nst_image_free(&held);
+    nst_image_free(&c); nst_image_free(&st);
+}
+
+int main(int argc, char **argv) {
+    nst_test_begin(argc, argv);
+    RUN(reflection_padding_matches_naive_and_its_adjoint);
+    RUN(all_white_mask_is_the_unmasked_objective);
+    RUN(masked_gradient_matches_finite_differences);
+    RUN(swapped_masks_swap_the_result);
+    RUN(style_cache_reuses_targets_and_changes_nothing);
+    RUN(identical_frames_give_near_identical_outputs);
+    nst_model_free(shared_random);
+    return nst_test_end("test_features");
+}
