@@ -3665,7 +3665,7 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
             if (fuse) {
                 l++;
                 /* a pool right after records this mask while it reads the map anyway */
-                if (!nst__pool_masks(n, l + 1)) nst__relu_mask_bits(out, n->rec[l], el, n->nthreads);
+                if (!nst__pool_masks(n, l + 1) && !n->keep[l]) nst__relu_mask_bits(out, n->rec[l], el, n->nthreads);
             }
         } else if (t == NST__L_RELU) {
             nst__relu_forward(out, cur, n->rec[l], el, n->nthreads);
@@ -3684,7 +3684,9 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
 }
 
 /* Adds d loss / d (output of layer) into g, given the layer's kept features; scratch has room for
- * one more feature map of that layer. */
+ * one more feature map of that layer. At a ReLU layer it then applies the ReLU's backward too (g = 0
+ * where feat <= 0, which is where the pre-activation was <= 0), so it can do so block by block while
+ * the block is in cache; those layers record no mask bits in the forward pass. */
 typedef void (*nst__lossgrad_fn)(void *ctx, int layer, const float *feat, float *g, float *scratch);
 
 /* Backward from the deepest layer to the pixels; grad_pixels is [3][h][w]. */
@@ -3706,7 +3708,7 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
             tp = nst__prof(n, NST__PROF_LOSSGRAD + l, tp);
         }
         if (t == NST__L_RELU) {
-            if (!nst__pool_masks(n, l + 1)) nst__relu_backward(g, n->rec[l], el, n->nthreads);
+            if (!nst__pool_masks(n, l + 1) && !n->keep[l]) nst__relu_backward(g, n->rec[l], el, n->nthreads);
         } else if (t == NST__L_POOL) {
             if (nst__pool_masks(n, l))
                 nst__pool_mask_backward(other, g, n->rec[l], n->rec[l - 1], inc, inh, inw, n->avg, n->nthreads);
@@ -3929,11 +3931,86 @@ static nst_status nst__gram(float *g, const float *f, int c, size_t hw, int nthr
     return nst__ssyrk_ex(nthreads, c, (int)hw, 1.0f / (float)((double)c * hw), f, (int)hw, g, c);
 }
 
+/* g = 0 where f <= 0, over elements [lo, hi): the ReLU backward from the kept ReLU output. */
+static void nst__relu_backward_feat_scalar(float *g, const float *f, size_t lo, size_t hi) {
+    size_t i;
+    for (i = lo; i < hi; i++)
+        if (!(f[i] > 0.0f)) g[i] = 0.0f;
+}
+#if defined(NST__X86)
+static NST__TARGET_AVX2 void nst__relu_backward_feat_avx2(float *g, const float *f, size_t lo, size_t hi) {
+    const __m256 z = _mm256_setzero_ps();
+    size_t i = lo;
+    for (; i + 8 <= hi; i += 8)
+        _mm256_storeu_ps(g + i, _mm256_and_ps(_mm256_loadu_ps(g + i), _mm256_cmp_ps(_mm256_loadu_ps(f + i), z, _CMP_GT_OQ)));
+    nst__relu_backward_feat_scalar(g, f, i, hi);
+}
+#endif
+static void nst__relu_backward_feat(float *g, const float *f, size_t lo, size_t hi, int simd) {
+    (void)simd;
+#if defined(NST__X86)
+    if (simd) { nst__relu_backward_feat_avx2(g, f, lo, hi); return; }
+#endif
+    nst__relu_backward_feat_scalar(g, f, lo, hi);
+}
+
+/* The loss gradient at one layer without normalisation, fused: pixel columns in blocks (one thread per
+ * block), each block gets the content terms, the Gram backward (G - A) F and, at a ReLU layer, the
+ * ReLU mask while it is in cache. The GEMM gives the same values however N is cut (K blocks and
+ * micro-kernel order depend on K only), so the result is the unfused one and independent of threads. */
+static void nst__objective_lossgrad_fused(nst_objective *o, int layer, const float *feat, float *g) {
+    const nst__net *n = &o->net;
+    int c = n->c_[layer], k, relu = nst__layer_type(layer) == NST__L_RELU, simd = nst__simd_avx2();
+    size_t hw = (size_t)n->h_[layer] * n->w_[layer], cc = (size_t)c * c, i;
+    long nb = (long)(c >= 256 ? 1024 : 131072 / c), nblk = (long)((hw + (size_t)nb - 1) / (size_t)nb), b;
+    float content_sc[NST__MAX_LOSS_LAYERS], style_sc[NST__MAX_LOSS_LAYERS];
+    double el = (double)c * hw;
+    for (k = 0; k < o->ncontent; k++)
+        content_sc[k] = o->content_layer[k] == layer && o->cw != 0 ? (float)(o->cw * 2.0 / el) : 0.0f;
+    for (k = 0; k < o->nstyle; k++) {
+        nst__style_layer *s = &o->style[k];
+        double coef = o->sw * s->weight;
+        style_sc[k] = s->layer == layer && coef != 0 ? (float)(coef * 4.0 / ((double)cc * el)) : 0.0f;
+        if (style_sc[k] != 0.0f)   /* G - A in place of G (restored below) */
+            for (i = 0; i < cc; i++) s->gram[i] -= s->target[i];
+    }
+    (void)simd;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(n->nthreads) schedule(static)
+#endif
+    for (b = 0; b < nblk; b++) {
+        size_t j0 = (size_t)b * (size_t)nb, j1 = NST__MIN(j0 + (size_t)nb, hw), j;
+        int kk, ch;
+        for (kk = 0; kk < o->ncontent; kk++) {
+            const float *p = o->content_target[kk];
+            float sc = content_sc[kk];
+            if (sc == 0.0f) continue;
+            for (ch = 0; ch < c; ch++) {
+                size_t r = (size_t)ch * hw;
+                for (j = r + j0; j < r + j1; j++) g[j] += sc * (feat[j] - p[j]);
+            }
+        }
+        for (kk = 0; kk < o->nstyle; kk++)
+            if (style_sc[kk] != 0.0f)
+                nst__sgemm_ex(1, 0, 0, c, (int)(j1 - j0), c, style_sc[kk], o->style[kk].gram, c, feat + j0, (int)hw, 1.0f,
+                              g + j0, (int)hw);
+        if (relu)
+            for (ch = 0; ch < c; ch++) nst__relu_backward_feat(g, feat, (size_t)ch * hw + j0, (size_t)ch * hw + j1, simd);
+    }
+    for (k = 0; k < o->nstyle; k++)
+        if (style_sc[k] != 0.0f)
+            for (i = 0; i < cc; i++) o->style[k].gram[i] += o->style[k].target[i];   /* restore G for nst_objective_gram */
+}
+
 static void nst__objective_lossgrad(void *ctx, int layer, const float *feat, float *g, float *scratch) {
     nst_objective *o = (nst_objective *)ctx;
     const nst__net *n = &o->net;
     size_t el = (size_t)n->c_[layer] * n->h_[layer] * n->w_[layer], i;
     int k;
+    if (!o->normalize && n->h_[layer] * n->w_[layer] <= INT_MAX) {
+        nst__objective_lossgrad_fused(o, layer, feat, g);
+        return;
+    }
     for (k = 0; k < o->ncontent; k++) {
         const float *p = o->content_target[k];
         if (o->content_layer[k] != layer || o->cw == 0) continue;
@@ -3969,6 +4046,7 @@ static void nst__objective_lossgrad(void *ctx, int layer, const float *feat, flo
         }
         for (i = 0; i < cc; i++) d[i] += s->target[i];   /* restore G for nst_objective_gram */
     }
+    if (nst__layer_type(layer) == NST__L_RELU) nst__relu_backward_feat(g, feat, 0, el, nst__simd_avx2());
 }
 
 NSTDEF void nst_objective_free(nst_objective *o) {

@@ -165,6 +165,31 @@ static int run_profile(int size, int threads, int reps, int cpu) {
     printf("evaluation %9.2f ms: convolutions %.2f, everything else %.2f (%.1f%%), unaccounted %.2f\n",
            1e3 * total / reps, 1e3 * conv / reps, 1e3 * other / reps, 100.0 * other / total,
            1e3 * (total - conv - other) / reps);
+    {   /* where the memory goes (MiB): what the model, the network and the objective hold */
+        const nst__net *nn = &obj->net;
+        double filt = 0, feat = 0, rec = 0, targets = 0, mib = 1.0 / (1 << 20);
+        int d;
+        for (i = 0; i < (size_t)m->nconv; i++)
+            for (d = 0; d < 2; d++) {
+                const nst__conv_dir *dd = &m->plan[i]->dir[d];
+                if (!dd->u) continue;
+                filt += dd->algo == NST__CONV_WINO ? 36.0 * ((dd->kout + 5) / 6) * 6 * dd->kin * 4
+                                                   : 9.0 * ((dd->kout + 5) / 6) * 6 * dd->kin * 4;
+            }
+        for (layer = 0; layer <= nn->last; layer++) {
+            size_t el = (size_t)nn->c_[layer] * nn->h_[layer] * nn->w_[layer];
+            if (nn->feat[layer]) feat += (double)el * 4;
+            if (nn->rec[layer]) rec += nst__layer_type(layer) == NST__L_RELU ? (double)(el + 7) / 8 : (double)el;
+        }
+        for (layer = 0; layer < obj->ncontent; layer++) {
+            int cl = obj->content_layer[layer];
+            targets += 4.0 * nn->c_[cl] * nn->h_[cl] * nn->w_[cl];
+        }
+        for (layer = 0; layer < obj->nstyle; layer++) targets += 8.0 * obj->style[layer].c * obj->style[layer].c;
+        printf("memory MiB: weights %.1f, transformed filters %.1f (conv plans), ping-pong buffers %.1f, kept features "
+               "%.1f, masks %.1f, conv workspace %.1f, loss targets and Grams %.1f\n", m->block_bytes * mib, filt * mib,
+               2.0 * nn->buf_elems * 4 * mib, feat * mib, rec * mib, nn->ws_bytes * mib, targets * mib);
+    }
     rc = 0;
 fail:
     if (rc) fprintf(stderr, "bench_nst: %s\n", nst_last_error());
