@@ -3678,7 +3678,28 @@ typedef struct nst__net {
     size_t bytes;                            /* everything above, for the memory estimate */
     const float *out;                        /* output of the last layer after forward */
     float *pad_scratch;                      /* reflection padding's border GEMM operands (m->reflect) */
+    double *prof;                            /* NULL, or NST__PROF_SLOTS phase times (bench_nst --profile) */
+    double (*prof_clock)(void);              /* the clock for prof; NULL = wall time (nst__now) */
 } nst__net;
+
+/* Profiling hook: when a net's or objective's prof points at NST__PROF_SLOTS doubles (bench_nst
+ * --profile sets it), each phase adds its wall time in seconds to its slot; the library leaves it NULL,
+ * so the hook costs a pointer test per layer. Per layer l: forward (conv, ReLU mask, pool) at
+ * FWD + l, backward at BWD + l, the loss gradient added at that layer (content, Gram backward) at
+ * LOSSGRAD + l, the Gram matrix and style loss at GRAM + l. */
+enum {
+    NST__PROF_FWD = 0, NST__PROF_BWD = NST_VGG_LAYERS, NST__PROF_LOSSGRAD = 2 * NST_VGG_LAYERS,
+    NST__PROF_GRAM = 3 * NST_VGG_LAYERS, NST__PROF_PRE = 4 * NST_VGG_LAYERS, NST__PROF_CONTENT, NST__PROF_TV,
+    NST__PROF_PIXGRAD, NST__PROF_SLOTS
+};
+static double nst__prof_now(const nst__net *n) { return !n->prof ? 0 : n->prof_clock ? n->prof_clock() : nst__now(); }
+static double nst__prof(const nst__net *n, int slot, double t0) {
+    double t;
+    if (!n->prof) return 0;
+    t = nst__prof_now(n);
+    n->prof[slot] += t - t0;
+    return t;
+}
 
 static size_t nst__round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
@@ -3791,30 +3812,93 @@ static void nst__relu_forward(float *dst, const float *src, unsigned char *bits,
         bits[i] = (unsigned char)v;
     }
 }
+/* ReLU masks, one bit per element (bit k of byte i: element 8i + k is > 0). The scalar loops are the
+ * references; the AVX2 ones (movemask of a compare; a byte broadcast against lane bits) do the same
+ * bit for bit. Threads take whole 64-byte runs of the mask (512 elements), so they never share a byte. */
+static void nst__relu_mask_bits_scalar(const float *x, unsigned char *bits, size_t lo, size_t hi) {
+    size_t i;
+    for (i = lo; i < hi; i += 8) {
+        size_t k, end = NST__MIN(i + 8, hi);
+        unsigned v = 0;
+        for (k = i; k < end; k++) v |= (unsigned)(x[k] > 0.0f) << (k - i);
+        bits[i / 8] = (unsigned char)v;
+    }
+}
+static void nst__relu_backward_scalar(float *g, const unsigned char *bits, size_t lo, size_t hi) {
+    size_t i;
+    for (i = lo; i < hi; i += 8) {
+        size_t k, end = NST__MIN(i + 8, hi);
+        unsigned v = bits[i / 8];
+        for (k = i; k < end; k++)
+            if (!((v >> (k - i)) & 1)) g[k] = 0.0f;
+    }
+}
+#if defined(NST__X86)
+static NST__TARGET_AVX2 void nst__relu_mask_bits_avx2(const float *x, unsigned char *bits, size_t lo, size_t hi) {
+    const __m256 z = _mm256_setzero_ps();
+    size_t i = lo;
+    for (; i + 32 <= hi; i += 32) {
+        unsigned m0 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), z, _CMP_GT_OQ));
+        unsigned m1 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i + 8), z, _CMP_GT_OQ));
+        unsigned m2 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i + 16), z, _CMP_GT_OQ));
+        unsigned m3 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i + 24), z, _CMP_GT_OQ));
+        bits[i / 8] = (unsigned char)m0;
+        bits[i / 8 + 1] = (unsigned char)m1;
+        bits[i / 8 + 2] = (unsigned char)m2;
+        bits[i / 8 + 3] = (unsigned char)m3;
+    }
+    nst__relu_mask_bits_scalar(x, bits, i, hi);
+}
+static NST__TARGET_AVX2 __m256 nst__bits_to_mask_avx2(unsigned b) {
+    const __m256i lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    __m256i v = _mm256_and_si256(_mm256_set1_epi32((int)b), lane);
+    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(v, lane));
+}
+static NST__TARGET_AVX2 void nst__relu_backward_avx2(float *g, const unsigned char *bits, size_t lo, size_t hi) {
+    size_t i = lo;
+    for (; i + 8 <= hi; i += 8)
+        _mm256_storeu_ps(g + i, _mm256_and_ps(_mm256_loadu_ps(g + i), nst__bits_to_mask_avx2(bits[i / 8])));
+    nst__relu_backward_scalar(g, bits, i, hi);
+}
+#endif
+static int nst__simd_avx2(void) {
+#if defined(NST__X86)
+    nst_arch a = nst__cpu_arch();
+    return a == NST_ARCH_AVX2 || a == NST_ARCH_AVX512;
+#else
+    return 0;
+#endif
+}
+/* n elements in runs of 512 (64 mask bytes), split evenly between threads. */
+#define NST__MASK_RUN 512
 static void nst__relu_mask_bits(const float *x, unsigned char *bits, size_t n, int nthreads) {
-    long nb = (long)((n + 7) / 8), i;
-    (void)nthreads;
+    long nr = (long)((n + NST__MASK_RUN - 1) / NST__MASK_RUN), r;
+    int simd = nst__simd_avx2();
+    (void)nthreads; (void)simd;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(static)
 #endif
-    for (i = 0; i < nb; i++) {
-        size_t k, base = (size_t)i * 8, end = NST__MIN(base + 8, n);
-        unsigned v = 0;
-        for (k = base; k < end; k++) v |= (unsigned)(x[k] > 0.0f) << (k - base);
-        bits[i] = (unsigned char)v;
+    for (r = 0; r < nr; r++) {
+        size_t lo = (size_t)r * NST__MASK_RUN, hi = NST__MIN(lo + NST__MASK_RUN, n);
+#if defined(NST__X86)
+        if (simd) { nst__relu_mask_bits_avx2(x, bits, lo, hi); continue; }
+#endif
+        nst__relu_mask_bits_scalar(x, bits, lo, hi);
     }
 }
 static void nst__relu_backward(float *g, const unsigned char *bits, size_t n, int nthreads) {
-    long nb = (long)((n + 7) / 8), i;
-    (void)nthreads;
+    long nr = (long)((n + NST__MASK_RUN - 1) / NST__MASK_RUN), r;
+    int simd = nst__simd_avx2();
+    (void)nthreads; (void)simd;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(static)
 #endif
-    for (i = 0; i < nb; i++) {
-        size_t k, base = (size_t)i * 8, end = NST__MIN(base + 8, n);
-        unsigned v = bits[i];
-        for (k = base; k < end; k++)
-            if (!((v >> (k - base)) & 1)) g[k] = 0.0f;
+    for (r = 0; r < nr; r++) {
+        size_t lo = (size_t)r * NST__MASK_RUN, hi = NST__MIN(lo + NST__MASK_RUN, n);
+#if defined(NST__X86)
+        if (simd) { nst__relu_backward_avx2(g, bits, lo, hi); continue; }
+#endif
+        nst__relu_backward_scalar(g, bits, lo, hi);
     }
 }
 
@@ -3865,6 +3949,225 @@ static void nst__maxpool_backward_rec(float *din, const float *dout, const unsig
     }
 }
 
+/* ---- 2x2 pooling fused with the ReLU mask of its input --------------------------------------------
+ * The pool reads every element of the ReLU output it pools, so it records the mask bits too (forward)
+ * and applies them to the gradient it scatters (backward): the separate mask passes over the largest
+ * feature maps (relu1_2, relu2_2, relu3_4, relu4_4) disappear. Needs w % 8 == 0 (every row starts a
+ * mask byte); nst__pool_fusable says when. Same pooling arithmetic as the reference (avg: 0.25 *
+ * (((a + b) + c) + d); max: first maximum in row-major order, its position as code 0..3). code is
+ * NULL for avg. One channel per call; threads take whole channels. */
+static int nst__pool_fusable(int h, int w) { return w % 8 == 0 && h >= 2; }
+
+static void nst__pool_mask_fwd_scalar(float *out, unsigned char *code, unsigned char *bits, const float *in, int ch,
+                                      int h, int w, int avg) {
+    int oh = h / 2, ow = w / 2, y, x;
+    const float *s = in + (size_t)ch * h * w;
+    float *o = out + (size_t)ch * oh * ow;
+    unsigned char *k = code ? code + (size_t)ch * oh * ow : NULL;
+    size_t base = (size_t)ch * h * w;
+    for (y = 0; y < oh; y++) {
+        const float *r0 = s + (size_t)(2 * y) * w, *r1 = r0 + w;
+        for (x = 0; x < ow; x++) {
+            float a = r0[2 * x], b = r0[2 * x + 1], c = r1[2 * x], d = r1[2 * x + 1];
+            if (avg) {
+                o[(size_t)y * ow + x] = 0.25f * (a + b + c + d);
+            } else {
+                float m = a;
+                int best = 0;
+                if (b > m) { m = b; best = 1; }
+                if (c > m) { m = c; best = 2; }
+                if (d > m) { m = d; best = 3; }
+                o[(size_t)y * ow + x] = m;
+                k[(size_t)y * ow + x] = (unsigned char)best;
+            }
+        }
+    }
+    nst__relu_mask_bits_scalar(in, bits, base, base + (size_t)h * w);
+}
+
+/* din = the pooled gradient scattered back (zero where nothing was pooled), times the ReLU mask. */
+static void nst__pool_mask_bwd_scalar(float *din, const float *dout, const unsigned char *code, const unsigned char *bits,
+                                      int ch, int h, int w, int avg) {
+    int oh = h / 2, ow = w / 2, y, x;
+    const float *g = dout + (size_t)ch * oh * ow;
+    const unsigned char *k = code ? code + (size_t)ch * oh * ow : NULL;
+    float *d = din + (size_t)ch * h * w;
+    size_t base = (size_t)ch * h * w;
+    memset(d, 0, sizeof(float) * (size_t)h * w);
+    for (y = 0; y < oh; y++)
+        for (x = 0; x < ow; x++) {
+            float gv = g[(size_t)y * ow + x];
+            size_t p = (size_t)(2 * y) * w + 2 * x;
+            if (avg) {
+                float q = 0.25f * gv;
+                d[p] = q; d[p + 1] = q; d[p + w] = q; d[p + w + 1] = q;
+            } else {
+                int b = k[(size_t)y * ow + x];
+                d[p + (size_t)(b >> 1) * w + (b & 1)] = gv;
+            }
+        }
+    nst__relu_backward_scalar(din, bits, base, base + (size_t)h * w);
+}
+
+#if defined(NST__X86)
+/* 8 outputs from 16 floats of each row: even and odd columns in order. */
+static NST__TARGET_AVX2 void nst__deint_avx2(const float *p, __m256 *ev, __m256 *od) {
+    __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+    *ev = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+    *od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+static NST__TARGET_AVX2 void nst__pool_mask_fwd_avx2(float *out, unsigned char *code, unsigned char *bits,
+                                                     const float *in, int ch, int h, int w, int avg) {
+    int oh = h / 2, ow = w / 2, y, x;
+    const float *s = in + (size_t)ch * h * w;
+    float *o = out + (size_t)ch * oh * ow;
+    unsigned char *k = code ? code + (size_t)ch * oh * ow : NULL;
+    unsigned char *bt = bits + (size_t)ch * h * w / 8;
+    const __m256 z = _mm256_setzero_ps(), q = _mm256_set1_ps(0.25f);
+    for (y = 0; y < oh; y++) {
+        const float *r0 = s + (size_t)(2 * y) * w, *r1 = r0 + w;
+        unsigned char *b0 = bt + (size_t)(2 * y) * w / 8, *b1 = b0 + w / 8;
+        for (x = 0; x + 8 <= ow; x += 8) {
+            __m256 a, b, c, d, m;
+            nst__deint_avx2(r0 + 2 * x, &a, &b);
+            nst__deint_avx2(r1 + 2 * x, &c, &d);
+            b0[x / 4] = (unsigned char)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(r0 + 2 * x), z, _CMP_GT_OQ));
+            b0[x / 4 + 1] = (unsigned char)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(r0 + 2 * x + 8), z, _CMP_GT_OQ));
+            b1[x / 4] = (unsigned char)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(r1 + 2 * x), z, _CMP_GT_OQ));
+            b1[x / 4 + 1] = (unsigned char)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(r1 + 2 * x + 8), z, _CMP_GT_OQ));
+            if (avg) {
+                m = _mm256_mul_ps(q, _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a, b), c), d));
+            } else {
+                __m256 sb = _mm256_cmp_ps(b, a, _CMP_GT_OQ), sc, sd;
+                __m256i cd;
+                m = _mm256_blendv_ps(a, b, sb);
+                sc = _mm256_cmp_ps(c, m, _CMP_GT_OQ);
+                m = _mm256_blendv_ps(m, c, sc);
+                sd = _mm256_cmp_ps(d, m, _CMP_GT_OQ);
+                m = _mm256_blendv_ps(m, d, sd);
+                /* code: 3 if d won, else 2 if c, else 1 if b, else 0 (masks are all-ones lanes) */
+                cd = _mm256_blendv_epi8(_mm256_blendv_epi8(_mm256_and_si256(_mm256_castps_si256(sb), _mm256_set1_epi32(1)),
+                                                           _mm256_set1_epi32(2), _mm256_castps_si256(sc)),
+                                        _mm256_set1_epi32(3), _mm256_castps_si256(sd));
+                cd = _mm256_packus_epi32(cd, cd);                       /* 16-bit, per 128-bit lane */
+                cd = _mm256_packus_epi16(cd, cd);                       /* 8-bit */
+                {
+                    uint32_t lo = (uint32_t)_mm_cvtsi128_si32(_mm256_castsi256_si128(cd));
+                    uint32_t hi = (uint32_t)_mm_cvtsi128_si32(_mm256_extracti128_si256(cd, 1));
+                    memcpy(k + (size_t)y * ow + x, &lo, 4);
+                    memcpy(k + (size_t)y * ow + x + 4, &hi, 4);
+                }
+            }
+            _mm256_storeu_ps(o + (size_t)y * ow + x, m);
+        }
+        for (; x < ow; x++) {   /* tail: ow % 8 == 4 here (w % 8 == 0) */
+            float a = r0[2 * x], b = r0[2 * x + 1], c = r1[2 * x], d = r1[2 * x + 1];
+            if (avg) {
+                o[(size_t)y * ow + x] = 0.25f * (a + b + c + d);
+            } else {
+                float mm = a;
+                int best = 0;
+                if (b > mm) { mm = b; best = 1; }
+                if (c > mm) { mm = c; best = 2; }
+                if (d > mm) { mm = d; best = 3; }
+                o[(size_t)y * ow + x] = mm;
+                k[(size_t)y * ow + x] = (unsigned char)best;
+            }
+        }
+        if (ow % 8) {   /* the tail's mask bytes: columns from 2 * (ow - ow % 8) to w */
+            size_t c0 = (size_t)(2 * (ow - ow % 8)), e0 = (size_t)ch * h * w + (size_t)(2 * y) * w;
+            nst__relu_mask_bits_scalar(in, bits, e0 + c0, e0 + (size_t)w);
+            nst__relu_mask_bits_scalar(in, bits, e0 + (size_t)w + c0, e0 + 2 * (size_t)w);
+        }
+    }
+    if (h & 1) {
+        size_t e0 = (size_t)ch * h * w + (size_t)(h - 1) * w;
+        nst__relu_mask_bits_avx2(in, bits, e0, e0 + (size_t)w);
+    }
+}
+static NST__TARGET_AVX2 void nst__pool_mask_bwd_avx2(float *din, const float *dout, const unsigned char *code,
+                                                     const unsigned char *bits, int ch, int h, int w, int avg) {
+    int oh = h / 2, ow = w / 2, y, x;
+    const float *g = dout + (size_t)ch * oh * ow;
+    const unsigned char *k = code ? code + (size_t)ch * oh * ow : NULL;
+    float *dd = din + (size_t)ch * h * w;
+    const unsigned char *bt = bits + (size_t)ch * h * w / 8;
+    const __m256 q = _mm256_set1_ps(0.25f), z = _mm256_setzero_ps();
+    const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2), three = _mm256_set1_epi32(3);
+    for (y = 0; y < oh; y++) {
+        float *r0 = dd + (size_t)(2 * y) * w, *r1 = r0 + w;
+        const unsigned char *b0 = bt + (size_t)(2 * y) * w / 8, *b1 = b0 + w / 8;
+        for (x = 0; x + 8 <= ow; x += 8) {
+            __m256 gv = _mm256_loadu_ps(g + (size_t)y * ow + x), ga, gb, gc, gd, lo, hi;
+            if (avg) {
+                ga = gb = gc = gd = _mm256_mul_ps(q, gv);
+            } else {
+                __m256i cd = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(k + (size_t)y * ow + x)));
+                ga = _mm256_and_ps(gv, _mm256_castsi256_ps(_mm256_cmpeq_epi32(cd, _mm256_setzero_si256())));
+                gb = _mm256_and_ps(gv, _mm256_castsi256_ps(_mm256_cmpeq_epi32(cd, one)));
+                gc = _mm256_and_ps(gv, _mm256_castsi256_ps(_mm256_cmpeq_epi32(cd, two)));
+                gd = _mm256_and_ps(gv, _mm256_castsi256_ps(_mm256_cmpeq_epi32(cd, three)));
+            }
+            /* interleave a/b into row 0 and c/d into row 1, then mask */
+            lo = _mm256_unpacklo_ps(ga, gb); hi = _mm256_unpackhi_ps(ga, gb);
+            _mm256_storeu_ps(r0 + 2 * x, _mm256_and_ps(_mm256_permute2f128_ps(lo, hi, 0x20), nst__bits_to_mask_avx2(b0[x / 4])));
+            _mm256_storeu_ps(r0 + 2 * x + 8, _mm256_and_ps(_mm256_permute2f128_ps(lo, hi, 0x31), nst__bits_to_mask_avx2(b0[x / 4 + 1])));
+            lo = _mm256_unpacklo_ps(gc, gd); hi = _mm256_unpackhi_ps(gc, gd);
+            _mm256_storeu_ps(r1 + 2 * x, _mm256_and_ps(_mm256_permute2f128_ps(lo, hi, 0x20), nst__bits_to_mask_avx2(b1[x / 4])));
+            _mm256_storeu_ps(r1 + 2 * x + 8, _mm256_and_ps(_mm256_permute2f128_ps(lo, hi, 0x31), nst__bits_to_mask_avx2(b1[x / 4 + 1])));
+        }
+        (void)z;
+        for (; x < ow; x++) {
+            float gv = g[(size_t)y * ow + x];
+            size_t p = (size_t)2 * x;
+            r0[p] = r0[p + 1] = r1[p] = r1[p + 1] = 0.0f;
+            if (avg) {
+                float qq = 0.25f * gv;
+                r0[p] = qq; r0[p + 1] = qq; r1[p] = qq; r1[p + 1] = qq;
+            } else {
+                int b = k[(size_t)y * ow + x];
+                (b >> 1 ? r1 : r0)[p + (b & 1)] = gv;
+            }
+        }
+        if (ow % 8) {
+            size_t c0 = (size_t)(2 * (ow - ow % 8)), e0 = (size_t)ch * h * w + (size_t)(2 * y) * w;
+            nst__relu_backward_scalar(din, bits, e0 + c0, e0 + (size_t)w);
+            nst__relu_backward_scalar(din, bits, e0 + (size_t)w + c0, e0 + 2 * (size_t)w);
+        }
+    }
+    if (h & 1) memset(dd + (size_t)(h - 1) * w, 0, sizeof(float) * (size_t)w);
+}
+#endif
+
+static void nst__pool_mask_forward(float *out, unsigned char *code, unsigned char *bits, const float *in, int c, int h,
+                                   int w, int avg, int nthreads) {
+    int ch, simd = nst__simd_avx2();
+    (void)nthreads; (void)simd;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (ch = 0; ch < c; ch++) {
+#if defined(NST__X86)
+        if (simd) { nst__pool_mask_fwd_avx2(out, avg ? NULL : code, bits, in, ch, h, w, avg); continue; }
+#endif
+        nst__pool_mask_fwd_scalar(out, avg ? NULL : code, bits, in, ch, h, w, avg);
+    }
+}
+static void nst__pool_mask_backward(float *din, const float *dout, const unsigned char *code, const unsigned char *bits,
+                                    int c, int h, int w, int avg, int nthreads) {
+    int ch, simd = nst__simd_avx2();
+    (void)nthreads; (void)simd;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (ch = 0; ch < c; ch++) {
+#if defined(NST__X86)
+        if (simd) { nst__pool_mask_bwd_avx2(din, dout, avg ? NULL : code, bits, ch, h, w, avg); continue; }
+#endif
+        nst__pool_mask_bwd_scalar(din, dout, avg ? NULL : code, bits, ch, h, w, avg);
+    }
+}
+
 /* Pixels (planar RGB, 0..255) to network input under the model's convention. */
 static void nst__preprocess(const nst_input_convention *cv, const float *px, float *in, size_t hw) {
     int c;
@@ -3877,6 +4180,14 @@ static void nst__preprocess(const nst_input_convention *cv, const float *px, flo
     }
 }
 
+/* Whether pool layer l records (forward) and applies (backward) the mask of the ReLU before it: when
+ * that ReLU was fused into its conv, is not a loss layer (its gradient gets the loss added before the
+ * mask) and the map's width suits the fused kernel. */
+static int nst__pool_masks(const nst__net *n, int l) {
+    return l >= 2 && l <= n->last && nst__layer_type(l) == NST__L_POOL && nst__layer_type(l - 1) == NST__L_RELU &&
+           !n->keep[l - 1] && !n->keep[l - 2] && nst__pool_fusable(n->h_[l - 1], n->w_[l - 1]);
+}
+
 static float *nst__net_other(nst__net *n, const float *cur) { return cur == n->buf[0] ? n->buf[1] : n->buf[0]; }
 
 static nst_status nst__net_forward(nst__net *n, const float *pixels) {
@@ -3884,7 +4195,9 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
     float *cur = n->buf[0];
     int l, ci = 0, c = 3, h = n->h, w = n->w;
     nst_status st;
+    double tp = nst__prof_now(n);
     nst__preprocess(&m->conv, pixels, cur, (size_t)h * w);
+    tp = nst__prof(n, NST__PROF_PRE, tp);
     for (l = 0; l <= n->last; l++) {
         int t = nst__layer_type(l);
         size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
@@ -3908,17 +4221,22 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
             }
             if ((st = nst__conv_forward(m->plan[ci], cur, out, h, w, fuse, n->nthreads, n->ws)) != NST_OK) return st;
             c = m->cout[ci++];
+            tp = nst__prof(n, NST__PROF_FWD + l, tp);
             if (fuse) {
                 l++;
-                nst__relu_mask_bits(out, n->rec[l], el, n->nthreads);
+                /* a pool right after records this mask while it reads the map anyway */
+                if (!nst__pool_masks(n, l + 1) && !n->keep[l]) nst__relu_mask_bits(out, n->rec[l], el, n->nthreads);
             }
         } else if (t == NST__L_RELU) {
             nst__relu_forward(out, cur, n->rec[l], el, n->nthreads);
         } else {
-            if (n->avg) nst__pool_forward(out, cur, c, h, w, 1, n->nthreads);
+            if (nst__pool_masks(n, l))
+                nst__pool_mask_forward(out, n->rec[l], n->rec[l - 1], cur, c, h, w, n->avg, n->nthreads);
+            else if (n->avg) nst__pool_forward(out, cur, c, h, w, 1, n->nthreads);
             else nst__maxpool_forward_rec(out, n->rec[l], cur, c, h, w, n->nthreads);
             h /= 2; w /= 2;
         }
+        tp = nst__prof(n, NST__PROF_FWD + l, tp);
         cur = out;
     }
     n->out = cur;
@@ -3926,7 +4244,9 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
 }
 
 /* Adds d loss / d (output of layer) into g, given the layer's kept features; scratch has room for
- * one more feature map of that layer. */
+ * one more feature map of that layer. At a ReLU layer it then applies the ReLU's backward too (g = 0
+ * where feat <= 0, which is where the pre-activation was <= 0), so it can do so block by block while
+ * the block is in cache; those layers record no mask bits in the forward pass. */
 typedef void (*nst__lossgrad_fn)(void *ctx, int layer, const float *feat, float *g, float *scratch);
 
 /* Backward from the deepest layer to the pixels; grad_pixels is [3][h][w]. */
@@ -3936,17 +4256,23 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
     int l, ci = nst__layer_conv(n->last);
     size_t hw = (size_t)n->h * n->w;
     nst_status st;
+    double tp = nst__prof_now(n);
     memset(g, 0, sizeof(float) * (size_t)n->c_[n->last] * n->h_[n->last] * n->w_[n->last]);
     for (l = n->last; l >= 0; l--) {
         int t = nst__layer_type(l);
         int inc = l ? n->c_[l - 1] : 3, inh = l ? n->h_[l - 1] : n->h, inw = l ? n->w_[l - 1] : n->w;
         size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
         float *other = nst__net_other(n, g);
-        if (n->keep[l]) lossgrad(ctx, l, n->feat[l], g, other);
+        if (n->keep[l]) {
+            lossgrad(ctx, l, n->feat[l], g, other);
+            tp = nst__prof(n, NST__PROF_LOSSGRAD + l, tp);
+        }
         if (t == NST__L_RELU) {
-            nst__relu_backward(g, n->rec[l], el, n->nthreads);
+            if (!nst__pool_masks(n, l + 1) && !n->keep[l]) nst__relu_backward(g, n->rec[l], el, n->nthreads);
         } else if (t == NST__L_POOL) {
-            if (n->avg) nst__pool_backward(other, g, NULL, inc, inh, inw, 1, n->nthreads);
+            if (nst__pool_masks(n, l))
+                nst__pool_mask_backward(other, g, n->rec[l], n->rec[l - 1], inc, inh, inw, n->avg, n->nthreads);
+            else if (n->avg) nst__pool_backward(other, g, NULL, inc, inh, inw, 1, n->nthreads);
             else nst__maxpool_backward_rec(other, g, n->rec[l], inc, inh, inw, n->nthreads);
             g = other;
         } else {
@@ -3957,6 +4283,7 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
             ci--;
             g = other;
         }
+        tp = nst__prof(n, NST__PROF_BWD + l, tp);
     }
     {
         const nst_input_convention *cv = &m->conv;
@@ -3969,6 +4296,7 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
             for (i = 0; i < hw; i++) d[i] = s[i] * a;
         }
     }
+    nst__prof(n, NST__PROF_PIXGRAD, tp);
     return NST_OK;
 }
 
@@ -4150,24 +4478,6 @@ static int nst__deepest(const int *a, int n, int d) {
     return d;
 }
 
-/* Deterministic parallel dot product: fixed 64 chunks, summed in order, so the result does not
- * depend on the thread count. */
-static double nst__dot(const float *a, const float *b, size_t n, int nthreads) {
-    double part[64], s = 0;
-    long k;
-    (void)nthreads;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-#endif
-    for (k = 0; k < 64; k++) {
-        size_t i, lo = n * (size_t)k / 64, hi = n * (size_t)(k + 1) / 64;
-        double acc = 0;
-        for (i = lo; i < hi; i++) acc += (double)a[i] * b[i];
-        part[k] = acc;
-    }
-    for (k = 0; k < 64; k++) s += part[k];
-    return s;
-}
 static double nst__asum(const float *a, size_t n) {
     double s = 0;
     size_t i;
@@ -4467,11 +4777,86 @@ static void nst__style_cache_add(nst_style_cache *c, const nst_model *m, int lay
     c->n++;
 }
 
+/* g = 0 where f <= 0, over elements [lo, hi): the ReLU backward from the kept ReLU output. */
+static void nst__relu_backward_feat_scalar(float *g, const float *f, size_t lo, size_t hi) {
+    size_t i;
+    for (i = lo; i < hi; i++)
+        if (!(f[i] > 0.0f)) g[i] = 0.0f;
+}
+#if defined(NST__X86)
+static NST__TARGET_AVX2 void nst__relu_backward_feat_avx2(float *g, const float *f, size_t lo, size_t hi) {
+    const __m256 z = _mm256_setzero_ps();
+    size_t i = lo;
+    for (; i + 8 <= hi; i += 8)
+        _mm256_storeu_ps(g + i, _mm256_and_ps(_mm256_loadu_ps(g + i), _mm256_cmp_ps(_mm256_loadu_ps(f + i), z, _CMP_GT_OQ)));
+    nst__relu_backward_feat_scalar(g, f, i, hi);
+}
+#endif
+static void nst__relu_backward_feat(float *g, const float *f, size_t lo, size_t hi, int simd) {
+    (void)simd;
+#if defined(NST__X86)
+    if (simd) { nst__relu_backward_feat_avx2(g, f, lo, hi); return; }
+#endif
+    nst__relu_backward_feat_scalar(g, f, lo, hi);
+}
+
+/* The loss gradient at one layer without normalisation, fused: pixel columns in blocks (one thread per
+ * block), each block gets the content terms, the Gram backward (G - A) F and, at a ReLU layer, the
+ * ReLU mask while it is in cache. The GEMM gives the same values however N is cut (K blocks and
+ * micro-kernel order depend on K only), so the result is the unfused one and independent of threads. */
+static void nst__objective_lossgrad_fused(nst_objective *o, int layer, const float *feat, float *g) {
+    const nst__net *n = &o->net;
+    int c = n->c_[layer], k, relu = nst__layer_type(layer) == NST__L_RELU, simd = nst__simd_avx2();
+    size_t hw = (size_t)n->h_[layer] * n->w_[layer], cc = (size_t)c * c, i;
+    long nb = (long)(c >= 256 ? 1024 : 131072 / c), nblk = (long)((hw + (size_t)nb - 1) / (size_t)nb), b;
+    float content_sc[NST__MAX_LOSS_LAYERS], style_sc[NST__MAX_LOSS_LAYERS];
+    double el = (double)c * hw;
+    for (k = 0; k < o->ncontent; k++)
+        content_sc[k] = o->content_layer[k] == layer && o->cw != 0 ? (float)(o->cw * 2.0 / el) : 0.0f;
+    for (k = 0; k < o->nstyle; k++) {
+        nst__style_layer *s = &o->style[k];
+        double coef = o->sw * s->weight;
+        style_sc[k] = s->layer == layer && coef != 0 ? (float)(coef * 4.0 / ((double)cc * el)) : 0.0f;
+        if (style_sc[k] != 0.0f)   /* G - A in place of G (restored below) */
+            for (i = 0; i < cc; i++) s->gram[i] -= s->target[i];
+    }
+    (void)simd;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(n->nthreads) schedule(static)
+#endif
+    for (b = 0; b < nblk; b++) {
+        size_t j0 = (size_t)b * (size_t)nb, j1 = NST__MIN(j0 + (size_t)nb, hw), j;
+        int kk, ch;
+        for (kk = 0; kk < o->ncontent; kk++) {
+            const float *p = o->content_target[kk];
+            float sc = content_sc[kk];
+            if (sc == 0.0f) continue;
+            for (ch = 0; ch < c; ch++) {
+                size_t r = (size_t)ch * hw;
+                for (j = r + j0; j < r + j1; j++) g[j] += sc * (feat[j] - p[j]);
+            }
+        }
+        for (kk = 0; kk < o->nstyle; kk++)
+            if (style_sc[kk] != 0.0f)
+                nst__sgemm_ex(1, 0, 0, c, (int)(j1 - j0), c, style_sc[kk], o->style[kk].gram, c, feat + j0, (int)hw, 1.0f,
+                              g + j0, (int)hw);
+        if (relu)
+            for (ch = 0; ch < c; ch++) nst__relu_backward_feat(g, feat, (size_t)ch * hw + j0, (size_t)ch * hw + j1, simd);
+    }
+    for (k = 0; k < o->nstyle; k++)
+        if (style_sc[k] != 0.0f)
+            for (i = 0; i < cc; i++) o->style[k].gram[i] += o->style[k].target[i];   /* restore G for nst_objective_gram */
+}
+
 static void nst__objective_lossgrad(void *ctx, int layer, const float *feat, float *g, float *scratch) {
     nst_objective *o = (nst_objective *)ctx;
     const nst__net *n = &o->net;
     size_t el = (size_t)n->c_[layer] * n->h_[layer] * n->w_[layer], i;
     int k;
+    if (!o->normalize && !o->nmask && n->h_[layer] * n->w_[layer] <= INT_MAX) {
+        nst__objective_lossgrad_fused(o, layer, feat, g);
+        return;
+    }
     for (k = 0; k < o->ncontent; k++) {
         const float *p = o->content_target[k];
         if (o->content_layer[k] != layer || o->cw == 0) continue;
@@ -4487,6 +4872,7 @@ static void nst__objective_lossgrad(void *ctx, int layer, const float *feat, flo
     }
     if (o->nmask) {
         nst__masked_style_grad(o, layer, feat, g, scratch);
+        if (nst__layer_type(layer) == NST__L_RELU) nst__relu_backward_feat(g, feat, 0, el, nst__simd_avx2());
         return;
     }
     for (k = 0; k < o->nstyle; k++) {
@@ -4511,6 +4897,7 @@ static void nst__objective_lossgrad(void *ctx, int layer, const float *feat, flo
         }
         for (i = 0; i < cc; i++) d[i] += s->target[i];   /* restore G for nst_objective_gram */
     }
+    if (nst__layer_type(layer) == NST__L_RELU) nst__relu_backward_feat(g, feat, 0, el, nst__simd_avx2());
 }
 
 NSTDEF void nst_objective_free(nst_objective *o) {
@@ -4722,10 +5109,12 @@ NSTDEF nst_status nst_objective_eval(nst_objective *o, const float *pixels, nst_
     nst_status st;
     int k;
     size_t i;
+    double tp;
     if (!o || !pixels) return nst__err(NST_ERR_ARGUMENT, "objective: NULL argument");
     n = &o->net;
     memset(&L, 0, sizeof L);
     if ((st = nst__net_forward(n, pixels)) != NST_OK) return st;
+    tp = nst__prof_now(n);
     for (k = 0; k < o->ncontent; k++) {
         int l = o->content_layer[k];
         size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
@@ -4734,6 +5123,7 @@ NSTDEF nst_status nst_objective_eval(nst_objective *o, const float *pixels, nst_
         for (i = 0; i < el; i++) { double d = (double)f[i] - p[i]; s += d * d; }
         L.content_raw += s / (double)el;
     }
+    tp = nst__prof(n, NST__PROF_CONTENT, tp);
     for (k = 0; k < o->nstyle; k++) {
         nst__style_layer *s = &o->style[k];
         size_t hw = (size_t)n->h_[s->layer] * n->w_[s->layer], cc = (size_t)s->c * s->c;
@@ -4747,11 +5137,14 @@ NSTDEF nst_status nst_objective_eval(nst_objective *o, const float *pixels, nst_
         if ((st = nst__gram(s->gram, n->feat[s->layer], s->c, hw, o->nthreads)) != NST_OK) return st;
         for (i = 0; i < cc; i++) { double d = (double)s->gram[i] - s->target[i]; acc += d * d; }
         L.style_raw += s->weight * acc / (double)cc;
+        tp = nst__prof(n, NST__PROF_GRAM + s->layer, tp);
     }
     if (grad) {
         if ((st = nst__net_backward(n, nst__objective_lossgrad, o, grad)) != NST_OK) return st;
     }
+    tp = nst__prof_now(n);
     L.tv_raw = nst__tv(pixels, o->h, o->w, (float)o->tvw, grad);
+    nst__prof(n, NST__PROF_TV, tp);
     L.content = o->cw * L.content_raw;
     L.style = o->sw * L.style_raw;
     L.tv = o->tvw * L.tv_raw;
@@ -4828,39 +5221,171 @@ static uint16_t nst__to_bf16(float f) {
 }
 static float nst__from_bf16(uint16_t h) { return nst__f32_from_bits((uint32_t)h << 16); }
 
-static double nst__hist_dot(const void *h, int bf16, const float *b, size_t n, int nthreads) {
-    double part[64], s = 0;
+/* ---- the two-loop recursion, one pass per history vector per loop ----------------------------------
+ * Each pass of the recursion updates d with the pair just used and takes the dot product with the
+ * vector of the next pair in the same sweep, so every history vector is read once per loop and d,
+ * which stays in the last-level cache, twice. Per element i of a pass:
+ *     t = g ? -g[i] : d[i];   if (u) t += a * u[i];   if (scale) t = (float)(t * sc);   d[i] = t;
+ *     dot += v[i] * t (in double);   asum += |t|
+ * The same float operations as the plain loops (axpy, then scale), so the same d. Threads take fixed
+ * chunks of 64-element-aligned ranges (NST__LB_CHUNKS per vector) and the partial sums are added in
+ * chunk order: the result does not depend on the thread count. */
+#define NST__LB_CHUNKS 64
+typedef struct nst__lb_pass {
+    const float *g;          /* d = -g first (NULL: start from d) */
+    const void *u;           /* then d += a * u (history format), NULL: no update */
+    float a;
+    int scale;               /* then d = (float)(d * sc) */
+    double sc;
+    const void *v;           /* dot product with v (history format, or f32 with v_f32), NULL: none */
+    int v_f32, want_asum, bf16;
+} nst__lb_pass;
+
+static float nst__lb_get(const void *h, int bf16, size_t i) {
+    return bf16 ? nst__from_bf16(((const uint16_t *)h)[i]) : ((const float *)h)[i];
+}
+/* Scalar reference: elements [lo, hi). */
+static void nst__lb_pass_scalar(const nst__lb_pass *p, float *d, size_t lo, size_t hi, double *dot, double *asum) {
+    double s = 0, a = 0;
+    size_t i;
+    for (i = lo; i < hi; i++) {
+        float t = p->g ? -p->g[i] : d[i];
+        if (p->u) t += p->a * nst__lb_get(p->u, p->bf16, i);
+        if (p->scale) t = (float)(t * p->sc);
+        d[i] = t;
+        if (p->v) s += (double)(p->v_f32 ? ((const float *)p->v)[i] : nst__lb_get(p->v, p->bf16, i)) * t;
+        a += fabs((double)t);
+    }
+    *dot = s;
+    *asum = a;
+}
+
+#if defined(NST__X86)
+static NST__TARGET_AVX2 __m256 nst__lb_ld8_avx2(const void *h, int bf16, size_t i) {
+    if (bf16)
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)h + i))), 16));
+    return _mm256_loadu_ps((const float *)h + i);
+}
+static NST__TARGET_AVX2 void nst__lb_pass_avx2(const nst__lb_pass *p, float *d, size_t lo, size_t hi, double *dot,
+                                               double *asum) {
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd(), a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    const __m256 va = _mm256_set1_ps(p->a), sign = _mm256_set1_ps(-0.0f);
+    const __m256d vsc = _mm256_set1_pd(p->sc), absm = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7FFFFFFFFFFFFFFFll));
+    double ts[4], ta[4], rd, ra;
+    size_t i = lo;
+    for (; i + 8 <= hi; i += 8) {
+        __m256 t = p->g ? _mm256_xor_ps(_mm256_loadu_ps(p->g + i), sign) : _mm256_loadu_ps(d + i);
+        __m256d lo4, hi4;
+        if (p->u) t = _mm256_add_ps(t, _mm256_mul_ps(va, nst__lb_ld8_avx2(p->u, p->bf16, i)));
+        lo4 = _mm256_cvtps_pd(_mm256_castps256_ps128(t));
+        hi4 = _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1));
+        if (p->scale) {
+            lo4 = _mm256_mul_pd(lo4, vsc);
+            hi4 = _mm256_mul_pd(hi4, vsc);
+            t = _mm256_set_m128(_mm256_cvtpd_ps(hi4), _mm256_cvtpd_ps(lo4));
+            lo4 = _mm256_cvtps_pd(_mm256_castps256_ps128(t));
+            hi4 = _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1));
+        }
+        _mm256_storeu_ps(d + i, t);
+        if (p->v) {
+            __m256 v = p->v_f32 ? _mm256_loadu_ps((const float *)p->v + i) : nst__lb_ld8_avx2(p->v, p->bf16, i);
+            s0 = _mm256_fmadd_pd(lo4, _mm256_cvtps_pd(_mm256_castps256_ps128(v)), s0);
+            s1 = _mm256_fmadd_pd(hi4, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), s1);
+        }
+        if (p->want_asum) {
+            a0 = _mm256_add_pd(a0, _mm256_and_pd(lo4, absm));
+            a1 = _mm256_add_pd(a1, _mm256_and_pd(hi4, absm));
+        }
+    }
+    _mm256_storeu_pd(ts, _mm256_add_pd(s0, s1));
+    _mm256_storeu_pd(ta, _mm256_add_pd(a0, a1));
+    nst__lb_pass_scalar(p, d, i, hi, &rd, &ra);
+    *dot = ((ts[0] + ts[1]) + (ts[2] + ts[3])) + rd;
+    *asum = ((ta[0] + ta[1]) + (ta[2] + ta[3])) + ra;
+}
+#endif
+
+static size_t nst__lb_chunk(size_t n, long k) { return k >= NST__LB_CHUNKS ? n : (n * (size_t)k / NST__LB_CHUNKS) & ~(size_t)63; }
+
+/* Runs a pass over all of d; returns the dot product (and the L1 norm of the new d in *asum). */
+static double nst__lb_run(const nst__lb_pass *p, float *d, size_t n, int nthreads, double *asum) {
+    double pd[NST__LB_CHUNKS], pa[NST__LB_CHUNKS], s = 0, a = 0;
+    int simd = 0;
     long k;
-    if (!bf16) return nst__dot((const float *)h, b, n, nthreads);
+#if defined(NST__X86)
+    simd = nst__cpu_arch() == NST_ARCH_AVX2 || nst__cpu_arch() == NST_ARCH_AVX512;
+#endif
     (void)nthreads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(static)
 #endif
-    for (k = 0; k < 64; k++) {
-        const uint16_t *a = (const uint16_t *)h;
-        size_t i, lo = n * (size_t)k / 64, hi = n * (size_t)(k + 1) / 64;
-        double acc = 0;
-        for (i = lo; i < hi; i++) acc += (double)nst__from_bf16(a[i]) * b[i];
-        part[k] = acc;
+    for (k = 0; k < NST__LB_CHUNKS; k++) {
+        size_t lo = nst__lb_chunk(n, k), hi = nst__lb_chunk(n, k + 1);
+#if defined(NST__X86)
+        if (simd) { nst__lb_pass_avx2(p, d, lo, hi, &pd[k], &pa[k]); continue; }
+#endif
+        nst__lb_pass_scalar(p, d, lo, hi, &pd[k], &pa[k]);
     }
-    for (k = 0; k < 64; k++) s += part[k];
+    (void)simd;
+    for (k = 0; k < NST__LB_CHUNKS; k++) { s += pd[k]; a += pa[k]; }
+    if (asum) *asum = a;
     return s;
 }
-static void nst__hist_axpy(float *y, double a, const void *h, int bf16, size_t n, int nthreads) {
-    long i;
-    float af = (float)a;
-    const uint16_t *x = (const uint16_t *)h;
-    if (!bf16) { nst__axpy(y, a, (const float *)h, n, nthreads); return; }
+
+/* The new pair: yn = g - g_old, sn = t * d, returning y's = yn . sn and y'y; deterministic as above. */
+static void nst__lb_pair(float *yn, float *sn, const float *g, const float *g_old, const float *d, double t, size_t n,
+                         int nthreads, double *ys, double *yy) {
+    double p1[NST__LB_CHUNKS], p2[NST__LB_CHUNKS], a = 0, b = 0;
+    long k;
     (void)nthreads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(static)
 #endif
-    for (i = 0; i < (long)n; i++) y[i] += af * nst__from_bf16(x[i]);
+    for (k = 0; k < NST__LB_CHUNKS; k++) {
+        size_t i, lo = nst__lb_chunk(n, k), hi = nst__lb_chunk(n, k + 1);
+        double s1 = 0, s2 = 0;
+        for (i = lo; i < hi; i++) {
+            yn[i] = g[i] - g_old[i];
+            sn[i] = (float)(t * d[i]);
+            s1 += (double)yn[i] * sn[i];
+            s2 += (double)yn[i] * yn[i];
+        }
+        p1[k] = s1; p2[k] = s2;
+    }
+    for (k = 0; k < NST__LB_CHUNKS; k++) { a += p1[k]; b += p2[k]; }
+    *ys = a; *yy = b;
 }
-static void nst__hist_store(void *h, int bf16, const float *src, size_t n) {
-    size_t i;
+
+/* L1 norm, deterministic and threaded. */
+static double nst__lb_asum(const float *x, size_t n, int nthreads) {
+    double part[NST__LB_CHUNKS], s = 0;
+    long k;
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (k = 0; k < NST__LB_CHUNKS; k++) {
+        size_t i, lo = nst__lb_chunk(n, k), hi = nst__lb_chunk(n, k + 1);
+        double a = 0;
+        for (i = lo; i < hi; i++) a += fabs((double)x[i]);
+        part[k] = a;
+    }
+    for (k = 0; k < NST__LB_CHUNKS; k++) s += part[k];
+    return s;
+}
+
+static void nst__hist_store(void *h, int bf16, const float *src, size_t n, int nthreads) {
+    long k;
     if (!bf16) { memcpy(h, src, n * sizeof(float)); return; }
-    for (i = 0; i < n; i++) ((uint16_t *)h)[i] = nst__to_bf16(src[i]);
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (k = 0; k < NST__LB_CHUNKS; k++) {
+        size_t i, lo = nst__lb_chunk(n, k), hi = nst__lb_chunk(n, k + 1);
+        for (i = lo; i < hi; i++) ((uint16_t *)h)[i] = nst__to_bf16(src[i]);
+    }
 }
 
 /* L-BFGS as torch's optim.lbfgs (which jcjohnson/neural-style and neural-style-pt use): two-loop
@@ -4902,48 +5427,76 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
     }
     if ((st = fg(x, g, &f, user)) != NST_OK) goto done;
     nev = 1;
-    if (nst__asum(g, n) <= opt->tol_fun) goto done;
+    if (nst__lb_asum(g, n, nthreads) <= opt->tol_fun) goto done;
     for (iter = 1; iter <= opt->max_iter; iter++) {
         size_t i;
-        double gtd;
-        if (iter == 1) {
-            for (i = 0; i < n; i++) d[i] = -g[i];
+        double gtd, be, dsum = 0;
+        if (iter == 1) {   /* d = -g, the step scaled by min(1, 1/|g|_1) */
+            nst__lb_pass ps;
+            memset(&ps, 0, sizeof ps);
+            ps.g = g;
+            ps.v = g;
+            ps.v_f32 = 1;
+            ps.want_asum = 1;
+            gtd = nst__lb_run(&ps, d, n, nthreads, &dsum);
+            t = NST__MIN(1.0, 1.0 / dsum) * opt->learning_rate;
         } else {
             /* s = t d (the step just taken), y = g - g_old */
             double ys, yy;
-            for (i = 0; i < n; i++) { yn[i] = g[i] - g_old[i]; sn[i] = (float)(t * d[i]); }
-            ys = nst__dot(yn, sn, n, nthreads);
-            yy = nst__dot(yn, yn, n, nthreads);
+            nst__lb_pair(yn, sn, g, g_old, d, t, n, nthreads, &ys, &yy);
             if (opt->relative_curvature ? ys > 1e-10 * yy : ys > 1e-10) {
-                nst__hist_store(S + (size_t)head * n * es, bf16, sn, n);
-                nst__hist_store(Y + (size_t)head * n * es, bf16, yn, n);
+                nst__hist_store(S + (size_t)head * n * es, bf16, sn, n, nthreads);
+                nst__hist_store(Y + (size_t)head * n * es, bf16, yn, n, nthreads);
                 rho[head] = 1.0 / ys;
                 hdiag = ys / yy;
                 head = (head + 1) % m;
                 if (k < m) k++;
             }
-            /* two-loop recursion, newest pair first */
-            for (i = 0; i < n; i++) d[i] = -g[i];
+            /* two-loop recursion, newest pair first: pass j applies pair j-1 and measures pair j */
             {
+                nst__lb_pass ps;
                 int j;
-                for (j = 0; j < k; j++) {
-                    int p = (head - 1 - j + 2 * m) % m;
-                    alpha[p] = rho[p] * nst__hist_dot(S + (size_t)p * n * es, bf16, d, n, nthreads);
-                    nst__hist_axpy(d, -alpha[p], Y + (size_t)p * n * es, bf16, n, nthreads);
+                memset(&ps, 0, sizeof ps);
+                ps.bf16 = bf16;
+                ps.g = g;
+                for (j = 0; j <= k; j++) {
+                    int p = (head - 1 - j + 2 * m) % m, q = (head - j + 2 * m) % m;   /* pair j, pair j-1 */
+                    if (j > 0) { ps.u = Y + (size_t)q * n * es; ps.a = (float)-alpha[q]; }
+                    if (j == k) {   /* d *= H0, then the second loop starts with the oldest pair */
+                        ps.scale = 1;
+                        ps.sc = hdiag;
+                        p = (head - k + 2 * m) % m;
+                        ps.v = k ? Y + (size_t)p * n * es : (const void *)g;
+                        ps.v_f32 = k == 0;
+                        ps.want_asum = k == 0;
+                        be = nst__lb_run(&ps, d, n, nthreads, &dsum);
+                    } else {
+                        ps.v = S + (size_t)p * n * es;
+                        alpha[p] = rho[p] * nst__lb_run(&ps, d, n, nthreads, NULL);
+                    }
+                    ps.g = NULL;
                 }
-                for (i = 0; i < n; i++) d[i] = (float)(d[i] * hdiag);
+                ps.scale = 0;
+                /* oldest to newest: apply pair j with beta_j, measure pair j-1 (the last pass: g'd) */
                 for (j = k - 1; j >= 0; j--) {
-                    int p = (head - 1 - j + 2 * m) % m;
-                    double be = rho[p] * nst__hist_dot(Y + (size_t)p * n * es, bf16, d, n, nthreads);
-                    nst__hist_axpy(d, alpha[p] - be, S + (size_t)p * n * es, bf16, n, nthreads);
+                    int p = (head - 1 - j + 2 * m) % m, q = (head - j + 2 * m) % m;
+                    ps.u = S + (size_t)p * n * es;
+                    ps.a = (float)(alpha[p] - rho[p] * be);
+                    ps.v = j ? Y + (size_t)q * n * es : (const void *)g;
+                    ps.v_f32 = j == 0;
+                    ps.want_asum = j == 0;
+                    be = nst__lb_run(&ps, d, n, nthreads, &dsum);
                 }
+                gtd = be;
             }
         }
-        memcpy(g_old, g, n * sizeof(float));
+        {   /* g_old takes g's buffer; the next evaluation writes the other */
+            float *tmp = g_old;
+            g_old = g;
+            g = tmp;
+        }
         f_old = f;
-        gtd = nst__dot(g, d, n, nthreads);
-        if (gtd > -opt->tol_x) break;   /* not a descent direction */
-        t = iter == 1 ? NST__MIN(1.0, 1.0 / nst__asum(g, n)) * opt->learning_rate : opt->learning_rate;
+        if (iter > 1) t = opt->learning_rate;
         if (opt->line_search) {
             int tries;
             memcpy(x0, x, n * sizeof(float));
@@ -4973,8 +5526,8 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
             goto done;
         }
         if (iter == opt->max_iter || nev >= max_eval) break;
-        if (nst__asum(g, n) <= opt->tol_fun) break;
-        if (fabs(t) * nst__asum(d, n) <= opt->tol_x) break;
+        if (nst__lb_asum(g, n, nthreads) <= opt->tol_fun) break;
+        if (fabs(t) * dsum <= opt->tol_x) break;
         if (fabs(f - f_old) < opt->tol_x) break;
     }
 done:

@@ -144,7 +144,11 @@ static const shape shapes[] = {
     {64, 64, 64, "square"}, {128, 128, 128, "square"}, {256, 256, 256, "square"}, {512, 512, 512, "square"},
     {1024, 1024, 1024, "square"}, {2048, 2048, 2048, "square"},
     {64, 262144, 576, "vgg conv1_2 @512"}, {128, 65536, 1152, "vgg conv2_2"}, {256, 16384, 1152, "vgg conv3_x"},
-    {512, 4096, 4608, "vgg conv4_x"}, {512, 1024, 4608, "vgg conv5_x"}};
+    {512, 4096, 4608, "vgg conv4_x"}, {512, 1024, 4608, "vgg conv5_x"},
+    /* the style loss at 512 px: Gram backward C[c][pixels] = (G - A)[c][c] x F[c][pixels] (wide, short K),
+     * and the Gram matrix itself, F F^T, as a plain product (long K) */
+    {64, 262144, 64, "gram bwd relu1_1"}, {128, 65536, 128, "gram bwd relu2_1"}, {256, 16384, 256, "gram bwd relu3_1"},
+    {64, 64, 262144, "gram fwd relu1_1"}, {128, 128, 65536, "gram fwd relu2_1"}};
 #define NSHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
 int main(int argc, char **argv) {

@@ -4,6 +4,7 @@
 # -lblis (Debian: libopenblas-dev, libblis-dev). Each library runs ROUNDS times (default 2), alternating,
 # and the best GFLOP/s per cell is kept (the machine is shared and noisy: compare within one run).
 #   bench/compare.sh [--quick] [--vgg-only]        (extra arguments go to every bench run)
+# PAUSE (seconds, default 3) separates the blocks; the last columns give the geometric mean of nst/OpenBLAS.
 set -eu
 cd "$(dirname "$0")/.."
 mkdir -p build/compare
@@ -18,12 +19,17 @@ out=build/compare/results.csv
 ./build/compare/nst "$@" --quick --threads 1 --isa best >/dev/null 2>&1 || true   # warm-up (page faults, clocks)
 for round in $(seq 1 "${ROUNDS:-2}"); do
   for t in 1 2; do
+    # each library in its own block with a pause after it: on 2 cores, one library's spinning worker
+    # threads (OpenBLAS's, OpenMP's) otherwise slow whichever runs right after
     OMP_NUM_THREADS=$t ./build/compare/nst --csv --isa best --threads "$t" "$@" | sed "s/^/nst,/" >> "$out"
+    sleep "${PAUSE:-3}"
     if [ $have_ob = 1 ]; then
       OPENBLAS_NUM_THREADS=$t OMP_NUM_THREADS=$t ./build/compare/openblas --csv --threads "$t" "$@" | sed "s/^/openblas,/" >> "$out"
+      sleep "${PAUSE:-3}"
     fi
     if [ $have_blis = 1 ]; then
       BLIS_NUM_THREADS=$t OMP_NUM_THREADS=$t ./build/compare/blis --csv --threads "$t" "$@" | sed "s/^/blis,/" >> "$out"
+      sleep "${PAUSE:-3}"
     fi
   done
 done
@@ -40,5 +46,8 @@ awk -F, '
       a = best["nst|" k]; o = best["openblas|" k]; b = best["blis|" k]
       printf "%-18s %3s | %9.1f %5.0f%% | %9.1f %5.0f%% | %9.1f %5.0f%% | %5.2fx %5.2fx\n", f[1], f[2],
              a, pct["nst|" k], o, pct["openblas|" k], b, pct["blis|" k], (o > 0 ? a / o : 0), (b > 0 ? a / b : 0)
+      if (a > 0 && o > 0) { lg[f[2]] += log(a / o); cnt[f[2]]++; if (!(f[2] in mn) || a / o < mn[f[2]]) mn[f[2]] = a / o }
     }
+    for (t in cnt) printf "nst / OpenBLAS, %s thread(s): geometric mean %.3f, worst %.3f over %d shapes\n", t,
+                          exp(lg[t] / cnt[t]), mn[t], cnt[t]
   }' "$out"

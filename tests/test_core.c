@@ -264,6 +264,13 @@ TEST(objective_gradient_matches_finite_differences) {
     nst_options_init(&o);
     o.content_weight = 0; o.style_weight = 0; o.tv_weight = 1;
     objective_fd(m, &o, 19, 17, "total variation", 1e-3);
+    /* widths that are multiples of 8: pooling records and applies the ReLU masks itself */
+    nst_options_init(&o);
+    o.threads = 1;
+    o.tv_weight = 0; o.content_weight = 0; o.style_weight = 1e3f;
+    objective_fd(m, &o, 32, 18, "style, max pool fused with the ReLU masks (width % 8 == 0)", 2e-3);
+    o.pool = NST_POOL_AVG;
+    objective_fd(m, &o, 32, 17, "style, avg pool fused with the ReLU masks, odd height", 2e-3);
     nst_model_free(m);
 }
 
