@@ -4737,7 +4737,7 @@ static size_t nst__pass_memory_tiled(const nst_model *m, const nst_options *o, i
     memset(&ci, 0, sizeof ci);
     ci.width = w; ci.height = h;
     for (k = 0; k < nstyles && k < 8; k++) { memset(&si[k], 0, sizeof si[k]); si[k].width = sw[k]; si[k].height = sh[k]; }
-    if (!nst__tiling_needed(o, &ci, si, nstyles, content_l, nc, style_l, ns))
+    if (!nst__tiling_needed(o, &ci, si, NST__MIN(nstyles, 8), content_l, nc, style_l, ns))
         return nst__pass_memory(m, o, w, h, sw, sh, nstyles);
     if (ns == 0) {
         memset(keep, 0, sizeof keep);

@@ -203,6 +203,118 @@ TEST(tiled_matches_whole_random_vgg19_to_relu3_1) {
     nst_model_free(m);
 }
 
+/* The plan under a memory limit: whole image when it fits, else the largest tile that fits, else a
+ * shorter L-BFGS history, else a refusal naming the size that would fit. Estimates only: no run. */
+TEST(plan_picks_tiles_then_history_then_refuses) {
+    nst_model *m = NULL;
+    nst_image c, s;
+    nst_options o, p;
+    size_t whole, need;
+    CHECK_OK(nst_model_random(1, &m));
+    if (!m) return;
+    nst_image_alloc(&c, 2048, 1536, 3);
+    nst_image_alloc(&s, 512, 512, 3);
+    nst_options_init(&o);
+    o.image_size = 2048;
+    o.tile = 0;
+    whole = nst_transfer_memory(m, &c, &s, 1, &o);
+    o.tile = -1;
+    o.memory_limit = whole + ((size_t)1 << 20);   /* fits whole: no tiling */
+    p = o;
+    CHECK_OK(nst_transfer_plan(m, &c, &s, 1, &p));
+    CHECK(p.tile == 0 && p.lbfgs_history == 100);
+    o.memory_limit = whole - ((size_t)300 << 20);   /* the history stays, tiles make room */
+    p = o;
+    CHECK_OK(nst_transfer_plan(m, &c, &s, 1, &p));
+    need = nst_transfer_memory(m, &c, &s, 1, &p);
+    printf("  limit %zu MB: tile %d, history %d, estimate %zu MB (whole image %zu MB)\n", o.memory_limit >> 20, p.tile,
+           p.lbfgs_history, need >> 20, whole >> 20);
+    CHECK(p.tile > 0 && p.tile % 16 == 0 && p.lbfgs_history == 100 && need <= o.memory_limit);
+    CHECK(nst_transfer_memory(m, &c, &s, 1, &o) == need);   /* the estimate of an auto run is the plan's */
+    o.memory_limit = (size_t)1536 << 20;   /* the history must shrink */
+    p = o;
+    CHECK_OK(nst_transfer_plan(m, &c, &s, 1, &p));
+    need = nst_transfer_memory(m, &c, &s, 1, &p);
+    printf("  limit %zu MB: tile %d, history %d, estimate %zu MB\n", o.memory_limit >> 20, p.tile, p.lbfgs_history,
+           need >> 20);
+    CHECK(p.tile >= 256 && p.lbfgs_history >= 5 && p.lbfgs_history < 100 && need <= o.memory_limit);
+    o.memory_limit = (size_t)300 << 20;   /* nothing fits */
+    p = o;
+    CHECK(nst_transfer_plan(m, &c, &s, 1, &p) == NST_ERR_NOMEM);
+    printf("  limit 300 MB: %s\n", nst_last_error());
+    CHECK(strstr(nst_last_error(), "--size") != NULL && p.tile == -1);
+    nst_image_free(&c); nst_image_free(&s);
+    nst_model_free(m);
+}
+
+#if defined(__linux__)
+static long proc_kb(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, strlen(key)) == 0) { v = atol(line + strlen(key) + 1); break; }
+    fclose(f);
+    return v;
+}
+#endif
+
+/* A tiled transfer's measured peak against nst_transfer_memory, in a child process whose high-water mark
+ * is reset first (so what this program did before does not count). */
+TEST(tiled_run_peak_follows_the_estimate) {
+#if defined(__linux__)
+    pid_t pid;
+    int status = 0;
+    fflush(stdout);
+    pid = fork();
+    if (pid < 0) SKIP("fork failed");
+    if (pid == 0) {
+        nst_model *m = NULL;
+        nst_image c, s, out;
+        nst_options o;
+        size_t est, whole, i;
+        long base, peak;
+        double measured;
+        FILE *f;
+        int bad = 0;
+        if (nst_model_random(1, &m) != NST_OK) _exit(3);
+        nst_image_alloc(&c, 256, 192, 3);
+        nst_image_alloc(&s, 128, 128, 3);
+        for (i = 0; i < (size_t)256 * 192 * 3; i++) c.pixels[i] = (float)((i * 2654435761u) % 1000) / 1000.0f;
+        for (i = 0; i < (size_t)128 * 128 * 3; i++) s.pixels[i] = (float)((i * 40503u) % 997) / 997.0f;
+        nst_options_init(&o);
+        o.image_size = 256;
+        o.iterations = 3;
+        o.lbfgs_history = 4;
+        o.threads = 1;
+        o.content_layers = "relu3_1";
+        o.style_layers = "relu1_1,relu2_1,relu3_1";
+        o.tile = 0;
+        whole = nst_transfer_memory(m, &c, &s, 1, &o);
+        o.tile = 80;
+        est = nst_transfer_memory(m, &c, &s, 1, &o);
+        f = fopen("/proc/self/clear_refs", "w");
+        if (!f || fputs("5", f) < 0 || fclose(f) != 0) _exit(4);   /* resets VmHWM (Linux 4.0+) */
+        base = proc_kb("VmRSS:") - (long)((m->block_bytes + (size_t)(256 * 192 + 128 * 128) * 12) / 1024);
+        if (nst_transfer(m, &c, &s, NULL, 1, &o, &out) != NST_OK) _exit(5);
+        peak = proc_kb("VmHWM:");
+        measured = (double)(peak - base) * 1024.0;
+        printf("  tiled estimate %.1f MB, measured peak %.1f MB (ratio %.3f); whole image estimate %.1f MB\n",
+               est / 1048576.0, measured / 1048576.0, est / measured, whole / 1048576.0);
+        if (fabs(est / measured - 1.0) > 0.10) { fprintf(stderr, "  estimate off by more than 10%%\n"); bad = 1; }
+        if (est > whole * 0.7) { fprintf(stderr, "  tiling saved too little\n"); bad = 1; }
+        fflush(stdout);
+        _exit(bad);
+    }
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) { CHECK(!"child crashed"); return; }
+    if (WEXITSTATUS(status) == 4) SKIP("cannot reset VmHWM through /proc/self/clear_refs");
+    CHECK_MSG(WEXITSTATUS(status) == 0, "child exit status %d", WEXITSTATUS(status));
+#else
+    SKIP("Linux only (VmHWM)");
+#endif
+}
+
 int main(int argc, char **argv) {
     nst_test_begin(argc, argv);
     RUN(geometry_relu5_1_needs_80_px_on_a_16_px_grid);
@@ -210,5 +322,7 @@ int main(int argc, char **argv) {
     RUN(tiled_matches_whole_tiny_model_deep_layers);
     RUN(tiled_matches_whole_tiny_model_shallow_layers);
     RUN(tiled_matches_whole_random_vgg19_to_relu3_1);
+    RUN(plan_picks_tiles_then_history_then_refuses);
+    RUN(tiled_run_peak_follows_the_estimate);
     return nst_test_end("test_tiling");
 }
