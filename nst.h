@@ -4897,13 +4897,14 @@ NSTDEF nst_status nst_transfer_plan(const nst_model *m, const nst_image *content
         if (nst__plan_fits(m, content, styles, nstyles, &r, limit, &nd)) lo = r.image_size;
         else hi = r.image_size - 1;
     }
-    if (lo > 0)
-        return nst__err(NST_ERR_NOMEM, "transfer needs about %lu MB even in %d px tiles%s, but only %lu MB are "
-                        "available: --size %d would fit", (unsigned long)(need >> 20), tmin,
-                        lbfgs ? " with an L-BFGS history of 5" : "", (unsigned long)(limit >> 20), lo);
-    return nst__err(NST_ERR_NOMEM, "transfer needs about %lu MB even in %d px tiles%s, but only %lu MB are available",
-                    (unsigned long)(need >> 20), tmin, lbfgs ? " with an L-BFGS history of 5" : "",
-                    (unsigned long)(limit >> 20));
+    {
+        char how[96] = "", fit[48] = "";
+        if (tmax >= tmin)
+            snprintf(how, sizeof how, " even in %d px tiles%s", tmin, lbfgs ? " with an L-BFGS history of 5" : "");
+        if (lo > 0) snprintf(fit, sizeof fit, ": --size %d would fit", lo);
+        return nst__err(NST_ERR_NOMEM, "transfer needs about %lu MB%s, but only %lu MB are available%s",
+                        (unsigned long)(need >> 20), how, (unsigned long)(limit >> 20), fit);
+    }
 }
 
 typedef struct nst__run {
