@@ -272,6 +272,13 @@ typedef struct nst_options {
      * calls of a batch (same model; one call at a time). Entries are keyed by the style's pixels at the
      * size used, the layer and the pooling, so any change simply computes new ones. */
     struct nst_style_cache *style_cache;
+    /* Tiled evaluation for images larger than memory allows (exact: the same losses and gradient as
+     * the whole image, up to float rounding). The image is cut into tiles of at most `tile` x `tile`
+     * pixels (rounded down to the pooling grid, 16 px for relu5_1), each run with a halo covering the
+     * receptive field of the deepest loss layer (80 px for relu5_1). > 0: tiles of that size when the
+     * image (or a style image) is larger; 0: never tile; < 0 (nst_options_init's default): nst_transfer
+     * tiles only when the whole image would exceed memory_limit (see nst_transfer_plan). */
+    int   tile;
 } nst_options;
 
 typedef struct nst_style_cache nst_style_cache;
@@ -288,10 +295,18 @@ NSTDEF nst_status nst_transfer(const nst_model *m, const nst_image *content,
  * buffer of the run and the runtime (measured peaks are within -10%/+15% of it, tests/test_memory.c). */
 NSTDEF size_t     nst_transfer_memory(const nst_model *m, const nst_image *content,
                                       const nst_image *styles, int nstyles, const nst_options *o);
+/* Resolves what nst_transfer does by itself when o->tile < 0: under o->memory_limit (0 = available
+ * memory) it sets o->tile to 0 when the whole image fits, else to the largest tile that fits; when no
+ * tile fits with o->lbfgs_history, it shortens the history (not below 5). NST_ERR_NOMEM, naming the
+ * largest --size that would fit, when nothing does. With o->tile >= 0 it changes nothing. */
+NSTDEF nst_status nst_transfer_plan(const nst_model *m, const nst_image *content, const nst_image *styles,
+                                    int nstyles, nst_options *o);
 
 /* ---- the objective, for tools that compare with other implementations -----------------------------
  * Pixels are planar RGB in 0..255, [3][h][w]. The objective is built with the same losses as
- * nst_transfer (content, styles and sizes as given, no resizing). */
+ * nst_transfer (content, styles and sizes as given, no resizing). With o->tile > 0 and an image larger
+ * than one tile, targets and evaluations run tile by tile (nst_options.tile); features are then not
+ * kept for the whole image (nst_objective_features fails), Grams are. */
 typedef struct nst_objective nst_objective;
 NSTDEF nst_status nst_objective_create(const nst_model *m, const nst_image *content,
                                        const nst_image *styles, const float *blend, int nstyles,
@@ -4448,6 +4463,7 @@ struct nst_objective {
     double tw;
     float *tprev;                                /* previous output, planar 0..255 */
     float *tweight;                              /* [h*w] per-pixel weight c_p / (3*h*w) */
+    struct nst__tiled *tiled;   /* NULL: the whole image at once; else see nst__objective_eval_tiled */
 };
 
 /* Parses "relu1_1,relu2_1" into layer indices. */
@@ -4900,9 +4916,11 @@ static void nst__objective_lossgrad(void *ctx, int layer, const float *feat, flo
     if (nst__layer_type(layer) == NST__L_RELU) nst__relu_backward_feat(g, feat, 0, el, nst__simd_avx2());
 }
 
+static void nst__tiled_free(struct nst__tiled *t);
 NSTDEF void nst_objective_free(nst_objective *o) {
     int k;
     if (!o) return;
+    nst__tiled_free(o->tiled);
     nst__net_free(&o->net);
     for (k = 0; k < o->ncontent; k++) nst__aligned_free(o->content_target[k]);
     for (k = 0; k < o->nstyle; k++) {
@@ -4961,6 +4979,13 @@ static nst_status nst__objective_layout(const nst_model *m, const nst_options *o
     return NST_OK;
 }
 
+static int nst__tiling_needed(const nst_options *o, const nst_image *content, const nst_image *styles, int nstyles,
+                              const int *content_l, int nc, const int *style_l, int ns);
+static nst_status nst__objective_create_tiled(const nst_model *m, const nst_image *content, const nst_image *styles,
+                                              const float *blend, int nstyles, const nst_options *opt,
+                                              nst_objective **out);
+static nst_status nst__objective_eval_tiled(nst_objective *o, const float *pixels, nst_losses *lo, float *grad);
+
 NSTDEF nst_status nst_objective_create(const nst_model *m, const nst_image *content, const nst_image *styles,
                                        const float *blend, int nstyles, const nst_options *opt,
                                        nst_objective **out) {
@@ -4985,6 +5010,12 @@ NSTDEF nst_status nst_objective_create(const nst_model *m, const nst_image *cont
     if (nstyles && !(bsum > 0)) return nst__err(NST_ERR_ARGUMENT, "style blend weights sum to 0");
     if ((st = nst__objective_layout(m, opt, content_l, &nc, style_l, &ns, &last, keep)) != NST_OK) return st;
     if (nstyles == 0) ns = 0;
+    if (opt->tile > 0 && nst__tiling_needed(opt, content, styles, nstyles, content_l, nc, style_l, ns)) {
+        if (opt->style_masks || (opt->temporal_image && opt->temporal_weight != 0))
+            return nst__err(NST_ERR_UNSUPPORTED, "style masks and the temporal term are not supported tiled yet: "
+                            "use a smaller --size or --tile 0");
+        return nst__objective_create_tiled(m, content, styles, blend, nstyles, opt, out);
+    }
     o = (nst_objective *)nst__calloc(1, sizeof *o);
     if (!o) return nst__err(NST_ERR_NOMEM, "objective: out of memory");
     o->m = m;
@@ -5111,6 +5142,7 @@ NSTDEF nst_status nst_objective_eval(nst_objective *o, const float *pixels, nst_
     size_t i;
     double tp;
     if (!o || !pixels) return nst__err(NST_ERR_ARGUMENT, "objective: NULL argument");
+    if (o->tiled) return nst__objective_eval_tiled(o, pixels, lo, grad);
     n = &o->net;
     memset(&L, 0, sizeof L);
     if ((st = nst__net_forward(n, pixels)) != NST_OK) return st;
@@ -5163,6 +5195,8 @@ NSTDEF nst_status nst_objective_eval(nst_objective *o, const float *pixels, nst_
 NSTDEF nst_status nst_objective_features(const nst_objective *o, const char *layer, int *c, int *h, int *w,
                                          const float **data) {
     int l = nst_layer_index(layer);
+    if (o && o->tiled)
+        return nst__err(NST_ERR_UNSUPPORTED, "objective: a tiled objective keeps no whole-image features");
     if (!o || l < 0 || l > o->net.last || !o->net.keep[l] || !o->evaluated)
         return nst__err(NST_ERR_ARGUMENT, "objective: no features kept at '%s'", layer ? layer : "(null)");
     if (c) *c = o->net.c_[l];
@@ -5182,6 +5216,464 @@ NSTDEF nst_status nst_objective_gram(const nst_objective *o, const char *layer, 
                 return NST_OK;
             }
     return nst__err(NST_ERR_ARGUMENT, "objective: '%s' is not an evaluated style layer", layer ? layer : "(null)");
+}
+
+/* ---- the tiled objective ----------------------------------------------------------------------------
+ * The whole-image objective evaluated tile by tile, exactly, so memory follows the tile, not the image.
+ * A tile is an interior (the pixels it answers for) plus a halo on every side that is not the image's
+ * edge. Interiors, their origins and the halo are multiples of the pooling grid (2^pools: 16 px up to
+ * relu5_1), so every pooling window of a tile is one of the whole image's, and the halo is as deep as the
+ * tile's own zero padding reaches into the features (nst__tile_geometry: 80 px for relu5_1). The tile's
+ * features over its interior are then the whole image's, and interiors partition every layer: rows
+ * [iy0 >> k, iy1 >> k) at pooling level k, the last tile ending at H >> k as the whole image's floor does.
+ *   pass 1: each tile forward; over its interior, sum F F^T into the Grams and (F - P)^2 into the content
+ *           loss; the losses follow.
+ *   pass 2: each tile forward again (in reverse order, so the last tile of pass 1, still in the network,
+ *           goes first without one), backward with the loss gradient on its interior only (zero on the
+ *           halo, whose features another tile answers for), and its whole input gradient, halo included,
+ *           added into the image's: every feature's receptive field lies where the tile is exact, so
+ *           the sum over tiles is the whole image's gradient.
+ * Content targets are kept for the whole image at their layers' resolution, filled from the content
+ * image's tiles; style targets accumulate over the style image's own tiles.
+ * A per-pixel guide (spatial style masks) fits the same loop: guide data at each layer's resolution is
+ * whole-image data indexed by the interior's global origin, as the content targets are (nst__tile_rect
+ * gives both the local interior and its global origin), and a guided Gram sums over tiles like a plain
+ * one (weight the interior copy in nst__tile_gram_add, and the interior gradient in the lossgrad). */
+typedef struct nst__tile {
+    int ey0, ey1, ex0, ex1;   /* extent: interior plus halo, image pixels */
+    int iy0, iy1, ix0, ix1;   /* interior */
+} nst__tile;
+
+typedef struct nst__tiling {
+    int h, w, grid, halo;
+    int ty, tx, ny, nx;       /* interior size (a multiple of grid) and tiles per column / per row */
+    int max_h, max_w;         /* largest extent */
+} nst__tiling;
+
+struct nst__tiled {
+    nst__tiling t;                                /* of the image being optimised */
+    int lh[NST_VGG_LAYERS], lw[NST_VGG_LAYERS];   /* the whole image's shape per layer */
+    float *px, *grad;                             /* one tile's pixels and input gradient */
+    float *gtmp;                                  /* one tile's Gram at the widest style layer */
+    float *diff[NST__MAX_LOSS_LAYERS];            /* G - A per style layer during pass 2 */
+    nst__tile cur;                                /* the tile in the network */
+    int loaded;                                   /* its index in t when it is of the optimised image, else -1 */
+};
+
+typedef struct nst__rect { int y0, y1, x0, x1, gy0, gx0; } nst__rect;   /* local interior, its global origin */
+
+/* Pooling grid and halo for a network ending at layer `last`: d counts the rows at a tile's edge that
+ * its zero padding made wrong, at the current level: a 3x3 convolution adds one, a 2x2 pool halves
+ * (rounding up, since the tile's edge is on the pooling grid). */
+static void nst__tile_geometry(int last, int *grid, int *halo) {
+    int l, d = 0, s = 1;
+    for (l = 0; l <= last; l++) {
+        int t = nst__layer_type(l);
+        if (t == NST__L_CONV) d++;
+        else if (t == NST__L_POOL) { d = (d + 1) / 2; s *= 2; }
+    }
+    *grid = s;
+    *halo = d * s;
+}
+
+static int nst__layer_level(int l) {   /* pools up to and including layer l */
+    int i, k = 0;
+    for (i = 0; i <= l; i++) k += nst__layer_type(i) == NST__L_POOL;
+    return k;
+}
+
+static void nst__tiling_tile(const nst__tiling *t, int k, nst__tile *r) {
+    int i = k / t->nx, j = k % t->nx;
+    r->iy0 = i * t->ty; r->iy1 = NST__MIN(t->h, r->iy0 + t->ty);
+    r->ix0 = j * t->tx; r->ix1 = NST__MIN(t->w, r->ix0 + t->tx);
+    r->ey0 = NST__MAX(0, r->iy0 - t->halo); r->ey1 = NST__MIN(t->h, r->iy1 + t->halo);
+    r->ex0 = NST__MAX(0, r->ix0 - t->halo); r->ex1 = NST__MIN(t->w, r->ix1 + t->halo);
+}
+
+/* Tiles of at most size x size (rounded down to the grid), balanced: as few as that allows, each the
+ * same size but the last, so no tile is a sliver. */
+static void nst__tiling_plan(nst__tiling *t, int h, int w, int size, int grid, int halo) {
+    int s = NST__MAX(grid, size / grid * grid), k;
+    nst__tile r;
+    t->h = h; t->w = w; t->grid = grid; t->halo = halo;
+    t->ny = (h + s - 1) / s;
+    t->ty = ((h + t->ny - 1) / t->ny + grid - 1) / grid * grid;
+    t->ny = (h + t->ty - 1) / t->ty;
+    t->nx = (w + s - 1) / s;
+    t->tx = ((w + t->nx - 1) / t->nx + grid - 1) / grid * grid;
+    t->nx = (w + t->tx - 1) / t->tx;
+    t->max_h = t->max_w = 0;
+    for (k = 0; k < t->ny; k++) {
+        nst__tiling_tile(t, k * t->nx, &r);
+        t->max_h = NST__MAX(t->max_h, r.ey1 - r.ey0);
+    }
+    for (k = 0; k < t->nx; k++) {
+        nst__tiling_tile(t, k, &r);
+        t->max_w = NST__MAX(t->max_w, r.ex1 - r.ex0);
+    }
+}
+
+/* Largest convolution scratch and ping-pong buffer over the tile shapes of a tiling (shapes repeat:
+ * only runs of equal extents are visited). */
+static nst_status nst__tiling_net_needs(const nst__tiling *t, const nst_model *m, int last, const unsigned char *keep,
+                                        int avg, int nthreads, size_t *ws, size_t *bufs) {
+    int i, j, ph = -1;
+    nst__tile r;
+    nst_status st;
+    for (i = 0; i < t->ny; i++) {
+        int pw = -1, eh;
+        nst__tiling_tile(t, i * t->nx, &r);
+        eh = r.ey1 - r.ey0;
+        if (eh == ph) continue;
+        ph = eh;
+        for (j = 0; j < t->nx; j++) {
+            nst__net n;
+            int ew;
+            nst__tiling_tile(t, i * t->nx + j, &r);
+            ew = r.ex1 - r.ex0;
+            if (ew == pw) continue;
+            pw = ew;
+            if ((st = nst__net_init(&n, m, eh, ew, last, keep, avg, nthreads, 0)) != NST_OK) return st;
+            *ws = NST__MAX(*ws, n.ws_bytes);
+            *bufs = NST__MAX(*bufs, n.buf_elems);
+        }
+    }
+    return NST_OK;
+}
+
+/* The deepest layer the objective runs to, as nst_objective_create decides it. */
+static int nst__objective_last(const int *content_l, int nc, const int *style_l, int ns) {
+    return nst__deepest(style_l, ns, nst__deepest(content_l, nc, -1));
+}
+
+static int nst__tiling_needed(const nst_options *o, const nst_image *content, const nst_image *styles, int nstyles,
+                              const int *content_l, int nc, const int *style_l, int ns) {
+    int grid, halo, k;
+    nst__tiling t;
+    nst__tile_geometry(nst__objective_last(content_l, nc, style_l, ns), &grid, &halo);
+    nst__tiling_plan(&t, content->height, content->width, o->tile, grid, halo);
+    if (t.ny * t.nx > 1) return 1;
+    for (k = 0; k < nstyles && ns > 0; k++) {
+        nst__tiling_plan(&t, styles[k].height, styles[k].width, o->tile, grid, halo);
+        if (t.ny * t.nx > 1) return 1;
+    }
+    return 0;
+}
+
+/* Points a network allocated for the largest extent of a tiling at a tile of h x w. */
+static void nst__net_reshape(nst__net *n, int h, int w) {
+    int l, ch = h, cw = w;
+    n->h = h; n->w = w;
+    for (l = 0; l <= n->last; l++) {
+        if (nst__layer_type(l) == NST__L_POOL) { ch /= 2; cw /= 2; }
+        n->h_[l] = ch; n->w_[l] = cw;
+    }
+}
+
+static nst__rect nst__tile_rect(const nst__tile *t, int l) {
+    int k = nst__layer_level(l);
+    nst__rect r;
+    r.gy0 = t->iy0 >> k; r.gx0 = t->ix0 >> k;
+    r.y0 = r.gy0 - (t->ey0 >> k); r.y1 = (t->iy1 >> k) - (t->ey0 >> k);
+    r.x0 = r.gx0 - (t->ex0 >> k); r.x1 = (t->ix1 >> k) - (t->ex0 >> k);
+    return r;
+}
+
+/* Crops tile k of a planar h x w image and runs the network on it. */
+static nst_status nst__tile_load(nst_objective *o, const float *px, const nst__tiling *tl, int k) {
+    struct nst__tiled *T = o->tiled;
+    nst__tile t;
+    int c, y, th, tw;
+    nst__tiling_tile(tl, k, &t);
+    th = t.ey1 - t.ey0; tw = t.ex1 - t.ex0;
+    for (c = 0; c < 3; c++)
+        for (y = 0; y < th; y++)
+            memcpy(T->px + ((size_t)c * th + y) * tw, px + ((size_t)c * tl->h + t.ey0 + y) * tl->w + t.ex0,
+                   sizeof(float) * (size_t)tw);
+    nst__net_reshape(&o->net, th, tw);
+    T->cur = t;
+    T->loaded = -1;
+    return nst__net_forward(&o->net, T->px);
+}
+
+/* gram += scale * F F^T over the loaded tile's interior at layer l. */
+static nst_status nst__tile_gram_add(nst_objective *o, int l, float scale, float *gram) {
+    struct nst__tiled *T = o->tiled;
+    nst__net *n = &o->net;
+    nst__rect r = nst__tile_rect(&T->cur, l);
+    int c = n->c_[l], fh = n->h_[l], fw = n->w_[l], ch, y;
+    size_t rw = (size_t)(r.x1 - r.x0), hw = rw * (size_t)(r.y1 - r.y0), i;
+    float *d = n->buf[0];   /* idle after forward: the deepest layer is a loss layer, kept */
+    nst_status st;
+    if (hw == 0) return NST_OK;
+    for (ch = 0; ch < c; ch++)
+        for (y = r.y0; y < r.y1; y++, d += rw)
+            memcpy(d, n->feat[l] + ((size_t)ch * fh + y) * fw + r.x0, rw * sizeof(float));
+    if ((st = nst__ssyrk_ex(n->nthreads, c, (int)hw, scale, n->buf[0], (int)hw, T->gtmp, c)) != NST_OK) return st;
+    for (i = 0; i < (size_t)c * c; i++) gram[i] += T->gtmp[i];
+    return NST_OK;
+}
+
+static void nst__tiled_free(struct nst__tiled *t) {
+    int k;
+    if (!t) return;
+    nst__aligned_free(t->px);
+    nst__aligned_free(t->grad);
+    nst__aligned_free(t->gtmp);
+    for (k = 0; k < NST__MAX_LOSS_LAYERS; k++) nst__aligned_free(t->diff[k]);
+    nst__free(t);
+}
+
+/* The loss gradient on the loaded tile's interior (zero on its halo). */
+static void nst__tiled_lossgrad(void *ctx, int layer, const float *feat, float *g, float *scratch) {
+    nst_objective *o = (nst_objective *)ctx;
+    struct nst__tiled *T = o->tiled;
+    const nst__net *n = &o->net;
+    nst__rect r = nst__tile_rect(&T->cur, layer);
+    int c = n->c_[layer], fh = n->h_[layer], fw = n->w_[layer], k, ch, y, x;
+    size_t el = (size_t)c * T->lh[layer] * T->lw[layer], fhw = (size_t)fh * fw;
+    int interior = r.y1 > r.y0 && r.x1 > r.x0;
+    for (k = 0; interior && k < o->ncontent; k++) {
+        float sc = (float)(o->cw * 2.0 / (double)el);
+        if (o->content_layer[k] != layer || o->cw == 0) continue;
+        for (ch = 0; ch < c; ch++)
+            for (y = r.y0; y < r.y1; y++) {
+                const float *f = feat + (size_t)ch * fhw + (size_t)y * fw;
+                const float *p = o->content_target[k] + ((size_t)ch * T->lh[layer] + r.gy0 + (y - r.y0)) * T->lw[layer] +
+                                 r.gx0 - r.x0;
+                float *gg = g + (size_t)ch * fhw + (size_t)y * fw;
+                for (x = r.x0; x < r.x1; x++) gg[x] += sc * (f[x] - p[x]);
+            }
+    }
+    for (k = 0; interior && k < o->nstyle; k++) {
+        nst__style_layer *s = &o->style[k];
+        double coef = o->sw * s->weight;
+        size_t rows = (size_t)(r.y1 - r.y0) * fw;
+        if (s->layer != layer || coef == 0) continue;
+        /* dL/dF = 4 w (G - A) F / (C^2 * C*H*W) over the interior's rows only, then its columns added */
+        nst__sgemm_ex(n->nthreads, 0, 0, c, (int)rows, c, (float)(coef * 4.0 / ((double)c * c * el)), T->diff[k], c,
+                      feat + (size_t)r.y0 * fw, (int)fhw, 0.0f, scratch + (size_t)r.y0 * fw, (int)fhw);
+        for (ch = 0; ch < c; ch++)
+            for (y = r.y0; y < r.y1; y++) {
+                const float *sp = scratch + (size_t)ch * fhw + (size_t)y * fw;
+                float *gg = g + (size_t)ch * fhw + (size_t)y * fw;
+                for (x = r.x0; x < r.x1; x++) gg[x] += sp[x];
+            }
+    }
+    /* the lossgrad contract: at a ReLU layer the ReLU's backward is applied here (no mask bits kept) */
+    if (nst__layer_type(layer) == NST__L_RELU) nst__relu_backward_feat(g, feat, 0, (size_t)c * fhw, nst__simd_avx2());
+}
+
+static nst_status nst__objective_eval_tiled(nst_objective *o, const float *pixels, nst_losses *lo, float *grad) {
+    struct nst__tiled *T = o->tiled;
+    nst__net *n = &o->net;
+    int ntiles = T->t.ny * T->t.nx, i, k;
+    double csum[NST__MAX_LOSS_LAYERS];
+    nst_losses L;
+    nst_status st;
+    size_t j;
+    memset(&L, 0, sizeof L);
+    for (k = 0; k < o->ncontent; k++) csum[k] = 0;
+    for (k = 0; k < o->nstyle; k++) memset(o->style[k].gram, 0, sizeof(float) * (size_t)o->style[k].c * o->style[k].c);
+    for (i = 0; i < ntiles; i++) {
+        if ((st = nst__tile_load(o, pixels, &T->t, i)) != NST_OK) return st;
+        T->loaded = i;
+        for (k = 0; k < o->ncontent; k++) {
+            int l = o->content_layer[k], c = n->c_[l], fh = n->h_[l], fw = n->w_[l], ch, y, x;
+            nst__rect r = nst__tile_rect(&T->cur, l);
+            double s = 0;
+            for (ch = 0; ch < c; ch++)
+                for (y = r.y0; y < r.y1; y++) {
+                    const float *f = n->feat[l] + ((size_t)ch * fh + y) * fw;
+                    const float *p = o->content_target[k] + ((size_t)ch * T->lh[l] + r.gy0 + (y - r.y0)) * T->lw[l] +
+                                     r.gx0 - r.x0;
+                    for (x = r.x0; x < r.x1; x++) { double d = (double)f[x] - p[x]; s += d * d; }
+                }
+            csum[k] += s;
+        }
+        for (k = 0; k < o->nstyle; k++) {
+            nst__style_layer *s = &o->style[k];
+            float scale = 1.0f / (float)((double)s->c * T->lh[s->layer] * T->lw[s->layer]);
+            if ((st = nst__tile_gram_add(o, s->layer, scale, s->gram)) != NST_OK) return st;
+        }
+    }
+    for (k = 0; k < o->ncontent; k++) {
+        int l = o->content_layer[k];
+        L.content_raw += csum[k] / ((double)n->c_[l] * T->lh[l] * T->lw[l]);
+    }
+    for (k = 0; k < o->nstyle; k++) {
+        nst__style_layer *s = &o->style[k];
+        size_t cc = (size_t)s->c * s->c;
+        double acc = 0;
+        for (j = 0; j < cc; j++) {
+            double d = (double)s->gram[j] - s->target[j];
+            acc += d * d;
+            T->diff[k][j] = s->gram[j] - s->target[j];
+        }
+        L.style_raw += s->weight * acc / (double)cc;
+    }
+    if (grad) {
+        size_t hw = (size_t)o->h * o->w;
+        memset(grad, 0, sizeof(float) * 3 * hw);
+        for (i = ntiles - 1; i >= 0; i--) {
+            nst__tile *t = &T->cur;
+            int c, y, x, th, tw;
+            if (T->loaded != i) {
+                if ((st = nst__tile_load(o, pixels, &T->t, i)) != NST_OK) return st;
+                T->loaded = i;
+            }
+            if ((st = nst__net_backward(n, nst__tiled_lossgrad, o, T->grad)) != NST_OK) return st;
+            th = t->ey1 - t->ey0; tw = t->ex1 - t->ex0;
+            for (c = 0; c < 3; c++)
+                for (y = 0; y < th; y++) {
+                    const float *s = T->grad + ((size_t)c * th + y) * tw;
+                    float *d = grad + (size_t)c * hw + (size_t)(t->ey0 + y) * o->w + t->ex0;
+                    for (x = 0; x < tw; x++) d[x] += s[x];
+                }
+        }
+    }
+    L.tv_raw = nst__tv(pixels, o->h, o->w, (float)o->tvw, grad);
+    L.content = o->cw * L.content_raw;
+    L.style = o->sw * L.style_raw;
+    L.tv = o->tvw * L.tv_raw;
+    L.total = L.content + L.style + L.tv;
+    o->last = L;
+    o->evaluated = 1;
+    if (lo) *lo = L;
+    return NST_OK;
+}
+
+/* nst_objective_create for a tiled objective; the arguments are checked already. */
+static nst_status nst__objective_create_tiled(const nst_model *m, const nst_image *content, const nst_image *styles,
+                                              const float *blend, int nstyles, const nst_options *opt,
+                                              nst_objective **out) {
+    nst_objective *o;
+    struct nst__tiled *T;
+    int content_l[NST__MAX_LOSS_LAYERS], style_l[NST__MAX_LOSS_LAYERS], nc, ns, last, k, i, avg, grid, halo, maxh, maxw;
+    int maxc = 0;
+    unsigned char keep[NST_VGG_LAYERS];
+    nst__tiling *st_t = NULL;
+    size_t ws = 0, bufs = 0;
+    float *px = NULL;
+    double bsum = 0;
+    nst_status st;
+    if ((st = nst__objective_layout(m, opt, content_l, &nc, style_l, &ns, &last, keep)) != NST_OK) return st;
+    if (nstyles == 0) ns = 0;
+    if (opt->normalize_gradients)
+        return nst__err(NST_ERR_UNSUPPORTED, "normalized gradients are not supported with tiling (use --tile 0)");
+    for (k = 0; k < nstyles; k++) bsum += blend ? blend[k] : 1.0;
+    o = (nst_objective *)nst__calloc(1, sizeof *o);
+    T = (struct nst__tiled *)nst__calloc(1, sizeof *T);
+    st_t = (nst__tiling *)nst__calloc((size_t)(nstyles ? nstyles : 1), sizeof *st_t);
+    if (!o || !T || !st_t) {
+        nst__free(o); nst__free(T); nst__free(st_t);
+        return nst__err(NST_ERR_NOMEM, "objective: out of memory");
+    }
+    o->tiled = T;
+    T->loaded = -1;
+    o->m = m;
+    o->h = content->height; o->w = content->width;
+    o->nthreads = nst__resolve_threads(opt->threads);
+    o->normalize = 0;
+    o->cw = opt->content_weight; o->sw = opt->style_weight;
+    o->tvw = opt->tv_weight < 0 ? nst_model_default_tv_weight(m) : opt->tv_weight;
+    avg = (opt->pool == NST_POOL_DEFAULT ? m->pool : opt->pool) == NST_POOL_AVG;
+    if (ns == 0) {
+        memset(keep, 0, sizeof keep);
+        for (k = 0; k < nc; k++) keep[content_l[k]] = 1;
+    }
+    last = nst__objective_last(content_l, nc, style_l, ns);
+    nst__tile_geometry(last, &grid, &halo);
+    nst__tiling_plan(&T->t, o->h, o->w, opt->tile, grid, halo);
+    maxh = T->t.max_h; maxw = T->t.max_w;
+    if ((st = nst__tiling_net_needs(&T->t, m, last, keep, avg, o->nthreads, &ws, &bufs)) != NST_OK) goto fail;
+    for (i = 0; i < nstyles && ns > 0; i++) {
+        nst__tiling_plan(&st_t[i], styles[i].height, styles[i].width, opt->tile, grid, halo);
+        maxh = NST__MAX(maxh, st_t[i].max_h); maxw = NST__MAX(maxw, st_t[i].max_w);
+        if ((st = nst__tiling_net_needs(&st_t[i], m, last, keep, avg, o->nthreads, &ws, &bufs)) != NST_OK) goto fail;
+    }
+    if ((st = nst__net_init_ws(&o->net, m, maxh, maxw, last, keep, avg, o->nthreads, 1, NULL, ws, bufs)) != NST_OK)
+        goto fail;
+    T->px = (float *)nst__aligned_alloc(sizeof(float) * 3 * (size_t)maxh * maxw);
+    T->grad = (float *)nst__aligned_alloc(sizeof(float) * 3 * (size_t)maxh * maxw);
+    if (!T->px || !T->grad) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto fail; }
+    for (k = 0; k <= last; k++) {
+        T->lh[k] = o->h >> nst__layer_level(k);
+        T->lw[k] = o->w >> nst__layer_level(k);
+    }
+    /* content targets, for the whole image, from the content image's tiles */
+    px = (float *)nst__malloc(sizeof(float) * 3 * (size_t)o->w * o->h);
+    if (!px) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto fail; }
+    nst__image_to_planar(content, px);
+    for (k = 0; k < nc; k++) {
+        int l = content_l[k];
+        o->content_layer[k] = l;
+        o->content_target[k] = (float *)nst__aligned_alloc(sizeof(float) * (size_t)o->net.c_[l] * T->lh[l] * T->lw[l]);
+        o->ncontent = k + 1;
+        if (!o->content_target[k]) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto fail; }
+    }
+    for (i = 0; i < T->t.ny * T->t.nx && nc > 0; i++) {
+        if ((st = nst__tile_load(o, px, &T->t, i)) != NST_OK) goto fail;
+        for (k = 0; k < nc; k++) {
+            int l = content_l[k], c = o->net.c_[l], fh = o->net.h_[l], fw = o->net.w_[l], ch, y;
+            nst__rect r = nst__tile_rect(&T->cur, l);
+            for (ch = 0; ch < c && r.x1 > r.x0; ch++)
+                for (y = r.y0; y < r.y1; y++)
+                    memcpy(o->content_target[k] + ((size_t)ch * T->lh[l] + r.gy0 + (y - r.y0)) * T->lw[l] + r.gx0,
+                           o->net.feat[l] + ((size_t)ch * fh + y) * fw + r.x0, sizeof(float) * (size_t)(r.x1 - r.x0));
+        }
+    }
+    nst__free(px);
+    px = NULL;
+    /* style targets: blended Grams, each style image tiled at its own size */
+    for (k = 0; k < ns; k++) {
+        int l = style_l[k], c = o->net.c_[l];
+        nst__style_layer *s = &o->style[k];
+        s->layer = l; s->c = c;
+        s->weight = opt->style_layer_weights ? opt->style_layer_weights[k] : 1.0f;
+        s->target = (float *)nst__aligned_alloc(sizeof(float) * (size_t)c * c);
+        s->gram = (float *)nst__aligned_alloc(sizeof(float) * (size_t)c * c);
+        T->diff[k] = (float *)nst__aligned_alloc(sizeof(float) * (size_t)c * c);
+        o->nstyle = k + 1;
+        if (!s->target || !s->gram || !T->diff[k]) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto fail; }
+        memset(s->target, 0, sizeof(float) * (size_t)c * c);
+        maxc = NST__MAX(maxc, c);
+    }
+    if (ns > 0 && !(T->gtmp = (float *)nst__aligned_alloc(sizeof(float) * (size_t)maxc * maxc))) {
+        st = nst__err(NST_ERR_NOMEM, "objective: out of memory");
+        goto fail;
+    }
+    for (i = 0; i < nstyles && ns > 0; i++) {
+        const nst_image *si = &styles[i];
+        float wgt = (float)((blend ? blend[i] : 1.0) / bsum);
+        int t;
+        size_t j;
+        px = (float *)nst__malloc(sizeof(float) * 3 * (size_t)si->width * si->height);
+        if (!px) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto fail; }
+        nst__image_to_planar(si, px);
+        for (k = 0; k < ns; k++) memset(o->style[k].gram, 0, sizeof(float) * (size_t)o->style[k].c * o->style[k].c);
+        for (t = 0; t < st_t[i].ny * st_t[i].nx; t++) {
+            if ((st = nst__tile_load(o, px, &st_t[i], t)) != NST_OK) goto fail;
+            for (k = 0; k < ns; k++) {
+                nst__style_layer *s = &o->style[k];
+                int lv = nst__layer_level(s->layer);
+                float scale = 1.0f / (float)((double)s->c * (si->height >> lv) * (si->width >> lv));
+                if ((st = nst__tile_gram_add(o, s->layer, scale, s->gram)) != NST_OK) goto fail;
+            }
+        }
+        for (k = 0; k < ns; k++)
+            for (j = 0; j < (size_t)o->style[k].c * o->style[k].c; j++) o->style[k].target[j] += wgt * o->style[k].gram[j];
+        nst__free(px);
+        px = NULL;
+    }
+    nst__free(st_t);
+    *out = o;
+    return NST_OK;
+fail:
+    nst__free(px);
+    nst__free(st_t);
+    nst_objective_free(o);
+    return st;
 }
 
 /* ---- optimisers ------------------------------------------------------------------------------------*/
@@ -5597,6 +6089,7 @@ NSTDEF void nst_options_init(nst_options *o) {
     o->colors = NST_COLORS_STYLE;
     o->scales = 1;
     o->progress_every = 1;
+    o->tile = -1;   /* tile only when the whole image would not fit */
 }
 
 /* Output size for a content image: longest side = size (0 keeps the content's size). */
@@ -5727,6 +6220,61 @@ static void nst__pass_memory(const nst_model *m, const nst_options *o, int w, in
     nst__mem_add(e, NST__MEM_BUILD, build);
 }
 
+/* nst__pass_memory for a tiled pass (nst__objective_create_tiled's allocations): the network at the
+ * largest tile extent, the tile buffers, content targets for the whole image, the Grams, and then the
+ * larger of the planar copy of an input image (while targets are built) and the optimiser. */
+static size_t nst__pass_memory_tiled(const nst_model *m, const nst_options *o, int w, int h, const int *sw,
+                                     const int *sh, int nstyles) {
+    int content_l[NST__MAX_LOSS_LAYERS], style_l[NST__MAX_LOSS_LAYERS], nc, ns, last, k, grid, halo, maxh, maxw, maxc = 0;
+    int avg;
+    unsigned char keep[NST_VGG_LAYERS];
+    nst__tiling t;
+    nst__net net;
+    size_t total = 0, n = (size_t)3 * w * h, ws = 0, bufs = 0, transient = (size_t)12 * w * h, hist;
+    nst_image ci, si[8];
+    if (nst__objective_layout(m, o, content_l, &nc, style_l, &ns, &last, keep) != NST_OK) return 0;
+    if (nstyles == 0) ns = 0;
+    memset(&ci, 0, sizeof ci);
+    ci.width = w; ci.height = h;
+    for (k = 0; k < nstyles && k < 8; k++) { memset(&si[k], 0, sizeof si[k]); si[k].width = sw[k]; si[k].height = sh[k]; }
+    if (!nst__tiling_needed(o, &ci, si, NST__MIN(nstyles, 8), content_l, nc, style_l, ns)) {
+        nst__mem e;
+        memset(&e, 0, sizeof e);
+        nst__pass_memory(m, o, w, h, sw, sh, nstyles, 0, 0, nst__resolve_threads(o->threads), &e);
+        return e.phase[NST__MEM_PASS] + NST__MAX(e.phase[NST__MEM_BUILD], e.phase[NST__MEM_OPTIMIZE]);
+    }
+    if (ns == 0) {
+        memset(keep, 0, sizeof keep);
+        for (k = 0; k < nc; k++) keep[content_l[k]] = 1;
+    }
+    avg = (o->pool == NST_POOL_DEFAULT ? m->pool : o->pool) == NST_POOL_AVG;
+    last = nst__objective_last(content_l, nc, style_l, ns);
+    nst__tile_geometry(last, &grid, &halo);
+    nst__tiling_plan(&t, h, w, o->tile, grid, halo);
+    maxh = t.max_h; maxw = t.max_w;
+    if (nst__tiling_net_needs(&t, m, last, keep, avg, o->threads, &ws, &bufs) != NST_OK) return 0;
+    for (k = 0; k < nstyles && k < 8 && ns > 0; k++) {
+        nst__tiling_plan(&t, sh[k], sw[k], o->tile, grid, halo);
+        maxh = NST__MAX(maxh, t.max_h); maxw = NST__MAX(maxw, t.max_w);
+        if (nst__tiling_net_needs(&t, m, last, keep, avg, o->threads, &ws, &bufs) != NST_OK) return 0;
+        transient = NST__MAX(transient, (size_t)12 * sw[k] * sh[k]);
+    }
+    if (nst__net_init_ws(&net, m, maxh, maxw, last, keep, avg, o->threads, 0, NULL, ws, bufs) != NST_OK) return 0;
+    total += net.bytes + 2 * nst__round64((size_t)12 * maxh * maxw);
+    for (k = 0; k < nc; k++) {
+        int l = content_l[k], lv = nst__layer_level(l);
+        total += nst__round64((size_t)net.c_[l] * (size_t)(h >> lv) * (size_t)(w >> lv) * 4);
+    }
+    for (k = 0; k < ns; k++) {
+        total += 3 * nst__round64((size_t)net.c_[style_l[k]] * net.c_[style_l[k]] * 4);
+        maxc = NST__MAX(maxc, net.c_[style_l[k]]);
+    }
+    total += nst__round64((size_t)maxc * maxc * 4);
+    hist = o->optimizer == NST_OPT_ADAM ? 4 * 4 : (size_t)2 * (o->lbfgs_history > 0 ? o->lbfgs_history : 100) *
+                                                  (o->lbfgs_history_bf16 ? 2 : 4) + 7 * 4;
+    return total + NST__MAX(transient, hist * n);
+}
+
 static void nst__pass_sizes_for(const nst_options *o, const nst_image *content, const nst_image *styles,
                                 int nstyles, int pass, int passes, nst__pass_sizes *ps) {
     int size = o->image_size, k, full_w, full_h;
@@ -5740,6 +6288,29 @@ static void nst__pass_sizes_for(const nst_options *o, const nst_image *content, 
     }
 }
 
+/* nst_transfer_memory of a tiled run: every pass counts, since at a lower scale a tile may still
+ * cover more of the image than at the top. 0 when the run is not tiled. */
+static size_t nst__transfer_memory_tiled(const nst_model *m, const nst_image *content, const nst_image *styles,
+                                         int nstyles, const nst_options *opt) {
+    nst_options r = *opt;
+    nst__pass_sizes ps;
+    size_t images, best = 0;
+    int passes, pass, k;
+    if (r.tile < 0 && nst_transfer_plan(m, content, styles, nstyles, &r) != NST_OK) return 0;
+    if (r.tile <= 0) return 0;
+    passes = r.scales > 1 ? r.scales : 1;
+    nst__pass_sizes_for(&r, content, styles, nstyles, passes - 1, passes, &ps);
+    images = (size_t)content->width * content->height * 4 * 3 * 2 + (size_t)ps.w * ps.h * 4 * 3 * 4;
+    for (k = 0; k < nstyles; k++) images += (size_t)styles[k].width * styles[k].height * 4 * 3 * 2;
+    for (pass = 0; pass < passes; pass++) {
+        size_t b;
+        nst__pass_sizes_for(&r, content, styles, nstyles, pass, passes, &ps);
+        if (!(b = nst__pass_memory_tiled(m, &r, ps.w, ps.h, ps.sw, ps.sh, nstyles))) return 0;
+        best = NST__MAX(best, b);
+    }
+    return nst__model_bytes(m) + images + best + nst__mem_runtime(nst__resolve_threads(r.threads), images + best);
+}
+
 NSTDEF size_t nst_transfer_memory(const nst_model *m, const nst_image *content, const nst_image *styles, int nstyles,
                                   const nst_options *opt) {
     nst_options def;
@@ -5748,6 +6319,7 @@ NSTDEF size_t nst_transfer_memory(const nst_model *m, const nst_image *content, 
     int passes, pass, k, nthreads, prev_w = 0, prev_h = 0;
     if (!m || !content) return 0;
     if (!opt) { nst_options_init(&def); opt = &def; }
+    if (opt->tile != 0 && (call = nst__transfer_memory_tiled(m, content, styles, nstyles, opt)) != 0) return call;
     passes = opt->scales > 1 ? opt->scales : 1;
     nthreads = nst__resolve_threads(opt->threads);
     /* whole call: the model, the caller's inputs and their RGB copies */
@@ -5777,6 +6349,89 @@ NSTDEF size_t nst_transfer_memory(const nst_model *m, const nst_image *content, 
         prev_w = ps.w; prev_h = ps.h;
     }
     return call + peak + nst__mem_runtime(nthreads, call + peak);
+}
+
+static int nst__plan_fits(const nst_model *m, const nst_image *content, const nst_image *styles, int nstyles,
+                          const nst_options *r, size_t limit, size_t *need) {
+    *need = nst_transfer_memory(m, content, styles, nstyles, r);
+    return *need && *need <= limit;
+}
+
+/* Tiles below 256 px (or twice the halo) cost several times the untiled time: before going below, the
+ * L-BFGS history is shortened, keeping tiles of up to 512 px. */
+NSTDEF nst_status nst_transfer_plan(const nst_model *m, const nst_image *content, const nst_image *styles,
+                                    int nstyles, nst_options *o) {
+    int content_l[NST__MAX_LOSS_LAYERS], style_l[NST__MAX_LOSS_LAYERS], nc, ns, last, grid, halo, fw, fh;
+    int tmax, tmin, tfloor, t, lo, hi, lbfgs;
+    unsigned char keep[NST_VGG_LAYERS];
+    size_t limit, need;
+    nst_options r;
+    if (!m || !content || !o) return nst__err(NST_ERR_ARGUMENT, "transfer plan: NULL argument");
+    if (o->tile >= 0) return NST_OK;
+    o->tile = 0;
+    limit = o->memory_limit ? o->memory_limit : nst__available_memory();
+    need = nst_transfer_memory(m, content, styles, nstyles, o);
+    if (!limit || !need || need <= limit) return NST_OK;
+    if (nst__objective_layout(m, o, content_l, &nc, style_l, &ns, &last, keep) != NST_OK) return NST_OK;
+    if (nstyles == 0) ns = 0;
+    nst__tile_geometry(nst__objective_last(content_l, nc, style_l, ns), &grid, &halo);
+    nst__fit(content->width, content->height, o->image_size, &fw, &fh);
+    tmax = (NST__MAX(fw, fh) - 1) / grid * grid;
+    tmin = NST__MAX(grid, 2 * halo);
+    tfloor = NST__MAX(tmin, 256 / grid * grid);
+    lbfgs = o->optimizer != NST_OPT_ADAM;
+    r = *o;
+    for (t = tmax; t >= tfloor; t -= grid) {
+        r.tile = t;
+        if (nst__plan_fits(m, content, styles, nstyles, &r, limit, &need)) { o->tile = t; return NST_OK; }
+    }
+    if (lbfgs) {
+        int h0 = r.lbfgs_history > 0 ? r.lbfgs_history : 100;
+        r.lbfgs_history = 5;
+        for (t = NST__MIN(tmax, 512 / grid * grid); t >= tfloor; t -= grid) {
+            r.tile = t;
+            if (nst__plan_fits(m, content, styles, nstyles, &r, limit, &need)) break;
+        }
+        if (t >= tfloor && h0 > 5) {   /* the longest history that fits with this tile */
+            lo = 5; hi = h0 - 1;
+            while (lo < hi) {
+                r.lbfgs_history = (lo + hi + 1) / 2;
+                if (nst__plan_fits(m, content, styles, nstyles, &r, limit, &need)) lo = r.lbfgs_history;
+                else hi = r.lbfgs_history - 1;
+            }
+            o->tile = t;
+            o->lbfgs_history = lo;
+            return NST_OK;
+        }
+        r.lbfgs_history = NST__MIN(h0, 5);
+    }
+    for (t = NST__MIN(tmax, tfloor - grid); t >= tmin; t -= grid) {
+        r.tile = t;
+        if (nst__plan_fits(m, content, styles, nstyles, &r, limit, &need)) {
+            o->tile = t;
+            o->lbfgs_history = r.lbfgs_history;
+            return NST_OK;
+        }
+    }
+    /* nothing fits: the largest --size that would, with the smallest tile */
+    r.tile = tmin;
+    nst__plan_fits(m, content, styles, nstyles, &r, limit, &need);
+    o->tile = -1;
+    lo = 0; hi = NST__MAX(fw, fh) - 1;
+    while (lo < hi) {
+        size_t nd;
+        r.image_size = (lo + hi + 1) / 2;
+        if (nst__plan_fits(m, content, styles, nstyles, &r, limit, &nd)) lo = r.image_size;
+        else hi = r.image_size - 1;
+    }
+    {
+        char how[96] = "", fit[48] = "";
+        if (tmax >= tmin)
+            snprintf(how, sizeof how, " even in %d px tiles%s", tmin, lbfgs ? " with an L-BFGS history of 5" : "");
+        if (lo > 0) snprintf(fit, sizeof fit, ": --size %d would fit", lo);
+        return nst__err(NST_ERR_NOMEM, "transfer needs about %lu MB%s, but only %lu MB are available%s",
+                        (unsigned long)(need >> 20), how, (unsigned long)(limit >> 20), fit);
+    }
 }
 
 typedef struct nst__run {
@@ -5894,6 +6549,7 @@ NSTDEF nst_status nst_transfer(const nst_model *m, const nst_image *content, con
     if (o.optimizer == NST_OPT_DEFAULT) o.optimizer = NST_OPT_LBFGS;
     if (o.init == NST_INIT_IMAGE && !o.init_image) return nst__err(NST_ERR_ARGUMENT, "transfer: init image missing");
     if (o.colors == NST_COLORS_DEFAULT) o.colors = NST_COLORS_STYLE;
+    if ((st = nst_transfer_plan(m, content, styles, nstyles, &o)) != NST_OK) return st;
     need = nst_transfer_memory(m, content, styles, nstyles, &o);
     limit = o.memory_limit ? o.memory_limit : nst__available_memory();
     if (limit && need > limit)

@@ -169,7 +169,10 @@ static void cli_print_help(void) {
 "                             weight-free approximation of real style transfer.\n"
 "Machine\n"
 "      --threads N            worker threads (0 = $OMP_NUM_THREADS or all cores)\n"
-"      --memory-limit SIZE    refuse runs estimated above SIZE (e.g. 4G, 512M; default: available)\n"
+"      --memory-limit SIZE    stay within SIZE (e.g. 4G, 512M; default: available memory): above\n"
+"                             it, tile the image, then shorten the L-BFGS history, then refuse\n"
+"      --tile N               evaluate in tiles of at most N px (plus a halo; exact, less memory,\n"
+"                             slower); 0 = never (default: only when over the memory limit)\n"
 "Messages\n"
 "      --print-every N        progress line every N iterations (0 = off; default: updated in place\n"
 "                             on a terminal, every 50 otherwise)\n"
@@ -306,7 +309,7 @@ enum cli_opt {
     O_LEARNING_RATE, O_LBFGS_HISTORY, O_LINE_SEARCH, O_POOL, O_NORMALIZE_GRADIENTS, O_COLORS,
     O_ORIGINAL_COLORS, O_SCALES, O_WEIGHTS, O_SEED, O_PRINT_EVERY, O_SAVE_EVERY, O_THREADS, O_MEMORY_LIMIT,
     O_QUALITY, O_QUIET, O_VERSION, O_HELP, O_CONTENT_IMAGE, O_STYLE_IMAGE, O_GPU, O_IGNORED_VALUE,
-    O_IGNORED_FLAG, O_STYLE_MASK, O_BATCH, O_FORMAT, O_TEMPORAL_WEIGHT
+    O_IGNORED_FLAG, O_STYLE_MASK, O_BATCH, O_FORMAT, O_TEMPORAL_WEIGHT, O_TILE
 };
 enum { V_NONE, V_REQUIRED, V_BOOL };   /* V_BOOL: a flag that may be followed by 0 or 1 (jcjohnson) */
 
@@ -339,6 +342,7 @@ static const cli_optdef cli_opts[] = {
     {"print-every", O_PRINT_EVERY, V_REQUIRED}, {"print-iter", O_PRINT_EVERY, V_REQUIRED},
     {"save-every", O_SAVE_EVERY, V_REQUIRED},   {"save-iter", O_SAVE_EVERY, V_REQUIRED},
     {"threads", O_THREADS, V_REQUIRED},         {"memory-limit", O_MEMORY_LIMIT, V_REQUIRED},
+    {"tile", O_TILE, V_REQUIRED},
     {"quality", O_QUALITY, V_REQUIRED},
     {"quiet", O_QUIET, V_NONE},                 {"q", O_QUIET, V_NONE},
     {"version", O_VERSION, V_NONE},             {"V", O_VERSION, V_NONE},
@@ -493,6 +497,7 @@ static void cli_parse(cli *c, int argc, char **argv) {
             if (!cli_parse_size(v, &c->o.memory_limit) || c->o.memory_limit == 0)
                 cli_usage_error("%s: expected a size like 4G, 512M or 2000000000, got '%s'", opt, v);
             break;
+        case O_TILE: c->o.tile = (int)cli_int_arg(opt, v, 0, 65536); break;
         case O_QUALITY: c->quality = (int)cli_int_arg(opt, v, 1, 100); break;
         case O_QUIET: c->quiet = 1; break;
         case O_VERSION:
@@ -1137,6 +1142,25 @@ int main(int argc, char **argv) {
                     why);
     }
 
+    if (c.o.tile < 0) {   /* over the memory limit: tiles, then a shorter history (the library's choice, told) */
+        nst_options asked = c.o;
+        if (nst_transfer_plan(model, &content, styles, c.nstyles, &c.o) != NST_OK) {
+            fprintf(stderr, "nst: error: %s\n", nst_last_error());
+            goto done;
+        }
+        if (!c.quiet && c.o.tile > 0) {
+            char wbuf[32], lbuf[32];
+            asked.tile = 0;
+            cli_format_bytes(wbuf, sizeof wbuf, (double)nst_transfer_memory(model, &content, styles, c.nstyles, &asked));
+            if (c.o.memory_limit) cli_format_bytes(lbuf, sizeof lbuf, (double)c.o.memory_limit);
+            else snprintf(lbuf, sizeof lbuf, "available memory");
+            fprintf(stderr, "nst: the whole image needs ~%s, above %s: evaluating in tiles of up to %d px "
+                            "(exact; --tile 0 to refuse instead)\n", wbuf, lbuf, c.o.tile);
+        }
+        if (!c.quiet && c.o.lbfgs_history != asked.lbfgs_history)
+            fprintf(stderr, "nst: L-BFGS history shortened from %d to %d to fit in memory\n", asked.lbfgs_history,
+                    c.o.lbfgs_history);
+    }
     if (!c.quiet) {
         int ow, oh, sw, sh, threads = nst_get_threads();   /* after nst_set_threads(--threads) */
         size_t mem = nst_transfer_memory(model, &content, styles, c.nstyles, &c.o);
@@ -1186,6 +1210,7 @@ int main(int argc, char **argv) {
                     c.o.scales > 1 ? c.o.scales : 1, c.o.scales > 1 ? "s" : "",
                     c.o.normalize_gradients ? ", normalized gradients" : "");
         fprintf(stderr, "  threads    %d on %s\n", threads, nst_cpu_string());
+        if (c.o.tile > 0) fprintf(stderr, "  tiles      up to %d px, plus a halo for the deepest layer\n", c.o.tile);
         if (mem) cli_format_bytes(mbuf, sizeof mbuf, (double)mem);
         else snprintf(mbuf, sizeof mbuf, "? (no estimate)");
         if (c.o.memory_limit) {
