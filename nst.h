@@ -2018,41 +2018,45 @@ static NST__TARGET_AVX512 void nst__wino_filters_avx512(const nst__conv_plan *p,
 /* The NEON kernels keep each block of 6 output rows k-major, u[36][nob][kin][6] (the 6 rows of one input
  * channel contiguous), so the GEMM loads the 12 filter values of two k in three q registers (see
  * nst__wino_gemm16_neon). Two input channels per pass: their 12 (channel, row) pairs are the lanes of 3 q
- * registers; ld4/ld1 lane loads gather the 9 taps of a pair in 3 instructions, the transform is the
- * scalar one's operations, and each element's 12 values are stored contiguously. Missing rows/channels
+ * registers, computed one q register at a time by the scalar transform's operations; each transform
+ * element's 12 values are stored contiguously. Missing rows/channels
  * read zeros. (The lazy layers run this on every call, so its cost shows in the evaluation.) */
 static void nst__wino_filters_neon(const nst__conv_plan *p, int d, float *u, int ob) {
     static const float zero9[9] = {0};
     const nst__conv_dir *dd = &p->dir[d];
     int kin = dd->kin, kout = dd->kout, nob = (kout + 5) / 6, nr = NST__MIN(6, kout - ob * 6), i;
     size_t es = (size_t)nob * 6 * kin;
+    size_t so = d == 0 ? (size_t)9 * p->cin : 9, si = d == 0 ? 9 : (size_t)9 * p->cin;   /* per out/in channel */
+    const float *wb = p->weight + (size_t)ob * 6 * so;
     float *base = u + (size_t)ob * 6 * kin;
     for (i = 0; i < kin; i += 2) {
-        float32x4x4_t g03[3], g47[3];
-        float32x4_t g8[3], g[9][3], t[6][3][3];
-        int ni = NST__MIN(2, kin - i), k, c, q;
-        for (q = 0; q < 3; q++) {
-            g03[q].val[0] = g03[q].val[1] = g03[q].val[2] = g03[q].val[3] = vdupq_n_f32(0.0f);
-            g47[q] = g03[q];
-            g8[q] = g03[q].val[0];
-        }
-        /* lane l of q register q holds pair f = 4q + l: channel i + f / 6, output row f % 6 */
-#define NST__WF_TAPS(q, l) {                                                                            \
-        int f_ = 4 * (q) + (l), ii_ = i + f_ / 6, o_ = ob * 6 + f_ % 6;                              \
-        const float *w_ = f_ % 6 >= nr || f_ / 6 >= ni ? zero9                                          \
-                        : d == 0 ? p->weight + ((size_t)o_ * p->cin + ii_) * 9                          \
-                                 : p->weight + ((size_t)ii_ * p->cin + o_) * 9;                         \
-        g03[q] = vld4q_lane_f32(w_, g03[q], l); g47[q] = vld4q_lane_f32(w_ + 4, g47[q], l);           \
-        g8[q] = vld1q_lane_f32(w_ + 8, g8[q], l); }
-        NST__WF_TAPS(0, 0) NST__WF_TAPS(0, 1) NST__WF_TAPS(0, 2) NST__WF_TAPS(0, 3)
-        NST__WF_TAPS(1, 0) NST__WF_TAPS(1, 1) NST__WF_TAPS(1, 2) NST__WF_TAPS(1, 3)
-        NST__WF_TAPS(2, 0) NST__WF_TAPS(2, 1) NST__WF_TAPS(2, 2) NST__WF_TAPS(2, 3)
-#undef NST__WF_TAPS
-        for (q = 0; q < 3; q++)   /* backward-data reads the filter flipped: tap k is stored at 8 - k */
-            for (k = 0; k < 4; k++) {
-                g[d == 0 ? k : 8 - k][q] = g03[q].val[k];
-                g[d == 0 ? 4 + k : 4 - k][q] = g47[q].val[k];
-                g[d == 0 ? 8 : 0][q] = g8[q];
+        const float *wp[12];
+        int ni = NST__MIN(2, kin - i), nq = ni == 2 ? 3 : 2, f, q;
+        for (f = 0; f < 12; f++)   /* pair f = lane f % 4 of q register f / 4: channel i + f / 6, row f % 6 */
+            wp[f] = f % 6 >= nr || f / 6 >= ni ? zero9 : wb + (f % 6) * so + (i + f / 6) * si;
+        for (q = 0; q < nq; q++) {
+            /* taps 0..3 and 4..7 of the 4 pairs by plain loads and a 4x4 transpose (gcc keeps ld4-lane
+             * structures on the stack), tap 8 by lane loads */
+            const float *w0 = wp[4 * q], *w1 = wp[4 * q + 1], *w2 = wp[4 * q + 2], *w3 = wp[4 * q + 3];
+            float32x4_t r[8], g[9], t[6][3], g8 = vld1q_dup_f32(w0 + 8);
+            int k, c;
+            g8 = vld1q_lane_f32(w1 + 8, g8, 1); g8 = vld1q_lane_f32(w2 + 8, g8, 2); g8 = vld1q_lane_f32(w3 + 8, g8, 3);
+            NST__UNROLL for (k = 0; k < 2; k++) {
+                float32x4_t a0 = vld1q_f32(w0 + 4 * k), a1 = vld1q_f32(w1 + 4 * k), a2 = vld1q_f32(w2 + 4 * k);
+                float32x4_t a3 = vld1q_f32(w3 + 4 * k);
+                float64x2_t e0 = vreinterpretq_f64_f32(vtrn1q_f32(a0, a1)), o0 = vreinterpretq_f64_f32(vtrn2q_f32(a0, a1));
+                float64x2_t e1 = vreinterpretq_f64_f32(vtrn1q_f32(a2, a3)), o1 = vreinterpretq_f64_f32(vtrn2q_f32(a2, a3));
+                r[4 * k] = vreinterpretq_f32_f64(vtrn1q_f64(e0, e1));
+                r[4 * k + 1] = vreinterpretq_f32_f64(vtrn1q_f64(o0, o1));
+                r[4 * k + 2] = vreinterpretq_f32_f64(vtrn2q_f64(e0, e1));
+                r[4 * k + 3] = vreinterpretq_f32_f64(vtrn2q_f64(o0, o1));
+            }
+            if (d == 0) {
+                NST__UNROLL for (k = 0; k < 8; k++) g[k] = r[k];
+                g[8] = g8;
+            } else {   /* backward-data reads the filter flipped: tap k is stored at 8 - k */
+                NST__UNROLL for (k = 0; k < 8; k++) g[8 - k] = r[k];
+                g[0] = g8;
             }
 #define NST__WINO_GN(a, b, cc, t0, t1, t2, t3, t4, t5) do {                                         \
     float32x4_t s_ = vaddq_f32(a, cc), q_ = vaddq_f32(vmulq_n_f32(a, 1.0f / 24), vmulq_n_f32(cc, 1.0f / 6)); \
@@ -2061,26 +2065,19 @@ static void nst__wino_filters_neon(const nst__conv_plan *p, int d, float *u, int
     t1 = vmulq_n_f32(vnegq_f32(vaddq_f32(s_, b)), 1.0f / 6);                                        \
     t2 = vmulq_n_f32(vnegq_f32(vsubq_f32(s_, b)), 1.0f / 6);                                        \
     t3 = vaddq_f32(q_, h_); t4 = vsubq_f32(q_, h_); t5 = cc; } while (0)
-        for (q = 0; q < 3; q++)
-            for (c = 0; c < 3; c++)
-                NST__WINO_GN(g[c][q], g[3 + c][q], g[6 + c][q], t[0][c][q], t[1][c][q], t[2][c][q], t[3][c][q],
-                             t[4][c][q], t[5][c][q]);
-        for (k = 0; k < 6; k++) {
-            float *dst = base + (size_t)(k * 6) * es + (size_t)i * 6;
-            float32x4_t w[3][6];
-            for (q = 0; q < 3; q++)
-                NST__WINO_GN(t[k][0][q], t[k][1][q], t[k][2][q], w[q][0], w[q][1], w[q][2], w[q][3], w[q][4], w[q][5]);
-            for (c = 0; c < 6; c++) {
-                float *o = dst + c * es;
-                vst1q_f32(o, w[0][c]);
-                if (ni == 2) {
-                    vst1q_f32(o + 4, w[1][c]); vst1q_f32(o + 8, w[2][c]);
-                } else {
-                    vst1_f32(o + 4, vget_low_f32(w[1][c]));
+            NST__UNROLL for (c = 0; c < 3; c++)
+                NST__WINO_GN(g[c], g[3 + c], g[6 + c], t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]);
+            NST__UNROLL for (k = 0; k < 6; k++) {
+                float32x4_t w[6];
+                float *o = base + (size_t)(k * 6) * es + (size_t)i * 6 + 4 * q;
+                NST__WINO_GN(t[k][0], t[k][1], t[k][2], w[0], w[1], w[2], w[3], w[4], w[5]);
+                NST__UNROLL for (c = 0; c < 6; c++) {
+                    if (ni == 2 || q == 0) vst1q_f32(o + c * es, w[c]);
+                    else vst1_f32(o + c * es, vget_low_f32(w[c]));   /* odd kin: rows 4, 5 of the last channel */
                 }
             }
-        }
 #undef NST__WINO_GN
+        }
     }
 }
 #endif

@@ -7,10 +7,13 @@
  *   Winograd chained 8 deep   5e-4  at the last layer, and not more than 10x the first layer's error
  *   pooling                   exact (bit for bit)
  * Every path runs with thread counts 1, 2 and 3 and must give identical bytes. Layers with >= 256x512
- * filters transform them per call (lazy); the VGG shape test covers them on both paths. */
+ * filters transform them per call (lazy); the VGG shape test covers them on every path.
+ * The NEON tests run on aarch64 (tests/neon.sh: under qemu, `test_conv neon` with NST_TEST_QUICK=1,
+ * which keeps the awkward channel counts and sizes but drops the slowest combinations). */
 #define NST_IMPLEMENTATION
 #include "nst.h"
 #include "nst_test.h"
+#include <stdlib.h>
 
 static void fill(float *x, size_t n, uint64_t seed, float scale) {
     nst__rng r;
@@ -27,6 +30,19 @@ static double rel_err(const float *a, const float *ref, size_t n) {
         if (fabs(ref[i]) > m) m = fabs(ref[i]);
     }
     return d / (m > 1e-30 ? m : 1e-30);
+}
+
+static int quick(void) {
+    const char *e = getenv("NST_TEST_QUICK");
+    return e && atoi(e) > 0;
+}
+
+static int have_neon(void) {
+#if defined(NST__NEON)
+    return 1;
+#else
+    return 0;
+#endif
 }
 
 static int have_avx512(void) {
@@ -95,6 +111,7 @@ static void sweep(int algo, nst_arch arch, double tol) {
         for (b = 0; b < NCHANS; b++)
             for (s = 0; s < NSIZES; s++) {
                 int relu = (a + b + s) & 1;
+                if (quick() && (a + b + s) % 3 != 0) continue;   /* a third of the grid, every value kept */
                 double e = check_layer(chans[a], chans[b], sizes[s][0], sizes[s][1], relu, algo, arch);
                 CHECK_MSG(e <= tol, "cin %d cout %d %dx%d relu %d: error %.3g > %.3g", chans[a], chans[b],
                           sizes[s][0], sizes[s][1], relu, e, tol);
@@ -107,6 +124,18 @@ TEST(direct_avx512_matches_reference) {
     sweep(NST__CONV_DIRECT, NST_ARCH_AVX512, 1e-5);
 }
 TEST(winograd_scalar_matches_reference) { sweep(NST__CONV_WINO, NST_ARCH_SCALAR, 2e-4); }
+TEST(direct_neon_matches_reference) {
+    if (!have_neon()) SKIP("not aarch64");
+    sweep(NST__CONV_DIRECT, NST_ARCH_NEON, 1e-5);
+}
+TEST(winograd_neon_matches_reference) {
+    if (!have_neon()) SKIP("not aarch64");
+    sweep(NST__CONV_WINO, NST_ARCH_NEON, 2e-4);
+    {   /* 65 channels: odd, past the 64-tile block and the 48-channel chunk */
+        double e = check_layer(65, 65, 13, 19, 1, NST__CONV_WINO, NST_ARCH_NEON);
+        CHECK_MSG(e <= 2e-4, "65x65 13x19: error %.3g", e);
+    }
+}
 TEST(winograd_avx512_matches_reference) {
     if (!have_avx512()) SKIP("no AVX-512");
     sweep(NST__CONV_WINO, NST_ARCH_AVX512, 2e-4);
@@ -129,6 +158,38 @@ TEST(vgg_shapes_auto_path) {
         e = check_layer(shp[i][0], shp[i][1], shp[i][2], shp[i][3], 1, NST__CONV_AUTO, NST_ARCH_AVX512);
         CHECK_MSG(e <= 2e-4, "avx512 %d->%d at %dx%d: error %.3g", shp[i][0], shp[i][1], shp[i][2], shp[i][3], e);
     }
+}
+
+TEST(vgg_shapes_neon) {
+    static const int shp[][4] = { { 3, 64, 67, 45 }, { 64, 64, 45, 38 }, { 64, 128, 23, 30 },
+                                  { 128, 256, 17, 13 }, { 256, 512, 9, 11 }, { 512, 512, 6, 5 } };
+    /* quick (qemu): smaller planes, still a full 64-tile block (64->64) and a lazy layer (256->512) */
+    static const int qshp[][4] = { { 3, 64, 67, 45 }, { 64, 64, 37, 29 }, { 64, 128, 11, 13 },
+                                   { 128, 256, 9, 7 }, { 256, 512, 5, 3 } };
+    int i;
+    if (!have_neon()) SKIP("not aarch64");
+    for (i = 0; i < (quick() ? 5 : 6); i++) {
+        const int *q = quick() ? qshp[i] : shp[i];
+        double e = check_layer(q[0], q[1], q[2], q[3], i & 1, NST__CONV_AUTO, NST_ARCH_NEON);
+        CHECK_MSG(e <= 2e-4, "neon %d->%d at %dx%d: error %.3g", q[0], q[1], q[2], q[3], e);
+    }
+}
+
+/* nst_set_arch and $NST_ARCH reach the convolution table (tests/neon.sh sets NST_ARCH=neon). */
+TEST(neon_selected_by_arch) {
+    const char *env = getenv("NST_ARCH");
+    nst__conv_plan *p = NULL;
+    float wt[9 * 4 * 8] = {0};
+    if (!have_neon()) SKIP("not aarch64");
+    if (env && !strcmp(env, "neon")) CHECK(nst_get_arch() == NST_ARCH_NEON);
+    CHECK_OK(nst_set_arch(NST_ARCH_SCALAR));
+    CHECK(nst__conv_kernels_for(NST_ARCH_DEFAULT)->arch == NST_ARCH_SCALAR);
+    CHECK_OK(nst_set_arch(NST_ARCH_NEON));
+    CHECK(nst__conv_kernels_for(NST_ARCH_DEFAULT)->arch == NST_ARCH_NEON);
+    CHECK_OK(nst__conv_plan_create(wt, NULL, 8, 4, &p));
+    CHECK(p && p->arch == NST_ARCH_NEON && p->k->wino_gemm == nst__wino_gemm_neon);
+    nst__conv_plan_free(p);
+    CHECK_OK(nst_set_arch(NST_ARCH_DEFAULT));
 }
 
 /* Eight 32->32 ReLU layers (forward), then eight backward layers through the same stack: the
@@ -173,12 +234,18 @@ TEST(winograd_error_does_not_grow_with_depth) {
     chain(NST_ARCH_SCALAR);
     if (have_avx512()) chain(NST_ARCH_AVX512);
 }
+TEST(winograd_neon_error_does_not_grow_with_depth) {
+    if (!have_neon()) SKIP("not aarch64");
+    chain(NST_ARCH_NEON);
+}
 
-/* Pooling, fast vs reference, bit for bit; values quantised so ties (first maximum wins) happen. */
-TEST(pooling_matches_reference) {
-    static const int shp[][3] = { { 3, 7, 5 }, { 1, 1, 1 }, { 2, 33, 17 }, { 5, 2, 3 }, { 4, 64, 63 }, { 3, 6, 130 } };
+/* Pooling, fast vs reference, bit for bit; values quantised so ties (first maximum wins) happen.
+ * arch: one path, or NST_ARCH_DEFAULT for the machine's path and AVX-512 when present. */
+static void pool_check(nst_arch only) {
+    static const int shp[][3] = { { 3, 7, 5 }, { 1, 1, 1 }, { 2, 33, 17 }, { 5, 2, 3 }, { 4, 64, 63 }, { 3, 6, 130 },
+                                  { 2, 9, 18 }, { 1, 4, 9 } };
     int i, avg, a;
-    for (i = 0; i < 6; i++)
+    for (i = 0; i < (int)(sizeof shp / sizeof shp[0]); i++)
         for (avg = 0; avg < 2; avg++) {
             int c = shp[i][0], h = shp[i][1], w = shp[i][2], oh = h / 2, ow = w / 2;
             size_t n = (size_t)c * h * w, no = (size_t)c * oh * ow + 1, k;
@@ -192,8 +259,8 @@ TEST(pooling_matches_reference) {
             nst__pool2x2_forward_ref(o1, x, c, h, w, avg, 1);
             nst__pool2x2_backward_ref(d1, g, avg ? NULL : x, c, h, w, avg, 1);
             for (a = 0; a < 2; a++) {
-                nst_arch arch = a ? NST_ARCH_AVX512 : nst__cpu_arch();
-                if (a && !have_avx512()) break;
+                nst_arch arch = only != NST_ARCH_DEFAULT ? only : a ? NST_ARCH_AVX512 : nst__cpu_arch();
+                if (a && (only != NST_ARCH_DEFAULT || !have_avx512())) break;
                 for (k = 0; k < n; k++) d2[k] = 123.0f;
                 nst__pool_forward_ex(o2, x, c, h, w, avg, 2, arch);
                 CHECK_MSG(!memcmp(o1, o2, sizeof(float) * (no - 1)), "forward %dx%dx%d avg %d arch %d", c, h, w, avg, (int)arch);
@@ -202,6 +269,11 @@ TEST(pooling_matches_reference) {
             }
             nst__free(x); nst__free(g); nst__free(o1); nst__free(o2); nst__free(d1); nst__free(d2);
         }
+}
+TEST(pooling_matches_reference) { pool_check(NST_ARCH_DEFAULT); }
+TEST(pooling_neon_matches_reference) {
+    if (!have_neon()) SKIP("not aarch64");
+    pool_check(NST_ARCH_NEON);
 }
 
 TEST(public_api_and_bad_arguments) {
@@ -230,9 +302,15 @@ int main(int argc, char **argv) {
     RUN(direct_avx512_matches_reference);
     RUN(winograd_scalar_matches_reference);
     RUN(winograd_avx512_matches_reference);
+    RUN(direct_neon_matches_reference);
+    RUN(winograd_neon_matches_reference);
     RUN(vgg_shapes_auto_path);
+    RUN(vgg_shapes_neon);
+    RUN(neon_selected_by_arch);
     RUN(winograd_error_does_not_grow_with_depth);
+    RUN(winograd_neon_error_does_not_grow_with_depth);
     RUN(pooling_matches_reference);
+    RUN(pooling_neon_matches_reference);
     RUN(public_api_and_bad_arguments);
     return nst_test_end("test_conv");
 }
