@@ -3018,6 +3018,11 @@ static const nst__conv_kernels nst__conv_table[] = {
      nst__pool_fwd_avx512, nst__pool_bwd_avx512},
 #endif
 #if defined(NST__NEON)
+    /* NEON (32 q registers): a 6 x 16 GEMM tile, 24 accumulators, with u k-major inside each block of 6
+     * rows (its filter transform and GEMM agree on that; nothing else reads u); 4 tiles per vector in
+     * the transforms (vld4q / vst4q), which read up to 4 floats past the group. Chosen by instruction
+     * count under qemu (../shared/tools/qemu-insn/count.sh 128): 8 x 12 would waste half the columns of
+     * conv4's 16-tile layers at 128 px; u row-major made gcc spill accumulators. */
     {NST_ARCH_NEON, "neon wino 6x16", 6, 16, NST__WINO_NT, NST__WINO_CB, 4, 4, nst__wino_filters_neon, nst__wino_in_neon,
      nst__wino_gemm_neon, nst__wino_out_neon, 6, 64, nst__direct_neon, nst__pool_fwd_neon, nst__pool_bwd_neon},
 #endif

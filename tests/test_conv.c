@@ -187,7 +187,10 @@ TEST(neon_selected_by_arch) {
     CHECK_OK(nst_set_arch(NST_ARCH_NEON));
     CHECK(nst__conv_kernels_for(NST_ARCH_DEFAULT)->arch == NST_ARCH_NEON);
     CHECK_OK(nst__conv_plan_create(wt, NULL, 8, 4, &p));
-    CHECK(p && p->arch == NST_ARCH_NEON && p->k->wino_gemm == nst__wino_gemm_neon);
+    CHECK(p && p->arch == NST_ARCH_NEON);
+#if defined(NST__NEON)
+    CHECK(p && p->k->wino_gemm == nst__wino_gemm_neon);
+#endif
     nst__conv_plan_free(p);
     CHECK_OK(nst_set_arch(NST_ARCH_DEFAULT));
 }
