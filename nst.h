@@ -2105,6 +2105,74 @@ static NST__TARGET_AVX512 void nst__wino_filters_avx512(const nst__conv_plan *p,
 }
 #endif
 
+#if defined(NST__NEON)
+/* The NEON kernels keep each block of 6 output rows k-major, u[36][nob][kin][6] (the 6 rows of one input
+ * channel contiguous), so the GEMM loads the 12 filter values of two k in three q registers (see
+ * nst__wino_gemm16_neon). Two input channels per pass: their 12 (channel, row) pairs are the lanes of 3 q
+ * registers, computed one q register at a time by the scalar transform's operations; each transform
+ * element's 12 values are stored contiguously. Missing rows/channels
+ * read zeros. (The lazy layers run this on every call, so its cost shows in the evaluation.) */
+static void nst__wino_filters_neon(const nst__conv_plan *p, int d, float *u, int ob) {
+    static const float zero9[9] = {0};
+    const nst__conv_dir *dd = &p->dir[d];
+    int kin = dd->kin, kout = dd->kout, nob = (kout + 5) / 6, nr = NST__MIN(6, kout - ob * 6), i;
+    size_t es = (size_t)nob * 6 * kin;
+    size_t so = d == 0 ? (size_t)9 * p->cin : 9, si = d == 0 ? 9 : (size_t)9 * p->cin;   /* per out/in channel */
+    const float *wb = p->weight + (size_t)ob * 6 * so;
+    float *base = u + (size_t)ob * 6 * kin;
+    for (i = 0; i < kin; i += 2) {
+        const float *wp[12];
+        int ni = NST__MIN(2, kin - i), nq = ni == 2 ? 3 : 2, f, q;
+        for (f = 0; f < 12; f++)   /* pair f = lane f % 4 of q register f / 4: channel i + f / 6, row f % 6 */
+            wp[f] = f % 6 >= nr || f / 6 >= ni ? zero9 : wb + (f % 6) * so + (i + f / 6) * si;
+        for (q = 0; q < nq; q++) {
+            /* taps 0..3 and 4..7 of the 4 pairs by plain loads and a 4x4 transpose (gcc keeps ld4-lane
+             * structures on the stack), tap 8 by lane loads */
+            const float *w0 = wp[4 * q], *w1 = wp[4 * q + 1], *w2 = wp[4 * q + 2], *w3 = wp[4 * q + 3];
+            float32x4_t r[8], g[9], t[6][3], g8 = vld1q_dup_f32(w0 + 8);
+            int k, c;
+            g8 = vld1q_lane_f32(w1 + 8, g8, 1); g8 = vld1q_lane_f32(w2 + 8, g8, 2); g8 = vld1q_lane_f32(w3 + 8, g8, 3);
+            NST__UNROLL for (k = 0; k < 2; k++) {
+                float32x4_t a0 = vld1q_f32(w0 + 4 * k), a1 = vld1q_f32(w1 + 4 * k), a2 = vld1q_f32(w2 + 4 * k);
+                float32x4_t a3 = vld1q_f32(w3 + 4 * k);
+                float64x2_t e0 = vreinterpretq_f64_f32(vtrn1q_f32(a0, a1)), o0 = vreinterpretq_f64_f32(vtrn2q_f32(a0, a1));
+                float64x2_t e1 = vreinterpretq_f64_f32(vtrn1q_f32(a2, a3)), o1 = vreinterpretq_f64_f32(vtrn2q_f32(a2, a3));
+                r[4 * k] = vreinterpretq_f32_f64(vtrn1q_f64(e0, e1));
+                r[4 * k + 1] = vreinterpretq_f32_f64(vtrn1q_f64(o0, o1));
+                r[4 * k + 2] = vreinterpretq_f32_f64(vtrn2q_f64(e0, e1));
+                r[4 * k + 3] = vreinterpretq_f32_f64(vtrn2q_f64(o0, o1));
+            }
+            if (d == 0) {
+                NST__UNROLL for (k = 0; k < 8; k++) g[k] = r[k];
+                g[8] = g8;
+            } else {   /* backward-data reads the filter flipped: tap k is stored at 8 - k */
+                NST__UNROLL for (k = 0; k < 8; k++) g[8 - k] = r[k];
+                g[0] = g8;
+            }
+#define NST__WINO_GN(a, b, cc, t0, t1, t2, t3, t4, t5) do {                                         \
+    float32x4_t s_ = vaddq_f32(a, cc), q_ = vaddq_f32(vmulq_n_f32(a, 1.0f / 24), vmulq_n_f32(cc, 1.0f / 6)); \
+    float32x4_t h_ = vmulq_n_f32(b, 1.0f / 12);                                                     \
+    t0 = vmulq_n_f32(a, 0.25f);                                                                     \
+    t1 = vmulq_n_f32(vnegq_f32(vaddq_f32(s_, b)), 1.0f / 6);                                        \
+    t2 = vmulq_n_f32(vnegq_f32(vsubq_f32(s_, b)), 1.0f / 6);                                        \
+    t3 = vaddq_f32(q_, h_); t4 = vsubq_f32(q_, h_); t5 = cc; } while (0)
+            NST__UNROLL for (c = 0; c < 3; c++)
+                NST__WINO_GN(g[c], g[3 + c], g[6 + c], t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]);
+            NST__UNROLL for (k = 0; k < 6; k++) {
+                float32x4_t w[6];
+                float *o = base + (size_t)(k * 6) * es + (size_t)i * 6 + 4 * q;
+                NST__WINO_GN(t[k][0], t[k][1], t[k][2], w[0], w[1], w[2], w[3], w[4], w[5]);
+                NST__UNROLL for (c = 0; c < 6; c++) {
+                    if (ni == 2 || q == 0) vst1q_f32(o + c * es, w[c]);
+                    else vst1_f32(o + c * es, vget_low_f32(w[c]));   /* odd kin: rows 4, 5 of the last channel */
+                }
+            }
+#undef NST__WINO_GN
+        }
+    }
+}
+#endif
+
 static const nst__conv_kernels *nst__conv_kernels_for(nst_arch a);
 
 static nst_status nst__conv_dir_init(nst__conv_plan *p, int d, int algo) {
@@ -2438,6 +2506,143 @@ static NST__TARGET_AVX512 void nst__wino_out_avx512(float *out, int h, int w, in
 }
 #endif
 
+#if defined(NST__NEON)
+/* NEON: 4 tiles per q register. Tiles sit 4 floats apart in a row, which is exactly what vld4q
+ * de-interleaves (z0..z3 of 4 tiles from 16 floats, z4 and z5 from the 16 after the next 4) and vst4q
+ * interleaves back. Reads rows up to 16 * ceil(len / 4) + 4 floats. */
+static void nst__wino_in_neon(float *v, size_t estride, const float *rows, size_t rstride, int len) {
+    int g;
+    for (g = 0; 4 * g < len; g++) {
+        float32x4_t t[6][6];
+        int r, c, j, n = len - 4 * g;
+        for (r = 0; r < 6; r++) {
+            const float *b = rows + r * rstride + 16 * g;
+            float32x4x4_t a = vld4q_f32(b), e = vld4q_f32(b + 4);
+            float32x4_t z0 = a.val[0], z1 = a.val[1], z2 = a.val[2], z3 = a.val[3], z4 = e.val[0], z5 = e.val[1];
+            float32x4_t s12 = vaddq_f32(z1, z2), d12 = vsubq_f32(z1, z2), s34 = vaddq_f32(z3, z4);
+            float32x4_t d31 = vsubq_f32(z3, z1), z4mz2 = vsubq_f32(z4, z2);
+            t[r][0] = vfmsq_n_f32(vfmaq_n_f32(z4, z0, 4.0f), z2, 5.0f);
+            t[r][1] = vfmsq_n_f32(s34, s12, 4.0f);
+            t[r][2] = vfmaq_n_f32(vsubq_f32(z4, z3), d12, 4.0f);
+            t[r][3] = vfmaq_n_f32(z4mz2, d31, 2.0f);
+            t[r][4] = vfmsq_n_f32(z4mz2, d31, 2.0f);
+            t[r][5] = vfmsq_n_f32(vfmaq_n_f32(z5, z1, 4.0f), z3, 5.0f);
+        }
+        for (c = 0; c < 6; c++) {
+            float32x4_t z0 = t[0][c], z1 = t[1][c], z2 = t[2][c], z3 = t[3][c], z4 = t[4][c], z5 = t[5][c];
+            float32x4_t s12 = vaddq_f32(z1, z2), d12 = vsubq_f32(z1, z2), s34 = vaddq_f32(z3, z4);
+            float32x4_t d31 = vsubq_f32(z3, z1), z4mz2 = vsubq_f32(z4, z2), y[6];
+            float *o = v + 4 * g + (size_t)c * estride;
+            y[0] = vfmsq_n_f32(vfmaq_n_f32(z4, z0, 4.0f), z2, 5.0f);
+            y[1] = vfmsq_n_f32(s34, s12, 4.0f);
+            y[2] = vfmaq_n_f32(vsubq_f32(z4, z3), d12, 4.0f);
+            y[3] = vfmaq_n_f32(z4mz2, d31, 2.0f);
+            y[4] = vfmsq_n_f32(z4mz2, d31, 2.0f);
+            y[5] = vfmsq_n_f32(vfmaq_n_f32(z5, z1, 4.0f), z3, 5.0f);
+            if (n >= 4) {
+                for (r = 0; r < 6; r++) vst1q_f32(o + (size_t)(6 * r) * estride, y[r]);
+            } else {
+                float tmp[4];
+                for (r = 0; r < 6; r++) {
+                    vst1q_f32(tmp, y[r]);
+                    for (j = 0; j < n; j++) o[(size_t)(6 * r) * estride + j] = tmp[j];
+                }
+            }
+        }
+    }
+}
+
+/* 6 x 16 register tile, m[r][0..16) = sum_k u[k][r] * v[k][0..16) (u k-major: the 6 rows of one k
+ * contiguous): 24 q accumulators; two k at a time the 12 u values come in 3 q registers and are used
+ * through lane-indexed FMAs, so each k costs 24 FMAs, 2 ldp of v and half a 3-register load of u, with
+ * 31 of the 32 registers live. (The x86 layout, u[r][k], would need 6 registers for the u values of 4 k
+ * and made gcc spill accumulators.) */
+#define NST__WN_K(A0, L0, A1, L1, A2, L2, A3, L3, A4, L4, A5, L5)                                          \
+    { float32x4_t b0 = vld1q_f32(v), b1 = vld1q_f32(v + 4), b2 = vld1q_f32(v + 8), b3 = vld1q_f32(v + 12); \
+      c00 = vfmaq_laneq_f32(c00, b0, A0, L0); c01 = vfmaq_laneq_f32(c01, b1, A0, L0);                    \
+      c02 = vfmaq_laneq_f32(c02, b2, A0, L0); c03 = vfmaq_laneq_f32(c03, b3, A0, L0);                    \
+      c10 = vfmaq_laneq_f32(c10, b0, A1, L1); c11 = vfmaq_laneq_f32(c11, b1, A1, L1);                    \
+      c12 = vfmaq_laneq_f32(c12, b2, A1, L1); c13 = vfmaq_laneq_f32(c13, b3, A1, L1);                    \
+      c20 = vfmaq_laneq_f32(c20, b0, A2, L2); c21 = vfmaq_laneq_f32(c21, b1, A2, L2);                    \
+      c22 = vfmaq_laneq_f32(c22, b2, A2, L2); c23 = vfmaq_laneq_f32(c23, b3, A2, L2);                    \
+      c30 = vfmaq_laneq_f32(c30, b0, A3, L3); c31 = vfmaq_laneq_f32(c31, b1, A3, L3);                    \
+      c32 = vfmaq_laneq_f32(c32, b2, A3, L3); c33 = vfmaq_laneq_f32(c33, b3, A3, L3);                    \
+      c40 = vfmaq_laneq_f32(c40, b0, A4, L4); c41 = vfmaq_laneq_f32(c41, b1, A4, L4);                    \
+      c42 = vfmaq_laneq_f32(c42, b2, A4, L4); c43 = vfmaq_laneq_f32(c43, b3, A4, L4);                    \
+      c50 = vfmaq_laneq_f32(c50, b0, A5, L5); c51 = vfmaq_laneq_f32(c51, b1, A5, L5);                    \
+      c52 = vfmaq_laneq_f32(c52, b2, A5, L5); c53 = vfmaq_laneq_f32(c53, b3, A5, L5);                    \
+      v += ldv; }
+#define NST__WN_ST(r)                                                                                     \
+    { float *q = m + r * ldm;                                                                             \
+      vst1q_f32(q, c##r##0); vst1q_f32(q + 4, c##r##1); vst1q_f32(q + 8, c##r##2); vst1q_f32(q + 12, c##r##3); }
+static void nst__wino_gemm16_neon(int kk, const float *u, const float *v, size_t ldv, float *m, size_t ldm) {
+    float32x4_t c00 = vdupq_n_f32(0.0f), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00,
+                c13 = c00, c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00,
+                c33 = c00, c40 = c00, c41 = c00, c42 = c00, c43 = c00, c50 = c00, c51 = c00, c52 = c00,
+                c53 = c00;
+    int k;
+    for (k = 0; k + 2 <= kk; k += 2, u += 12) {
+        float32x4_t a0 = vld1q_f32(u), a1 = vld1q_f32(u + 4), a2 = vld1q_f32(u + 8);
+        NST__WN_K(a0, 0, a0, 1, a0, 2, a0, 3, a1, 0, a1, 1)
+        NST__WN_K(a1, 2, a1, 3, a2, 0, a2, 1, a2, 2, a2, 3)
+    }
+    if (k < kk) {   /* odd kk: the last k's 6 values */
+        float32x4_t a0 = vld1q_f32(u), a1 = vcombine_f32(vld1_f32(u + 4), vdup_n_f32(0.0f));
+        NST__WN_K(a0, 0, a0, 1, a0, 2, a0, 3, a1, 0, a1, 1)
+    }
+    NST__WN_ST(0) NST__WN_ST(1) NST__WN_ST(2) NST__WN_ST(3) NST__WN_ST(4) NST__WN_ST(5)
+}
+#undef NST__WN_K
+#undef NST__WN_ST
+static void nst__wino_gemm_neon(int n, int kk, const float *u, const float *v, size_t ldv, float *m, size_t ldm) {
+    int j;
+    for (j = 0; j < n; j += 16) nst__wino_gemm16_neon(kk, u, v + j, ldv, m + j, ldm);
+}
+
+static void nst__wino_out_neon(float *out, int h, int w, int ty, int tx, int len, const float *m, size_t estride,
+                               float bias, int relu) {
+    const float32x4_t vb = vdupq_n_f32(bias), zero = vdupq_n_f32(0.0f);
+    int g;
+    for (g = 0; 4 * g < len; g++) {
+        float32x4_t t[4][6];
+        int r, c, xb = 4 * (tx + 4 * g), n = 4 * (len - 4 * g);
+        if (n > 16) n = 16;
+        if (n > w - xb) n = w - xb;
+        for (c = 0; c < 6; c++) {
+            const float *q = m + 4 * g + (size_t)c * estride;
+            float32x4_t m0 = vld1q_f32(q), m1 = vld1q_f32(q + 6 * estride), m2 = vld1q_f32(q + 12 * estride);
+            float32x4_t m3 = vld1q_f32(q + 18 * estride), m4 = vld1q_f32(q + 24 * estride), m5 = vld1q_f32(q + 30 * estride);
+            float32x4_t s12 = vaddq_f32(m1, m2), d12 = vsubq_f32(m1, m2), s34 = vaddq_f32(m3, m4), d34 = vsubq_f32(m3, m4);
+            t[0][c] = vaddq_f32(vaddq_f32(m0, s12), s34);
+            t[1][c] = vfmaq_n_f32(d12, d34, 2.0f);
+            t[2][c] = vfmaq_n_f32(s12, s34, 4.0f);
+            t[3][c] = vaddq_f32(vfmaq_n_f32(d12, d34, 8.0f), m5);
+        }
+        for (r = 0; r < 4 && 4 * ty + r < h; r++) {
+            float32x4_t m0 = t[r][0], m1 = t[r][1], m2 = t[r][2], m3 = t[r][3], m4 = t[r][4], m5 = t[r][5];
+            float32x4_t s12 = vaddq_f32(m1, m2), d12 = vsubq_f32(m1, m2), s34 = vaddq_f32(m3, m4), d34 = vsubq_f32(m3, m4);
+            float32x4x4_t y;
+            float *o = out + (size_t)(4 * ty + r) * w + xb;
+            y.val[0] = vaddq_f32(vaddq_f32(vaddq_f32(m0, s12), s34), vb);
+            y.val[1] = vaddq_f32(vfmaq_n_f32(d12, d34, 2.0f), vb);
+            y.val[2] = vaddq_f32(vfmaq_n_f32(s12, s34, 4.0f), vb);
+            y.val[3] = vaddq_f32(vaddq_f32(vfmaq_n_f32(d12, d34, 8.0f), m5), vb);
+            if (relu) {   /* maxnm: NaN and -0 become +0, as in the reference */
+                y.val[0] = vmaxnmq_f32(y.val[0], zero); y.val[1] = vmaxnmq_f32(y.val[1], zero);
+                y.val[2] = vmaxnmq_f32(y.val[2], zero); y.val[3] = vmaxnmq_f32(y.val[3], zero);
+            }
+            if (n == 16) {
+                vst4q_f32(o, y);
+            } else {
+                float tmp[16];
+                vst4q_f32(tmp, y);
+                memcpy(o, tmp, sizeof(float) * (size_t)n);
+            }
+        }
+    }
+}
+#endif
+
 /* One block of nt tiles starting at tile t0, all output channels. */
 static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd, const float *in, float *out, int h,
                             int w, const float *bias, int relu, int t0, int nt, int ntcap, float *ws) {
@@ -2559,6 +2764,78 @@ static NST__TARGET_AVX512 void nst__direct_avx512(const nst__conv_dir *dd, const
 }
 #undef NST__DK_ROW
 #undef NST__DK_ST
+#endif
+
+#if defined(NST__NEON)
+/* out[o][y][x0..x0+64) for 6 output channels, in chunks of 16 pixels: 24 q accumulators, the 6 taps of
+ * one filter position in a q and a d register used through lane FMAs (24 FMAs per 4 loads of input
+ * and 2 of filter). Row segments that touch the image border are copied, zero-padded, to the stack. */
+static void nst__direct_neon(const nst__conv_dir *dd, const float *in, float *out, int h, int w,
+                             const float *bias, int relu, int ob, int y, int x0) {
+    int kin = dd->kin, kout = dd->kout, xc;
+    size_t hw = (size_t)h * w;
+    for (xc = x0; xc < x0 + 64 && xc < w; xc += 16) {
+        float32x4_t z = vdupq_n_f32(0.0f);
+        float32x4_t c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z, c20 = z, c21 = z,
+                    c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z, c40 = z, c41 = z, c42 = z, c43 = z,
+                    c50 = z, c51 = z, c52 = z, c53 = z;
+        float seg[20];
+        int ci, ky, kx, r, n = NST__MIN(16, w - xc), inner = xc >= 1 && xc + 17 <= w;
+        for (ci = 0; ci < kin; ci++)
+            for (ky = 0; ky < 3; ky++) {
+                int sy = y + ky - 1;
+                const float *row;
+                if (sy < 0 || sy >= h) continue;
+                row = in + ci * hw + (size_t)sy * w + xc - 1;   /* input columns xc-1 .. xc+16 */
+                if (!inner) {
+                    int i;
+                    for (i = 0; i < 18; i++) seg[i] = xc - 1 + i >= 0 && xc - 1 + i < w ? row[i] : 0.0f;
+                    row = seg;
+                }
+                for (kx = 0; kx < 3; kx++) {
+                    const float *wt = dd->u + ((size_t)(ob * kin + ci) * 9 + ky * 3 + kx) * 6;
+                    float32x4_t w0 = vld1q_f32(wt);
+                    float32x2_t w1 = vld1_f32(wt + 4);
+                    float32x4_t b0 = vld1q_f32(row + kx), b1 = vld1q_f32(row + kx + 4);
+                    float32x4_t b2 = vld1q_f32(row + kx + 8), b3 = vld1q_f32(row + kx + 12);
+#define NST__DN_ROW(r, W, L)                                                                  \
+    c##r##0 = W(c##r##0, b0, L); c##r##1 = W(c##r##1, b1, L);                                   \
+    c##r##2 = W(c##r##2, b2, L); c##r##3 = W(c##r##3, b3, L);
+#define NST__DN_Q(acc, b, l) vfmaq_laneq_f32(acc, b, w0, l)
+#define NST__DN_D(acc, b, l) vfmaq_lane_f32(acc, b, w1, l)
+                    NST__DN_ROW(0, NST__DN_Q, 0) NST__DN_ROW(1, NST__DN_Q, 1) NST__DN_ROW(2, NST__DN_Q, 2)
+                    NST__DN_ROW(3, NST__DN_Q, 3) NST__DN_ROW(4, NST__DN_D, 0) NST__DN_ROW(5, NST__DN_D, 1)
+#undef NST__DN_ROW
+#undef NST__DN_Q
+#undef NST__DN_D
+                }
+            }
+        for (r = 0; r < 6 && ob * 6 + r < kout; r++) {
+            int o = ob * 6 + r, j;
+            float32x4_t vb = vdupq_n_f32(bias ? bias[o] : 0.0f), acc[4];
+            float *dst = out + o * hw + (size_t)y * w + xc;
+            switch (r) {   /* the accumulators stay named registers in the loop above */
+            case 0: acc[0] = c00; acc[1] = c01; acc[2] = c02; acc[3] = c03; break;
+            case 1: acc[0] = c10; acc[1] = c11; acc[2] = c12; acc[3] = c13; break;
+            case 2: acc[0] = c20; acc[1] = c21; acc[2] = c22; acc[3] = c23; break;
+            case 3: acc[0] = c30; acc[1] = c31; acc[2] = c32; acc[3] = c33; break;
+            case 4: acc[0] = c40; acc[1] = c41; acc[2] = c42; acc[3] = c43; break;
+            default: acc[0] = c50; acc[1] = c51; acc[2] = c52; acc[3] = c53; break;
+            }
+            for (j = 0; j < 4; j++) {
+                acc[j] = vaddq_f32(acc[j], vb);
+                if (relu) acc[j] = vmaxnmq_f32(acc[j], z);   /* NaN and -0 become +0, as in the reference */
+            }
+            if (n == 16) {
+                for (j = 0; j < 4; j++) vst1q_f32(dst + 4 * j, acc[j]);
+            } else {
+                float tmp[16];
+                for (j = 0; j < 4; j++) vst1q_f32(tmp + 4 * j, acc[j]);
+                memcpy(dst, tmp, sizeof(float) * (size_t)n);
+            }
+        }
+    }
+}
 #endif
 
 /* ---- entry points ----------------------------------------------------------------------------------*/
@@ -3052,6 +3329,99 @@ static NST__TARGET_AVX2 void nst__pool_bwd_avx2(float *din, const float *dout, c
 }
 #endif
 
+#if defined(NST__NEON)
+/* 4 outputs per q register: vld2q splits even and odd columns, vst2q interleaves the gradient back; the
+ * last ow % 4 columns take the reference's scalar code. Same operations in the same order, so the same
+ * bits: max keeps the first maximum (b > m), avg is 0.25 * (((a + b) + c) + d). */
+static void nst__pool_fwd_neon(float *out, const float *in, int ch, int h, int w, int avg) {
+    int oh = h / 2, ow = w / 2, y, x;
+    const float *s = in + (size_t)ch * h * w;
+    float *o = out + (size_t)ch * oh * ow;
+    const float32x4_t q = vdupq_n_f32(0.25f);
+    for (y = 0; y < oh; y++) {
+        const float *r0 = s + (size_t)(2 * y) * w, *r1 = r0 + w;
+        float *orow = o + (size_t)y * ow;
+        for (x = 0; x + 4 <= ow; x += 4) {
+            float32x4x2_t p0 = vld2q_f32(r0 + 2 * x), p1 = vld2q_f32(r1 + 2 * x);
+            float32x4_t a = p0.val[0], b = p0.val[1], cc = p1.val[0], d = p1.val[1], m;
+            if (avg) {
+                m = vmulq_f32(q, vaddq_f32(vaddq_f32(vaddq_f32(a, b), cc), d));
+            } else {
+                m = vbslq_f32(vcgtq_f32(b, a), b, a);
+                m = vbslq_f32(vcgtq_f32(cc, m), cc, m);
+                m = vbslq_f32(vcgtq_f32(d, m), d, m);
+            }
+            vst1q_f32(orow + x, m);
+        }
+        for (; x < ow; x++) {
+            const float *pp = r0 + 2 * x;
+            float a = pp[0], b = pp[1], cc = pp[w], d = pp[w + 1];
+            if (avg) {
+                orow[x] = 0.25f * (a + b + cc + d);
+            } else {
+                float m = a;
+                if (b > m) m = b;
+                if (cc > m) m = cc;
+                if (d > m) m = d;
+                orow[x] = m;
+            }
+        }
+    }
+}
+static void nst__pool_bwd_neon(float *din, const float *dout, const float *in, int ch, int h, int w, int avg) {
+    int oh = h / 2, ow = w / 2, y, x;
+    const float *s = in ? in + (size_t)ch * h * w : NULL;
+    const float *g = dout + (size_t)ch * oh * ow;
+    float *dd = din + (size_t)ch * h * w;
+    const float32x4_t q = vdupq_n_f32(0.25f);
+    for (y = 0; y < oh; y++) {
+        float *r0 = dd + (size_t)(2 * y) * w, *r1 = r0 + w;
+        const float *grow = g + (size_t)y * ow;
+        for (x = 0; x + 4 <= ow; x += 4) {
+            float32x4_t gv = vld1q_f32(grow + x);
+            float32x4x2_t top, bot;
+            if (avg) {
+                top.val[0] = top.val[1] = bot.val[0] = bot.val[1] = vmulq_f32(q, gv);
+            } else {
+                const float *s0 = s + (size_t)(2 * y) * w, *s1 = s0 + w;
+                float32x4x2_t p0 = vld2q_f32(s0 + 2 * x), p1 = vld2q_f32(s1 + 2 * x);
+                float32x4_t a = p0.val[0], b = p0.val[1], cc = p1.val[0], d = p1.val[1], m;
+                uint32x4_t sb, sc, sd, gu = vreinterpretq_u32_f32(gv);
+                sb = vcgtq_f32(b, a);
+                m = vbslq_f32(sb, b, a);
+                sc = vcgtq_f32(cc, m);
+                m = vbslq_f32(sc, cc, m);
+                sd = vcgtq_f32(d, m);
+                /* the winner gets g, the others +0 (the AND leaves +0's bits) */
+                top.val[0] = vreinterpretq_f32_u32(vbicq_u32(gu, vorrq_u32(vorrq_u32(sb, sc), sd)));
+                top.val[1] = vreinterpretq_f32_u32(vbicq_u32(vandq_u32(gu, sb), vorrq_u32(sc, sd)));
+                bot.val[0] = vreinterpretq_f32_u32(vbicq_u32(vandq_u32(gu, sc), sd));
+                bot.val[1] = vreinterpretq_f32_u32(vandq_u32(gu, sd));
+            }
+            vst2q_f32(r0 + 2 * x, top);
+            vst2q_f32(r1 + 2 * x, bot);
+        }
+        for (; x < ow; x++) {
+            size_t base = (size_t)(2 * y) * w + 2 * x;
+            float gv = grow[x];
+            if (avg) {
+                float qq = 0.25f * gv;
+                dd[base] = qq; dd[base + 1] = qq; dd[base + w] = qq; dd[base + w + 1] = qq;
+            } else {
+                size_t best = base;
+                dd[base] = dd[base + 1] = dd[base + w] = dd[base + w + 1] = 0.0f;
+                if (s[base + 1] > s[best]) best = base + 1;
+                if (s[base + w] > s[best]) best = base + w;
+                if (s[base + w + 1] > s[best]) best = base + w + 1;
+                dd[best] = gv;
+            }
+        }
+        if (w & 1) { r0[w - 1] = 0.0f; r1[w - 1] = 0.0f; }
+    }
+    if (h & 1) memset(dd + (size_t)(h - 1) * w, 0, sizeof(float) * (size_t)w);
+}
+#endif
+
 /* ---- the kernel tables ----------------------------------------------------------------------------*/
 #if defined(NST__X86_AVX512)
 /* The gathers index 16 filters 9 * cin floats apart in an int: fall back to the scalar transform past that. */
@@ -3079,6 +3449,15 @@ static const nst__conv_kernels nst__conv_table[] = {
     {NST_ARCH_AVX512, "avx512 wino 6x64", 6, 16, NST__WINO_NT, NST__WINO_CB, 16, 66, nst__wino_filters_avx512_entry,
      nst__wino_in_avx512, nst__wino_gemm_avx512, nst__wino_out_avx512, 6, 64, nst__direct_avx512,
      nst__pool_fwd_avx512, nst__pool_bwd_avx512},
+#endif
+#if defined(NST__NEON)
+    /* NEON (32 q registers): a 6 x 16 GEMM tile, 24 accumulators, with u k-major inside each block of 6
+     * rows (its filter transform and GEMM agree on that; nothing else reads u); 4 tiles per vector in
+     * the transforms (vld4q / vst4q), which read up to 4 floats past the group. Chosen by instruction
+     * count under qemu (../shared/tools/qemu-insn/count.sh 128): 8 x 12 would waste half the columns of
+     * conv4's 16-tile layers at 128 px; u row-major made gcc spill accumulators. */
+    {NST_ARCH_NEON, "neon wino 6x16", 6, 16, NST__WINO_NT, NST__WINO_CB, 4, 4, nst__wino_filters_neon, nst__wino_in_neon,
+     nst__wino_gemm_neon, nst__wino_out_neon, 6, 64, nst__direct_neon, nst__pool_fwd_neon, nst__pool_bwd_neon},
 #endif
 };
 

@@ -1,14 +1,31 @@
 #!/usr/bin/env bash
-# NEON kernels: cross-compiles tests/test_gemm.c for aarch64 (static, no OpenMP) and runs it under
-# qemu-aarch64, forwarding its output (the summary line is what tests/run.sh counts). qemu is slow, so
-# the kernel sweep caps k (NST_TEST_KMAX) and the full-GEMM sweep keeps the small shapes (NST_TEST_QUICK).
+# NEON kernels: cross-compiles tests/test_gemm.c, tests/test_conv.c and tests/test_core.c for aarch64 (static,
+# no OpenMP) and runs them under qemu-aarch64 with NST_ARCH=neon, forwarding their output; the last line is
+# one combined summary ("test_neon_aarch64: N passed, ...") that tests/run.sh counts. qemu is slow, so the
+# GEMM kernel sweep caps k (NST_TEST_KMAX), NST_TEST_QUICK keeps the small shapes, test_conv runs only its
+# NEON tests (the scalar ones run natively) and test_core only the finite-difference gradient check of the
+# objective (a tiny model whose layers all take the NEON direct kernel, both directions).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 mkdir -p build/tests
-bin=build/tests/test_gemm_aarch64
-if ! aarch64-linux-gnu-gcc -std=c99 -Wall -Wextra -Wpedantic -O2 -static -I. -DNST_T_PROGRAM='"test_gemm_aarch64"' \
-        tests/test_gemm.c -o "$bin" -lm; then
-    echo "test_gemm_aarch64: 0 passed, 1 failed, 0 skipped"
-    exit 1
-fi
-NST_TEST_KMAX=${NST_TEST_KMAX:-96} NST_TEST_QUICK=1 qemu-aarch64 "$bin" "$@"
+passed=0; failed=0; skipped=0
+run() {   # run NAME SOURCE [filter]
+    local name=$1 src=$2 bin=build/tests/$1 out line
+    shift 2
+    if ! aarch64-linux-gnu-gcc -std=c99 -Wall -Wextra -Wpedantic -O2 -static -I. -DNST_T_PROGRAM="\"$name\"" \
+            "$src" -o "$bin" -lm; then
+        echo "$name: 0 passed, 1 failed, 0 skipped (does not build)"; failed=$((failed + 1)); return
+    fi
+    out=$(NST_ARCH=neon NST_TEST_KMAX=${NST_TEST_KMAX:-96} NST_TEST_QUICK=1 qemu-aarch64 "$bin" "$@" 2>&1)
+    echo "$out"
+    line=$(grep -E '^[A-Za-z0-9_.-]+: [0-9]+ passed, [0-9]+ failed' <<<"$out" | tail -n 1)
+    if [ -z "$line" ]; then echo "FAIL $name: no summary line"; failed=$((failed + 1)); return; fi
+    passed=$((passed + $(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$line")))
+    failed=$((failed + $(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")))
+    skipped=$((skipped + $(sed -nE 's/.* ([0-9]+) skipped.*/\1/p' <<<"$line")))
+}
+run test_gemm_aarch64 tests/test_gemm.c "$@"
+run test_conv_aarch64 tests/test_conv.c neon
+run test_core_aarch64 tests/test_core.c objective_gradient_matches
+echo "test_neon_aarch64: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
