@@ -46,4 +46,36 @@ static int nst_test_end(const char *program) {
     printf("%s: %d passed, %d failed, %d skipped\n", program, nst_t_passed, nst_t_failed, nst_t_skipped);
     return nst_t_failed ? 1 : 0;
 }
+#ifdef NST_IMPLEMENTATION
+/* A VGG-19-shaped model with every layer `widths` channels wide (cheap at any size), He-initialised
+ * weights and N(0, 0.1) biases drawn from *rng, reseeded per layer (seed + layer), Caffe convention.
+ * Shared by the tests that need a whole network (core, features, tiling). */
+static NST__UNUSED nst_model *nst_t_tiny_model(nst__rng *rng, int widths, unsigned long long seed) {
+    nst__tensor_list l;
+    nst_model *m = NULL;
+    int i, cin = 3;
+    memset(&l, 0, sizeof l);
+    l.t = (nst__named_tensor *)calloc(32, sizeof *l.t);
+    for (i = 0; i < NST_VGG_CONVS; i++) {
+        nst__named_tensor *w = &l.t[l.n++], *b = &l.t[l.n++];
+        size_t k, nw = (size_t)widths * cin * 9;
+        snprintf(w->name, sizeof w->name, "%s.weight", nst__conv_names[i]);
+        snprintf(b->name, sizeof b->name, "%s.bias", nst__conv_names[i]);
+        w->ndim = 4; w->shape[0] = widths; w->shape[1] = cin; w->shape[2] = 3; w->shape[3] = 3;
+        b->ndim = 1; b->shape[0] = widths;
+        w->data = (float *)malloc(nw * sizeof(float));
+        b->data = (float *)malloc(widths * sizeof(float));
+        rng->s = seed + i;
+        for (k = 0; k < nw; k++) w->data[k] = (float)(nst__rng_normal(rng) * sqrt(2.0 / (9 * cin)));
+        for (k = 0; k < (size_t)widths; k++) b->data[k] = (float)(0.1 * nst__rng_normal(rng));
+        cin = widths;
+    }
+    l.has_conv = 1;
+    l.conv = nst__caffe_convention();
+    if (nst__model_from_tensors(&l, &m) != NST_OK) fprintf(stderr, "tiny model: %s\n", nst_last_error());
+    nst__tensor_list_free(&l);
+    return m;
+}
+#endif
+
 #endif

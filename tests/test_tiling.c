@@ -18,32 +18,7 @@
 static nst__rng rng = {12345};
 
 /* A VGG-19-shaped model with every layer `widths` channels wide: all 16 layers, cheap at any size. */
-static nst_model *tiny_model(int widths, unsigned long long seed) {
-    nst__tensor_list l;
-    nst_model *m = NULL;
-    int i, cin = 3;
-    memset(&l, 0, sizeof l);
-    l.t = (nst__named_tensor *)calloc(32, sizeof *l.t);
-    for (i = 0; i < NST_VGG_CONVS; i++) {
-        nst__named_tensor *w = &l.t[l.n++], *b = &l.t[l.n++];
-        size_t k, nw = (size_t)widths * cin * 9;
-        snprintf(w->name, sizeof w->name, "%s.weight", nst__conv_names[i]);
-        snprintf(b->name, sizeof b->name, "%s.bias", nst__conv_names[i]);
-        w->ndim = 4; w->shape[0] = widths; w->shape[1] = cin; w->shape[2] = 3; w->shape[3] = 3;
-        b->ndim = 1; b->shape[0] = widths;
-        w->data = (float *)malloc(nw * sizeof(float));
-        b->data = (float *)malloc(widths * sizeof(float));
-        rng.s = seed + i;
-        for (k = 0; k < nw; k++) w->data[k] = (float)(nst__rng_normal(&rng) * sqrt(2.0 / (9 * cin)));
-        for (k = 0; k < (size_t)widths; k++) b->data[k] = (float)(0.1 * nst__rng_normal(&rng));
-        cin = widths;
-    }
-    l.has_conv = 1;
-    l.conv = nst__caffe_convention();
-    if (nst__model_from_tensors(&l, &m) != NST_OK) fprintf(stderr, "tiny model: %s\n", nst_last_error());
-    nst__tensor_list_free(&l);
-    return m;
-}
+static nst_model *tiny_model(int widths, unsigned long long seed) { return nst_t_tiny_model(&rng, widths, seed); }
 
 /* Smooth random images: structure at several scales, so deep layers see more than noise. */
 static void rand_image(nst_image *im, int w, int h) {
