@@ -3530,7 +3530,7 @@ NSTDEF nst_status nst_conv3x3_backward_data(float *din, const float *dout, const
  * ===================================================================================================*/
 /* Weights travel between the file readers and the model as a list of named f32 tensors:
  *   nst__tensor_list        canonical names "conv1_1.weight" [cout][cin][3][3] and "conv1_1.bias" [cout]
- *   nst__model_from_tensors(list, &model)  checks the VGG-19 topology and builds a model
+ *   nst__model_from_tensors(list, &model)  checks the VGG-19 topology and builds a model, freeing each tensor once copied
  *   nst__import_weights(bytes, n, &list)   (>>import) .pth zip/legacy, .caffemodel, .npy/.npz */
 typedef struct nst__named_tensor {
     char    name[64];        /* canonical: "conv1_1.weight", "conv1_1.bias", ... */
@@ -3719,7 +3719,7 @@ static const nst__named_tensor *nst__find_tensor(const nst__tensor_list *l, cons
 }
 
 /* Builds a model from canonical tensors: conv1_1 on, as many consecutive layers as are present. */
-static nst_status nst__model_from_tensors(const nst__tensor_list *l, nst_model **out) {
+static nst_status nst__model_from_tensors(nst__tensor_list *l, nst_model **out) {
     int nconv = 0, cin[NST_VGG_CONVS], cout[NST_VGG_CONVS], i;
     nst_model *m;
     nst_status st;
@@ -3745,11 +3745,17 @@ static nst_status nst__model_from_tensors(const nst__tensor_list *l, nst_model *
     if (nconv == 0) return nst__err(NST_ERR_FORMAT, "weights: no conv1_1 weight found");
     if ((st = nst__check_topology(nconv, cin, cout)) != NST_OK) return st;
     if ((st = nst__model_alloc(nconv, cin, cout, &m)) != NST_OK) return st;
+    /* each tensor is freed once copied, so the list and the model never both hold everything */
     for (i = 0; i < nconv; i++) {
+        nst__named_tensor *t;
         snprintf(name, sizeof name, "%s.weight", nst__conv_names[i]);
-        memcpy(m->w[i], nst__find_tensor(l, name)->data, sizeof(float) * (size_t)cout[i] * cin[i] * 9);
+        t = (nst__named_tensor *)nst__find_tensor(l, name);
+        memcpy(m->w[i], t->data, sizeof(float) * (size_t)cout[i] * cin[i] * 9);
+        nst__free(t->data); t->data = NULL;
         snprintf(name, sizeof name, "%s.bias", nst__conv_names[i]);
-        memcpy(m->b[i], nst__find_tensor(l, name)->data, sizeof(float) * (size_t)cout[i]);
+        t = (nst__named_tensor *)nst__find_tensor(l, name);
+        memcpy(m->b[i], t->data, sizeof(float) * (size_t)cout[i]);
+        nst__free(t->data); t->data = NULL;
     }
     if (l->has_conv) {
         if ((st = nst__check_convention(&l->conv)) != NST_OK) { nst_model_free(m); return st; }
@@ -3772,14 +3778,37 @@ static nst_status nst__model_from_tensors(const nst__tensor_list *l, nst_model *
 #define NST__NSTW_ENTRY 96
 #define NST__NSTW_MAX_TENSORS 64
 
-static nst_status nst__nstw_parse(const unsigned char *p, size_t n, nst_model **out) {
+/* Where tensor data comes from: the bytes in memory, or (nst_model_load) the open file, so that loading
+ * never holds the file, the parsed tensors and the model at once: only the model and one tensor. */
+typedef struct nst__nstw_src {
+    const unsigned char *mem;   /* whole file in memory, or NULL */
+#ifndef NST_NO_STDIO
+    FILE *f;
+#endif
+} nst__nstw_src;
+
+static int nst__nstw_read(const nst__nstw_src *s, uint64_t off, void *dst, size_t bytes) {
+    if (s->mem) { memcpy(dst, s->mem + off, bytes); return 1; }
+#ifndef NST_NO_STDIO
+    /* offsets were checked against the file size: they fit in a long on every file we accept */
+    return fseek(s->f, (long)off, SEEK_SET) == 0 && fread(dst, 1, bytes, s->f) == bytes;
+#else
+    return 0;
+#endif
+}
+
+/* head: the header and table (hsize bytes, at least the first NST__NSTW_HEADER of n when fewer);
+ * n: the whole file's size, against which every tensor's offset and size are checked. */
+static nst_status nst__nstw_parse(const unsigned char *head, size_t head_n, uint64_t n, const nst__nstw_src *src,
+                                  nst_model **out) {
+    const unsigned char *p = head;
     uint32_t version, hsize, count, flags, crc, i;
     nst__tensor_list list;
     nst_status st = NST_OK;
     unsigned char hdr_copy[NST__NSTW_HEADER];
     *out = NULL;
     memset(&list, 0, sizeof list);
-    if (n < NST__NSTW_HEADER || memcmp(p, "NSTW", 4) != 0)
+    if (head_n < NST__NSTW_HEADER || memcmp(p, "NSTW", 4) != 0)
         return nst__err(NST_ERR_FORMAT, "nstw: not an .nstw file (bad magic)");
     version = nst__rd32le(p + 4);
     hsize = nst__rd32le(p + 8);
@@ -3788,7 +3817,8 @@ static nst_status nst__nstw_parse(const unsigned char *p, size_t n, nst_model **
     if (version != 1) return nst__err(NST_ERR_UNSUPPORTED, "nstw: version %u (this library reads 1)", version);
     if (count == 0 || count > NST__NSTW_MAX_TENSORS || hsize != NST__NSTW_HEADER + NST__NSTW_ENTRY * count)
         return nst__err(NST_ERR_FORMAT, "nstw: bad tensor count %u / header size %u", count, hsize);
-    if (hsize > n) return nst__err(NST_ERR_FORMAT, "nstw: truncated (%lu bytes, header needs %u)", (unsigned long)n, hsize);
+    if (hsize > n || hsize > head_n)
+        return nst__err(NST_ERR_FORMAT, "nstw: truncated (%lu bytes, header needs %u)", (unsigned long)n, hsize);
     memcpy(hdr_copy, p, NST__NSTW_HEADER);
     memset(hdr_copy + 56, 0, 4);
     crc = nst__crc32(nst__crc32(0, hdr_copy, NST__NSTW_HEADER), p + NST__NSTW_HEADER, hsize - NST__NSTW_HEADER);
@@ -3825,24 +3855,32 @@ static nst_status nst__nstw_parse(const unsigned char *p, size_t n, nst_model **
             if (elems > ((uint64_t)1 << 34)) { st = nst__err(NST_ERR_FORMAT, "nstw: tensor '%s' is too large", t->name); break; }
         }
         if (st != NST_OK) break;
-        if (bytes != elems * esize || (off & 63) || off < hsize || off > n || bytes > n - off) {
+        if (bytes != elems * esize || (off & 63) || off < hsize || off > n || bytes > n - off ||
+            elems > SIZE_MAX / sizeof(float)) {
             st = nst__err(NST_ERR_FORMAT, "nstw: tensor '%s' data is out of bounds or the file is truncated", t->name);
-            break;
-        }
-        if (nst__crc32(0, p + off, (size_t)bytes) != nst__rd32le(e + 88)) {
-            st = nst__err(NST_ERR_FORMAT, "nstw: checksum mismatch in tensor '%s' (corrupted file)", t->name);
             break;
         }
         t->data = (float *)nst__malloc((size_t)elems * sizeof(float));
         if (!t->data) { st = nst__err(NST_ERR_NOMEM, "nstw: out of memory"); break; }
         list.n++;
         {
-            const unsigned char *d = p + off;
+            /* The raw bytes land in the tensor's own buffer (f16: in its upper half) and are converted in
+             * place: reading half k (bytes 2*elems + 2k) happens before float k (bytes 4k..4k+3, below
+             * 2*elems + 2k + 2) is written, so nothing unread is overwritten. */
+            unsigned char *raw = (unsigned char *)t->data + (dtype == 1 ? 0 : (size_t)elems * 2);
             size_t k;
+            if (!nst__nstw_read(src, off, raw, (size_t)bytes)) {
+                st = nst__err(NST_ERR_IO, "nstw: read error in tensor '%s'", t->name);
+                break;
+            }
+            if (nst__crc32(0, raw, (size_t)bytes) != nst__rd32le(e + 88)) {
+                st = nst__err(NST_ERR_FORMAT, "nstw: checksum mismatch in tensor '%s' (corrupted file)", t->name);
+                break;
+            }
             if (dtype == 1)
-                for (k = 0; k < elems; k++) t->data[k] = nst__f32_from_bits(nst__rd32le(d + 4 * k));
+                for (k = 0; k < elems; k++) t->data[k] = nst__f32_from_bits(nst__rd32le(raw + 4 * k));
             else
-                for (k = 0; k < elems; k++) t->data[k] = nst__half_to_float(nst__rd16le(d + 2 * k));
+                for (k = 0; k < elems; k++) t->data[k] = nst__half_to_float(nst__rd16le(raw + 2 * k));
         }
     }
     if (st == NST_OK) st = nst__model_from_tensors(&list, out);
@@ -3921,7 +3959,12 @@ NSTDEF nst_status nst_model_load_memory(const void *bytes, size_t n, nst_model *
     if (!out) return nst__err(NST_ERR_ARGUMENT, "model: NULL output");
     *out = NULL;
     if (!p && n) return nst__err(NST_ERR_ARGUMENT, "model: NULL bytes");
-    if (n >= 4 && memcmp(p, "NSTW", 4) == 0) return nst__nstw_parse(p, n, out);
+    if (n >= 4 && memcmp(p, "NSTW", 4) == 0) {
+        nst__nstw_src src;
+        memset(&src, 0, sizeof src);
+        src.mem = p;
+        return nst__nstw_parse(p, n, n, &src, out);
+    }
     memset(&list, 0, sizeof list);
     if ((st = nst__import_weights(p, n, &list)) != NST_OK) { nst__tensor_list_free(&list); return st; }
     if (!list.has_conv) {
@@ -3938,15 +3981,35 @@ NSTDEF nst_status nst_model_load_memory(const void *bytes, size_t n, nst_model *
 
 #ifndef NST_NO_STDIO
 NSTDEF nst_status nst_model_load(const char *path, nst_model **out) {
-    unsigned char *bytes;
-    size_t n;
+    unsigned char *bytes, head[NST__NSTW_HEADER + NST__NSTW_ENTRY * NST__NSTW_MAX_TENSORS];
+    size_t n, head_n;
     nst_status st;
+    FILE *f;
+    long len;
     if (!path || !out) return nst__err(NST_ERR_ARGUMENT, "model: NULL argument");
     *out = NULL;
-    if ((st = nst__read_file(path, sizeof(size_t) > 4 ? ((size_t)1 << 36) : ((size_t)1 << 31), &bytes, &n)) != NST_OK)
-        return st;
-    st = nst_model_load_memory(bytes, n, out);
-    nst__free(bytes);
+    if (nst__is_directory(path)) return nst__err(NST_ERR_IO, "'%s' is a directory, not a weight file", path);
+    /* .nstw is read tensor by tensor from the file; other formats are parsed from memory */
+    f = fopen(path, "rb");
+    if (!f) return nst__err(NST_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    head_n = fread(head, 1, sizeof head, f);
+    if (head_n >= 4 && memcmp(head, "NSTW", 4) == 0) {
+        nst__nstw_src src;
+        if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0) {
+            fclose(f);
+            return nst__err(NST_ERR_IO, "cannot determine the size of '%s'", path);
+        }
+        memset(&src, 0, sizeof src);
+        src.f = f;
+        st = nst__nstw_parse(head, head_n, (uint64_t)len, &src, out);
+        fclose(f);
+    } else {
+        fclose(f);
+        if ((st = nst__read_file(path, sizeof(size_t) > 4 ? ((size_t)1 << 36) : ((size_t)1 << 31), &bytes, &n)) != NST_OK)
+            return st;
+        st = nst_model_load_memory(bytes, n, out);
+        nst__free(bytes);
+    }
     if (st != NST_OK) {
         char msg[sizeof nst__errbuf];
         snprintf(msg, sizeof msg, "%s", nst__errbuf);

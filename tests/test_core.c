@@ -426,6 +426,45 @@ TEST(nstw_round_trip_and_validation) {
     nst_model_free(m);
 }
 
+/* nst_model_load reads an .nstw file tensor by tensor: same model as from memory, and a file cut short
+ * or corrupted on disk is refused like in memory. */
+TEST(nstw_file_load) {
+    nst_model *m = tiny_model(5, 1), *r = NULL;
+    const char *path = "build/tests/nstw_file_load.nstw";
+    nst__buf b;
+    int half;
+    FILE *probe = fopen(path, "wb");
+    if (!probe) { nst_model_free(m); SKIP("build/tests is not writable (run from the repository root)"); }
+    fclose(probe);
+    CHECK(m != NULL);
+    if (!m) return;
+    for (half = 0; half <= 1; half++) {
+        FILE *f;
+        size_t cut;
+        CHECK_OK(nst_model_save(m, path, half));
+        CHECK_OK(nst_model_load(path, &r));
+        if (r) { CHECK(models_equal(m, r, half ? 1.0 / 1024 : 0)); nst_model_free(r); r = NULL; }
+        CHECK_OK(nst__nstw_write(m, half, &b));
+        for (cut = 0; cut < b.len; cut += cut < 64 ? 7 : b.len / 5) {
+            f = fopen(path, "wb");
+            CHECK(f != NULL);
+            if (!f) break;
+            fwrite(b.data, 1, cut, f);
+            fclose(f);
+            CHECK_MSG(nst_model_load(path, &r) != NST_OK && r == NULL, "cut at %lu accepted", (unsigned long)cut);
+        }
+        b.data[b.len - 3] ^= 0x40;   /* last tensor's data */
+        f = fopen(path, "wb");
+        if (f) { fwrite(b.data, 1, b.len, f); fclose(f); }
+        CHECK(nst_model_load(path, &r) == NST_ERR_FORMAT && r == NULL);
+        CHECK(strstr(nst_last_error(), "checksum") != NULL && strstr(nst_last_error(), path) != NULL);
+        nst__buf_free(&b);
+    }
+    remove(path);
+    CHECK(nst_model_load("build", &r) == NST_ERR_IO && strstr(nst_last_error(), "directory") != NULL);
+    nst_model_free(m);
+}
+
 TEST(wrong_shapes_are_refused) {
     nst__tensor_list l;
     nst_model *m = NULL;
@@ -450,7 +489,11 @@ TEST(wrong_shapes_are_refused) {
     l.n = 1;
     CHECK(nst__model_from_tensors(&l, &m) == NST_ERR_FORMAT);   /* bias missing */
     l.n = 2;
+    /* a model is built: it takes the tensors' data (freeing each once copied), as from a parser */
+    l.t[0].data = (float *)nst__malloc(sizeof wdata);
+    l.t[1].data = (float *)nst__malloc(sizeof bdata);
     CHECK_OK(nst__model_from_tensors(&l, &m));
+    CHECK(l.t[0].data == NULL && l.t[1].data == NULL);
     if (m) { CHECK(nst_model_convs(m) == 1); nst_model_free(m); }
     free(l.t);
 }
@@ -561,6 +604,7 @@ int main(int argc, char **argv) {
     RUN(lbfgs_matches_torch);
     RUN(adam_converges);
     RUN(nstw_round_trip_and_validation);
+    RUN(nstw_file_load);
     RUN(wrong_shapes_are_refused);
     RUN(random_model_is_deterministic_and_normalised);
     RUN(end_to_end_transfer_64);
