@@ -2013,11 +2013,14 @@ static float nst__conv_tap(const nst__conv_plan *p, int d, int o, int i, int t) 
  * planes per output row); with 3 inputs (conv1_1 forward) they tie, and direct is exact. */
 static int nst__conv_choose(int kin, int kout) { (void)kout; return kin >= 8 ? NST__CONV_WINO : NST__CONV_DIRECT; }
 
-/* Layers with at least this many filters (cin * cout: conv4_1 and the 512-channel layers) keep no
- * transformed filters: each call transforms them into the workspace (a few ms on 2 threads for
- * 512x512, ~5% of those layers' time at 512 px), which saves 8x their weight size, e.g. 300 MB for
- * VGG-19 to relu5_1. Smaller layers keep theirs (74 MB for conv1_1 .. conv3_4, both directions). */
-#define NST__WINO_LAZY (256 * 512)
+/* Layers with at least this many filters (cin * cout: conv3_2 .. conv3_4, conv4_1 and the 512-channel
+ * layers) keep no transformed filters: each call transforms them into the workspace (a few ms on 2
+ * threads for 512x512 filters, ~5% of those layers' time at 512 px; ~1 ms for 256x256, <1% of conv3_x),
+ * which saves 8x their weight size, e.g. 355 MB for VGG-19 to relu5_1; the untiled objective's workspace
+ * lives in the parts of its feature buffers that deep layers leave free (nst__net_init_packed), so at
+ * 512 px this costs no memory at all. Smaller layers keep theirs (18 MB for conv1_1 .. conv3_1, both
+ * directions). */
+#define NST__WINO_LAZY (256 * 256)
 
 /* U = G g G^T for the mr output channels of row block ob, every input channel, into
  * u[36][nob][mr][kin] (rows past kout are zero; mr from the plan's kernel entry). G is the filter transform of F(4x4, 3x3) with
@@ -4761,6 +4764,7 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
                     (st = nst__reflect_fix_forward(m, ci, cur, out, h, w, n->nthreads, n->pad_scratch)) != NST_OK)
                     return st;
                 c = m->cout[ci++];
+                tp = nst__prof(n, NST__PROF_FWD + l, tp);
                 if (fuse) {
                     l++;
                     nst__relu_forward(out, out, n->rec[l], el, n->nthreads);
@@ -6788,7 +6792,8 @@ typedef struct nst__pass_sizes {
  * and the phases in between come one after the other: resizing, building the targets, optimising. The
  * peak is the whole-call buffers plus, for the largest pass, its pass buffers plus its largest phase.
  * A new buffer in nst_transfer gets one nst__mem_add line here. Every size comes from the function the
- * allocation itself uses (nst__net_init_ws with alloc = 0, ...), so changes there carry over. */
+ * allocation itself uses (nst__objective_net and nst__net_init_packed with alloc = 0, ...), so changes there
+ * carry over. */
 enum { NST__MEM_PASS, NST__MEM_RESIZE, NST__MEM_BUILD, NST__MEM_OPTIMIZE, NST__MEM_PHASES };
 typedef struct nst__mem {
     size_t phase[NST__MEM_PHASES];
