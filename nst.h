@@ -2013,11 +2013,14 @@ static float nst__conv_tap(const nst__conv_plan *p, int d, int o, int i, int t) 
  * planes per output row); with 3 inputs (conv1_1 forward) they tie, and direct is exact. */
 static int nst__conv_choose(int kin, int kout) { (void)kout; return kin >= 8 ? NST__CONV_WINO : NST__CONV_DIRECT; }
 
-/* Layers with at least this many filters (cin * cout: conv4_1 and the 512-channel layers) keep no
- * transformed filters: each call transforms them into the workspace (a few ms on 2 threads for
- * 512x512, ~5% of those layers' time at 512 px), which saves 8x their weight size, e.g. 300 MB for
- * VGG-19 to relu5_1. Smaller layers keep theirs (74 MB for conv1_1 .. conv3_4, both directions). */
-#define NST__WINO_LAZY (256 * 512)
+/* Layers with at least this many filters (cin * cout: conv3_2 .. conv3_4, conv4_1 and the 512-channel
+ * layers) keep no transformed filters: each call transforms them into the workspace (a few ms on 2
+ * threads for 512x512 filters, ~5% of those layers' time at 512 px; ~1 ms for 256x256, <1% of conv3_x),
+ * which saves 8x their weight size, e.g. 355 MB for VGG-19 to relu5_1; the untiled objective's workspace
+ * lives in the parts of its feature buffers that deep layers leave free (nst__net_init_packed), so at
+ * 512 px this costs no memory at all. Smaller layers keep theirs (18 MB for conv1_1 .. conv3_1, both
+ * directions). */
+#define NST__WINO_LAZY (256 * 256)
 
 /* U = G g G^T for the mr output channels of row block ob, every input channel, into
  * u[36][nob][mr][kin] (rows past kout are zero; mr from the plan's kernel entry). G is the filter transform of F(4x4, 3x3) with
@@ -4137,6 +4140,20 @@ typedef struct nst__net {
     float *pad_scratch;                      /* reflection padding's border GEMM operands (m->reflect) */
     double *prof;                            /* NULL, or NST__PROF_SLOTS phase times (bench_nst --profile) */
     double (*prof_clock)(void);              /* the clock for prof; NULL = wall time (nst__now) */
+    size_t pad_elems;                        /* floats of pad_scratch */
+    /* The packed layout (nst__net_init_packed): kept features and per-convolution scratch live in the
+     * parts of the two buffers the maps of their layers leave free; a kept layer that finds no room
+     * is recomputed by backward from the input (relu1_1) or gets its own buffer. */
+    int packed;
+    float *input;                                    /* the preprocessed input, kept (NULL: buf[0]) */
+    unsigned char placed[NST_VGG_LAYERS];            /* feat[l] points into buf[0] or buf[1] */
+    unsigned char recompute[NST_VGG_LAYERS];         /* feat[l] is NULL: backward recomputes it */
+    void *cws[NST_VGG_CONVS];                        /* convolution ci's scratch in the buffers; NULL: ws */
+    /* called after layer l of forward where watch[l], with its output and a free buffer of the output's
+     * size (the untiled objective's losses; the Grams of a style image) */
+    unsigned char watch[NST_VGG_LAYERS];
+    nst_status (*hook)(void *ctx, int layer, const float *out, float *scratch);
+    void *hook_ctx;
 } nst__net;
 
 /* Profiling hook: when a net's or objective's prof points at NST__PROF_SLOTS doubles (bench_nst
@@ -4196,6 +4213,7 @@ static nst_status nst__net_init_ws(nst__net *n, const nst_model *m, int h, int w
     }
     if (maxel < min_buf) maxel = min_buf;
     n->buf_elems = maxel;
+    n->pad_elems = pad;
     if (ws < min_ws) ws = min_ws;
     n->ws_bytes = ws;
     n->ws_borrowed = borrow && borrow->ws_bytes >= ws;
@@ -4243,12 +4261,141 @@ static void nst__net_free(nst__net *n) {
     }
     if (!n->ws_borrowed) nst__aligned_free(n->ws);
     nst__aligned_free(n->pad_scratch);
+    nst__aligned_free(n->input);
     for (l = 0; l < NST_VGG_LAYERS; l++) {
-        nst__aligned_free(n->feat[l]);
+        if (!n->placed[l]) nst__aligned_free(n->feat[l]);
         nst__aligned_free(n->rec[l]);
     }
     memset(n, 0, sizeof *n);
 }
+
+/* ---- the packed layout ----------------------------------------------------------------------------
+ * Forward and backward pass layer l with its input and output map at the low end of the buffers:
+ * low[l] = max(input, output) floats of each. Every other object has a range of layers during which it
+ * is live (a kept feature from the convolution that writes it until backward has used it; a
+ * convolution's scratch during that convolution, forward and backward) and goes first fit at or above
+ * the low ends of its layers, clear of every object whose layers overlap. At 512 px the deep features
+ * and the conv4/conv5 scratch (their filters transformed on the fly) fit where the 64-channel maps of
+ * block 1 need the whole buffers; relu1_1 finds no room and is recomputed (one 3-channel convolution). */
+typedef struct nst__pk_obj {
+    int buf, lo, hi;   /* buffer, live layers [lo, hi] */
+    size_t off, size;  /* floats */
+} nst__pk_obj;
+
+static size_t nst__round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+static int nst__pk_place(nst__pk_obj *objs, int nobj, const size_t *low, size_t cap, size_t size, int lo, int hi) {
+    size_t base = 0;
+    int l, b, i, moved;
+    for (l = lo; l <= hi; l++) base = NST__MAX(base, low[l]);
+    for (b = 0; b < 2; b++) {
+        size_t off = nst__round16(base);
+        do {
+            moved = 0;
+            for (i = 0; i < nobj; i++) {
+                const nst__pk_obj *o = &objs[i];
+                if (o->buf == b && o->lo <= hi && lo <= o->hi && o->off < off + size && off < o->off + o->size) {
+                    off = nst__round16(o->off + o->size);
+                    moved = 1;
+                }
+            }
+        } while (moved && off + size <= cap);
+        if (off + size <= cap) {
+            objs[nobj].buf = b; objs[nobj].lo = lo; objs[nobj].hi = hi; objs[nobj].off = off; objs[nobj].size = size;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* nst__net_init_ws with the packed layout. watch: the layers forward calls the hook at (NULL: none).
+ * recompute_ok: the loss gradient needs no scratch (backward recomputes into it). with_input: keep the
+ * preprocessed input (needed to recompute; nst_objective_features reruns forward from it). A borrowed
+ * net lends its buffers (and its own scratch where large enough); min_buf, min_ws as in
+ * nst__net_init_ws, so that nets built beside this one can borrow. */
+static nst_status nst__net_init_packed(nst__net *n, const nst_model *m, int h, int w, int last,
+                                       const unsigned char *keep, const unsigned char *watch, int avg, int nthreads,
+                                       int alloc, const nst__net *borrow, size_t min_buf, size_t min_ws,
+                                       int recompute_ok, int with_input) {
+    nst__pk_obj objs[NST_VGG_LAYERS + NST_VGG_CONVS];
+    size_t low[NST_VGG_LAYERS], el[NST_VGG_LAYERS], cap, ws = 0, cws_off[NST_VGG_CONVS];
+    int l, ci, nobj = 0, cws_buf[NST_VGG_CONVS], feat_obj[NST_VGG_LAYERS];
+    nst_status st = nst__net_init_ws(n, m, h, w, last, keep, avg, nthreads, 0, NULL, 0, min_buf);
+    if (st != NST_OK) return st;
+    n->packed = 1;
+    for (l = 0; l <= last; l++) {
+        n->watch[l] = watch ? watch[l] : 0;
+        el[l] = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
+        low[l] = nst__round16(NST__MAX(el[l], l ? el[l - 1] : (size_t)3 * h * w));
+        feat_obj[l] = -1;
+    }
+    cap = n->buf_elems;
+    n->bufs_borrowed = borrow && borrow->buf_elems >= cap;
+    if (n->bufs_borrowed) cap = borrow->buf_elems;
+    n->buf_elems = cap;
+    for (l = 0; l <= last; l++) {
+        if (!n->keep[l]) continue;
+        if (nst__pk_place(objs, nobj, low, cap, nst__round16(el[l]), l ? l - 1 : 0, last)) feat_obj[l] = nobj++;
+        else if (l == 1 && recompute_ok && with_input && !n->keep[0] && nst__layer_type(1) == NST__L_RELU)
+            n->recompute[l] = 1;
+    }
+    for (l = 0, ci = 0; l <= last; l++) {
+        size_t s;
+        if (nst__layer_type(l) != NST__L_CONV) continue;
+        s = nst__conv_workspace(m->plan[ci], l ? n->h_[l - 1] : h, l ? n->w_[l - 1] : w, n->nthreads);
+        cws_buf[ci] = -1;
+        if (s && nst__pk_place(objs, nobj, low, cap, nst__round16((s + 3) / 4), l, NST__MIN(l + 1, last))) {
+            cws_buf[ci] = objs[nobj].buf;
+            cws_off[ci] = objs[nobj++].off;
+        } else {
+            ws = NST__MAX(ws, s);
+        }
+        ci++;
+    }
+    if (ws < min_ws) ws = min_ws;
+    n->ws_bytes = ws;
+    n->ws_borrowed = borrow && borrow->ws_bytes >= ws;
+    n->bytes = (n->bufs_borrowed ? 0 : 2 * nst__round64(cap * sizeof(float))) + (n->ws_borrowed ? 0 : ws);
+    n->bytes += nst__round64(n->pad_elems * sizeof(float));
+    if (with_input) n->bytes += nst__round64((size_t)3 * h * w * sizeof(float));
+    for (l = 0; l <= last; l++) {
+        if (n->keep[l] && feat_obj[l] < 0 && !n->recompute[l]) n->bytes += nst__round64(el[l] * sizeof(float));
+        if (nst__layer_type(l) == NST__L_RELU) n->bytes += nst__round64((el[l] + 7) / 8);
+        if (nst__layer_type(l) == NST__L_POOL && !avg) n->bytes += nst__round64(el[l]);
+    }
+    if (!alloc) return NST_OK;
+    if (n->bufs_borrowed) {
+        n->buf[0] = borrow->buf[0];
+        n->buf[1] = borrow->buf[1];
+    } else {
+        n->buf[0] = (float *)nst__aligned_alloc(cap * sizeof(float));
+        n->buf[1] = (float *)nst__aligned_alloc(cap * sizeof(float));
+    }
+    n->ws = n->ws_borrowed ? borrow->ws : ws ? nst__aligned_alloc(ws) : NULL;
+    if (!n->buf[0] || !n->buf[1] || (ws && !n->ws)) goto oom;
+    if (n->pad_elems && !(n->pad_scratch = (float *)nst__aligned_alloc(n->pad_elems * sizeof(float)))) goto oom;
+    if (with_input && !(n->input = (float *)nst__aligned_alloc((size_t)3 * h * w * sizeof(float)))) goto oom;
+    for (l = 0, ci = 0; l <= last; l++) {
+        if (nst__layer_type(l) == NST__L_CONV) {
+            if (cws_buf[ci] >= 0) n->cws[ci] = n->buf[cws_buf[ci]] + cws_off[ci];
+            ci++;
+        }
+        if (feat_obj[l] >= 0) {
+            n->feat[l] = n->buf[objs[feat_obj[l]].buf] + objs[feat_obj[l]].off;
+            n->placed[l] = 1;
+        } else if (n->keep[l] && !n->recompute[l] && !(n->feat[l] = (float *)nst__aligned_alloc(el[l] * sizeof(float)))) {
+            goto oom;
+        }
+        if (nst__layer_type(l) == NST__L_RELU && !(n->rec[l] = (unsigned char *)nst__aligned_alloc((el[l] + 7) / 8))) goto oom;
+        if (nst__layer_type(l) == NST__L_POOL && !avg && !(n->rec[l] = (unsigned char *)nst__aligned_alloc(el[l]))) goto oom;
+    }
+    return NST_OK;
+oom:
+    return nst__err(NST_ERR_NOMEM, "out of memory for the network at %dx%d", w, h);
+}
+
+/* The scratch of convolution ci. */
+static void *nst__net_cws(const nst__net *n, int ci) { return n->cws[ci] ? n->cws[ci] : n->ws; }
 
 /* Applies ReLU from src to dst (may alias) and records the mask, one bit per element. */
 static void nst__relu_forward(float *dst, const float *src, unsigned char *bits, size_t n, int nthreads) {
@@ -4647,36 +4794,51 @@ static int nst__pool_masks(const nst__net *n, int l) {
 
 static float *nst__net_other(nst__net *n, const float *cur) { return cur == n->buf[0] ? n->buf[1] : n->buf[0]; }
 
+/* Calls the hook after layer l (see nst__net.watch); scratch is the buffer that does not hold out. */
+static nst_status nst__net_hook(nst__net *n, int l, const float *out, double *tp) {
+    uintptr_t p = (uintptr_t)out, b0 = (uintptr_t)n->buf[0];
+    nst_status st;
+    if (!n->hook || !n->watch[l]) return NST_OK;
+    st = n->hook(n->hook_ctx, l, out, p >= b0 && p < b0 + n->buf_elems * sizeof(float) ? n->buf[1] : n->buf[0]);
+    *tp = nst__prof_now(n);
+    return st;
+}
+
+/* pixels NULL: from the kept input of the last call (a packed net with an input buffer). */
 static nst_status nst__net_forward(nst__net *n, const float *pixels) {
     const nst_model *m = n->m;
-    float *cur = n->buf[0];
+    float *cur = n->input ? n->input : n->buf[0];
     int l, ci = 0, c = 3, h = n->h, w = n->w;
     nst_status st;
     double tp = nst__prof_now(n);
-    nst__preprocess(&m->conv, pixels, cur, (size_t)h * w);
+    if (pixels) nst__preprocess(&m->conv, pixels, cur, (size_t)h * w);
     tp = nst__prof(n, NST__PROF_PRE, tp);
     for (l = 0; l <= n->last; l++) {
         int t = nst__layer_type(l);
         size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
-        float *out = n->keep[l] ? n->feat[l] : nst__net_other(n, cur);
+        float *out = n->feat[l] ? n->feat[l] : nst__net_other(n, cur);
         if (t == NST__L_CONV) {
             /* fuse the ReLU unless the pre-activation itself is a loss layer */
-            int fuse = l + 1 <= n->last && !n->keep[l];
-            if (fuse) out = n->keep[l + 1] ? n->feat[l + 1] : nst__net_other(n, cur);
+            int fuse = l + 1 <= n->last && !n->keep[l] && !n->watch[l];
+            if (fuse) out = n->feat[l + 1] ? n->feat[l + 1] : nst__net_other(n, cur);
             if (m->reflect) {
                 /* the border fix goes in before the ReLU, so the engine's ReLU is not fused */
-                if ((st = nst__conv_forward(m->plan[ci], cur, out, h, w, 0, n->nthreads, n->ws)) != NST_OK ||
+                if ((st = nst__conv_forward(m->plan[ci], cur, out, h, w, 0, n->nthreads, nst__net_cws(n, ci))) != NST_OK ||
                     (st = nst__reflect_fix_forward(m, ci, cur, out, h, w, n->nthreads, n->pad_scratch)) != NST_OK)
                     return st;
                 c = m->cout[ci++];
+                tp = nst__prof(n, NST__PROF_FWD + l, tp);
                 if (fuse) {
                     l++;
                     nst__relu_forward(out, out, n->rec[l], el, n->nthreads);
                 }
                 cur = out;
+                tp = nst__prof(n, NST__PROF_FWD + l, tp);
+                if ((st = nst__net_hook(n, l, out, &tp)) != NST_OK) return st;
                 continue;
             }
-            if ((st = nst__conv_forward(m->plan[ci], cur, out, h, w, fuse, n->nthreads, n->ws)) != NST_OK) return st;
+            if ((st = nst__conv_forward(m->plan[ci], cur, out, h, w, fuse, n->nthreads, nst__net_cws(n, ci))) != NST_OK)
+                return st;
             c = m->cout[ci++];
             tp = nst__prof(n, NST__PROF_FWD + l, tp);
             if (fuse) {
@@ -4695,6 +4857,7 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
         }
         tp = nst__prof(n, NST__PROF_FWD + l, tp);
         cur = out;
+        if ((st = nst__net_hook(n, l, out, &tp)) != NST_OK) return st;
     }
     n->out = cur;
     return NST_OK;
@@ -4705,6 +4868,20 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
  * where feat <= 0, which is where the pre-activation was <= 0), so it can do so block by block while
  * the block is in cache; those layers record no mask bits in the forward pass. */
 typedef void (*nst__lossgrad_fn)(void *ctx, int layer, const float *feat, float *g, float *scratch);
+
+/* The output of layer l (relu1_1: nst__net_init_packed recomputes no other) into dst, as forward made it. */
+static nst_status nst__net_recompute(nst__net *n, int l, float *dst) {
+    const nst_model *m = n->m;
+    size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
+    nst_status st;
+    NST_ASSERT(l == 1 && n->input);
+    if (!m->reflect) return nst__conv_forward(m->plan[0], n->input, dst, n->h, n->w, 1, n->nthreads, nst__net_cws(n, 0));
+    if ((st = nst__conv_forward(m->plan[0], n->input, dst, n->h, n->w, 0, n->nthreads, nst__net_cws(n, 0))) != NST_OK ||
+        (st = nst__reflect_fix_forward(m, 0, n->input, dst, n->h, n->w, n->nthreads, n->pad_scratch)) != NST_OK)
+        return st;
+    nst__relu_forward(dst, dst, n->rec[l], el, n->nthreads);
+    return NST_OK;
+}
 
 /* Backward from the deepest layer to the pixels; grad_pixels is [3][h][w]. */
 static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void *ctx, float *grad_pixels) {
@@ -4721,7 +4898,12 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
         size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
         float *other = nst__net_other(n, g);
         if (n->keep[l]) {
-            lossgrad(ctx, l, n->feat[l], g, other);
+            if (n->recompute[l]) {   /* into the free buffer, which the loss gradient then does not use */
+                if ((st = nst__net_recompute(n, l, other)) != NST_OK) return st;
+                lossgrad(ctx, l, other, g, NULL);
+            } else {
+                lossgrad(ctx, l, n->feat[l], g, other);
+            }
             tp = nst__prof(n, NST__PROF_LOSSGRAD + l, tp);
         }
         if (t == NST__L_RELU) {
@@ -4733,7 +4915,8 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
             else nst__maxpool_backward_rec(other, g, n->rec[l], inc, inh, inw, n->nthreads);
             g = other;
         } else {
-            if ((st = nst__conv_backward_data(m->plan[ci], g, other, inh, inw, n->nthreads, n->ws)) != NST_OK) return st;
+            if ((st = nst__conv_backward_data(m->plan[ci], g, other, inh, inw, n->nthreads, nst__net_cws(n, ci))) != NST_OK)
+                return st;
             if (m->reflect &&
                 (st = nst__reflect_fix_backward(m, ci, g, other, inh, inw, n->nthreads, n->pad_scratch)) != NST_OK)
                 return st;
@@ -4906,6 +5089,8 @@ struct nst_objective {
     float *tprev;                                /* previous output, planar 0..255 */
     float *tweight;                              /* [h*w] per-pixel weight c_p / (3*h*w) */
     struct nst__tiled *tiled;   /* NULL: the whole image at once; else see nst__objective_eval_tiled */
+    nst_losses acc;             /* raw losses of the evaluation under way, added up by nst__objective_hook */
+    int feat_stale;             /* backward overwrote kept features (packed net): features() reruns forward */
 };
 
 /* Parses "relu1_1,relu2_1" into layer indices. */
@@ -5358,6 +5543,98 @@ static void nst__objective_lossgrad(void *ctx, int layer, const float *feat, flo
     if (nst__layer_type(layer) == NST__L_RELU) nst__relu_backward_feat(g, feat, 0, el, nst__simd_avx2());
 }
 
+/* The losses at layer l as forward passes it (nst__net.hook of the untiled objective): the content
+ * terms, the Grams and style terms into o->acc. */
+static nst_status nst__objective_hook(void *ctx, int layer, const float *feat, float *scratch) {
+    nst_objective *o = (nst_objective *)ctx;
+    const nst__net *n = &o->net;
+    size_t hw = (size_t)n->h_[layer] * n->w_[layer], el = (size_t)n->c_[layer] * hw, i;
+    double tp = nst__prof_now(n);
+    nst_status st;
+    int k;
+    for (k = 0; k < o->ncontent; k++) {
+        const float *p = o->content_target[k];
+        double s = 0;
+        if (o->content_layer[k] != layer) continue;
+        for (i = 0; i < el; i++) { double d = (double)feat[i] - p[i]; s += d * d; }
+        o->acc.content_raw += s / (double)el;
+        tp = nst__prof(n, NST__PROF_CONTENT, tp);
+    }
+    for (k = 0; k < o->nstyle; k++) {
+        nst__style_layer *s = &o->style[k];
+        size_t cc = (size_t)s->c * s->c;
+        double acc = 0;
+        if (s->layer != layer) continue;
+        if (o->nmask) {   /* the masked features go to the free buffer */
+            if ((st = nst__masked_style_eval(o, k, feat, scratch, &acc)) != NST_OK) return st;
+            o->acc.style_raw += acc;
+            continue;
+        }
+        if ((st = nst__gram(s->gram, feat, s->c, hw, o->nthreads)) != NST_OK) return st;
+        for (i = 0; i < cc; i++) { double d = (double)s->gram[i] - s->target[i]; acc += d * d; }
+        o->acc.style_raw += s->weight * acc / (double)cc;
+        tp = nst__prof(n, NST__PROF_GRAM + layer, tp);
+    }
+    return NST_OK;
+}
+
+/* nst_objective_create's targets, taken as forward passes the layers: the content features, or one
+ * style image's Grams (blended into the targets, kept per style for masks, added to the cache). */
+typedef struct nst__build_ctx {
+    nst_objective *o;
+    const nst__net *net;
+    int content, index, avg;
+    float wgt;
+    const nst_image *si;
+    uint32_t crc;
+    nst_style_cache *cache;
+} nst__build_ctx;
+
+static nst_status nst__objective_build_hook(void *ctx, int layer, const float *feat, float *scratch) {
+    nst__build_ctx *b = (nst__build_ctx *)ctx;
+    nst_objective *o = b->o;
+    size_t hw = (size_t)b->net->h_[layer] * b->net->w_[layer], j;
+    nst_status st;
+    int k;
+    (void)scratch;
+    if (b->content) {
+        for (k = 0; k < o->ncontent; k++)
+            if (o->content_layer[k] == layer)
+                memcpy(o->content_target[k], feat, sizeof(float) * (size_t)b->net->c_[layer] * hw);
+        return NST_OK;
+    }
+    for (k = 0; k < o->nstyle; k++) {
+        nst__style_layer *s = &o->style[k];
+        size_t cc = (size_t)s->c * s->c;
+        if (s->layer != layer) continue;
+        if ((st = nst__gram(s->gram, feat, s->c, hw, o->nthreads)) != NST_OK) return st;
+        for (j = 0; j < cc; j++) s->target[j] += b->wgt * s->gram[j];
+        if (o->nmask) memcpy(o->mtarget[k] + (size_t)b->index * cc, s->gram, sizeof(float) * cc);
+        if (b->cache) nst__style_cache_add(b->cache, o->m, s->layer, b->avg, b->si, b->crc, s->gram, s->c);
+    }
+    return NST_OK;
+}
+
+/* The untiled objective's main network as nst_objective_create builds it (packed, keeping the loss
+ * layers), sized so that each style image's network (sh, sw; packed, keeping nothing, watching the style
+ * layers up to slast) can borrow its buffers and scratch. */
+static nst_status nst__objective_net(nst__net *n, const nst_model *m, int h, int w, int last, const unsigned char *keep,
+                                     const int *sh, const int *sw, int nstyles, int slast, const unsigned char *swatch,
+                                     int avg, int nthreads, int recompute_ok, int alloc) {
+    nst__net t;
+    size_t bufs, ws = 0;
+    int i;
+    nst_status st;
+    if ((st = nst__net_init(&t, m, h, w, last, keep, avg, nthreads, 0)) != NST_OK) return st;
+    bufs = t.buf_elems;
+    for (i = 0; i < nstyles && slast >= 0; i++)
+        if (nst__net_init(&t, m, sh[i], sw[i], slast, NULL, avg, nthreads, 0) == NST_OK) bufs = NST__MAX(bufs, t.buf_elems);
+    for (i = 0; i < nstyles && slast >= 0; i++)
+        if (nst__net_init_packed(&t, m, sh[i], sw[i], slast, NULL, swatch, avg, nthreads, 0, NULL, bufs, 0, 0, 0) == NST_OK)
+            ws = NST__MAX(ws, t.ws_bytes);
+    return nst__net_init_packed(n, m, h, w, last, keep, keep, avg, nthreads, alloc, NULL, bufs, ws, recompute_ok, 1);
+}
+
 static void nst__tiled_free(struct nst__tiled *t);
 NSTDEF void nst_objective_free(nst_objective *o) {
     int k;
@@ -5471,26 +5748,18 @@ NSTDEF nst_status nst_objective_create(const nst_model *m, const nst_image *cont
     for (k = 0; k < nc; k++) keep[content_l[k]] = 1;
     if (ns == 0) last = nst__deepest(content_l, nc, -1);
     {
-        /* one convolution scratch serves the main network and the style networks built beside it */
-        size_t ws = 0, bufs = 0;
-        nst__net sn;
-        unsigned char skeep[NST_VGG_LAYERS];
-        memset(skeep, 0, sizeof skeep);
-        for (k = 0; k < ns; k++) skeep[style_l[k]] = 1;
-        for (i = 0; i < nstyles && ns > 0; i++)
-            if (nst__net_init(&sn, m, styles[i].height, styles[i].width, nst__deepest(style_l, ns, -1), skeep, avg,
-                              o->nthreads, 0) == NST_OK) {
-                ws = NST__MAX(ws, sn.ws_bytes);
-                bufs = NST__MAX(bufs, sn.buf_elems);
-            }
-        if ((st = nst__net_init_ws(&o->net, m, o->h, o->w, last, keep, avg, o->nthreads, 1, NULL, ws, bufs)) != NST_OK)
+        int sw[8], sh[8];
+        unsigned char swatch[NST_VGG_LAYERS];
+        memset(swatch, 0, sizeof swatch);
+        for (k = 0; k < ns; k++) swatch[style_l[k]] = 1;
+        for (i = 0; i < nstyles && i < 8; i++) { sw[i] = styles[i].width; sh[i] = styles[i].height; }
+        if ((st = nst__objective_net(&o->net, m, o->h, o->w, last, keep, sh, sw, NST__MIN(nstyles, 8),
+                                     ns > 0 ? nst__deepest(style_l, ns, -1) : -1, swatch, avg, o->nthreads,
+                                     !opt->normalize_gradients && !(opt->style_masks && ns > 0 && nstyles > 0), 1)) !=
+            NST_OK)
             goto fail;
     }
-    /* content targets */
-    px = (float *)nst__malloc(sizeof(float) * 3 * (size_t)o->w * o->h);
-    if (!px) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto fail; }
-    nst__image_to_planar(content, px);
-    if ((st = nst__net_forward(&o->net, px)) != NST_OK) goto fail;
+    /* content targets, copied as forward passes their layers */
     for (k = 0; k < nc; k++) {
         int l = content_l[k];
         size_t el = (size_t)o->net.c_[l] * o->net.h_[l] * o->net.w_[l];
@@ -5498,7 +5767,18 @@ NSTDEF nst_status nst_objective_create(const nst_model *m, const nst_image *cont
         o->content_target[k] = (float *)nst__aligned_alloc(el * sizeof(float));
         o->ncontent = k + 1;
         if (!o->content_target[k]) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto fail; }
-        memcpy(o->content_target[k], o->net.feat[l], el * sizeof(float));
+    }
+    px = (float *)nst__malloc(sizeof(float) * 3 * (size_t)o->w * o->h);
+    if (!px) { st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto fail; }
+    nst__image_to_planar(content, px);
+    {
+        nst__build_ctx b;
+        memset(&b, 0, sizeof b);
+        b.o = o; b.net = &o->net; b.content = 1;
+        o->net.hook = nst__objective_build_hook; o->net.hook_ctx = &b;
+        st = nst__net_forward(&o->net, px);
+        o->net.hook = NULL;
+        if (st != NST_OK) goto fail;
     }
     nst__free(px);
     px = NULL;
@@ -5546,22 +5826,22 @@ NSTDEF nst_status nst_objective_create(const nst_model *m, const nst_image *cont
         }
         memset(skeep, 0, sizeof skeep);
         for (k = 0; k < ns; k++) skeep[style_l[k]] = 1;
-        if ((st = nst__net_init_ws(&sn, m, si->height, si->width, slast, skeep, avg, o->nthreads, 1, &o->net, 0, 0)) !=
-            NST_OK) {
+        /* keeps nothing: the Grams are taken as forward passes the style layers */
+        if ((st = nst__net_init_packed(&sn, m, si->height, si->width, slast, NULL, skeep, avg, o->nthreads, 1, &o->net,
+                                       0, 0, 0, 0)) != NST_OK) {
             nst__net_free(&sn);
             goto fail;
         }
         px = (float *)nst__malloc(sizeof(float) * 3 * (size_t)si->width * si->height);
         if (!px) { nst__net_free(&sn); st = nst__err(NST_ERR_NOMEM, "objective: out of memory"); goto fail; }
         nst__image_to_planar(si, px);
-        st = nst__net_forward(&sn, px);
-        for (k = 0; k < ns && st == NST_OK; k++) {
-            nst__style_layer *s = &o->style[k];
-            size_t hw = (size_t)sn.h_[s->layer] * sn.w_[s->layer], j;
-            if ((st = nst__gram(s->gram, sn.feat[s->layer], s->c, hw, o->nthreads)) != NST_OK) break;
-            for (j = 0; j < (size_t)s->c * s->c; j++) s->target[j] += wgt * s->gram[j];
-            if (o->nmask) memcpy(o->mtarget[k] + (size_t)i * s->c * s->c, s->gram, sizeof(float) * s->c * s->c);
-            if (opt->style_cache) nst__style_cache_add(opt->style_cache, m, s->layer, avg, si, crc, s->gram, s->c);
+        {
+            nst__build_ctx b;
+            memset(&b, 0, sizeof b);
+            b.o = o; b.net = &sn; b.wgt = wgt; b.index = i; b.si = si; b.crc = crc; b.cache = opt->style_cache;
+            b.avg = avg;
+            sn.hook = nst__objective_build_hook; sn.hook_ctx = &b;
+            st = nst__net_forward(&sn, px);
         }
         nst__free(px);
         px = NULL;
@@ -5580,40 +5860,20 @@ NSTDEF nst_status nst_objective_eval(nst_objective *o, const float *pixels, nst_
     nst__net *n;
     nst_losses L;
     nst_status st;
-    int k;
-    size_t i;
     double tp;
     if (!o || !pixels) return nst__err(NST_ERR_ARGUMENT, "objective: NULL argument");
     if (o->tiled) return nst__objective_eval_tiled(o, pixels, lo, grad);
     n = &o->net;
-    memset(&L, 0, sizeof L);
-    if ((st = nst__net_forward(n, pixels)) != NST_OK) return st;
-    tp = nst__prof_now(n);
-    for (k = 0; k < o->ncontent; k++) {
-        int l = o->content_layer[k];
-        size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
-        const float *f = n->feat[l], *p = o->content_target[k];
-        double s = 0;
-        for (i = 0; i < el; i++) { double d = (double)f[i] - p[i]; s += d * d; }
-        L.content_raw += s / (double)el;
-    }
-    tp = nst__prof(n, NST__PROF_CONTENT, tp);
-    for (k = 0; k < o->nstyle; k++) {
-        nst__style_layer *s = &o->style[k];
-        size_t hw = (size_t)n->h_[s->layer] * n->w_[s->layer], cc = (size_t)s->c * s->c;
-        double acc = 0;
-        if (o->nmask) {
-            /* between forward and backward the ping-pong buffer is free: it holds the masked features */
-            if ((st = nst__masked_style_eval(o, k, n->feat[s->layer], n->buf[0], &acc)) != NST_OK) return st;
-            L.style_raw += acc;
-            continue;
-        }
-        if ((st = nst__gram(s->gram, n->feat[s->layer], s->c, hw, o->nthreads)) != NST_OK) return st;
-        for (i = 0; i < cc; i++) { double d = (double)s->gram[i] - s->target[i]; acc += d * d; }
-        L.style_raw += s->weight * acc / (double)cc;
-        tp = nst__prof(n, NST__PROF_GRAM + s->layer, tp);
-    }
+    memset(&o->acc, 0, sizeof o->acc);
+    o->evaluated = 0;
+    n->hook = nst__objective_hook; n->hook_ctx = o;
+    st = nst__net_forward(n, pixels);
+    n->hook = NULL;
+    if (st != NST_OK) return st;
+    L = o->acc;
+    o->feat_stale = 0;
     if (grad) {
+        o->feat_stale = n->packed;
         if ((st = nst__net_backward(n, nst__objective_lossgrad, o, grad)) != NST_OK) return st;
     }
     tp = nst__prof_now(n);
@@ -5644,6 +5904,20 @@ NSTDEF nst_status nst_objective_features(const nst_objective *o, const char *lay
     if (c) *c = o->net.c_[l];
     if (h) *h = o->net.h_[l];
     if (w) *w = o->net.w_[l];
+    if (o->net.recompute[l] || (o->feat_stale && o->net.placed[l])) {
+        /* backward has overwritten them, or they were never kept whole: forward again up to the layer from
+         * the kept input (o comes from nst_objective_create, which allocates it writable) */
+        nst__net *n = (nst__net *)&o->net;
+        int last = n->last;
+        nst_status st;
+        n->last = l;
+        st = nst__net_forward(n, NULL);
+        n->last = last;
+        ((nst_objective *)o)->feat_stale = 1;
+        if (st != NST_OK) return st;
+        if (data) *data = n->out;
+        return NST_OK;
+    }
     if (data) *data = o->net.feat[l];
     return NST_OK;
 }
@@ -6581,7 +6855,8 @@ typedef struct nst__pass_sizes {
  * and the phases in between come one after the other: resizing, building the targets, optimising. The
  * peak is the whole-call buffers plus, for the largest pass, its pass buffers plus its largest phase.
  * A new buffer in nst_transfer gets one nst__mem_add line here. Every size comes from the function the
- * allocation itself uses (nst__net_init_ws with alloc = 0, ...), so changes there carry over. */
+ * allocation itself uses (nst__objective_net and nst__net_init_packed with alloc = 0, ...), so changes there
+ * carry over. */
 enum { NST__MEM_PASS, NST__MEM_RESIZE, NST__MEM_BUILD, NST__MEM_OPTIMIZE, NST__MEM_PHASES };
 typedef struct nst__mem {
     size_t phase[NST__MEM_PHASES];
@@ -6614,7 +6889,7 @@ static void nst__pass_memory(const nst_model *m, const nst_options *o, int w, in
     int content_l[NST__MAX_LOSS_LAYERS], style_l[NST__MAX_LOSS_LAYERS], nc, ns, last, k, avg, slast;
     unsigned char keep[NST_VGG_LAYERS], skeep[NST_VGG_LAYERS];
     nst__net net, sn;
-    size_t n = (size_t)3 * w * h, ws = 0, bufs = 0, build = 0, hist;
+    size_t n = (size_t)3 * w * h, build = 0, hist;
     if (nst__objective_layout(m, o, content_l, &nc, style_l, &ns, &last, keep) != NST_OK) return;
     avg = (o->pool == NST_POOL_DEFAULT ? m->pool : o->pool) == NST_POOL_AVG;
     if (nstyles == 0) {   /* as nst_objective_create: only the content layers */
@@ -6626,12 +6901,9 @@ static void nst__pass_memory(const nst_model *m, const nst_options *o, int w, in
     memset(skeep, 0, sizeof skeep);
     for (k = 0; k < ns; k++) skeep[style_l[k]] = 1;
     slast = nst__deepest(style_l, ns, -1);
-    for (k = 0; k < nstyles && k < 8 && ns > 0; k++)
-        if (nst__net_init(&sn, m, sh[k], sw[k], slast, skeep, avg, nthreads, 0) == NST_OK) {
-            ws = NST__MAX(ws, sn.ws_bytes);
-            bufs = NST__MAX(bufs, sn.buf_elems);
-        }
-    if (nst__net_init_ws(&net, m, h, w, last, keep, avg, nthreads, 0, NULL, ws, bufs) != NST_OK) return;
+    if (nst__objective_net(&net, m, h, w, last, keep, sh, sw, NST__MIN(nstyles, 8), ns > 0 ? slast : -1, skeep, avg,
+                           nthreads, !o->normalize_gradients && !(o->style_masks && ns > 0 && nstyles > 0), 0) != NST_OK)
+        return;
 
     /* pass buffers: the resized inputs, the previous pass's result, the objective */
     nst__mem_add(e, NST__MEM_PASS, nst__mem_image(w, h, 3));
@@ -6647,7 +6919,7 @@ static void nst__pass_memory(const nst_model *m, const nst_options *o, int w, in
     /* building the targets: the content's planar pixels, then each style's network and pixels in turn */
     build = nst__mem_block(n * sizeof(float));
     for (k = 0; k < nstyles && k < 8 && ns > 0; k++)
-        if (nst__net_init_ws(&sn, m, sh[k], sw[k], slast, skeep, avg, nthreads, 0, &net, 0, 0) == NST_OK)
+        if (nst__net_init_packed(&sn, m, sh[k], sw[k], slast, NULL, skeep, avg, nthreads, 0, &net, 0, 0, 0, 0) == NST_OK)
             build = NST__MAX(build, sn.bytes + nst__mem_block((size_t)12 * sw[k] * sh[k]));
     /* optimising: the pixels, the progress view, and the optimiser's state: L-BFGS 2m history vectors
      * (bf16 or f32) and g, g_old, d, s, y (+ x0 with the line search); Adam g, m, v */

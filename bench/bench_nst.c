@@ -170,7 +170,7 @@ static int run_profile(int size, int threads, int reps, int cpu) {
            1e3 * (total - conv - other) / reps);
     {   /* where the memory goes (MiB): what the model, the network and the objective hold */
         const nst__net *nn = &obj->net;
-        double filt = 0, feat = 0, rec = 0, targets = 0, mib = 1.0 / (1 << 20);
+        double filt = 0, feat = 0, inside = 0, rec = 0, targets = 0, mib = 1.0 / (1 << 20);
         int d;
         for (i = 0; i < (size_t)m->nconv; i++)
             for (d = 0; d < 2; d++) {
@@ -181,7 +181,8 @@ static int run_profile(int size, int threads, int reps, int cpu) {
             }
         for (layer = 0; layer <= nn->last; layer++) {
             size_t el = (size_t)nn->c_[layer] * nn->h_[layer] * nn->w_[layer];
-            if (nn->feat[layer]) feat += (double)el * 4;
+            if (nn->feat[layer] && !nn->placed[layer]) feat += (double)el * 4;
+            else if (nn->feat[layer]) inside += (double)el * 4;
             if (nn->rec[layer]) rec += nst__layer_type(layer) == NST__L_RELU ? (double)(el + 7) / 8 : (double)el;
         }
         for (layer = 0; layer < obj->ncontent; layer++) {
@@ -189,9 +190,10 @@ static int run_profile(int size, int threads, int reps, int cpu) {
             targets += 4.0 * nn->c_[cl] * nn->h_[cl] * nn->w_[cl];
         }
         for (layer = 0; layer < obj->nstyle; layer++) targets += 8.0 * obj->style[layer].c * obj->style[layer].c;
-        printf("memory MiB: weights %.1f, transformed filters %.1f (conv plans), ping-pong buffers %.1f, kept features "
-               "%.1f, masks %.1f, conv workspace %.1f, loss targets and Grams %.1f\n", m->block_bytes * mib, filt * mib,
-               2.0 * nn->buf_elems * 4 * mib, feat * mib, rec * mib, nn->ws_bytes * mib, targets * mib);
+        printf("memory MiB: weights %.1f, transformed filters %.1f (conv plans), ping-pong buffers %.1f (holding %.1f of "
+               "kept features), kept features outside them %.1f, masks %.1f, conv workspace outside them %.1f, loss "
+               "targets and Grams %.1f\n", m->block_bytes * mib, filt * mib, 2.0 * nn->buf_elems * 4 * mib, inside * mib,
+               feat * mib, rec * mib, nn->ws_bytes * mib, targets * mib);
     }
     rc = 0;
 fail:

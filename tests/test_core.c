@@ -264,6 +264,72 @@ TEST(objective_full_vgg_random_gradient) {
     nst_model_free(m);
 }
 
+/* The packed layout of the untiled objective (kept features and convolution scratch inside the two
+ * ping-pong buffers, relu1_1 recomputed by backward, losses taken as forward passes the layers) gives the
+ * bytes of the plain layout, and nst_objective_features after a backward still gives the features. */
+TEST(packed_objective_matches_the_plain_layout) {
+    nst_model *m = NULL;
+    nst_image c, s;
+    nst_options o;
+    nst_objective *obj = NULL;
+    nst_losses l1, l2;
+    int w = 72, h = 56, l, k, placed = 0;
+    size_t i, n = (size_t)3 * w * h;
+    float *px = (float *)malloc(n * sizeof(float)), *g1 = (float *)malloc(n * sizeof(float));
+    float *g2 = (float *)malloc(n * sizeof(float)), *f1[NST_VGG_LAYERS];
+    nst__rng r;
+    CHECK_OK(nst_model_random(3, &m));
+    CHECK_OK(nst_image_alloc(&c, w, h, 3));
+    CHECK_OK(nst_image_alloc(&s, 64, 64, 3));
+    if (!m || !px || !g1 || !g2 || !c.pixels || !s.pixels) return;
+    r.s = 5;
+    for (i = 0; i < n; i++) c.pixels[i] = (float)nst__rng_uniform(&r);
+    for (i = 0; i < (size_t)64 * 64 * 3; i++) s.pixels[i] = (float)nst__rng_uniform(&r);
+    for (i = 0; i < n; i++) px[i] = (float)(255.0 * nst__rng_uniform(&r));
+    nst_options_init(&o);
+    o.threads = 2;
+    o.content_layers = "relu4_2,relu2_2";
+    CHECK_OK(nst_objective_create(m, &c, &s, NULL, 1, &o, &obj));
+    if (!obj) return;
+    for (l = 0; l < NST_VGG_LAYERS; l++) placed += obj->net.placed[l];
+    CHECK(obj->net.packed && obj->net.recompute[1] && !obj->net.feat[1] && placed >= 4);
+    CHECK_OK(nst_objective_eval(obj, px, &l1, g1));
+    for (l = 0; l < NST_VGG_LAYERS; l++) {
+        const float *d;
+        size_t el = (size_t)obj->net.c_[l] * obj->net.h_[l] * obj->net.w_[l];
+        f1[l] = NULL;
+        if (l > obj->net.last || !obj->net.keep[l]) continue;
+        CHECK_OK(nst_objective_features(obj, nst_layer_name(l), NULL, NULL, NULL, &d));
+        if ((f1[l] = (float *)malloc(el * sizeof(float))) != NULL) memcpy(f1[l], d, el * sizeof(float));
+    }
+    {   /* the same objective on a plain net: every kept feature its own buffer, one scratch */
+        nst__net packed = obj->net;
+        unsigned char keep[NST_VGG_LAYERS];
+        memcpy(keep, packed.keep, sizeof keep);
+        CHECK_OK(nst__net_init_ws(&obj->net, m, h, w, packed.last, keep, packed.avg, 2, 1, NULL, 0, 0));
+        memcpy(obj->net.watch, packed.watch, sizeof packed.watch);
+        CHECK_OK(nst_objective_eval(obj, px, &l2, g2));
+        CHECK_MSG(l1.total == l2.total && l1.style_raw == l2.style_raw && l1.content_raw == l2.content_raw,
+                  "loss %.17g vs %.17g", l1.total, l2.total);
+        CHECK(memcmp(g1, g2, n * sizeof(float)) == 0);
+        for (l = 0, k = 0; l < NST_VGG_LAYERS; l++)
+            if (f1[l]) {
+                size_t el = (size_t)obj->net.c_[l] * obj->net.h_[l] * obj->net.w_[l];
+                CHECK_MSG(memcmp(f1[l], obj->net.feat[l], el * sizeof(float)) == 0, "features at %s", nst_layer_name(l));
+                k++;
+                free(f1[l]);
+            }
+        CHECK(k == 7);
+        nst__net_free(&obj->net);
+        obj->net = packed;
+    }
+    nst_objective_free(obj);
+    nst_image_free(&c);
+    nst_image_free(&s);
+    nst_model_free(m);
+    free(px); free(g1); free(g2);
+}
+
 /* ---- optimisers ----------------------------------------------------------------------------------*/
 static nst_status rosenbrock(const float *x, float *g, double *v, void *u) {
     int n = *(int *)u, i;
@@ -600,6 +666,7 @@ int main(int argc, char **argv) {
     RUN(layer_gradients_match_finite_differences);
     RUN(objective_gradient_matches_finite_differences);
     RUN(objective_full_vgg_random_gradient);
+    RUN(packed_objective_matches_the_plain_layout);
     RUN(lbfgs_converges);
     RUN(lbfgs_matches_torch);
     RUN(adam_converges);
