@@ -4034,20 +4034,31 @@ NSTDEF nst_status nst_model_save(const nst_model *m, const char *path, int half)
 
 /* ---- reflection padding for the random model ------------------------------------------------------
  * With zero padding a random network sees a dark edge (its post-ReLU activations average 10, the
- * padding 0) and paints a frame around every output. Reflection padding (PyTorch's ReflectionPad2d:
- * row -1 is row 1, row H is row H-2) gives border pixels neighbours like the interior's. The
+ * padding 0) and paints a frame around every output. Reflection padding gives border pixels
+ * neighbours like the interior's, but which reflection matters for the gradient. PyTorch's
+ * ReflectionPad2d (row -1 is row 1) reads the edge row 2 times per 3x3 layer and its neighbour 4 times
+ * (the interior's rows: 3); over 16 layers the edge pixels got 0.6 of the interior's gradient and
+ * their neighbours 1.2, which left a rim of initial noise around every output. Replicating the edge
+ * (row -1 is row 0) evens the style gradient but, for smooth gradients, adds up at the edge: the content
+ * gradient there was 2.4x the interior's, fading over 10 px. The pad is therefore the blend
+ * 0.7 * row 0 + 0.3 * row 1 (NST__PAD_EDGE; separable, so a corner blends 4 pixels), which measured
+ * (bench/bench_border.c: 192 px noise images) 0.8-1.25 of the interior's gradient at every
+ * distance for both losses; test_features checks the edge rows. The
  * convolution engine pads with zeros, so the VGG code adds the difference afterwards: only border
- * outputs change, by the taps that fall outside, w . in[reflected]. For one layer all of them are one
- * GEMM, C[cout][border] = W[cout][cin*9] B[cin*9][border], B holding the reflected input under each
+ * outputs change, by the taps that fall outside, w . in[padded]. For one layer all of them are one
+ * GEMM, C[cout][border] = W[cout][cin*9] B[cin*9][border], B holding the padded input under each
  * outside tap and zero under the others: the weights are used in place (no copy) at the price of
  * multiplying zeros for the inside taps. Backward is the transpose, dB = W^T dC, scattered back onto
- * the reflected pixels. Cost: 9*cin*cout*2(H+W) multiply-adds per direction, 4/side of the layer's
- * own (0.8% for a 512x512 layer, 12% at 32x32). A side of one pixel reflects onto itself.
+ * the pixels each pad blends, with the same weights. Cost: 9*cin*cout*2(H+W) multiply-adds per
+ * direction, 4/side of the layer's own (0.8% for a 512x512 layer, 12% at 32x32).
  * Real VGG-19 weights keep zero padding: they were trained with it. */
-static int nst__reflect_index(int i, int n) {
-    if (i < 0) return n > 1 ? 1 : 0;
-    if (i >= n) return n > 1 ? n - 2 : 0;
-    return i;
+#define NST__PAD_EDGE 0.7f
+/* Where outside index i (of 0..n-1) reads: src[0] with weight wt[0] plus src[1] with wt[1]. */
+static void nst__pad_source(int i, int n, int *src, float *wt) {
+    if (i >= 0 && i < n) { src[0] = src[1] = i; wt[0] = 1.0f; wt[1] = 0.0f; return; }
+    src[0] = i < 0 ? 0 : n - 1;
+    src[1] = n < 2 ? src[0] : i < 0 ? 1 : n - 2;
+    wt[0] = NST__PAD_EDGE; wt[1] = 1.0f - NST__PAD_EDGE;
 }
 static size_t nst__border_count(int h, int w) {
     return h <= 2 || w <= 2 ? (size_t)h * w : (size_t)2 * w + (size_t)2 * (h - 2);
@@ -4071,14 +4082,22 @@ static void nst__reflect_taps(float *B, float *img, int cin, int h, int w, int s
         int y, x, t, i;
         nst__border_pixel(k, h, w, &y, &x);
         for (t = 0; t < 9; t++) {
-            int sy = y + t / 3 - 1, sx = x + t % 3 - 1;
-            size_t src;
+            int sy = y + t / 3 - 1, sx = x + t % 3 - 1, ry[2], rx[2], a, b;
+            float wy[2], wx[2];
             if (sy >= 0 && sy < h && sx >= 0 && sx < w) continue;
-            src = (size_t)nst__reflect_index(sy, h) * w + (size_t)nst__reflect_index(sx, w);
-            if (scatter)
-                for (i = 0; i < cin; i++) img[(size_t)i * hw + src] += B[((size_t)i * 9 + t) * nb + k];
-            else
-                for (i = 0; i < cin; i++) B[((size_t)i * 9 + t) * nb + k] = img[(size_t)i * hw + src];
+            /* separable, as padding the rows and then the columns: a corner tap blends 4 pixels */
+            nst__pad_source(sy, h, ry, wy);
+            nst__pad_source(sx, w, rx, wx);
+            for (a = 0; a < 2; a++)
+                for (b = 0; b < 2; b++) {
+                    size_t src = (size_t)ry[a] * w + rx[b];
+                    float wt = wy[a] * wx[b];
+                    if (wt == 0.0f) continue;
+                    if (scatter)
+                        for (i = 0; i < cin; i++) img[(size_t)i * hw + src] += wt * B[((size_t)i * 9 + t) * nb + k];
+                    else
+                        for (i = 0; i < cin; i++) B[((size_t)i * 9 + t) * nb + k] += wt * img[(size_t)i * hw + src];
+                }
         }
     }
 }

@@ -2,7 +2,10 @@
 """How strongly an output is framed: for each RGB channel, (mean of the B-pixel border band - mean of the
 interior) in units of the interior's standard deviation, minus the same number for the content image
 (resized to the output's size), so a content that is darker at its edges does not count as a frame.
-The printed figure is the largest magnitude over the channels.
+The printed figure is the largest magnitude over the channels. A second line gives the rim's
+roughness: mean |pixel - mean of its 3x3 neighbourhood| over the outer 2 px, over the same in the
+interior, divided by that ratio for the content (1 = as rough as the content's own edge; leftover
+initial noise at the edge shows as > 1).
 
     /usr/bin/python3 bench/frame_metric.py OUTPUT CONTENT [--band 6]
 
@@ -27,6 +30,17 @@ def band_offset(img, b):
         out.append((ch[~inner].mean() - ch[inner].mean()) / sd)
     return np.array(out)
 
+def roughness_ratio(img, r=2, b=6):
+    pad = np.pad(img, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    h, w = img.shape[:2]
+    blur = sum(pad[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) / 9
+    dev = np.abs(img - blur).mean(2)
+    rim = np.zeros((h, w), bool)
+    rim[:r, :] = rim[-r:, :] = rim[:, :r] = rim[:, -r:] = True
+    inner = np.zeros((h, w), bool)
+    inner[b:-b, b:-b] = True
+    return dev[rim].mean() / (dev[inner].mean() + 1e-9)
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     band = int(sys.argv[sys.argv.index("--band") + 1]) if "--band" in sys.argv else 6
@@ -36,5 +50,7 @@ def main():
     excess = band_offset(out, band) - band_offset(content, band)
     print("%s: border band %d px, offset beyond the content's (R G B) %+.3f %+.3f %+.3f, max |.| %.3f"
           % (args[0], band, excess[0], excess[1], excess[2], abs(excess).max()))
+    print("%s: rim (outer 2 px) roughness / interior, over the content's: %.3f"
+          % (args[0], roughness_ratio(out) / roughness_ratio(content)))
 
 main()
