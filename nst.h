@@ -319,7 +319,9 @@ typedef struct nst_losses {
 } nst_losses;
 /* Evaluates at pixels; grad (may be NULL) receives d total / d pixels, [3][h][w]. */
 NSTDEF nst_status nst_objective_eval(nst_objective *obj, const float *pixels, nst_losses *l, float *grad);
-/* After an eval: features of the evaluated image at a loss layer (pointer valid until the next eval). */
+/* After an eval: features of the evaluated image at a loss layer. The backward reuses the feature memory,
+ * so this may rerun the forward up to the layer: the pointer is valid until the next eval or features call,
+ * and calls on one objective must not run concurrently. */
 NSTDEF nst_status nst_objective_features(const nst_objective *obj, const char *layer,
                                          int *c, int *h, int *w, const float **data);
 /* After an eval: the Gram matrix (c x c, normalised by c*h*w) at a style layer. */
