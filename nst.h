@@ -5389,12 +5389,8 @@ NSTDEF nst_status nst_objective_create(const nst_model *m, const nst_image *cont
     if (nstyles && !(bsum > 0)) return nst__err(NST_ERR_ARGUMENT, "style blend weights sum to 0");
     if ((st = nst__objective_layout(m, opt, content_l, &nc, style_l, &ns, &last, keep)) != NST_OK) return st;
     if (nstyles == 0) ns = 0;
-    if (opt->tile > 0 && nst__tiling_needed(opt, content, styles, nstyles, content_l, nc, style_l, ns)) {
-        if (opt->style_masks || (opt->temporal_image && opt->temporal_weight != 0))
-            return nst__err(NST_ERR_UNSUPPORTED, "style masks and the temporal term are not supported tiled yet: "
-                            "use a smaller --size or --tile 0");
+    if (opt->tile > 0 && nst__tiling_needed(opt, content, styles, nstyles, content_l, nc, style_l, ns))
         return nst__objective_create_tiled(m, content, styles, blend, nstyles, opt, out);
-    }
     o = (nst_objective *)nst__calloc(1, sizeof *o);
     if (!o) return nst__err(NST_ERR_NOMEM, "objective: out of memory");
     o->m = m;
@@ -5614,10 +5610,12 @@ NSTDEF nst_status nst_objective_gram(const nst_objective *o, const char *layer, 
  *           the sum over tiles is the whole image's gradient.
  * Content targets are kept for the whole image at their layers' resolution, filled from the content
  * image's tiles; style targets accumulate over the style image's own tiles.
- * A per-pixel guide (spatial style masks) fits the same loop: guide data at each layer's resolution is
- * whole-image data indexed by the interior's global origin, as the content targets are (nst__tile_rect
- * gives both the local interior and its global origin), and a guided Gram sums over tiles like a plain
- * one (weight the interior copy in nst__tile_gram_add, and the interior gradient in the lossgrad). */
+ * Spatial style masks fit the same loop: each mask at each style layer's resolution is kept for the whole
+ * image and indexed by the interior's global origin, as the content targets are (nst__tile_rect gives
+ * both the local interior and its global origin); a guided Gram sums over interiors like a plain one
+ * (nst__tile_gram_add with the mask) and its gradient is formed on the interior (nst__tiled_masked_grad).
+ * The temporal term is per pixel of the image and needs no tiles. Normalised gradients are refused: each
+ * layer's L1 norm of the gradient would be known only after a third pass over the tiles. */
 typedef struct nst__tile {
     int ey0, ey1, ex0, ex1;   /* extent: interior plus halo, image pixels */
     int iy0, iy1, ix0, ix1;   /* interior */
@@ -5775,19 +5773,36 @@ static nst_status nst__tile_load(nst_objective *o, const float *px, const nst__t
     return nst__net_forward(&o->net, T->px);
 }
 
-/* gram += scale * F F^T over the loaded tile's interior at layer l. */
-static nst_status nst__tile_gram_add(nst_objective *o, int l, float scale, float *gram) {
+/* Copies the loaded tile's interior at layer l, [c][rows * cols], into d; with a guide (one whole-image
+ * mask at the layer's resolution) each pixel is weighted by it. */
+static void nst__tile_interior(const nst_objective *o, int l, const float *feat, const float *mask, float *d) {
+    const struct nst__tiled *T = o->tiled;
+    const nst__net *n = &o->net;
+    nst__rect r = nst__tile_rect(&T->cur, l);
+    int c = n->c_[l], fh = n->h_[l], fw = n->w_[l], ch, y, x;
+    size_t rw = (size_t)(r.x1 - r.x0);
+    for (ch = 0; ch < c; ch++)
+        for (y = r.y0; y < r.y1; y++, d += rw) {
+            const float *f = feat + ((size_t)ch * fh + y) * fw + r.x0;
+            if (!mask) { memcpy(d, f, rw * sizeof(float)); continue; }
+            {
+                const float *mk = mask + (size_t)(r.gy0 + y - r.y0) * T->lw[l] + r.gx0;
+                for (x = 0; x < (int)rw; x++) d[x] = f[x] * mk[x];
+            }
+        }
+}
+
+/* gram += scale * F F^T over the loaded tile's interior at layer l (F weighted by mask when not NULL). */
+static nst_status nst__tile_gram_add(nst_objective *o, int l, float scale, float *gram, const float *mask) {
     struct nst__tiled *T = o->tiled;
     nst__net *n = &o->net;
     nst__rect r = nst__tile_rect(&T->cur, l);
-    int c = n->c_[l], fh = n->h_[l], fw = n->w_[l], ch, y;
+    int c = n->c_[l];
     size_t rw = (size_t)(r.x1 - r.x0), hw = rw * (size_t)(r.y1 - r.y0), i;
-    float *d = n->buf[0];   /* idle after forward: the deepest layer is a loss layer, kept */
     nst_status st;
     if (hw == 0) return NST_OK;
-    for (ch = 0; ch < c; ch++)
-        for (y = r.y0; y < r.y1; y++, d += rw)
-            memcpy(d, n->feat[l] + ((size_t)ch * fh + y) * fw + r.x0, rw * sizeof(float));
+    /* buf[0] is idle after forward: the deepest layer is a loss layer, kept */
+    nst__tile_interior(o, l, n->feat[l], mask, n->buf[0]);
     if ((st = nst__ssyrk_ex(n->nthreads, c, (int)hw, scale, n->buf[0], (int)hw, T->gtmp, c)) != NST_OK) return st;
     for (i = 0; i < (size_t)c * c; i++) gram[i] += T->gtmp[i];
     return NST_OK;
@@ -5801,6 +5816,38 @@ static void nst__tiled_free(struct nst__tiled *t) {
     nst__aligned_free(t->gtmp);
     for (k = 0; k < NST__MAX_LOSS_LAYERS; k++) nst__aligned_free(t->diff[k]);
     nst__free(t);
+}
+
+/* Guided Grams' gradient on the loaded tile's interior at style layer k (nst__masked_style_grad's terms):
+ * per style j, m . sc (G_j - A_j) (F.m) with F.m the interior's masked features, compact in fm, and the
+ * product formed in column blocks of o->mtmp. */
+static void nst__tiled_masked_grad(nst_objective *o, int k, const float *feat, float *g, float *fm) {
+    const struct nst__tiled *T = o->tiled;
+    const nst__style_layer *s = &o->style[k];
+    const nst__net *n = &o->net;
+    int l = s->layer, c = s->c, fw = n->w_[l], j;
+    nst__rect r = nst__tile_rect(&T->cur, l);
+    size_t rw = (size_t)(r.x1 - r.x0), hw = rw * (size_t)(r.y1 - r.y0), lhw = (size_t)T->lh[l] * T->lw[l];
+    size_t fhw = (size_t)n->h_[l] * fw, cc = (size_t)c * c, b0;
+    for (j = 0; j < o->nmask; j++) {
+        const float *mk = o->mask[k] + (size_t)j * lhw;
+        double coef = o->sw * s->weight * o->mfrac[k][j];
+        float sc;
+        if (!(o->mz[k][j] > 0) || coef == 0) continue;
+        sc = (float)(coef * 4.0 / ((double)cc * c * o->mz[k][j]));
+        nst__tile_interior(o, l, feat, mk, fm);
+        for (b0 = 0; b0 < hw; b0 += NST__MASK_BLOCK) {
+            int nb = (int)NST__MIN((size_t)NST__MASK_BLOCK, hw - b0), ch, q;
+            nst__sgemm_ex(o->nthreads, 0, 0, c, nb, c, sc, T->diff[k] + (size_t)j * cc, c, fm + b0, (int)hw, 0.0f,
+                          o->mtmp, nb);
+            for (q = 0; q < nb; q++) {
+                size_t p = b0 + (size_t)q, y = p / rw, x = p % rw;
+                float mv = mk[(r.gy0 + y) * T->lw[l] + r.gx0 + x];
+                float *gg = g + (r.y0 + y) * fw + r.x0 + x;
+                for (ch = 0; ch < c; ch++) gg[(size_t)ch * fhw] += o->mtmp[(size_t)ch * nb + q] * mv;
+            }
+        }
+    }
 }
 
 /* The loss gradient on the loaded tile's interior (zero on its halo). */
@@ -5829,6 +5876,10 @@ static void nst__tiled_lossgrad(void *ctx, int layer, const float *feat, float *
         double coef = o->sw * s->weight;
         size_t rows = (size_t)(r.y1 - r.y0) * fw;
         if (s->layer != layer || coef == 0) continue;
+        if (o->nmask) {
+            nst__tiled_masked_grad(o, k, feat, g, scratch);
+            continue;
+        }
         /* dL/dF = 4 w (G - A) F / (C^2 * C*H*W) over the interior's rows only, then its columns added */
         nst__sgemm_ex(n->nthreads, 0, 0, c, (int)rows, c, (float)(coef * 4.0 / ((double)c * c * el)), T->diff[k], c,
                       feat + (size_t)r.y0 * fw, (int)fhw, 0.0f, scratch + (size_t)r.y0 * fw, (int)fhw);
@@ -5853,7 +5904,10 @@ static nst_status nst__objective_eval_tiled(nst_objective *o, const float *pixel
     size_t j;
     memset(&L, 0, sizeof L);
     for (k = 0; k < o->ncontent; k++) csum[k] = 0;
-    for (k = 0; k < o->nstyle; k++) memset(o->style[k].gram, 0, sizeof(float) * (size_t)o->style[k].c * o->style[k].c);
+    for (k = 0; k < o->nstyle; k++) {
+        memset(o->style[k].gram, 0, sizeof(float) * (size_t)o->style[k].c * o->style[k].c);
+        if (o->nmask) memset(o->mgram[k], 0, sizeof(float) * (size_t)o->style[k].c * o->style[k].c * o->nmask);
+    }
     for (i = 0; i < ntiles; i++) {
         if ((st = nst__tile_load(o, pixels, &T->t, i)) != NST_OK) return st;
         T->loaded = i;
@@ -5873,7 +5927,14 @@ static nst_status nst__objective_eval_tiled(nst_objective *o, const float *pixel
         for (k = 0; k < o->nstyle; k++) {
             nst__style_layer *s = &o->style[k];
             float scale = 1.0f / (float)((double)s->c * T->lh[s->layer] * T->lw[s->layer]);
-            if ((st = nst__tile_gram_add(o, s->layer, scale, s->gram)) != NST_OK) return st;
+            size_t lhw = (size_t)T->lh[s->layer] * T->lw[s->layer], cc = (size_t)s->c * s->c;
+            int jm;
+            for (jm = 0; jm < o->nmask; jm++)   /* guided Grams: each style's mask, as nst__masked_style_eval */
+                if (o->mz[k][jm] > 0 &&
+                    (st = nst__tile_gram_add(o, s->layer, 1.0f / (float)((double)s->c * o->mz[k][jm]),
+                                             o->mgram[k] + (size_t)jm * cc, o->mask[k] + (size_t)jm * lhw)) != NST_OK)
+                    return st;
+            if (!o->nmask && (st = nst__tile_gram_add(o, s->layer, scale, s->gram, NULL)) != NST_OK) return st;
         }
     }
     for (k = 0; k < o->ncontent; k++) {
@@ -5884,6 +5945,22 @@ static nst_status nst__objective_eval_tiled(nst_objective *o, const float *pixel
         nst__style_layer *s = &o->style[k];
         size_t cc = (size_t)s->c * s->c;
         double acc = 0;
+        int jm;
+        for (jm = 0; jm < o->nmask; jm++) {
+            const float *gj = o->mgram[k] + (size_t)jm * cc, *aj = o->mtarget[k] + (size_t)jm * cc;
+            float *dj = T->diff[k] + (size_t)jm * cc;
+            acc = 0;
+            for (j = 0; j < cc; j++) {
+                double d = (double)gj[j] - aj[j];
+                acc += d * d;
+                dj[j] = gj[j] - aj[j];
+            }
+            if (o->mz[k][jm] > 0) L.style_raw += s->weight * o->mfrac[k][jm] * acc / (double)cc;
+        }
+        if (o->nmask) {
+            memcpy(s->gram, o->mgram[k], cc * sizeof(float));   /* nst_objective_gram: the first style's */
+            continue;
+        }
         for (j = 0; j < cc; j++) {
             double d = (double)s->gram[j] - s->target[j];
             acc += d * d;
@@ -5916,6 +5993,11 @@ static nst_status nst__objective_eval_tiled(nst_objective *o, const float *pixel
     L.style = o->sw * L.style_raw;
     L.tv = o->tvw * L.tv_raw;
     L.total = L.content + L.style + L.tv;
+    if (o->tprev) {   /* per pixel of the image: no network, no tiles */
+        L.temporal_raw = nst__temporal(o, pixels, grad);
+        L.temporal = o->tw * L.temporal_raw;
+        L.total += L.temporal;
+    }
     o->last = L;
     o->evaluated = 1;
     if (lo) *lo = L;
@@ -6022,6 +6104,24 @@ static nst_status nst__objective_create_tiled(const nst_model *m, const nst_imag
         st = nst__err(NST_ERR_NOMEM, "objective: out of memory");
         goto fail;
     }
+    if (opt->style_masks && ns > 0 && nstyles > 0) {
+        /* the masks at each layer's whole-image resolution: the network's shape is the image's meanwhile */
+        if (nstyles > 8) { st = nst__err(NST_ERR_ARGUMENT, "objective: at most 8 masked styles"); goto fail; }
+        nst__net_reshape(&o->net, o->h, o->w);
+        st = nst__objective_masks(o, opt->style_masks, nstyles, blend, bsum);
+        nst__net_reshape(&o->net, maxh, maxw);
+        if (st != NST_OK) goto fail;
+        for (k = 0; k < ns; k++) {
+            size_t cc = (size_t)o->style[k].c * o->style[k].c;
+            nst__aligned_free(T->diff[k]);
+            if (!(T->diff[k] = (float *)nst__aligned_alloc(sizeof(float) * cc * (size_t)nstyles))) {
+                st = nst__err(NST_ERR_NOMEM, "objective: out of memory");
+                goto fail;
+            }
+        }
+    }
+    if (opt->temporal_weight > 0 && opt->temporal_image && (st = nst__objective_temporal(o, content, opt)) != NST_OK)
+        goto fail;
     for (i = 0; i < nstyles && ns > 0; i++) {
         const nst_image *si = &styles[i];
         float wgt = (float)((blend ? blend[i] : 1.0) / bsum);
@@ -6037,11 +6137,14 @@ static nst_status nst__objective_create_tiled(const nst_model *m, const nst_imag
                 nst__style_layer *s = &o->style[k];
                 int lv = nst__layer_level(s->layer);
                 float scale = 1.0f / (float)((double)s->c * (si->height >> lv) * (si->width >> lv));
-                if ((st = nst__tile_gram_add(o, s->layer, scale, s->gram)) != NST_OK) goto fail;
+                if ((st = nst__tile_gram_add(o, s->layer, scale, s->gram, NULL)) != NST_OK) goto fail;
             }
         }
-        for (k = 0; k < ns; k++)
-            for (j = 0; j < (size_t)o->style[k].c * o->style[k].c; j++) o->style[k].target[j] += wgt * o->style[k].gram[j];
+        for (k = 0; k < ns; k++) {
+            size_t cc = (size_t)o->style[k].c * o->style[k].c;
+            for (j = 0; j < cc; j++) o->style[k].target[j] += wgt * o->style[k].gram[j];
+            if (o->nmask) memcpy(o->mtarget[k] + (size_t)i * cc, o->style[k].gram, cc * sizeof(float));
+        }
         nst__free(px);
         px = NULL;
     }
@@ -6649,6 +6752,19 @@ static size_t nst__pass_memory_tiled(const nst_model *m, const nst_options *o, i
         maxc = NST__MAX(maxc, net.c_[style_l[k]]);
     }
     total += nst__round64((size_t)maxc * maxc * 4);
+    if (o->style_masks && ns > 0 && nstyles > 0) {
+        /* whole-image masks at each style layer, every style's Gram, guided Gram and G - A; while they
+         * are built, three full-size planes per style */
+        for (k = 0; k < ns; k++) {
+            int lv = nst__layer_level(style_l[k]);
+            size_t cc = (size_t)net.c_[style_l[k]] * net.c_[style_l[k]];
+            total += nst__round64((size_t)nstyles * (size_t)(h >> lv) * (size_t)(w >> lv) * 4) +
+                     3 * nst__round64(cc * 4 * (size_t)nstyles);
+        }
+        total += nst__round64((size_t)maxc * NST__MASK_BLOCK * 4);
+        transient = NST__MAX(transient, (size_t)nstyles * 12 * w * h + (size_t)24 * w * h);
+    }
+    if (o->temporal_image && o->temporal_weight > 0) total += nst__round64((size_t)16 * w * h);
     hist = o->optimizer == NST_OPT_ADAM ? 4 * 4 : (size_t)2 * (o->lbfgs_history > 0 ? o->lbfgs_history : 100) *
                                                   (o->lbfgs_history_bf16 ? 2 : 4) + 7 * 4;
     return total + NST__MAX(transient, hist * n);
