@@ -279,6 +279,11 @@ typedef struct nst_options {
      * image (or a style image) is larger; 0: never tile; < 0 (nst_options_init's default): nst_transfer
      * tiles only when the whole image would exceed memory_limit (see nst_transfer_plan). */
     int   tile;
+    /* Iterations per coarse-to-fine pass (nst_options.scales), coarsest first: NULL (the default) runs
+     * `iterations` at every scale; else nscale_iterations counts (each >= 1), the last repeating when
+     * there are fewer than scales. Few iterations at the top scales make 4096 px practical. */
+    const int *scale_iterations;
+    int   nscale_iterations;
 } nst_options;
 
 typedef struct nst_style_cache nst_style_cache;
@@ -7036,6 +7041,11 @@ NSTDEF nst_status nst_transfer(const nst_model *m, const nst_image *content, con
     if (nstyles < 0 || nstyles > 8 || (nstyles > 0 && !styles))
         return nst__err(NST_ERR_ARGUMENT, "transfer: 0 to 8 style images");
     if (o.iterations < 1) return nst__err(NST_ERR_ARGUMENT, "transfer: iterations must be >= 1");
+    if (o.scale_iterations) {
+        if (o.nscale_iterations < 1) return nst__err(NST_ERR_ARGUMENT, "transfer: no per-scale iteration counts");
+        for (k = 0; k < o.nscale_iterations; k++)
+            if (o.scale_iterations[k] < 1) return nst__err(NST_ERR_ARGUMENT, "transfer: iterations must be >= 1");
+    }
     if (o.image_size < 0 || o.image_size > 16384) return nst__err(NST_ERR_ARGUMENT, "transfer: image size %d", o.image_size);
     if (!(o.style_scale > 0)) return nst__err(NST_ERR_ARGUMENT, "transfer: style scale must be > 0");
     if (o.scales < 1) o.scales = 1;
@@ -7089,13 +7099,13 @@ NSTDEF nst_status nst_transfer(const nst_model *m, const nst_image *content, con
             goto done;
         }
         run.o = &o;
-        run.iterations = o.iterations;
+        run.iterations = o.scale_iterations ? o.scale_iterations[NST__MIN(pass, o.nscale_iterations - 1)] : o.iterations;
         run.scale = pass + 1; run.scales = passes;
         run.t0 = nst__now();
         if (o.optimizer == NST_OPT_ADAM) {
             nst_adam_options ao;
             nst_adam_options_init(&ao);
-            ao.max_iter = o.iterations;
+            ao.max_iter = run.iterations;
             ao.learning_rate = o.learning_rate > 0 ? o.learning_rate : 10.0;
             st = nst_adam(px, n, nst__run_fg, &run, &ao, NULL);
         } else {
@@ -7103,8 +7113,8 @@ NSTDEF nst_status nst_transfer(const nst_model *m, const nst_image *content, con
             nst_lbfgs_options_init(&lo);
             /* guarded, every step is evaluated: iterations - 1 steps make `iterations` evaluations, the
              * count jcjohnson reports */
-            lo.max_iter = o.iterations - 1;
-            lo.max_eval = o.iterations + 30;
+            lo.max_iter = run.iterations - 1;
+            lo.max_eval = run.iterations + 30;
             lo.history = o.lbfgs_history > 0 ? o.lbfgs_history : 100;
             lo.learning_rate = o.learning_rate > 0 ? o.learning_rate : 1.0;
             lo.tol_fun = -1; lo.tol_x = -1;   /* as jcjohnson: run all iterations */

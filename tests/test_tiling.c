@@ -212,6 +212,44 @@ TEST(tiled_matches_whole_with_masks_and_temporal) {
     nst_model_free(m);
 }
 
+/* nst_options.scale_iterations: each coarse-to-fine pass runs its own count, the last repeating. */
+static int seen_iterations[8];
+static int count_progress(const nst_progress *p, void *user) {
+    (void)user;
+    if (p->scale >= 1 && p->scale <= 8) {
+        if (p->iteration > seen_iterations[p->scale - 1]) seen_iterations[p->scale - 1] = p->iteration;
+        CHECK(p->iterations >= 2 && p->iterations <= 4);
+    }
+    return 0;
+}
+TEST(per_scale_iterations) {
+    nst_model *m = tiny_model(4, 9);
+    nst_image c, s, out;
+    nst_options o;
+    static const int its[] = {4, 3, 2};
+    int k;
+    if (!m) { CHECK(m != NULL); return; }
+    rand_image(&c, 64, 48);
+    rand_image(&s, 40, 40);
+    nst_options_init(&o);
+    o.threads = 1;
+    o.image_size = 64;
+    o.scales = 4;   /* 8 px at the coarsest: shallow layers */
+    o.content_layers = "relu2_1";
+    o.style_layers = "relu1_1,relu2_1";
+    o.scale_iterations = its;
+    o.nscale_iterations = 3;
+    o.progress = count_progress;
+    CHECK_OK(nst_transfer(m, &c, &s, NULL, 1, &o, &out));
+    for (k = 0; k < 4; k++) CHECK_MSG(seen_iterations[k] == its[k < 3 ? k : 2], "scale %d ran %d iterations", k + 1,
+                                      seen_iterations[k]);
+    nst_image_free(&out);
+    o.nscale_iterations = 0;
+    CHECK(nst_transfer(m, &c, &s, NULL, 1, &o, &out) == NST_ERR_ARGUMENT);
+    nst_image_free(&c); nst_image_free(&s);
+    nst_model_free(m);
+}
+
 /* The plan under a memory limit: whole image when it fits, else the largest tile that fits, else a
  * shorter L-BFGS history, else a refusal naming the size that would fit. Estimates only: no run. */
 TEST(plan_picks_tiles_then_history_then_refuses) {
@@ -338,6 +376,7 @@ int main(int argc, char **argv) {
     RUN(tiled_matches_whole_tiny_model_shallow_layers);
     RUN(tiled_matches_whole_random_vgg19_to_relu3_1);
     RUN(tiled_matches_whole_with_masks_and_temporal);
+    RUN(per_scale_iterations);
     RUN(plan_picks_tiles_then_history_then_refuses);
     RUN(tiled_run_peak_follows_the_estimate);
     return nst_test_end("test_tiling");
