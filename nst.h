@@ -285,9 +285,10 @@ typedef struct nst_options {
     const int *scale_iterations;
     int   nscale_iterations;
     /* Tiled runs: the deep layers' transformed convolution filters (which an untiled evaluation makes
-     * once per call) kept for the objective's life instead of made per tile: ~300 MB more for relu5_1,
-     * a quarter less time at 384 px tiles. 1: keep, 0: per tile, < 0 (nst_options_init's default): keep,
-     * and nst_transfer_plan drops it before shrinking a tile. */
+     * once per call) kept for the objective's life instead of made per tile and pass: ~300 MB more for
+     * relu5_1. 0 (nst_options_init's default): per tile; 1: keep; < 0: keep when it fits (nst_transfer_plan
+     * drops it before shrinking a tile). Measured on Zen 3 (AVX2), 1024 px in 384 px tiles: no gain
+     * (bench/bench_tiling.c), hence off by default. */
     int   tile_keep_filters;
 } nst_options;
 
@@ -6634,7 +6635,7 @@ NSTDEF void nst_options_init(nst_options *o) {
     o->scales = 1;
     o->progress_every = 1;
     o->tile = -1;   /* tile only when the whole image would not fit */
-    o->tile_keep_filters = -1;
+    o->tile_keep_filters = 0;
 }
 
 /* Output size for a content image: longest side = size (0 keeps the content's size). */

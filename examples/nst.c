@@ -1239,8 +1239,8 @@ int main(int argc, char **argv) {
                     c.o.normalize_gradients ? ", normalized gradients" : "");
         fprintf(stderr, "  threads    %d on %s\n", threads, nst_cpu_string());
         if (c.o.tile > 0)
-            fprintf(stderr, "  tiles      up to %d px, plus a halo for the deepest layer; deep filters %s\n", c.o.tile,
-                    c.o.tile_keep_filters ? "kept" : "transformed per tile (no memory to keep them)");
+            fprintf(stderr, "  tiles      up to %d px, plus a halo for the deepest layer%s\n", c.o.tile,
+                    c.o.tile_keep_filters ? "; deep filters kept" : "");
         if (mem) cli_format_bytes(mbuf, sizeof mbuf, (double)mem);
         else snprintf(mbuf, sizeof mbuf, "? (no estimate)");
         if (c.o.memory_limit) {

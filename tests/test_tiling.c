@@ -175,6 +175,11 @@ TEST(tiled_matches_whole_random_vgg19_to_relu3_1) {
     o.style_layers = "relu1_1,relu2_1,relu3_1";
     o.style_weight = 1e4f;
     compare_tiled(m, &o, 75, 61, 66, 50, 2, tiles1, 2, "random VGG-19 to relu3_1, avg pool");
+    /* relu4_1's convolution is "lazy" (filters transformed per call): with them kept across tiles too */
+    o.content_layers = "relu4_1";
+    o.style_layers = "relu1_1,relu4_1";
+    o.tile_keep_filters = 1;
+    compare_tiled(m, &o, 70, 57, 50, 40, 1, tiles1 + 1, 1, "random VGG-19 to relu4_1, filters kept");
     /* relu5_1 is covered by the tiny model: with real widths each tile pays the per-call cost of the
      * convolutions' filter transforms, seconds at any size on this path */
     nst_model_free(m);
