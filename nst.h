@@ -279,6 +279,17 @@ typedef struct nst_options {
      * image (or a style image) is larger; 0: never tile; < 0 (nst_options_init's default): nst_transfer
      * tiles only when the whole image would exceed memory_limit (see nst_transfer_plan). */
     int   tile;
+    /* Iterations per coarse-to-fine pass (nst_options.scales), coarsest first: NULL (the default) runs
+     * `iterations` at every scale; else nscale_iterations counts (each >= 1), the last repeating when
+     * there are fewer than scales. Few iterations at the top scales make 4096 px practical. */
+    const int *scale_iterations;
+    int   nscale_iterations;
+    /* Tiled runs: the deep layers' transformed convolution filters (which an untiled evaluation makes
+     * once per call) kept for the objective's life instead of made per tile and pass: ~300 MB more for
+     * relu5_1. 0 (nst_options_init's default): per tile; 1: keep; < 0: keep when it fits (nst_transfer_plan
+     * drops it before shrinking a tile). Measured on Zen 3 (AVX2), 1024 px in 384 px tiles: no gain
+     * (bench/bench_tiling.c), hence off by default. */
+    int   tile_keep_filters;
 } nst_options;
 
 typedef struct nst_style_cache nst_style_cache;
@@ -5750,12 +5761,8 @@ NSTDEF nst_status nst_objective_create(const nst_model *m, const nst_image *cont
     if (nstyles && !(bsum > 0)) return nst__err(NST_ERR_ARGUMENT, "style blend weights sum to 0");
     if ((st = nst__objective_layout(m, opt, content_l, &nc, style_l, &ns, &last, keep)) != NST_OK) return st;
     if (nstyles == 0) ns = 0;
-    if (opt->tile > 0 && nst__tiling_needed(opt, content, styles, nstyles, content_l, nc, style_l, ns)) {
-        if (opt->style_masks || (opt->temporal_image && opt->temporal_weight != 0))
-            return nst__err(NST_ERR_UNSUPPORTED, "style masks and the temporal term are not supported tiled yet: "
-                            "use a smaller --size or --tile 0");
+    if (opt->tile > 0 && nst__tiling_needed(opt, content, styles, nstyles, content_l, nc, style_l, ns))
         return nst__objective_create_tiled(m, content, styles, blend, nstyles, opt, out);
-    }
     o = (nst_objective *)nst__calloc(1, sizeof *o);
     if (!o) return nst__err(NST_ERR_NOMEM, "objective: out of memory");
     o->m = m;
@@ -5972,10 +5979,12 @@ NSTDEF nst_status nst_objective_gram(const nst_objective *o, const char *layer, 
  *           the sum over tiles is the whole image's gradient.
  * Content targets are kept for the whole image at their layers' resolution, filled from the content
  * image's tiles; style targets accumulate over the style image's own tiles.
- * A per-pixel guide (spatial style masks) fits the same loop: guide data at each layer's resolution is
- * whole-image data indexed by the interior's global origin, as the content targets are (nst__tile_rect
- * gives both the local interior and its global origin), and a guided Gram sums over tiles like a plain
- * one (weight the interior copy in nst__tile_gram_add, and the interior gradient in the lossgrad). */
+ * Spatial style masks fit the same loop: each mask at each style layer's resolution is kept for the whole
+ * image and indexed by the interior's global origin, as the content targets are (nst__tile_rect gives
+ * both the local interior and its global origin); a guided Gram sums over interiors like a plain one
+ * (nst__tile_gram_add with the mask) and its gradient is formed on the interior (nst__tiled_masked_grad).
+ * The temporal term is per pixel of the image and needs no tiles. Normalised gradients are refused: each
+ * layer's L1 norm of the gradient would be known only after a third pass over the tiles. */
 typedef struct nst__tile {
     int ey0, ey1, ex0, ex1;   /* extent: interior plus halo, image pixels */
     int iy0, iy1, ix0, ix1;   /* interior */
@@ -5995,7 +6004,53 @@ struct nst__tiled {
     float *diff[NST__MAX_LOSS_LAYERS];            /* G - A per style layer during pass 2 */
     nst__tile cur;                                /* the tile in the network */
     int loaded;                                   /* its index in t when it is of the optimised image, else -1 */
+    /* tile_keep_filters: the model with its lazy convolutions' filters transformed once (the network
+     * runs on mk; kept[i] copies the model's plan i, its lazy directions' u owned here) */
+    nst_model mk;
+    nst__conv_plan kept[NST_VGG_CONVS];
+    float *kept_u[NST_VGG_CONVS][2];
 };
+
+/* mk = m with the lazy Winograd directions of convolutions up to layer `last` made eager (filters
+ * transformed once, into memory owned by T) or, with T NULL, only marked so (for the estimate: the
+ * network's workspace then holds no filters). Returns the bytes the filters take. */
+static size_t nst__tiled_keep_filters(const nst_model *m, int last, nst_model *mk, nst__conv_plan *kept,
+                                      float *(*ku)[2], int alloc, int nthreads, nst_status *st) {
+    int i, d, nconv = last >= 0 ? nst__layer_conv(last) + 1 : 0;
+    size_t bytes = 0;
+    *mk = *m;
+    *st = NST_OK;
+    for (i = 0; i < m->nconv && i < nconv; i++) {
+        const nst__conv_plan *p = m->plan[i];
+        int lazy = 0;
+        for (d = 0; d < 2 && p; d++) lazy |= p->dir[d].algo == NST__CONV_WINO && p->dir[d].lazy;
+        if (!lazy) continue;
+        kept[i] = *p;
+        mk->plan[i] = &kept[i];
+        for (d = 0; d < 2; d++) {
+            nst__conv_dir *dd = &kept[i].dir[d];
+            size_t n = nst__wino_lazy_floats(p->k, dd) * sizeof(float);
+            if (!dd->lazy) continue;
+            bytes += nst__round64(n);
+            dd->lazy = 0;
+            dd->u = NULL;
+            dd->u_bytes = 0;   /* not the model's: nst__model_bytes of mk stays the model's */
+            if (alloc) {
+                int nob = (dd->kout + p->k->mr - 1) / p->k->mr, ob;
+                if (!(ku[i][d] = dd->u = (float *)nst__aligned_alloc(n))) {
+                    *st = nst__err(NST_ERR_NOMEM, "objective: out of memory for the kept filters");
+                    return bytes;
+                }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+#endif
+                for (ob = 0; ob < nob; ob++) p->k->wino_filters(p, d, dd->u, ob);
+                (void)nthreads;
+            }
+        }
+    }
+    return bytes;
+}
 
 typedef struct nst__rect { int y0, y1, x0, x1, gy0, gx0; } nst__rect;   /* local interior, its global origin */
 
@@ -6133,19 +6188,36 @@ static nst_status nst__tile_load(nst_objective *o, const float *px, const nst__t
     return nst__net_forward(&o->net, T->px);
 }
 
-/* gram += scale * F F^T over the loaded tile's interior at layer l. */
-static nst_status nst__tile_gram_add(nst_objective *o, int l, float scale, float *gram) {
+/* Copies the loaded tile's interior at layer l, [c][rows * cols], into d; with a guide (one whole-image
+ * mask at the layer's resolution) each pixel is weighted by it. */
+static void nst__tile_interior(const nst_objective *o, int l, const float *feat, const float *mask, float *d) {
+    const struct nst__tiled *T = o->tiled;
+    const nst__net *n = &o->net;
+    nst__rect r = nst__tile_rect(&T->cur, l);
+    int c = n->c_[l], fh = n->h_[l], fw = n->w_[l], ch, y, x;
+    size_t rw = (size_t)(r.x1 - r.x0);
+    for (ch = 0; ch < c; ch++)
+        for (y = r.y0; y < r.y1; y++, d += rw) {
+            const float *f = feat + ((size_t)ch * fh + y) * fw + r.x0;
+            if (!mask) { memcpy(d, f, rw * sizeof(float)); continue; }
+            {
+                const float *mk = mask + (size_t)(r.gy0 + y - r.y0) * T->lw[l] + r.gx0;
+                for (x = 0; x < (int)rw; x++) d[x] = f[x] * mk[x];
+            }
+        }
+}
+
+/* gram += scale * F F^T over the loaded tile's interior at layer l (F weighted by mask when not NULL). */
+static nst_status nst__tile_gram_add(nst_objective *o, int l, float scale, float *gram, const float *mask) {
     struct nst__tiled *T = o->tiled;
     nst__net *n = &o->net;
     nst__rect r = nst__tile_rect(&T->cur, l);
-    int c = n->c_[l], fh = n->h_[l], fw = n->w_[l], ch, y;
+    int c = n->c_[l];
     size_t rw = (size_t)(r.x1 - r.x0), hw = rw * (size_t)(r.y1 - r.y0), i;
-    float *d = n->buf[0];   /* idle after forward: the deepest layer is a loss layer, kept */
     nst_status st;
     if (hw == 0) return NST_OK;
-    for (ch = 0; ch < c; ch++)
-        for (y = r.y0; y < r.y1; y++, d += rw)
-            memcpy(d, n->feat[l] + ((size_t)ch * fh + y) * fw + r.x0, rw * sizeof(float));
+    /* buf[0] is idle after forward: the deepest layer is a loss layer, kept */
+    nst__tile_interior(o, l, n->feat[l], mask, n->buf[0]);
     if ((st = nst__ssyrk_ex(n->nthreads, c, (int)hw, scale, n->buf[0], (int)hw, T->gtmp, c)) != NST_OK) return st;
     for (i = 0; i < (size_t)c * c; i++) gram[i] += T->gtmp[i];
     return NST_OK;
@@ -6154,11 +6226,44 @@ static nst_status nst__tile_gram_add(nst_objective *o, int l, float scale, float
 static void nst__tiled_free(struct nst__tiled *t) {
     int k;
     if (!t) return;
+    for (k = 0; k < NST_VGG_CONVS; k++) { nst__aligned_free(t->kept_u[k][0]); nst__aligned_free(t->kept_u[k][1]); }
     nst__aligned_free(t->px);
     nst__aligned_free(t->grad);
     nst__aligned_free(t->gtmp);
     for (k = 0; k < NST__MAX_LOSS_LAYERS; k++) nst__aligned_free(t->diff[k]);
     nst__free(t);
+}
+
+/* Guided Grams' gradient on the loaded tile's interior at style layer k (nst__masked_style_grad's terms):
+ * per style j, m . sc (G_j - A_j) (F.m) with F.m the interior's masked features, compact in fm, and the
+ * product formed in column blocks of o->mtmp. */
+static void nst__tiled_masked_grad(nst_objective *o, int k, const float *feat, float *g, float *fm) {
+    const struct nst__tiled *T = o->tiled;
+    const nst__style_layer *s = &o->style[k];
+    const nst__net *n = &o->net;
+    int l = s->layer, c = s->c, fw = n->w_[l], j;
+    nst__rect r = nst__tile_rect(&T->cur, l);
+    size_t rw = (size_t)(r.x1 - r.x0), hw = rw * (size_t)(r.y1 - r.y0), lhw = (size_t)T->lh[l] * T->lw[l];
+    size_t fhw = (size_t)n->h_[l] * fw, cc = (size_t)c * c, b0;
+    for (j = 0; j < o->nmask; j++) {
+        const float *mk = o->mask[k] + (size_t)j * lhw;
+        double coef = o->sw * s->weight * o->mfrac[k][j];
+        float sc;
+        if (!(o->mz[k][j] > 0) || coef == 0) continue;
+        sc = (float)(coef * 4.0 / ((double)cc * c * o->mz[k][j]));
+        nst__tile_interior(o, l, feat, mk, fm);
+        for (b0 = 0; b0 < hw; b0 += NST__MASK_BLOCK) {
+            int nb = (int)NST__MIN((size_t)NST__MASK_BLOCK, hw - b0), ch, q;
+            nst__sgemm_ex(o->nthreads, 0, 0, c, nb, c, sc, T->diff[k] + (size_t)j * cc, c, fm + b0, (int)hw, 0.0f,
+                          o->mtmp, nb);
+            for (q = 0; q < nb; q++) {
+                size_t p = b0 + (size_t)q, y = p / rw, x = p % rw;
+                float mv = mk[(r.gy0 + y) * T->lw[l] + r.gx0 + x];
+                float *gg = g + (r.y0 + y) * fw + r.x0 + x;
+                for (ch = 0; ch < c; ch++) gg[(size_t)ch * fhw] += o->mtmp[(size_t)ch * nb + q] * mv;
+            }
+        }
+    }
 }
 
 /* The loss gradient on the loaded tile's interior (zero on its halo). */
@@ -6187,6 +6292,10 @@ static void nst__tiled_lossgrad(void *ctx, int layer, const float *feat, float *
         double coef = o->sw * s->weight;
         size_t rows = (size_t)(r.y1 - r.y0) * fw;
         if (s->layer != layer || coef == 0) continue;
+        if (o->nmask) {
+            nst__tiled_masked_grad(o, k, feat, g, scratch);
+            continue;
+        }
         /* dL/dF = 4 w (G - A) F / (C^2 * C*H*W) over the interior's rows only, then its columns added */
         nst__sgemm_ex(n->nthreads, 0, 0, c, (int)rows, c, (float)(coef * 4.0 / ((double)c * c * el)), T->diff[k], c,
                       feat + (size_t)r.y0 * fw, (int)fhw, 0.0f, scratch + (size_t)r.y0 * fw, (int)fhw);
@@ -6211,7 +6320,10 @@ static nst_status nst__objective_eval_tiled(nst_objective *o, const float *pixel
     size_t j;
     memset(&L, 0, sizeof L);
     for (k = 0; k < o->ncontent; k++) csum[k] = 0;
-    for (k = 0; k < o->nstyle; k++) memset(o->style[k].gram, 0, sizeof(float) * (size_t)o->style[k].c * o->style[k].c);
+    for (k = 0; k < o->nstyle; k++) {
+        memset(o->style[k].gram, 0, sizeof(float) * (size_t)o->style[k].c * o->style[k].c);
+        if (o->nmask) memset(o->mgram[k], 0, sizeof(float) * (size_t)o->style[k].c * o->style[k].c * o->nmask);
+    }
     for (i = 0; i < ntiles; i++) {
         if ((st = nst__tile_load(o, pixels, &T->t, i)) != NST_OK) return st;
         T->loaded = i;
@@ -6231,7 +6343,14 @@ static nst_status nst__objective_eval_tiled(nst_objective *o, const float *pixel
         for (k = 0; k < o->nstyle; k++) {
             nst__style_layer *s = &o->style[k];
             float scale = 1.0f / (float)((double)s->c * T->lh[s->layer] * T->lw[s->layer]);
-            if ((st = nst__tile_gram_add(o, s->layer, scale, s->gram)) != NST_OK) return st;
+            size_t lhw = (size_t)T->lh[s->layer] * T->lw[s->layer], cc = (size_t)s->c * s->c;
+            int jm;
+            for (jm = 0; jm < o->nmask; jm++)   /* guided Grams: each style's mask, as nst__masked_style_eval */
+                if (o->mz[k][jm] > 0 &&
+                    (st = nst__tile_gram_add(o, s->layer, 1.0f / (float)((double)s->c * o->mz[k][jm]),
+                                             o->mgram[k] + (size_t)jm * cc, o->mask[k] + (size_t)jm * lhw)) != NST_OK)
+                    return st;
+            if (!o->nmask && (st = nst__tile_gram_add(o, s->layer, scale, s->gram, NULL)) != NST_OK) return st;
         }
     }
     for (k = 0; k < o->ncontent; k++) {
@@ -6242,6 +6361,22 @@ static nst_status nst__objective_eval_tiled(nst_objective *o, const float *pixel
         nst__style_layer *s = &o->style[k];
         size_t cc = (size_t)s->c * s->c;
         double acc = 0;
+        int jm;
+        for (jm = 0; jm < o->nmask; jm++) {
+            const float *gj = o->mgram[k] + (size_t)jm * cc, *aj = o->mtarget[k] + (size_t)jm * cc;
+            float *dj = T->diff[k] + (size_t)jm * cc;
+            acc = 0;
+            for (j = 0; j < cc; j++) {
+                double d = (double)gj[j] - aj[j];
+                acc += d * d;
+                dj[j] = gj[j] - aj[j];
+            }
+            if (o->mz[k][jm] > 0) L.style_raw += s->weight * o->mfrac[k][jm] * acc / (double)cc;
+        }
+        if (o->nmask) {
+            memcpy(s->gram, o->mgram[k], cc * sizeof(float));   /* nst_objective_gram: the first style's */
+            continue;
+        }
         for (j = 0; j < cc; j++) {
             double d = (double)s->gram[j] - s->target[j];
             acc += d * d;
@@ -6274,6 +6409,11 @@ static nst_status nst__objective_eval_tiled(nst_objective *o, const float *pixel
     L.style = o->sw * L.style_raw;
     L.tv = o->tvw * L.tv_raw;
     L.total = L.content + L.style + L.tv;
+    if (o->tprev) {   /* per pixel of the image: no network, no tiles */
+        L.temporal_raw = nst__temporal(o, pixels, grad);
+        L.temporal = o->tw * L.temporal_raw;
+        L.total += L.temporal;
+    }
     o->last = L;
     o->evaluated = 1;
     if (lo) *lo = L;
@@ -6320,6 +6460,11 @@ static nst_status nst__objective_create_tiled(const nst_model *m, const nst_imag
         for (k = 0; k < nc; k++) keep[content_l[k]] = 1;
     }
     last = nst__objective_last(content_l, nc, style_l, ns);
+    if (opt->tile_keep_filters != 0) {
+        nst__tiled_keep_filters(m, last, &T->mk, T->kept, T->kept_u, 1, o->nthreads, &st);
+        if (st != NST_OK) goto fail;
+        m = &T->mk;
+    }
     nst__tile_geometry(last, &grid, &halo);
     nst__tiling_plan(&T->t, o->h, o->w, opt->tile, grid, halo);
     maxh = T->t.max_h; maxw = T->t.max_w;
@@ -6380,6 +6525,24 @@ static nst_status nst__objective_create_tiled(const nst_model *m, const nst_imag
         st = nst__err(NST_ERR_NOMEM, "objective: out of memory");
         goto fail;
     }
+    if (opt->style_masks && ns > 0 && nstyles > 0) {
+        /* the masks at each layer's whole-image resolution: the network's shape is the image's meanwhile */
+        if (nstyles > 8) { st = nst__err(NST_ERR_ARGUMENT, "objective: at most 8 masked styles"); goto fail; }
+        nst__net_reshape(&o->net, o->h, o->w);
+        st = nst__objective_masks(o, opt->style_masks, nstyles, blend, bsum);
+        nst__net_reshape(&o->net, maxh, maxw);
+        if (st != NST_OK) goto fail;
+        for (k = 0; k < ns; k++) {
+            size_t cc = (size_t)o->style[k].c * o->style[k].c;
+            nst__aligned_free(T->diff[k]);
+            if (!(T->diff[k] = (float *)nst__aligned_alloc(sizeof(float) * cc * (size_t)nstyles))) {
+                st = nst__err(NST_ERR_NOMEM, "objective: out of memory");
+                goto fail;
+            }
+        }
+    }
+    if (opt->temporal_weight > 0 && opt->temporal_image && (st = nst__objective_temporal(o, content, opt)) != NST_OK)
+        goto fail;
     for (i = 0; i < nstyles && ns > 0; i++) {
         const nst_image *si = &styles[i];
         float wgt = (float)((blend ? blend[i] : 1.0) / bsum);
@@ -6395,11 +6558,14 @@ static nst_status nst__objective_create_tiled(const nst_model *m, const nst_imag
                 nst__style_layer *s = &o->style[k];
                 int lv = nst__layer_level(s->layer);
                 float scale = 1.0f / (float)((double)s->c * (si->height >> lv) * (si->width >> lv));
-                if ((st = nst__tile_gram_add(o, s->layer, scale, s->gram)) != NST_OK) goto fail;
+                if ((st = nst__tile_gram_add(o, s->layer, scale, s->gram, NULL)) != NST_OK) goto fail;
             }
         }
-        for (k = 0; k < ns; k++)
-            for (j = 0; j < (size_t)o->style[k].c * o->style[k].c; j++) o->style[k].target[j] += wgt * o->style[k].gram[j];
+        for (k = 0; k < ns; k++) {
+            size_t cc = (size_t)o->style[k].c * o->style[k].c;
+            for (j = 0; j < cc; j++) o->style[k].target[j] += wgt * o->style[k].gram[j];
+            if (o->nmask) memcpy(o->mtarget[k] + (size_t)i * cc, o->style[k].gram, cc * sizeof(float));
+        }
         nst__free(px);
         px = NULL;
     }
@@ -6827,6 +6993,7 @@ NSTDEF void nst_options_init(nst_options *o) {
     o->scales = 1;
     o->progress_every = 1;
     o->tile = -1;   /* tile only when the whole image would not fit */
+    o->tile_keep_filters = 0;
 }
 
 /* Output size for a content image: longest side = size (0 keeps the content's size). */
@@ -6965,13 +7132,16 @@ static size_t nst__pass_memory_tiled(const nst_model *m, const nst_options *o, i
     unsigned char keep[NST_VGG_LAYERS];
     nst__tiling t;
     nst__net net;
+    nst_model mk;
+    nst__conv_plan kept[NST_VGG_CONVS];
     size_t total = 0, n = (size_t)3 * w * h, ws = 0, bufs = 0, transient = (size_t)12 * w * h, hist;
     nst_image ci, si[8];
     if (nst__objective_layout(m, o, content_l, &nc, style_l, &ns, &last, keep) != NST_OK) return 0;
     if (nstyles == 0) ns = 0;
     memset(&ci, 0, sizeof ci);
+    memset(si, 0, sizeof si);
     ci.width = w; ci.height = h;
-    for (k = 0; k < nstyles && k < 8; k++) { memset(&si[k], 0, sizeof si[k]); si[k].width = sw[k]; si[k].height = sh[k]; }
+    for (k = 0; k < nstyles && k < 8; k++) { si[k].width = sw[k]; si[k].height = sh[k]; }
     if (!nst__tiling_needed(o, &ci, si, NST__MIN(nstyles, 8), content_l, nc, style_l, ns)) {
         nst__mem e;
         memset(&e, 0, sizeof e);
@@ -6984,6 +7154,11 @@ static size_t nst__pass_memory_tiled(const nst_model *m, const nst_options *o, i
     }
     avg = (o->pool == NST_POOL_DEFAULT ? m->pool : o->pool) == NST_POOL_AVG;
     last = nst__objective_last(content_l, nc, style_l, ns);
+    if (o->tile_keep_filters != 0) {
+        nst_status kst;
+        total += nst__tiled_keep_filters(m, last, &mk, kept, NULL, 0, 1, &kst);
+        m = &mk;
+    }
     nst__tile_geometry(last, &grid, &halo);
     nst__tiling_plan(&t, h, w, o->tile, grid, halo);
     maxh = t.max_h; maxw = t.max_w;
@@ -7005,6 +7180,19 @@ static size_t nst__pass_memory_tiled(const nst_model *m, const nst_options *o, i
         maxc = NST__MAX(maxc, net.c_[style_l[k]]);
     }
     total += nst__round64((size_t)maxc * maxc * 4);
+    if (o->style_masks && ns > 0 && nstyles > 0) {
+        /* whole-image masks at each style layer, every style's Gram, guided Gram and G - A; while they
+         * are built, three full-size planes per style */
+        for (k = 0; k < ns; k++) {
+            int lv = nst__layer_level(style_l[k]);
+            size_t cc = (size_t)net.c_[style_l[k]] * net.c_[style_l[k]];
+            total += nst__round64((size_t)nstyles * (size_t)(h >> lv) * (size_t)(w >> lv) * 4) +
+                     3 * nst__round64(cc * 4 * (size_t)nstyles);
+        }
+        total += nst__round64((size_t)maxc * NST__MASK_BLOCK * 4);
+        transient = NST__MAX(transient, (size_t)nstyles * 12 * w * h + (size_t)24 * w * h);
+    }
+    if (o->temporal_image && o->temporal_weight > 0) total += nst__round64((size_t)16 * w * h);
     hist = o->optimizer == NST_OPT_ADAM ? 4 * 4 : (size_t)2 * (o->lbfgs_history > 0 ? o->lbfgs_history : 100) *
                                                   (o->lbfgs_history_bf16 ? 2 : 4) + 7 * 4;
     return total + NST__MAX(transient, hist * n);
@@ -7086,9 +7274,18 @@ NSTDEF size_t nst_transfer_memory(const nst_model *m, const nst_image *content, 
     return call + peak + nst__mem_runtime(nthreads, call + peak);
 }
 
+/* With r->tile_keep_filters < 0 the kept filters are tried first, then none; *keep gets what fitted. */
 static int nst__plan_fits(const nst_model *m, const nst_image *content, const nst_image *styles, int nstyles,
-                          const nst_options *r, size_t limit, size_t *need) {
-    *need = nst_transfer_memory(m, content, styles, nstyles, r);
+                          const nst_options *r, size_t limit, size_t *need, int *keep) {
+    nst_options q = *r;
+    *keep = r->tile_keep_filters;
+    if (r->tile_keep_filters < 0 && r->tile > 0) {
+        q.tile_keep_filters = 1;
+        *need = nst_transfer_memory(m, content, styles, nstyles, &q);
+        if (*need && *need <= limit) { *keep = 1; return 1; }
+        q.tile_keep_filters = *keep = 0;
+    }
+    *need = nst_transfer_memory(m, content, styles, nstyles, &q);
     return *need && *need <= limit;
 }
 
@@ -7097,7 +7294,7 @@ static int nst__plan_fits(const nst_model *m, const nst_image *content, const ns
 NSTDEF nst_status nst_transfer_plan(const nst_model *m, const nst_image *content, const nst_image *styles,
                                     int nstyles, nst_options *o) {
     int content_l[NST__MAX_LOSS_LAYERS], style_l[NST__MAX_LOSS_LAYERS], nc, ns, last, grid, halo, fw, fh;
-    int tmax, tmin, tfloor, t, lo, hi, lbfgs;
+    int tmax, tmin, tfloor, t, lo, hi, lbfgs, kf;
     unsigned char keep[NST_VGG_LAYERS];
     size_t limit, need;
     nst_options r;
@@ -7118,23 +7315,30 @@ NSTDEF nst_status nst_transfer_plan(const nst_model *m, const nst_image *content
     r = *o;
     for (t = tmax; t >= tfloor; t -= grid) {
         r.tile = t;
-        if (nst__plan_fits(m, content, styles, nstyles, &r, limit, &need)) { o->tile = t; return NST_OK; }
+        if (nst__plan_fits(m, content, styles, nstyles, &r, limit, &need, &kf)) {
+            o->tile = t;
+            o->tile_keep_filters = kf;
+            return NST_OK;
+        }
     }
     if (lbfgs) {
         int h0 = r.lbfgs_history > 0 ? r.lbfgs_history : 100;
         r.lbfgs_history = 5;
         for (t = NST__MIN(tmax, 512 / grid * grid); t >= tfloor; t -= grid) {
             r.tile = t;
-            if (nst__plan_fits(m, content, styles, nstyles, &r, limit, &need)) break;
+            if (nst__plan_fits(m, content, styles, nstyles, &r, limit, &need, &kf)) break;
         }
         if (t >= tfloor && h0 > 5) {   /* the longest history that fits with this tile */
             lo = 5; hi = h0 - 1;
             while (lo < hi) {
                 r.lbfgs_history = (lo + hi + 1) / 2;
-                if (nst__plan_fits(m, content, styles, nstyles, &r, limit, &need)) lo = r.lbfgs_history;
+                if (nst__plan_fits(m, content, styles, nstyles, &r, limit, &need, &kf)) lo = r.lbfgs_history;
                 else hi = r.lbfgs_history - 1;
             }
+            r.lbfgs_history = lo;
+            nst__plan_fits(m, content, styles, nstyles, &r, limit, &need, &kf);
             o->tile = t;
+            o->tile_keep_filters = kf;
             o->lbfgs_history = lo;
             return NST_OK;
         }
@@ -7142,21 +7346,22 @@ NSTDEF nst_status nst_transfer_plan(const nst_model *m, const nst_image *content
     }
     for (t = NST__MIN(tmax, tfloor - grid); t >= tmin; t -= grid) {
         r.tile = t;
-        if (nst__plan_fits(m, content, styles, nstyles, &r, limit, &need)) {
+        if (nst__plan_fits(m, content, styles, nstyles, &r, limit, &need, &kf)) {
             o->tile = t;
+            o->tile_keep_filters = kf;
             o->lbfgs_history = r.lbfgs_history;
             return NST_OK;
         }
     }
     /* nothing fits: the largest --size that would, with the smallest tile */
     r.tile = tmin;
-    nst__plan_fits(m, content, styles, nstyles, &r, limit, &need);
+    nst__plan_fits(m, content, styles, nstyles, &r, limit, &need, &kf);
     o->tile = -1;
     lo = 0; hi = NST__MAX(fw, fh) - 1;
     while (lo < hi) {
         size_t nd;
         r.image_size = (lo + hi + 1) / 2;
-        if (nst__plan_fits(m, content, styles, nstyles, &r, limit, &nd)) lo = r.image_size;
+        if (nst__plan_fits(m, content, styles, nstyles, &r, limit, &nd, &kf)) lo = r.image_size;
         else hi = r.image_size - 1;
     }
     {
@@ -7276,6 +7481,11 @@ NSTDEF nst_status nst_transfer(const nst_model *m, const nst_image *content, con
     if (nstyles < 0 || nstyles > 8 || (nstyles > 0 && !styles))
         return nst__err(NST_ERR_ARGUMENT, "transfer: 0 to 8 style images");
     if (o.iterations < 1) return nst__err(NST_ERR_ARGUMENT, "transfer: iterations must be >= 1");
+    if (o.scale_iterations) {
+        if (o.nscale_iterations < 1) return nst__err(NST_ERR_ARGUMENT, "transfer: no per-scale iteration counts");
+        for (k = 0; k < o.nscale_iterations; k++)
+            if (o.scale_iterations[k] < 1) return nst__err(NST_ERR_ARGUMENT, "transfer: iterations must be >= 1");
+    }
     if (o.image_size < 0 || o.image_size > 16384) return nst__err(NST_ERR_ARGUMENT, "transfer: image size %d", o.image_size);
     if (!(o.style_scale > 0)) return nst__err(NST_ERR_ARGUMENT, "transfer: style scale must be > 0");
     if (o.scales < 1) o.scales = 1;
@@ -7329,13 +7539,13 @@ NSTDEF nst_status nst_transfer(const nst_model *m, const nst_image *content, con
             goto done;
         }
         run.o = &o;
-        run.iterations = o.iterations;
+        run.iterations = o.scale_iterations ? o.scale_iterations[NST__MIN(pass, o.nscale_iterations - 1)] : o.iterations;
         run.scale = pass + 1; run.scales = passes;
         run.t0 = nst__now();
         if (o.optimizer == NST_OPT_ADAM) {
             nst_adam_options ao;
             nst_adam_options_init(&ao);
-            ao.max_iter = o.iterations;
+            ao.max_iter = run.iterations;
             ao.learning_rate = o.learning_rate > 0 ? o.learning_rate : 10.0;
             st = nst_adam(px, n, nst__run_fg, &run, &ao, NULL);
         } else {
@@ -7343,8 +7553,8 @@ NSTDEF nst_status nst_transfer(const nst_model *m, const nst_image *content, con
             nst_lbfgs_options_init(&lo);
             /* guarded, every step is evaluated: iterations - 1 steps make `iterations` evaluations, the
              * count jcjohnson reports */
-            lo.max_iter = o.iterations - 1;
-            lo.max_eval = o.iterations + 30;
+            lo.max_iter = run.iterations - 1;
+            lo.max_eval = run.iterations + 30;
             lo.history = o.lbfgs_history > 0 ? o.lbfgs_history : 100;
             lo.learning_rate = o.learning_rate > 0 ? o.learning_rate : 1.0;
             lo.tol_fun = -1; lo.tol_x = -1;   /* as jcjohnson: run all iterations */

@@ -83,6 +83,8 @@ static void compare_tiled(const nst_model *m, const nst_options *base, int w, in
                   what, tiles[k], l1.content, l0.content);
         CHECK_MSG(fabs(l1.style / l0.style - 1) <= 1e-5, "%s, tile %d: style %.9g vs %.9g", what, tiles[k], l1.style,
                   l0.style);
+        CHECK_MSG(fabs(l1.temporal - l0.temporal) <= 1e-5 * l0.temporal, "%s, tile %d: temporal %.9g vs %.9g", what,
+                  tiles[k], l1.temporal, l0.temporal);
         CHECK_MSG(worst <= 1e-4 * gmax, "%s, tile %d: gradient |diff| %.3g, max %.3g", what, tiles[k], worst, gmax);
         {   /* value-only evaluation (pass 1 alone) agrees, and the Gram is the whole image's */
             nst_losses l2;
@@ -173,8 +175,83 @@ TEST(tiled_matches_whole_random_vgg19_to_relu3_1) {
     o.style_layers = "relu1_1,relu2_1,relu3_1";
     o.style_weight = 1e4f;
     compare_tiled(m, &o, 75, 61, 66, 50, 2, tiles1, 2, "random VGG-19 to relu3_1, avg pool");
+    /* relu4_1's convolution is "lazy" (filters transformed per call): with them kept across tiles too */
+    o.content_layers = "relu4_1";
+    o.style_layers = "relu1_1,relu4_1";
+    o.tile_keep_filters = 1;
+    compare_tiled(m, &o, 70, 57, 50, 40, 1, tiles1 + 1, 1, "random VGG-19 to relu4_1, filters kept");
     /* relu5_1 is covered by the tiny model: with real widths each tile pays the per-call cost of the
      * convolutions' filter transforms, seconds at any size on this path */
+    nst_model_free(m);
+}
+
+/* Style masks and the temporal term tiled: guided Grams sum over tile interiors with the whole image's
+ * mask cut to each tile, the temporal term is per pixel. Two styles, odd sizes, masks at other sizes
+ * than the output (resized), tiles that do not divide the image. */
+TEST(tiled_matches_whole_with_masks_and_temporal) {
+    nst_model *m = tiny_model(6, 7);
+    nst_options o;
+    nst_image masks[2], prev, prevc;
+    static const int tiles[] = {48, 112};
+    int x, y;
+    if (!m) { CHECK(m != NULL); return; }
+    nst_image_alloc(&masks[0], 61, 53, 1);
+    for (y = 0; y < 53; y++)   /* left to right ramp, zero in a corner (the other style only there) */
+        for (x = 0; x < 61; x++) masks[0].pixels[y * 61 + x] = x < 10 && y < 10 ? 0.0f : (float)x / 60.0f;
+    rand_image(&masks[1], 70, 90);
+    rand_image(&prev, 100, 90);
+    rand_image(&prevc, 203, 181);
+    nst_options_init(&o);
+    o.threads = 1;
+    o.style_weight = 1e3f;
+    o.style_masks = masks;
+    compare_tiled(m, &o, 203, 181, 190, 171, 2, tiles, 2, "relu5_1, masks");
+    o.pool = NST_POOL_AVG;
+    o.temporal_image = &prev;
+    o.temporal_content = &prevc;
+    o.temporal_weight = 10.0f;
+    compare_tiled(m, &o, 203, 181, 150, 170, 2, tiles + 1, 1, "relu5_1, avg pool, masks, temporal");
+    o.style_masks = NULL;
+    compare_tiled(m, &o, 203, 181, 150, 170, 2, tiles + 1, 1, "relu5_1, avg pool, temporal");
+    nst_image_free(&masks[0]); nst_image_free(&masks[1]); nst_image_free(&prev); nst_image_free(&prevc);
+    nst_model_free(m);
+}
+
+/* nst_options.scale_iterations: each coarse-to-fine pass runs its own count, the last repeating. */
+static int seen_iterations[8];
+static int count_progress(const nst_progress *p, void *user) {
+    (void)user;
+    if (p->scale >= 1 && p->scale <= 8) {
+        if (p->iteration > seen_iterations[p->scale - 1]) seen_iterations[p->scale - 1] = p->iteration;
+        CHECK(p->iterations >= 2 && p->iterations <= 4);
+    }
+    return 0;
+}
+TEST(per_scale_iterations) {
+    nst_model *m = tiny_model(4, 9);
+    nst_image c, s, out;
+    nst_options o;
+    static const int its[] = {4, 3, 2};
+    int k;
+    if (!m) { CHECK(m != NULL); return; }
+    rand_image(&c, 64, 48);
+    rand_image(&s, 40, 40);
+    nst_options_init(&o);
+    o.threads = 1;
+    o.image_size = 64;
+    o.scales = 4;   /* 8 px at the coarsest: shallow layers */
+    o.content_layers = "relu2_1";
+    o.style_layers = "relu1_1,relu2_1";
+    o.scale_iterations = its;
+    o.nscale_iterations = 3;
+    o.progress = count_progress;
+    CHECK_OK(nst_transfer(m, &c, &s, NULL, 1, &o, &out));
+    for (k = 0; k < 4; k++) CHECK_MSG(seen_iterations[k] == its[k < 3 ? k : 2], "scale %d ran %d iterations", k + 1,
+                                      seen_iterations[k]);
+    nst_image_free(&out);
+    o.nscale_iterations = 0;
+    CHECK(nst_transfer(m, &c, &s, NULL, 1, &o, &out) == NST_ERR_ARGUMENT);
+    nst_image_free(&c); nst_image_free(&s);
     nst_model_free(m);
 }
 
@@ -307,6 +384,8 @@ int main(int argc, char **argv) {
     RUN(tiled_matches_whole_tiny_model_deep_layers);
     RUN(tiled_matches_whole_tiny_model_shallow_layers);
     RUN(tiled_matches_whole_random_vgg19_to_relu3_1);
+    RUN(tiled_matches_whole_with_masks_and_temporal);
+    RUN(per_scale_iterations);
     RUN(plan_picks_tiles_then_history_then_refuses);
     RUN(tiled_run_peak_follows_the_estimate);
     return nst_test_end("test_tiling");

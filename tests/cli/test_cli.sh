@@ -57,6 +57,9 @@ usage_case "size with junk" c.ppm s.ppm -o o.ppm --size 12abc
 usage_case "negative size" c.ppm s.ppm -o o.ppm --size -5
 usage_case "size missing value" c.ppm s.ppm -o o.ppm --size
 usage_case "zero iterations" c.ppm s.ppm -o o.ppm --iterations 0
+usage_case "zero iterations at a scale" c.ppm s.ppm -o o.ppm --scales 2 --iterations 5,0
+usage_case "iterations trailing comma" c.ppm s.ppm -o o.ppm --scales 2 --iterations 5,
+usage_case "iterations empty count" c.ppm s.ppm -o o.ppm --scales 2 --iterations 5,,3
 usage_case "negative seed" c.ppm s.ppm -o o.ppm --seed -1
 usage_case "nan weight" c.ppm s.ppm -o o.ppm --style-weight nan
 usage_case "negative weight" c.ppm s.ppm -o o.ppm --tv-weight -1

@@ -1,0 +1,125 @@
+/* Tiling overhead: time per evaluation (loss and gradient, VGG-19 to relu5_1, random model) of the
+ * whole image against the tiled objective, with the deep layers' filters transformed per tile
+ * (tile_keep_filters 0) and kept (1).
+ *
+ *   build/bench_tiling [--size N] [--tile T | --memory-limit MB [--plan]] [--reps N] [--threads N]
+ *
+ * Defaults: --size 1024 --tile 384 --reps 2 --threads 1. With --memory-limit the tile is the one
+ * nst_transfer_plan picks for a --size run under that limit (as the CLI would; --plan: only print it). The image is
+ * size x 3/4 size (content and style alike, smooth random). Times are the calling thread's CPU time
+ * with --threads 1 (what an idle machine shows, also on a loaded one), else wall time; the first
+ * evaluation of each objective is a warm-up and not counted. */
+#define NST_IMPLEMENTATION
+#include "nst.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int use_cpu;
+static double now_s(void) {
+#if defined(CLOCK_THREAD_CPUTIME_ID)
+    struct timespec ts;
+    if (use_cpu) {
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    }
+#endif
+    return nst__now();
+}
+
+static void make_image(nst_image *im, int w, int h, unsigned seed) {
+    int x, y, c;
+    nst__rng r;
+    r.s = seed;
+    nst_image_alloc(im, w, h, 3);
+    for (y = 0; y < h; y++)
+        for (x = 0; x < w; x++)
+            for (c = 0; c < 3; c++)
+                im->pixels[((size_t)y * w + x) * 3 + c] =
+                    (float)(0.5 + 0.25 * sin(0.013 * x * (c + 1) + 0.021 * y) + 0.2 * (nst__rng_uniform(&r) - 0.5));
+}
+
+/* Seconds per evaluation (after one warm-up); the loss of the last one in *loss. */
+static double time_eval(const nst_model *m, const nst_image *c, const nst_image *s, const nst_options *o, int reps,
+                        const float *x, float *g, double *loss) {
+    nst_objective *obj = NULL;
+    nst_losses l;
+    double t0;
+    int i;
+    if (nst_objective_create(m, c, s, NULL, 1, o, &obj) != NST_OK) {
+        fprintf(stderr, "objective: %s\n", nst_last_error());
+        exit(1);
+    }
+    nst_objective_eval(obj, x, &l, g);
+    t0 = now_s();
+    for (i = 0; i < reps; i++) nst_objective_eval(obj, x, &l, g);
+    t0 = (now_s() - t0) / reps;
+    *loss = l.total;
+    nst_objective_free(obj);
+    return t0;
+}
+
+int main(int argc, char **argv) {
+    int size = 1024, tile = 384, reps = 2, threads = 1, plan_only = 0, i, w, h;
+    size_t limit = 0, n, j;
+    nst_model *m = NULL;
+    nst_image c, s;
+    nst_options o;
+    float *x, *g;
+    double t_whole, t_per_tile, t_kept, l0, l1, l2;
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--size") && i + 1 < argc) size = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--tile") && i + 1 < argc) tile = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--memory-limit") && i + 1 < argc) limit = (size_t)atol(argv[++i]) << 20;
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--plan")) plan_only = 1;
+        else {
+            fprintf(stderr, "usage: %s [--size N] [--tile T | --memory-limit MB] [--reps N] [--threads N]\n", argv[0]);
+            return 2;
+        }
+    }
+    use_cpu = threads == 1;
+    w = size; h = size * 3 / 4;
+    if (nst_model_random(1, &m) != NST_OK) return 1;
+    make_image(&c, w, h, 1);
+    make_image(&s, w, h, 2);
+    nst_options_init(&o);
+    o.threads = threads;
+    o.image_size = size;
+    if (limit) {
+        o.memory_limit = limit;
+        o.tile = -1;
+        if (nst_transfer_plan(m, &c, &s, 1, &o) != NST_OK) {
+            fprintf(stderr, "plan: %s\n", nst_last_error());
+            return 1;
+        }
+        tile = o.tile;
+        printf("plan under %zu MB: tile %d, history %d, filters %s, estimate %zu MB\n", limit >> 20, o.tile,
+               o.lbfgs_history, o.tile_keep_filters ? "kept" : "per tile", nst_transfer_memory(m, &c, &s, 1, &o) >> 20);
+        if (plan_only) return 0;
+    }
+    n = (size_t)3 * w * h;
+    x = (float *)malloc(n * sizeof(float));
+    g = (float *)malloc(n * sizeof(float));
+    if (!x || !g) return 1;
+    for (j = 0; j < n; j++) x[j] = (float)(255.0 * c.pixels[(j % ((size_t)w * h)) * 3 + j / ((size_t)w * h)]);
+    o.tile = 0;
+    t_whole = time_eval(m, &c, &s, &o, reps, x, g, &l0);
+    o.tile = tile;
+    o.tile_keep_filters = 0;
+    t_per_tile = time_eval(m, &c, &s, &o, reps, x, g, &l1);
+    o.tile_keep_filters = 1;
+    t_kept = time_eval(m, &c, &s, &o, reps, x, g, &l2);
+    printf("%dx%d, tile %d, %d thread%s, %s per evaluation (%d reps):\n", w, h, tile, threads, threads == 1 ? "" : "s",
+           use_cpu ? "thread CPU time" : "wall time", reps);
+    printf("  whole image              %8.2f s\n", t_whole);
+    printf("  tiled, filters per tile  %8.2f s  %.2fx  (loss rel. diff %.1e)\n", t_per_tile, t_per_tile / t_whole,
+           l1 / l0 - 1);
+    printf("  tiled, filters kept      %8.2f s  %.2fx  (loss rel. diff %.1e)\n", t_kept, t_kept / t_whole, l2 / l0 - 1);
+    free(x); free(g);
+    nst_image_free(&c); nst_image_free(&s);
+    nst_model_free(m);
+    return 0;
+}
