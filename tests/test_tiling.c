@@ -13,6 +13,9 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #endif
 
 static nst__rng rng = {12345};
@@ -333,6 +336,9 @@ TEST(tiled_run_peak_follows_the_estimate) {
         /* after fork only the calling thread exists: a parallel region with more threads would wait on
          * the parent's OpenMP pool forever, so everything here runs on one thread */
         nst_set_threads(1);
+#if defined(__GLIBC__)
+        malloc_trim(0);   /* and give back what the parent freed, for the same reason */
+#endif
         if (nst_model_random(1, &m) != NST_OK) _exit(3);
         nst_image_alloc(&c, 256, 192, 3);
         nst_image_alloc(&s, 128, 128, 3);
@@ -379,6 +385,9 @@ TEST(tiled_run_peak_follows_the_estimate) {
 
 int main(int argc, char **argv) {
     nst_test_begin(argc, argv);
+    /* first: the forked child inherits the parent's heap, and free chunks left there by earlier tests would
+     * be reused without raising its resident peak (measured 99 instead of 120 MB after the other tests) */
+    RUN(tiled_run_peak_follows_the_estimate);
     RUN(geometry_relu5_1_needs_80_px_on_a_16_px_grid);
     RUN(tiles_partition_the_image);
     RUN(tiled_matches_whole_tiny_model_deep_layers);
@@ -387,6 +396,5 @@ int main(int argc, char **argv) {
     RUN(tiled_matches_whole_with_masks_and_temporal);
     RUN(per_scale_iterations);
     RUN(plan_picks_tiles_then_history_then_refuses);
-    RUN(tiled_run_peak_follows_the_estimate);
     return nst_test_end("test_tiling");
 }
