@@ -411,6 +411,45 @@ TEST(lbfgs_matches_torch) {
     fclose(f);
 }
 
+/* The first step: torch's min(1, 1/|g|_1) moves x by ~1/n on average, below float rounding for a
+ * megapixel image; first_step fixes the mean move, and a warm start (curvature) takes a full
+ * quasi-Newton step at once. */
+static nst_status flat_quadratic(const float *x, float *g, double *v, void *u) {
+    int n = *(int *)u, i;   /* 0.5 * 4 * sum (x - 100)^2: the inverse curvature is 0.25 */
+    double f = 0;
+    for (i = 0; i < n; i++) {
+        double e = x[i] - 100.0;
+        f += 2.0 * e * e;
+        g[i] = (float)(4.0 * e);
+    }
+    *v = f;
+    return NST_OK;
+}
+TEST(lbfgs_first_step_and_warm_start) {
+    int n = 4099, i;
+    float *x = (float *)malloc(sizeof(float) * (size_t)n);
+    double f, move = 0, curv = 0;
+    nst_lbfgs_options o;
+    if (!x) { CHECK(0); return; }
+    for (i = 0; i < n; i++) x[i] = (float)(i % 17) * 3.0f;
+    nst_lbfgs_options_init(&o);
+    o.max_iter = 1; o.max_eval = 10; o.first_step = 0.5; o.tol_fun = -1; o.tol_x = -1;
+    CHECK_OK(nst_lbfgs(x, (size_t)n, flat_quadratic, &n, &o, &f, NULL));
+    for (i = 0; i < n; i++) move += fabs(x[i] - (float)(i % 17) * 3.0f);
+    CHECK_NEAR(move / n, 0.5, 1e-3);
+    /* two iterations measure the curvature exactly (a quadratic with one eigenvalue) */
+    for (i = 0; i < n; i++) x[i] = (float)(i % 17) * 3.0f;
+    o.max_iter = 2; o.curvature = &curv;
+    CHECK_OK(nst_lbfgs(x, (size_t)n, flat_quadratic, &n, &o, &f, NULL));
+    CHECK_NEAR(curv, 0.25, 1e-3);
+    /* warm: one step lands on the minimum */
+    for (i = 0; i < n; i++) x[i] = (float)(i % 17) * 3.0f;
+    o.max_iter = 1; o.guard = 1;
+    CHECK_OK(nst_lbfgs(x, (size_t)n, flat_quadratic, &n, &o, &f, NULL));
+    for (i = 0; i < n; i++) CHECK_NEAR(x[i], 100.0, 1e-3);
+    free(x);
+}
+
 TEST(adam_converges) {
     int n = 2, i;
     float x[50];
@@ -616,11 +655,12 @@ TEST(random_model_is_deterministic_and_normalised) {
 }
 
 /* ---- end to end ----------------------------------------------------------------------------------------*/
-typedef struct { double first, last; int calls; } track;
+typedef struct { double first, last; int calls, last_iter; } track;
 static int track_progress(const nst_progress *p, void *u) {
     track *t = (track *)u;
     if (p->iteration == 1) t->first = p->total;
     t->last = p->total;
+    t->last_iter = p->iteration;
     t->calls++;
     return 0;
 }
@@ -648,7 +688,8 @@ TEST(end_to_end_transfer_64) {
     o.progress = track_progress; o.user = &t;
     memset(&t, 0, sizeof t);
     CHECK_OK(nst_transfer(m, &c, &s, NULL, 1, &o, &o1));
-    CHECK_MSG(t.calls >= 50 && t.calls <= 80, "%d evaluations", t.calls);   /* the guard may halve a few steps */
+    /* one line per iteration: the guard's extra evaluations are not iterations */
+    CHECK_MSG(t.calls == 50 && t.last_iter == 50, "%d progress lines, the last for iteration %d", t.calls, t.last_iter);
     CHECK_MSG(t.last < t.first / 5, "loss went from %g to %g", t.first, t.last);
     CHECK(o1.width == 64 && o1.height == 64 && o1.channels == 3);
     CHECK_OK(nst_transfer(m, &c, &s, NULL, 1, &o, &o2));
@@ -663,6 +704,51 @@ TEST(end_to_end_transfer_64) {
     nst_model_free(m);
 }
 
+/* Every scale makes progress from its first iterations: the top scale of a coarse-to-fine run (here 128 px
+ * after 64) started with torch's tiny first step printed the same loss for two or three iterations. */
+typedef struct { double loss[3][8]; } scale_track;
+static int track_scales(const nst_progress *p, void *u) {
+    scale_track *t = (scale_track *)u;
+    if (p->scale <= 2 && p->iteration <= 8) t->loss[p->scale][p->iteration - 1] = p->total;
+    return 0;
+}
+TEST(top_scale_moves_from_its_first_step) {
+    nst_model *m = NULL;
+    nst_image c, s, out;
+    nst_options o;
+    scale_track t;
+    int x, y, it;
+    CHECK_OK(nst_model_random(1, &m));
+    if (!m) return;
+    nst_image_alloc(&c, 128, 128, 3);
+    nst_image_alloc(&s, 96, 96, 3);
+    for (y = 0; y < 128; y++)
+        for (x = 0; x < 128; x++) {
+            float *p = c.pixels + (y * 128 + x) * 3;
+            p[0] = (float)x / 127; p[1] = (float)y / 127; p[2] = ((x / 16 + y / 16) % 2) ? 0.8f : 0.3f;
+        }
+    for (y = 0; y < 96; y++)
+        for (x = 0; x < 96; x++) {
+            float *q = s.pixels + (y * 96 + x) * 3;
+            q[0] = ((x + y) / 6) % 2 ? 0.9f : 0.1f; q[1] = 0.3f + 0.4f * ((x / 5) % 2); q[2] = 0.5f;
+        }
+    nst_options_init(&o);
+    {
+        static const int iters[2] = {10, 3};
+        o.scale_iterations = iters; o.nscale_iterations = 2;
+    }
+    o.image_size = 128; o.scales = 2; o.init = NST_INIT_CONTENT; o.threads = 2;
+    o.progress = track_scales; o.user = &t;
+    memset(&t, 0, sizeof t);
+    CHECK_OK(nst_transfer(m, &c, &s, NULL, 1, &o, &out));
+    for (it = 1; it < 3; it++)
+        CHECK_MSG(t.loss[2][it] < t.loss[2][it - 1] * 0.995, "scale 2: iteration %d loss %g, iteration %d %g",
+                  it, t.loss[2][it - 1], it + 1, t.loss[2][it]);
+    CHECK(t.loss[1][1] < t.loss[1][0] * 0.995);
+    nst_image_free(&out); nst_image_free(&c); nst_image_free(&s);
+    nst_model_free(m);
+}
+
 int main(int argc, char **argv) {
     nst_test_begin(argc, argv);
     RUN(conv_reference_matches_naive_loops);
@@ -672,11 +758,13 @@ int main(int argc, char **argv) {
     RUN(packed_objective_matches_the_plain_layout);
     RUN(lbfgs_converges);
     RUN(lbfgs_matches_torch);
+    RUN(lbfgs_first_step_and_warm_start);
     RUN(adam_converges);
     RUN(nstw_round_trip_and_validation);
     RUN(nstw_file_load);
     RUN(wrong_shapes_are_refused);
     RUN(random_model_is_deterministic_and_normalised);
     RUN(end_to_end_transfer_64);
+    RUN(top_scale_moves_from_its_first_step);
     return nst_test_end("test_core");
 }
