@@ -222,7 +222,9 @@ typedef struct nst_progress {
                                           evaluations a guard or line search adds are not counted), total */
     int   scale, scales;               /* multi-scale: current pass (1-based) and number of passes */
     double total, content, style, tv;  /* weighted losses at this iteration's point */
-    double seconds, eta_seconds;       /* elapsed in this run, estimated remaining */
+    double seconds, eta_seconds;       /* elapsed since nst_transfer started, estimated remaining for the
+                                          whole call (later scales of --scales from this one's time per
+                                          pixel) */
     const nst_image *image;            /* current image (RGB [0,1]) when the driver has one ready, else NULL */
 } nst_progress;
 
@@ -7212,6 +7214,11 @@ static size_t nst__pass_memory_tiled(const nst_model *m, const nst_options *o, i
     return total + NST__MAX(transient, hist * n);
 }
 
+/* Iterations of pass `pass` (scale_iterations: coarsest first, the last count repeats). */
+static int nst__pass_iterations(const nst_options *o, int pass) {
+    return o->scale_iterations ? o->scale_iterations[NST__MIN(pass, o->nscale_iterations - 1)] : o->iterations;
+}
+
 static void nst__pass_sizes_for(const nst_options *o, const nst_image *content, const nst_image *styles,
                                 int nstyles, int pass, int passes, nst__pass_sizes *ps) {
     int size = o->image_size, k, full_w, full_h;
@@ -7393,7 +7400,8 @@ typedef struct nst__run {
     const nst_options *o;
     nst_image view;        /* RGB [0,1] of the current pixels for the progress callback */
     int iteration, iterations, scale, scales;
-    double t0;
+    double t0, t_call;     /* start of this scale's optimisation, of the nst_transfer call */
+    double work, work_rest;   /* pixels x iterations of this scale, of the scales after it (for the ETA) */
     nst_losses last;
     int cancelled;
     int per_step;          /* progress from nst__run_iter (L-BFGS) instead of every evaluation */
@@ -7404,14 +7412,15 @@ static nst_status nst__run_report(nst__run *r, const float *x) {
     int every = r->o->progress_every > 0 ? r->o->progress_every : 1;
     if (r->o->progress && (r->iteration % every == 0 || r->iteration == r->iterations || r->iteration == 1)) {
         nst_progress p;
-        double el = nst__now() - r->t0;
+        double now = nst__now(), el = now - r->t0, per_it = el / r->iteration;
         memset(&p, 0, sizeof p);
         p.iteration = r->iteration;
         p.iterations = NST__MAX(r->iterations, r->iteration);
         p.scale = r->scale; p.scales = r->scales;
         p.total = r->last.total; p.content = r->last.content; p.style = r->last.style; p.tv = r->last.tv;
-        p.seconds = el;
-        p.eta_seconds = el / r->iteration * (p.iterations - r->iteration);
+        p.seconds = now - r->t_call;
+        /* later scales at this scale's time per pixel (they cost a little more per pixel when tiled) */
+        p.eta_seconds = per_it * (p.iterations - r->iteration) + (r->work > 0 ? per_it * r->iterations / r->work * r->work_rest : 0);
         nst__planar_to_image(x, &r->view);
         p.image = &r->view;
         if (r->o->progress(&p, r->o->user)) {
@@ -7501,6 +7510,7 @@ NSTDEF nst_status nst_transfer(const nst_model *m, const nst_image *content, con
     int prev_w = 0, prev_h = 0, pass, passes, k;
     nst_status st = NST_OK;
     double curv = 0;   /* L-BFGS s'y/y'y, carried from one scale to the next */
+    double t_call = nst__now();
     size_t need, limit;
     memset(&c_rgb, 0, sizeof c_rgb);
     memset(&cur_c, 0, sizeof cur_c);
@@ -7570,9 +7580,19 @@ NSTDEF nst_status nst_transfer(const nst_model *m, const nst_image *content, con
             goto done;
         }
         run.o = &o;
-        run.iterations = o.scale_iterations ? o.scale_iterations[NST__MIN(pass, o.nscale_iterations - 1)] : o.iterations;
+        run.iterations = nst__pass_iterations(&o, pass);
         run.scale = pass + 1; run.scales = passes;
         run.t0 = nst__now();
+        run.t_call = t_call;
+        run.work = (double)ps.w * ps.h * run.iterations;
+        {
+            int q;
+            for (q = pass + 1; q < passes; q++) {
+                nst__pass_sizes qs;
+                nst__pass_sizes_for(&o, &c_rgb, s_rgb, nstyles, q, passes, &qs);
+                run.work_rest += (double)qs.w * qs.h * nst__pass_iterations(&o, q);
+            }
+        }
         if (o.optimizer == NST_OPT_ADAM) {
             nst_adam_options ao;
             nst_adam_options_init(&ao);

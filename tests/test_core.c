@@ -706,10 +706,14 @@ TEST(end_to_end_transfer_64) {
 
 /* Every scale makes progress from its first iterations: the top scale of a coarse-to-fine run (here 128 px
  * after 64) started with torch's tiny first step printed the same loss for two or three iterations. */
-typedef struct { double loss[3][8]; } scale_track;
+typedef struct { double loss[3][10], sec[3][10], eta[3][10]; } scale_track;
 static int track_scales(const nst_progress *p, void *u) {
     scale_track *t = (scale_track *)u;
-    if (p->scale <= 2 && p->iteration <= 8) t->loss[p->scale][p->iteration - 1] = p->total;
+    if (p->scale <= 2 && p->iteration <= 10) {
+        t->loss[p->scale][p->iteration - 1] = p->total;
+        t->sec[p->scale][p->iteration - 1] = p->seconds;
+        t->eta[p->scale][p->iteration - 1] = p->eta_seconds;
+    }
     return 0;
 }
 TEST(top_scale_moves_from_its_first_step) {
@@ -745,6 +749,10 @@ TEST(top_scale_moves_from_its_first_step) {
         CHECK_MSG(t.loss[2][it] < t.loss[2][it - 1] * 0.995, "scale 2: iteration %d loss %g, iteration %d %g",
                   it, t.loss[2][it - 1], it + 1, t.loss[2][it]);
     CHECK(t.loss[1][1] < t.loss[1][0] * 0.995);
+    /* time and ETA are the whole call's: the end of scale 1 still has scale 2 ahead */
+    CHECK_MSG(t.eta[1][9] > 0, "ETA at the end of scale 1: %g s", t.eta[1][9]);
+    CHECK_MSG(t.eta[2][2] == 0, "ETA at the end: %g s", t.eta[2][2]);
+    CHECK(t.sec[2][0] >= t.sec[1][9] && t.sec[1][9] > 0);
     nst_image_free(&out); nst_image_free(&c); nst_image_free(&s);
     nst_model_free(m);
 }
