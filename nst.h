@@ -6712,6 +6712,48 @@ static NST__TARGET_AVX2 void nst__lb_pass_avx2(const nst__lb_pass *p, float *d, 
 }
 #endif
 
+#if defined(NST__NEON)
+static float32x4_t nst__lb_ld4_neon(const void *h, int bf16, size_t i) {
+    if (bf16) return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16((const uint16_t *)h + i), 16));
+    return vld1q_f32((const float *)h + i);
+}
+/* As the AVX2 pass: d in float with a separate multiply and add (no FMA, so the same d as the scalar
+ * pass), the scale in double, dot products and |d| summed in double lanes. */
+static void nst__lb_pass_neon(const nst__lb_pass *p, float *d, size_t lo, size_t hi, double *dot, double *asum) {
+    float64x2_t s0 = vdupq_n_f64(0), s1 = vdupq_n_f64(0), a0 = vdupq_n_f64(0), a1 = vdupq_n_f64(0);
+    const float32x4_t va = vdupq_n_f32(p->a);
+    double rd, ra;
+    size_t i = lo;
+    for (; i + 4 <= hi; i += 4) {
+        float32x4_t t = p->g ? vnegq_f32(vld1q_f32(p->g + i)) : vld1q_f32(d + i);
+        float64x2_t lo2, hi2;
+        if (p->u) t = vaddq_f32(t, vmulq_f32(va, nst__lb_ld4_neon(p->u, p->bf16, i)));
+        lo2 = vcvt_f64_f32(vget_low_f32(t));
+        hi2 = vcvt_high_f64_f32(t);
+        if (p->scale) {
+            t = vcvt_high_f32_f64(vcvt_f32_f64(vmulq_n_f64(lo2, p->sc)), vmulq_n_f64(hi2, p->sc));
+            lo2 = vcvt_f64_f32(vget_low_f32(t));
+            hi2 = vcvt_high_f64_f32(t);
+        }
+        vst1q_f32(d + i, t);
+        if (p->v) {
+            float32x4_t v = p->v_f32 ? vld1q_f32((const float *)p->v + i) : nst__lb_ld4_neon(p->v, p->bf16, i);
+            s0 = vfmaq_f64(s0, lo2, vcvt_f64_f32(vget_low_f32(v)));
+            s1 = vfmaq_f64(s1, hi2, vcvt_high_f64_f32(v));
+        }
+        if (p->want_asum) {
+            a0 = vaddq_f64(a0, vabsq_f64(lo2));
+            a1 = vaddq_f64(a1, vabsq_f64(hi2));
+        }
+    }
+    nst__lb_pass_scalar(p, d, i, hi, &rd, &ra);
+    s0 = vaddq_f64(s0, s1);
+    a0 = vaddq_f64(a0, a1);
+    *dot = (vgetq_lane_f64(s0, 0) + vgetq_lane_f64(s0, 1)) + rd;
+    *asum = (vgetq_lane_f64(a0, 0) + vgetq_lane_f64(a0, 1)) + ra;
+}
+#endif
+
 static size_t nst__lb_chunk(size_t n, long k) { return k >= NST__LB_CHUNKS ? n : (n * (size_t)k / NST__LB_CHUNKS) & ~(size_t)63; }
 
 /* Runs a pass over all of d; returns the dot product (and the L1 norm of the new d in *asum). */
@@ -6721,6 +6763,8 @@ static double nst__lb_run(const nst__lb_pass *p, float *d, size_t n, int nthread
     long k;
 #if defined(NST__X86)
     simd = nst__cpu_arch() == NST_ARCH_AVX2 || nst__cpu_arch() == NST_ARCH_AVX512;
+#elif defined(NST__NEON)
+    simd = nst__cpu_arch() == NST_ARCH_NEON;
 #endif
     (void)nthreads;
 #ifdef _OPENMP
@@ -6730,6 +6774,8 @@ static double nst__lb_run(const nst__lb_pass *p, float *d, size_t n, int nthread
         size_t lo = nst__lb_chunk(n, k), hi = nst__lb_chunk(n, k + 1);
 #if defined(NST__X86)
         if (simd) { nst__lb_pass_avx2(p, d, lo, hi, &pd[k], &pa[k]); continue; }
+#elif defined(NST__NEON)
+        if (simd) { nst__lb_pass_neon(p, d, lo, hi, &pd[k], &pa[k]); continue; }
 #endif
         nst__lb_pass_scalar(p, d, lo, hi, &pd[k], &pa[k]);
     }

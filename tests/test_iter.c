@@ -78,7 +78,8 @@ TEST(pool_mask_matches_reference) {
                 }
 }
 
-/* One recursion pass: the dispatched (AVX2) kernel against the scalar one, every combination. */
+/* One recursion pass: the dispatched kernel (AVX2, or NEON under tests/neon.sh) against the scalar one, every
+ * combination. */
 TEST(lbfgs_pass_matches_scalar) {
     size_t si;
     int bf, mode;
