@@ -244,7 +244,9 @@ TEST(fused_and_prepacked) {
             bad += compare("fused", m, n, c, n, ref, sc, nst_t_tol(nst__cpu_arch()));
             CHECK_OK(nst__sgemm_pack_a(&pk, ta, m, k, a, ta ? m : k));
             CHECK_OK(nst__sgemm_apacked(2, &pk, tb, n, 1.25f, b, ldb, 1.0f, c2, n, bias, 1));
-            bad += memcmp(c, c2, sizeof(float) * m * n) != 0;   /* the same kernels and blocks: same bits */
+            /* not bit-equal to the fused call: that one may take the short-M path, whose K blocks depend on
+             * N, which a pack made before N is known cannot follow */
+            bad += compare("prepacked", m, n, c2, n, ref, sc, nst_t_tol(nst__cpu_arch()));
             nst__sgemm_apack_free(&pk);
             free(a); free(b); free(c); free(c2); free(c0); free(bias); free(ref); free(sc);
         }
