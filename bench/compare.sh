@@ -17,7 +17,7 @@ have_ob=0; have_blis=0; have_base=0
 if [ -n "${BASE:-}" ]; then
   mkdir -p build/compare/base
   git show "$BASE:nst.h" > build/compare/base/nst.h
-  $CC $FLAGS -Ibuild/compare/base bench/bench_gemm.c -o build/compare/basenst -lm   # its nst.h before ./nst.h
+  $CC -Ibuild/compare/base $FLAGS bench/bench_gemm.c -o build/compare/basenst -lm   # its nst.h before ./nst.h
   have_base=1
 fi
 if $CC $FLAGS -DNST_BENCH_CBLAS bench/bench_gemm.c -o build/compare/openblas -lopenblas -lm 2>/dev/null; then have_ob=1; fi
