@@ -1603,7 +1603,7 @@ static int nst__gemm_wide_kb(const nst__gemm_kernel *kt, int m, int n, int k) {
 
 static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     const nst__gemm_kernel *kt = g->kt;
-    int nt, split_n, parts, nkb;
+    int nt, split_n, parts, nkb, wkb;
     size_t abuf_n, bbuf_n, per, wide_n = 0, mpad = (size_t)nst__round_up(g->m, kt->mr);
     float *buf;
     double flops;
@@ -1620,9 +1620,9 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
      * software prefetch of the next block stalled the kernels: measured on Zen 3, bench/compare.sh).
      * Decided by the sizes only, never the thread count, so results stay identical across counts.
      * Not for long K (the Gram matrix F F^T): there A is large and C small, the usual path suits. */
-    if (!g->lower && !g->apacked && (nkb = nst__gemm_wide_kb(kt, g->m, g->n, g->k)) > 0) {
+    if (!g->lower && !g->apacked && (wkb = nst__gemm_wide_kb(kt, g->m, g->n, g->k)) > 0) {
         g->wide = 1;
-        g->kb = nkb;
+        g->kb = wkb;
         g->nc = kt->wide_nc;
         wide_n = (mpad * (size_t)g->k + 15) & ~(size_t)15;
     }
