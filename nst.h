@@ -913,7 +913,8 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   Short-M path (scalar, AVX2, NEON; see nst__gemm_run): when all of M fits one MC block, N is wide
  *   and op(A) is small, A is packed once for all K (shared by the threads), K is cut only where a block
  *   of A would leave L2, and B comes in 192-column blocks without software prefetch. On Zen 3 (32 KiB
- *   L1d, 512 KiB L2) it lifted C[64][262144] x K 576 from 0.64x to ~0.97x OpenBLAS (1 thread).
+ *   L1d, 512 KiB L2), with the 4 x 24 kernel, 1 thread: C[64][262144] x K 576 from 0.51x to 0.94x
+ *   OpenBLAS, x K 64 from 0.67x to 1.01x (bench/compare.sh --cpu-time, both builds in one run).
  *   On a Zen 4 (32 KiB L1d), KC = 128 keeps the same L1 fit; set NST__KC to tune.
  *
  * THREADS
@@ -1371,11 +1372,35 @@ NST__TARGET_AVX2 static void nst__pack_rows8_avx2(float *dst, const float *src, 
 }
 #endif
 
+#if defined(NST__X86)
+/* 4 rows x 4 k at a time (SSE, baseline x86-64): the 4- and 6-row A panels of the AVX2 kernels, which
+ * the scalar loop below packed at a cost near the kernels' own on long-K products (64 x 64 x 262144). */
+static void nst__pack_rows4_sse(float *dst, const float *src, ptrdiff_t ld, int kc, int W) {
+    int p;
+    for (p = 0; p + 4 <= kc; p += 4) {
+        __m128 r0 = _mm_loadu_ps(src + p), r1 = _mm_loadu_ps(src + ld + p);
+        __m128 r2 = _mm_loadu_ps(src + 2 * ld + p), r3 = _mm_loadu_ps(src + 3 * ld + p);
+        float *d = dst + (size_t)p * W;
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+        _mm_storeu_ps(d, r0);
+        _mm_storeu_ps(d + W, r1);
+        _mm_storeu_ps(d + 2 * W, r2);
+        _mm_storeu_ps(d + 3 * W, r3);
+    }
+    for (; p < kc; p++) {
+        int i;
+        for (i = 0; i < 4; i++) dst[(size_t)p * W + i] = src[i * ld + p];
+    }
+}
+#endif
+
 static void nst__pack_rows(float *dst, const float *src, ptrdiff_t ld, int kc, int w, int W, int simd) {
     int p, i = 0;
 #if defined(NST__X86)
-    if (simd)   /* blocks of 8 rows (W is a multiple of 8, or 6 and then never w >= 8) */
+    if (simd) {   /* blocks of 8 rows (W is a multiple of 8, or 4 or 6 and then never w >= 8), then of 4 */
         for (; i + 8 <= w; i += 8) nst__pack_rows8_avx2(dst + i, src + i * ld, ld, kc, W);
+        for (; i + 4 <= w; i += 4) nst__pack_rows4_sse(dst + i, src + i * ld, ld, kc, W);
+    }
 #else
     (void)simd;
 #endif
