@@ -904,7 +904,9 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  * gives ~111 GFLOP/s per core with 256-bit FMAs and ~223 with 512-bit ones, so AVX-512 is twice AVX2
  * here, unlike Zen 4 where 512-bit ops run as two halves and both peak at ~32 flop/cycle.)
  *   avx512  MR x NR = 8 x 48: 24 zmm accumulators + 3 B vectors + 1 broadcast
- *   avx2    MR x NR = 6 x 16: 12 ymm accumulators + 2 B vectors + 1 broadcast (all 16 ymm)
+ *   avx2    MR x NR = 6 x 16: 12 ymm accumulators + 2 B vectors + 1 broadcast (all 16 ymm), or 4 x 24
+ *           (12 + 3 + 1), whichever pads C less (nst__gemm_kernel_pick): the VGG channel counts are
+ *           multiples of 4 and not of 6, so wide C[64..512][pixels] runs 4 x 24 without an edge tile
  *   neon    MR x NR = 8 x 12: 24 q accumulators, 3 B vectors, 2 A vectors used through lane FMAs
  *   scalar  MR x NR = 4 x 8
  *   KC = 192: the KC x NR micro-panel of B, reused by every MR tile of the MC block, stays in L1
@@ -918,7 +920,12 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   (geometric mean over squares and VGG shapes, 1 thread: 170 / 162 / 154 / 158 / 146 GFLOP/s).
  *   Memory: B usually comes from DRAM (the convolution's im2col matrix); while the kernels run on one
  *   block, the next block's source lines are prefetched a few per kernel call, and when all of M fits
- *   one MC block (C[64][pixels]), B is packed panel by panel right before its kernels.
+ *   one MC block (C[64][pixels]), B is packed panel by panel right before its kernels (AVX-512).
+ *   Short-M path (scalar, AVX2, NEON; see nst__gemm_run): when all of M fits one MC block, N is wide
+ *   and op(A) is small, A is packed once for all K (shared by the threads), K is cut only where a block
+ *   of A would leave L2, and B comes in 192-column blocks without software prefetch. On Zen 3 (32 KiB
+ *   L1d, 512 KiB L2), with the 4 x 24 kernel, 1 thread: C[64][262144] x K 576 from 0.51x to 0.94x
+ *   OpenBLAS, x K 64 from 0.67x to 1.01x (bench/compare.sh --cpu-time, both builds in one run).
  *   On a Zen 4 (32 KiB L1d), KC = 128 keeps the same L1 fit; set NST__KC to tune.
  *
  * THREADS
@@ -1105,6 +1112,7 @@ typedef void (*nst__ukr_fn)(int k, const float *a, const float *b, float *c, ptr
 typedef struct nst__gemm_kernel {
     nst_arch arch;
     int mr, nr, mc, kc, nc;      /* register tile, cache blocks (mc % mr == 0, nc % nr == 0) */
+    int wide_nc;                 /* column block of the short-M path (nst__gemm_run), 0 = path off */
     nst__ukr_fn ukr;
     const char *name;
 } nst__gemm_kernel;
@@ -1182,6 +1190,7 @@ static void nst__ukr_4x8_scalar(int k, const float *a, const float *b, float *c,
                  _mm512_set1_ps, _mm512_setzero_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps,         \
                  NST__MAX512)
 NST__UKR_AVX2(nst__ukr_6x16_avx2, 6, 2)
+NST__UKR_AVX2(nst__ukr_4x24_avx2, 4, 3)   /* the VGG channel counts are multiples of 4, not of 6 */
 #if defined(NST__X86_AVX512)
 /* the masked form: g++ 12 flags _mm512_max_ps's undefined pass-through lanes as maybe-uninitialized */
 #define NST__MAX512(a, b) _mm512_maskz_max_ps((__mmask16)0xFFFF, a, b)
@@ -1242,18 +1251,32 @@ static void nst__ukr_8x12_neon(int k, const float *a, const float *b, float *c, 
 #ifndef NST__NC
 #define NST__NC 1536
 #endif
+#ifndef NST__WIDE_NC    /* short-M path: columns per B block (a multiple of every NR but 48) */
+#define NST__WIDE_NC 192
+#endif
+#ifndef NST__WIDE_A     /* short-M path: floats of packed A per K block (160 KiB) */
+#define NST__WIDE_A 40960
+#endif
+#ifndef NST__WIDE_AMAX  /* short-M path: floats of all of packed A (1.6 MiB; C[256][.] with K = 1152 fits) */
+#define NST__WIDE_AMAX (10 * NST__WIDE_A)
+#endif
+#ifndef NST__WIDE_KMIN  /* short-M path: no K blocks shorter than this (then the usual path) */
+#define NST__WIDE_KMIN 96
+#endif
 
 static const nst__gemm_kernel nst__gemm_kernels[] = {
-    {NST_ARCH_SCALAR, NST__S_MR, NST__S_NR, 128, 256, 2048, nst__ukr_4x8_scalar, "4x8 scalar"},
+    {NST_ARCH_SCALAR, NST__S_MR, NST__S_NR, 128, 256, 2048, NST__WIDE_NC, nst__ukr_4x8_scalar, "4x8 scalar"},
 #if defined(NST__X86)
-    {NST_ARCH_AVX2, 6, 16, NST__MC / 6 * 6, NST__KC, NST__NC, nst__ukr_6x16_avx2, "6x16 avx2+fma"},
+    {NST_ARCH_AVX2, 6, 16, NST__MC / 6 * 6, NST__KC, NST__NC, NST__WIDE_NC, nst__ukr_6x16_avx2, "6x16 avx2+fma"},
+    {NST_ARCH_AVX2, 4, 24, NST__MC / 4 * 4, NST__KC, NST__NC / 24 * 24, NST__WIDE_NC, nst__ukr_4x24_avx2, "4x24 avx2+fma"},
 #if defined(NST__X86_AVX512)
+    /* short-M path off: the panel-streaming path was measured best on Zen 5; not re-measured since */
     {NST_ARCH_AVX512, NST__AVX512_MR, 16 * NST__AVX512_NV, NST__MC / NST__AVX512_MR * NST__AVX512_MR, NST__KC,
-     NST__NC / (16 * NST__AVX512_NV) * (16 * NST__AVX512_NV), nst__ukr_avx512, "8x48 avx512"},
+     NST__NC / (16 * NST__AVX512_NV) * (16 * NST__AVX512_NV), 0, nst__ukr_avx512, "8x48 avx512"},
 #endif
 #endif
 #if defined(NST__NEON)
-    {NST_ARCH_NEON, 8, 12, 128, 256, 2040, nst__ukr_8x12_neon, "8x12 neon"},
+    {NST_ARCH_NEON, 8, 12, 128, 256, 2040, NST__WIDE_NC, nst__ukr_8x12_neon, "8x12 neon"},
 #endif
 };
 
@@ -1262,6 +1285,22 @@ static const nst__gemm_kernel *nst__gemm_kernel_for(nst_arch a) {
     for (i = 0; i < sizeof nst__gemm_kernels / sizeof nst__gemm_kernels[0]; i++)
         if (nst__gemm_kernels[i].arch == a) return &nst__gemm_kernels[i];
     return &nst__gemm_kernels[0];
+}
+
+/* The kernel of this ISA that pads C the least (edge tiles run a full kernel into a stack tile; ties go
+ * to the later entry); n < 0: unknown, taken as wide, so only the rows count. AVX2 has 6x16 and 4x24:
+ * C[64][pixels] is 11 6-row tiles (66 rows computed, one stack-tile edge) or exactly 16 4-row ones. */
+static const nst__gemm_kernel *nst__gemm_kernel_pick(nst_arch a, int m, int n) {
+    const nst__gemm_kernel *best = nst__gemm_kernel_for(a), *kt;
+    double area = -1, x;
+    size_t i;
+    for (i = 0; i < sizeof nst__gemm_kernels / sizeof nst__gemm_kernels[0]; i++) {
+        kt = &nst__gemm_kernels[i];
+        if (kt->arch != best->arch) continue;
+        x = (double)((m + kt->mr - 1) / kt->mr * kt->mr) * (n < 0 ? 1.0 : (double)((n + kt->nr - 1) / kt->nr * kt->nr));
+        if (area < 0 || x <= area) { best = kt; area = x; }
+    }
+    return best;
 }
 
 /* Edge tile: the full kernel into an aligned stack tile, then the valid m x n part into C with the same
@@ -1296,7 +1335,7 @@ static void nst__pack_cols(float *dst, const float *src, ptrdiff_t ld, int kc, i
     if (w == W) {
         switch (W) {   /* constant widths: the copies become a few vector moves */
 #define NST__PACK_COPY(WW) case WW: for (p = 0; p < kc; p++) memcpy(dst + (size_t)p * WW, src + p * ld, WW * sizeof(float)); return;
-        NST__PACK_COPY(4) NST__PACK_COPY(6) NST__PACK_COPY(8) NST__PACK_COPY(12) NST__PACK_COPY(16)
+        NST__PACK_COPY(4) NST__PACK_COPY(6) NST__PACK_COPY(8) NST__PACK_COPY(12) NST__PACK_COPY(16) NST__PACK_COPY(24)
         NST__PACK_COPY(32) NST__PACK_COPY(48) NST__PACK_COPY(64)
 #undef NST__PACK_COPY
         default: break;
@@ -1344,11 +1383,35 @@ NST__TARGET_AVX2 static void nst__pack_rows8_avx2(float *dst, const float *src, 
 }
 #endif
 
+#if defined(NST__X86)
+/* 4 rows x 4 k at a time (SSE, baseline x86-64): the 4- and 6-row A panels of the AVX2 kernels, which
+ * the scalar loop below packed at a cost near the kernels' own on long-K products (64 x 64 x 262144). */
+static void nst__pack_rows4_sse(float *dst, const float *src, ptrdiff_t ld, int kc, int W) {
+    int p;
+    for (p = 0; p + 4 <= kc; p += 4) {
+        __m128 r0 = _mm_loadu_ps(src + p), r1 = _mm_loadu_ps(src + ld + p);
+        __m128 r2 = _mm_loadu_ps(src + 2 * ld + p), r3 = _mm_loadu_ps(src + 3 * ld + p);
+        float *d = dst + (size_t)p * W;
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+        _mm_storeu_ps(d, r0);
+        _mm_storeu_ps(d + W, r1);
+        _mm_storeu_ps(d + 2 * W, r2);
+        _mm_storeu_ps(d + 3 * W, r3);
+    }
+    for (; p < kc; p++) {
+        int i;
+        for (i = 0; i < 4; i++) dst[(size_t)p * W + i] = src[i * ld + p];
+    }
+}
+#endif
+
 static void nst__pack_rows(float *dst, const float *src, ptrdiff_t ld, int kc, int w, int W, int simd) {
     int p, i = 0;
 #if defined(NST__X86)
-    if (simd)   /* blocks of 8 rows (W is a multiple of 8, or 6 and then never w >= 8) */
+    if (simd) {   /* blocks of 8 rows (W is a multiple of 8, or 4 or 6 and then never w >= 8), then of 4 */
         for (; i + 8 <= w; i += 8) nst__pack_rows8_avx2(dst + i, src + i * ld, ld, kc, W);
+        for (; i + 4 <= w; i += 4) nst__pack_rows4_sse(dst + i, src + i * ld, ld, kc, W);
+    }
 #else
     (void)simd;
 #endif
@@ -1372,6 +1435,7 @@ typedef struct nst__gemm_job {
     const float *bias;
     int relu, lower;                       /* lower: SYRK, skip tiles strictly above the diagonal */
     const float *apacked;                  /* whole op(A) pre-packed (nst__sgemm_apack), or NULL */
+    int nc, wide;                          /* column block; wide: the short-M path (nst__gemm_run) */
     int simd_pack;                         /* 1: AVX2 transposes; 2: and AVX-512 row copies */
 } nst__gemm_job;
 
@@ -1431,7 +1495,7 @@ static void nst__gemm_pack_b(const nst__gemm_job *g, float *dst, int j0, int ncu
 #endif
         switch (nr) {   /* constant widths: each copy becomes a few vector moves */
 #define NST__PACK_ROW(NR) case NR: for (jr = 0; jr < full; jr += NR, d += step) memcpy(d, s + jr, NR * sizeof(float)); break;
-        NST__PACK_ROW(8) NST__PACK_ROW(12) NST__PACK_ROW(16) NST__PACK_ROW(32) NST__PACK_ROW(48) NST__PACK_ROW(64)
+        NST__PACK_ROW(8) NST__PACK_ROW(12) NST__PACK_ROW(16) NST__PACK_ROW(24) NST__PACK_ROW(32) NST__PACK_ROW(48) NST__PACK_ROW(64)
 #undef NST__PACK_ROW
         default: for (jr = 0; jr < full; jr += nr, d += step) memcpy(d, s + jr, (size_t)nr * sizeof(float));
         }
@@ -1486,9 +1550,9 @@ static void nst__gemm_range(const nst__gemm_job *g, int i0, int i1, int j0, int 
     /* Few rows (one MC block, e.g. the convolution's C[64][pixels]): every B element feeds only a few
      * kernels, so each NR panel is packed just before its kernels run (it is then still in L1), and the
      * prefetcher below fetches the next panel instead of the next block. */
-    int stream_b = !g->trans_b && !g->lower && i1 - i0 <= kt->mc;
-    for (jc = j0; jc < j1; jc += kt->nc) {
-        int ncur = NST__MIN(kt->nc, j1 - jc);
+    int stream_b = !g->trans_b && !g->lower && !g->wide && i1 - i0 <= kt->mc;
+    for (jc = j0; jc < j1; jc += g->nc) {
+        int ncur = NST__MIN(g->nc, j1 - jc);
         if (g->lower) {   /* SYRK: this thread's rows end at i1, so columns >= i1 are above the diagonal */
             if (i1 <= jc) break;
             ncur = NST__MIN(ncur, i1 - jc);
@@ -1500,10 +1564,12 @@ static void nst__gemm_range(const nst__gemm_job *g, int i0, int i1, int j0, int 
             int relu = last ? g->relu : 0;
             int tiles = ((i1 - i0 + mr - 1) / mr) * ((ncur + nr - 1) / nr);
             nst__pf_cursor pf;
-            if (!stream_b) {
+            memset(&pf, 0, sizeof pf);   /* wide: no software prefetch (it stalled the kernels) */
+            if (g->wide) nst__gemm_pack_b(g, bbuf, jc, ncur, pc, kcur);
+            else if (!stream_b) {
                 /* the next block: next K slice of these columns, else the first of the next columns */
-                int npc = last ? 0 : pc + kcur, njc = last ? jc + kt->nc : jc;
-                int nn = NST__MIN(kt->nc, j1 - njc);
+                int npc = last ? 0 : pc + kcur, njc = last ? jc + g->nc : jc;
+                int nn = NST__MIN(g->nc, j1 - njc);
                 nst__pf_setup(&pf, g, njc, njc < j1 ? nn : 0, npc, NST__MIN(g->kb, g->k - npc), tiles);
                 nst__gemm_pack_b(g, bbuf, jc, ncur, pc, kcur);
             }
@@ -1559,16 +1625,43 @@ static int nst__split_tri(int total, int align, int parts, int t) {
     return t >= parts ? total : NST__MIN(total, u * align);
 }
 
+/* The short-M path's K block for these sizes, or 0 when the path does not apply (see nst__gemm_run). */
+static int nst__gemm_wide_kb(const nst__gemm_kernel *kt, int m, int n, int k) {
+    size_t mpad = (size_t)nst__round_up(m, kt->mr);
+    int kb, nw;
+    /* A reused by many column blocks, and small */
+    if (kt->wide_nc <= 0 || m > kt->mc || n < 4 * kt->wide_nc || mpad * (size_t)k > (size_t)NST__WIDE_AMAX) return 0;
+    kb = (int)NST__MIN((size_t)NST__MIN(k, 3 * kt->kc), NST__MAX((size_t)1, (size_t)NST__WIDE_A / mpad));
+    nw = (k + kb - 1) / kb;
+    kb = (k + nw - 1) / nw;
+    return kb >= NST__WIDE_KMIN || kb == k ? kb : 0;
+}
+
 static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     const nst__gemm_kernel *kt = g->kt;
-    int nt, split_n, parts, nkb;
-    size_t abuf_n, bbuf_n, per;
+    int nt, split_n, parts, nkb, wkb;
+    size_t abuf_n, bbuf_n, per, wide_n = 0, mpad = (size_t)nst__round_up(g->m, kt->mr);
     float *buf;
     double flops;
     if (g->m == 0 || g->n == 0) return NST_OK;
     if (g->k == 0 || g->alpha == 0.0f) { nst__gemm_scale_c(g); return NST_OK; }
     nkb = (g->k + kt->kc - 1) / kt->kc;
     g->kb = (g->k + nkb - 1) / nkb;
+    g->nc = kt->nc;
+    /* Short M, wide N (C[64][pixels]: the convolution's and the Gram backward's shapes). Every B element
+     * feeds only m/MR kernels, so the time goes to bringing B in from memory. A is packed once, all of K,
+     * and stays in L2 (no repacking per column block); K is cut only where A would not fit (C[64][.] with
+     * K = 576 is one pass over C); B comes in blocks of WIDE_NC columns whose rows are contiguous runs
+     * the hardware prefetchers stream (packing NR-wide panels touched one line per row and page, and
+     * software prefetch of the next block stalled the kernels: measured on Zen 3, bench/compare.sh).
+     * Decided by the sizes only, never the thread count, so results stay identical across counts.
+     * Not for long K (the Gram matrix F F^T): there A is large and C small, the usual path suits. */
+    if (!g->lower && !g->apacked && (wkb = nst__gemm_wide_kb(kt, g->m, g->n, g->k)) > 0) {
+        g->wide = 1;
+        g->kb = wkb;
+        g->nc = kt->wide_nc;
+        wide_n = (mpad * (size_t)g->k + 15) & ~(size_t)15;
+    }
 #if defined(NST__X86)
     g->simd_pack = kt->arch == NST_ARCH_AVX512 ? 2 : kt->arch == NST_ARCH_AVX2;
 #endif
@@ -1581,14 +1674,20 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     parts = split_n ? (g->n + kt->nr - 1) / kt->nr : (g->m + kt->mr - 1) / kt->mr;
     if (nt > parts) nt = parts;
     if (nt < 1) nt = 1;
-    abuf_n = g->apacked ? 0 : (size_t)kt->mc * g->kb;
+    abuf_n = g->apacked || g->wide ? 0 : (size_t)kt->mc * g->kb;
     {   /* B buffer: the widest column range a thread packs at once, in whole panels */
         int units = (g->n + kt->nr - 1) / kt->nr, cols = (split_n ? (units + nt - 1) / nt : units) * kt->nr;
-        bbuf_n = (size_t)NST__MIN(kt->nc, cols) * g->kb;
+        bbuf_n = (size_t)NST__MIN(g->nc, cols) * g->kb;
     }
     per = (abuf_n + bbuf_n + 15) & ~(size_t)15;
-    buf = (float *)nst__aligned_alloc(per * nt * sizeof(float));
+    buf = (float *)nst__aligned_alloc((wide_n + per * nt) * sizeof(float));
     if (!buf) return nst__err(NST_ERR_NOMEM, "sgemm: out of memory for %d x %lu packing floats", nt, (unsigned long)per);
+    if (g->wide) {   /* the shared packed A, in the layout of nst__sgemm_pack_a, ahead of the threads' buffers */
+        int pc;
+        for (pc = 0; pc < g->k; pc += g->kb) nst__gemm_pack_a(g, buf + mpad * pc, 0, g->m, pc, NST__MIN(g->kb, g->k - pc));
+        g->apacked = buf;
+        buf += wide_n;
+    }
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
@@ -1611,6 +1710,7 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
                                 0, g->n, ab, bb);
         }
     }
+    if (g->wide) { buf -= wide_n; g->apacked = NULL; g->wide = 0; }
     nst__aligned_free(buf);
     return NST_OK;
 }
@@ -1636,7 +1736,7 @@ static nst_status nst__sgemm_fused(int nthreads, int trans_a, int trans_b, int m
     if (s) return s;
     if (m && n && k && !a) return nst__err(NST_ERR_ARGUMENT, "sgemm: A is NULL");
     memset(&g, 0, sizeof g);
-    g.kt = nst__gemm_kernel_for(nst__cpu_arch());
+    g.kt = nst__gemm_kernel_pick(nst__cpu_arch(), m, n);
     g.trans_a = trans_a; g.trans_b = trans_b; g.m = m; g.n = n; g.k = k;
     g.alpha = alpha; g.beta = beta; g.a = a; g.b = b; g.lda = lda; g.ldb = ldb; g.c = c; g.ldc = ldc;
     g.bias = bias; g.relu = relu;
