@@ -5166,7 +5166,7 @@ static double nst__asum(const float *a, size_t n) {
  * the bottom row and the right column without smoothing along them; with VGG-19 TV is too weak for
  * that to show, but the random model's outputs kept a line of coloured specks there: the outer pixel
  * 2.7-3.7x (bottom) and 4.2-6.9x (right) as rough as the interior against 0.9-2.0x at the top and left,
- * and 1.35-1.8x and 1.55-2.1x with full TV (3 pairs, 256 px, ~160 iterations; bench/frame_metric.py
+ * and 1.35-1.8x and 1.55-2.1x with full TV (3 pairs, 256 px, 148-165 iterations; bench/frame_metric.py
  * --edges). Band offset and interior roughness did not move. Real weights keep jcjohnson's loss. */
 static double nst__tv(const float *x, int h, int w, float tvw, int full, float *grad) {
     double loss = 0;
