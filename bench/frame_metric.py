@@ -5,9 +5,11 @@ interior) in units of the interior's standard deviation, minus the same number f
 The printed figure is the largest magnitude over the channels. A second line gives the rim's
 roughness: mean |pixel - mean of its 3x3 neighbourhood| over the outer 2 px, over the same in the
 interior, divided by that ratio for the content (1 = as rough as the content's own edge; leftover
-initial noise at the edge shows as > 1).
+initial noise at the edge shows as > 1). A third line gives the interior's roughness itself (the same
+mean |pixel - 3x3 mean|, x1000, pixels in 0..1) beside the content's: the output's overall noise.
+--edges adds, per edge, the roughness of the outer 4 pixel lines (outermost first) over the interior's.
 
-    /usr/bin/python3 bench/frame_metric.py OUTPUT CONTENT [--band 6]
+    /usr/bin/python3 bench/frame_metric.py OUTPUT CONTENT [--band 6] [--edges]
 
 Prints the excess per channel and its maximum. Needs numpy and ImageMagick's `convert`."""
 import subprocess, sys
@@ -30,11 +32,15 @@ def band_offset(img, b):
         out.append((ch[~inner].mean() - ch[inner].mean()) / sd)
     return np.array(out)
 
-def roughness_ratio(img, r=2, b=6):
+def deviation(img):
     pad = np.pad(img, ((1, 1), (1, 1), (0, 0)), mode="edge")
     h, w = img.shape[:2]
     blur = sum(pad[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) / 9
-    dev = np.abs(img - blur).mean(2)
+    return np.abs(img - blur).mean(2)
+
+def roughness_ratio(img, r=2, b=6):
+    dev = deviation(img)
+    h, w = img.shape[:2]
     rim = np.zeros((h, w), bool)
     rim[:r, :] = rim[-r:, :] = rim[:, :r] = rim[:, -r:] = True
     inner = np.zeros((h, w), bool)
@@ -52,5 +58,14 @@ def main():
           % (args[0], band, excess[0], excess[1], excess[2], abs(excess).max()))
     print("%s: rim (outer 2 px) roughness / interior, over the content's: %.3f"
           % (args[0], roughness_ratio(out) / roughness_ratio(content)))
+    dev, cdev = deviation(out), deviation(content)
+    print("%s: interior roughness x1000: %.1f (content %.1f)"
+          % (args[0], 1000 * dev[band:-band, band:-band].mean(), 1000 * cdev[band:-band, band:-band].mean()))
+    if "--edges" in sys.argv:
+        inner = dev[8:-8, 8:-8].mean()
+        lines = {"top": dev[0:4, 4:-4].mean(1), "bottom": dev[-1:-5:-1, 4:-4].mean(1),
+                 "left": dev[4:-4, 0:4].mean(0), "right": dev[4:-4, -1:-5:-1].mean(0)}
+        print("%s: edge roughness / interior, outer 4 lines: %s" % (args[0], "  ".join(
+            "%s %s" % (k, " ".join("%.2f" % (x / inner) for x in v)) for k, v in lines.items())))
 
 main()

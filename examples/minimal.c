@@ -26,7 +26,6 @@ int main(int argc, char **argv) {
         nst_options_init(&o);                           /* jcjohnson/neural-style's defaults */
         o.image_size = 256;                             /* longest side of the output */
         o.iterations = 200;
-        if (nst_model_is_random(model)) o.style_weight = 1e4f;   /* the random model needs more style */
         st = nst_transfer(model, &content, &style, NULL, 1, &o, &out);
     }
     if (st == NST_OK) st = nst_image_save(argv[3], &out);   /* format from the extension */

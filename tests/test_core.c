@@ -247,6 +247,11 @@ TEST(objective_gradient_matches_finite_differences) {
     objective_fd(m, &o, 32, 18, "style, max pool fused with the ReLU masks (width % 8 == 0)", 2e-3);
     o.pool = NST_POOL_AVG;
     objective_fd(m, &o, 32, 17, "style, avg pool fused with the ReLU masks, odd height", 2e-3);
+    /* last: the checks above draw their pixels from the shared generator */
+    nst_options_init(&o);
+    o.content_weight = 0; o.style_weight = 0; o.tv_weight = 1;
+    m->is_random = 1;   /* the random model's TV also covers the last row and column */
+    objective_fd(m, &o, 19, 17, "total variation, the random model's (full)", 1e-3);
     nst_model_free(m);
 }
 

@@ -151,6 +151,50 @@ TEST(random_model_border_pixels_get_the_interior_gradient) {
     free(x); free(g); free(acc);
 }
 
+/* jcjohnson's TV sums the (H-1)x(W-1) corner's right and down differences, so nothing smooths the last
+ * row along itself or the last column down itself; the random model's TV adds those pairs (nst.h
+ * ">>loss"). On a checkerboard of +-1 every neighbour pair differs by 2: 1/2 * 4 per pair. Real weights
+ * keep jcjohnson's loss. */
+TEST(random_model_tv_covers_the_last_row_and_column) {
+    const int w = 19, h = 17;
+    nst_model *m = tiny_model(4, 5, 0);
+    nst_image c;
+    nst_options o;
+    nst_objective *ob;
+    nst_losses L;
+    size_t n = (size_t)3 * w * h, i;
+    float *x = (float *)malloc(n * sizeof(float)), *g = (float *)calloc(n, sizeof(float));
+    int pass, y, xx;
+    if (!m || !x || !g) { CHECK(0); nst_model_free(m); free(x); free(g); return; }
+    for (i = 0; i < n; i++) x[i] = (float)(((i % w) + (i / w)) % 2 ? 1 : -1);   /* a checkerboard in each plane */
+    nst_image_alloc(&c, w, h, 3);
+    for (i = 0; i < n; i++) c.pixels[i] = 0.5f;
+    nst_options_init(&o);
+    o.threads = 1; o.content_weight = 0; o.style_weight = 0; o.tv_weight = 1;
+    for (pass = 0; pass < 2; pass++) {
+        double pairs = pass ? 2.0 * w * h - w - h : 2.0 * (w - 1) * (h - 1);
+        m->is_random = pass;
+        ob = NULL;
+        CHECK_OK(nst_objective_create(m, &c, NULL, NULL, 0, &o, &ob));
+        if (!ob) break;
+        CHECK_OK(nst_objective_eval(ob, x, &L, g));
+        CHECK_MSG(fabs(L.tv - 3 * 2 * pairs) < 1e-6 * L.tv, "%s TV %g, expected %g", pass ? "random" : "VGG",
+                  L.tv, 3 * 2 * pairs);
+        /* d/da 1/2 (a - b)^2 = 2a per pair here. The bottom-right pixel is in no pair of the corner, in 2
+         * (up, left) of the random model's; a pixel inside the last row in 1 (up) and 3 (up, left, right). */
+        y = h - 1; xx = w - 1;
+        CHECK_MSG(fabs(g[(size_t)y * w + xx] - x[(size_t)y * w + xx] * 2 * (pass ? 2 : 0)) < 1e-4,
+                  "%s: corner gradient %g", pass ? "random" : "VGG", g[(size_t)y * w + xx]);
+        xx = 3;
+        CHECK_MSG(fabs(g[(size_t)y * w + xx] - x[(size_t)y * w + xx] * 2 * (pass ? 3 : 1)) < 1e-4,
+                  "%s: last row gradient %g", pass ? "random" : "VGG", g[(size_t)y * w + xx]);
+        nst_objective_free(ob);
+    }
+    nst_image_free(&c);
+    nst_model_free(m);
+    free(x); free(g);
+}
+
 /* ---- spatial masks ---------------------------------------------------------------------------------*/
 static void fill_image(nst_image *im, int w, int h, int kind) {
     int x, y;
@@ -385,6 +429,7 @@ int main(int argc, char **argv) {
     nst_test_begin(argc, argv);
     RUN(reflection_padding_matches_naive_and_its_adjoint);
     RUN(random_model_border_pixels_get_the_interior_gradient);
+    RUN(random_model_tv_covers_the_last_row_and_column);
     RUN(all_white_mask_is_the_unmasked_objective);
     RUN(masked_gradient_matches_finite_differences);
     RUN(swapped_masks_swap_the_result);
