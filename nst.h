@@ -4186,9 +4186,10 @@ typedef struct nst__net {
     unsigned char watch[NST_VGG_LAYERS];
     nst_status (*hook)(void *ctx, int layer, const float *out, float *scratch);
     void *hook_ctx;
-    /* Tiled evaluation (nst__net_reshape_tile): where h_[l] x w_[l] of a pool layer is less than half its
-     * input, its output is cropped to the rows and columns from crop_y[l], crop_x[l] of the pooled map
-     * (forward), and the gradient put back in place with zeros around it (backward). */
+    /* Tiled evaluation (nst__net_reshape_tile): where h_[l] x w_[l] of a pool or convolution layer is less
+     * than its natural output (half its input; its input), the output is cropped to the rows and columns
+     * from crop_y[l], crop_x[l] of that (forward), and the gradient put back in place with zeros around
+     * it (backward). A convolution fused with its ReLU crops before the ReLU's mask is taken. */
     int crop_y[NST_VGG_LAYERS], crop_x[NST_VGG_LAYERS];
 } nst__net;
 
@@ -4888,6 +4889,10 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
                     (st = nst__reflect_fix_forward(m, ci, cur, out, h, w, n->nthreads, n->pad_scratch)) != NST_OK)
                     return st;
                 c = m->cout[ci++];
+                if (n->h_[l] != h || n->w_[l] != w) {
+                    nst__crop_planes(out, c, h, w, n->crop_y[l], n->crop_x[l], n->h_[l], n->w_[l]);
+                    h = n->h_[l]; w = n->w_[l];
+                }
                 tp = nst__prof(n, NST__PROF_FWD + l, tp);
                 if (fuse) {
                     l++;
@@ -4901,6 +4906,10 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
             if ((st = nst__conv_forward(m->plan[ci], cur, out, h, w, fuse, n->nthreads, nst__net_cws(n, ci))) != NST_OK)
                 return st;
             c = m->cout[ci++];
+            if (n->h_[l] != h || n->w_[l] != w) {
+                nst__crop_planes(out, c, h, w, n->crop_y[l], n->crop_x[l], n->h_[l], n->w_[l]);
+                h = n->h_[l]; w = n->w_[l];
+            }
             tp = nst__prof(n, NST__PROF_FWD + l, tp);
             if (fuse) {
                 l++;
@@ -4982,6 +4991,8 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
             else nst__maxpool_backward_rec(other, g, n->rec[l], inc, inh, inw, n->nthreads);
             g = other;
         } else {
+            if (n->h_[l] != inh || n->w_[l] != inw)
+                nst__uncrop_planes(g, n->c_[l], inh, inw, n->crop_y[l], n->crop_x[l], n->h_[l], n->w_[l]);
             if ((st = nst__conv_backward_data(m->plan[ci], g, other, inh, inw, n->nthreads, nst__net_cws(n, ci))) != NST_OK)
                 return st;
             if (m->reflect &&
@@ -6020,20 +6031,20 @@ NSTDEF nst_status nst_objective_gram(const nst_objective *o, const char *layer, 
  * (nst__tile_gram_add with the mask) and its gradient is formed on the interior (nst__tiled_masked_grad).
  * The temporal term is per pixel of the image and needs no tiles. Normalised gradients are refused: each
  * layer's L1 norm of the gradient would be known only after a third pass over the tiles. */
-#define NST__TILE_LEVELS 6   /* pooling levels 0..5 */
+#define NST__TILE_CROP_LEVEL 2   /* convolutions crop their output from this pooling level on */
 
 typedef struct nst__tile {
     int ey0, ey1, ex0, ex1;   /* extent: interior plus halo, image pixels */
     int iy0, iy1, ix0, ix1;   /* interior */
-    /* the region computed at each pooling level: origin and size in that level's rows and columns */
-    int oy[NST__TILE_LEVELS], ox[NST__TILE_LEVELS], rh[NST__TILE_LEVELS], rw[NST__TILE_LEVELS];
+    /* the region each layer computes: origin and size in its level's rows and columns */
+    int oy[NST_VGG_LAYERS], ox[NST_VGG_LAYERS], rh[NST_VGG_LAYERS], rw[NST_VGG_LAYERS];
 } nst__tile;
 
 typedef struct nst__tiling {
     int h, w, grid, halo;
     int ty, tx, ny, nx;       /* interior size (a multiple of grid) and tiles per column / per row */
     int max_h, max_w;         /* largest extent */
-    int top, lh[NST__TILE_LEVELS];   /* deepest level and the halo per level (nst__tile_halos) */
+    int last, top, lh[NST_VGG_LAYERS];   /* the network's last layer, deepest level, each layer's halo */
 } nst__tiling;
 
 struct nst__tiled {
@@ -6100,51 +6111,55 @@ static int nst__layer_level(int l) {   /* pools up to and including layer l */
     return k;
 }
 
-/* The halo each pooling level needs (in its own rows) for a network ending at layer `last`: the rows
- * beside the interior whose features the interior's deepest ones depend on. Back from `last`, a 3x3
- * convolution needs one more row of its input, a 2x2 pool twice its output's, rounded up to even where
- * a pool follows, so its windows are the whole image's. relu5_1: 70, 34, 16, 6, 1. A level computes
- * only its halo: the rows the zero padding at a region's edge makes wrong (one per convolution) are
- * exactly those the next level's region leaves out, so the halo shrinks with depth and costs ~1.44x
- * the interior's work at 512 px tiles instead of 1.72x for the input's halo at every level. Returns
- * the deepest level. */
-static int nst__tile_halos(int last, int *lh) {
-    int l, top = nst__layer_level(last), k = top, d = 0;
-    for (l = 0; l < NST__TILE_LEVELS; l++) lh[l] = 0;
+/* The halo (rows beside the interior, in the layer's level) each layer of a network ending at layer
+ * `last` computes, and the input's (*in_halo). Back from `last`, the rows the interior's deepest
+ * features depend on: a 3x3 convolution needs one more row of its input, a 2x2 pool twice its output's.
+ * A region's edge makes one wrong row per convolution (zero padding where the image goes on); pools,
+ * and from NST__TILE_CROP_LEVEL on the convolutions too, crop their output to what the next layers
+ * need, so the wrong rows never reach it. Below that level a crop would move more memory than it saves
+ * work, and the level computes its first layer's region throughout, rounded up to even so that its
+ * pool's windows are the whole image's. relu5_1: input 70, level 1 34, the conv3 layers 15..12, conv4
+ * 5..2, conv5_1 0: ~1.44x the interior's work at 512 px tiles, 1.72x with the input's 80 px at every
+ * level. Returns the deepest level. */
+static int nst__tile_halos(int last, int *lh, int *in_halo) {
+    int need[NST_VGG_LAYERS], l, top = nst__layer_level(last), d = 0;
+    for (l = 0; l < NST_VGG_LAYERS; l++) lh[l] = 0;
     for (l = last; l >= 0; l--) {
-        int t = nst__layer_type(l);
+        int t = nst__layer_type(l), lv = nst__layer_level(l);
+        if (t == NST__L_POOL && lv < NST__TILE_CROP_LEVEL && lv < top) d += d & 1;
+        need[l] = d;
         if (t == NST__L_CONV) d++;
-        else if (t == NST__L_POOL) {
-            if (k < top) d += d & 1;
-            lh[k--] = d;
-            d *= 2;
-        }
+        else if (t == NST__L_POOL) d *= 2;
     }
     if (top > 0) d += d & 1;
-    lh[0] = d;
+    *in_halo = d;
+    for (l = 0; l <= last; l++) {
+        int t = nst__layer_type(l), lv = nst__layer_level(l);
+        lh[l] = t == NST__L_POOL || (t == NST__L_CONV && lv >= NST__TILE_CROP_LEVEL) ? need[l] : l ? lh[l - 1] : d;
+    }
     return top;
 }
 
 /* Pooling grid (tile interiors start on it, so every pooling window of a tile is one of the whole
  * image's) and the input's halo for a network ending at layer `last`. */
 static void nst__tile_geometry(int last, int *grid, int *halo) {
-    int lh[NST__TILE_LEVELS];
-    *grid = 1 << nst__tile_halos(last, lh);
-    *halo = lh[0];
+    int lh[NST_VGG_LAYERS];
+    *grid = 1 << nst__tile_halos(last, lh, halo);
 }
 
 static void nst__tiling_tile(const nst__tiling *t, int k, nst__tile *r) {
-    int i = k / t->nx, j = k % t->nx, v;
+    int i = k / t->nx, j = k % t->nx, l;
     r->iy0 = i * t->ty; r->iy1 = NST__MIN(t->h, r->iy0 + t->ty);
     r->ix0 = j * t->tx; r->ix1 = NST__MIN(t->w, r->ix0 + t->tx);
     r->ey0 = NST__MAX(0, r->iy0 - t->halo); r->ey1 = NST__MIN(t->h, r->iy1 + t->halo);
     r->ex0 = NST__MAX(0, r->ix0 - t->halo); r->ex1 = NST__MIN(t->w, r->ix1 + t->halo);
-    for (v = 0; v < NST__TILE_LEVELS; v++) {
+    for (l = 0; l <= t->last; l++) {
         /* the last tile ends where the whole image's floor ends the level */
-        r->oy[v] = NST__MAX(0, (r->iy0 >> v) - t->lh[v]);
-        r->ox[v] = NST__MAX(0, (r->ix0 >> v) - t->lh[v]);
-        r->rh[v] = NST__MIN(t->h >> v, (r->iy1 >> v) + t->lh[v]) - r->oy[v];
-        r->rw[v] = NST__MIN(t->w >> v, (r->ix1 >> v) + t->lh[v]) - r->ox[v];
+        int v = nst__layer_level(l);
+        r->oy[l] = NST__MAX(0, (r->iy0 >> v) - t->lh[l]);
+        r->ox[l] = NST__MAX(0, (r->ix0 >> v) - t->lh[l]);
+        r->rh[l] = NST__MIN(t->h >> v, (r->iy1 >> v) + t->lh[l]) - r->oy[l];
+        r->rw[l] = NST__MIN(t->w >> v, (r->ix1 >> v) + t->lh[l]) - r->ox[l];
     }
 }
 
@@ -6153,10 +6168,11 @@ static void nst__tiling_tile(const nst__tiling *t, int k, nst__tile *r) {
 static void nst__tiling_plan(nst__tiling *t, int h, int w, int size, int last) {
     int grid, s, k;
     nst__tile r;
-    t->top = nst__tile_halos(last, t->lh);
+    t->last = last;
+    t->top = nst__tile_halos(last, t->lh, &t->halo);
     grid = 1 << t->top;
     s = NST__MAX(grid, size / grid * grid);
-    t->h = h; t->w = w; t->grid = grid; t->halo = t->lh[0];
+    t->h = h; t->w = w; t->grid = grid;
     t->ny = (h + s - 1) / s;
     t->ty = ((h + t->ny - 1) / t->ny + grid - 1) / grid * grid;
     t->ny = (h + t->ty - 1) / t->ty;
@@ -6234,14 +6250,13 @@ static void nst__net_reshape(nst__net *n, int h, int w) {
  * region only (nst__net.crop_y). */
 static void nst__net_reshape_tile(nst__net *n, const nst__tile *t) {
     int l;
-    n->h = t->rh[0]; n->w = t->rw[0];
+    n->h = t->ey1 - t->ey0; n->w = t->ex1 - t->ex0;
     for (l = 0; l <= n->last; l++) {
-        int k = nst__layer_level(l);
-        n->h_[l] = t->rh[k]; n->w_[l] = t->rw[k];
-        if (nst__layer_type(l) == NST__L_POOL) {
-            n->crop_y[l] = t->oy[k] - t->oy[k - 1] / 2;
-            n->crop_x[l] = t->ox[k] - t->ox[k - 1] / 2;
-        }
+        int ty = nst__layer_type(l), py = l ? t->oy[l - 1] : t->ey0, px = l ? t->ox[l - 1] : t->ex0;
+        n->h_[l] = t->rh[l]; n->w_[l] = t->rw[l];
+        if (ty == NST__L_POOL) { py /= 2; px /= 2; }
+        n->crop_y[l] = t->oy[l] - py;
+        n->crop_x[l] = t->ox[l] - px;
     }
 }
 
@@ -6249,8 +6264,8 @@ static nst__rect nst__tile_rect(const nst__tile *t, int l) {
     int k = nst__layer_level(l);
     nst__rect r;
     r.gy0 = t->iy0 >> k; r.gx0 = t->ix0 >> k;
-    r.y0 = r.gy0 - t->oy[k]; r.y1 = (t->iy1 >> k) - t->oy[k];
-    r.x0 = r.gx0 - t->ox[k]; r.x1 = (t->ix1 >> k) - t->ox[k];
+    r.y0 = r.gy0 - t->oy[l]; r.y1 = (t->iy1 >> k) - t->oy[l];
+    r.x0 = r.gx0 - t->ox[l]; r.x1 = (t->ix1 >> k) - t->ox[l];
     return r;
 }
 

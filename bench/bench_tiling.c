@@ -2,12 +2,12 @@
  * whole image against the tiled objective, with the deep layers' filters transformed per tile
  * (tile_keep_filters 0) and kept (1).
  *
- *   build/bench_tiling [--size N] [--tile T | --memory-limit MB [--plan]] [--reps N] [--threads N] [--no-kept]
- *                      [--no-whole]
+ *   build/bench_tiling [--size N] [--tile T | --memory-limit MB [--adam] [--plan]] [--reps N] [--threads N]
+ *                      [--no-kept] [--no-whole]
  *
  * Defaults: --size 1024 --tile 384 --reps 2 --threads 1. With --memory-limit the tile is the one
- * nst_transfer_plan picks for a --size run under that limit (as the CLI would; --plan: only print it). The image is
- * size x 3/4 size (content and style alike, smooth random). Times are the calling thread's CPU time
+ * nst_transfer_plan picks for a --size run under that limit (as the CLI would, with L-BFGS or with
+ * --adam; --plan: only print it). The image is size x 3/4 size (content and style alike, smooth random). Times are the calling thread's CPU time
  * with --threads 1 (what an idle machine shows, also on a loaded one), else wall time; the first
  * evaluation of each objective is a warm-up and not counted. The tiled evaluation (filters per tile) is
  * broken down into pass 1 (forward, Grams, content loss: a value-only evaluation), pass 2's forward and
@@ -93,7 +93,7 @@ static double time_eval(const nst_model *m, const nst_image *c, const nst_image 
 }
 
 int main(int argc, char **argv) {
-    int size = 1024, tile = 384, reps = 2, threads = 1, plan_only = 0, kept = 1, whole = 1, i, w, h;
+    int size = 1024, tile = 384, reps = 2, threads = 1, plan_only = 0, kept = 1, whole = 1, adam = 0, i, w, h;
     size_t limit = 0, n, j;
     nst_model *m = NULL;
     nst_image c, s;
@@ -109,6 +109,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--plan")) plan_only = 1;
         else if (!strcmp(argv[i], "--no-kept")) kept = 0;
         else if (!strcmp(argv[i], "--no-whole")) whole = 0;
+        else if (!strcmp(argv[i], "--adam")) adam = 1;
         else {
             fprintf(stderr, "usage: %s [--size N] [--tile T | --memory-limit MB] [--reps N] [--threads N]\n", argv[0]);
             return 2;
@@ -122,6 +123,7 @@ int main(int argc, char **argv) {
     nst_options_init(&o);
     o.threads = threads;
     o.image_size = size;
+    if (adam) o.optimizer = NST_OPT_ADAM;
     if (limit) {
         o.memory_limit = limit;
         o.tile = -1;
