@@ -275,9 +275,10 @@ typedef struct nst_options {
     /* Tiled evaluation for images larger than memory allows (exact: the same losses and gradient as
      * the whole image, up to float rounding). The image is cut into tiles of at most `tile` x `tile`
      * pixels (rounded down to the pooling grid, 16 px for relu5_1), each run with a halo covering the
-     * receptive field of the deepest loss layer (80 px for relu5_1). > 0: tiles of that size when the
-     * image (or a style image) is larger; 0: never tile; < 0 (nst_options_init's default): nst_transfer
-     * tiles only when the whole image would exceed memory_limit (see nst_transfer_plan). */
+     * receptive field of the deepest loss layer (70 px for relu5_1, narrowing with depth). > 0: tiles of
+     * that size when the image (or a style image) is larger; 0: never tile; < 0 (nst_options_init's
+     * default): nst_transfer tiles only when the whole image would exceed memory_limit (see
+     * nst_transfer_plan). */
     int   tile;
     /* Iterations per coarse-to-fine pass (nst_options.scales), coarsest first: NULL (the default) runs
      * `iterations` at every scale; else nscale_iterations counts (each >= 1), the last repeating when
@@ -6011,10 +6012,12 @@ NSTDEF nst_status nst_objective_gram(const nst_objective *o, const char *layer, 
 /* ---- the tiled objective ----------------------------------------------------------------------------
  * The whole-image objective evaluated tile by tile, exactly, so memory follows the tile, not the image.
  * A tile is an interior (the pixels it answers for) plus a halo on every side that is not the image's
- * edge. Interiors, their origins and the halo are multiples of the pooling grid (2^pools: 16 px up to
- * relu5_1), so every pooling window of a tile is one of the whole image's, and the halo is as deep as the
- * tile's own zero padding reaches into the features (nst__tile_geometry: 80 px for relu5_1). The tile's
- * features over its interior are then the whole image's, and interiors partition every layer: rows
+ * edge. Interiors and their origins are multiples of the pooling grid (2^pools: 16 px up to relu5_1),
+ * and every layer computes a region of its own: the interior plus the rows the deeper layers need
+ * (nst__tile_halos: 70 px at the input for relu5_1, 1 row at conv5_1's input), pooled from even
+ * origins, so every pooling window of a tile is one of the whole image's; the rows the zero padding at a
+ * region's edge makes wrong are cropped away before they reach a row that matters. The tile's features
+ * over its interior are then the whole image's, and interiors partition every layer: rows
  * [iy0 >> k, iy1 >> k) at pooling level k, the last tile ending at H >> k as the whole image's floor does.
  *   pass 1: each tile forward; over its interior, sum F F^T into the Grams and (F - P)^2 into the content
  *           loss; the losses follow.

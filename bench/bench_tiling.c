@@ -11,8 +11,9 @@
  * with --threads 1 (what an idle machine shows, also on a loaded one), else wall time; the first
  * evaluation of each objective is a warm-up and not counted. The tiled evaluation (filters per tile) is
  * broken down into pass 1 (forward, Grams, content loss: a value-only evaluation), pass 2's forward and
- * pass 2's backward (the library's profiling hook, nst__net.prof), and the halo fraction (the tiles'
- * computed area over the image's, at the input). --no-kept skips the kept-filters objective, --no-whole
+ * pass 2's backward (the library's profiling hook, nst__net.prof), and the halo's cost: the tiles'
+ * input area over the image's, and the convolutions' work (cin * cout * input area, summed over the
+ * tiles' regions) over the image's. --no-kept skips the kept-filters objective, --no-whole
  * the whole image (then no ratios). */
 #define NST_IMPLEMENTATION
 #include "nst.h"
@@ -49,7 +50,8 @@ static double thread_cpu(void) { return now_s(); }
 
 /* Seconds per evaluation (after one warm-up); the loss of the last one in *loss. With brk (a tiled
  * objective): brk[0] pass 1 (a value-only evaluation), brk[1] pass 2 forward, brk[2] pass 2 backward
- * (the rest of the evaluation), per evaluation, and brk[3] the halo fraction. */
+ * (the rest of the evaluation), per evaluation, brk[3] the input's halo fraction, brk[4] the
+ * convolutions'. */
 static double time_eval(const nst_model *m, const nst_image *c, const nst_image *s, const nst_options *o, int reps,
                         const float *x, float *g, double *loss, double *brk) {
     nst_objective *obj = NULL;
@@ -74,6 +76,23 @@ static double time_eval(const nst_model *m, const nst_image *c, const nst_image 
             area += (double)(r.ey1 - r.ey0) * (r.ex1 - r.ex0);
         }
         brk[3] = area / ((double)tl->h * tl->w);
+        {   /* the convolutions' work (cin * cout * input region) over the whole image's */
+            double wt = 0, ww = 0;
+            int l, ci;
+            for (i = 0; i < tl->ny * tl->nx; i++) {
+                nst__tiling_tile(tl, i, &r);
+                for (l = 0, ci = 0; l <= tl->last; l++) {
+                    int v = nst__layer_level(l);
+                    double cc;
+                    if (nst__layer_type(l) != NST__L_CONV) continue;
+                    cc = (double)m->cin[ci] * m->cout[ci];
+                    ci++;
+                    wt += cc * (l ? (double)r.rh[l - 1] * r.rw[l - 1] : (double)(r.ey1 - r.ey0) * (r.ex1 - r.ex0));
+                    if (i == 0) ww += cc * (double)(tl->h >> v) * (tl->w >> v);
+                }
+            }
+            brk[4] = wt / ww;
+        }
         obj->net.prof = prof;
         if (use_cpu) obj->net.prof_clock = thread_cpu;
         for (k = 0; k < 2; k++) {   /* value only (pass 1), then with the gradient */
@@ -99,7 +118,7 @@ int main(int argc, char **argv) {
     nst_image c, s;
     nst_options o;
     float *x, *g;
-    double t_whole = 0, t_per_tile, t_kept = 0, l0 = 0, l1, l2 = 0, brk[4] = {0, 0, 0, 0};
+    double t_whole = 0, t_per_tile, t_kept = 0, l0 = 0, l1, l2 = 0, brk[5] = {0, 0, 0, 0, 0};
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--size") && i + 1 < argc) size = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tile") && i + 1 < argc) tile = atoi(argv[++i]);
@@ -155,7 +174,7 @@ int main(int argc, char **argv) {
     printf("  tiled, filters per tile  %8.2f s  %.2fx  (loss rel. diff %.1e)\n", t_per_tile, t_per_tile / t_whole,
            l1 / l0 - 1);
     printf("    pass 1 %.2f s, pass 2 forward %.2f s, pass 2 backward %.2f s (one profiled evaluation); "
-           "halo fraction %.3f\n", brk[0], brk[1], brk[2], brk[3]);
+           "halo: input %.3f, convolutions' work %.3f of the image's\n", brk[0], brk[1], brk[2], brk[3], brk[4]);
     if (kept)
         printf("  tiled, filters kept      %8.2f s  %.2fx  (loss rel. diff %.1e)\n", t_kept, t_kept / t_whole,
                l2 / l0 - 1);
