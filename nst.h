@@ -278,9 +278,10 @@ typedef struct nst_options {
     /* Tiled evaluation for images larger than memory allows (exact: the same losses and gradient as
      * the whole image, up to float rounding). The image is cut into tiles of at most `tile` x `tile`
      * pixels (rounded down to the pooling grid, 16 px for relu5_1), each run with a halo covering the
-     * receptive field of the deepest loss layer (80 px for relu5_1). > 0: tiles of that size when the
-     * image (or a style image) is larger; 0: never tile; < 0 (nst_options_init's default): nst_transfer
-     * tiles only when the whole image would exceed memory_limit (see nst_transfer_plan). */
+     * receptive field of the deepest loss layer (70 px for relu5_1, narrowing with depth). > 0: tiles of
+     * that size when the image (or a style image) is larger; 0: never tile; < 0 (nst_options_init's
+     * default): nst_transfer tiles only when the whole image would exceed memory_limit (see
+     * nst_transfer_plan). */
     int   tile;
     /* Iterations per coarse-to-fine pass (nst_options.scales), coarsest first: NULL (the default) runs
      * `iterations` at every scale; else nscale_iterations counts (each >= 1), the last repeating when
@@ -4297,6 +4298,11 @@ typedef struct nst__net {
     unsigned char watch[NST_VGG_LAYERS];
     nst_status (*hook)(void *ctx, int layer, const float *out, float *scratch);
     void *hook_ctx;
+    /* Tiled evaluation (nst__net_reshape_tile): where h_[l] x w_[l] of a pool or convolution layer is less
+     * than its natural output (half its input; its input), the output is cropped to the rows and columns
+     * from crop_y[l], crop_x[l] of that (forward), and the gradient put back in place with zeros around
+     * it (backward). A convolution fused with its ReLU crops before the ReLU's mask is taken. */
+    int crop_y[NST_VGG_LAYERS], crop_x[NST_VGG_LAYERS];
 } nst__net;
 
 /* Profiling hook: when a net's or objective's prof points at NST__PROF_SLOTS doubles (bench_nst
@@ -4937,6 +4943,31 @@ static int nst__pool_masks(const nst__net *n, int l) {
 
 static float *nst__net_other(nst__net *n, const float *cur) { return cur == n->buf[0] ? n->buf[1] : n->buf[0]; }
 
+/* In place: rows [y0, y0 + ch) and columns [x0, x0 + cw) of each of c planes of h x w, packed as c x ch x cw
+ * (nst__net.crop_y). Every row moves to a lower address, so going forward never overwrites unread rows. */
+static void nst__crop_planes(float *p, int c, int h, int w, int y0, int x0, int ch, int cw) {
+    int k, y;
+    for (k = 0; k < c; k++)
+        for (y = 0; y < ch; y++)
+            memmove(p + ((size_t)k * ch + y) * cw, p + ((size_t)k * h + y0 + y) * w + x0, sizeof(float) * (size_t)cw);
+}
+/* The inverse, the zeros around included: every row moves up, so it goes backward (a row's margins
+ * only after it moved: the row's own source may lie there). */
+static void nst__uncrop_planes(float *p, int c, int h, int w, int y0, int x0, int ch, int cw) {
+    int k, y;
+    for (k = c - 1; k >= 0; k--) {
+        float *d = p + (size_t)k * h * w;
+        memset(d + (size_t)(y0 + ch) * w, 0, sizeof(float) * (size_t)(h - y0 - ch) * w);
+        for (y = ch - 1; y >= 0; y--) {
+            float *r = d + (size_t)(y0 + y) * w;
+            memmove(r + x0, p + ((size_t)k * ch + y) * cw, sizeof(float) * (size_t)cw);
+            memset(r, 0, sizeof(float) * (size_t)x0);
+            memset(r + x0 + cw, 0, sizeof(float) * (size_t)(w - x0 - cw));
+        }
+        memset(d, 0, sizeof(float) * (size_t)y0 * w);
+    }
+}
+
 /* Calls the hook after layer l (see nst__net.watch); scratch is the buffer that does not hold out. */
 static nst_status nst__net_hook(nst__net *n, int l, const float *out, double *tp) {
     uintptr_t p = (uintptr_t)out, b0 = (uintptr_t)n->buf[0];
@@ -4970,6 +5001,10 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
                     (st = nst__reflect_fix_forward(m, ci, cur, out, h, w, n->nthreads, n->pad_scratch)) != NST_OK)
                     return st;
                 c = m->cout[ci++];
+                if (n->h_[l] != h || n->w_[l] != w) {
+                    nst__crop_planes(out, c, h, w, n->crop_y[l], n->crop_x[l], n->h_[l], n->w_[l]);
+                    h = n->h_[l]; w = n->w_[l];
+                }
                 tp = nst__prof(n, NST__PROF_FWD + l, tp);
                 if (fuse) {
                     l++;
@@ -4983,6 +5018,10 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
             if ((st = nst__conv_forward(m->plan[ci], cur, out, h, w, fuse, n->nthreads, nst__net_cws(n, ci))) != NST_OK)
                 return st;
             c = m->cout[ci++];
+            if (n->h_[l] != h || n->w_[l] != w) {
+                nst__crop_planes(out, c, h, w, n->crop_y[l], n->crop_x[l], n->h_[l], n->w_[l]);
+                h = n->h_[l]; w = n->w_[l];
+            }
             tp = nst__prof(n, NST__PROF_FWD + l, tp);
             if (fuse) {
                 l++;
@@ -4997,6 +5036,10 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
             else if (n->avg) nst__pool_forward(out, cur, c, h, w, 1, n->nthreads);
             else nst__maxpool_forward_rec(out, n->rec[l], cur, c, h, w, n->nthreads);
             h /= 2; w /= 2;
+            if (n->h_[l] != h || n->w_[l] != w) {
+                nst__crop_planes(out, c, h, w, n->crop_y[l], n->crop_x[l], n->h_[l], n->w_[l]);
+                h = n->h_[l]; w = n->w_[l];
+            }
         }
         tp = nst__prof(n, NST__PROF_FWD + l, tp);
         cur = out;
@@ -5052,12 +5095,16 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
         if (t == NST__L_RELU) {
             if (!nst__pool_masks(n, l + 1) && !n->keep[l]) nst__relu_backward(g, n->rec[l], el, n->nthreads);
         } else if (t == NST__L_POOL) {
+            if (n->h_[l] != inh / 2 || n->w_[l] != inw / 2)
+                nst__uncrop_planes(g, inc, inh / 2, inw / 2, n->crop_y[l], n->crop_x[l], n->h_[l], n->w_[l]);
             if (nst__pool_masks(n, l))
                 nst__pool_mask_backward(other, g, n->rec[l], n->rec[l - 1], inc, inh, inw, n->avg, n->nthreads);
             else if (n->avg) nst__pool_backward(other, g, NULL, inc, inh, inw, 1, n->nthreads);
             else nst__maxpool_backward_rec(other, g, n->rec[l], inc, inh, inw, n->nthreads);
             g = other;
         } else {
+            if (n->h_[l] != inh || n->w_[l] != inw)
+                nst__uncrop_planes(g, n->c_[l], inh, inw, n->crop_y[l], n->crop_x[l], n->h_[l], n->w_[l]);
             if ((st = nst__conv_backward_data(m->plan[ci], g, other, inh, inw, n->nthreads, nst__net_cws(n, ci))) != NST_OK)
                 return st;
             if (m->reflect &&
@@ -6096,10 +6143,12 @@ NSTDEF nst_status nst_objective_gram(const nst_objective *o, const char *layer, 
 /* ---- the tiled objective ----------------------------------------------------------------------------
  * The whole-image objective evaluated tile by tile, exactly, so memory follows the tile, not the image.
  * A tile is an interior (the pixels it answers for) plus a halo on every side that is not the image's
- * edge. Interiors, their origins and the halo are multiples of the pooling grid (2^pools: 16 px up to
- * relu5_1), so every pooling window of a tile is one of the whole image's, and the halo is as deep as the
- * tile's own zero padding reaches into the features (nst__tile_geometry: 80 px for relu5_1). The tile's
- * features over its interior are then the whole image's, and interiors partition every layer: rows
+ * edge. Interiors and their origins are multiples of the pooling grid (2^pools: 16 px up to relu5_1),
+ * and every layer computes a region of its own: the interior plus the rows the deeper layers need
+ * (nst__tile_halos: 70 px at the input for relu5_1, 1 row at conv5_1's input), pooled from even
+ * origins, so every pooling window of a tile is one of the whole image's; the rows the zero padding at a
+ * region's edge makes wrong are cropped away before they reach a row that matters. The tile's features
+ * over its interior are then the whole image's, and interiors partition every layer: rows
  * [iy0 >> k, iy1 >> k) at pooling level k, the last tile ending at H >> k as the whole image's floor does.
  *   pass 1: each tile forward; over its interior, sum F F^T into the Grams and (F - P)^2 into the content
  *           loss; the losses follow.
@@ -6116,15 +6165,20 @@ NSTDEF nst_status nst_objective_gram(const nst_objective *o, const char *layer, 
  * (nst__tile_gram_add with the mask) and its gradient is formed on the interior (nst__tiled_masked_grad).
  * The temporal term is per pixel of the image and needs no tiles. Normalised gradients are refused: each
  * layer's L1 norm of the gradient would be known only after a third pass over the tiles. */
+#define NST__TILE_CROP_LEVEL 2   /* convolutions crop their output from this pooling level on */
+
 typedef struct nst__tile {
     int ey0, ey1, ex0, ex1;   /* extent: interior plus halo, image pixels */
     int iy0, iy1, ix0, ix1;   /* interior */
+    /* the region each layer computes: origin and size in its level's rows and columns */
+    int oy[NST_VGG_LAYERS], ox[NST_VGG_LAYERS], rh[NST_VGG_LAYERS], rw[NST_VGG_LAYERS];
 } nst__tile;
 
 typedef struct nst__tiling {
     int h, w, grid, halo;
     int ty, tx, ny, nx;       /* interior size (a multiple of grid) and tiles per column / per row */
     int max_h, max_w;         /* largest extent */
+    int last, top, lh[NST_VGG_LAYERS];   /* the network's last layer, deepest level, each layer's halo */
 } nst__tiling;
 
 struct nst__tiled {
@@ -6185,40 +6239,74 @@ static size_t nst__tiled_keep_filters(const nst_model *m, int last, nst_model *m
 
 typedef struct nst__rect { int y0, y1, x0, x1, gy0, gx0; } nst__rect;   /* local interior, its global origin */
 
-/* Pooling grid and halo for a network ending at layer `last`: d counts the rows at a tile's edge that
- * its zero padding made wrong, at the current level: a 3x3 convolution adds one, a 2x2 pool halves
- * (rounding up, since the tile's edge is on the pooling grid). */
-static void nst__tile_geometry(int last, int *grid, int *halo) {
-    int l, d = 0, s = 1;
-    for (l = 0; l <= last; l++) {
-        int t = nst__layer_type(l);
-        if (t == NST__L_CONV) d++;
-        else if (t == NST__L_POOL) { d = (d + 1) / 2; s *= 2; }
-    }
-    *grid = s;
-    *halo = d * s;
-}
-
 static int nst__layer_level(int l) {   /* pools up to and including layer l */
     int i, k = 0;
     for (i = 0; i <= l; i++) k += nst__layer_type(i) == NST__L_POOL;
     return k;
 }
 
+/* The halo (rows beside the interior, in the layer's level) each layer of a network ending at layer
+ * `last` computes, and the input's (*in_halo). Back from `last`, the rows the interior's deepest
+ * features depend on: a 3x3 convolution needs one more row of its input, a 2x2 pool twice its output's.
+ * A region's edge makes one wrong row per convolution (zero padding where the image goes on); pools,
+ * and from NST__TILE_CROP_LEVEL on the convolutions too, crop their output to what the next layers
+ * need, so the wrong rows never reach it. Below that level a crop would move more memory than it saves
+ * work, and the level computes its first layer's region throughout, rounded up to even so that its
+ * pool's windows are the whole image's. relu5_1: input 70, level 1 34, the conv3 layers 15..12, conv4
+ * 5..2, conv5_1 0: ~1.44x the interior's work at 512 px tiles, 1.72x with the input's 80 px at every
+ * level. Returns the deepest level. */
+static int nst__tile_halos(int last, int *lh, int *in_halo) {
+    int need[NST_VGG_LAYERS], l, top = nst__layer_level(last), d = 0;
+    for (l = 0; l < NST_VGG_LAYERS; l++) lh[l] = 0;
+    for (l = last; l >= 0; l--) {
+        int t = nst__layer_type(l), lv = nst__layer_level(l);
+        if (t == NST__L_POOL && lv < NST__TILE_CROP_LEVEL && lv < top) d += d & 1;
+        need[l] = d;
+        if (t == NST__L_CONV) d++;
+        else if (t == NST__L_POOL) d *= 2;
+    }
+    if (top > 0) d += d & 1;
+    *in_halo = d;
+    for (l = 0; l <= last; l++) {
+        int t = nst__layer_type(l), lv = nst__layer_level(l);
+        lh[l] = t == NST__L_POOL || (t == NST__L_CONV && lv >= NST__TILE_CROP_LEVEL) ? need[l] : l ? lh[l - 1] : d;
+    }
+    return top;
+}
+
+/* Pooling grid (tile interiors start on it, so every pooling window of a tile is one of the whole
+ * image's) and the input's halo for a network ending at layer `last`. */
+static void nst__tile_geometry(int last, int *grid, int *halo) {
+    int lh[NST_VGG_LAYERS];
+    *grid = 1 << nst__tile_halos(last, lh, halo);
+}
+
 static void nst__tiling_tile(const nst__tiling *t, int k, nst__tile *r) {
-    int i = k / t->nx, j = k % t->nx;
+    int i = k / t->nx, j = k % t->nx, l;
     r->iy0 = i * t->ty; r->iy1 = NST__MIN(t->h, r->iy0 + t->ty);
     r->ix0 = j * t->tx; r->ix1 = NST__MIN(t->w, r->ix0 + t->tx);
     r->ey0 = NST__MAX(0, r->iy0 - t->halo); r->ey1 = NST__MIN(t->h, r->iy1 + t->halo);
     r->ex0 = NST__MAX(0, r->ix0 - t->halo); r->ex1 = NST__MIN(t->w, r->ix1 + t->halo);
+    for (l = 0; l <= t->last; l++) {
+        /* the last tile ends where the whole image's floor ends the level */
+        int v = nst__layer_level(l);
+        r->oy[l] = NST__MAX(0, (r->iy0 >> v) - t->lh[l]);
+        r->ox[l] = NST__MAX(0, (r->ix0 >> v) - t->lh[l]);
+        r->rh[l] = NST__MIN(t->h >> v, (r->iy1 >> v) + t->lh[l]) - r->oy[l];
+        r->rw[l] = NST__MIN(t->w >> v, (r->ix1 >> v) + t->lh[l]) - r->ox[l];
+    }
 }
 
-/* Tiles of at most size x size (rounded down to the grid), balanced: as few as that allows, each the
- * same size but the last, so no tile is a sliver. */
-static void nst__tiling_plan(nst__tiling *t, int h, int w, int size, int grid, int halo) {
-    int s = NST__MAX(grid, size / grid * grid), k;
+/* Tiles of at most size x size (rounded down to the grid) for a network ending at layer `last`,
+ * balanced: as few as that allows, each the same size but the last, so no tile is a sliver. */
+static void nst__tiling_plan(nst__tiling *t, int h, int w, int size, int last) {
+    int grid, s, k;
     nst__tile r;
-    t->h = h; t->w = w; t->grid = grid; t->halo = halo;
+    t->last = last;
+    t->top = nst__tile_halos(last, t->lh, &t->halo);
+    grid = 1 << t->top;
+    s = NST__MAX(grid, size / grid * grid);
+    t->h = h; t->w = w; t->grid = grid;
     t->ny = (h + s - 1) / s;
     t->ty = ((h + t->ny - 1) / t->ny + grid - 1) / grid * grid;
     t->ny = (h + t->ty - 1) / t->ty;
@@ -6271,13 +6359,12 @@ static int nst__objective_last(const int *content_l, int nc, const int *style_l,
 
 static int nst__tiling_needed(const nst_options *o, const nst_image *content, const nst_image *styles, int nstyles,
                               const int *content_l, int nc, const int *style_l, int ns) {
-    int grid, halo, k;
+    int last = nst__objective_last(content_l, nc, style_l, ns), k;
     nst__tiling t;
-    nst__tile_geometry(nst__objective_last(content_l, nc, style_l, ns), &grid, &halo);
-    nst__tiling_plan(&t, content->height, content->width, o->tile, grid, halo);
+    nst__tiling_plan(&t, content->height, content->width, o->tile, last);
     if (t.ny * t.nx > 1) return 1;
     for (k = 0; k < nstyles && ns > 0; k++) {
-        nst__tiling_plan(&t, styles[k].height, styles[k].width, o->tile, grid, halo);
+        nst__tiling_plan(&t, styles[k].height, styles[k].width, o->tile, last);
         if (t.ny * t.nx > 1) return 1;
     }
     return 0;
@@ -6293,12 +6380,26 @@ static void nst__net_reshape(nst__net *n, int h, int w) {
     }
 }
 
+/* Points a network allocated for the largest extent of a tiling at tile t: each level computes its
+ * region only (nst__net.crop_y). */
+static void nst__net_reshape_tile(nst__net *n, const nst__tile *t) {
+    int l;
+    n->h = t->ey1 - t->ey0; n->w = t->ex1 - t->ex0;
+    for (l = 0; l <= n->last; l++) {
+        int ty = nst__layer_type(l), py = l ? t->oy[l - 1] : t->ey0, px = l ? t->ox[l - 1] : t->ex0;
+        n->h_[l] = t->rh[l]; n->w_[l] = t->rw[l];
+        if (ty == NST__L_POOL) { py /= 2; px /= 2; }
+        n->crop_y[l] = t->oy[l] - py;
+        n->crop_x[l] = t->ox[l] - px;
+    }
+}
+
 static nst__rect nst__tile_rect(const nst__tile *t, int l) {
     int k = nst__layer_level(l);
     nst__rect r;
     r.gy0 = t->iy0 >> k; r.gx0 = t->ix0 >> k;
-    r.y0 = r.gy0 - (t->ey0 >> k); r.y1 = (t->iy1 >> k) - (t->ey0 >> k);
-    r.x0 = r.gx0 - (t->ex0 >> k); r.x1 = (t->ix1 >> k) - (t->ex0 >> k);
+    r.y0 = r.gy0 - t->oy[l]; r.y1 = (t->iy1 >> k) - t->oy[l];
+    r.x0 = r.gx0 - t->ox[l]; r.x1 = (t->ix1 >> k) - t->ox[l];
     return r;
 }
 
@@ -6313,7 +6414,7 @@ static nst_status nst__tile_load(nst_objective *o, const float *px, const nst__t
         for (y = 0; y < th; y++)
             memcpy(T->px + ((size_t)c * th + y) * tw, px + ((size_t)c * tl->h + t.ey0 + y) * tl->w + t.ex0,
                    sizeof(float) * (size_t)tw);
-    nst__net_reshape(&o->net, th, tw);
+    nst__net_reshape_tile(&o->net, &t);
     T->cur = t;
     T->loaded = -1;
     return nst__net_forward(&o->net, T->px);
@@ -6557,7 +6658,7 @@ static nst_status nst__objective_create_tiled(const nst_model *m, const nst_imag
                                               nst_objective **out) {
     nst_objective *o;
     struct nst__tiled *T;
-    int content_l[NST__MAX_LOSS_LAYERS], style_l[NST__MAX_LOSS_LAYERS], nc, ns, last, k, i, avg, grid, halo, maxh, maxw;
+    int content_l[NST__MAX_LOSS_LAYERS], style_l[NST__MAX_LOSS_LAYERS], nc, ns, last, k, i, avg, maxh, maxw;
     int maxc = 0;
     unsigned char keep[NST_VGG_LAYERS];
     nst__tiling *st_t = NULL;
@@ -6596,12 +6697,11 @@ static nst_status nst__objective_create_tiled(const nst_model *m, const nst_imag
         if (st != NST_OK) goto fail;
         m = &T->mk;
     }
-    nst__tile_geometry(last, &grid, &halo);
-    nst__tiling_plan(&T->t, o->h, o->w, opt->tile, grid, halo);
+    nst__tiling_plan(&T->t, o->h, o->w, opt->tile, last);
     maxh = T->t.max_h; maxw = T->t.max_w;
     if ((st = nst__tiling_net_needs(&T->t, m, last, keep, avg, o->nthreads, &ws, &bufs)) != NST_OK) goto fail;
     for (i = 0; i < nstyles && ns > 0; i++) {
-        nst__tiling_plan(&st_t[i], styles[i].height, styles[i].width, opt->tile, grid, halo);
+        nst__tiling_plan(&st_t[i], styles[i].height, styles[i].width, opt->tile, last);
         maxh = NST__MAX(maxh, st_t[i].max_h); maxw = NST__MAX(maxw, st_t[i].max_w);
         if ((st = nst__tiling_net_needs(&st_t[i], m, last, keep, avg, o->nthreads, &ws, &bufs)) != NST_OK) goto fail;
     }
@@ -7309,7 +7409,7 @@ static void nst__pass_memory(const nst_model *m, const nst_options *o, int w, in
  * larger of the planar copy of an input image (while targets are built) and the optimiser. */
 static size_t nst__pass_memory_tiled(const nst_model *m, const nst_options *o, int w, int h, const int *sw,
                                      const int *sh, int nstyles) {
-    int content_l[NST__MAX_LOSS_LAYERS], style_l[NST__MAX_LOSS_LAYERS], nc, ns, last, k, grid, halo, maxh, maxw, maxc = 0;
+    int content_l[NST__MAX_LOSS_LAYERS], style_l[NST__MAX_LOSS_LAYERS], nc, ns, last, k, maxh, maxw, maxc = 0;
     int avg;
     unsigned char keep[NST_VGG_LAYERS];
     nst__tiling t;
@@ -7341,12 +7441,11 @@ static size_t nst__pass_memory_tiled(const nst_model *m, const nst_options *o, i
         total += nst__tiled_keep_filters(m, last, &mk, kept, NULL, 0, 1, &kst);
         m = &mk;
     }
-    nst__tile_geometry(last, &grid, &halo);
-    nst__tiling_plan(&t, h, w, o->tile, grid, halo);
+    nst__tiling_plan(&t, h, w, o->tile, last);
     maxh = t.max_h; maxw = t.max_w;
     if (nst__tiling_net_needs(&t, m, last, keep, avg, o->threads, &ws, &bufs) != NST_OK) return 0;
     for (k = 0; k < nstyles && k < 8 && ns > 0; k++) {
-        nst__tiling_plan(&t, sh[k], sw[k], o->tile, grid, halo);
+        nst__tiling_plan(&t, sh[k], sw[k], o->tile, last);
         maxh = NST__MAX(maxh, t.max_h); maxw = NST__MAX(maxw, t.max_w);
         if (nst__tiling_net_needs(&t, m, last, keep, avg, o->threads, &ws, &bufs) != NST_OK) return 0;
         transient = NST__MAX(transient, (size_t)12 * sw[k] * sh[k]);
