@@ -364,10 +364,10 @@ typedef struct nst_lbfgs_options {
     int    threads;            /* for the vector operations; 0 = nst_get_threads() */
     int    guard;              /* 1: halve a fixed step that more than doubles the loss, and evaluate
                                   after the last step too (default 0: exactly torch) */
-    double first_step;         /* 0: torch's first step, lr * min(1, 1/|g|_1). > 0: the first step moves x
-                                  by this much on average (mean |dx|), whatever n is: torch's shrinks as
-                                  1/n, and on a 1-megapixel image it is below float rounding, so the first
-                                  iteration is lost and the second starts without curvature */
+    double first_step;         /* 0: torch's first step, lr * min(1, 1/|g|_1). > 0: that step, but moving x
+                                  by at least this much on average (mean |dx|): torch's shrinks as 1/n, and
+                                  on a 1-megapixel image it is below float rounding, so the first iteration
+                                  is lost and the second starts without curvature */
     double *curvature;         /* optional, in and out. In: *curvature > 0 starts warm, the first direction
                                   is -(*curvature) g with the full step (e.g. the s'y/y'y of a coarser
                                   scale); then first_step is not used. Out: the last s'y/y'y measured
@@ -7114,8 +7114,11 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
             if (h0 > 0) { ps.scale = 1; ps.sc = h0; }
             gtd = nst__lb_run(&ps, d, n, nthreads, &dsum);
             if (h0 > 0) t = opt->learning_rate;
-            else if (opt->first_step > 0 && dsum > 0) t = opt->first_step * (double)n / dsum * opt->learning_rate;
-            else t = NST__MIN(1.0, 1.0 / dsum) * opt->learning_rate;
+            else {
+                t = NST__MIN(1.0, 1.0 / dsum);
+                if (opt->first_step > 0 && dsum > 0) t = NST__MAX(t, opt->first_step * (double)n / dsum);
+                t *= opt->learning_rate;
+            }
         } else {
             /* s = t d (the step just taken), y = g - g_old */
             double ys, yy;
@@ -7879,12 +7882,25 @@ NSTDEF nst_status nst_transfer(const nst_model *m, const nst_image *content, con
             lo.history_bf16 = o.lbfgs_history_bf16;
             lo.guard = 1;   /* torch's unguarded fixed step can throw a run away on badly scaled losses */
             lo.threads = run.obj->nthreads;   /* the optimiser's vector ops use the objective's count */
-            /* torch's first step shrinks as 1/n and is lost to rounding on large images (measured: at
-             * 512 px from a 256 px scale, iterations 1-3 printed the same loss); one grey level on average
-             * instead, and later scales start from the curvature the previous one measured, unscaled:
-             * 8 iterations at 512 px after 20 at 256 px reach 302.3 vs 315.8 with torch's start (scaling
-             * it by the pixel ratio overshot: 475 at iteration 2) */
-            lo.first_step = 1.0;
+            /* torch's first step moves the pixels by ~1/n grey levels on average, which from 512 px on is
+             * below float rounding (measured: iterations 1-3 of a 512 px scale after 256 px printed the
+             * same loss). From an image (content, init image) at least 1% of its standard deviation
+             * (~0.5 grey levels for a photo), a probe that measures a usable curvature (tiled and untiled
+             * 1024 px runs then print the same losses; with 1e-4 they differed by 6% at iteration 3). From
+             * noise only 1e-4: larger probes measured a curvature that stalled the run (1 grey level:
+             * 9965 at iteration 100 at 512 px, 318 before; 1% of the noise's spread: 10090 at iteration
+             * 50), 1e-4 did not (496 at iteration 50, 547 with torch's). Later
+             * scales start from the curvature the previous one measured, unscaled: 8 iterations at
+             * 512 px after 20 at 256 px reach 302.3 vs 315.8 with torch's start (scaling it by the pixel
+             * ratio overshot: 475 at iteration 2) */
+            {
+                double sum = 0, sq = 0, mean;
+                size_t i;
+                for (i = 0; i < n; i++) sum += px[i];
+                mean = sum / (double)n;
+                for (i = 0; i < n; i++) sq += (px[i] - mean) * (px[i] - mean);
+                lo.first_step = o.init == NST_INIT_RANDOM ? 1e-4 : NST__MAX(1e-4, 0.01 * sqrt(sq / (double)n));
+            }
             lo.curvature = &curv;
             lo.on_iter = nst__run_iter;
             lo.user = &run;
