@@ -367,7 +367,9 @@ typedef struct nst_lbfgs_options {
     double first_step;         /* 0: torch's first step, lr * min(1, 1/|g|_1). > 0: that step, but moving x
                                   by at least this much on average (mean |dx|): torch's shrinks as 1/n, and
                                   on a 1-megapixel image it is below float rounding, so the first iteration
-                                  is lost and the second starts without curvature */
+                                  is lost and the second starts without curvature. Also, until a pair is
+                                  kept (s'y > 0), each step moves x as much as the last, 4x as much after
+                                  negative curvature (from noise the loss is concave at first) */
     double *curvature;         /* optional, in and out. In: *curvature > 0 starts warm, the first direction
                                   is -(*curvature) g with the full step (e.g. the s'y/y'y of a coarser
                                   scale); then first_step is not used. Out: the last s'y/y'y measured
@@ -4168,14 +4170,21 @@ NSTDEF nst_status nst_model_save(const nst_model *m, const char *path, int half)
  * gradient there was 2.4x the interior's, fading over 10 px. The pad is therefore the blend
  * 0.7 * row 0 + 0.3 * row 1 (NST__PAD_EDGE; separable, so a corner blends 4 pixels), which measured
  * (bench/bench_border.c: 192 px noise images) 0.8-1.25 of the interior's gradient at every
- * distance for both losses; test_features checks the edge rows. The
- * convolution engine pads with zeros, so the VGG code adds the difference afterwards: only border
- * outputs change, by the taps that fall outside, w . in[padded]. For one layer all of them are one
- * GEMM, C[cout][border] = W[cout][cin*9] B[cin*9][border], B holding the padded input under each
- * outside tap and zero under the others: the weights are used in place (no copy) at the price of
- * multiplying zeros for the inside taps. Backward is the transpose, dB = W^T dC, scattered back onto
- * the pixels each pad blends, with the same weights. Cost: 9*cin*cout*2(H+W) multiply-adds per
- * direction, 4/side of the layer's own (0.8% for a 512x512 layer, 12% at 32x32).
+ * distance for both losses; test_features checks the edge rows.
+ * The convolution engine pads with zeros, so the VGG code corrects the border outputs afterwards, in
+ * one of two ways (bench/bench_reflect.c times both against the layer's own convolution):
+ * - the fix (nst__reflect_fix_forward/backward): only the taps that fall outside the image change,
+ *   and on each side of the border those are 3 of the 9 (top: ky = 0; left: kx = 0, ...). Per side,
+ *   one GEMM C[cout][len] += W_side[cout][3 cin] B[3 cin][len] adds them, B holding the padded rows
+ *   (columns) under those taps; the side's weights are copied out of W once per call (one sweep, the 4
+ *   sides). A corner's outside taps are split between its row and its column, never counted twice.
+ *   Backward is the transpose per side, dB = W_side^T dC, folded back onto the pixels each pad blends.
+ *   Cost 2 x 3 cin cout 2(H+W) multiply-adds per direction: 1/3 of multiplying the 9 taps of every
+ *   border pixel, which cost 15% of the convolutions at 512 px and 30% at 64 px.
+ * - the border (nst__reflect_border_forward, forward only): the whole pre-activation of every border
+ *   pixel, 9 taps, recomputed by one GEMM with bias and ReLU and written over what the engine made.
+ *   3x the fix's multiply-adds, but the engine can then fuse its ReLU: for the early layers (few input
+ *   channels, large maps) that saves a pass over the map worth more than the GEMM.
  * Real VGG-19 weights keep zero padding: they were trained with it. */
 #define NST__PAD_EDGE 0.7f
 /* Where outside index i (of 0..n-1) reads: src[0] with weight wt[0] plus src[1] with wt[1]. */
@@ -4184,6 +4193,15 @@ static void nst__pad_source(int i, int n, int *src, float *wt) {
     src[0] = i < 0 ? 0 : n - 1;
     src[1] = n < 2 ? src[0] : i < 0 ? 1 : n - 2;
     wt[0] = NST__PAD_EDGE; wt[1] = 1.0f - NST__PAD_EDGE;
+}
+/* The padded plane at (y, x), y in [-1, h], x in [-1, w]. */
+static float nst__pad_at(const float *p, int h, int w, int y, int x) {
+    int ry[2], rx[2];
+    float wy[2], wx[2];
+    nst__pad_source(y, h, ry, wy);
+    nst__pad_source(x, w, rx, wx);
+    return wy[0] * (wx[0] * p[(size_t)ry[0] * w + rx[0]] + wx[1] * p[(size_t)ry[0] * w + rx[1]]) +
+           wy[1] * (wx[0] * p[(size_t)ry[1] * w + rx[0]] + wx[1] * p[(size_t)ry[1] * w + rx[1]]);
 }
 static size_t nst__border_count(int h, int w) {
     return h <= 2 || w <= 2 ? (size_t)h * w : (size_t)2 * w + (size_t)2 * (h - 2);
@@ -4196,70 +4214,269 @@ static size_t nst__border_pixel(size_t k, int h, int w, int *y, int *x) {
     else { k -= (size_t)2 * w; *y = 1 + (int)(k / 2); *x = (k & 1) ? w - 1 : 0; }
     return (size_t)*y * w + *x;
 }
+/* The scratch either correction needs (the larger of the two). */
 static size_t nst__reflect_scratch_floats(int cin, int cout, int h, int w) {
-    return nst__border_count(h, w) * ((size_t)9 * cin + cout);
+    size_t nb = nst__border_count(h, w), len = (size_t)NST__MAX(h, w);
+    size_t border = nb * ((size_t)9 * cin + cout), fix = (size_t)12 * cin * cout + 4 * len * ((size_t)3 * cin + cout);
+    return NST__MAX(border, fix);
 }
-/* Fills B[cin*9][nb] (forward: gather) or adds B back into the input (backward: scatter). */
-static void nst__reflect_taps(float *B, float *img, int cin, int h, int w, int scatter) {
-    size_t nb = nst__border_count(h, w), hw = (size_t)h * w, k;
-    if (!scatter) memset(B, 0, sizeof(float) * 9 * (size_t)cin * nb);
-    for (k = 0; k < nb; k++) {
-        int y, x, t, i;
-        nst__border_pixel(k, h, w, &y, &x);
-        for (t = 0; t < 9; t++) {
-            int sy = y + t / 3 - 1, sx = x + t % 3 - 1, ry[2], rx[2], a, b;
-            float wy[2], wx[2];
-            if (sy >= 0 && sy < h && sx >= 0 && sx < w) continue;
-            /* separable, as padding the rows and then the columns: a corner tap blends 4 pixels */
-            nst__pad_source(sy, h, ry, wy);
-            nst__pad_source(sx, w, rx, wx);
-            for (a = 0; a < 2; a++)
-                for (b = 0; b < 2; b++) {
-                    size_t src = (size_t)ry[a] * w + rx[b];
-                    float wt = wy[a] * wx[b];
-                    if (wt == 0.0f) continue;
-                    if (scatter)
-                        for (i = 0; i < cin; i++) img[(size_t)i * hw + src] += wt * B[((size_t)i * 9 + t) * nb + k];
-                    else
-                        for (i = 0; i < cin; i++) B[((size_t)i * 9 + t) * nb + k] += wt * img[(size_t)i * hw + src];
-                }
+/* Whether the border path (and the engine's fused ReLU) beats the fix plus a ReLU pass for a layer:
+ * the border costs 6 cin cout nb more multiply-adds than the fix; a pass over an element of the map
+ * (read, ReLU, mask bit, write) costs about 24 of the GEMM's multiply-adds. */
+static int nst__reflect_border_pays(int cin, int h, int w) {
+    return (double)cin * (double)nst__border_count(h, w) * 6.0 < 24.0 * (double)h * w;
+}
+
+/* Side s of the border (0 top, 1 bottom, 2 left, 3 right): its length, and the tap (ky*3 + kx) of its
+ * j-th outside tap. */
+static int nst__side_len(int s, int h, int w) { return s < 2 ? w : h; }
+static int nst__side_tap(int s, int j) { return s == 0 ? j : s == 1 ? 6 + j : s == 2 ? 3 * j : 3 * j + 2; }
+
+/* B[(i*3 + j)][p] of side s for channels [c0, c1): the padded value under outside tap j of the side's
+ * pixel p; zero where a column's tap falls outside vertically too (the row's GEMM adds that one). */
+static void nst__side_gather(float *B, const float *img, int c0, int c1, int h, int w, int s) {
+    int len = nst__side_len(s, h, w), i, p, src[2];
+    size_t hw = (size_t)h * w;
+    float wt[2];
+    for (i = c0; i < c1; i++) {
+        const float *pl = img + (size_t)i * hw;
+        float *b0 = B + (size_t)i * 3 * len, *b1 = b0 + len, *b2 = b1 + len;
+        if (s < 2) {   /* the padded row above (below) the image, shifted by kx - 1 */
+            const float *r0, *r1;
+            nst__pad_source(s == 0 ? -1 : h, h, src, wt);
+            r0 = pl + (size_t)src[0] * w; r1 = pl + (size_t)src[1] * w;
+            for (p = 0; p < w; p++) b1[p] = wt[0] * r0[p] + wt[1] * r1[p];
+            nst__pad_source(-1, w, src, wt);
+            b0[0] = wt[0] * b1[src[0]] + wt[1] * b1[src[1]];
+            memcpy(b0 + 1, b1, sizeof(float) * (size_t)(w - 1));
+            nst__pad_source(w, w, src, wt);
+            b2[w - 1] = wt[0] * b1[src[0]] + wt[1] * b1[src[1]];
+            memcpy(b2, b1 + 1, sizeof(float) * (size_t)(w - 1));
+        } else {       /* the padded column left (right) of the image, shifted by ky - 1 */
+            nst__pad_source(s == 2 ? -1 : w, w, src, wt);
+            for (p = 0; p < h; p++) b1[p] = wt[0] * pl[(size_t)p * w + src[0]] + wt[1] * pl[(size_t)p * w + src[1]];
+            b0[0] = 0.0f;
+            memcpy(b0 + 1, b1, sizeof(float) * (size_t)(h - 1));
+            b2[h - 1] = 0.0f;
+            memcpy(b2, b1 + 1, sizeof(float) * (size_t)(h - 1));
         }
     }
 }
-/* out (the zero-padded convolution of in, before ReLU) += the reflected taps' contribution. */
+/* The transpose of nst__side_gather: img += what B's entries were read from (B is overwritten). */
+static void nst__side_scatter(float *B, float *img, int c0, int c1, int h, int w, int s) {
+    int len = nst__side_len(s, h, w), i, p, src[2];
+    size_t hw = (size_t)h * w;
+    float wt[2];
+    for (i = c0; i < c1; i++) {
+        float *pl = img + (size_t)i * hw;
+        float *b0 = B + (size_t)i * 3 * len, *b1 = b0 + len, *b2 = b1 + len;
+        float e0 = b0[0], e2 = b2[len - 1];
+        for (p = 0; p < len; p++) b1[p] += (p + 1 < len ? b0[p + 1] : 0.0f) + (p >= 1 ? b2[p - 1] : 0.0f);
+        if (s < 2) {
+            float *r0, *r1;
+            nst__pad_source(-1, w, src, wt);
+            b1[src[0]] += wt[0] * e0; b1[src[1]] += wt[1] * e0;
+            nst__pad_source(w, w, src, wt);
+            b1[src[0]] += wt[0] * e2; b1[src[1]] += wt[1] * e2;
+            nst__pad_source(s == 0 ? -1 : h, h, src, wt);
+            r0 = pl + (size_t)src[0] * w; r1 = pl + (size_t)src[1] * w;
+            for (p = 0; p < w; p++) r0[p] += wt[0] * b1[p];
+            for (p = 0; p < w; p++) r1[p] += wt[1] * b1[p];
+        } else {       /* e0, e2 were zeros in the gather */
+            nst__pad_source(s == 2 ? -1 : w, w, src, wt);
+            for (p = 0; p < h; p++) {
+                pl[(size_t)p * w + src[0]] += wt[0] * b1[p];
+                pl[(size_t)p * w + src[1]] += wt[1] * b1[p];
+            }
+        }
+    }
+}
+/* The four sides' weights, A[s][cout][3 cin] (column i*3 + j: tap nst__side_tap(s, j) of channel i),
+ * rows [o0, o1) of each. */
+static void nst__side_weights(float *A, const float *W, int cin, int cout, int o0, int o1) {
+    size_t side = (size_t)cout * 3 * cin;
+    int o, i, j, s;
+    for (o = o0; o < o1; o++) {
+        const float *wr = W + (size_t)o * 9 * cin;
+        for (s = 0; s < 4; s++) {
+            float *ar = A + (size_t)s * side + (size_t)o * 3 * cin;
+            for (i = 0; i < cin; i++)
+                for (j = 0; j < 3; j++) ar[i * 3 + j] = wr[i * 9 + nst__side_tap(s, j)];
+        }
+    }
+}
+/* [lo, hi) of n for thread t of nt. */
+static void nst__split(int n, int t, int nt, int *lo, int *hi) {
+    *lo = (int)((long)n * t / nt);
+    *hi = (int)((long)n * (t + 1) / nt);
+}
+/* The fix's scratch: A[4][cout][3 cin], then per side B[3 cin][len] and C[cout][len] (len = max(h, w)).
+ * Three parallel regions per call (gather, the four side GEMMs one per thread, scatter): on a loaded
+ * machine every region's barrier can cost a time slice. */
+static void nst__fix_scratch(float *scratch, int cin, int cout, int h, int w, float **A, float **B, float **C) {
+    size_t len = (size_t)NST__MAX(h, w);
+    *A = scratch;
+    *B = *A + (size_t)12 * cin * cout;
+    *C = *B + (size_t)12 * cin * len;
+}
+/* out (the zero-padded convolution of in, before ReLU) += the outside taps' contribution. */
 static nst_status nst__reflect_fix_forward(const nst_model *m, int ci, const float *in, float *out, int h, int w,
                                            int nthreads, float *scratch) {
-    int cin = m->cin[ci], cout = m->cout[ci], o;
-    size_t nb = nst__border_count(h, w), hw = (size_t)h * w, k;
-    float *B = scratch, *C = scratch + (size_t)9 * cin * nb;
-    nst_status st;
-    nst__reflect_taps(B, (float *)in, cin, h, w, 0);   /* gather only reads in */
-    if ((st = nst__sgemm_ex(nthreads, 0, 0, cout, (int)nb, 9 * cin, 1.0f, m->w[ci], 9 * cin, B, (int)nb, 0.0f, C,
-                            (int)nb)) != NST_OK)
-        return st;
-    for (k = 0; k < nb; k++) {
-        int y, x;
-        size_t p = nst__border_pixel(k, h, w, &y, &x);
-        for (o = 0; o < cout; o++) out[(size_t)o * hw + p] += C[(size_t)o * nb + k];
+    int cin = m->cin[ci], cout = m->cout[ci], nt = NST__MAX(1, nthreads), t, s;
+    size_t hw = (size_t)h * w, side = (size_t)cout * 3 * cin, len = (size_t)NST__MAX(h, w);
+    float *A, *B, *C;
+    nst_status st = NST_OK, ss[4];
+    long o;
+    nst__fix_scratch(scratch, cin, cout, h, w, &A, &B, &C);
+    (void)t; (void)s;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static)
+#endif
+    for (t = 0; t < nt; t++) {
+        int a, b, k;
+        nst__split(cout, t, nt, &a, &b);
+        nst__side_weights(A, m->w[ci], cin, cout, a, b);
+        nst__split(cin, t, nt, &a, &b);
+        for (k = 0; k < 4; k++) nst__side_gather(B + (size_t)k * 3 * cin * len, in, a, b, h, w, k);
+    }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static)
+#endif
+    for (s = 0; s < 4; s++) {
+        int n = nst__side_len(s, h, w);
+        ss[s] = nst__sgemm_ex(1, 0, 0, cout, n, 3 * cin, 1.0f, A + (size_t)s * side, 3 * cin,
+                              B + (size_t)s * 3 * cin * len, n, 0.0f, C + (size_t)s * cout * len, n);
+    }
+    for (s = 0; s < 4; s++) if (ss[s] != NST_OK) st = ss[s];
+    if (st != NST_OK) return st;
+    for (o = 0; o < cout; o++) {   /* 4 (H + W) adds per channel: not worth a parallel region */
+        float *po = out + (size_t)o * hw;
+        const float *c0 = C + (size_t)o * w, *c1 = C + (size_t)cout * len + (size_t)o * w,
+                    *c2 = C + (size_t)2 * cout * len + (size_t)o * h, *c3 = C + (size_t)3 * cout * len + (size_t)o * h;
+        int p;
+        for (p = 0; p < w; p++) po[p] += c0[p];
+        for (p = 0; p < w; p++) po[(size_t)(h - 1) * w + p] += c1[p];
+        for (p = 0; p < h; p++) po[(size_t)p * w] += c2[p];
+        for (p = 0; p < h; p++) po[(size_t)p * w + w - 1] += c3[p];
     }
     return NST_OK;
 }
-/* din (backward-data of the zero-padded convolution) += the gradient through the reflected taps. */
+/* din (backward-data of the zero-padded convolution) += the gradient through the outside taps. */
 static nst_status nst__reflect_fix_backward(const nst_model *m, int ci, const float *dout, float *din, int h, int w,
                                             int nthreads, float *scratch) {
-    int cin = m->cin[ci], cout = m->cout[ci], o;
-    size_t nb = nst__border_count(h, w), hw = (size_t)h * w, k;
-    float *B = scratch, *C = scratch + (size_t)9 * cin * nb;
-    nst_status st;
-    for (k = 0; k < nb; k++) {
-        int y, x;
-        size_t p = nst__border_pixel(k, h, w, &y, &x);
-        for (o = 0; o < cout; o++) C[(size_t)o * nb + k] = dout[(size_t)o * hw + p];
+    int cin = m->cin[ci], cout = m->cout[ci], nt = NST__MAX(1, nthreads), t, s;
+    size_t hw = (size_t)h * w, side = (size_t)cout * 3 * cin, len = (size_t)NST__MAX(h, w);
+    float *A, *B, *C;
+    nst_status st = NST_OK, ss[4];
+    nst__fix_scratch(scratch, cin, cout, h, w, &A, &B, &C);
+    (void)t; (void)s;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static)
+#endif
+    for (t = 0; t < nt; t++) {
+        int a, b, o, p;
+        nst__split(cout, t, nt, &a, &b);
+        nst__side_weights(A, m->w[ci], cin, cout, a, b);
+        for (o = a; o < b; o++) {   /* dC of each side: the output gradient along it */
+            const float *po = dout + (size_t)o * hw;
+            float *c0 = C + (size_t)o * w, *c1 = C + (size_t)cout * len + (size_t)o * w,
+                  *c2 = C + (size_t)2 * cout * len + (size_t)o * h, *c3 = C + (size_t)3 * cout * len + (size_t)o * h;
+            memcpy(c0, po, sizeof(float) * (size_t)w);
+            memcpy(c1, po + (size_t)(h - 1) * w, sizeof(float) * (size_t)w);
+            for (p = 0; p < h; p++) { c2[p] = po[(size_t)p * w]; c3[p] = po[(size_t)p * w + w - 1]; }
+        }
     }
-    if ((st = nst__sgemm_ex(nthreads, 1, 0, 9 * cin, (int)nb, cout, 1.0f, m->w[ci], 9 * cin, C, (int)nb, 0.0f, B,
-                            (int)nb)) != NST_OK)
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static)
+#endif
+    for (s = 0; s < 4; s++) {
+        int n = nst__side_len(s, h, w);
+        ss[s] = nst__sgemm_ex(1, 1, 0, 3 * cin, n, cout, 1.0f, A + (size_t)s * side, 3 * cin,
+                              C + (size_t)s * cout * len, n, 0.0f, B + (size_t)s * 3 * cin * len, n);
+    }
+    for (s = 0; s < 4; s++) if (ss[s] != NST_OK) st = ss[s];
+    if (st != NST_OK) return st;
+    for (s = 0; s < 4; s++) nst__side_scatter(B + (size_t)s * 3 * cin * len, din, 0, cin, h, w, s);   /* small */
+    return NST_OK;
+}
+/* out's border pixels = relu?(bias + the convolution with the padded input), over what the engine wrote
+ * there (with a fused ReLU, the engine's border values are lost anyway). B[(i*9 + t)][k] holds all 9
+ * taps of border pixel k (nst__border_pixel order). */
+static nst_status nst__reflect_border_forward(const nst_model *m, int ci, const float *in, float *out, int h, int w,
+                                              int relu, int nthreads, float *scratch) {
+    int cin = m->cin[ci], cout = m->cout[ci], nt = NST__MAX(1, nthreads), t;
+    size_t nb = nst__border_count(h, w), hw = (size_t)h * w;
+    float *B = scratch, *C = scratch + (size_t)9 * cin * nb;
+    long o;
+    nst_status st;
+    (void)t;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static)
+#endif
+    for (t = 0; t < nt; t++) {
+        int c0, c1, i, ky, kx, y, x;
+        size_t k;
+        nst__split(cin, t, nt, &c0, &c1);
+        for (i = c0; i < c1; i++) {
+            const float *pl = in + (size_t)i * hw;
+            float *bi = B + (size_t)i * 9 * nb;
+            if (h <= 2 || w <= 2) {   /* every pixel is a border pixel: tiny maps, the plain way */
+                for (k = 0; k < nb; k++) {
+                    nst__border_pixel(k, h, w, &y, &x);
+                    for (ky = 0; ky < 3; ky++)
+                        for (kx = 0; kx < 3; kx++) bi[(size_t)(ky * 3 + kx) * nb + k] = nst__pad_at(pl, h, w, y + ky - 1, x + kx - 1);
+                }
+                continue;
+            }
+            for (ky = 0; ky < 3; ky++) {
+                int r;
+                for (r = 0; r < 2; r++) {   /* rows 0 and h-1: the padded row, then shifted by kx - 1 */
+                    size_t off = (size_t)r * w;
+                    float *b1 = bi + (size_t)(ky * 3 + 1) * nb + off, *b0 = b1 - nb, *b2 = b1 + nb;
+                    int yy = (r ? h - 1 : 0) + ky - 1, src[2];
+                    float wt[2];
+                    nst__pad_source(yy, h, src, wt);
+                    if (wt[1] == 0.0f) memcpy(b1, pl + (size_t)src[0] * w, sizeof(float) * (size_t)w);
+                    else
+                        for (x = 0; x < w; x++) b1[x] = wt[0] * pl[(size_t)src[0] * w + x] + wt[1] * pl[(size_t)src[1] * w + x];
+                    b0[0] = NST__PAD_EDGE * b1[0] + (1.0f - NST__PAD_EDGE) * b1[1];
+                    memcpy(b0 + 1, b1, sizeof(float) * (size_t)(w - 1));
+                    b2[w - 1] = NST__PAD_EDGE * b1[w - 1] + (1.0f - NST__PAD_EDGE) * b1[w - 2];
+                    memcpy(b2, b1 + 1, sizeof(float) * (size_t)(w - 1));
+                }
+                for (y = 1; y < h - 1; y++) {   /* columns 0 and w-1 of the rows between */
+                    const float *row = pl + (size_t)(y + ky - 1) * w;
+                    size_t kl = (size_t)2 * w + (size_t)2 * (y - 1);
+                    float *b = bi + (size_t)ky * 3 * nb;
+                    b[kl] = NST__PAD_EDGE * row[0] + (1.0f - NST__PAD_EDGE) * row[1];
+                    b[nb + kl] = row[0];
+                    b[2 * nb + kl] = row[1];
+                    b[kl + 1] = row[w - 2];
+                    b[nb + kl + 1] = row[w - 1];
+                    b[2 * nb + kl + 1] = NST__PAD_EDGE * row[w - 1] + (1.0f - NST__PAD_EDGE) * row[w - 2];
+                }
+            }
+        }
+    }
+    if ((st = nst__sgemm_fused(nthreads, 0, 0, cout, (int)nb, 9 * cin, 1.0f, m->w[ci], 9 * cin, B, (int)nb, 0.0f, C,
+                               (int)nb, m->b[ci], relu)) != NST_OK)
         return st;
-    nst__reflect_taps(B, din, cin, h, w, 1);
+    for (o = 0; o < cout; o++) {   /* cout * nb stores: not worth a parallel region */
+        float *po = out + (size_t)o * hw;
+        const float *c = C + (size_t)o * nb;
+        size_t k;
+        int y, x;
+        if (h <= 2 || w <= 2) {
+            for (k = 0; k < nb; k++) po[nst__border_pixel(k, h, w, &y, &x)] = c[k];
+            continue;
+        }
+        memcpy(po, c, sizeof(float) * (size_t)w);
+        memcpy(po + (size_t)(h - 1) * w, c + w, sizeof(float) * (size_t)w);
+        for (y = 1; y < h - 1; y++) {
+            po[(size_t)y * w] = c[2 * (size_t)w + 2 * (size_t)(y - 1)];
+            po[(size_t)y * w + w - 1] = c[2 * (size_t)w + 2 * (size_t)(y - 1) + 1];
+        }
+    }
     return NST_OK;
 }
 
@@ -4309,11 +4526,12 @@ typedef struct nst__net {
  * --profile sets it), each phase adds its wall time in seconds to its slot; the library leaves it NULL,
  * so the hook costs a pointer test per layer. Per layer l: forward (conv, ReLU mask, pool) at
  * FWD + l, backward at BWD + l, the loss gradient added at that layer (content, Gram backward) at
- * LOSSGRAD + l, the Gram matrix and style loss at GRAM + l. */
+ * LOSSGRAD + l, the Gram matrix and style loss at GRAM + l; RECOMPUTE: backward making a kept layer's
+ * features again (conv1_1 + ReLU, the packed layout's relu1_1), a convolution. */
 enum {
     NST__PROF_FWD = 0, NST__PROF_BWD = NST_VGG_LAYERS, NST__PROF_LOSSGRAD = 2 * NST_VGG_LAYERS,
     NST__PROF_GRAM = 3 * NST_VGG_LAYERS, NST__PROF_PRE = 4 * NST_VGG_LAYERS, NST__PROF_CONTENT, NST__PROF_TV,
-    NST__PROF_PIXGRAD, NST__PROF_SLOTS
+    NST__PROF_PIXGRAD, NST__PROF_RECOMPUTE, NST__PROF_SLOTS
 };
 static double nst__prof_now(const nst__net *n) { return !n->prof ? 0 : n->prof_clock ? n->prof_clock() : nst__now(); }
 static double nst__prof(const nst__net *n, int slot, double t0) {
@@ -4546,23 +4764,50 @@ oom:
 /* The scratch of convolution ci. */
 static void *nst__net_cws(const nst__net *n, int ci) { return n->cws[ci] ? n->cws[ci] : n->ws; }
 
-/* Applies ReLU from src to dst (may alias) and records the mask, one bit per element. */
-static void nst__relu_forward(float *dst, const float *src, unsigned char *bits, size_t n, int nthreads) {
-    long nb = (long)((n + 7) / 8), i;
-    (void)nthreads;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-#endif
-    for (i = 0; i < nb; i++) {
-        size_t k, base = (size_t)i * 8, end = NST__MIN(base + 8, n);
+/* Applies ReLU from src to dst (may alias) and records the mask, one bit per element: elements
+ * [lo, hi), lo a multiple of 8. The AVX2 loop does the same bit for bit (NaN and -0 give +0). */
+static void nst__relu_forward_scalar(float *dst, const float *src, unsigned char *bits, size_t lo, size_t hi) {
+    size_t i;
+    for (i = lo; i < hi; i += 8) {
+        size_t k, end = NST__MIN(i + 8, hi);
         unsigned v = 0;
-        for (k = base; k < end; k++) {
+        for (k = i; k < end; k++) {
             float x = src[k];
             int pos = x > 0.0f;
             dst[k] = pos ? x : 0.0f;
-            v |= (unsigned)pos << (k - base);
+            v |= (unsigned)pos << (k - i);
         }
-        bits[i] = (unsigned char)v;
+        bits[i / 8] = (unsigned char)v;
+    }
+}
+#if defined(NST__X86)
+static NST__TARGET_AVX2 void nst__relu_forward_avx2(float *dst, const float *src, unsigned char *bits, size_t lo,
+                                                    size_t hi) {
+    const __m256 z = _mm256_setzero_ps();
+    size_t i = lo;
+    for (; i + 8 <= hi; i += 8) {
+        __m256 x = _mm256_loadu_ps(src + i), m = _mm256_cmp_ps(x, z, _CMP_GT_OQ);
+        _mm256_storeu_ps(dst + i, _mm256_and_ps(x, m));
+        bits[i / 8] = (unsigned char)_mm256_movemask_ps(m);
+    }
+    nst__relu_forward_scalar(dst, src, bits, i, hi);
+}
+#endif
+static int nst__simd_avx2(void);
+#define NST__MASK_RUN 512
+static void nst__relu_forward(float *dst, const float *src, unsigned char *bits, size_t n, int nthreads) {
+    long nr = (long)((n + NST__MASK_RUN - 1) / NST__MASK_RUN), r;
+    int simd = nst__simd_avx2();
+    (void)nthreads; (void)simd;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (r = 0; r < nr; r++) {
+        size_t lo = (size_t)r * NST__MASK_RUN, hi = NST__MIN(lo + NST__MASK_RUN, n);
+#if defined(NST__X86)
+        if (simd) { nst__relu_forward_avx2(dst, src, bits, lo, hi); continue; }
+#endif
+        nst__relu_forward_scalar(dst, src, bits, lo, hi);
     }
 }
 /* ReLU masks, one bit per element (bit k of byte i: element 8i + k is > 0). The scalar loops are the
@@ -4622,8 +4867,7 @@ static int nst__simd_avx2(void) {
     return 0;
 #endif
 }
-/* n elements in runs of 512 (64 mask bytes), split evenly between threads. */
-#define NST__MASK_RUN 512
+/* n elements in runs of NST__MASK_RUN (64 mask bytes), split evenly between threads. */
 static void nst__relu_mask_bits(const float *x, unsigned char *bits, size_t n, int nthreads) {
     long nr = (long)((n + NST__MASK_RUN - 1) / NST__MASK_RUN), r;
     int simd = nst__simd_avx2();
@@ -4995,7 +5239,7 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
             /* fuse the ReLU unless the pre-activation itself is a loss layer */
             int fuse = l + 1 <= n->last && !n->keep[l] && !n->watch[l];
             if (fuse) out = n->feat[l + 1] ? n->feat[l + 1] : nst__net_other(n, cur);
-            if (m->reflect) {
+            if (m->reflect && !(fuse && nst__reflect_border_pays(m->cin[ci], h, w))) {
                 /* the border fix goes in before the ReLU, so the engine's ReLU is not fused */
                 if ((st = nst__conv_forward(m->plan[ci], cur, out, h, w, 0, n->nthreads, nst__net_cws(n, ci))) != NST_OK ||
                     (st = nst__reflect_fix_forward(m, ci, cur, out, h, w, n->nthreads, n->pad_scratch)) != NST_OK)
@@ -5015,7 +5259,9 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
                 if ((st = nst__net_hook(n, l, out, &tp)) != NST_OK) return st;
                 continue;
             }
-            if ((st = nst__conv_forward(m->plan[ci], cur, out, h, w, fuse, n->nthreads, nst__net_cws(n, ci))) != NST_OK)
+            if ((st = nst__conv_forward(m->plan[ci], cur, out, h, w, fuse, n->nthreads, nst__net_cws(n, ci))) != NST_OK ||
+                (m->reflect &&
+                 (st = nst__reflect_border_forward(m, ci, cur, out, h, w, 1, n->nthreads, n->pad_scratch)) != NST_OK))
                 return st;
             c = m->cout[ci++];
             if (n->h_[l] != h || n->w_[l] != w) {
@@ -5061,7 +5307,12 @@ static nst_status nst__net_recompute(nst__net *n, int l, float *dst) {
     size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
     nst_status st;
     NST_ASSERT(l == 1 && n->input);
-    if (!m->reflect) return nst__conv_forward(m->plan[0], n->input, dst, n->h, n->w, 1, n->nthreads, nst__net_cws(n, 0));
+    if (!m->reflect || nst__reflect_border_pays(m->cin[0], n->h, n->w)) {
+        if ((st = nst__conv_forward(m->plan[0], n->input, dst, n->h, n->w, 1, n->nthreads, nst__net_cws(n, 0))) != NST_OK)
+            return st;
+        return m->reflect ? nst__reflect_border_forward(m, 0, n->input, dst, n->h, n->w, 1, n->nthreads, n->pad_scratch)
+                          : NST_OK;
+    }
     if ((st = nst__conv_forward(m->plan[0], n->input, dst, n->h, n->w, 0, n->nthreads, nst__net_cws(n, 0))) != NST_OK ||
         (st = nst__reflect_fix_forward(m, 0, n->input, dst, n->h, n->w, n->nthreads, n->pad_scratch)) != NST_OK)
         return st;
@@ -5086,6 +5337,7 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
         if (n->keep[l]) {
             if (n->recompute[l]) {   /* into the free buffer, which the loss gradient then does not use */
                 if ((st = nst__net_recompute(n, l, other)) != NST_OK) return st;
+                tp = nst__prof(n, NST__PROF_RECOMPUTE, tp);
                 lossgrad(ctx, l, other, g, NULL);
             } else {
                 lossgrad(ctx, l, n->feat[l], g, other);
@@ -7072,7 +7324,7 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
     float *g = NULL, *g_old = NULL, *d = NULL, *x0 = NULL, *sn = NULL, *yn = NULL;
     int bf16 = opt && opt->history_bf16;
     size_t es = bf16 ? 2 : 4;
-    double *rho = NULL, *alpha = NULL, f = 0, f_old = 0, t = 0, hdiag = 1;
+    double *rho = NULL, *alpha = NULL, f = 0, f_old = 0, t = 0, hdiag = 1, move = 0, last_ys = 0;
     nst_status st = NST_OK;
     size_t bytes;
     if (!opt) { nst_lbfgs_options_init(&def); opt = &def; }
@@ -7123,6 +7375,7 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
             /* s = t d (the step just taken), y = g - g_old */
             double ys, yy;
             nst__lb_pair(yn, sn, g, g_old, d, t, n, nthreads, &ys, &yy);
+            last_ys = ys;
             if (opt->relative_curvature ? ys > 1e-10 * yy : ys > 1e-10) {
                 nst__hist_store(S + (size_t)head * n * es, bf16, sn, n, nthreads);
                 nst__hist_store(Y + (size_t)head * n * es, bf16, yn, n, nthreads);
@@ -7176,7 +7429,16 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
             g = tmp;
         }
         f_old = f;
-        if (iter > 1) t = opt->learning_rate;
+        if (iter > 1) {
+            t = opt->learning_rate;
+            /* no pair kept yet (first_step runs only): d is -g, whose size says nothing about the
+             * scale. Keep the last step's move, 4x it after negative curvature (the slope steepened
+             * along the step: the way down is further). From noise the loss is concave at first: the
+             * pairs of a 512 px run were skipped for 32 iterations of ~1e-4 grey levels each (loss
+             * 10102.5 -> 10101.5), with this the plateau ends at iteration 8 (402.6 at iteration 40 vs 1747) */
+            if (k == 0 && opt->first_step > 0 && dsum > 0)
+                t = NST__MAX(t, (last_ys > 0 ? 1.0 : 4.0) * move * (double)n / dsum);
+        }
         if (opt->line_search) {
             int tries;
             memcpy(x0, x, n * sizeof(float));
@@ -7201,6 +7463,7 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
                 nev++;
             }
         }
+        move = fabs(t) * dsum / (double)n;   /* the mean |x change| of this step */
         if (opt->on_iter && opt->on_iter(iter, f, x, opt->user)) {
             st = nst__err(NST_ERR_CANCELLED, "lbfgs: cancelled");
             goto done;

@@ -1,6 +1,9 @@
-/* Cost of the random model's reflection padding: the border GEMM (nst__reflect_fix_forward/backward) per
- * conv layer against the layer's own convolution (forward + backward-data), at one image size, and one
- * whole objective evaluation (VGG-19 to relu5_1, forward + backward) with reflection and zero padding.
+/* Cost of the random model's reflection padding, per conv layer against the layer's own convolution
+ * (forward + backward-data), at one image size: the fix (nst__reflect_fix_forward + _backward: the
+ * outside taps, before a separate ReLU pass), and for the forward the choice nst.h makes per layer,
+ * "fix + ReLU pass" against "border" (nst__reflect_border_forward: all 9 taps of the border pixels, so
+ * the engine's ReLU can be fused), with the rule's pick marked *. Then one whole objective evaluation
+ * (VGG-19 to relu5_1, forward + backward) with reflection and zero padding.
  *
  *   build/bench_reflect [--size N] [--threads N] [--reps N]      (defaults 256, 1, 3)
  * Times are the best of --reps, in CPU seconds of the process (robust on a shared machine with 1 thread). */
@@ -39,7 +42,8 @@ int main(int argc, char **argv) {
     if (nst_model_random(1, &m) != NST_OK) { fprintf(stderr, "%s\n", nst_last_error()); return 1; }
     printf("reflection padding of the random model, %dx%d, %d thread(s), cpu: %s\n", size, size, threads,
            nst_cpu_string());
-    printf("%-8s %6s %10s %10s %7s\n", "layer", "side", "conv ms", "fix ms", "fix %");
+    printf("%-8s %6s %10s %10s %7s | %14s %10s\n", "layer", "side", "conv ms", "fix ms", "fix %", "fwd: fix+relu",
+           "border");
     /* per layer, at the sizes VGG-19 sees: conv forward + backward-data vs the two border fixes */
     n = (size_t)512 * size * size;
     a = (float *)nst__aligned_alloc(n * sizeof(float));
@@ -47,7 +51,9 @@ int main(int argc, char **argv) {
     pad = (float *)nst__aligned_alloc(nst__reflect_scratch_floats(512, 512, size, size) * sizeof(float));
     for (i = 0; i < (int)n; i++) a[i] = (float)((i * 2654435761u) % 1000) * 1e-3f;
     for (ci = 0, h = w = size; ci < 13; ci++) {
-        double bc = 1e30, bf = 1e30;
+        double bc = 1e30, bf = 1e30, bfr = 1e30, bb = 1e30;
+        unsigned char *bits = (unsigned char *)malloc((size_t)m->cout[ci] * h * w / 8 + 1);
+        int pick;
         if (ci == 2 || ci == 4 || ci == 8 || ci == 12) { h /= 2; w /= 2; }
         for (r = 0; r < reps; r++) {
             double t0 = cpu_seconds(), t1, t2;
@@ -60,10 +66,22 @@ int main(int argc, char **argv) {
             for (i = 0; i < (int)n; i++) a[i] = (float)((i * 2654435761u) % 1000) * 1e-3f;   /* keep values sane */
             if (t1 - t0 < bc) bc = t1 - t0;
             if (t2 - t1 < bf) bf = t2 - t1;
+            /* forward only: the unfused way's extra work vs the fused way's */
+            t0 = cpu_seconds();
+            nst__reflect_fix_forward(m, ci, a, b, h, w, threads, pad);
+            nst__relu_forward(b, b, bits, (size_t)m->cout[ci] * h * w, threads);
+            t1 = cpu_seconds();
+            nst__reflect_border_forward(m, ci, a, b, h, w, 1, threads, pad);
+            t2 = cpu_seconds();
+            if (t1 - t0 < bfr) bfr = t1 - t0;
+            if (t2 - t1 < bb) bb = t2 - t1;
         }
         conv_total += bc;
         fix_total += bf;
-        printf("%-8s %6d %10.2f %10.2f %6.2f%%\n", nst__conv_names[ci], h, 1e3 * bc, 1e3 * bf, 100 * bf / bc);
+        pick = nst__reflect_border_pays(m->cin[ci], h, w);
+        printf("%-8s %6d %10.2f %10.2f %6.2f%% | %13.2f%s %9.2f%s\n", nst__conv_names[ci], h, 1e3 * bc, 1e3 * bf,
+               100 * bf / bc, 1e3 * bfr, pick ? " " : "*", 1e3 * bb, pick ? "*" : " ");
+        free(bits);
     }
     printf("%-8s %6s %10.2f %10.2f %6.2f%%\n", "total", "", 1e3 * conv_total, 1e3 * fix_total,
            100 * fix_total / conv_total);

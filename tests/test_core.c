@@ -455,6 +455,33 @@ TEST(lbfgs_first_step_and_warm_start) {
     free(x);
 }
 
+/* 1e-4 * sum (x^2 - 1)^2 from near 0: concave there (a maximum), and its gradient is tiny, so -g moves
+ * x by 4e-4 of itself per step; nst_transfer from noise met the same (32 flat iterations at 512 px) */
+static nst_status double_well(const float *x, float *g, double *v, void *user) {
+    int n = *(int *)user, i;
+    double f = 0;
+    for (i = 0; i < n; i++) {
+        double e = (double)x[i] * x[i] - 1.0;
+        f += 1e-4 * e * e;
+        g[i] = (float)(1e-4 * 4.0 * e * x[i]);
+    }
+    *v = f;
+    return NST_OK;
+}
+TEST(lbfgs_leaves_a_concave_start) {
+    int n = 101, i;
+    float x[101], g[101];
+    double f0 = 0, f = 0;
+    nst_lbfgs_options o;
+    for (i = 0; i < n; i++) x[i] = (i % 2 ? 1e-3f : -1e-3f) * (float)(1 + i % 5);
+    double_well(x, g, &f0, &n);
+    nst_lbfgs_options_init(&o);
+    o.max_iter = 25; o.first_step = 1e-4; o.tol_fun = -1; o.tol_x = -1; o.guard = 1;
+    CHECK_OK(nst_lbfgs(x, (size_t)n, double_well, &n, &o, &f, NULL));
+    /* without growing the step x stays ~1e-3 and f ~ f0 (0.0101) */
+    CHECK_MSG(f < 0.01 * f0, "after 25 iterations f = %g (start %g)", f, f0);
+}
+
 TEST(adam_converges) {
     int n = 2, i;
     float x[50];
@@ -771,6 +798,7 @@ int main(int argc, char **argv) {
     RUN(lbfgs_converges);
     RUN(lbfgs_matches_torch);
     RUN(lbfgs_first_step_and_warm_start);
+    RUN(lbfgs_leaves_a_concave_start);
     RUN(adam_converges);
     RUN(nstw_round_trip_and_validation);
     RUN(nstw_file_load);

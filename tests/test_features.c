@@ -82,11 +82,24 @@ TEST(reflection_padding_matches_naive_and_its_adjoint) {
             CHECK_OK(nst__reflect_fix_forward(m, ci, x, y, h, w, 1, pad));
             for (i = 0; i < nout; i++) if (fabs(y[i] - ref[i]) > err) err = fabs(y[i] - ref[i]);
             CHECK_MSG(err < 1e-4, "forward %dx%d conv %d: err %g", w, h, ci, err);
+            {   /* the border path: the engine's output (ReLU fused or not) with its border rewritten */
+                int relu;
+                for (relu = 0; relu < 2; relu++) {
+                    double e2 = 0;
+                    CHECK_OK(nst__conv_forward(m->plan[ci], x, y, h, w, relu, 1, NULL));
+                    CHECK_OK(nst__reflect_border_forward(m, ci, x, y, h, w, relu, 2, pad));
+                    for (i = 0; i < nout; i++) {
+                        double want = relu && ref[i] < 0 ? 0 : ref[i];
+                        if (fabs(y[i] - want) > e2) e2 = fabs(y[i] - want);
+                    }
+                    CHECK_MSG(e2 < 1e-4, "border forward %dx%d conv %d relu %d: err %g", w, h, ci, relu, e2);
+                }
+            }
             /* backward is the exact adjoint of forward without bias: <A x, r> = <x, A^T r> */
             CHECK_OK(nst__conv_forward(m->plan[ci], x, y, h, w, 0, 1, NULL));
-            CHECK_OK(nst__reflect_fix_forward(m, ci, x, y, h, w, 1, pad));
+            CHECK_OK(nst__reflect_fix_forward(m, ci, x, y, h, w, 2, pad));   /* 2 threads: split by channel */
             CHECK_OK(nst__conv_backward_data(m->plan[ci], r, dx, h, w, 1, NULL));
-            CHECK_OK(nst__reflect_fix_backward(m, ci, r, dx, h, w, 1, pad));
+            CHECK_OK(nst__reflect_fix_backward(m, ci, r, dx, h, w, 2, pad));
             for (i = 0; i < nout; i++) lhs += (double)(y[i] - m->b[ci][i / ((size_t)h * w)]) * r[i];
             for (i = 0; i < nin; i++) rhs += (double)x[i] * dx[i];
             CHECK_MSG(fabs(lhs - rhs) < 1e-4 * (fabs(lhs) + 1), "adjoint %dx%d conv %d: %g vs %g", w, h, ci, lhs, rhs);
