@@ -7256,6 +7256,210 @@ static NST__TARGET_AVX2 void nst__lb_comb_avx2(const nst__lb_vf *p, float *d, si
 }
 #endif
 
+#if defined(NST__X86)
+/* bf16 histories: the 32-bit lane i of 16 loaded words holds word 2i+1 in its top half (an f32 once the
+ * bottom half is masked off) and word 2i in its bottom half (an f32 once shifted up), so 16 values
+ * take two instructions instead of four (zero-extend and shift, twice). The f32 operands of a sub-chunk
+ * are dealt to match once (per 16: the 8 even elements, then the 8 odd ones), and d is formed dealt and
+ * put back in order; the arithmetic per element is unchanged, so d is still the scalar kernel's. */
+static void nst__lb_deal(float *dst, const float *src, size_t len) {   /* len: a multiple of 16 */
+    size_t b, i;
+    for (b = 0; b < len; b += 16)
+        for (i = 0; i < 8; i++) { dst[b + i] = src[b + 2 * i]; dst[b + 8 + i] = src[b + 2 * i + 1]; }
+}
+static NST__TARGET_AVX2 void nst__lb_dots_bf16_avx2(const nst__lb_vf *p, size_t lo, size_t hi, double *out) {
+    float wp[3][NST__LB_SUB];
+    const __m256i hm = _mm256_set1_epi32((int)0xFFFF0000u);
+    size_t a, b, e, i;
+    int j, r;
+    for (j = 0; j < 3 * p->nv; j++) out[j] = 0;
+    for (a = lo; a < hi; a = b) {
+        b = NST__MIN(a + NST__LB_SUB, hi);
+        e = a + ((b - a) & ~(size_t)15);
+        for (r = 0; r < p->nw; r++) nst__lb_deal(wp[r], p->w[r] + a, e - a);
+        j = 0;
+        if (p->nw == 1)
+            for (; j + 4 <= p->nv; j += 4) {
+                const uint16_t *v0 = (const uint16_t *)p->v[j], *v1 = (const uint16_t *)p->v[j + 1];
+                const uint16_t *v2 = (const uint16_t *)p->v[j + 2], *v3 = (const uint16_t *)p->v[j + 3];
+                __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+                double tail[4] = {0, 0, 0, 0};
+                for (i = a; i < e; i += 16) {
+                    const float *wq = wp[0] + (i - a);
+                    __m256 we = _mm256_loadu_ps(wq), wo = _mm256_loadu_ps(wq + 8);
+                    __m256i x0 = _mm256_loadu_si256((const __m256i *)(v0 + i));
+                    __m256i x1 = _mm256_loadu_si256((const __m256i *)(v1 + i));
+                    __m256i x2 = _mm256_loadu_si256((const __m256i *)(v2 + i));
+                    __m256i x3 = _mm256_loadu_si256((const __m256i *)(v3 + i));
+                    s0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(x0, 16)), we, s0);
+                    s1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(x0, hm)), wo, s1);
+                    s2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(x1, 16)), we, s2);
+                    s3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(x1, hm)), wo, s3);
+                    s4 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(x2, 16)), we, s4);
+                    s5 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(x2, hm)), wo, s5);
+                    s6 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(x3, 16)), we, s6);
+                    s7 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(x3, hm)), wo, s7);
+                }
+                for (i = e; i < b; i++) {
+                    double w = p->w[0][i];
+                    tail[0] += (double)nst__from_bf16(v0[i]) * w;
+                    tail[1] += (double)nst__from_bf16(v1[i]) * w;
+                    tail[2] += (double)nst__from_bf16(v2[i]) * w;
+                    tail[3] += (double)nst__from_bf16(v3[i]) * w;
+                }
+                out[3 * j] += nst__lb_hsum_avx2(s0, s1) + tail[0];
+                out[3 * j + 3] += nst__lb_hsum_avx2(s2, s3) + tail[1];
+                out[3 * j + 6] += nst__lb_hsum_avx2(s4, s5) + tail[2];
+                out[3 * j + 9] += nst__lb_hsum_avx2(s6, s7) + tail[3];
+            }
+        if (p->nw == 3)   /* two vectors at a time: each w load serves both */
+            for (; j + 2 <= p->nv; j += 2) {
+                const uint16_t *va = (const uint16_t *)p->v[j], *vb = (const uint16_t *)p->v[j + 1];
+                __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, t0 = s0, t1 = s0, t2 = s0;
+                double tail[6] = {0, 0, 0, 0, 0, 0};
+                for (i = a; i < e; i += 16) {
+                    size_t q = i - a;
+                    __m256i x = _mm256_loadu_si256((const __m256i *)(va + i)), y = _mm256_loadu_si256((const __m256i *)(vb + i));
+                    __m256 xe = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16)), xo = _mm256_castsi256_ps(_mm256_and_si256(x, hm));
+                    __m256 ye = _mm256_castsi256_ps(_mm256_slli_epi32(y, 16)), yo = _mm256_castsi256_ps(_mm256_and_si256(y, hm));
+                    __m256 w = _mm256_loadu_ps(wp[0] + q);
+                    s0 = _mm256_fmadd_ps(xe, w, s0);
+                    t0 = _mm256_fmadd_ps(ye, w, t0);
+                    w = _mm256_loadu_ps(wp[1] + q);
+                    s1 = _mm256_fmadd_ps(xe, w, s1);
+                    t1 = _mm256_fmadd_ps(ye, w, t1);
+                    w = _mm256_loadu_ps(wp[2] + q);
+                    s2 = _mm256_fmadd_ps(xe, w, s2);
+                    t2 = _mm256_fmadd_ps(ye, w, t2);
+                    w = _mm256_loadu_ps(wp[0] + q + 8);
+                    s0 = _mm256_fmadd_ps(xo, w, s0);
+                    t0 = _mm256_fmadd_ps(yo, w, t0);
+                    w = _mm256_loadu_ps(wp[1] + q + 8);
+                    s1 = _mm256_fmadd_ps(xo, w, s1);
+                    t1 = _mm256_fmadd_ps(yo, w, t1);
+                    w = _mm256_loadu_ps(wp[2] + q + 8);
+                    s2 = _mm256_fmadd_ps(xo, w, s2);
+                    t2 = _mm256_fmadd_ps(yo, w, t2);
+                }
+                for (i = e; i < b; i++) {
+                    double x = nst__from_bf16(va[i]), y = nst__from_bf16(vb[i]);
+                    for (r = 0; r < 3; r++) { tail[r] += x * p->w[r][i]; tail[3 + r] += y * p->w[r][i]; }
+                }
+                {
+                    const __m256 z = _mm256_setzero_ps();
+                    out[3 * j] += nst__lb_hsum_avx2(s0, z) + tail[0];
+                    out[3 * j + 1] += nst__lb_hsum_avx2(s1, z) + tail[1];
+                    out[3 * j + 2] += nst__lb_hsum_avx2(s2, z) + tail[2];
+                    out[3 * j + 3] += nst__lb_hsum_avx2(t0, z) + tail[3];
+                    out[3 * j + 4] += nst__lb_hsum_avx2(t1, z) + tail[4];
+                    out[3 * j + 5] += nst__lb_hsum_avx2(t2, z) + tail[5];
+                }
+            }
+        for (; j < p->nv; j++) {
+            const uint16_t *v = (const uint16_t *)p->v[j];
+            const float *w0 = wp[0], *w1 = wp[p->nw > 1], *w2 = wp[p->nw > 2 ? 2 : 0];
+            __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0;
+            double tail[3] = {0, 0, 0};
+            for (i = a; i < e; i += 16) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(v + i));
+                __m256 xe = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16)), xo = _mm256_castsi256_ps(_mm256_and_si256(x, hm));
+                size_t q = i - a;
+                s0 = _mm256_fmadd_ps(xe, _mm256_loadu_ps(w0 + q), s0);
+                s1 = _mm256_fmadd_ps(xo, _mm256_loadu_ps(w0 + q + 8), s1);
+                if (p->nw > 1) {
+                    s2 = _mm256_fmadd_ps(xe, _mm256_loadu_ps(w1 + q), s2);
+                    s3 = _mm256_fmadd_ps(xo, _mm256_loadu_ps(w1 + q + 8), s3);
+                    s4 = _mm256_fmadd_ps(xe, _mm256_loadu_ps(w2 + q), s4);
+                    s5 = _mm256_fmadd_ps(xo, _mm256_loadu_ps(w2 + q + 8), s5);
+                }
+            }
+            for (i = e; i < b; i++) {
+                double x = nst__from_bf16(v[i]);
+                for (r = 0; r < p->nw; r++) tail[r] += x * p->w[r][i];
+            }
+            out[3 * j] += nst__lb_hsum_avx2(s0, s1) + tail[0];
+            if (p->nw > 1) {
+                out[3 * j + 1] += nst__lb_hsum_avx2(s2, s3) + tail[1];
+                out[3 * j + 2] += nst__lb_hsum_avx2(s4, s5) + tail[2];
+            }
+        }
+    }
+}
+static NST__TARGET_AVX2 void nst__lb_comb_bf16_avx2(const nst__lb_vf *p, float *d, size_t lo, size_t hi, double *gd,
+                                                    double *asum) {
+    float dp[NST__LB_SUB];
+    const __m256i hm = _mm256_set1_epi32((int)0xFFFF0000u);
+    const __m256d absm = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7FFFFFFFFFFFFFFFll));
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0, a0 = s0, a1 = s0;
+    double ts[4], ta[4], rs = 0, ra = 0;
+    size_t a, b, e, i, q;
+    int j;
+    for (a = lo; a < hi; a = b) {
+        b = NST__MIN(a + NST__LB_SUB, hi);
+        e = a + ((b - a) & ~(size_t)15);
+        nst__lb_deal(dp, p->g + a, e - a);
+        {
+            const __m256 cg = _mm256_set1_ps(p->cg);
+            for (q = 0; q < e - a; q += 8) _mm256_storeu_ps(dp + q, _mm256_mul_ps(cg, _mm256_loadu_ps(dp + q)));
+        }
+        for (j = 0; j + 4 <= p->nv; j += 4) {
+            const uint16_t *v0 = (const uint16_t *)p->v[j] + a, *v1 = (const uint16_t *)p->v[j + 1] + a;
+            const uint16_t *v2 = (const uint16_t *)p->v[j + 2] + a, *v3 = (const uint16_t *)p->v[j + 3] + a;
+            const __m256 c0 = _mm256_set1_ps(p->c[j]), c1 = _mm256_set1_ps(p->c[j + 1]);
+            const __m256 c2 = _mm256_set1_ps(p->c[j + 2]), c3 = _mm256_set1_ps(p->c[j + 3]);
+            for (q = 0; q < e - a; q += 16) {
+                __m256 te = _mm256_loadu_ps(dp + q), to = _mm256_loadu_ps(dp + q + 8);
+                __m256i x0 = _mm256_loadu_si256((const __m256i *)(v0 + q));
+                __m256i x1 = _mm256_loadu_si256((const __m256i *)(v1 + q));
+                __m256i x2 = _mm256_loadu_si256((const __m256i *)(v2 + q));
+                __m256i x3 = _mm256_loadu_si256((const __m256i *)(v3 + q));
+                te = _mm256_add_ps(te, _mm256_mul_ps(c0, _mm256_castsi256_ps(_mm256_slli_epi32(x0, 16))));
+                to = _mm256_add_ps(to, _mm256_mul_ps(c0, _mm256_castsi256_ps(_mm256_and_si256(x0, hm))));
+                te = _mm256_add_ps(te, _mm256_mul_ps(c1, _mm256_castsi256_ps(_mm256_slli_epi32(x1, 16))));
+                to = _mm256_add_ps(to, _mm256_mul_ps(c1, _mm256_castsi256_ps(_mm256_and_si256(x1, hm))));
+                te = _mm256_add_ps(te, _mm256_mul_ps(c2, _mm256_castsi256_ps(_mm256_slli_epi32(x2, 16))));
+                to = _mm256_add_ps(to, _mm256_mul_ps(c2, _mm256_castsi256_ps(_mm256_and_si256(x2, hm))));
+                te = _mm256_add_ps(te, _mm256_mul_ps(c3, _mm256_castsi256_ps(_mm256_slli_epi32(x3, 16))));
+                to = _mm256_add_ps(to, _mm256_mul_ps(c3, _mm256_castsi256_ps(_mm256_and_si256(x3, hm))));
+                _mm256_storeu_ps(dp + q, te);
+                _mm256_storeu_ps(dp + q + 8, to);
+            }
+        }
+        for (; j < p->nv; j++) {
+            const uint16_t *v0 = (const uint16_t *)p->v[j] + a;
+            const __m256 c0 = _mm256_set1_ps(p->c[j]);
+            for (q = 0; q < e - a; q += 16) {
+                __m256i x0 = _mm256_loadu_si256((const __m256i *)(v0 + q));
+                _mm256_storeu_ps(dp + q, _mm256_add_ps(_mm256_loadu_ps(dp + q),
+                                                       _mm256_mul_ps(c0, _mm256_castsi256_ps(_mm256_slli_epi32(x0, 16)))));
+                _mm256_storeu_ps(dp + q + 8, _mm256_add_ps(_mm256_loadu_ps(dp + q + 8),
+                                                           _mm256_mul_ps(c0, _mm256_castsi256_ps(_mm256_and_si256(x0, hm)))));
+            }
+        }
+        for (q = 0; q < e - a; q += 16)   /* back in order */
+            for (i = 0; i < 8; i++) { d[a + q + 2 * i] = dp[q + i]; d[a + q + 2 * i + 1] = dp[q + 8 + i]; }
+        for (i = a; i < e; i += 8) {
+            __m256 t = _mm256_loadu_ps(d + i), g = _mm256_loadu_ps(p->g + i);
+            __m256d lo4 = _mm256_cvtps_pd(_mm256_castps256_ps128(t)), hi4 = _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1));
+            s0 = _mm256_fmadd_pd(lo4, _mm256_cvtps_pd(_mm256_castps256_ps128(g)), s0);
+            s1 = _mm256_fmadd_pd(hi4, _mm256_cvtps_pd(_mm256_extractf128_ps(g, 1)), s1);
+            a0 = _mm256_add_pd(a0, _mm256_and_pd(lo4, absm));
+            a1 = _mm256_add_pd(a1, _mm256_and_pd(hi4, absm));
+        }
+        if (e < b) {
+            double x, y;
+            nst__lb_comb_scalar(p, d, e, b, &x, &y);
+            rs += x;
+            ra += y;
+        }
+    }
+    _mm256_storeu_pd(ts, _mm256_add_pd(s0, s1));
+    _mm256_storeu_pd(ta, _mm256_add_pd(a0, a1));
+    *gd = ((ts[0] + ts[1]) + (ts[2] + ts[3])) + rs;
+    *asum = ((ta[0] + ta[1]) + (ta[2] + ta[3])) + ra;
+}
+#endif
+
 #if defined(NST__NEON)
 static double nst__lb_hsum_neon(float32x4_t a, float32x4_t b) {
     float64x2_t s = vaddq_f64(vaddq_f64(vcvt_f64_f32(vget_low_f32(a)), vcvt_high_f64_f32(a)),
@@ -7402,7 +7606,11 @@ static void nst__lb_vf_dots(const nst__lb_vf *p, size_t n, int nthreads, double 
         size_t lo = nst__lb_chunk(n, k), hi = nst__lb_chunk(n, k + 1);
         double *o = part + (size_t)k * 3 * p->nv;
 #if defined(NST__X86)
-        if (simd) { nst__lb_dots_avx2(p, lo, hi, o); continue; }
+        if (simd) {
+            if (p->bf16) nst__lb_dots_bf16_avx2(p, lo, hi, o);
+            else nst__lb_dots_avx2(p, lo, hi, o);
+            continue;
+        }
 #elif defined(NST__NEON)
         if (simd) { nst__lb_dots_neon(p, lo, hi, o); continue; }
 #endif
@@ -7426,7 +7634,11 @@ static double nst__lb_vf_comb(const nst__lb_vf *p, float *d, size_t n, int nthre
     for (k = 0; k < NST__LB_CHUNKS; k++) {
         size_t lo = nst__lb_chunk(n, k), hi = nst__lb_chunk(n, k + 1);
 #if defined(NST__X86)
-        if (simd) { nst__lb_comb_avx2(p, d, lo, hi, &pd[k], &pa[k]); continue; }
+        if (simd) {
+            if (p->bf16) nst__lb_comb_bf16_avx2(p, d, lo, hi, &pd[k], &pa[k]);
+            else nst__lb_comb_avx2(p, d, lo, hi, &pd[k], &pa[k]);
+            continue;
+        }
 #elif defined(NST__NEON)
         if (simd) { nst__lb_comb_neon(p, d, lo, hi, &pd[k], &pa[k]); continue; }
 #endif
