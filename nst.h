@@ -7299,7 +7299,9 @@ static double nst__lb_asum(const float *x, size_t n, int nthreads) {
     return s;
 }
 
-static void nst__hist_store(void *h, int bf16, const float *src, size_t n, int nthreads) {
+/* Stores src in the history; in bf16, src is rounded in place to the stored values (the vector-free
+ * recursion measures the new pair's inner products on these f32 copies). */
+static void nst__hist_store(void *h, int bf16, float *src, size_t n, int nthreads) {
     long k;
     if (!bf16) { memcpy(h, src, n * sizeof(float)); return; }
     (void)nthreads;
@@ -7308,17 +7310,685 @@ static void nst__hist_store(void *h, int bf16, const float *src, size_t n, int n
 #endif
     for (k = 0; k < NST__LB_CHUNKS; k++) {
         size_t i, lo = nst__lb_chunk(n, k), hi = nst__lb_chunk(n, k + 1);
-        for (i = lo; i < hi; i++) ((uint16_t *)h)[i] = nst__to_bf16(src[i]);
+        for (i = lo; i < hi; i++) {
+            uint16_t b = nst__to_bf16(src[i]);
+            ((uint16_t *)h)[i] = b;
+            src[i] = nst__from_bf16(b);
+        }
     }
+}
+
+/* ---- the vector-free recursion (Chen, Wang, Zhou, Yu, "Large-scale L-BFGS using MapReduce", NIPS 2014) --
+ * The direction is a combination of the basis {s_i, y_i, g}, so the two-loop recursion can run on the
+ * coefficients alone given the basis's inner products B (a (2m+1)^2 matrix kept across iterations). Each
+ * iteration then reads the history twice whatever m is: one pass measures the new inner products (g with
+ * every stored vector, and the pair just stored with every stored vector), one pass forms
+ * d = c_g g + sum c_j v_j. The pass-per-vector recursion above reads the history as often but streams d
+ * through the cache 4m times and opens 2m parallel regions; it stays as the reference (nst__lbfgs with
+ * two_loop = 1). The new pair's products are measured, not derived from the old ones (y.v = g.v - g_old.v
+ * cancels when g changes little, and s.v = t sum_j c_j B_jv is the product of the unrounded s): measured,
+ * B is the inner products of the vectors actually stored, as in the two-loop passes. With a bf16 history
+ * that matters: deriving both moved the final f of test_iter's lbfgs_vf_matches_two_loop (n = 10007,
+ * 7 pairs) 3.7% away from the reference, measuring 0.03%. The cost is a measuring pass that makes three
+ * products per history element instead of one.
+ * Both passes walk sub-chunks of NST__LB_SUB elements inside the fixed thread chunks: the f32 vectors of a
+ * sub-chunk stay in L1/L2 while the history streams by once. */
+#ifndef NST__LB_SUB
+#define NST__LB_SUB 2048
+#endif
+typedef struct nst__lb_vf {
+    const void *const *v;    /* nv history vectors (history format) */
+    int nv, bf16;
+    const float *w[3];       /* dots: v_j . w_r for r < nw (w_0 = g, then the new pair's f32 copies) */
+    int nw;
+    const float *c;          /* combine: d = cg * g + c_0 v_0 + c_1 v_1 + ..., in this order */
+    float cg;
+    const float *g;
+} nst__lb_vf;
+
+/* Scalar references. Dots: out[3 j + r] = v_j . w_r over [lo, hi) (in double). */
+static void nst__lb_dots_scalar(const nst__lb_vf *p, size_t lo, size_t hi, double *out) {
+    int j, r;
+    size_t i;
+    for (j = 0; j < p->nv; j++)
+        for (r = 0; r < p->nw; r++) {
+            double s = 0;
+            for (i = lo; i < hi; i++) s += (double)nst__lb_get(p->v[j], p->bf16, i) * p->w[r][i];
+            out[3 * j + r] = s;
+        }
+}
+/* Combine: d over [lo, hi), a float product then a float add per vector, in basis order (the SIMD
+ * kernels do the same operations, so d is the same to the bit); returns g . d and |d|_1 in double. */
+static void nst__lb_comb_scalar(const nst__lb_vf *p, float *d, size_t lo, size_t hi, double *gd, double *asum) {
+    double s = 0, a = 0;
+    size_t i;
+    int j;
+    for (i = lo; i < hi; i++) {
+        float t = p->cg * p->g[i];
+        for (j = 0; j < p->nv; j++) {
+            float u = p->c[j] * nst__lb_get(p->v[j], p->bf16, i);
+            t += u;
+        }
+        d[i] = t;
+        s += (double)p->g[i] * t;
+        a += fabs((double)t);
+    }
+    *gd = s;
+    *asum = a;
+}
+
+#if defined(NST__X86)
+static NST__TARGET_AVX2 double nst__lb_hsum_avx2(__m256 a, __m256 b) {
+    __m256d s = _mm256_add_pd(_mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(a)),
+                                            _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1))),
+                              _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(b)),
+                                            _mm256_cvtps_pd(_mm256_extractf128_ps(b, 1))));
+    double t[4];
+    _mm256_storeu_pd(t, s);
+    return (t[0] + t[1]) + (t[2] + t[3]);
+}
+/* Products summed in float lanes within a sub-chunk (at most NST__LB_SUB / 8 terms a lane), then in
+ * double. Measured at 512 px, m = 100, 1 thread (CPU time, Zen 3): the three-product pass in float takes
+ * 28-30 ms against 19-25 ms for a plain read of the history; double lanes would double its FMAs and add
+ * the conversions. With an f32 history the runs agree with the pass-per-vector recursion (double dot
+ * products) to 1e-7 in f after 25 iterations (bench_nst --lbfgs --size 64/128 --history 20 --f32). */
+static NST__TARGET_AVX2 void nst__lb_dots_avx2(const nst__lb_vf *p, size_t lo, size_t hi, double *out) {
+    const int bf = p->bf16;
+    size_t a, b, i;
+    int j, r;
+    for (j = 0; j < 3 * p->nv; j++) out[j] = 0;
+    for (a = lo; a < hi; a = b) {
+        b = NST__MIN(a + NST__LB_SUB, hi);
+        j = 0;
+        if (p->nw == 1) {   /* four vectors at a time, two accumulators each */
+            const float *w = p->w[0];
+            for (; j + 4 <= p->nv; j += 4) {
+                const void *v0 = p->v[j], *v1 = p->v[j + 1], *v2 = p->v[j + 2], *v3 = p->v[j + 3];
+                __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+                double tail[4] = {0, 0, 0, 0};
+                for (i = a; i + 16 <= b; i += 16) {
+                    __m256 w0 = _mm256_loadu_ps(w + i), w1 = _mm256_loadu_ps(w + i + 8);
+                    s0 = _mm256_fmadd_ps(nst__lb_ld8_avx2(v0, bf, i), w0, s0);
+                    s1 = _mm256_fmadd_ps(nst__lb_ld8_avx2(v0, bf, i + 8), w1, s1);
+                    s2 = _mm256_fmadd_ps(nst__lb_ld8_avx2(v1, bf, i), w0, s2);
+                    s3 = _mm256_fmadd_ps(nst__lb_ld8_avx2(v1, bf, i + 8), w1, s3);
+                    s4 = _mm256_fmadd_ps(nst__lb_ld8_avx2(v2, bf, i), w0, s4);
+                    s5 = _mm256_fmadd_ps(nst__lb_ld8_avx2(v2, bf, i + 8), w1, s5);
+                    s6 = _mm256_fmadd_ps(nst__lb_ld8_avx2(v3, bf, i), w0, s6);
+                    s7 = _mm256_fmadd_ps(nst__lb_ld8_avx2(v3, bf, i + 8), w1, s7);
+                }
+                for (; i < b; i++) {
+                    tail[0] += (double)nst__lb_get(v0, bf, i) * w[i];
+                    tail[1] += (double)nst__lb_get(v1, bf, i) * w[i];
+                    tail[2] += (double)nst__lb_get(v2, bf, i) * w[i];
+                    tail[3] += (double)nst__lb_get(v3, bf, i) * w[i];
+                }
+                out[3 * j] += nst__lb_hsum_avx2(s0, s1) + tail[0];
+                out[3 * j + 3] += nst__lb_hsum_avx2(s2, s3) + tail[1];
+                out[3 * j + 6] += nst__lb_hsum_avx2(s4, s5) + tail[2];
+                out[3 * j + 9] += nst__lb_hsum_avx2(s6, s7) + tail[3];
+            }
+        }
+        for (; j < p->nv; j++) {   /* one vector with each w, two accumulators each */
+            const void *v = p->v[j];
+            const float *w0 = p->w[0], *w1 = p->w[p->nw > 1], *w2 = p->w[p->nw > 2 ? 2 : 0];
+            __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0;
+            double tail[3] = {0, 0, 0};
+            for (i = a; i + 16 <= b; i += 16) {
+                __m256 x0 = nst__lb_ld8_avx2(v, bf, i), x1 = nst__lb_ld8_avx2(v, bf, i + 8);
+                s0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w0 + i), s0);
+                s1 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(w0 + i + 8), s1);
+                if (p->nw > 1) {
+                    s2 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w1 + i), s2);
+                    s3 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(w1 + i + 8), s3);
+                    s4 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w2 + i), s4);
+                    s5 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(w2 + i + 8), s5);
+                }
+            }
+            for (; i < b; i++) {
+                double x = nst__lb_get(v, bf, i);
+                for (r = 0; r < p->nw; r++) tail[r] += x * p->w[r][i];
+            }
+            out[3 * j] += nst__lb_hsum_avx2(s0, s1) + tail[0];
+            if (p->nw > 1) {
+                out[3 * j + 1] += nst__lb_hsum_avx2(s2, s3) + tail[1];
+                out[3 * j + 2] += nst__lb_hsum_avx2(s4, s5) + tail[2];
+            }
+        }
+    }
+}
+static NST__TARGET_AVX2 void nst__lb_comb_avx2(const nst__lb_vf *p, float *d, size_t lo, size_t hi, double *gd,
+                                               double *asum) {
+    const int bf = p->bf16;
+    const __m256d absm = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7FFFFFFFFFFFFFFFll));
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0, a0 = s0, a1 = s0;
+    double ts[4], ta[4], rs = 0, ra = 0;
+    size_t a, b, i;
+    int j;
+    for (a = lo; a < hi; a = b) {
+        size_t e;
+        b = NST__MIN(a + NST__LB_SUB, hi);
+        e = a + ((b - a) & ~(size_t)7);   /* [a, e) in vectors; [e, b) by the scalar kernel */
+        {
+            const __m256 cg = _mm256_set1_ps(p->cg);
+            for (i = a; i < e; i += 8) _mm256_storeu_ps(d + i, _mm256_mul_ps(cg, _mm256_loadu_ps(p->g + i)));
+        }
+        for (j = 0; j + 4 <= p->nv; j += 4) {
+            const void *v0 = p->v[j], *v1 = p->v[j + 1], *v2 = p->v[j + 2], *v3 = p->v[j + 3];
+            const __m256 c0 = _mm256_set1_ps(p->c[j]), c1 = _mm256_set1_ps(p->c[j + 1]);
+            const __m256 c2 = _mm256_set1_ps(p->c[j + 2]), c3 = _mm256_set1_ps(p->c[j + 3]);
+            for (i = a; i < e; i += 8) {
+                __m256 t = _mm256_loadu_ps(d + i);
+                t = _mm256_add_ps(t, _mm256_mul_ps(c0, nst__lb_ld8_avx2(v0, bf, i)));
+                t = _mm256_add_ps(t, _mm256_mul_ps(c1, nst__lb_ld8_avx2(v1, bf, i)));
+                t = _mm256_add_ps(t, _mm256_mul_ps(c2, nst__lb_ld8_avx2(v2, bf, i)));
+                t = _mm256_add_ps(t, _mm256_mul_ps(c3, nst__lb_ld8_avx2(v3, bf, i)));
+                _mm256_storeu_ps(d + i, t);
+            }
+        }
+        for (; j < p->nv; j++) {
+            const void *v0 = p->v[j];
+            const __m256 c0 = _mm256_set1_ps(p->c[j]);
+            for (i = a; i < e; i += 8)
+                _mm256_storeu_ps(d + i, _mm256_add_ps(_mm256_loadu_ps(d + i), _mm256_mul_ps(c0, nst__lb_ld8_avx2(v0, bf, i))));
+        }
+        for (i = a; i < e; i += 8) {
+            __m256 t = _mm256_loadu_ps(d + i), g = _mm256_loadu_ps(p->g + i);
+            __m256d lo4 = _mm256_cvtps_pd(_mm256_castps256_ps128(t)), hi4 = _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1));
+            s0 = _mm256_fmadd_pd(lo4, _mm256_cvtps_pd(_mm256_castps256_ps128(g)), s0);
+            s1 = _mm256_fmadd_pd(hi4, _mm256_cvtps_pd(_mm256_extractf128_ps(g, 1)), s1);
+            a0 = _mm256_add_pd(a0, _mm256_and_pd(lo4, absm));
+            a1 = _mm256_add_pd(a1, _mm256_and_pd(hi4, absm));
+        }
+        if (e < b) {
+            double x, y;
+            nst__lb_comb_scalar(p, d, e, b, &x, &y);
+            rs += x;
+            ra += y;
+        }
+    }
+    _mm256_storeu_pd(ts, _mm256_add_pd(s0, s1));
+    _mm256_storeu_pd(ta, _mm256_add_pd(a0, a1));
+    *gd = ((ts[0] + ts[1]) + (ts[2] + ts[3])) + rs;
+    *asum = ((ta[0] + ta[1]) + (ta[2] + ta[3])) + ra;
+}
+#endif
+
+#if defined(NST__X86)
+/* bf16 histories: the 32-bit lane i of 16 loaded words holds word 2i+1 in its top half (an f32 once the
+ * bottom half is masked off) and word 2i in its bottom half (an f32 once shifted up), so 16 values
+ * take two instructions instead of four (zero-extend and shift, twice). The f32 operands of a sub-chunk
+ * are dealt to match once (per 16: the 8 even elements, then the 8 odd ones), and d is formed dealt and
+ * put back in order; the arithmetic per element is unchanged, so d is still the scalar kernel's. */
+static void nst__lb_deal(float *dst, const float *src, size_t len) {   /* len: a multiple of 16 */
+    size_t b, i;
+    for (b = 0; b < len; b += 16)
+        for (i = 0; i < 8; i++) { dst[b + i] = src[b + 2 * i]; dst[b + 8 + i] = src[b + 2 * i + 1]; }
+}
+static NST__TARGET_AVX2 void nst__lb_dots_bf16_avx2(const nst__lb_vf *p, size_t lo, size_t hi, double *out) {
+    float wp[3][NST__LB_SUB];
+    const __m256i hm = _mm256_set1_epi32((int)0xFFFF0000u);
+    size_t a, b, e, i;
+    int j, r;
+    for (j = 0; j < 3 * p->nv; j++) out[j] = 0;
+    for (a = lo; a < hi; a = b) {
+        b = NST__MIN(a + NST__LB_SUB, hi);
+        e = a + ((b - a) & ~(size_t)15);
+        for (r = 0; r < p->nw; r++) nst__lb_deal(wp[r], p->w[r] + a, e - a);
+        j = 0;
+        if (p->nw == 1)
+            for (; j + 4 <= p->nv; j += 4) {
+                const uint16_t *v0 = (const uint16_t *)p->v[j], *v1 = (const uint16_t *)p->v[j + 1];
+                const uint16_t *v2 = (const uint16_t *)p->v[j + 2], *v3 = (const uint16_t *)p->v[j + 3];
+                __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+                double tail[4] = {0, 0, 0, 0};
+                for (i = a; i < e; i += 16) {
+                    const float *wq = wp[0] + (i - a);
+                    __m256 we = _mm256_loadu_ps(wq), wo = _mm256_loadu_ps(wq + 8);
+                    __m256i x0 = _mm256_loadu_si256((const __m256i *)(v0 + i));
+                    __m256i x1 = _mm256_loadu_si256((const __m256i *)(v1 + i));
+                    __m256i x2 = _mm256_loadu_si256((const __m256i *)(v2 + i));
+                    __m256i x3 = _mm256_loadu_si256((const __m256i *)(v3 + i));
+                    s0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(x0, 16)), we, s0);
+                    s1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(x0, hm)), wo, s1);
+                    s2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(x1, 16)), we, s2);
+                    s3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(x1, hm)), wo, s3);
+                    s4 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(x2, 16)), we, s4);
+                    s5 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(x2, hm)), wo, s5);
+                    s6 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(x3, 16)), we, s6);
+                    s7 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(x3, hm)), wo, s7);
+                }
+                for (i = e; i < b; i++) {
+                    double w = p->w[0][i];
+                    tail[0] += (double)nst__from_bf16(v0[i]) * w;
+                    tail[1] += (double)nst__from_bf16(v1[i]) * w;
+                    tail[2] += (double)nst__from_bf16(v2[i]) * w;
+                    tail[3] += (double)nst__from_bf16(v3[i]) * w;
+                }
+                out[3 * j] += nst__lb_hsum_avx2(s0, s1) + tail[0];
+                out[3 * j + 3] += nst__lb_hsum_avx2(s2, s3) + tail[1];
+                out[3 * j + 6] += nst__lb_hsum_avx2(s4, s5) + tail[2];
+                out[3 * j + 9] += nst__lb_hsum_avx2(s6, s7) + tail[3];
+            }
+        if (p->nw == 3)   /* two vectors at a time: each w load serves both */
+            for (; j + 2 <= p->nv; j += 2) {
+                const uint16_t *va = (const uint16_t *)p->v[j], *vb = (const uint16_t *)p->v[j + 1];
+                __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, t0 = s0, t1 = s0, t2 = s0;
+                double tail[6] = {0, 0, 0, 0, 0, 0};
+                for (i = a; i < e; i += 16) {
+                    size_t q = i - a;
+                    __m256i x = _mm256_loadu_si256((const __m256i *)(va + i)), y = _mm256_loadu_si256((const __m256i *)(vb + i));
+                    __m256 xe = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16)), xo = _mm256_castsi256_ps(_mm256_and_si256(x, hm));
+                    __m256 ye = _mm256_castsi256_ps(_mm256_slli_epi32(y, 16)), yo = _mm256_castsi256_ps(_mm256_and_si256(y, hm));
+                    __m256 w = _mm256_loadu_ps(wp[0] + q);
+                    s0 = _mm256_fmadd_ps(xe, w, s0);
+                    t0 = _mm256_fmadd_ps(ye, w, t0);
+                    w = _mm256_loadu_ps(wp[1] + q);
+                    s1 = _mm256_fmadd_ps(xe, w, s1);
+                    t1 = _mm256_fmadd_ps(ye, w, t1);
+                    w = _mm256_loadu_ps(wp[2] + q);
+                    s2 = _mm256_fmadd_ps(xe, w, s2);
+                    t2 = _mm256_fmadd_ps(ye, w, t2);
+                    w = _mm256_loadu_ps(wp[0] + q + 8);
+                    s0 = _mm256_fmadd_ps(xo, w, s0);
+                    t0 = _mm256_fmadd_ps(yo, w, t0);
+                    w = _mm256_loadu_ps(wp[1] + q + 8);
+                    s1 = _mm256_fmadd_ps(xo, w, s1);
+                    t1 = _mm256_fmadd_ps(yo, w, t1);
+                    w = _mm256_loadu_ps(wp[2] + q + 8);
+                    s2 = _mm256_fmadd_ps(xo, w, s2);
+                    t2 = _mm256_fmadd_ps(yo, w, t2);
+                }
+                for (i = e; i < b; i++) {
+                    double x = nst__from_bf16(va[i]), y = nst__from_bf16(vb[i]);
+                    for (r = 0; r < 3; r++) { tail[r] += x * p->w[r][i]; tail[3 + r] += y * p->w[r][i]; }
+                }
+                {
+                    const __m256 z = _mm256_setzero_ps();
+                    out[3 * j] += nst__lb_hsum_avx2(s0, z) + tail[0];
+                    out[3 * j + 1] += nst__lb_hsum_avx2(s1, z) + tail[1];
+                    out[3 * j + 2] += nst__lb_hsum_avx2(s2, z) + tail[2];
+                    out[3 * j + 3] += nst__lb_hsum_avx2(t0, z) + tail[3];
+                    out[3 * j + 4] += nst__lb_hsum_avx2(t1, z) + tail[4];
+                    out[3 * j + 5] += nst__lb_hsum_avx2(t2, z) + tail[5];
+                }
+            }
+        for (; j < p->nv; j++) {
+            const uint16_t *v = (const uint16_t *)p->v[j];
+            const float *w0 = wp[0], *w1 = wp[p->nw > 1], *w2 = wp[p->nw > 2 ? 2 : 0];
+            __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0;
+            double tail[3] = {0, 0, 0};
+            for (i = a; i < e; i += 16) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(v + i));
+                __m256 xe = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16)), xo = _mm256_castsi256_ps(_mm256_and_si256(x, hm));
+                size_t q = i - a;
+                s0 = _mm256_fmadd_ps(xe, _mm256_loadu_ps(w0 + q), s0);
+                s1 = _mm256_fmadd_ps(xo, _mm256_loadu_ps(w0 + q + 8), s1);
+                if (p->nw > 1) {
+                    s2 = _mm256_fmadd_ps(xe, _mm256_loadu_ps(w1 + q), s2);
+                    s3 = _mm256_fmadd_ps(xo, _mm256_loadu_ps(w1 + q + 8), s3);
+                    s4 = _mm256_fmadd_ps(xe, _mm256_loadu_ps(w2 + q), s4);
+                    s5 = _mm256_fmadd_ps(xo, _mm256_loadu_ps(w2 + q + 8), s5);
+                }
+            }
+            for (i = e; i < b; i++) {
+                double x = nst__from_bf16(v[i]);
+                for (r = 0; r < p->nw; r++) tail[r] += x * p->w[r][i];
+            }
+            out[3 * j] += nst__lb_hsum_avx2(s0, s1) + tail[0];
+            if (p->nw > 1) {
+                out[3 * j + 1] += nst__lb_hsum_avx2(s2, s3) + tail[1];
+                out[3 * j + 2] += nst__lb_hsum_avx2(s4, s5) + tail[2];
+            }
+        }
+    }
+}
+static NST__TARGET_AVX2 void nst__lb_comb_bf16_avx2(const nst__lb_vf *p, float *d, size_t lo, size_t hi, double *gd,
+                                                    double *asum) {
+    float dp[NST__LB_SUB];
+    const __m256i hm = _mm256_set1_epi32((int)0xFFFF0000u);
+    const __m256d absm = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7FFFFFFFFFFFFFFFll));
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0, a0 = s0, a1 = s0;
+    double ts[4], ta[4], rs = 0, ra = 0;
+    size_t a, b, e, i, q;
+    int j;
+    for (a = lo; a < hi; a = b) {
+        b = NST__MIN(a + NST__LB_SUB, hi);
+        e = a + ((b - a) & ~(size_t)15);
+        nst__lb_deal(dp, p->g + a, e - a);
+        {
+            const __m256 cg = _mm256_set1_ps(p->cg);
+            for (q = 0; q < e - a; q += 8) _mm256_storeu_ps(dp + q, _mm256_mul_ps(cg, _mm256_loadu_ps(dp + q)));
+        }
+        for (j = 0; j + 4 <= p->nv; j += 4) {
+            const uint16_t *v0 = (const uint16_t *)p->v[j] + a, *v1 = (const uint16_t *)p->v[j + 1] + a;
+            const uint16_t *v2 = (const uint16_t *)p->v[j + 2] + a, *v3 = (const uint16_t *)p->v[j + 3] + a;
+            const __m256 c0 = _mm256_set1_ps(p->c[j]), c1 = _mm256_set1_ps(p->c[j + 1]);
+            const __m256 c2 = _mm256_set1_ps(p->c[j + 2]), c3 = _mm256_set1_ps(p->c[j + 3]);
+            for (q = 0; q < e - a; q += 16) {
+                __m256 te = _mm256_loadu_ps(dp + q), to = _mm256_loadu_ps(dp + q + 8);
+                __m256i x0 = _mm256_loadu_si256((const __m256i *)(v0 + q));
+                __m256i x1 = _mm256_loadu_si256((const __m256i *)(v1 + q));
+                __m256i x2 = _mm256_loadu_si256((const __m256i *)(v2 + q));
+                __m256i x3 = _mm256_loadu_si256((const __m256i *)(v3 + q));
+                te = _mm256_add_ps(te, _mm256_mul_ps(c0, _mm256_castsi256_ps(_mm256_slli_epi32(x0, 16))));
+                to = _mm256_add_ps(to, _mm256_mul_ps(c0, _mm256_castsi256_ps(_mm256_and_si256(x0, hm))));
+                te = _mm256_add_ps(te, _mm256_mul_ps(c1, _mm256_castsi256_ps(_mm256_slli_epi32(x1, 16))));
+                to = _mm256_add_ps(to, _mm256_mul_ps(c1, _mm256_castsi256_ps(_mm256_and_si256(x1, hm))));
+                te = _mm256_add_ps(te, _mm256_mul_ps(c2, _mm256_castsi256_ps(_mm256_slli_epi32(x2, 16))));
+                to = _mm256_add_ps(to, _mm256_mul_ps(c2, _mm256_castsi256_ps(_mm256_and_si256(x2, hm))));
+                te = _mm256_add_ps(te, _mm256_mul_ps(c3, _mm256_castsi256_ps(_mm256_slli_epi32(x3, 16))));
+                to = _mm256_add_ps(to, _mm256_mul_ps(c3, _mm256_castsi256_ps(_mm256_and_si256(x3, hm))));
+                _mm256_storeu_ps(dp + q, te);
+                _mm256_storeu_ps(dp + q + 8, to);
+            }
+        }
+        for (; j < p->nv; j++) {
+            const uint16_t *v0 = (const uint16_t *)p->v[j] + a;
+            const __m256 c0 = _mm256_set1_ps(p->c[j]);
+            for (q = 0; q < e - a; q += 16) {
+                __m256i x0 = _mm256_loadu_si256((const __m256i *)(v0 + q));
+                _mm256_storeu_ps(dp + q, _mm256_add_ps(_mm256_loadu_ps(dp + q),
+                                                       _mm256_mul_ps(c0, _mm256_castsi256_ps(_mm256_slli_epi32(x0, 16)))));
+                _mm256_storeu_ps(dp + q + 8, _mm256_add_ps(_mm256_loadu_ps(dp + q + 8),
+                                                           _mm256_mul_ps(c0, _mm256_castsi256_ps(_mm256_and_si256(x0, hm)))));
+            }
+        }
+        for (q = 0; q < e - a; q += 16)   /* back in order */
+            for (i = 0; i < 8; i++) { d[a + q + 2 * i] = dp[q + i]; d[a + q + 2 * i + 1] = dp[q + 8 + i]; }
+        for (i = a; i < e; i += 8) {
+            __m256 t = _mm256_loadu_ps(d + i), g = _mm256_loadu_ps(p->g + i);
+            __m256d lo4 = _mm256_cvtps_pd(_mm256_castps256_ps128(t)), hi4 = _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1));
+            s0 = _mm256_fmadd_pd(lo4, _mm256_cvtps_pd(_mm256_castps256_ps128(g)), s0);
+            s1 = _mm256_fmadd_pd(hi4, _mm256_cvtps_pd(_mm256_extractf128_ps(g, 1)), s1);
+            a0 = _mm256_add_pd(a0, _mm256_and_pd(lo4, absm));
+            a1 = _mm256_add_pd(a1, _mm256_and_pd(hi4, absm));
+        }
+        if (e < b) {
+            double x, y;
+            nst__lb_comb_scalar(p, d, e, b, &x, &y);
+            rs += x;
+            ra += y;
+        }
+    }
+    _mm256_storeu_pd(ts, _mm256_add_pd(s0, s1));
+    _mm256_storeu_pd(ta, _mm256_add_pd(a0, a1));
+    *gd = ((ts[0] + ts[1]) + (ts[2] + ts[3])) + rs;
+    *asum = ((ta[0] + ta[1]) + (ta[2] + ta[3])) + ra;
+}
+#endif
+
+#if defined(NST__NEON)
+static double nst__lb_hsum_neon(float32x4_t a, float32x4_t b) {
+    float64x2_t s = vaddq_f64(vaddq_f64(vcvt_f64_f32(vget_low_f32(a)), vcvt_high_f64_f32(a)),
+                              vaddq_f64(vcvt_f64_f32(vget_low_f32(b)), vcvt_high_f64_f32(b)));
+    return vgetq_lane_f64(s, 0) + vgetq_lane_f64(s, 1);
+}
+/* As the AVX2 kernels, four lanes. */
+static void nst__lb_dots_neon(const nst__lb_vf *p, size_t lo, size_t hi, double *out) {
+    const int bf = p->bf16;
+    size_t a, b, i;
+    int j, r;
+    for (j = 0; j < 3 * p->nv; j++) out[j] = 0;
+    for (a = lo; a < hi; a = b) {
+        b = NST__MIN(a + NST__LB_SUB, hi);
+        j = 0;
+        if (p->nw == 1) {
+            const float *w = p->w[0];
+            for (; j + 4 <= p->nv; j += 4) {
+                const void *v0 = p->v[j], *v1 = p->v[j + 1], *v2 = p->v[j + 2], *v3 = p->v[j + 3];
+                float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+                double tail[4] = {0, 0, 0, 0};
+                for (i = a; i + 8 <= b; i += 8) {
+                    float32x4_t w0 = vld1q_f32(w + i), w1 = vld1q_f32(w + i + 4);
+                    s0 = vfmaq_f32(s0, nst__lb_ld4_neon(v0, bf, i), w0);
+                    s1 = vfmaq_f32(s1, nst__lb_ld4_neon(v0, bf, i + 4), w1);
+                    s2 = vfmaq_f32(s2, nst__lb_ld4_neon(v1, bf, i), w0);
+                    s3 = vfmaq_f32(s3, nst__lb_ld4_neon(v1, bf, i + 4), w1);
+                    s4 = vfmaq_f32(s4, nst__lb_ld4_neon(v2, bf, i), w0);
+                    s5 = vfmaq_f32(s5, nst__lb_ld4_neon(v2, bf, i + 4), w1);
+                    s6 = vfmaq_f32(s6, nst__lb_ld4_neon(v3, bf, i), w0);
+                    s7 = vfmaq_f32(s7, nst__lb_ld4_neon(v3, bf, i + 4), w1);
+                }
+                for (; i < b; i++) {
+                    tail[0] += (double)nst__lb_get(v0, bf, i) * w[i];
+                    tail[1] += (double)nst__lb_get(v1, bf, i) * w[i];
+                    tail[2] += (double)nst__lb_get(v2, bf, i) * w[i];
+                    tail[3] += (double)nst__lb_get(v3, bf, i) * w[i];
+                }
+                out[3 * j] += nst__lb_hsum_neon(s0, s1) + tail[0];
+                out[3 * j + 3] += nst__lb_hsum_neon(s2, s3) + tail[1];
+                out[3 * j + 6] += nst__lb_hsum_neon(s4, s5) + tail[2];
+                out[3 * j + 9] += nst__lb_hsum_neon(s6, s7) + tail[3];
+            }
+        }
+        for (; j < p->nv; j++) {
+            const void *v = p->v[j];
+            const float *w0 = p->w[0], *w1 = p->w[p->nw > 1], *w2 = p->w[p->nw > 2 ? 2 : 0];
+            float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0;
+            double tail[3] = {0, 0, 0};
+            for (i = a; i + 8 <= b; i += 8) {
+                float32x4_t x0 = nst__lb_ld4_neon(v, bf, i), x1 = nst__lb_ld4_neon(v, bf, i + 4);
+                s0 = vfmaq_f32(s0, x0, vld1q_f32(w0 + i));
+                s1 = vfmaq_f32(s1, x1, vld1q_f32(w0 + i + 4));
+                if (p->nw > 1) {
+                    s2 = vfmaq_f32(s2, x0, vld1q_f32(w1 + i));
+                    s3 = vfmaq_f32(s3, x1, vld1q_f32(w1 + i + 4));
+                    s4 = vfmaq_f32(s4, x0, vld1q_f32(w2 + i));
+                    s5 = vfmaq_f32(s5, x1, vld1q_f32(w2 + i + 4));
+                }
+            }
+            for (; i < b; i++) {
+                double x = nst__lb_get(v, bf, i);
+                for (r = 0; r < p->nw; r++) tail[r] += x * p->w[r][i];
+            }
+            out[3 * j] += nst__lb_hsum_neon(s0, s1) + tail[0];
+            if (p->nw > 1) {
+                out[3 * j + 1] += nst__lb_hsum_neon(s2, s3) + tail[1];
+                out[3 * j + 2] += nst__lb_hsum_neon(s4, s5) + tail[2];
+            }
+        }
+    }
+}
+static void nst__lb_comb_neon(const nst__lb_vf *p, float *d, size_t lo, size_t hi, double *gd, double *asum) {
+    const int bf = p->bf16;
+    float64x2_t s0 = vdupq_n_f64(0), s1 = s0, a0 = s0, a1 = s0;
+    double rs = 0, ra = 0;
+    size_t a, b, i;
+    int j;
+    for (a = lo; a < hi; a = b) {
+        size_t e;
+        b = NST__MIN(a + NST__LB_SUB, hi);
+        e = a + ((b - a) & ~(size_t)3);
+        for (i = a; i < e; i += 4) vst1q_f32(d + i, vmulq_n_f32(vld1q_f32(p->g + i), p->cg));
+        for (j = 0; j + 4 <= p->nv; j += 4) {
+            const void *v0 = p->v[j], *v1 = p->v[j + 1], *v2 = p->v[j + 2], *v3 = p->v[j + 3];
+            const float c0 = p->c[j], c1 = p->c[j + 1], c2 = p->c[j + 2], c3 = p->c[j + 3];
+            for (i = a; i < e; i += 4) {
+                float32x4_t t = vld1q_f32(d + i);
+                t = vaddq_f32(t, vmulq_n_f32(nst__lb_ld4_neon(v0, bf, i), c0));
+                t = vaddq_f32(t, vmulq_n_f32(nst__lb_ld4_neon(v1, bf, i), c1));
+                t = vaddq_f32(t, vmulq_n_f32(nst__lb_ld4_neon(v2, bf, i), c2));
+                t = vaddq_f32(t, vmulq_n_f32(nst__lb_ld4_neon(v3, bf, i), c3));
+                vst1q_f32(d + i, t);
+            }
+        }
+        for (; j < p->nv; j++) {
+            const void *v0 = p->v[j];
+            const float c0 = p->c[j];
+            for (i = a; i < e; i += 4)
+                vst1q_f32(d + i, vaddq_f32(vld1q_f32(d + i), vmulq_n_f32(nst__lb_ld4_neon(v0, bf, i), c0)));
+        }
+        for (i = a; i < e; i += 4) {
+            float32x4_t t = vld1q_f32(d + i), g = vld1q_f32(p->g + i);
+            float64x2_t lo2 = vcvt_f64_f32(vget_low_f32(t)), hi2 = vcvt_high_f64_f32(t);
+            s0 = vfmaq_f64(s0, lo2, vcvt_f64_f32(vget_low_f32(g)));
+            s1 = vfmaq_f64(s1, hi2, vcvt_high_f64_f32(g));
+            a0 = vaddq_f64(a0, vabsq_f64(lo2));
+            a1 = vaddq_f64(a1, vabsq_f64(hi2));
+        }
+        if (e < b) {
+            double x, y;
+            nst__lb_comb_scalar(p, d, e, b, &x, &y);
+            rs += x;
+            ra += y;
+        }
+    }
+    s0 = vaddq_f64(s0, s1);
+    a0 = vaddq_f64(a0, a1);
+    *gd = (vgetq_lane_f64(s0, 0) + vgetq_lane_f64(s0, 1)) + rs;
+    *asum = (vgetq_lane_f64(a0, 0) + vgetq_lane_f64(a0, 1)) + ra;
+}
+#endif
+
+static int nst__lb_simd(void) {
+#if defined(NST__X86)
+    return nst__cpu_arch() == NST_ARCH_AVX2 || nst__cpu_arch() == NST_ARCH_AVX512;
+#elif defined(NST__NEON)
+    return nst__cpu_arch() == NST_ARCH_NEON;
+#else
+    return 0;
+#endif
+}
+
+/* The measuring pass: out[3 j + r] = v_j . w_r over all n. part holds NST__LB_CHUNKS * 3 * nv doubles; the
+ * chunks' sums are added in chunk order, so the result does not depend on the thread count. */
+static void nst__lb_vf_dots(const nst__lb_vf *p, size_t n, int nthreads, double *part, double *out) {
+    int simd = nst__lb_simd(), j;
+    long k;
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (k = 0; k < NST__LB_CHUNKS; k++) {
+        size_t lo = nst__lb_chunk(n, k), hi = nst__lb_chunk(n, k + 1);
+        double *o = part + (size_t)k * 3 * p->nv;
+#if defined(NST__X86)
+        if (simd) {
+            if (p->bf16) nst__lb_dots_bf16_avx2(p, lo, hi, o);
+            else nst__lb_dots_avx2(p, lo, hi, o);
+            continue;
+        }
+#elif defined(NST__NEON)
+        if (simd) { nst__lb_dots_neon(p, lo, hi, o); continue; }
+#endif
+        nst__lb_dots_scalar(p, lo, hi, o);
+    }
+    (void)simd;
+    for (j = 0; j < 3 * p->nv; j++) out[j] = 0;
+    for (k = 0; k < NST__LB_CHUNKS; k++)
+        for (j = 0; j < 3 * p->nv; j++) out[j] += part[(size_t)k * 3 * p->nv + j];
+}
+
+/* The combining pass: d = cg g + sum c_j v_j; returns g . d, and |d|_1 in *asum. */
+static double nst__lb_vf_comb(const nst__lb_vf *p, float *d, size_t n, int nthreads, double *asum) {
+    double pd[NST__LB_CHUNKS], pa[NST__LB_CHUNKS], s = 0, a = 0;
+    int simd = nst__lb_simd();
+    long k;
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (k = 0; k < NST__LB_CHUNKS; k++) {
+        size_t lo = nst__lb_chunk(n, k), hi = nst__lb_chunk(n, k + 1);
+#if defined(NST__X86)
+        if (simd) {
+            if (p->bf16) nst__lb_comb_bf16_avx2(p, d, lo, hi, &pd[k], &pa[k]);
+            else nst__lb_comb_avx2(p, d, lo, hi, &pd[k], &pa[k]);
+            continue;
+        }
+#elif defined(NST__NEON)
+        if (simd) { nst__lb_comb_neon(p, d, lo, hi, &pd[k], &pa[k]); continue; }
+#endif
+        nst__lb_comb_scalar(p, d, lo, hi, &pd[k], &pa[k]);
+    }
+    (void)simd;
+    for (k = 0; k < NST__LB_CHUNKS; k++) { s += pd[k]; a += pa[k]; }
+    *asum = a;
+    return s;
+}
+
+/* The vector-free recursion's workspace: B, the inner products of the basis (index q: s of history slot q,
+ * m + q: its y, 2m: g), and the coefficients. */
+typedef struct nst__lb_gram {
+    double *B, *c, *part, *out;
+    float *cf;
+    const void **vp;
+    int *ix;
+} nst__lb_gram;
+
+static double nst__lb_gram_dot(const nst__lb_gram *w, int M, int nv, int i) {   /* b_i . (sum c_j b_j) */
+    const double *row = w->B + (size_t)i * M;
+    double s = w->c[M - 1] * row[M - 1];
+    int j;
+    for (j = 0; j < nv; j++) s += w->c[w->ix[j]] * row[w->ix[j]];
+    return s;
+}
+
+/* The direction d = -H g over the k pairs before head, by the vector-free recursion. fresh: the newest
+ * pair was stored this iteration (sn, yn hold its stored values), so its inner products are measured
+ * too. Returns g . d, and |d|_1 in *dsum. */
+static double nst__lb_vf_direction(nst__lb_gram *w, const unsigned char *S, const unsigned char *Y, int bf16,
+                                   size_t n, int m, int k, int head, int fresh, const float *g, const float *sn,
+                                   const float *yn, const double *rho, double *alpha, double hdiag, float *d,
+                                   int nthreads, double *dsum) {
+    int M = 2 * m + 1, nv = 2 * k, ns = (head - 1 + m) % m, j;
+    size_t es = bf16 ? 2 : 4;
+    double *B = w->B;
+    nst__lb_vf p;
+    memset(&p, 0, sizeof p);
+    for (j = 0; j < k; j++) {   /* newest pair first */
+        int q = (head - 1 - j + 2 * m) % m;
+        w->vp[2 * j] = S + (size_t)q * n * es;
+        w->vp[2 * j + 1] = Y + (size_t)q * n * es;
+        w->ix[2 * j] = q;
+        w->ix[2 * j + 1] = m + q;
+    }
+    p.v = w->vp;
+    p.nv = nv;
+    p.bf16 = bf16;
+    p.w[0] = p.g = g;
+    p.w[1] = sn;
+    p.w[2] = yn;
+    p.nw = fresh ? 3 : 1;
+    if (nv) nst__lb_vf_dots(&p, n, nthreads, w->part, w->out);
+    for (j = 0; j < nv; j++) {
+        size_t i = (size_t)w->ix[j];
+        B[i * M + 2 * m] = B[(size_t)2 * m * M + i] = w->out[3 * j];
+        if (fresh) {
+            B[i * M + ns] = B[(size_t)ns * M + i] = w->out[3 * j + 1];
+            B[i * M + m + ns] = B[(size_t)(m + ns) * M + i] = w->out[3 * j + 2];
+        }
+    }
+    /* the two-loop recursion on the coefficients of q, starting from q = -g */
+    for (j = 0; j < nv; j++) w->c[w->ix[j]] = 0;
+    w->c[2 * m] = -1;
+    for (j = 0; j < k; j++) {   /* newest to oldest */
+        int q = (head - 1 - j + 2 * m) % m;
+        alpha[q] = rho[q] * nst__lb_gram_dot(w, M, nv, q);
+        w->c[m + q] -= alpha[q];
+    }
+    for (j = 0; j < nv; j++) w->c[w->ix[j]] *= hdiag;
+    w->c[2 * m] *= hdiag;
+    for (j = k - 1; j >= 0; j--) {   /* oldest to newest */
+        int q = (head - 1 - j + 2 * m) % m;
+        w->c[q] += alpha[q] - rho[q] * nst__lb_gram_dot(w, M, nv, m + q);
+    }
+    for (j = 0; j < nv; j++) w->cf[j] = (float)w->c[w->ix[j]];
+    p.c = w->cf;
+    p.cg = (float)w->c[2 * m];
+    return nst__lb_vf_comb(&p, d, n, nthreads, dsum);
 }
 
 /* L-BFGS as torch's optim.lbfgs (which jcjohnson/neural-style and neural-style-pt use): two-loop
  * recursion over the last `history` pairs, H0 = s'y / y'y, no line search and a fixed step
  * (the first scaled by min(1, 1/|g|_1)), pairs with s'y <= 1e-10 skipped. The optional line search
- * backtracks from that step until the Armijo condition holds. */
-NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user, const nst_lbfgs_options *opt,
-                            double *final_value, int *evals) {
+ * backtracks from that step until the Armijo condition holds. The direction comes from the vector-free
+ * recursion, or with two_loop from the pass-per-vector one (the reference: tests and bench compare them). */
+static nst_status nst__lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user, const nst_lbfgs_options *opt,
+                             double *final_value, int *evals, int two_loop) {
     nst_lbfgs_options def;
+    nst__lb_gram gw;
     int m, k = 0, head = 0, iter, nev = 0, max_eval, nthreads = nst__resolve_threads(opt ? opt->threads : 0);
     unsigned char *S = NULL, *Y = NULL;
     float *g = NULL, *g_old = NULL, *d = NULL, *x0 = NULL, *sn = NULL, *yn = NULL;
@@ -7329,6 +7999,7 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
     size_t bytes;
     if (!opt) { nst_lbfgs_options_init(&def); opt = &def; }
     if (evals) *evals = 0;
+    memset(&gw, 0, sizeof gw);
     if (!x || !fg || n == 0) return nst__err(NST_ERR_ARGUMENT, "lbfgs: bad arguments");
     m = opt->history > 0 ? opt->history : 100;
     max_eval = opt->max_eval > 0 ? opt->max_eval : (int)(opt->max_iter * 1.25);
@@ -7344,7 +8015,19 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
     if (opt->line_search) x0 = (float *)nst__aligned_alloc(n * sizeof(float));
     rho = (double *)nst__malloc(sizeof(double) * (size_t)m);
     alpha = (double *)nst__malloc(sizeof(double) * (size_t)m);
-    if (!S || !Y || !sn || !yn || !g || !g_old || !d || !rho || !alpha || (opt->line_search && !x0)) {
+    if (!two_loop) {   /* (2m+1)^2 + 6m * (NST__LB_CHUNKS + 1) doubles: 0.6 MB at m = 100 */
+        size_t M = (size_t)2 * m + 1;
+        gw.B = (double *)nst__malloc(sizeof(double) * M * M);
+        gw.c = (double *)nst__malloc(sizeof(double) * M);
+        gw.part = (double *)nst__malloc(sizeof(double) * 3 * (M - 1) * NST__LB_CHUNKS);
+        gw.out = (double *)nst__malloc(sizeof(double) * 3 * (M - 1));
+        gw.cf = (float *)nst__malloc(sizeof(float) * (M - 1));
+        gw.vp = (const void **)nst__malloc(sizeof(void *) * (M - 1));
+        gw.ix = (int *)nst__malloc(sizeof(int) * (M - 1));
+        if (gw.B) memset(gw.B, 0, sizeof(double) * M * M);
+    }
+    if (!S || !Y || !sn || !yn || !g || !g_old || !d || !rho || !alpha || (opt->line_search && !x0) ||
+        (!two_loop && (!gw.B || !gw.c || !gw.part || !gw.out || !gw.cf || !gw.vp || !gw.ix))) {
         st = nst__err(NST_ERR_NOMEM, "lbfgs: out of memory for a history of %d (%lu MB)", m,
                       (unsigned long)(bytes >> 20));
         goto done;
@@ -7374,9 +8057,11 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
         } else {
             /* s = t d (the step just taken), y = g - g_old */
             double ys, yy;
+            int fresh = 0;
             nst__lb_pair(yn, sn, g, g_old, d, t, n, nthreads, &ys, &yy);
             last_ys = ys;
             if (opt->relative_curvature ? ys > 1e-10 * yy : ys > 1e-10) {
+                fresh = 1;
                 nst__hist_store(S + (size_t)head * n * es, bf16, sn, n, nthreads);
                 nst__hist_store(Y + (size_t)head * n * es, bf16, yn, n, nthreads);
                 rho[head] = 1.0 / ys;
@@ -7385,8 +8070,11 @@ NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user
                 head = (head + 1) % m;
                 if (k < m) k++;
             }
+            if (!two_loop)
+                gtd = nst__lb_vf_direction(&gw, S, Y, bf16, n, m, k, head, fresh, g, sn, yn, rho, alpha, hdiag, d,
+                                           nthreads, &dsum);
             /* two-loop recursion, newest pair first: pass j applies pair j-1 and measures pair j */
-            {
+            else {
                 nst__lb_pass ps;
                 int j;
                 memset(&ps, 0, sizeof ps);
@@ -7480,7 +8168,13 @@ done:
     nst__aligned_free(g); nst__aligned_free(g_old);
     nst__aligned_free(d); nst__aligned_free(x0);
     nst__free(rho); nst__free(alpha);
+    nst__free(gw.B); nst__free(gw.c); nst__free(gw.part); nst__free(gw.out); nst__free(gw.cf);
+    nst__free((void *)gw.vp); nst__free(gw.ix);
     return st;
+}
+NSTDEF nst_status nst_lbfgs(float *x, size_t n, nst_value_grad_fn fg, void *user, const nst_lbfgs_options *opt,
+                            double *final_value, int *evals) {
+    return nst__lbfgs(x, n, fg, user, opt, final_value, evals, 0);
 }
 
 /* Adam as torch's optim.adam: step = lr * sqrt(1 - b2^t) / (1 - b1^t), x -= step * m / (sqrt(v) + eps). */

@@ -3,15 +3,16 @@
  * process's peak resident memory (VmHWM) at 256, 512 and 1024 px.
  *
  *   build/bench_nst [--threads N] [--reps N] [--size N] [--arch scalar|avx2|avx512|neon] [--profile [--cpu]]
- *                   [--lbfgs [--history M] [--f32]]
+ *                   [--lbfgs [--history M] [--f32] [--two-loop]]
  * --arch (or $NST_ARCH) picks the kernel path (GEMM, convolution, pooling); the last column names it.
  * Without --size it runs itself once per size (so each peak-memory figure is that size's alone).
  * --profile (default size 512): time per phase and layer, summed over the reps (after a warm-up),
  *   through the library's profiling hook (nst__net.prof). With --cpu the hook reads the calling thread's
  *   CPU time instead of the wall clock: with --threads 1 on a shared, overloaded machine that is the
  *   figure an idle machine would show (only that thread's work is counted, so not for --threads > 1).
- * --lbfgs (default size 512): the L-BFGS step alone (two-loop recursion over a full history of M pairs,
- *   bf16 unless --f32, plus the vector updates), on a cheap quadratic whose own time is subtracted. */
+ * --lbfgs (default size 512): the L-BFGS step alone (the vector-free recursion over a full history of M
+ *   pairs, bf16 unless --f32, plus the vector updates), on a cheap quadratic whose own time is subtracted.
+ *   --two-loop: the reference recursion instead (one pass per history vector per loop). */
 #define NST_IMPLEMENTATION
 #include "nst.h"
 #include <stdio.h>
@@ -246,7 +247,7 @@ static int quad_iter(int iter, double f, const float *x, void *user) {
     return 0;
 }
 
-static int run_lbfgs(int size, int threads, int reps, int history, int f32) {
+static int run_lbfgs(int size, int threads, int reps, int history, int f32, int two_loop) {
     size_t n = (size_t)3 * size * size, i;
     float *x = (float *)nst__malloc(sizeof(float) * n), *a = (float *)nst__malloc(sizeof(float) * n);
     nst_lbfgs_options lo;
@@ -272,9 +273,9 @@ static int run_lbfgs(int size, int threads, int reps, int history, int f32) {
     lo.user = &q;
     q.t_last = nst__now();
     q.c_last = cpu_seconds();
-    if (nst_lbfgs(x, n, quad_fg, &q, &lo, &fv, NULL)) goto fail;
-    printf("bench_nst --lbfgs: n = %lu (%dx%d RGB), history %d (%s), %d threads, %s: %.2f ms per step, "
-           "process CPU %.2f ms per step (mean of %d steps with a full history; f = %.9g)\n", (unsigned long)n, size,
+    if (nst__lbfgs(x, n, quad_fg, &q, &lo, &fv, NULL, two_loop)) goto fail;
+    printf("bench_nst --lbfgs%s: n = %lu (%dx%d RGB), history %d (%s), %d threads, %s: %.2f ms per step, "
+           "process CPU %.2f ms per step (mean of %d steps with a full history; f = %.9g)\n", two_loop ? " --two-loop" : "", (unsigned long)n, size,
            size, history, f32 ? "f32" : "bf16", threads, nst_cpu_string(), 1e3 * q.t_steps / (q.iters ? q.iters : 1),
            1e3 * q.c_steps / (q.iters ? q.iters : 1), q.iters, fv);
     rc = 0;
@@ -286,7 +287,7 @@ fail:
 }
 
 int main(int argc, char **argv) {
-    int threads = 2, reps = 3, size = 0, i, profile = 0, lbfgs = 0, history = 100, f32 = 0, cpu = 0;
+    int threads = 2, reps = 3, size = 0, i, profile = 0, lbfgs = 0, history = 100, f32 = 0, cpu = 0, two_loop = 0;
     const char *arch = NULL;
     static const int sizes[] = { 256, 512, 1024 };
     for (i = 1; i < argc; i++) {
@@ -298,10 +299,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--profile")) profile = 1;
         else if (!strcmp(argv[i], "--lbfgs")) lbfgs = 1;
         else if (!strcmp(argv[i], "--f32")) f32 = 1;
+        else if (!strcmp(argv[i], "--two-loop")) two_loop = 1;
         else if (!strcmp(argv[i], "--cpu")) cpu = 1;
         else {
             fprintf(stderr, "usage: %s [--threads N] [--reps N] [--size N] [--arch scalar|avx2|avx512|neon] "
-                    "[--profile [--cpu]] [--lbfgs [--history M] [--f32]]\n", argv[0]);
+                    "[--profile [--cpu]] [--lbfgs [--history M] [--f32] [--two-loop]]\n", argv[0]);
             return 2;
         }
     }
@@ -316,7 +318,7 @@ int main(int argc, char **argv) {
     }
     if (threads < 1 || reps < 1 || size < 0 || history < 1) return 2;
     if (profile) return run_profile(size ? size : 512, threads, reps, cpu);
-    if (lbfgs) return run_lbfgs(size ? size : 512, threads, reps, history, f32);
+    if (lbfgs) return run_lbfgs(size ? size : 512, threads, reps, history, f32, two_loop);
     if (size) return run_size(size, threads, reps);
     printf("bench_nst: one iteration = VGG-19 forward to relu5_1 + content/style/TV losses + backward to the pixels\n"
            "(random normalised model, best of %d after a warm-up; GF/s = 377 GFLOP direct-conv at 512 px, scaled;\n"

@@ -6,7 +6,7 @@
 # NEON tests (the scalar ones run natively) and test_core only the finite-difference gradient check of the
 # objective (a tiny model whose layers all take the NEON direct kernel, both directions); test_features only
 # the random model's padding against a naive convolution and as the adjoint of its forward (NEON GEMM);
-# test_iter only the L-BFGS recursion pass against its scalar reference.
+# test_iter only the L-BFGS tests (both recursions' kernels against their scalar references, one against the other).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 mkdir -p build/tests
@@ -30,6 +30,6 @@ run test_gemm_aarch64 tests/test_gemm.c "$@"
 run test_conv_aarch64 tests/test_conv.c neon
 run test_core_aarch64 tests/test_core.c objective_gradient_matches
 run test_features_aarch64 tests/test_features.c reflection_padding
-run test_iter_aarch64 tests/test_iter.c lbfgs_pass_matches_scalar
+run test_iter_aarch64 tests/test_iter.c lbfgs_
 echo "test_neon_aarch64: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
