@@ -1,11 +1,12 @@
 /* bench_gemm: single-precision GEMM throughput.
  *
  *   build/bench_gemm [--quick] [--isa scalar|avx2|avx512|neon|all|best|none] [--threads N] [--csv]
- *                    [--vgg-only] [--cpu-time]
+ *                    [--vgg-only] [--cpu-time] [--shape M,N,K]...
  *
  * --quick caps N at 65536 (the first VGG shape then has a quarter of its pixels); --cpu-time times the
  * 1-thread rows with the thread's CPU clock, so time spent descheduled by other processes on a busy
- * machine does not count (2-thread rows are always wall time).
+ * machine does not count (2-thread rows are always wall time); --shape "M,N,K" (repeatable) runs only
+ * those shapes of the table.
  *
  * Measures the FMA peak with a register-only FMA loop (per vector width, 1 and 2 threads), then GFLOP/s
  * of nst's GEMM per ISA and thread count on squares 64..2048 and the shapes VGG-19 makes at 512x512
@@ -152,7 +153,7 @@ static const shape shapes[] = {
 #define NSHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
 int main(int argc, char **argv) {
-    int quick = 0, csv = 0, vgg_only = 0, only_threads = 0, i, s, t, ai;
+    int quick = 0, csv = 0, vgg_only = 0, only_threads = 0, i, s, t, ai, nonly = 0, only[NSHAPES];
     const char *isa = "all";
     size_t amax = 0, bmax = 0, cmax = 0, z;
     float *a, *b, *c;
@@ -166,7 +167,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--cpu-time")) use_cpu_time = 1;
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc) isa = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) only_threads = atoi(argv[++i]);
-        else { fprintf(stderr, "usage: %s [--quick] [--csv] [--vgg-only] [--cpu-time] [--isa NAME|all|best|none] [--threads N]\n", argv[0]); return 2; }
+        else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {   /* "M,N,K" of the table; repeatable */
+            int m, n, k;
+            i++;
+            for (s = 0; s < NSHAPES; s++)
+                if (sscanf(argv[i], "%d,%d,%d", &m, &n, &k) == 3 && m == shapes[s].m && n == shapes[s].n && k == shapes[s].k) break;
+            if (s == NSHAPES) { fprintf(stderr, "--shape %s: not a shape of the table\n", argv[i]); return 2; }
+            if (nonly < NSHAPES) only[nonly++] = s;
+        }
+        else { fprintf(stderr, "usage: %s [--quick] [--csv] [--vgg-only] [--cpu-time] [--isa NAME|all|best|none] [--threads N] [--shape M,N,K]...\n", argv[0]); return 2; }
     }
     for (s = 0; s < NSHAPES; s++) {
         size_t n = shapes[s].n;
@@ -219,6 +228,11 @@ int main(int argc, char **argv) {
                 double g, pk;
                 char label[64];
                 if (vgg_only && shapes[s].what[0] == 's') continue;
+                if (nonly) {
+                    int q, hit = 0;
+                    for (q = 0; q < nonly; q++) hit |= only[q] == s;
+                    if (!hit) continue;
+                }
                 if (quick && n > 65536) n = 65536;
                 if (arch == NST_ARCH_SCALAR && (double)m * n * k > 2e8) continue;   /* too slow to matter */
                 g = time_gemm(t, m, n, k, a, b, c);

@@ -83,8 +83,11 @@ static void kernel_sweep_one(const nst__gemm_kernel *kt) {
     double *ref, *scale;
     nst__rng rng = {42};
     static const float alphas[4] = {1.0f, 0.5f, -1.5f, 1.0f}, betas[4] = {0.0f, 1.0f, 0.25f, 0.0f};
+    nst__gemm_blocks bl;
+    nst__gemm_blocking(kt, &bl);
     CHECK(kt->mr * kt->nr <= NST__TILE_MAX && kt->mc % kt->mr == 0 && kt->nc % kt->nr == 0);
-    ks[0] = 1; ks[1] = 2; ks[2] = kt->kc - 1; ks[3] = kt->kc; ks[4] = kt->kc + 1; ks[5] = 3 * kt->kc + 5;
+    CHECK(bl.mc % kt->mr == 0 && bl.nc % kt->nr == 0 && bl.mc > 0 && bl.nc > 0 && bl.kc > 0);
+    ks[0] = 1; ks[1] = 2; ks[2] = bl.kc - 1; ks[3] = bl.kc; ks[4] = bl.kc + 1; ks[5] = 3 * bl.kc + 5;
     a = (float *)malloc(sizeof(float) * kt->mr * ks[5]);
     b = (float *)malloc(sizeof(float) * kt->nr * ks[5]);
     c = (float *)malloc(sizeof(float) * kt->mr * (kt->nr + 5));
@@ -194,7 +197,11 @@ static void gemm_wide(nst_arch arch) {
             for (ki = 0; ki < 3 && !bad; ki++) {
                 int m = ms[mi], n = ns[(mi + ni) % 2], v = mi * 6 + ni * 3 + ki;
                 const nst__gemm_kernel *kt = nst__gemm_kernel_pick(arch, m, n);
-                int k = ki == 0 ? 1 : ki == 1 ? 17 : 3 * kt->kc + 101, kb = nst__gemm_wide_kb(kt, m, n, k);
+                nst__gemm_blocks bl;
+                int k, kb;
+                nst__gemm_blocking(kt, &bl);
+                k = ki == 0 ? 1 : ki == 1 ? 17 : 3 * bl.kc + 101;
+                kb = nst__gemm_wide_kb(kt, &bl, m, n, k);
                 if (ki == 2 && m > 33) continue;   /* the double reference would take seconds */
                 if (quick && (double)m * n * k > 1e6) continue;
                 CHECK_MSG(kb > 0, "%dx%dx%d does not take the short-M path", m, n, k);
