@@ -1704,11 +1704,6 @@ static void nst__gemm_scale_c(const nst__gemm_job *g) {
     }
 }
 
-/* Splits [0, total) in `parts` ranges aligned to `align`, as even as possible. */
-static int nst__split_at(int total, int align, int parts, int t) {
-    int units = (total + align - 1) / align, u = (int)((long long)units * t / parts);
-    return NST__MIN(total, u * align);
-}
 /* SYRK rows: thread t gets rows up to n*sqrt((t+1)/nt), so the lower-triangle areas are equal. */
 static int nst__split_tri(int total, int align, int parts, int t) {
     double f = sqrt((double)t / parts);
@@ -1730,7 +1725,7 @@ static int nst__gemm_wide_kb(const nst__gemm_kernel *kt, const nst__gemm_blocks 
 
 static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     const nst__gemm_kernel *kt = g->kt;
-    int nt, split_n, parts, nkb, wkb;
+    int nt, split_n, parts, nkb, wkb, chunk, nchunks, next = 0;
     size_t abuf_n, bbuf_n, per, wide_n = 0, mpad = (size_t)nst__round_up(g->m, kt->mr);
     float *buf;
     double flops;
@@ -1766,9 +1761,17 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     parts = split_n ? (g->n + kt->nr - 1) / kt->nr : (g->m + kt->mr - 1) / kt->mr;
     if (nt > parts) nt = parts;
     if (nt < 1) nt = 1;
+    /* The split dimension goes out in chunks of at most one cache block, about three per thread, each
+     * taken by whichever thread is free: on a shared machine a descheduled thread no longer holds up
+     * the other (a static half each ran 2 threads slower than 1 under load). A chunk only moves where a
+     * tile is computed, never how, so the bits stay those of one thread. */
+    chunk = split_n ? g->nc / kt->nr : g->bl.mc / kt->mr;
+    if (nt > 1) chunk = NST__MAX(1, NST__MIN(chunk, (parts + 3 * nt - 1) / (3 * nt)));
+    else chunk = parts;
+    nchunks = (parts + chunk - 1) / chunk;
     abuf_n = g->apacked || g->wide ? 0 : (size_t)g->bl.mc * g->kb;
     {   /* B buffer: the widest column range a thread packs at once, in whole panels */
-        int units = (g->n + kt->nr - 1) / kt->nr, cols = (split_n ? (units + nt - 1) / nt : units) * kt->nr;
+        int units = (g->n + kt->nr - 1) / kt->nr, cols = (split_n ? chunk : units) * kt->nr;
         bbuf_n = (size_t)NST__MIN(g->nc, cols) * g->kb;
     }
     per = (abuf_n + bbuf_n + 15) & ~(size_t)15;
@@ -1784,22 +1787,30 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
-        int t, step = 1, first = 0;
+        int t, step = 1, first = 0, c;
+        float *ab, *bb;
 #ifdef _OPENMP
         first = omp_get_thread_num();
         step = omp_get_num_threads();   /* fewer than asked (nesting): each takes several ranges */
 #endif
-        for (t = first; t < nt; t += step) {
-            float *ab = buf + per * t, *bb = ab + abuf_n;
-            if (g->lower)
+        ab = buf + per * first;
+        bb = ab + abuf_n;
+        if (g->lower) {
+            for (t = first; t < nt; t += step)
                 nst__gemm_range(g, nst__split_tri(g->m, kt->mr, nt, t), nst__split_tri(g->m, kt->mr, nt, t + 1),
-                                0, g->n, ab, bb);
-            else if (split_n)
-                nst__gemm_range(g, 0, g->m, nst__split_at(g->n, kt->nr, nt, t), nst__split_at(g->n, kt->nr, nt, t + 1),
-                                ab, bb);
-            else
-                nst__gemm_range(g, nst__split_at(g->m, kt->mr, nt, t), nst__split_at(g->m, kt->mr, nt, t + 1),
-                                0, g->n, ab, bb);
+                                0, g->n, buf + per * t, buf + per * t + abuf_n);
+        } else {
+            for (;;) {
+#ifdef _OPENMP
+#pragma omp atomic capture
+#endif
+                c = next++;
+                if (c >= nchunks) break;
+                if (split_n)
+                    nst__gemm_range(g, 0, g->m, c * chunk * kt->nr, NST__MIN(g->n, (c + 1) * chunk * kt->nr), ab, bb);
+                else
+                    nst__gemm_range(g, c * chunk * kt->mr, NST__MIN(g->m, (c + 1) * chunk * kt->mr), 0, g->n, ab, bb);
+            }
         }
     }
     if (g->wide) { buf -= wide_n; g->apacked = NULL; g->wide = 0; }
