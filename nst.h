@@ -1761,13 +1761,21 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     parts = split_n ? (g->n + kt->nr - 1) / kt->nr : (g->m + kt->mr - 1) / kt->mr;
     if (nt > parts) nt = parts;
     if (nt < 1) nt = 1;
-    /* The split dimension goes out in chunks of at most one cache block, about three per thread, each
+    /* The split dimension goes out in chunks, about three per thread and at most one cache block, each
      * taken by whichever thread is free: on a shared machine a descheduled thread no longer holds up
-     * the other (a static half each ran 2 threads slower than 1 under load). A chunk only moves where a
-     * tile is computed, never how, so the bits stay those of one thread. */
+     * the other (a static half each ran 2 threads slower than 1 under load). Every chunk packs the
+     * other operand again (unless A is shared), so a chunk is never narrower than that operand while
+     * it fits one block (64x64x262144 would read A once per 16 columns), nor wider than an even share.
+     * A chunk only moves where a tile is computed, never how: the bits stay those of one thread. */
     chunk = split_n ? g->nc / kt->nr : g->bl.mc / kt->mr;
-    if (nt > 1) chunk = NST__MAX(1, NST__MIN(chunk, (parts + 3 * nt - 1) / (3 * nt)));
-    else chunk = parts;
+    if (nt > 1) {
+        int lo = g->wide || g->apacked ? 1 : split_n ? (g->m + kt->nr - 1) / kt->nr : (g->n + kt->mr - 1) / kt->mr;
+        lo = NST__MIN(lo, chunk);
+        chunk = NST__MIN(chunk, (parts + 3 * nt - 1) / (3 * nt));
+        chunk = NST__MAX(1, NST__MIN(NST__MAX(chunk, lo), (parts + nt - 1) / nt));
+    } else {
+        chunk = parts;
+    }
     nchunks = (parts + chunk - 1) / chunk;
     abuf_n = g->apacked || g->wide ? 0 : (size_t)g->bl.mc * g->kb;
     {   /* B buffer: the widest column range a thread packs at once, in whole panels */
