@@ -910,12 +910,17 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *           multiples of 4 and not of 6, so wide C[64..512][pixels] runs 4 x 24 without an edge tile
  *   neon    MR x NR = 8 x 12: 24 q accumulators, 3 B vectors, 2 A vectors used through lane FMAs
  *   scalar  MR x NR = 4 x 8
+ *   The cache blocks come from the L1d and L2 sizes CPUID reports (nst__gemm_blocking, one rule for
+ *   all CPUs; $NST_GEMM_CACHE="L1D,L2" in KiB overrides the detected sizes). On Zen 5 and Intel Xeon
+ *   (48 KiB L1d, 1 or 2 MiB L2) the rule gives AVX-512 the blocks measured best here:
  *   KC = 192: the KC x NR micro-panel of B, reused by every MR tile of the MC block, stays in L1
  *     (192*48*4 = 36 KiB of 48; the kernel alone runs at ~99% of peak with it in L1, ~90% at KC = 384
  *     where it streams from L2). Short enough that C is rewritten only K/192 times.
  *   MC = 256: the MC x KC block of A (192 KiB) lives in L2 next to the streaming B; 256 divides the
  *     VGG channel counts, so no ragged MC block.
  *   NC = 1536: KC x NC of B (1.1 MiB) sits in L2/L3 while the MC blocks pass over it.
+ *   On Zen 3 (32 KiB L1d, 512 KiB L2) the same rule gives AVX2 4 x 24 KC 256, MC 128, NC 768 and
+ *   6 x 16 KC 384, MC 84, NC 512 (was 192 / 256 / 1536 everywhere).
  *   Kernel shape: MR = 8 divides every VGG channel count (64..512), so the convolution shapes waste no
  *   rows (14 x 32 computes 70 rows for 64); of 8x48, 6x64, 14x32, 8x32 and 12x32, 8x48 was fastest
  *   (geometric mean over squares and VGG shapes, 1 thread: 170 / 162 / 154 / 158 / 146 GFLOP/s).
@@ -927,13 +932,14 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   of A would leave L2, and B comes in 192-column blocks without software prefetch. On Zen 3 (32 KiB
  *   L1d, 512 KiB L2), with the 4 x 24 kernel, 1 thread: C[64][262144] x K 576 from 0.51x to 0.94x
  *   OpenBLAS, x K 64 from 0.67x to 1.01x (bench/compare.sh --cpu-time, both builds in one run).
- *   On a Zen 4 (32 KiB L1d), KC = 128 keeps the same L1 fit; set NST__KC to tune.
+ *   On a Zen 4 (32 KiB L1d) the rule gives AVX-512 KC = 128, the same L1 fit.
  *
  * THREADS
- *   OpenMP over the macro-kernel loops only: the columns (or, when N is narrow, the rows) are split into
- *   one contiguous, panel-aligned range per thread; each thread packs its own panels. The split is a
- *   function of the sizes and the thread count only; since every C element sees the same tiles and the
- *   same K blocks whichever range it falls in, results are even identical across thread counts.
+ *   OpenMP over the macro-kernel loops only: the columns (or, when N is narrow, the rows) are cut into
+ *   panel-aligned chunks, about three per thread, which the threads take from a shared counter (a
+ *   thread descheduled on a busy machine no longer holds the other up); each thread packs its own
+ *   panels. Since every C element sees the same tiles and the same K blocks whichever chunk it falls
+ *   in, results are identical across thread counts. SYRK keeps one static range per thread.
  * ---------------------------------------------------------------------------------------------------*/
 #if !defined(NST_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define NST__X86 1
@@ -1723,6 +1729,9 @@ static int nst__gemm_wide_kb(const nst__gemm_kernel *kt, const nst__gemm_blocks 
     return kb >= NST__WIDE_KMIN || kb == k ? kb : 0;
 }
 
+#ifndef NST__GEMM_CHUNKS   /* chunks per thread (at most; see nst__gemm_run) */
+#define NST__GEMM_CHUNKS 3
+#endif
 static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     const nst__gemm_kernel *kt = g->kt;
     int nt, split_n, parts, nkb, wkb, chunk, nchunks, next = 0;
@@ -1771,7 +1780,7 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     if (nt > 1) {
         int lo = g->wide || g->apacked ? 1 : split_n ? (g->m + kt->nr - 1) / kt->nr : (g->n + kt->mr - 1) / kt->mr;
         lo = NST__MIN(lo, chunk);
-        chunk = NST__MIN(chunk, (parts + 3 * nt - 1) / (3 * nt));
+        chunk = NST__MIN(chunk, (parts + NST__GEMM_CHUNKS * nt - 1) / (NST__GEMM_CHUNKS * nt));
         chunk = NST__MAX(1, NST__MIN(NST__MAX(chunk, lo), (parts + nt - 1) / nt));
     } else {
         chunk = parts;
