@@ -919,8 +919,8 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   MC = 256: the MC x KC block of A (192 KiB) lives in L2 next to the streaming B; 256 divides the
  *     VGG channel counts, so no ragged MC block.
  *   NC = 1536: KC x NC of B (1.1 MiB) sits in L2/L3 while the MC blocks pass over it.
- *   On Zen 3 (32 KiB L1d, 512 KiB L2) the same rule gives AVX2 4 x 24 KC 256, MC 128, NC 768 and
- *   6 x 16 KC 384, MC 84, NC 512 (was 192 / 256 / 1536 everywhere).
+ *   On Zen 3 (32 KiB L1d, 512 KiB L2) the same rule gives AVX2 KC 256 and MC 128, NC 768 (4 x 24)
+ *   or MC 126, NC 768 (6 x 16) (was 192 / 256 / 1536 everywhere).
  *   Kernel shape: MR = 8 divides every VGG channel count (64..512), so the convolution shapes waste no
  *   rows (14 x 32 computes 70 rows for 64); of 8x48, 6x64, 14x32, 8x32 and 12x32, 8x48 was fastest
  *   (geometric mean over squares and VGG shapes, 1 thread: 170 / 162 / 154 / 158 / 146 GFLOP/s).
@@ -1369,8 +1369,8 @@ static void nst__gemm_caches(int *l1, int *l2) {
 }
 
 /* The blocks for this kernel on this CPU. One rule for every cache size:
- *   KC: the KC x NR micro-panel of B, reused by every MR tile of the MC block, fills 3/4 of L1d
- *       (48 KiB, NR 48: 192; 32 KiB: 128 for NR 48, 256 for NR 24, 384 for NR 16);
+ *   KC: the KC x NR micro-panel of B, reused by every MR tile of the MC block, fills 3/4 of L1d for
+ *       the widest NR of the ISA (48 KiB, NR 48: 192; 32 KiB: 128 for NR 48, 256 for NR 24);
  *   MC: the MC x KC block of A fills NST__MC_L2 of L2, at most NST__MC rows (256 divides the VGG
  *       channel counts; more rows only lengthen the stretch over which B panels must stay in L1);
  *   NC: the KC x NC block of B fills NST__NC_L2 of L2, at most NST__NC columns;
@@ -1384,13 +1384,18 @@ static void nst__gemm_caches(int *l1, int *l2) {
 #define NST__NC_L2 1.5
 #endif
 static void nst__gemm_blocking(const nst__gemm_kernel *kt, nst__gemm_blocks *b) {
-    int l1, l2;
+    int l1, l2, nr = kt->nr;
+    size_t i;
     double x;
     nst__gemm_caches(&l1, &l2);
     b->mc = kt->mc; b->kc = kt->kc; b->nc = kt->nc; b->wide_nc = kt->wide_nc;
     b->wide_a = NST__WIDE_A; b->wide_amax = NST__WIDE_AMAX;
     if (l1 <= 0 || l2 <= 0) return;
-    b->kc = NST__MAX(16, NST__MIN(512, l1 / 4 * 3 / (kt->nr * 4) / 16 * 16));
+    /* KC from the widest kernel of the ISA: the K blocks set the rounding, and C must not change with
+     * the kernel nst__gemm_kernel_pick takes for the shape (a masked and an unmasked Gram agree) */
+    for (i = 0; i < sizeof nst__gemm_kernels / sizeof nst__gemm_kernels[0]; i++)
+        if (nst__gemm_kernels[i].arch == kt->arch) nr = NST__MAX(nr, nst__gemm_kernels[i].nr);
+    b->kc = NST__MAX(16, NST__MIN(512, l1 / 4 * 3 / (nr * 4) / 16 * 16));
     x = NST__MC_L2 * l2 / (4.0 * b->kc) / kt->mr;
     b->mc = kt->mr * (int)NST__MAX(1.0, NST__MIN(x, (double)(NST__MC / kt->mr)));
     x = NST__NC_L2 * l2 / (4.0 * b->kc) / kt->nr;

@@ -452,6 +452,31 @@ TEST(caches_avx2) { gemm_caches(NST_ARCH_AVX2); }
 TEST(caches_avx512) { gemm_caches(NST_ARCH_AVX512); }
 TEST(caches_neon) { gemm_caches(NST_ARCH_NEON); }
 
+/* The kernel nst__gemm_kernel_pick takes for a shape must not change C's bits (the same K blocks for all
+ * kernels of an ISA): rows 0..63 of a 66-row product (AVX2: 6 x 16) equal the 64-row product (4 x 24),
+ * K over several blocks; the CLI's white style mask = no mask relies on it. */
+TEST(kernel_choice_keeps_bits) {
+    int m = 66, n = 96, k = 1000, same = 1, x;
+    float *a = (float *)malloc(sizeof(float) * m * k), *b = (float *)malloc(sizeof(float) * k * n);
+    float *c1 = (float *)malloc(sizeof(float) * m * n), *c2 = (float *)malloc(sizeof(float) * m * n);
+    nst__rng rng = {31};
+    fill(a, (size_t)m * k, &rng);
+    fill(b, (size_t)k * n, &rng);
+    for (x = 0; x < NST_T_NARCH; x++) {
+        if (!nst__cpu()->has[nst_t_archs[x]]) continue;
+        CHECK_OK(nst_set_arch(nst_t_archs[x]));
+        CHECK_OK(nst__sgemm_ex(1, 0, 0, m, n, k, 1.0f, a, k, b, n, 0.0f, c1, n));
+        CHECK_OK(nst__sgemm_ex(2, 0, 0, 64, n, k, 1.0f, a, k, b, n, 0.0f, c2, n));
+        same &= !memcmp(c1, c2, sizeof(float) * 64 * n);
+    }
+    nst_set_arch(NST_ARCH_DEFAULT);
+    CHECK(same);
+#if defined(NST__X86)
+    if (nst__cpu()->has[NST_ARCH_AVX2]) CHECK(nst__gemm_kernel_pick(NST_ARCH_AVX2, 66, n) != nst__gemm_kernel_pick(NST_ARCH_AVX2, 64, n));
+#endif
+    free(a); free(b); free(c1); free(c2);
+}
+
 int main(int argc, char **argv) {
     nst_test_begin(argc, argv);
     RUN(dispatch);
@@ -472,6 +497,7 @@ int main(int argc, char **argv) {
     RUN(syrk);
     RUN(fused_and_prepacked);
     RUN(blocking_rule);
+    RUN(kernel_choice_keeps_bits);
     RUN(caches_scalar);
     RUN(caches_avx2);
     RUN(caches_avx512);
