@@ -912,12 +912,17 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *           multiples of 4 and not of 6, so wide C[64..512][pixels] runs 4 x 24 without an edge tile
  *   neon    MR x NR = 8 x 12: 24 q accumulators, 3 B vectors, 2 A vectors used through lane FMAs
  *   scalar  MR x NR = 4 x 8
+ *   The cache blocks come from the L1d and L2 sizes CPUID reports (nst__gemm_blocking, one rule for
+ *   all CPUs; $NST_GEMM_CACHE="L1D,L2" in KiB overrides the detected sizes). On Zen 5 and Intel Xeon
+ *   (48 KiB L1d, 1 or 2 MiB L2) the rule gives AVX-512 the blocks measured best here:
  *   KC = 192: the KC x NR micro-panel of B, reused by every MR tile of the MC block, stays in L1
  *     (192*48*4 = 36 KiB of 48; the kernel alone runs at ~99% of peak with it in L1, ~90% at KC = 384
  *     where it streams from L2). Short enough that C is rewritten only K/192 times.
  *   MC = 256: the MC x KC block of A (192 KiB) lives in L2 next to the streaming B; 256 divides the
  *     VGG channel counts, so no ragged MC block.
  *   NC = 1536: KC x NC of B (1.1 MiB) sits in L2/L3 while the MC blocks pass over it.
+ *   On Zen 3 (32 KiB L1d, 512 KiB L2) the same rule gives AVX2 KC 256 and MC 128, NC 768 (4 x 24)
+ *   or MC 126, NC 768 (6 x 16) (was 192 / 256 / 1536 everywhere).
  *   Kernel shape: MR = 8 divides every VGG channel count (64..512), so the convolution shapes waste no
  *   rows (14 x 32 computes 70 rows for 64); of 8x48, 6x64, 14x32, 8x32 and 12x32, 8x48 was fastest
  *   (geometric mean over squares and VGG shapes, 1 thread: 170 / 162 / 154 / 158 / 146 GFLOP/s).
@@ -929,13 +934,14 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   of A would leave L2, and B comes in 192-column blocks without software prefetch. On Zen 3 (32 KiB
  *   L1d, 512 KiB L2), with the 4 x 24 kernel, 1 thread: C[64][262144] x K 576 from 0.51x to 0.94x
  *   OpenBLAS, x K 64 from 0.67x to 1.01x (bench/compare.sh --cpu-time, both builds in one run).
- *   On a Zen 4 (32 KiB L1d), KC = 128 keeps the same L1 fit; set NST__KC to tune.
+ *   On a Zen 4 (32 KiB L1d) the rule gives AVX-512 KC = 128, the same L1 fit.
  *
  * THREADS
- *   OpenMP over the macro-kernel loops only: the columns (or, when N is narrow, the rows) are split into
- *   one contiguous, panel-aligned range per thread; each thread packs its own panels. The split is a
- *   function of the sizes and the thread count only; since every C element sees the same tiles and the
- *   same K blocks whichever range it falls in, results are even identical across thread counts.
+ *   OpenMP over the macro-kernel loops only: the columns (or, when N is narrow, the rows) are cut into
+ *   panel-aligned chunks, about three per thread, which the threads take from a shared counter (a
+ *   thread descheduled on a busy machine no longer holds the other up); each thread packs its own
+ *   panels. Since every C element sees the same tiles and the same K blocks whichever chunk it falls
+ *   in, results are identical across thread counts. SYRK keeps one static range per thread.
  * ---------------------------------------------------------------------------------------------------*/
 #if !defined(NST_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define NST__X86 1
@@ -964,6 +970,7 @@ typedef struct nst__cpu_info {
     nst_arch best;        /* newest path this CPU and build support */
     nst_arch deflt;       /* $NST_ARCH if valid, else best */
     int has[5];           /* indexed by nst_arch: usable on this CPU and compiled in */
+    int l1d, l2;          /* data cache bytes per core (CPUID leaf 4 / 0x8000001D), 0 = unknown */
     char desc[200];       /* "AMD EPYC ...: avx2 fma avx512f ..." */
 } nst__cpu_info;
 
@@ -976,6 +983,34 @@ static void nst__cpuid(unsigned leaf, unsigned sub, unsigned r[4]) {
     unsigned a, b, c, d;
     __asm__ __volatile__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(leaf), "c"(sub));
     r[0] = a; r[1] = b; r[2] = c; r[3] = d;
+}
+/* L1 data and L2 cache sizes from the deterministic cache parameters (Intel leaf 4, AMD 0x8000001D:
+ * same layout), else AMD's older 0x80000005/6 sizes in KiB; what stays 0 is unknown. */
+static void nst__cpu_caches(nst__cpu_info *ci, unsigned maxleaf, unsigned vendor_ebx) {
+    unsigned r[4], leaf = 0, i, maxext;
+    int amd = vendor_ebx == 0x68747541u || vendor_ebx == 0x6f677948u;   /* "Auth"enticAMD, "Hygo"nGenuine */
+    nst__cpuid(0x80000000u, 0, r);
+    maxext = r[0];
+    if (amd && maxext >= 0x8000001Du) {
+        nst__cpuid(0x80000001u, 0, r);
+        if (r[2] & (1u << 22)) leaf = 0x8000001Du;   /* topology extensions */
+    } else if (!amd && maxleaf >= 4) {
+        leaf = 4;
+    }
+    for (i = 0; leaf && i < 16; i++) {
+        unsigned type, level;
+        double bytes;
+        nst__cpuid(leaf, i, r);
+        type = r[0] & 31;
+        level = (r[0] >> 5) & 7;
+        if (type == 0) break;
+        bytes = (double)((r[1] >> 22) + 1) * (((r[1] >> 12) & 1023) + 1) * ((r[1] & 4095) + 1) * ((double)r[2] + 1);
+        if (bytes > 1 << 30) continue;
+        if (level == 1 && (type == 1 || type == 3)) ci->l1d = (int)bytes;
+        if (level == 2 && (type == 2) == 0) ci->l2 = (int)bytes;
+    }
+    if (amd && !ci->l1d && maxext >= 0x80000005u) { nst__cpuid(0x80000005u, 0, r); ci->l1d = (int)(r[2] >> 24) * 1024; }
+    if (amd && !ci->l2 && maxext >= 0x80000006u) { nst__cpuid(0x80000006u, 0, r); ci->l2 = (int)(r[2] >> 16) * 1024; }
 }
 static unsigned long long nst__xgetbv0(void) {
     unsigned lo, hi;
@@ -1012,6 +1047,7 @@ static void nst__cpu_detect(nst__cpu_info *ci) {
         int os_avx, os_avx512, fma, avx2, f, dq, bw, vl;
         nst__cpuid(0, 0, r);
         maxleaf = r[0];
+        nst__cpu_caches(ci, maxleaf, r[1]);
         if (maxleaf >= 1) { nst__cpuid(1, 0, r); l1c = r[2]; }
         if (maxleaf >= 7) {
             nst__cpuid(7, 0, r); l7b = r[1]; l7c = r[2];
@@ -1060,6 +1096,17 @@ static void nst__cpu_detect(nst__cpu_info *ci) {
         int a;
         for (a = NST_ARCH_SCALAR; a <= NST_ARCH_NEON; a++)
             if (!strcmp(env, nst__arch_name((nst_arch)a)) && ci->has[a]) ci->deflt = (nst_arch)a;
+    }
+    env = getenv("NST_GEMM_CACHE");   /* "L1D,L2" in KiB: the GEMM blocking for another CPU's caches */
+    if (env) {
+        char *end;
+        long l1 = strtol(env, &end, 10), l2 = *end == ',' ? strtol(end + 1, NULL, 10) : 0;
+        if (l1 > 0 && l1 <= 65536 && l2 > 0 && l2 <= 1048576) { ci->l1d = (int)l1 * 1024; ci->l2 = (int)l2 * 1024; }
+    }
+    if (ci->l1d > 0 && ci->l2 > 0) {
+        char cs[64];
+        snprintf(cs, sizeof cs, ", L1d %d KiB, L2 %d KiB", ci->l1d / 1024, ci->l2 / 1024);
+        nst__desc_add(ci->desc, sizeof ci->desc, cs);
     }
 }
 
@@ -1114,11 +1161,18 @@ typedef void (*nst__ukr_fn)(int k, const float *a, const float *b, float *c, ptr
 
 typedef struct nst__gemm_kernel {
     nst_arch arch;
-    int mr, nr, mc, kc, nc;      /* register tile, cache blocks (mc % mr == 0, nc % nr == 0) */
+    int mr, nr, mc, kc, nc;      /* register tile; cache blocks when the caches are unknown (nst__gemm_blocking) */
     int wide_nc;                 /* column block of the short-M path (nst__gemm_run), 0 = path off */
     nst__ukr_fn ukr;
     const char *name;
 } nst__gemm_kernel;
+
+/* The cache blocks in use: nst__gemm_blocking() derives them from the kernel and the cache sizes. */
+typedef struct nst__gemm_blocks {
+    int mc, kc, nc;              /* mc % mr == 0, nc % nr == 0 */
+    int wide_nc;                 /* short-M path: columns per B block, 0 = path off */
+    size_t wide_a, wide_amax;    /* short-M path: floats of packed A per K block, and in all */
+} nst__gemm_blocks;
 
 #define NST__TILE_MAX 1024       /* MR*NR of the largest kernel, for the stack tile */
 
@@ -1306,6 +1360,52 @@ static const nst__gemm_kernel *nst__gemm_kernel_pick(nst_arch a, int m, int n) {
     return best;
 }
 
+/* Cache sizes the blocking is derived from: a test's forced sizes, else the detected ones ($NST_GEMM_CACHE
+ * overrides those), else 0 (unknown). */
+static int nst__gemm_cache_forced[2];   /* tests only: L1d, L2 bytes; 0 = not forced */
+
+static void nst__gemm_caches(int *l1, int *l2) {
+    const nst__cpu_info *ci = nst__cpu();
+    *l1 = nst__gemm_cache_forced[0] ? nst__gemm_cache_forced[0] : ci->l1d;
+    *l2 = nst__gemm_cache_forced[1] ? nst__gemm_cache_forced[1] : ci->l2;
+}
+
+/* The blocks for this kernel on this CPU. One rule for every cache size:
+ *   KC: the KC x NR micro-panel of B, reused by every MR tile of the MC block, fills 3/4 of L1d for
+ *       the widest NR of the ISA (48 KiB, NR 48: 192; 32 KiB: 128 for NR 48, 256 for NR 24);
+ *   MC: the MC x KC block of A fills NST__MC_L2 of L2, at most NST__MC rows (256 divides the VGG
+ *       channel counts; more rows only lengthen the stretch over which B panels must stay in L1);
+ *   NC: the KC x NC block of B fills NST__NC_L2 of L2, at most NST__NC columns;
+ *   short-M path: a K block of packed A fills 5/16 of L2, all of packed A at most 10 such blocks.
+ * Clamped to at least one tile, 16 for KC, so a tiny or odd reported cache still gives a working,
+ * if slow, blocking. Unknown caches (no CPUID leaf, non-x86): the kernel table's constants. */
+#ifndef NST__MC_L2
+#define NST__MC_L2 0.25
+#endif
+#ifndef NST__NC_L2
+#define NST__NC_L2 1.5
+#endif
+static void nst__gemm_blocking(const nst__gemm_kernel *kt, nst__gemm_blocks *b) {
+    int l1, l2, nr = kt->nr;
+    size_t i;
+    double x;
+    nst__gemm_caches(&l1, &l2);
+    b->mc = kt->mc; b->kc = kt->kc; b->nc = kt->nc; b->wide_nc = kt->wide_nc;
+    b->wide_a = NST__WIDE_A; b->wide_amax = NST__WIDE_AMAX;
+    if (l1 <= 0 || l2 <= 0) return;
+    /* KC from the widest kernel of the ISA: the K blocks set the rounding, and C must not change with
+     * the kernel nst__gemm_kernel_pick takes for the shape (a masked and an unmasked Gram agree) */
+    for (i = 0; i < sizeof nst__gemm_kernels / sizeof nst__gemm_kernels[0]; i++)
+        if (nst__gemm_kernels[i].arch == kt->arch) nr = NST__MAX(nr, nst__gemm_kernels[i].nr);
+    b->kc = NST__MAX(16, NST__MIN(512, l1 / 4 * 3 / (nr * 4) / 16 * 16));
+    x = NST__MC_L2 * l2 / (4.0 * b->kc) / kt->mr;
+    b->mc = kt->mr * (int)NST__MAX(1.0, NST__MIN(x, (double)(NST__MC / kt->mr)));
+    x = NST__NC_L2 * l2 / (4.0 * b->kc) / kt->nr;
+    b->nc = kt->nr * (int)NST__MAX(1.0, NST__MIN(x, (double)(NST__NC / kt->nr)));
+    b->wide_a = NST__MAX((size_t)256, (size_t)l2 / 4 * 5 / 16);
+    b->wide_amax = 10 * b->wide_a;
+}
+
 /* Edge tile: the full kernel into an aligned stack tile, then the valid m x n part into C with the same
  * update the kernel does (C not read when beta == 0). */
 static void nst__gemm_tile(const nst__gemm_kernel *kt, int k, const float *a, const float *b, float *c,
@@ -1439,6 +1539,7 @@ typedef struct nst__gemm_job {
     int relu, lower;                       /* lower: SYRK, skip tiles strictly above the diagonal */
     const float *apacked;                  /* whole op(A) pre-packed (nst__sgemm_apack), or NULL */
     int nc, wide;                          /* column block; wide: the short-M path (nst__gemm_run) */
+    nst__gemm_blocks bl;                   /* nst__gemm_blocking(kt) */
     int simd_pack;                         /* 1: AVX2 transposes; 2: and AVX-512 row copies */
 } nst__gemm_job;
 
@@ -1553,7 +1654,7 @@ static void nst__gemm_range(const nst__gemm_job *g, int i0, int i1, int j0, int 
     /* Few rows (one MC block, e.g. the convolution's C[64][pixels]): every B element feeds only a few
      * kernels, so each NR panel is packed just before its kernels run (it is then still in L1), and the
      * prefetcher below fetches the next panel instead of the next block. */
-    int stream_b = !g->trans_b && !g->lower && !g->wide && i1 - i0 <= kt->mc;
+    int mc = g->bl.mc, stream_b = !g->trans_b && !g->lower && !g->wide && i1 - i0 <= mc;
     for (jc = j0; jc < j1; jc += g->nc) {
         int ncur = NST__MIN(g->nc, j1 - jc);
         if (g->lower) {   /* SYRK: this thread's rows end at i1, so columns >= i1 are above the diagonal */
@@ -1576,8 +1677,8 @@ static void nst__gemm_range(const nst__gemm_job *g, int i0, int i1, int j0, int 
                 nst__pf_setup(&pf, g, njc, njc < j1 ? nn : 0, npc, NST__MIN(g->kb, g->k - npc), tiles);
                 nst__gemm_pack_b(g, bbuf, jc, ncur, pc, kcur);
             }
-            for (ic = i0; ic < i1; ic += kt->mc) {
-                int mcur = NST__MIN(kt->mc, i1 - ic);
+            for (ic = i0; ic < i1; ic += mc) {
+                int mcur = NST__MIN(mc, i1 - ic);
                 const float *ap;
                 if (g->lower && ic + mcur <= jc) continue;
                 if (g->apacked) ap = g->apacked + mpad * pc + (size_t)ic * kcur;
@@ -1616,11 +1717,6 @@ static void nst__gemm_scale_c(const nst__gemm_job *g) {
     }
 }
 
-/* Splits [0, total) in `parts` ranges aligned to `align`, as even as possible. */
-static int nst__split_at(int total, int align, int parts, int t) {
-    int units = (total + align - 1) / align, u = (int)((long long)units * t / parts);
-    return NST__MIN(total, u * align);
-}
 /* SYRK rows: thread t gets rows up to n*sqrt((t+1)/nt), so the lower-triangle areas are equal. */
 static int nst__split_tri(int total, int align, int parts, int t) {
     double f = sqrt((double)t / parts);
@@ -1629,28 +1725,32 @@ static int nst__split_tri(int total, int align, int parts, int t) {
 }
 
 /* The short-M path's K block for these sizes, or 0 when the path does not apply (see nst__gemm_run). */
-static int nst__gemm_wide_kb(const nst__gemm_kernel *kt, int m, int n, int k) {
+static int nst__gemm_wide_kb(const nst__gemm_kernel *kt, const nst__gemm_blocks *bl, int m, int n, int k) {
     size_t mpad = (size_t)nst__round_up(m, kt->mr);
     int kb, nw;
     /* A reused by many column blocks, and small */
-    if (kt->wide_nc <= 0 || m > kt->mc || n < 4 * kt->wide_nc || mpad * (size_t)k > (size_t)NST__WIDE_AMAX) return 0;
-    kb = (int)NST__MIN((size_t)NST__MIN(k, 3 * kt->kc), NST__MAX((size_t)1, (size_t)NST__WIDE_A / mpad));
+    if (bl->wide_nc <= 0 || m > NST__MC || n < 4 * bl->wide_nc || mpad * (size_t)k > bl->wide_amax) return 0;
+    kb = (int)NST__MIN((size_t)NST__MIN(k, 3 * bl->kc), NST__MAX((size_t)1, bl->wide_a / mpad));
     nw = (k + kb - 1) / kb;
     kb = (k + nw - 1) / nw;
     return kb >= NST__WIDE_KMIN || kb == k ? kb : 0;
 }
 
+#ifndef NST__GEMM_CHUNKS   /* chunks per thread (at most; see nst__gemm_run) */
+#define NST__GEMM_CHUNKS 3
+#endif
 static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     const nst__gemm_kernel *kt = g->kt;
-    int nt, split_n, parts, nkb, wkb;
+    int nt, split_n, parts, nkb, wkb, chunk, nchunks, next = 0;
     size_t abuf_n, bbuf_n, per, wide_n = 0, mpad = (size_t)nst__round_up(g->m, kt->mr);
     float *buf;
     double flops;
     if (g->m == 0 || g->n == 0) return NST_OK;
     if (g->k == 0 || g->alpha == 0.0f) { nst__gemm_scale_c(g); return NST_OK; }
-    nkb = (g->k + kt->kc - 1) / kt->kc;
-    g->kb = (g->k + nkb - 1) / nkb;
-    g->nc = kt->nc;
+    nst__gemm_blocking(kt, &g->bl);
+    nkb = (g->k + g->bl.kc - 1) / g->bl.kc;
+    if (!g->apacked) g->kb = (g->k + nkb - 1) / nkb;   /* pre-packed A: the pack's K blocks */
+    g->nc = g->bl.nc;
     /* Short M, wide N (C[64][pixels]: the convolution's and the Gram backward's shapes). Every B element
      * feeds only m/MR kernels, so the time goes to bringing B in from memory. A is packed once, all of K,
      * and stays in L2 (no repacking per column block); K is cut only where A would not fit (C[64][.] with
@@ -1659,10 +1759,10 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
      * software prefetch of the next block stalled the kernels: measured on Zen 3, bench/compare.sh).
      * Decided by the sizes only, never the thread count, so results stay identical across counts.
      * Not for long K (the Gram matrix F F^T): there A is large and C small, the usual path suits. */
-    if (!g->lower && !g->apacked && (wkb = nst__gemm_wide_kb(kt, g->m, g->n, g->k)) > 0) {
+    if (!g->lower && !g->apacked && (wkb = nst__gemm_wide_kb(kt, &g->bl, g->m, g->n, g->k)) > 0) {
         g->wide = 1;
         g->kb = wkb;
-        g->nc = kt->wide_nc;
+        g->nc = g->bl.wide_nc;
         wide_n = (mpad * (size_t)g->k + 15) & ~(size_t)15;
     }
 #if defined(NST__X86)
@@ -1677,9 +1777,25 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     parts = split_n ? (g->n + kt->nr - 1) / kt->nr : (g->m + kt->mr - 1) / kt->mr;
     if (nt > parts) nt = parts;
     if (nt < 1) nt = 1;
-    abuf_n = g->apacked || g->wide ? 0 : (size_t)kt->mc * g->kb;
+    /* The split dimension goes out in chunks, about three per thread and at most one cache block, each
+     * taken by whichever thread is free: on a shared machine a descheduled thread no longer holds up
+     * the other (a static half each ran 2 threads slower than 1 under load). Every chunk packs the
+     * other operand again (unless A is shared), so a chunk is never narrower than that operand while
+     * it fits one block (64x64x262144 would read A once per 16 columns), nor wider than an even share.
+     * A chunk only moves where a tile is computed, never how: the bits stay those of one thread. */
+    chunk = split_n ? g->nc / kt->nr : g->bl.mc / kt->mr;
+    if (nt > 1) {
+        int lo = g->wide || g->apacked ? 1 : split_n ? (g->m + kt->nr - 1) / kt->nr : (g->n + kt->mr - 1) / kt->mr;
+        lo = NST__MIN(lo, chunk);
+        chunk = NST__MIN(chunk, (parts + NST__GEMM_CHUNKS * nt - 1) / (NST__GEMM_CHUNKS * nt));
+        chunk = NST__MAX(1, NST__MIN(NST__MAX(chunk, lo), (parts + nt - 1) / nt));
+    } else {
+        chunk = parts;
+    }
+    nchunks = (parts + chunk - 1) / chunk;
+    abuf_n = g->apacked || g->wide ? 0 : (size_t)g->bl.mc * g->kb;
     {   /* B buffer: the widest column range a thread packs at once, in whole panels */
-        int units = (g->n + kt->nr - 1) / kt->nr, cols = (split_n ? (units + nt - 1) / nt : units) * kt->nr;
+        int units = (g->n + kt->nr - 1) / kt->nr, cols = (split_n ? chunk : units) * kt->nr;
         bbuf_n = (size_t)NST__MIN(g->nc, cols) * g->kb;
     }
     per = (abuf_n + bbuf_n + 15) & ~(size_t)15;
@@ -1695,22 +1811,30 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
-        int t, step = 1, first = 0;
+        int t, step = 1, first = 0, c;
+        float *ab, *bb;
 #ifdef _OPENMP
         first = omp_get_thread_num();
         step = omp_get_num_threads();   /* fewer than asked (nesting): each takes several ranges */
 #endif
-        for (t = first; t < nt; t += step) {
-            float *ab = buf + per * t, *bb = ab + abuf_n;
-            if (g->lower)
+        ab = buf + per * first;
+        bb = ab + abuf_n;
+        if (g->lower) {
+            for (t = first; t < nt; t += step)
                 nst__gemm_range(g, nst__split_tri(g->m, kt->mr, nt, t), nst__split_tri(g->m, kt->mr, nt, t + 1),
-                                0, g->n, ab, bb);
-            else if (split_n)
-                nst__gemm_range(g, 0, g->m, nst__split_at(g->n, kt->nr, nt, t), nst__split_at(g->n, kt->nr, nt, t + 1),
-                                ab, bb);
-            else
-                nst__gemm_range(g, nst__split_at(g->m, kt->mr, nt, t), nst__split_at(g->m, kt->mr, nt, t + 1),
-                                0, g->n, ab, bb);
+                                0, g->n, buf + per * t, buf + per * t + abuf_n);
+        } else {
+            for (;;) {
+#ifdef _OPENMP
+#pragma omp atomic capture
+#endif
+                c = next++;
+                if (c >= nchunks) break;
+                if (split_n)
+                    nst__gemm_range(g, 0, g->m, c * chunk * kt->nr, NST__MIN(g->n, (c + 1) * chunk * kt->nr), ab, bb);
+                else
+                    nst__gemm_range(g, c * chunk * kt->mr, NST__MIN(g->m, (c + 1) * chunk * kt->mr), 0, g->n, ab, bb);
+            }
         }
     }
     if (g->wide) { buf -= wide_n; g->apacked = NULL; g->wide = 0; }
@@ -1772,7 +1896,7 @@ static NST__UNUSED nst_status nst__ssyrk_ex(int nthreads, int n, int k, float al
 /* ---- pre-packed A ------------------------------------------------------------------------------------*/
 typedef struct nst__sgemm_apack {
     const nst__gemm_kernel *kt;   /* the kernel the layout was made for */
-    int m, k;
+    int m, k, kb;                 /* kb: its K block (the blocking of the time it was packed) */
     float *data;                  /* K blocks one after another, each ceil(m/MR) panels of kb x MR */
 } nst__sgemm_apack;
 
@@ -1804,8 +1928,9 @@ static NST__UNUSED nst_status nst__sgemm_pack_a(nst__sgemm_apack *pk, int trans_
     if (!pk->data) return nst__err(NST_ERR_NOMEM, "sgemm_pack_a: out of memory (%lu bytes)", (unsigned long)total);
     pk->kt = g.kt; pk->m = m; pk->k = k;
     if (k == 0) return NST_OK;
-    nkb = (k + g.kt->kc - 1) / g.kt->kc;
-    g.kb = (k + nkb - 1) / nkb;
+    nst__gemm_blocking(g.kt, &g.bl);
+    nkb = (k + g.bl.kc - 1) / g.bl.kc;
+    g.kb = pk->kb = (k + nkb - 1) / nkb;
     for (pc = 0; pc < k; pc += g.kb)
         nst__gemm_pack_a(&g, pk->data + mpad * pc, 0, m, pc, NST__MIN(g.kb, k - pc));
     return NST_OK;
@@ -1823,7 +1948,7 @@ static NST__UNUSED nst_status nst__sgemm_apacked(int nthreads, const nst__sgemm_
     g.kt = pk->kt ? pk->kt : nst__gemm_kernel_for(nst__cpu_arch());
     g.trans_b = trans_b; g.m = pk->m; g.n = n; g.k = pk->k;
     g.alpha = alpha; g.beta = beta; g.b = b; g.ldb = ldb; g.c = c; g.ldc = ldc;
-    g.bias = bias; g.relu = relu; g.apacked = pk->data;
+    g.bias = bias; g.relu = relu; g.apacked = pk->data; g.kb = pk->kb;
     return nst__gemm_run(&g, nthreads);
 }
 

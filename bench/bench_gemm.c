@@ -1,11 +1,14 @@
 /* bench_gemm: single-precision GEMM throughput.
  *
  *   build/bench_gemm [--quick] [--isa scalar|avx2|avx512|neon|all|best|none] [--threads N] [--csv]
- *                    [--vgg-only] [--cpu-time]
+ *                    [--vgg-only] [--cpu-time] [--proc-time] [--shape M,N,K]...
  *
  * --quick caps N at 65536 (the first VGG shape then has a quarter of its pixels); --cpu-time times the
  * 1-thread rows with the thread's CPU clock, so time spent descheduled by other processes on a busy
- * machine does not count (2-thread rows are always wall time).
+ * machine does not count (2-thread rows are always wall time); --shape "M,N,K" (repeatable) runs only
+ * those shapes of the table; --proc-time times every row by the process's CPU clock divided by the
+ * thread count (run with OMP_WAIT_POLICY=passive so waiting threads sleep): what the threads computed,
+ * on a loaded machine, but not how evenly.
  *
  * Measures the FMA peak with a register-only FMA loop (per vector width, 1 and 2 threads), then GFLOP/s
  * of nst's GEMM per ISA and thread count on squares 64..2048 and the shapes VGG-19 makes at 512x512
@@ -117,12 +120,25 @@ static double fma_peak(int width, int nt) {
 
 /* ---- GEMM timing -------------------------------------------------------------------------------------*/
 static int use_cpu_time;   /* --cpu-time: 1-thread rows timed by the thread's CPU clock */
+static int use_proc_time;  /* --proc-time: every row timed by the process's CPU clock / threads */
+
+/* CPU seconds of the whole process divided by nt: with OMP_WAIT_POLICY=passive (idle threads sleep) the
+ * time the threads computed, whatever else ran on the machine; no measure of load balance. */
+static double proc_seconds(int nt) {
+#if defined(CLOCK_PROCESS_CPUTIME_ID) && !defined(_WIN32)
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ((double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec) / nt;
+#else
+    return nst__now() + 0 * nt;
+#endif
+}
 
 static double time_gemm(int nt, int m, int n, int k, const float *a, const float *b, float *c) {
     double best = 1e30, total = 0, flops = 2.0 * m * n * k;
     int r, cpu = use_cpu_time && nt == 1;
     for (r = 0; r < 20 && (r < 3 || total < 0.3); r++) {
-        double t0 = cpu ? thread_seconds() : nst__now(), t;
+        double t0 = use_proc_time ? proc_seconds(nt) : cpu ? thread_seconds() : nst__now(), t;
 #ifdef NST_BENCH_CBLAS
         (void)nt;
         cblas_sgemm(101, 111, 111, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
@@ -132,7 +148,7 @@ static double time_gemm(int nt, int m, int n, int k, const float *a, const float
             exit(1);
         }
 #endif
-        t = (cpu ? thread_seconds() : nst__now()) - t0;
+        t = (use_proc_time ? proc_seconds(nt) : cpu ? thread_seconds() : nst__now()) - t0;
         total += t;
         if (t < best) best = t;
     }
@@ -152,7 +168,7 @@ static const shape shapes[] = {
 #define NSHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
 int main(int argc, char **argv) {
-    int quick = 0, csv = 0, vgg_only = 0, only_threads = 0, i, s, t, ai;
+    int quick = 0, csv = 0, vgg_only = 0, only_threads = 0, i, s, t, ai, nonly = 0, only[NSHAPES];
     const char *isa = "all";
     size_t amax = 0, bmax = 0, cmax = 0, z;
     float *a, *b, *c;
@@ -164,9 +180,18 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--csv")) csv = 1;
         else if (!strcmp(argv[i], "--vgg-only")) vgg_only = 1;
         else if (!strcmp(argv[i], "--cpu-time")) use_cpu_time = 1;
+        else if (!strcmp(argv[i], "--proc-time")) use_proc_time = 1;
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc) isa = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) only_threads = atoi(argv[++i]);
-        else { fprintf(stderr, "usage: %s [--quick] [--csv] [--vgg-only] [--cpu-time] [--isa NAME|all|best|none] [--threads N]\n", argv[0]); return 2; }
+        else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {   /* "M,N,K" of the table; repeatable */
+            int m, n, k;
+            i++;
+            for (s = 0; s < NSHAPES; s++)
+                if (sscanf(argv[i], "%d,%d,%d", &m, &n, &k) == 3 && m == shapes[s].m && n == shapes[s].n && k == shapes[s].k) break;
+            if (s == NSHAPES) { fprintf(stderr, "--shape %s: not a shape of the table\n", argv[i]); return 2; }
+            if (nonly < NSHAPES) only[nonly++] = s;
+        }
+        else { fprintf(stderr, "usage: %s [--quick] [--csv] [--vgg-only] [--cpu-time] [--proc-time] [--isa NAME|all|best|none] [--threads N] [--shape M,N,K]...\n", argv[0]); return 2; }
     }
     for (s = 0; s < NSHAPES; s++) {
         size_t n = shapes[s].n;
@@ -219,6 +244,11 @@ int main(int argc, char **argv) {
                 double g, pk;
                 char label[64];
                 if (vgg_only && shapes[s].what[0] == 's') continue;
+                if (nonly) {
+                    int q, hit = 0;
+                    for (q = 0; q < nonly; q++) hit |= only[q] == s;
+                    if (!hit) continue;
+                }
                 if (quick && n > 65536) n = 65536;
                 if (arch == NST_ARCH_SCALAR && (double)m * n * k > 2e8) continue;   /* too slow to matter */
                 g = time_gemm(t, m, n, k, a, b, c);

@@ -83,8 +83,11 @@ static void kernel_sweep_one(const nst__gemm_kernel *kt) {
     double *ref, *scale;
     nst__rng rng = {42};
     static const float alphas[4] = {1.0f, 0.5f, -1.5f, 1.0f}, betas[4] = {0.0f, 1.0f, 0.25f, 0.0f};
+    nst__gemm_blocks bl;
+    nst__gemm_blocking(kt, &bl);
     CHECK(kt->mr * kt->nr <= NST__TILE_MAX && kt->mc % kt->mr == 0 && kt->nc % kt->nr == 0);
-    ks[0] = 1; ks[1] = 2; ks[2] = kt->kc - 1; ks[3] = kt->kc; ks[4] = kt->kc + 1; ks[5] = 3 * kt->kc + 5;
+    CHECK(bl.mc % kt->mr == 0 && bl.nc % kt->nr == 0 && bl.mc > 0 && bl.nc > 0 && bl.kc > 0);
+    ks[0] = 1; ks[1] = 2; ks[2] = bl.kc - 1; ks[3] = bl.kc; ks[4] = bl.kc + 1; ks[5] = 3 * bl.kc + 5;
     a = (float *)malloc(sizeof(float) * kt->mr * ks[5]);
     b = (float *)malloc(sizeof(float) * kt->nr * ks[5]);
     c = (float *)malloc(sizeof(float) * kt->mr * (kt->nr + 5));
@@ -194,7 +197,11 @@ static void gemm_wide(nst_arch arch) {
             for (ki = 0; ki < 3 && !bad; ki++) {
                 int m = ms[mi], n = ns[(mi + ni) % 2], v = mi * 6 + ni * 3 + ki;
                 const nst__gemm_kernel *kt = nst__gemm_kernel_pick(arch, m, n);
-                int k = ki == 0 ? 1 : ki == 1 ? 17 : 3 * kt->kc + 101, kb = nst__gemm_wide_kb(kt, m, n, k);
+                nst__gemm_blocks bl;
+                int k, kb;
+                nst__gemm_blocking(kt, &bl);
+                k = ki == 0 ? 1 : ki == 1 ? 17 : 3 * bl.kc + 101;
+                kb = nst__gemm_wide_kb(kt, &bl, m, n, k);
                 if (ki == 2 && m > 33) continue;   /* the double reference would take seconds */
                 if (quick && (double)m * n * k > 1e6) continue;
                 CHECK_MSG(kb > 0, "%dx%dx%d does not take the short-M path", m, n, k);
@@ -350,6 +357,126 @@ TEST(arguments) {
     CHECK_OK(nst_sgemm(0, 0, 0, 0, 5, 1.0f, NULL, 1, NULL, 1, 0.0f, NULL, 1));   /* empty */
 }
 
+/* The blocking rule (nst__gemm_blocking) on the caches of the CPUs this project runs on: AVX-512 keeps
+ * the blocks measured best on Zen 5 (and used on Intel), whatever the L2; unknown caches give the table. */
+TEST(blocking_rule) {
+    nst__gemm_blocks bl;
+    const nst__gemm_kernel *kt;
+    size_t i;
+#if defined(NST__X86_AVX512)
+    static const int l2s[2] = {1024, 2048};   /* Zen 5, Intel Xeon: 48 KiB L1d */
+    for (i = 0; i < 2; i++) {
+        nst__gemm_cache_forced[0] = 48 * 1024;
+        nst__gemm_cache_forced[1] = l2s[i] * 1024;
+        nst__gemm_blocking(nst__gemm_kernel_for(NST_ARCH_AVX512), &bl);
+        CHECK_MSG(bl.kc == 192 && bl.mc == 256 && bl.nc == 1536 && bl.wide_nc == 0, "avx512, L2 %d KiB: kc %d mc %d nc %d wide %d",
+                  l2s[i], bl.kc, bl.mc, bl.nc, bl.wide_nc);
+    }
+#endif
+#if defined(NST__X86)
+    nst__gemm_cache_forced[0] = 32 * 1024;   /* Zen 3 */
+    nst__gemm_cache_forced[1] = 512 * 1024;
+    nst__gemm_blocking(nst__gemm_kernel_pick(NST_ARCH_AVX2, 64, 1 << 20), &bl);   /* 4 x 24 */
+    CHECK_MSG(bl.kc == 256 && bl.mc == 128 && bl.nc == 768 && bl.wide_nc == 192, "4x24: kc %d mc %d nc %d", bl.kc, bl.mc, bl.nc);
+#endif
+    nst__gemm_cache_forced[0] = nst__gemm_cache_forced[1] = 0;
+    for (i = 0; i < sizeof nst__gemm_kernels / sizeof nst__gemm_kernels[0]; i++) {
+        kt = &nst__gemm_kernels[i];
+        nst__gemm_blocking(kt, &bl);
+        if (nst__cpu()->l1d <= 0 || nst__cpu()->l2 <= 0) CHECK(bl.kc == kt->kc && bl.mc == kt->mc && bl.nc == kt->nc);
+        CHECK(bl.kc >= 16 && bl.mc >= kt->mr && bl.mc % kt->mr == 0 && bl.nc >= kt->nr && bl.nc % kt->nr == 0);
+    }
+}
+
+/* Blockings other CPUs get, and the clamps of tiny or odd reported caches (KC 16, one tile per block):
+ * every ISA against the reference on awkward shapes (K over many blocks, M/N tails, the short-M path
+ * where its K blocks fit), 1 and 2 threads bit-equal, and an A packed under one blocking used under
+ * another (the pack keeps its own K blocks). */
+static void gemm_caches(nst_arch arch) {
+    static const int caches[][2] = {{1, 4}, {8, 64}, {24, 96}, {48, 1024}, {48, 2048}};   /* KiB */
+    static const int sz[][3] = {{1, 1, 1}, {7, 13, 17}, {33, 17, 127}, {13, 1000, 300}, {64, 800, 200},
+                                {130, 257, 61}, {100, 33, 400}, {257, 9, 35}};
+    int ci, s, i, bad = 0, wide = 0, quick = env_int("NST_TEST_QUICK", 0);
+    nst__rng rng = {23};
+    if (!nst__cpu()->has[arch]) SKIP("ISA not available on this CPU/build");
+    CHECK_OK(nst_set_arch(arch));
+    for (ci = 0; ci < (int)(sizeof caches / sizeof caches[0]) && !bad; ci++)
+        for (s = 0; s < (int)(sizeof sz / sizeof sz[0]) && !bad; s++) {
+            int m = sz[s][0], n = sz[s][1], k = sz[s][2], ta = s & 1, tb = (s >> 1) & 1, ldc = n + 1;
+            int lda = ta ? m : k, ldb = tb ? k : n;
+            float *a, *b, *c, *c2, *c0;
+            double *ref, *sc;
+            nst__sgemm_apack pk;
+            nst__gemm_blocks bl;
+            char what[96];
+            if (quick && (double)m * n * k > 1e6) continue;
+            a = (float *)malloc(sizeof(float) * (size_t)m * k);
+            b = (float *)malloc(sizeof(float) * (size_t)k * n);
+            c = (float *)malloc(sizeof(float) * (size_t)m * ldc);
+            c2 = (float *)malloc(sizeof(float) * (size_t)m * ldc);
+            c0 = (float *)malloc(sizeof(float) * (size_t)m * ldc);
+            ref = (double *)malloc(sizeof(double) * (size_t)m * n);
+            sc = (double *)malloc(sizeof(double) * (size_t)m * n);
+            fill(a, (size_t)m * k, &rng);
+            fill(b, (size_t)k * n, &rng);
+            fill(c0, (size_t)m * ldc, &rng);
+            nst__gemm_cache_forced[0] = caches[ci][0] * 1024;
+            nst__gemm_cache_forced[1] = caches[ci][1] * 1024;
+            nst__gemm_blocking(nst__gemm_kernel_pick(arch, m, n), &bl);
+            wide += nst__gemm_wide_kb(nst__gemm_kernel_pick(arch, m, n), &bl, m, n, k) > 0;
+            memcpy(c, c0, sizeof(float) * (size_t)m * ldc);
+            memcpy(c2, c0, sizeof(float) * (size_t)m * ldc);
+            CHECK_OK(nst__sgemm_ex(1, ta, tb, m, n, k, -0.75f, a, lda, b, ldb, 0.5f, c, ldc));
+            CHECK_OK(nst__sgemm_ex(2, ta, tb, m, n, k, -0.75f, a, lda, b, ldb, 0.5f, c2, ldc));
+            ref_gemm(ta, tb, m, n, k, -0.75, a, lda, b, ldb, 0.5, c0, ldc, NULL, 0, ref, sc);
+            snprintf(what, sizeof what, "%s L1d %d KiB L2 %d KiB %dx%dx%d", nst__arch_name(arch), caches[ci][0],
+                     caches[ci][1], m, n, k);
+            bad += compare(what, m, n, c, ldc, ref, sc, nst_t_tol(arch));
+            for (i = 0; i < m; i++) bad += memcmp(c + (size_t)i * ldc, c2 + (size_t)i * ldc, sizeof(float) * n) != 0;
+            CHECK_OK(nst__sgemm_pack_a(&pk, ta, m, k, a, lda));
+            nst__gemm_cache_forced[0] = caches[(ci + 1) % 5][0] * 1024;   /* used under another blocking */
+            nst__gemm_cache_forced[1] = caches[(ci + 1) % 5][1] * 1024;
+            memcpy(c2, c0, sizeof(float) * (size_t)m * ldc);
+            CHECK_OK(nst__sgemm_apacked(2, &pk, tb, n, -0.75f, b, ldb, 0.5f, c2, ldc, NULL, 0));
+            bad += compare("prepacked", m, n, c2, ldc, ref, sc, nst_t_tol(arch));
+            nst__sgemm_apack_free(&pk);
+            free(a); free(b); free(c); free(c2); free(c0); free(ref); free(sc);
+        }
+    nst__gemm_cache_forced[0] = nst__gemm_cache_forced[1] = 0;
+    CHECK(bad == 0);
+    if (!quick && nst__gemm_kernel_for(arch)->wide_nc > 0) CHECK(wide > 0);   /* the short-M path ran */
+    nst_set_arch(NST_ARCH_DEFAULT);
+}
+TEST(caches_scalar) { gemm_caches(NST_ARCH_SCALAR); }
+TEST(caches_avx2) { gemm_caches(NST_ARCH_AVX2); }
+TEST(caches_avx512) { gemm_caches(NST_ARCH_AVX512); }
+TEST(caches_neon) { gemm_caches(NST_ARCH_NEON); }
+
+/* The kernel nst__gemm_kernel_pick takes for a shape must not change C's bits (the same K blocks for all
+ * kernels of an ISA): rows 0..63 of a 66-row product (AVX2: 6 x 16) equal the 64-row product (4 x 24),
+ * K over several blocks; the CLI's white style mask = no mask relies on it. */
+TEST(kernel_choice_keeps_bits) {
+    int m = 66, n = 96, k = 1000, same = 1, x;
+    float *a = (float *)malloc(sizeof(float) * m * k), *b = (float *)malloc(sizeof(float) * k * n);
+    float *c1 = (float *)malloc(sizeof(float) * m * n), *c2 = (float *)malloc(sizeof(float) * m * n);
+    nst__rng rng = {31};
+    fill(a, (size_t)m * k, &rng);
+    fill(b, (size_t)k * n, &rng);
+    for (x = 0; x < NST_T_NARCH; x++) {
+        if (!nst__cpu()->has[nst_t_archs[x]]) continue;
+        CHECK_OK(nst_set_arch(nst_t_archs[x]));
+        CHECK_OK(nst__sgemm_ex(1, 0, 0, m, n, k, 1.0f, a, k, b, n, 0.0f, c1, n));
+        CHECK_OK(nst__sgemm_ex(2, 0, 0, 64, n, k, 1.0f, a, k, b, n, 0.0f, c2, n));
+        same &= !memcmp(c1, c2, sizeof(float) * 64 * n);
+    }
+    nst_set_arch(NST_ARCH_DEFAULT);
+    CHECK(same);
+#if defined(NST__X86)
+    if (nst__cpu()->has[NST_ARCH_AVX2]) CHECK(nst__gemm_kernel_pick(NST_ARCH_AVX2, 66, n) != nst__gemm_kernel_pick(NST_ARCH_AVX2, 64, n));
+#endif
+    free(a); free(b); free(c1); free(c2);
+}
+
 int main(int argc, char **argv) {
     nst_test_begin(argc, argv);
     RUN(dispatch);
@@ -369,5 +496,11 @@ int main(int argc, char **argv) {
     RUN(gemm_deterministic);
     RUN(syrk);
     RUN(fused_and_prepacked);
+    RUN(blocking_rule);
+    RUN(kernel_choice_keeps_bits);
+    RUN(caches_scalar);
+    RUN(caches_avx2);
+    RUN(caches_avx512);
+    RUN(caches_neon);
     return nst_test_end(NST_T_PROGRAM);
 }
