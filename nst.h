@@ -3426,11 +3426,13 @@ static NST__TARGET_AVX2 void nst__wino_out_avx2(float *out, int h, int w, int ty
         float *dst = out + o * hw + (size_t)y * w + x0;                 \
         c##r##0 = _mm256_add_ps(c##r##0, vb); c##r##1 = _mm256_add_ps(c##r##1, vb); \
         if (relu) { c##r##0 = _mm256_max_ps(c##r##0, z); c##r##1 = _mm256_max_ps(c##r##1, z); } \
-        _mm256_maskstore_ps(dst, ms0, c##r##0); _mm256_maskstore_ps(dst + 8, ms1, c##r##1); \
+        if (full) { _mm256_storeu_ps(dst, c##r##0); _mm256_storeu_ps(dst + 8, c##r##1); }    \
+        else { _mm256_maskstore_ps(dst, ms0, c##r##0); _mm256_maskstore_ps(dst + 8, ms1, c##r##1); } \
     }
 static NST__TARGET_AVX2 void nst__direct_avx2(const nst__conv_dir *dd, const float *in, float *out, int h, int w,
                                               const float *bias, int relu, int ob, int y, int x0) {
     int kin = dd->kin, kout = dd->kout, ci, ky, kx;
+    int full = x0 + 16 <= w, inner = x0 >= 1 && x0 + 17 <= w;   /* vmaskmovps is slow on AMD: plain loads/stores inside */
     size_t hw = (size_t)h * w;
     __m256 z = _mm256_setzero_ps();
     __m256 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
@@ -3449,7 +3451,9 @@ static NST__TARGET_AVX2 void nst__direct_avx2(const nst__conv_dir *dd, const flo
             for (kx = 0; kx < 3; kx++) {
                 const float *row = in + ci * hw + (size_t)sy * w + x0 + kx - 1;
                 const float *wt = dd->u + ((size_t)(ob * kin + ci) * 9 + ky * 3 + kx) * 6;
-                __m256 b0 = _mm256_maskload_ps(row, mk[kx][0]), b1 = _mm256_maskload_ps(row + 8, mk[kx][1]);
+                __m256 b0, b1;
+                if (inner) { b0 = _mm256_loadu_ps(row); b1 = _mm256_loadu_ps(row + 8); }
+                else { b0 = _mm256_maskload_ps(row, mk[kx][0]); b1 = _mm256_maskload_ps(row + 8, mk[kx][1]); }
                 NST__DA_ROW(0) NST__DA_ROW(1) NST__DA_ROW(2) NST__DA_ROW(3) NST__DA_ROW(4) NST__DA_ROW(5)
             }
         }
