@@ -2062,12 +2062,16 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  *            in a loop at 80..90 GFLOP/s): 6 x 16 is the only 16-register tile that keeps both FMA pipes
  *            busy without spilling (4 x 24 needs 3 V loads + 4 broadcasts for the same 12 FMAs; 3 x 32
  *            needs 17 registers); a software prefetch of V 4..16 rows ahead changed nothing measurable.
+ *            u is k-major within each block of 6 rows, as on NEON: with row-major u the six broadcast
+ *            streams of a 512-channel layer lie 2 KiB apart, in two L1 sets, and the GEMM ran ~20% slower
+ *            (the GEMM alone on the conv4_2 shape, 1 thread: 54 -> 65..73 GFLOP/s real).
  *            Transforms: 8 tiles per vector; the stride-4 de-interleave is a vperm2f128 pair + a 4x4
  *            in-lane transpose (exact tile order, so a partial group is a prefix), columns 4 and 5 are the
  *            next tile's columns 0 and 1 (one lane rotate + broadcast each); the output transform is the
- *            inverse shuffle. Filter transform 8 input channels per vector from a transposed stack copy
- *            (Zen 3 gathers are slow). Direct 6 x 16 pixels with maskload. Pooling: shuffle_ps 0x88/0xDD
- *            de-interleave, permute4x64 to natural order (bit-identical max/avg, first maximum wins).
+ *            inverse shuffle. Filter transform: 8 (input channel, output row) pairs per vector in u's
+ *            order, taps gathered. Direct 6 x 16 pixels, maskload/maskstore only at the image borders
+ *            (vmaskmovps stores are slow on AMD; plain ones inside made conv1_1's forward 1.8x faster).
+ *            Pooling: shuffle_ps 0x88/0xDD de-interleave, permute4x64 to natural order (bit-identical max/avg, first maximum wins).
  *   F(4x4,3x3) vs F(6x6,3x3): F(6x6) needs 64 multiplies per 36 outputs (1.78 per output vs 2.25, at
  *   most 21% fewer GEMM FLOPs) but its transforms (points 0, +-1, +-2, +-1/2; B^T entries up to 5.25, G
  *   entries down to 1/180) are reported to lose about an order of magnitude more fp32 accuracy than
@@ -2088,7 +2092,9 @@ typedef struct nst__conv_kernels {
     nst_arch arch;
     const char *name;
     /* Winograd F(4x4,3x3) */
-    int mr;        /* output channels (rows of u) per GEMM call; u is [36][ceil(kout/mr)][mr][kin] */
+    int mr;        /* output channels (rows of u) per GEMM call; u is [36][ceil(kout/mr)][mr][kin], each block
+                      of mr rows row-major (scalar, AVX-512) or k-major [kin][mr] (AVX2, NEON): only the row's
+                      own filter transform and GEMM read it */
     int nr;        /* GEMM column granularity: it is called with n = a multiple of nr columns, n <= nt */
     int nt;        /* max tiles per block (multiple of nr) */
     int cb;        /* output channels per M chunk (multiple of mr) */
