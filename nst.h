@@ -2189,12 +2189,16 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  *            in a loop at 80..90 GFLOP/s): 6 x 16 is the only 16-register tile that keeps both FMA pipes
  *            busy without spilling (4 x 24 needs 3 V loads + 4 broadcasts for the same 12 FMAs; 3 x 32
  *            needs 17 registers); a software prefetch of V 4..16 rows ahead changed nothing measurable.
+ *            u is k-major within each block of 6 rows, as on NEON: with row-major u the six broadcast
+ *            streams of a 512-channel layer lie 2 KiB apart, in two L1 sets, and the GEMM ran ~20% slower
+ *            (the GEMM alone on the conv4_2 shape, 1 thread: 54 -> 65..73 GFLOP/s real).
  *            Transforms: 8 tiles per vector; the stride-4 de-interleave is a vperm2f128 pair + a 4x4
  *            in-lane transpose (exact tile order, so a partial group is a prefix), columns 4 and 5 are the
  *            next tile's columns 0 and 1 (one lane rotate + broadcast each); the output transform is the
- *            inverse shuffle. Filter transform 8 input channels per vector from a transposed stack copy
- *            (Zen 3 gathers are slow). Direct 6 x 16 pixels with maskload. Pooling: shuffle_ps 0x88/0xDD
- *            de-interleave, permute4x64 to natural order (bit-identical max/avg, first maximum wins).
+ *            inverse shuffle. Filter transform: 8 (input channel, output row) pairs per vector in u's
+ *            order, taps gathered. Direct 6 x 16 pixels, maskload/maskstore only at the image borders
+ *            (vmaskmovps stores are slow on AMD; plain ones inside made conv1_1's forward 1.8x faster).
+ *            Pooling: shuffle_ps 0x88/0xDD de-interleave, permute4x64 to natural order (bit-identical max/avg, first maximum wins).
  *   F(4x4,3x3) vs F(6x6,3x3): F(6x6) needs 64 multiplies per 36 outputs (1.78 per output vs 2.25, at
  *   most 21% fewer GEMM FLOPs) but its transforms (points 0, +-1, +-2, +-1/2; B^T entries up to 5.25, G
  *   entries down to 1/180) are reported to lose about an order of magnitude more fp32 accuracy than
@@ -2215,7 +2219,9 @@ typedef struct nst__conv_kernels {
     nst_arch arch;
     const char *name;
     /* Winograd F(4x4,3x3) */
-    int mr;        /* output channels (rows of u) per GEMM call; u is [36][ceil(kout/mr)][mr][kin] */
+    int mr;        /* output channels (rows of u) per GEMM call; u is [36][ceil(kout/mr)][mr][kin], each block
+                      of mr rows row-major (scalar, AVX-512) or k-major [kin][mr] (AVX2, NEON): only the row's
+                      own filter transform and GEMM read it */
     int nr;        /* GEMM column granularity: it is called with n = a multiple of nr columns, n <= nt */
     int nt;        /* max tiles per block (multiple of nr) */
     int cb;        /* output channels per M chunk (multiple of mr) */
@@ -2282,6 +2288,20 @@ static int nst__conv_choose(int kin, int kout) { (void)kout; return kin >= 8 ? N
     float s_ = (a) + (c), q_ = (a) * (1.0f / 24) + (c) * (1.0f / 6), h_ = (b) * (1.0f / 12); \
     t0 = (a) * 0.25f; t1 = -(s_ + (b)) * (1.0f / 6); t2 = -(s_ - (b)) * (1.0f / 6);         \
     t3 = q_ + h_; t4 = q_ - h_; t5 = (c); } while (0)
+/* The 36 transformed values v[e] of the filter from input channel i to output channel o (o < kout). */
+static void nst__wino_filter1(const nst__conv_plan *p, int d, int o, int i, float v[36]) {
+    float g[9], t[6][3];
+    int k, c;
+    if (d == 0) memcpy(g, p->weight + ((size_t)o * p->cin + i) * 9, sizeof g);
+    else {
+        const float *w = p->weight + ((size_t)i * p->cin + o) * 9;
+        for (k = 0; k < 9; k++) g[k] = w[8 - k];
+    }
+    for (c = 0; c < 3; c++) NST__WINO_G(g[c], g[3 + c], g[6 + c], t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]);
+    for (k = 0; k < 6; k++)
+        NST__WINO_G(t[k][0], t[k][1], t[k][2], v[k * 6], v[k * 6 + 1], v[k * 6 + 2], v[k * 6 + 3], v[k * 6 + 4],
+                    v[k * 6 + 5]);
+}
 static void nst__wino_filters(const nst__conv_plan *p, int d, float *u, int ob) {
     const nst__conv_dir *dd = &p->dir[d];
     int mr = p->k->mr, kin = dd->kin, kout = dd->kout, nob = (kout + mr - 1) / mr, i, e, r;
@@ -2290,25 +2310,35 @@ static void nst__wino_filters(const nst__conv_plan *p, int d, float *u, int ob) 
         int o = ob * mr + r;
         float *base = u + ((size_t)ob * mr + r) * kin;   /* + e * es + i */
         for (i = 0; i < kin; i++) {
-            float g[9], t[6][3], v[36];
-            int k, c;
+            float v[36];
             if (o >= kout) {
                 for (e = 0; e < 36; e++) base[e * es + i] = 0.0f;
                 continue;
             }
-            if (d == 0) memcpy(g, p->weight + ((size_t)o * p->cin + i) * 9, sizeof g);
-            else {
-                const float *w = p->weight + ((size_t)i * p->cin + o) * 9;
-                for (k = 0; k < 9; k++) g[k] = w[8 - k];
-            }
-            for (c = 0; c < 3; c++) NST__WINO_G(g[c], g[3 + c], g[6 + c], t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]);
-            for (k = 0; k < 6; k++)
-                NST__WINO_G(t[k][0], t[k][1], t[k][2], v[k * 6], v[k * 6 + 1], v[k * 6 + 2], v[k * 6 + 3], v[k * 6 + 4],
-                            v[k * 6 + 5]);
+            nst__wino_filter1(p, d, o, i, v);
             for (e = 0; e < 36; e++) base[e * es + i] = v[e];
         }
     }
 }
+#if defined(NST__X86)
+/* The same, into the k-major blocks of 6 rows the AVX2 GEMM reads (u[36][nob][kin][6]): the AVX2 transform's
+ * fallback when its 32-bit gather offsets would overflow. */
+static void nst__wino_filters_k6(const nst__conv_plan *p, int d, float *u, int ob) {
+    const nst__conv_dir *dd = &p->dir[d];
+    int kin = dd->kin, kout = dd->kout, nob = (kout + 5) / 6, i, e, r;
+    size_t es = (size_t)nob * 6 * kin;
+    for (r = 0; r < 6; r++) {
+        int o = ob * 6 + r;
+        float *base = u + (size_t)ob * 6 * kin + r;   /* + e * es + 6 * i */
+        for (i = 0; i < kin; i++) {
+            float v[36];
+            if (o < kout) nst__wino_filter1(p, d, o, i, v);
+            else memset(v, 0, sizeof v);
+            for (e = 0; e < 36; e++) base[e * es + (size_t)6 * i] = v[e];
+        }
+    }
+}
+#endif
 
 #if defined(NST__X86_AVX512)
 /* The same transform, 16 input channels per vector (gathered taps), stored straight into the
@@ -2501,9 +2531,14 @@ static nst_status nst__conv_plan_create(const float *weight, const float *bias, 
  * tiles; it may span several tile rows ("segments"). nt (<= k->nt, a multiple of k->nr) is also the
  * column stride ("ntcap") of the block's scratch. Per-thread scratch, in floats, each region starting
  * 64-byte aligned:
- *   V [36][kin][nt]        transformed input patches of the block (column = tile within the block)
- *   M [36][cb][nt] + tg    transform-domain outputs of one chunk of cb output channels
- *   R [6][rstride]         six zero-padded input rows of one segment */
+ *   V [36][kin*nt + 16]    transformed input patches of the block (column = tile within the block)
+ *   M [36][cb*nt + 16] + tg  transform-domain outputs of one chunk of cb output channels
+ *   R [6][rstride]         six zero-padded input rows of one segment
+ * The 16 floats (one cache line) between transform elements: the input transform stores and the output
+ * transform loads all 36 elements of a tile group, and kin*nt floats is a multiple of 4 KiB, so without
+ * the skew those 36 lines share one L1 set (8..12 ways on every CPU we target) and each is evicted before
+ * the next group uses the rest of it. */
+#define NST__WINO_SKEW 16
 static int nst__wino_nt(const nst__conv_kernels *k, int tiles, int nthreads) {
     int per = (tiles + nthreads - 1) / nthreads;
     per = (per + k->nr - 1) / k->nr * k->nr;
@@ -2513,7 +2548,8 @@ static size_t nst__wino_rstride(const nst__conv_kernels *k, int nt) {
     return ((size_t)4 * ((nt + k->tg - 1) / k->tg * k->tg) + (size_t)k->rslack + 15) / 16 * 16;
 }
 static size_t nst__wino_thread_floats(const nst__conv_kernels *k, int kin, int nt) {
-    size_t v = (size_t)36 * kin * nt, m = (size_t)36 * k->cb * nt + (size_t)k->tg, r = 6 * nst__wino_rstride(k, nt);
+    size_t v = (size_t)36 * ((size_t)kin * nt + NST__WINO_SKEW), m = (size_t)36 * ((size_t)k->cb * nt + NST__WINO_SKEW) + (size_t)k->tg;
+    size_t r = 6 * nst__wino_rstride(k, nt);
     return (v + 15) / 16 * 16 + (m + 15) / 16 * 16 + (r + 15) / 16 * 16;
 }
 
@@ -2903,24 +2939,54 @@ static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd,
                             int w, const float *bias, int relu, int t0, int nt, int ntcap, float *ws) {
     int kin = dd->kin, kout = dd->kout, tw = (w + 3) / 4, mr = k->mr, cbk = k->cb, nob = (kout + mr - 1) / mr;
     int ncol = (nt + k->nr - 1) / k->nr * k->nr, ci, c0, e, t;
-    size_t hw = (size_t)h * w, est = (size_t)kin * ntcap, rstride = nst__wino_rstride(k, ntcap);
-    float *V = ws, *M = V + ((size_t)36 * kin * ntcap + 15) / 16 * 16;
-    float *R = M + ((size_t)36 * cbk * ntcap + (size_t)k->tg + 15) / 16 * 16;
-    /* input transform, segment by segment (a segment = the block's tiles within one tile row) */
+    size_t hw = (size_t)h * w, est = (size_t)kin * ntcap + NST__WINO_SKEW, rstride = nst__wino_rstride(k, ntcap);
+    size_t mest = (size_t)cbk * ntcap + NST__WINO_SKEW;
+    float *V = ws, *M = V + (36 * est + 15) / 16 * 16;
+    float *R = M + (36 * mest + (size_t)k->tg + 15) / 16 * 16;
+    /* input transform, segment by segment (a segment = the block's tiles within one tile row). The
+     * kernel reads 4 * round_up(n, tg) + rslack floats of each of the 6 rows from column 4 * tx - 1: whole
+     * groups of tiles whose rows lie inside the image read the feature map in place (a, a + nd); the
+     * tiles at the borders read zero-padded copies. The copy cost 12% of conv1_2 at 512 px (AVX2, Zen 3). */
     for (t = t0; t < t0 + nt;) {
         int ty = t / tw, tx = t % tw, len = NST__MIN(tw - tx, t0 + nt - t), jb = t - t0;
-        int nrow = 4 * ((len + k->tg - 1) / k->tg * k->tg) + k->rslack;
-        for (ci = 0; ci < kin; ci++) {
-            nst__wino_rows(R, rstride, in + ci * hw, h, w, 4 * ty - 1, 4 * tx - 1, nrow);
-            k->wino_in(V + (size_t)ci * ntcap + jb, est, R, rstride, len);
+        int a = tx == 0 ? NST__MIN(k->tg, len) : 0, nd = 0, part;   /* a: a whole group, not one tile */
+        if (ty >= 1 && 4 * ty + 4 < h && len > a) {
+            nd = (w + 1 - k->rslack - 4 * (tx + a)) / (4 * k->tg) * k->tg;
+            nd = NST__MAX(0, NST__MIN(nd, (len - a) / k->tg * k->tg));
+        }
+        if (nd == 0) a = len;   /* nothing in place: the whole segment from one copy */
+        for (part = 0; part < 3; part++) {   /* [0, a) copied, [a, a + nd) in place, [a + nd, len) copied */
+            int s0 = part == 0 ? 0 : part == 1 ? a : a + nd, n = part == 0 ? a : part == 1 ? nd : len - a - nd;
+            int nrow = 4 * ((n + k->tg - 1) / k->tg * k->tg) + k->rslack;
+            if (n <= 0) continue;
+            for (ci = 0; ci < kin; ci++) {
+                float *vv = V + (size_t)ci * ntcap + jb + s0;
+#if defined(__GNUC__) || defined(__clang__)
+                if (ci + 2 < kin) {   /* the rows of channel ci + 2: short rows of 64 planes start no prefetch stream */
+                    int r0 = NST__MAX(0, 4 * ty - 1), r1 = NST__MIN(h, 4 * ty + 5), x0 = NST__MAX(0, 4 * (tx + s0) - 1);
+                    int x1 = NST__MIN(w, 4 * (tx + s0 + n) + 1), r, o;
+                    for (r = r0; r < r1 && x0 < x1; r++) {
+                        const char *q = (const char *)(in + (ci + 2) * hw + (size_t)r * w + x0);
+                        for (o = 0; o < (x1 - x0) * (int)sizeof(float); o += 64) __builtin_prefetch(q + o, 0, 2);
+                        __builtin_prefetch(q + (x1 - x0) * (int)sizeof(float) - 1, 0, 2);
+                    }
+                }
+#endif
+                if (part == 1) {
+                    k->wino_in(vv, est, in + ci * hw + (size_t)(4 * ty - 1) * w + 4 * (tx + s0) - 1, (size_t)w, n);
+                } else {
+                    nst__wino_rows(R, rstride, in + ci * hw, h, w, 4 * ty - 1, 4 * (tx + s0) - 1, nrow);
+                    k->wino_in(vv, est, R, rstride, n);
+                }
+            }
         }
         t += len;
     }
     if (nt < ncol)   /* the GEMM runs whole column groups: keep the unused columns finite */
-        for (e = 0; e < 36 * kin; e++) memset(V + (size_t)e * ntcap + nt, 0, sizeof(float) * (size_t)(ncol - nt));
+        for (e = 0; e < 36; e++)
+            for (ci = 0; ci < kin; ci++) memset(V + e * est + (size_t)ci * ntcap + nt, 0, sizeof(float) * (size_t)(ncol - nt));
     for (c0 = 0; c0 < kout; c0 += cbk) {
         int cb = NST__MIN(cbk, kout - c0), co;
-        size_t mest = (size_t)cbk * ntcap;
         for (e = 0; e < 36; e++) {
             int ob;
             for (ob = 0; ob * mr < cb; ob++) {
@@ -3262,33 +3328,46 @@ static NST__TARGET_AVX2 __m256i nst__avx2_lanes(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-/* Filter transform, 8 input channels per vector (gathered taps), then the same operations as the
- * scalar transform. The 36 outputs of 64 channels are staged in a stack block and written out row by
- * row: written straight, the 36 destination rows (often 4 KiB-aliased) thrash one L1 set. */
+/* Filter transform into the GEMM's layout: each block of 6 output rows k-major, u[36][nob][kin][6] (as on
+ * NEON). With the 6 rows kin floats apart the GEMM's six broadcast streams, 2 KiB apart at kin = 512, fall
+ * into two L1 sets and it ran at 54 GFLOP/s instead of 71 on conv4_2 (Zen 3, one core, the transform-domain
+ * GEMM alone). A group of 4 input channels is 24 (channel, row) pairs, lane l of its q-th vector pair
+ * 8q + l (channel (8q + l) / 6, row (8q + l) % 6), so every transform element of a vector is 8 consecutive
+ * floats of u: taps gathered with one index vector per q, the same operations as the scalar transform, no
+ * transpose. The 36 outputs of 32 channels are staged on the stack and written row by row: written
+ * straight, the 36 destination rows (often 4 KiB-aliased) thrash one L1 set. */
 static NST__TARGET_AVX2 void nst__wino_filters_avx2(const nst__conv_plan *p, int d, float *u, int ob) {
     const nst__conv_dir *dd = &p->dir[d];
-    int mr = p->k->mr, kin = dd->kin, kout = dd->kout, nob = (kout + mr - 1) / mr, b0, r;
-    size_t es = (size_t)nob * mr * kin;
+    int kin = dd->kin, kout = dd->kout, nob = (kout + 5) / 6, nr = NST__MIN(6, kout - ob * 6), b0, q, l;
+    size_t es = (size_t)nob * 6 * kin;
+    size_t so = d == 0 ? (size_t)9 * p->cin : 9, si = d == 0 ? 9 : (size_t)9 * p->cin;   /* per out/in channel */
     const __m256 c4 = _mm256_set1_ps(0.25f), c6 = _mm256_set1_ps(1.0f / 6), c12 = _mm256_set1_ps(1.0f / 12);
     const __m256 c24 = _mm256_set1_ps(1.0f / 24), neg = _mm256_set1_ps(-0.0f);
-    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                           _mm256_set1_epi32(d == 0 ? 9 : 9 * p->cin));
-    float buf[36][64] NST__ALIGN64;
-    for (r = 0; r < mr; r++) {
-        int o = ob * mr + r;
-        float *base = u + ((size_t)ob * mr + r) * kin;
-        for (b0 = 0; b0 < kin; b0 += 64) {
-            int nb = NST__MIN(64, kin - b0), i0, e, j;
-            for (i0 = 0; i0 < nb; i0 += 8) {
-                int n = NST__MIN(8, nb - i0), k, c;
-                __m256i mk = nst__avx2_lanes(n);
+    __m256i idx[3], chan[3], rowok[3];
+    float buf[36][192] NST__ALIGN64;
+    for (q = 0; q < 3; q++) {
+        int ix[8], ch[8], ok[8];
+        for (l = 0; l < 8; l++) {
+            int pp = 8 * q + l;
+            ix[l] = (int)((size_t)(pp % 6) * so + (size_t)(pp / 6) * si);
+            ch[l] = pp / 6;
+            ok[l] = pp % 6 < nr ? -1 : 0;
+        }
+        idx[q] = _mm256_loadu_si256((const __m256i *)ix);
+        chan[q] = _mm256_loadu_si256((const __m256i *)ch);
+        rowok[q] = _mm256_loadu_si256((const __m256i *)ok);
+    }
+    for (b0 = 0; b0 < kin; b0 += 32) {
+        int nb = NST__MIN(32, kin - b0), i0, e, j;
+        for (i0 = 0; i0 < nb; i0 += 4) {
+            const float *wb = p->weight + (size_t)ob * 6 * so + (size_t)(b0 + i0) * si;
+            __m256i nch = _mm256_set1_epi32(nb - i0);
+            for (q = 0; q < 3; q++) {
+                __m256 mk = _mm256_castsi256_ps(_mm256_and_si256(rowok[q], _mm256_cmpgt_epi32(nch, chan[q])));
                 __m256 g[9], t[6][3];
-                for (k = 0; k < 9; k++) {
-                    const float *src = d == 0 ? p->weight + ((size_t)o * p->cin + b0 + i0) * 9 + k
-                                              : p->weight + ((size_t)(b0 + i0) * p->cin + o) * 9 + (8 - k);
-                    g[k] = o >= kout ? _mm256_setzero_ps()
-                                     : _mm256_mask_i32gather_ps(_mm256_setzero_ps(), src, idx, _mm256_castsi256_ps(mk), 4);
-                }
+                int k, c;
+                for (k = 0; k < 9; k++)
+                    g[k] = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), wb + (d == 0 ? k : 8 - k), idx[q], mk, 4);
 #define NST__WINO_GA(a, b, cc, t0, t1, t2, t3, t4, t5) do {                                          \
     __m256 s_ = _mm256_add_ps(a, cc), q_ = _mm256_add_ps(_mm256_mul_ps(a, c24), _mm256_mul_ps(cc, c6)); \
     __m256 h_ = _mm256_mul_ps(b, c12);                                                                 \
@@ -3299,22 +3378,23 @@ static NST__TARGET_AVX2 void nst__wino_filters_avx2(const nst__conv_plan *p, int
                 for (c = 0; c < 3; c++) NST__WINO_GA(g[c], g[3 + c], g[6 + c], t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]);
                 for (k = 0; k < 6; k++) {
                     __m256 w0, w1, w2, w3, w4, w5;
+                    float *o = buf[6 * k] + 6 * i0 + 8 * q;
                     NST__WINO_GA(t[k][0], t[k][1], t[k][2], w0, w1, w2, w3, w4, w5);
-                    _mm256_store_ps(buf[6 * k] + i0, w0); _mm256_store_ps(buf[6 * k + 1] + i0, w1);
-                    _mm256_store_ps(buf[6 * k + 2] + i0, w2); _mm256_store_ps(buf[6 * k + 3] + i0, w3);
-                    _mm256_store_ps(buf[6 * k + 4] + i0, w4); _mm256_store_ps(buf[6 * k + 5] + i0, w5);
+                    _mm256_store_ps(o, w0); _mm256_store_ps(o + 192, w1); _mm256_store_ps(o + 2 * 192, w2);
+                    _mm256_store_ps(o + 3 * 192, w3); _mm256_store_ps(o + 4 * 192, w4); _mm256_store_ps(o + 5 * 192, w5);
                 }
 #undef NST__WINO_GA
             }
-            for (e = 0; e < 36; e++) {   /* whole cache lines per row: the 36 rows alias in L1 (es*4 % 4096 == 0) */
-                float *dst = base + (size_t)e * es + b0;
-                if (nb == 64 && !((uintptr_t)dst & 31)) {   /* streaming: no read for ownership */
-                    for (j = 0; j < 64; j += 8) _mm256_stream_ps(dst + j, _mm256_load_ps(buf[e] + j));
-                    continue;
-                }
-                for (j = 0; j + 8 <= nb; j += 8) _mm256_storeu_ps(dst + j, _mm256_load_ps(buf[e] + j));
-                if (j < nb) _mm256_maskstore_ps(dst + j, nst__avx2_lanes(nb - j), _mm256_load_ps(buf[e] + j));
+        }
+        for (e = 0; e < 36; e++) {   /* whole cache lines per row: the 36 rows alias in L1 (es*4 % 4096 == 0) */
+            float *dst = u + (size_t)e * es + ((size_t)ob * kin + b0) * 6;
+            int n = 6 * nb;
+            if (n == 192 && !((uintptr_t)dst & 31)) {   /* streaming: no read for ownership */
+                for (j = 0; j < 192; j += 8) _mm256_stream_ps(dst + j, _mm256_load_ps(buf[e] + j));
+                continue;
             }
+            for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(dst + j, _mm256_load_ps(buf[e] + j));
+            if (j < n) _mm256_maskstore_ps(dst + j, nst__avx2_lanes(n - j), _mm256_load_ps(buf[e] + j));
         }
     }
     _mm_sfence();
@@ -3374,9 +3454,9 @@ static NST__TARGET_AVX2 void nst__wino_in_avx2(float *v, size_t estride, const f
     }
 }
 
-/* 6 x (8*NV) register tile: m[r][..] = sum_k u[r][k] * v[k][..] (u rows kk apart). */
+/* 6 x (8*NV) register tile: m[r][..] = sum_k u[k][r] * v[k][..] (u k-major, see nst__wino_filters_avx2). */
 #define NST__WA_ROW(NV, r)                                              \
-    { __m256 a = _mm256_broadcast_ss(u##r + k);                         \
+    { __m256 a = _mm256_broadcast_ss(u + r);                            \
       c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0);                        \
       if (NV > 1) c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1); }
 #define NST__WA_ST(NV, r)                                               \
@@ -3388,9 +3468,8 @@ static NST__TARGET_AVX2 void nst__wino_gemm##NV##_avx2(int kk, const float *u, c
                                                       float *m, size_t ldm) {                            \
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,  \
            c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;                                        \
-    const float *u0 = u, *u1 = u + kk, *u2 = u1 + kk, *u3 = u2 + kk, *u4 = u3 + kk, *u5 = u4 + kk;     \
     int k;                                                                                               \
-    for (k = 0; k < kk; k++, v += ldv) {                                                                 \
+    for (k = 0; k < kk; k++, v += ldv, u += 6) {                                                         \
         __m256 b0 = _mm256_loadu_ps(v), b1 = b0;                                                         \
         if (NV > 1) b1 = _mm256_loadu_ps(v + 8);                                                         \
         NST__WA_ROW(NV, 0) NST__WA_ROW(NV, 1) NST__WA_ROW(NV, 2) NST__WA_ROW(NV, 3) NST__WA_ROW(NV, 4)   \
@@ -3480,11 +3559,13 @@ static NST__TARGET_AVX2 void nst__wino_out_avx2(float *out, int h, int w, int ty
         float *dst = out + o * hw + (size_t)y * w + x0;                 \
         c##r##0 = _mm256_add_ps(c##r##0, vb); c##r##1 = _mm256_add_ps(c##r##1, vb); \
         if (relu) { c##r##0 = _mm256_max_ps(c##r##0, z); c##r##1 = _mm256_max_ps(c##r##1, z); } \
-        _mm256_maskstore_ps(dst, ms0, c##r##0); _mm256_maskstore_ps(dst + 8, ms1, c##r##1); \
+        if (full) { _mm256_storeu_ps(dst, c##r##0); _mm256_storeu_ps(dst + 8, c##r##1); }    \
+        else { _mm256_maskstore_ps(dst, ms0, c##r##0); _mm256_maskstore_ps(dst + 8, ms1, c##r##1); } \
     }
 static NST__TARGET_AVX2 void nst__direct_avx2(const nst__conv_dir *dd, const float *in, float *out, int h, int w,
                                               const float *bias, int relu, int ob, int y, int x0) {
     int kin = dd->kin, kout = dd->kout, ci, ky, kx;
+    int full = x0 + 16 <= w, inner = x0 >= 1 && x0 + 17 <= w;   /* vmaskmovps is slow on AMD: plain loads/stores inside */
     size_t hw = (size_t)h * w;
     __m256 z = _mm256_setzero_ps();
     __m256 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
@@ -3503,7 +3584,9 @@ static NST__TARGET_AVX2 void nst__direct_avx2(const nst__conv_dir *dd, const flo
             for (kx = 0; kx < 3; kx++) {
                 const float *row = in + ci * hw + (size_t)sy * w + x0 + kx - 1;
                 const float *wt = dd->u + ((size_t)(ob * kin + ci) * 9 + ky * 3 + kx) * 6;
-                __m256 b0 = _mm256_maskload_ps(row, mk[kx][0]), b1 = _mm256_maskload_ps(row + 8, mk[kx][1]);
+                __m256 b0, b1;
+                if (inner) { b0 = _mm256_loadu_ps(row); b1 = _mm256_loadu_ps(row + 8); }
+                else { b0 = _mm256_maskload_ps(row, mk[kx][0]); b1 = _mm256_maskload_ps(row + 8, mk[kx][1]); }
                 NST__DA_ROW(0) NST__DA_ROW(1) NST__DA_ROW(2) NST__DA_ROW(3) NST__DA_ROW(4) NST__DA_ROW(5)
             }
         }
@@ -3689,7 +3772,7 @@ static void nst__wino_filters_avx512_entry(const nst__conv_plan *p, int d, float
 #if defined(NST__X86)
 static void nst__wino_filters_avx2_entry(const nst__conv_plan *p, int d, float *u, int ob) {
     if ((size_t)p->cin * 9 * 8 < (size_t)INT_MAX) nst__wino_filters_avx2(p, d, u, ob);
-    else nst__wino_filters(p, d, u, ob);
+    else nst__wino_filters_k6(p, d, u, ob);
 }
 #endif
 

@@ -4,9 +4,12 @@
  * with fewer multiplies (Winograd) can exceed the machine's FMA peak.
  *
  *   build/bench_conv [--size N] [--reps N] [--arch scalar|avx2|avx512|neon] [--algo auto|direct|wino] [--threads N] [--cpu]
+ *                    [--layer NAME[,NAME...]]
  * --arch picks the convolution kernel table (default: the CPU's best, or $NST_ARCH); a path the CPU lacks is
  * refused.
- * --cpu times with process CPU time / threads (tuning aid when other jobs load the machine). */
+ * --cpu times with process CPU time / threads (tuning aid when other jobs load the machine).
+ * --layer runs only the named layers (e.g. conv4_2,conv5_1): many reps of one layer, alternated between two
+ * builds, is what shows a few percent on a shared machine. */
 #define NST_IMPLEMENTATION
 #include "nst.h"
 #include <stdio.h>
@@ -44,7 +47,23 @@ static void fill(float *x, size_t n, uint64_t seed, float scale) {
     for (i = 0; i < n; i++) x[i] = (float)(nst__rng_uniform(&r) - 0.5) * scale;
 }
 
+/* The first layer at or after l that --layer selects (all when only is NULL); NLAYERS when none is left.
+ * Whole comma-separated names only: "conv4_1" does not select conv4_10. */
+static int next_layer(const char *only, int l) {
+    for (; l < NLAYERS; l++) {
+        const char *q = only;
+        size_t nl = strlen(layers[l].name);
+        if (!only) return l;
+        while ((q = strstr(q, layers[l].name)) != NULL) {
+            if ((q == only || q[-1] == ',') && (q[nl] == 0 || q[nl] == ',')) return l;
+            q++;
+        }
+    }
+    return NLAYERS;
+}
+
 int main(int argc, char **argv) {
+    const char *only = NULL;
     int size = 512, reps = 3, algo = NST__CONV_AUTO, maxthreads = 2, i, l, t;
     nst_arch arch = nst__cpu_arch();
     double tot[2][2] = { { 0, 0 }, { 0, 0 } }, flop_total = 0;
@@ -52,6 +71,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--size") && i + 1 < argc) size = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--cpu")) use_cpu = 1;
+        else if (!strcmp(argv[i], "--layer") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) maxthreads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--arch") && i + 1 < argc) {
             int a;
@@ -69,11 +89,12 @@ int main(int argc, char **argv) {
                                                                                             : NST__CONV_AUTO;
         } else {
             fprintf(stderr, "usage: %s [--size N] [--reps N] [--threads N] [--arch scalar|avx2|avx512|neon] "
-                            "[--algo auto|direct|wino] [--cpu]\n", argv[0]);
+                            "[--algo auto|direct|wino] [--cpu] [--layer NAME,...]\n", argv[0]);
             return 2;
         }
     }
     if (size < 16 || reps < 1 || maxthreads < 1) { fprintf(stderr, "bad arguments\n"); return 2; }
+    if (next_layer(only, 0) == NLAYERS) { fprintf(stderr, "bench_conv: no layer named in '%s'\n", only); return 2; }
     printf("bench_conv: VGG-19 3x3 convolutions at %dx%d, best of %d, path %s (kernels %s), %s, effective GFLOP/s = "
            "direct FLOP / time\n", size, size, reps, nst__arch_name(arch), nst__conv_kernels_for(arch)->name,
            use_cpu ? "CPU time" : "wall time");
@@ -81,7 +102,7 @@ int main(int argc, char **argv) {
     for (t = 1; t <= maxthreads; t = t == 1 && maxthreads > 1 ? maxthreads : t + maxthreads)
         printf(" | %dT fwd ms  GF/s  bwd ms  GF/s", t);
     printf("\n");
-    for (l = 0; l < NLAYERS; l++) {
+    for (l = next_layer(only, 0); l < NLAYERS; l = next_layer(only, l + 1)) {
         int cin = layers[l].cin, cout = layers[l].cout, h = size / layers[l].div, w = size / layers[l].div;
         size_t nin = (size_t)cin * h * w, nout = (size_t)cout * h * w, wsn;
         double flop = 2.0 * cin * cout * 9 * (double)h * w;

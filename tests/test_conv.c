@@ -135,6 +135,69 @@ TEST(vgg_shapes_auto_path) {
     }
 }
 
+/* Wide maps: tile groups whose six rows lie inside the image are transformed from the feature map in
+ * place, the border groups from zero-padded copies; blocks that start mid-row, ragged right edges and
+ * both group widths (8 tiles AVX2, 16 AVX-512) on every path, 1..3 threads (check_layer). */
+TEST(winograd_in_place_rows) {
+    static const int shp[][4] = { { 9, 7, 13, 301 }, { 17, 6, 10, 257 }, { 3, 13, 23, 199 }, { 8, 8, 9, 70 } };
+    int i;
+    size_t a;
+    for (i = 0; i < 4; i++) {
+        double e = check_layer(shp[i][0], shp[i][1], shp[i][2], shp[i][3], i & 1, NST__CONV_WINO, NST_ARCH_SCALAR);
+        CHECK_MSG(e <= 2e-4, "scalar %d->%d at %dx%d: error %.3g", shp[i][0], shp[i][1], shp[i][2], shp[i][3], e);
+        for (a = 0; a < sizeof simd_archs / sizeof simd_archs[0]; a++) {
+            if (!have(simd_archs[a])) continue;
+            e = check_layer(shp[i][0], shp[i][1], shp[i][2], shp[i][3], i & 1, NST__CONV_WINO, simd_archs[a]);
+            CHECK_MSG(e <= 2e-4, "%s %d->%d at %dx%d: error %.3g", nst__arch_name(simd_archs[a]), shp[i][0], shp[i][1],
+                      shp[i][2], shp[i][3], e);
+        }
+    }
+}
+
+#if defined(NST__X86)
+/* The AVX2 filter transform (gathered (channel, row) pairs, k-major blocks of 6 rows) and its scalar
+ * fallback for huge cin write the scalar transform's values in the layout u[36][nob][kin][6]; partial
+ * groups of 4 channels and 32-channel chunks, missing rows of the last block, both directions. */
+TEST(avx2_filter_transform_layout) {
+    static const int shp[][2] = { { 1, 1 }, { 13, 7 }, { 33, 17 }, { 70, 6 }, { 5, 64 } };
+    int i, d;
+    if (!have(NST_ARCH_AVX2)) SKIP("no AVX2+FMA");
+    for (i = 0; i < 5; i++) {
+        int cin = shp[i][0], cout = shp[i][1];
+        float *wt = (float *)nst__malloc(sizeof(float) * (size_t)cin * cout * 9);
+        nst__conv_plan *ps = NULL, *pa = NULL;
+        fill(wt, (size_t)cin * cout * 9, 40 + i, 1.0f);
+        CHECK_OK(nst__conv_plan_create_ex(wt, NULL, cin, cout, NST__CONV_WINO, NST_ARCH_SCALAR, &ps));
+        CHECK_OK(nst__conv_plan_create_ex(wt, NULL, cin, cout, NST__CONV_WINO, NST_ARCH_AVX2, &pa));
+        for (d = 0; d < 2 && ps && pa; d++) {
+            int kin = d == 0 ? cin : cout, kout = d == 0 ? cout : cin, nob = (kout + 5) / 6, ob, e, r, k;
+            size_t n = (size_t)36 * nob * 6 * kin, bad = 0, badk = 0;
+            float *ur = (float *)nst__malloc(sizeof(float) * n), *ua = (float *)nst__malloc(sizeof(float) * n);
+            float *uk = (float *)nst__malloc(sizeof(float) * n);
+            for (ob = 0; ob < nob; ob++) {
+                nst__wino_filters(ps, d, ur, ob);
+                pa->k->wino_filters(pa, d, ua, ob);
+                nst__wino_filters_k6(pa, d, uk, ob);
+            }
+            for (e = 0; e < 36; e++)
+                for (ob = 0; ob < nob; ob++)
+                    for (r = 0; r < 6; r++)
+                        for (k = 0; k < kin; k++) {
+                            float x = ur[(((size_t)e * nob + ob) * 6 + r) * kin + k];
+                            size_t j = (((size_t)e * nob + ob) * kin + k) * 6 + r;
+                            bad += !(fabs(ua[j] - x) <= 1e-6 * (1 + fabs(x)));
+                            badk += !(fabs(uk[j] - x) <= 1e-6 * (1 + fabs(x)));
+                        }
+            CHECK_MSG(bad == 0 && badk == 0, "%d->%d direction %d: %zu AVX2, %zu fallback values differ", cin, cout, d,
+                      bad, badk);
+            nst__free(ur); nst__free(ua); nst__free(uk);
+        }
+        nst__conv_plan_free(ps); nst__conv_plan_free(pa);
+        nst__free(wt);
+    }
+}
+#endif
+
 /* Eight 32->32 ReLU layers (forward), then eight backward layers through the same stack: the
  * Winograd error relative to the reference chain must stay bounded, not compound. */
 static void chain(nst_arch arch) {
@@ -241,6 +304,10 @@ int main(int argc, char **argv) {
     RUN(direct_neon_matches_reference);
     RUN(winograd_neon_matches_reference);
     RUN(vgg_shapes_auto_path);
+    RUN(winograd_in_place_rows);
+#if defined(NST__X86)
+    RUN(avx2_filter_transform_layout);
+#endif
     RUN(winograd_error_does_not_grow_with_depth);
     RUN(pooling_matches_reference);
     RUN(public_api_and_bad_arguments);
