@@ -7665,14 +7665,42 @@ static NST__TARGET_AVX2 void nst__lb_dots_avx2(const nst__lb_vf *p, size_t lo, s
         }
     }
 }
+/* The combining kernels' sums once d[a, b) is formed: g'd and |d| over [a, e) in double lanes
+ * (acc: g'd low/high, |d| low/high), [e, b) by the scalar kernel into r; then the reduction. */
+static NST__TARGET_AVX2 void nst__lb_comb_sums_avx2(const nst__lb_vf *p, float *d, size_t a, size_t e, size_t b,
+                                                    __m256d *acc, double *r) {
+    const __m256d absm = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7FFFFFFFFFFFFFFFll));
+    size_t i;
+    for (i = a; i < e; i += 8) {
+        __m256 t = _mm256_loadu_ps(d + i), g = _mm256_loadu_ps(p->g + i);
+        __m256d lo4 = _mm256_cvtps_pd(_mm256_castps256_ps128(t)), hi4 = _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1));
+        acc[0] = _mm256_fmadd_pd(lo4, _mm256_cvtps_pd(_mm256_castps256_ps128(g)), acc[0]);
+        acc[1] = _mm256_fmadd_pd(hi4, _mm256_cvtps_pd(_mm256_extractf128_ps(g, 1)), acc[1]);
+        acc[2] = _mm256_add_pd(acc[2], _mm256_and_pd(lo4, absm));
+        acc[3] = _mm256_add_pd(acc[3], _mm256_and_pd(hi4, absm));
+    }
+    if (e < b) {
+        double x, y;
+        nst__lb_comb_scalar(p, d, e, b, &x, &y);
+        r[0] += x;
+        r[1] += y;
+    }
+}
+static NST__TARGET_AVX2 void nst__lb_comb_reduce_avx2(const __m256d *acc, const double *r, double *gd, double *asum) {
+    double ts[4], ta[4];
+    _mm256_storeu_pd(ts, _mm256_add_pd(acc[0], acc[1]));
+    _mm256_storeu_pd(ta, _mm256_add_pd(acc[2], acc[3]));
+    *gd = ((ts[0] + ts[1]) + (ts[2] + ts[3])) + r[0];
+    *asum = ((ta[0] + ta[1]) + (ta[2] + ta[3])) + r[1];
+}
 static NST__TARGET_AVX2 void nst__lb_comb_avx2(const nst__lb_vf *p, float *d, size_t lo, size_t hi, double *gd,
                                                double *asum) {
     const int bf = p->bf16;
-    const __m256d absm = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7FFFFFFFFFFFFFFFll));
-    __m256d s0 = _mm256_setzero_pd(), s1 = s0, a0 = s0, a1 = s0;
-    double ts[4], ta[4], rs = 0, ra = 0;
+    __m256d acc[4];
+    double r[2] = {0, 0};
     size_t a, b, i;
     int j;
+    acc[0] = acc[1] = acc[2] = acc[3] = _mm256_setzero_pd();
     for (a = lo; a < hi; a = b) {
         size_t e;
         b = NST__MIN(a + NST__LB_SUB, hi);
@@ -7700,25 +7728,9 @@ static NST__TARGET_AVX2 void nst__lb_comb_avx2(const nst__lb_vf *p, float *d, si
             for (i = a; i < e; i += 8)
                 _mm256_storeu_ps(d + i, _mm256_add_ps(_mm256_loadu_ps(d + i), _mm256_mul_ps(c0, nst__lb_ld8_avx2(v0, bf, i))));
         }
-        for (i = a; i < e; i += 8) {
-            __m256 t = _mm256_loadu_ps(d + i), g = _mm256_loadu_ps(p->g + i);
-            __m256d lo4 = _mm256_cvtps_pd(_mm256_castps256_ps128(t)), hi4 = _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1));
-            s0 = _mm256_fmadd_pd(lo4, _mm256_cvtps_pd(_mm256_castps256_ps128(g)), s0);
-            s1 = _mm256_fmadd_pd(hi4, _mm256_cvtps_pd(_mm256_extractf128_ps(g, 1)), s1);
-            a0 = _mm256_add_pd(a0, _mm256_and_pd(lo4, absm));
-            a1 = _mm256_add_pd(a1, _mm256_and_pd(hi4, absm));
-        }
-        if (e < b) {
-            double x, y;
-            nst__lb_comb_scalar(p, d, e, b, &x, &y);
-            rs += x;
-            ra += y;
-        }
+        nst__lb_comb_sums_avx2(p, d, a, e, b, acc, r);
     }
-    _mm256_storeu_pd(ts, _mm256_add_pd(s0, s1));
-    _mm256_storeu_pd(ta, _mm256_add_pd(a0, a1));
-    *gd = ((ts[0] + ts[1]) + (ts[2] + ts[3])) + rs;
-    *asum = ((ta[0] + ta[1]) + (ta[2] + ta[3])) + ra;
+    nst__lb_comb_reduce_avx2(acc, r, gd, asum);
 }
 #endif
 
@@ -7855,11 +7867,11 @@ static NST__TARGET_AVX2 void nst__lb_comb_bf16_avx2(const nst__lb_vf *p, float *
                                                     double *asum) {
     float dp[NST__LB_SUB];
     const __m256i hm = _mm256_set1_epi32((int)0xFFFF0000u);
-    const __m256d absm = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7FFFFFFFFFFFFFFFll));
-    __m256d s0 = _mm256_setzero_pd(), s1 = s0, a0 = s0, a1 = s0;
-    double ts[4], ta[4], rs = 0, ra = 0;
+    __m256d acc[4];
+    double r[2] = {0, 0};
     size_t a, b, e, i, q;
     int j;
+    acc[0] = acc[1] = acc[2] = acc[3] = _mm256_setzero_pd();
     for (a = lo; a < hi; a = b) {
         b = NST__MIN(a + NST__LB_SUB, hi);
         e = a + ((b - a) & ~(size_t)15);
@@ -7904,25 +7916,9 @@ static NST__TARGET_AVX2 void nst__lb_comb_bf16_avx2(const nst__lb_vf *p, float *
         }
         for (q = 0; q < e - a; q += 16)   /* back in order */
             for (i = 0; i < 8; i++) { d[a + q + 2 * i] = dp[q + i]; d[a + q + 2 * i + 1] = dp[q + 8 + i]; }
-        for (i = a; i < e; i += 8) {
-            __m256 t = _mm256_loadu_ps(d + i), g = _mm256_loadu_ps(p->g + i);
-            __m256d lo4 = _mm256_cvtps_pd(_mm256_castps256_ps128(t)), hi4 = _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1));
-            s0 = _mm256_fmadd_pd(lo4, _mm256_cvtps_pd(_mm256_castps256_ps128(g)), s0);
-            s1 = _mm256_fmadd_pd(hi4, _mm256_cvtps_pd(_mm256_extractf128_ps(g, 1)), s1);
-            a0 = _mm256_add_pd(a0, _mm256_and_pd(lo4, absm));
-            a1 = _mm256_add_pd(a1, _mm256_and_pd(hi4, absm));
-        }
-        if (e < b) {
-            double x, y;
-            nst__lb_comb_scalar(p, d, e, b, &x, &y);
-            rs += x;
-            ra += y;
-        }
+        nst__lb_comb_sums_avx2(p, d, a, e, b, acc, r);
     }
-    _mm256_storeu_pd(ts, _mm256_add_pd(s0, s1));
-    _mm256_storeu_pd(ta, _mm256_add_pd(a0, a1));
-    *gd = ((ts[0] + ts[1]) + (ts[2] + ts[3])) + rs;
-    *asum = ((ta[0] + ta[1]) + (ta[2] + ta[3])) + ra;
+    nst__lb_comb_reduce_avx2(acc, r, gd, asum);
 }
 #endif
 
