@@ -1876,12 +1876,21 @@ static nst_status nst__sgemm_ex(int nthreads, int trans_a, int trans_b, int m, i
     return nst__sgemm_fused(nthreads, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, NULL, 0);
 }
 
+typedef void (*nst__gram_block_fn)(const float *const *r, const float *const *s, int kc, float *out);
+static nst__gram_block_fn nst__gram_block_for(nst_arch arch);
+static int nst__gram_rows_pay(int n, int k);
+static nst_status nst__gram_rows(nst__gram_block_fn blk, int nthreads, int n, int k, float alpha, const float *a,
+                                 int lda, float *c, int ldc);
+
 static NST__UNUSED nst_status nst__ssyrk_ex(int nthreads, int n, int k, float alpha, const float *a, int lda,
                                             float *c, int ldc) {
     nst__gemm_job g;
+    nst__gram_block_fn blk;
     int i, j;
     nst_status s = nst__gemm_check("ssyrk", 0, 1, n, n, k, a, lda, a, lda, c, ldc);
     if (s) return s;
+    if (n > 0 && k > 0 && (blk = nst__gram_block_for(nst__cpu_arch())) != NULL && nst__gram_rows_pay(n, k))
+        return nst__gram_rows(blk, nthreads, n, k, alpha, a, lda, c, ldc);
     memset(&g, 0, sizeof g);
     g.kt = nst__gemm_kernel_for(nst__cpu_arch());
     g.trans_b = 1; g.m = n; g.n = n; g.k = k; g.alpha = alpha; g.beta = 0.0f;
@@ -1890,6 +1899,165 @@ static NST__UNUSED nst_status nst__ssyrk_ex(int nthreads, int n, int k, float al
     if (s) return s;
     for (i = 0; i < n; i++)
         for (j = i + 1; j < n; j++) c[(size_t)i * ldc + j] = c[(size_t)j * ldc + i];
+    return NST_OK;
+}
+
+/* ---- Gram matrices of long rows ------------------------------------------------------------------------
+ * The style layers' Grams have few rows and very long ones (64 x 262144 at relu1_1 of 512 px, 128 x 65536
+ * at relu2_1). Through the packed GEMM both operands need transposing panels (A into MR-row panels, A^T
+ * into NR-column ones), two copies of every element for 64 or 128 FMAs on it, and the triangle's rows
+ * split over threads make each thread pack all of A^T. Here a 3 x 3 block of row pairs accumulates dot
+ * products in 8 lanes (6 loads and 9 FMAs per 8 k). K goes in sub-blocks of nst__gram_kc(n) floats whose
+ * rows are copied side by side (256 KiB, in L2 while the block pairs visit it; rows 2^18 floats apart all
+ * fall in one L2 set, as in the 512 px layers), the outer block's 3 rows staying in L1. Each block pair
+ * keeps its 9 x 8 lane sums in memory from one sub-block to the next and reduces them once per chunk.
+ * Threads take whole chunks of sub-blocks; chunk j's triangle goes to partial j and the partials are
+ * summed in chunk order, and every cut depends on (n, k) only: the bits do not depend on the thread count.
+ * The block kernel adds the products of rows r[a] and s[b], element i, to acc[8 * (3a + b) + i % 8]. */
+#define NST__GRAM_MAX_CHUNKS 16
+#ifndef NST__GRAM_ROWS_MAX_N   /* rows up to which the Grams take this path (0: never; for comparisons) */
+#define NST__GRAM_ROWS_MAX_N 128
+#endif
+static int nst__gram_rows_max_n = NST__GRAM_ROWS_MAX_N;
+static int nst__gram_rows_pay(int n, int k) { return n <= nst__gram_rows_max_n && k >= 16 * n; }
+static int nst__gram_kc(int n) { return NST__MAX(256, (65536 / n) & ~7); }
+
+static NST__UNUSED void nst__gram_block_scalar(const float *const *r, const float *const *s, int kc, float *acc) {
+    int q, i;
+    for (q = 0; q < 9; q++) {
+        const float *x = r[q / 3], *y = s[q % 3];
+        float *l = acc + 8 * q;
+        for (i = 0; i < kc; i++) l[i & 7] += x[i] * y[i];
+    }
+}
+
+#if defined(NST__X86)
+static NST__TARGET_AVX2 void nst__gram_block_avx2(const float *const *r, const float *const *s, int kc, float *acc) {
+    const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *s0 = s[0], *s1 = s[1], *s2 = s[2];
+    __m256 c00 = _mm256_loadu_ps(acc), c01 = _mm256_loadu_ps(acc + 8), c02 = _mm256_loadu_ps(acc + 16);
+    __m256 c10 = _mm256_loadu_ps(acc + 24), c11 = _mm256_loadu_ps(acc + 32), c12 = _mm256_loadu_ps(acc + 40);
+    __m256 c20 = _mm256_loadu_ps(acc + 48), c21 = _mm256_loadu_ps(acc + 56), c22 = _mm256_loadu_ps(acc + 64);
+    __m256 a0, a1, a2, b0, b1, b2;
+    int i = 0;
+#define NST__GRAM_STEP(LD)                                                                                     \
+    a0 = LD(r0 + i); a1 = LD(r1 + i); a2 = LD(r2 + i); b0 = LD(s0 + i); b1 = LD(s1 + i); b2 = LD(s2 + i);    \
+    c00 = _mm256_fmadd_ps(a0, b0, c00); c01 = _mm256_fmadd_ps(a0, b1, c01); c02 = _mm256_fmadd_ps(a0, b2, c02); \
+    c10 = _mm256_fmadd_ps(a1, b0, c10); c11 = _mm256_fmadd_ps(a1, b1, c11); c12 = _mm256_fmadd_ps(a1, b2, c12); \
+    c20 = _mm256_fmadd_ps(a2, b0, c20); c21 = _mm256_fmadd_ps(a2, b1, c21); c22 = _mm256_fmadd_ps(a2, b2, c22);
+    for (; i + 16 <= kc; i += 8) { NST__GRAM_STEP(_mm256_loadu_ps) i += 8; NST__GRAM_STEP(_mm256_loadu_ps) }
+    for (; i + 8 <= kc; i += 8) { NST__GRAM_STEP(_mm256_loadu_ps) }
+    if (i < kc) {   /* the tail as zeros: +0 products leave the lane sums as they are */
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(kc - i), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#define NST__GRAM_MASKED(p) _mm256_maskload_ps((p), m)
+        NST__GRAM_STEP(NST__GRAM_MASKED)
+#undef NST__GRAM_MASKED
+    }
+#undef NST__GRAM_STEP
+    _mm256_storeu_ps(acc, c00); _mm256_storeu_ps(acc + 8, c01); _mm256_storeu_ps(acc + 16, c02);
+    _mm256_storeu_ps(acc + 24, c10); _mm256_storeu_ps(acc + 32, c11); _mm256_storeu_ps(acc + 40, c12);
+    _mm256_storeu_ps(acc + 48, c20); _mm256_storeu_ps(acc + 56, c21); _mm256_storeu_ps(acc + 64, c22);
+}
+#endif
+
+#if defined(NST__NEON)
+static void nst__gram_block_neon(const float *const *r, const float *const *s, int kc, float *acc) {
+    float32x4_t c[18], a[6], b[6];   /* c[2q], c[2q + 1]: lanes 0-3 and 4-7 of product q */
+    int i = 0, q;
+    for (q = 0; q < 18; q++) c[q] = vld1q_f32(acc + 4 * q);
+    for (; i + 8 <= kc; i += 8) {
+        for (q = 0; q < 3; q++) {
+            a[2 * q] = vld1q_f32(r[q] + i); a[2 * q + 1] = vld1q_f32(r[q] + i + 4);
+            b[2 * q] = vld1q_f32(s[q] + i); b[2 * q + 1] = vld1q_f32(s[q] + i + 4);
+        }
+        for (q = 0; q < 9; q++) {
+            c[2 * q] = vfmaq_f32(c[2 * q], a[2 * (q / 3)], b[2 * (q % 3)]);
+            c[2 * q + 1] = vfmaq_f32(c[2 * q + 1], a[2 * (q / 3) + 1], b[2 * (q % 3) + 1]);
+        }
+    }
+    for (q = 0; q < 18; q++) vst1q_f32(acc + 4 * q, c[q]);
+    for (; i < kc; i++)
+        for (q = 0; q < 9; q++) acc[8 * q + (i & 7)] += r[q / 3][i] * s[q % 3][i];
+}
+#endif
+
+/* The block kernel for arch, NULL where the packed GEMM serves better (AVX-512: its 16-wide kernel,
+ * not measured against this one). */
+static nst__gram_block_fn nst__gram_block_for(nst_arch arch) {
+#if defined(NST__X86)
+    if (arch == NST_ARCH_AVX2) return nst__gram_block_avx2;
+#elif defined(NST__NEON)
+    if (arch == NST_ARCH_NEON) return nst__gram_block_neon;
+#endif
+    (void)arch;
+    return NULL;
+}
+
+/* C = alpha * A A^T (the lower triangle mirrored) through blk; k >= 1, n >= 1. */
+static nst_status nst__gram_rows(nst__gram_block_fn blk, int nthreads, int n, int k, float alpha, const float *a,
+                                 int lda, float *c, int ldc) {
+    int kc = nst__gram_kc(n), nsub = (k + kc - 1) / kc, spc = (nsub + NST__GRAM_MAX_CHUNKS - 1) / NST__GRAM_MAX_CHUNKS;
+    int nch = (nsub + spc - 1) / spc, nb = (n + 2) / 3, nt = nst__resolve_threads(nthreads), next = 0, i, j;
+    size_t tri = (size_t)n * (n + 1) / 2, ldb = (size_t)kc + 16, npair = (size_t)nb * (nb + 1) / 2;
+    size_t per = (size_t)n * ldb + npair * 72;
+    float *part, *buf;
+    if (nt > nch) nt = nch;
+    part = (float *)nst__aligned_alloc(sizeof(float) * (tri * (size_t)nch + per * (size_t)nt));
+    if (!part) return nst__err(NST_ERR_NOMEM, "gram: out of memory for %d partial sums", nch);
+    buf = part + tri * (size_t)nch;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int ch, t = 0;
+        float *rows, *acc;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        rows = buf + per * (size_t)t;
+        acc = rows + (size_t)n * ldb;
+        for (;;) {
+            int sb, bi, bj, x, y;
+            float *p, *l;
+#ifdef _OPENMP
+#pragma omp atomic capture
+#endif
+            ch = next++;
+            if (ch >= nch) break;
+            memset(acc, 0, sizeof(float) * npair * 72);
+            for (sb = ch * spc; sb < NST__MIN(nsub, (ch + 1) * spc); sb++) {
+                size_t k0 = (size_t)sb * kc;
+                int len = NST__MIN(kc, k - (int)k0);
+                for (x = 0; x < n; x++) memcpy(rows + (size_t)x * ldb, a + (size_t)x * lda + k0, sizeof(float) * (size_t)len);
+                for (bi = 0, l = acc; bi < nb; bi++) {
+                    const float *r[3];
+                    for (x = 0; x < 3; x++) r[x] = rows + (size_t)NST__MIN(3 * bi + x, n - 1) * ldb;
+                    for (bj = 0; bj <= bi; bj++, l += 72) {
+                        const float *s[3];
+                        for (y = 0; y < 3; y++) s[y] = rows + (size_t)NST__MIN(3 * bj + y, n - 1) * ldb;
+                        blk(r, s, len, l);
+                    }
+                }
+            }
+            p = part + tri * (size_t)ch;   /* lanes summed pairwise, the same order for every kernel */
+            for (bi = 0, l = acc; bi < nb; bi++)
+                for (bj = 0; bj <= bi; bj++, l += 72)
+                    for (x = 0; x < 3 && 3 * bi + x < n; x++)
+                        for (y = 0; y < 3 && 3 * bj + y <= 3 * bi + x; y++) {
+                            const float *v = l + 8 * (3 * x + y);
+                            p[(size_t)(3 * bi + x) * (3 * bi + x + 1) / 2 + 3 * bj + y] =
+                                ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+                        }
+        }
+    }
+    for (i = 0; i < n; i++)
+        for (j = 0; j <= i; j++) {
+            size_t o = (size_t)i * (i + 1) / 2 + j;
+            double s = 0;
+            int q;
+            for (q = 0; q < nch; q++) s += part[tri * (size_t)q + o];
+            c[(size_t)i * ldc + j] = c[(size_t)j * ldc + i] = (float)(alpha * s);
+        }
+    nst__aligned_free(part);
     return NST_OK;
 }
 

@@ -292,6 +292,53 @@ TEST(syrk) {
     CHECK(bad == 0);
 }
 
+/* Gram matrices of long rows (nst__gram_rows): each block kernel (scalar and this CPU's) on row counts
+ * around its 3-row blocks, K with tails (not a multiple of the vector width, nor of the sub-block),
+ * several chunks; against the double reference, exactly symmetric, the same bits on 1 and 2 threads.
+ * Then nst__ssyrk_ex on a shape it sends down this path. */
+TEST(gram_rows) {
+    static const int sz[][2] = {{1, 1}, {2, 7}, {3, 13}, {4, 17}, {7, 33}, {13, 1000}, {17, 5003},
+                                {33, 2049}, {64, 2500}, {100, 1801}, {5, 70001}};
+    int s, v, bad = 0;
+    nst__rng rng = {15};
+    for (v = 0; v < 2; v++) {
+        nst__gram_block_fn blk = v ? nst__gram_block_for(nst__cpu_arch()) : nst__gram_block_scalar;
+        if (!blk) continue;
+        for (s = 0; s < (int)(sizeof sz / sizeof sz[0]); s++) {
+            int n = sz[s][0], k = sz[s][1], lda = k + 3, ldc = n + 1, i, j, t;
+            float *a = (float *)malloc(sizeof(float) * n * lda), *c = (float *)malloc(sizeof(float) * n * ldc);
+            float *c1 = (float *)malloc(sizeof(float) * n * ldc);
+            double *ref = (double *)malloc(sizeof(double) * n * n), *sc = (double *)malloc(sizeof(double) * n * n);
+            char what[64];
+            snprintf(what, sizeof what, "gram_rows %s %dx%d", v ? nst__arch_name(nst__cpu_arch()) : "scalar", n, k);
+            fill(a, (size_t)n * lda, &rng);
+            ref_gemm(0, 1, n, n, k, -0.25, a, lda, a, lda, 0.0, c, ldc, NULL, 0, ref, sc);
+            for (t = 1; t <= 2; t++) {
+                for (i = 0; i < n * ldc; i++) c[i] = nst__f32_from_bits(0x7FC00000u);
+                CHECK_OK(nst__gram_rows(blk, t, n, k, -0.25f, a, lda, c, ldc));
+                bad += compare(what, n, n, c, ldc, ref, sc, nst_t_tol(NST_ARCH_SCALAR));
+                for (i = 0; i < n; i++)
+                    for (j = 0; j < n; j++) bad += memcmp(&c[i * ldc + j], &c[j * ldc + i], sizeof(float)) != 0;
+                if (t == 1) memcpy(c1, c, sizeof(float) * n * ldc);
+                else bad += memcmp(c, c1, sizeof(float) * n * ldc) != 0;
+            }
+            free(a); free(c); free(c1); free(ref); free(sc);
+        }
+    }
+    {   /* the dispatch: a Gram shape nst__ssyrk_ex sends here when this CPU has a block kernel */
+        int n = 40, k = 16 * 40 + 5;
+        float *a = (float *)malloc(sizeof(float) * n * k), *c = (float *)malloc(sizeof(float) * n * n);
+        double *ref = (double *)malloc(sizeof(double) * n * n), *sc = (double *)malloc(sizeof(double) * n * n);
+        fill(a, (size_t)n * k, &rng);
+        ref_gemm(0, 1, n, n, k, 1.0, a, k, a, k, 0.0, c, n, NULL, 0, ref, sc);
+        CHECK(nst__gram_rows_pay(n, k));
+        CHECK_OK(nst__ssyrk_ex(2, n, k, 1.0f, a, k, c, n));
+        bad += compare("ssyrk (gram_rows)", n, n, c, n, ref, sc, nst_t_tol(nst__cpu_arch()));
+        free(a); free(c); free(ref); free(sc);
+    }
+    CHECK(bad == 0);
+}
+
 TEST(fused_and_prepacked) {
     static const int sz[][3] = {{64, 1000, 576}, {13, 77, 5}, {100, 33, 900}, {1, 1, 1}, {64, 9, 0}};
     int s, tb, bad = 0;
@@ -495,6 +542,7 @@ int main(int argc, char **argv) {
     RUN(gemm_wide_neon);
     RUN(gemm_deterministic);
     RUN(syrk);
+    RUN(gram_rows);
     RUN(fused_and_prepacked);
     RUN(blocking_rule);
     RUN(kernel_choice_keeps_bits);
