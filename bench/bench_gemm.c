@@ -1,7 +1,7 @@
 /* bench_gemm: single-precision GEMM throughput.
  *
  *   build/bench_gemm [--quick] [--isa scalar|avx2|avx512|neon|all|best|none] [--threads N] [--csv]
- *                    [--vgg-only] [--cpu-time] [--proc-time] [--shape M,N,K]...
+ *                    [--vgg-only] [--cpu-time] [--proc-time] [--shape M,N,K|syrk,N,K]...
  *
  * --quick caps N at 65536 (the first VGG shape then has a quarter of its pixels); --cpu-time times the
  * 1-thread rows with the thread's CPU clock, so time spent descheduled by other processes on a busy
@@ -28,6 +28,9 @@
 /* cblas_sgemm with int enums: CblasRowMajor = 101, CblasNoTrans = 111 (same ABI as the header's enums). */
 void cblas_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
                  const float *b, int ldb, float beta, float *c, int ldc);
+/* CblasLower = 122: C's lower triangle = alpha A A^T (row-major A[n][k]), the Gram matrix */
+void cblas_ssyrk(int order, int uplo, int trans, int n, int k, float alpha, const float *a, int lda, float beta,
+                 float *c, int ldc);
 #endif
 
 /* ---- FMA peak ----------------------------------------------------------------------------------------*/
@@ -134,16 +137,19 @@ static double proc_seconds(int nt) {
 #endif
 }
 
-static double time_gemm(int nt, int m, int n, int k, const float *a, const float *b, float *c) {
-    double best = 1e30, total = 0, flops = 2.0 * m * n * k;
+/* syrk: the Gram matrix C = A A^T of A[m][k] (n = m; b unused), counted as its useful m(m+1)k FLOP. */
+static double time_gemm(int nt, int m, int n, int k, const float *a, const float *b, float *c, int syrk) {
+    double best = 1e30, total = 0, flops = syrk ? (double)m * (m + 1) * k : 2.0 * m * n * k;
     int r, cpu = use_cpu_time && nt == 1;
     for (r = 0; r < 20 && (r < 3 || total < 0.3); r++) {
         double t0 = use_proc_time ? proc_seconds(nt) : cpu ? thread_seconds() : nst__now(), t;
 #ifdef NST_BENCH_CBLAS
         (void)nt;
-        cblas_sgemm(101, 111, 111, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
+        if (syrk) cblas_ssyrk(101, 122, 111, m, k, 1.0f, a, k, 0.0f, c, m);
+        else cblas_sgemm(101, 111, 111, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
 #else
-        if (nst__sgemm_ex(nt, 0, 0, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n) != NST_OK) {
+        if (syrk ? nst__ssyrk_ex(nt, m, k, 1.0f, a, k, c, m) != NST_OK
+                 : nst__sgemm_ex(nt, 0, 0, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n) != NST_OK) {
             fprintf(stderr, "sgemm failed: %s\n", nst_last_error());
             exit(1);
         }
@@ -164,7 +170,10 @@ static const shape shapes[] = {
     /* the style loss at 512 px: Gram backward C[c][pixels] = (G - A)[c][c] x F[c][pixels] (wide, short K),
      * and the Gram matrix itself, F F^T, as a plain product (long K) */
     {64, 262144, 64, "gram bwd relu1_1"}, {128, 65536, 128, "gram bwd relu2_1"}, {256, 16384, 256, "gram bwd relu3_1"},
-    {64, 64, 262144, "gram fwd relu1_1"}, {128, 128, 65536, "gram fwd relu2_1"}};
+    {64, 64, 262144, "gram fwd relu1_1"}, {128, 128, 65536, "gram fwd relu2_1"},
+    /* the Grams as nst computes them (nst__ssyrk_ex: the lower triangle, mirrored) against cblas_ssyrk */
+    {64, 64, 262144, "syrk relu1_1"}, {128, 128, 65536, "syrk relu2_1"}, {256, 256, 16384, "syrk relu3_1"},
+    {512, 512, 4096, "syrk relu4_1"}};
 #define NSHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
 int main(int argc, char **argv) {
@@ -183,11 +192,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--proc-time")) use_proc_time = 1;
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc) isa = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) only_threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {   /* "M,N,K" of the table; repeatable */
+        else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {   /* "M,N,K" or "syrk,N,K" of the table; repeatable */
             int m, n, k;
             i++;
-            for (s = 0; s < NSHAPES; s++)
-                if (sscanf(argv[i], "%d,%d,%d", &m, &n, &k) == 3 && m == shapes[s].m && n == shapes[s].n && k == shapes[s].k) break;
+            for (s = 0; s < NSHAPES; s++) {   /* "syrk,N,K": the Gram rows */
+                int sy = !strncmp(shapes[s].what, "syrk", 4);
+                if (sy ? sscanf(argv[i], "syrk,%d,%d", &m, &k) == 2 && m == shapes[s].m && k == shapes[s].k
+                       : sscanf(argv[i], "%d,%d,%d", &m, &n, &k) == 3 && m == shapes[s].m && n == shapes[s].n && k == shapes[s].k)
+                    break;
+            }
             if (s == NSHAPES) { fprintf(stderr, "--shape %s: not a shape of the table\n", argv[i]); return 2; }
             if (nonly < NSHAPES) only[nonly++] = s;
         }
@@ -243,7 +256,7 @@ int main(int argc, char **argv) {
                 int m = shapes[s].m, n = shapes[s].n, k = shapes[s].k;
                 double g, pk;
                 char label[64];
-                if (vgg_only && shapes[s].what[0] == 's') continue;
+                if (vgg_only && !strcmp(shapes[s].what, "square")) continue;
                 if (nonly) {
                     int q, hit = 0;
                     for (q = 0; q < nonly; q++) hit |= only[q] == s;
@@ -251,12 +264,13 @@ int main(int argc, char **argv) {
                 }
                 if (quick && n > 65536) n = 65536;
                 if (arch == NST_ARCH_SCALAR && (double)m * n * k > 2e8) continue;   /* too slow to matter */
-                g = time_gemm(t, m, n, k, a, b, c);
+                g = time_gemm(t, m, n, k, a, b, c, !strncmp(shapes[s].what, "syrk", 4));
                 pk = peak[arch == NST_ARCH_AVX512 ? 2 : 1][t];
 #ifdef NST_BENCH_CBLAS
                 pk = peak[2][t] > 0 ? peak[2][t] : peak[1][t];
 #endif
-                snprintf(label, sizeof label, "%d %d %d", m, n, k);
+                if (!strncmp(shapes[s].what, "syrk", 4)) snprintf(label, sizeof label, "syrk %d %d", m, k);
+                else snprintf(label, sizeof label, "%d %d %d", m, n, k);
                 if (csv) printf("%s,%s,%d,%.1f,%.1f\n", label, name, t, g, pk > 0 ? 100.0 * g / pk : 0.0);
                 else printf("%-20s %-7s %3d %9.1f %6.1f%%\n", label, name, t, g, pk > 0 ? 100.0 * g / pk : 0.0);
                 fflush(stdout);
