@@ -938,10 +938,15 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *
  * THREADS
  *   OpenMP over the macro-kernel loops only: the columns (or, when N is narrow, the rows) are cut into
- *   panel-aligned chunks, about three per thread, which the threads take from a shared counter (a
- *   thread descheduled on a busy machine no longer holds the other up); each thread packs its own
- *   panels. Since every C element sees the same tiles and the same K blocks whichever chunk it falls
- *   in, results are identical across thread counts. SYRK keeps one static range per thread.
+ *   panel-aligned chunks, about three per thread and a whole number of rounds (3 chunks on 2 threads
+ *   idled one thread a third of 2048^3), which the threads take from a shared counter (a thread
+ *   descheduled on a busy machine no longer holds the other up); each thread packs its own panels.
+ *   Since every C element sees the same tiles and the same K blocks whichever chunk it falls in,
+ *   results are identical across thread counts. A thread gets at least NST__GEMM_MINFLOPS (4 MFLOP:
+ *   256^3 runs on 2 threads, 128^3 on one). Long K with a small C (m, n <= 256, k >= 8 max(m, n):
+ *   64 x 64 x 262144) is cut along K instead, into chunks fixed by the sizes (nst__gemm_ksplit_blocks),
+ *   each one's partial product in its own buffer, summed in chunk order: again the bits of one thread.
+ *   SYRK keeps one static range per thread.
  * ---------------------------------------------------------------------------------------------------*/
 #if !defined(NST_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define NST__X86 1
