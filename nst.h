@@ -938,10 +938,15 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *
  * THREADS
  *   OpenMP over the macro-kernel loops only: the columns (or, when N is narrow, the rows) are cut into
- *   panel-aligned chunks, about three per thread, which the threads take from a shared counter (a
- *   thread descheduled on a busy machine no longer holds the other up); each thread packs its own
- *   panels. Since every C element sees the same tiles and the same K blocks whichever chunk it falls
- *   in, results are identical across thread counts. SYRK keeps one static range per thread.
+ *   panel-aligned chunks, about three per thread and a whole number of rounds (3 chunks on 2 threads
+ *   idled one thread a third of 2048^3), which the threads take from a shared counter (a thread
+ *   descheduled on a busy machine no longer holds the other up); each thread packs its own panels.
+ *   Since every C element sees the same tiles and the same K blocks whichever chunk it falls in,
+ *   results are identical across thread counts. A thread gets at least NST__GEMM_MINFLOPS (4 MFLOP:
+ *   256^3 runs on 2 threads, 128^3 on one). Long K with a small C (m, n <= 256, k >= 8 max(m, n):
+ *   64 x 64 x 262144) is cut along K instead, into chunks fixed by the sizes (nst__gemm_ksplit_blocks),
+ *   each one's partial product in its own buffer, summed in chunk order: again the bits of one thread.
+ *   SYRK keeps one static range per thread.
  * ---------------------------------------------------------------------------------------------------*/
 #if !defined(NST_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define NST__X86 1
@@ -1506,14 +1511,34 @@ static void nst__pack_rows4_sse(float *dst, const float *src, ptrdiff_t ld, int 
         for (i = 0; i < 4; i++) dst[(size_t)p * W + i] = src[i * ld + p];
     }
 }
+
+/* 2 rows x 4 k at a time: the last two rows of the 6-row panels (6 x 16), which the scalar loop packed at
+ * half the cost of the other four. */
+static void nst__pack_rows2_sse(float *dst, const float *src, ptrdiff_t ld, int kc, int W) {
+    int p;
+    for (p = 0; p + 4 <= kc; p += 4) {
+        __m128 r0 = _mm_loadu_ps(src + p), r1 = _mm_loadu_ps(src + ld + p);
+        __m128 lo = _mm_unpacklo_ps(r0, r1), hi = _mm_unpackhi_ps(r0, r1);
+        float *d = dst + (size_t)p * W;
+        _mm_storel_pi((__m64 *)d, lo);
+        _mm_storeh_pi((__m64 *)(d + W), lo);
+        _mm_storel_pi((__m64 *)(d + 2 * W), hi);
+        _mm_storeh_pi((__m64 *)(d + 3 * W), hi);
+    }
+    for (; p < kc; p++) {
+        dst[(size_t)p * W] = src[p];
+        dst[(size_t)p * W + 1] = src[ld + p];
+    }
+}
 #endif
 
 static void nst__pack_rows(float *dst, const float *src, ptrdiff_t ld, int kc, int w, int W, int simd) {
     int p, i = 0;
 #if defined(NST__X86)
-    if (simd) {   /* blocks of 8 rows (W is a multiple of 8, or 4 or 6 and then never w >= 8), then of 4 */
+    if (simd) {   /* blocks of 8 rows (W is a multiple of 8, or 4 or 6 and then never w >= 8), then of 4, of 2 */
         for (; i + 8 <= w; i += 8) nst__pack_rows8_avx2(dst + i, src + i * ld, ld, kc, W);
         for (; i + 4 <= w; i += 4) nst__pack_rows4_sse(dst + i, src + i * ld, ld, kc, W);
+        for (; i + 2 <= w; i += 2) nst__pack_rows2_sse(dst + i, src + i * ld, ld, kc, W);
     }
 #else
     (void)simd;
@@ -1576,6 +1601,26 @@ static void nst__gemm_pack_b(const nst__gemm_job *g, float *dst, int j0, int ncu
             nst__pack_rows(dst + (size_t)jr * kcur, g->b + (size_t)(j0 + jr) * g->ldb + pc, g->ldb, kcur,
                            NST__MIN(nr, ncur - jr), nr, g->simd_pack);
         return;
+    }
+    if (ncur == nr && nr <= 24) {   /* one whole panel (packed right before its kernels): constant-width rows */
+        const float *s = g->b + (size_t)pc * g->ldb + j0;
+        switch (nr) {
+#if defined(__GNUC__) || defined(__clang__)
+#define NST__PACK_PF(q, w) do { __builtin_prefetch(q); __builtin_prefetch((const char *)(q) + (w) * sizeof(float) - 1); } while (0)
+#else
+#define NST__PACK_PF(q, w) ((void)0)
+#endif
+#define NST__PACK_PANEL(NR) case NR:                                                                 \
+            for (p = 0; p < kcur; p++, s += g->ldb) {                                                 \
+                if (p + 4 < kcur) NST__PACK_PF(s + 4 * g->ldb, NR);                                     \
+                memcpy(dst + (size_t)p * NR, s, NR * sizeof(float));                                  \
+            }                                                                                         \
+            return;
+        NST__PACK_PANEL(8) NST__PACK_PANEL(12) NST__PACK_PANEL(16) NST__PACK_PANEL(24)
+#undef NST__PACK_PANEL
+#undef NST__PACK_PF
+        default: break;
+        }
     }
     /* Row by row: each source row is read front to back once (B usually comes from DRAM here, and long
      * sequential runs are what the hardware prefetchers stream best), scattered into the panels. */
@@ -1736,13 +1781,51 @@ static int nst__gemm_wide_kb(const nst__gemm_kernel *kt, const nst__gemm_blocks 
     return kb >= NST__WIDE_KMIN || kb == k ? kb : 0;
 }
 
+/* Long K, small C (the Gram matrix F F^T as a plain product, 64 x 64 x 262144): the K blocks per K
+ * chunk, or 0 when K is not split. M and N offer the threads a few panels at most, and each thread
+ * would pack all of the other operand again; cutting K instead gives every thread its own part of both
+ * operands, read once. The chunks are fixed by the sizes (never the thread count): at most
+ * NST__GEMM_KSPLIT of them, at least 4 K blocks each; their partial products are summed in chunk order
+ * (nst__gemm_ksum), so the bits do not depend on which thread computed which chunk. */
+#ifndef NST__GEMM_KSPLIT
+#define NST__GEMM_KSPLIT 16
+#endif
+static int nst__gemm_ksplit_blocks(int m, int n, int k, int kb) {
+    int nblk = (k + kb - 1) / kb, nck;
+    if (m > 256 || n > 256 || k < 8 * NST__MAX(m, n) || nblk < 8) return 0;
+    nck = NST__MIN(NST__GEMM_KSPLIT, nblk / 4);
+    return (nblk + nck - 1) / nck;
+}
+
+/* Rows [i0,i1) of C = relu?(alpha * (P_0 + P_1 + ... + P_{np-1}) + beta*C + bias), P_q the m x n partial
+ * products at p + q*m*n, added in that order; the update is the one of nst__gemm_tile. */
+static void nst__gemm_ksum(const nst__gemm_job *g, const float *p, int np, int i0, int i1) {
+    size_t mn = (size_t)g->m * g->n;
+    int i, j, q;
+    for (i = i0; i < i1; i++) {
+        float *cr = g->c + i * g->ldc, bi = g->bias ? g->bias[i] : 0.0f;
+        const float *p0 = p + (size_t)i * g->n;
+        for (j = 0; j < g->n; j++) {
+            float s = p0[j], r;
+            for (q = 1; q < np; q++) s += p0[q * mn + j];
+            r = g->alpha * s;
+            if (g->beta != 0.0f) r += g->beta * cr[j];
+            r += bi;
+            cr[j] = g->relu && !(r > 0.0f) ? 0.0f : r;
+        }
+    }
+}
+
 #ifndef NST__GEMM_CHUNKS   /* chunks per thread (at most; see nst__gemm_run) */
 #define NST__GEMM_CHUNKS 3
 #endif
+#ifndef NST__GEMM_MINFLOPS /* least work per thread */
+#define NST__GEMM_MINFLOPS 4e6
+#endif
 static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     const nst__gemm_kernel *kt = g->kt;
-    int nt, split_n, parts, nkb, wkb, chunk, nchunks, next = 0;
-    size_t abuf_n, bbuf_n, per, wide_n = 0, mpad = (size_t)nst__round_up(g->m, kt->mr);
+    int nt, split_n, parts, nkb, wkb, chunk, nchunks, next = 0, ksb = 0;
+    size_t abuf_n, bbuf_n, per, wide_n = 0, part_n = 0, mpad = (size_t)nst__round_up(g->m, kt->mr);
     float *buf;
     double flops;
     if (g->m == 0 || g->n == 0) return NST_OK;
@@ -1768,13 +1851,19 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
 #if defined(NST__X86)
     g->simd_pack = kt->arch == NST_ARCH_AVX512 ? 2 : kt->arch == NST_ARCH_AVX2;
 #endif
-    /* Threads: at least ~20 MFLOP (~0.1 ms) each, so the fork/join and a late-starting thread on a busy
+    /* Threads: at least NST__GEMM_MINFLOPS each, so the fork/join and a late-starting thread on a busy
      * machine cost little; never more threads than panels in the split dimension. */
     nt = nst__resolve_threads(nthreads);
     flops = 2.0 * g->m * g->n * g->k;
-    if (flops < 2e7 * nt) nt = NST__MAX(1, (int)(flops / 2e7));
+    if (flops < NST__GEMM_MINFLOPS * nt) nt = NST__MAX(1, (int)(flops / NST__GEMM_MINFLOPS));
     split_n = !g->lower && (g->n >= g->m || (g->n + kt->nr - 1) / kt->nr >= 4 * nt);
     parts = split_n ? (g->n + kt->nr - 1) / kt->nr : (g->m + kt->mr - 1) / kt->mr;
+    if (!g->lower && !g->apacked && !g->wide && (ksb = nst__gemm_ksplit_blocks(g->m, g->n, g->k, g->kb)) > 0) {
+        int nck = (g->k + ksb * g->kb - 1) / (ksb * g->kb);
+        split_n = 0;
+        parts = nck;
+        part_n = ((size_t)nck * g->m * g->n + 15) & ~(size_t)15;
+    }
     if (nt > parts) nt = parts;
     if (nt < 1) nt = 1;
     /* The split dimension goes out in chunks, about three per thread and at most one cache block, each
@@ -1784,7 +1873,9 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
      * it fits one block (64x64x262144 would read A once per 16 columns), nor wider than an even share.
      * A chunk only moves where a tile is computed, never how: the bits stay those of one thread. */
     chunk = split_n ? g->nc / kt->nr : g->bl.mc / kt->mr;
-    if (nt > 1) {
+    if (ksb) {
+        chunk = 1;
+    } else if (nt > 1) {
         int lo = g->wide || g->apacked ? 1 : split_n ? (g->m + kt->nr - 1) / kt->nr : (g->n + kt->mr - 1) / kt->mr;
         lo = NST__MIN(lo, chunk);
         chunk = NST__MIN(chunk, (parts + NST__GEMM_CHUNKS * nt - 1) / (NST__GEMM_CHUNKS * nt));
@@ -1793,13 +1884,18 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
         chunk = parts;
     }
     nchunks = (parts + chunk - 1) / chunk;
+    if (!ksb && nchunks > nt && nchunks % nt) {   /* whole rounds of equal chunks: 3 chunks on 2 threads idled one a third */
+        nchunks += nt - nchunks % nt;
+        chunk = (parts + nchunks - 1) / nchunks;
+        nchunks = (parts + chunk - 1) / chunk;
+    }
     abuf_n = g->apacked || g->wide ? 0 : (size_t)g->bl.mc * g->kb;
     {   /* B buffer: the widest column range a thread packs at once, in whole panels */
-        int units = (g->n + kt->nr - 1) / kt->nr, cols = (split_n ? chunk : units) * kt->nr;
+        int units = (g->n + kt->nr - 1) / kt->nr, cols = (split_n && !ksb ? chunk : units) * kt->nr;
         bbuf_n = (size_t)NST__MIN(g->nc, cols) * g->kb;
     }
     per = (abuf_n + bbuf_n + 15) & ~(size_t)15;
-    buf = (float *)nst__aligned_alloc((wide_n + per * nt) * sizeof(float));
+    buf = (float *)nst__aligned_alloc((wide_n + part_n + per * nt) * sizeof(float));
     if (!buf) return nst__err(NST_ERR_NOMEM, "sgemm: out of memory for %d x %lu packing floats", nt, (unsigned long)per);
     if (g->wide) {   /* the shared packed A, in the layout of nst__sgemm_pack_a, ahead of the threads' buffers */
         int pc;
@@ -1817,12 +1913,34 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
         first = omp_get_thread_num();
         step = omp_get_num_threads();   /* fewer than asked (nesting): each takes several ranges */
 #endif
-        ab = buf + per * first;
+        ab = buf + part_n + per * first;
         bb = ab + abuf_n;
-        if (g->lower) {
+        if (ksb) {   /* K chunk c: its partial product into buf + c*m*n, then the sum, rows split evenly */
+            for (;;) {
+                nst__gemm_job sub = *g;
+                int k0;
+#ifdef _OPENMP
+#pragma omp atomic capture
+#endif
+                c = next++;
+                if (c >= nchunks) break;
+                k0 = c * ksb * g->kb;
+                sub.k = NST__MIN(ksb * g->kb, g->k - k0);
+                sub.a = g->trans_a ? g->a + (size_t)k0 * g->lda : g->a + k0;
+                sub.b = g->trans_b ? g->b + k0 : g->b + (size_t)k0 * g->ldb;
+                sub.c = buf + (size_t)c * g->m * g->n;
+                sub.ldc = g->n;
+                sub.alpha = 1.0f; sub.beta = 0.0f; sub.bias = NULL; sub.relu = 0;
+                nst__gemm_range(&sub, 0, g->m, 0, g->n, ab, bb);
+            }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            nst__gemm_ksum(g, buf, nchunks, (int)((long long)g->m * first / step), (int)((long long)g->m * (first + 1) / step));
+        } else if (g->lower) {
             for (t = first; t < nt; t += step)
                 nst__gemm_range(g, nst__split_tri(g->m, kt->mr, nt, t), nst__split_tri(g->m, kt->mr, nt, t + 1),
-                                0, g->n, buf + per * t, buf + per * t + abuf_n);
+                                0, g->n, buf + part_n + per * t, buf + part_n + per * t + abuf_n);
         } else {
             for (;;) {
 #ifdef _OPENMP

@@ -266,6 +266,66 @@ TEST(gemm_deterministic) {
     free(a); free(b); free(c1); free(c2); free(c3);
 }
 
+/* Long K with a small C (nst__gemm_ksplit_blocks > 0: K cut into fixed chunks whose partial products are
+ * summed in chunk order): awkward M and N, K over several chunks with a short last block, every transpose,
+ * alpha and beta (NaN in C with beta 0), ldc > n, the fused bias and ReLU; 1, 2 and 3 threads give the
+ * same bits (the chunks do not depend on the thread count). */
+static void gemm_longk(nst_arch arch) {
+    static const int mn[][2] = {{1, 1}, {7, 13}, {13, 7}, {17, 33}, {33, 17}, {1, 33}, {64, 64}};
+    int s, t, i, bad = 0, quick = env_int("NST_TEST_QUICK", 0);
+    nst__rng rng = {29};
+    if (!nst__cpu()->has[arch]) SKIP("ISA not available on this CPU/build");
+    CHECK_OK(nst_set_arch(arch));
+    for (s = 0; s < (int)(sizeof mn / sizeof mn[0]) && !bad; s++) {
+        int m = mn[s][0], n = mn[s][1];
+        const nst__gemm_kernel *kt = nst__gemm_kernel_pick(arch, m, n);
+        nst__gemm_blocks bl;
+        int k, nkb, kb;
+        nst__gemm_blocking(kt, &bl);
+        k = 9 * bl.kc + 13 + 5 * s;
+        nkb = (k + bl.kc - 1) / bl.kc;
+        kb = (k + nkb - 1) / nkb;
+        CHECK_MSG(nst__gemm_ksplit_blocks(m, n, k, kb) > 0, "%dx%dx%d does not split K", m, n, k);
+        if (quick && s == 6) continue;
+        for (t = 0; t < 4 && !bad; t++) {
+            int ta = t & 1, tb = t >> 1, lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 3, th;
+            float alpha = (s + t) & 1 ? -0.75f : 1.0f, beta = (s + t) % 3 == 0 ? 0.0f : 0.5f;
+            int fused = (s + t) % 4 == 1;
+            float *a = (float *)malloc(sizeof(float) * (size_t)(ta ? k : m) * lda);
+            float *b = (float *)malloc(sizeof(float) * (size_t)(tb ? n : k) * ldb);
+            float *c = (float *)malloc(sizeof(float) * (size_t)m * ldc), *c2 = (float *)malloc(sizeof(float) * (size_t)m * ldc);
+            float *c0 = (float *)malloc(sizeof(float) * (size_t)m * ldc), *bias = (float *)malloc(sizeof(float) * (size_t)m);
+            double *ref = (double *)malloc(sizeof(double) * (size_t)m * n), *sc = (double *)malloc(sizeof(double) * (size_t)m * n);
+            char what[96];
+            fill(a, (size_t)(ta ? k : m) * lda, &rng);
+            fill(b, (size_t)(tb ? n : k) * ldb, &rng);
+            fill(c0, (size_t)m * ldc, &rng);
+            fill(bias, (size_t)m, &rng);
+            if (beta == 0.0f)   /* C is never read: NaN must not leak */
+                for (i = 0; i < m * n; i++) c0[(size_t)(i / n) * ldc + i % n] = nst__f32_from_bits(0x7FC00000u);
+            memcpy(c, c0, sizeof(float) * (size_t)m * ldc);
+            CHECK_OK(nst__sgemm_fused(1, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, fused ? bias : NULL, fused));
+            ref_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c0, ldc, fused ? bias : NULL, fused, ref, sc);
+            snprintf(what, sizeof what, "%s long K %dx%dx%d trans %d%d", nst__arch_name(arch), m, n, k, ta, tb);
+            bad += compare(what, m, n, c, ldc, ref, sc, nst_t_tol(arch));
+            for (i = 0; i < m && !bad; i++)   /* the ldc padding stays untouched */
+                bad += memcmp(c + (size_t)i * ldc + n, c0 + (size_t)i * ldc + n, 3 * sizeof(float)) != 0;
+            for (th = 2; th <= 3; th++) {
+                memcpy(c2, c0, sizeof(float) * (size_t)m * ldc);
+                CHECK_OK(nst__sgemm_fused(th, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c2, ldc, fused ? bias : NULL, fused));
+                bad += memcmp(c, c2, sizeof(float) * (size_t)m * ldc) != 0;
+            }
+            free(a); free(b); free(c); free(c2); free(c0); free(bias); free(ref); free(sc);
+        }
+    }
+    CHECK(bad == 0);
+    nst_set_arch(NST_ARCH_DEFAULT);
+}
+TEST(gemm_longk_scalar) { gemm_longk(NST_ARCH_SCALAR); }
+TEST(gemm_longk_avx2) { gemm_longk(NST_ARCH_AVX2); }
+TEST(gemm_longk_avx512) { gemm_longk(NST_ARCH_AVX512); }
+TEST(gemm_longk_neon) { gemm_longk(NST_ARCH_NEON); }
+
 /* ---- SYRK, fused epilogue, pre-packed A --------------------------------------------------------------*/
 TEST(syrk) {
     static const int sz[][2] = {{1, 1}, {7, 300}, {64, 1000}, {130, 257}, {200, 33}};
@@ -540,6 +600,10 @@ int main(int argc, char **argv) {
     RUN(gemm_wide_avx2);
     RUN(gemm_wide_avx512);
     RUN(gemm_wide_neon);
+    RUN(gemm_longk_scalar);
+    RUN(gemm_longk_avx2);
+    RUN(gemm_longk_avx512);
+    RUN(gemm_longk_neon);
     RUN(gemm_deterministic);
     RUN(syrk);
     RUN(gram_rows);
