@@ -3362,6 +3362,14 @@ static NST__TARGET_AVX2 void nst__wino_filters_avx2(const nst__conv_plan *p, int
         for (i0 = 0; i0 < nb; i0 += 4) {
             const float *wb = p->weight + (size_t)ob * 6 * so + (size_t)(b0 + i0) * si;
             __m256i nch = _mm256_set1_epi32(nb - i0);
+            if (d == 1 && b0 + i0 + 8 < kin) {   /* the 4 channels two groups ahead, 216 bytes each */
+                const char *f = (const char *)(wb + 8 * si);
+                int c2;
+                for (c2 = 0; c2 < 4; c2++, f += si * sizeof(float)) {
+                    _mm_prefetch(f, _MM_HINT_T0); _mm_prefetch(f + 64, _MM_HINT_T0);
+                    _mm_prefetch(f + 128, _MM_HINT_T0); _mm_prefetch(f + 215, _MM_HINT_T0);
+                }
+            }
             for (q = 0; q < 3; q++) {
                 __m256 mk = _mm256_castsi256_ps(_mm256_and_si256(rowok[q], _mm256_cmpgt_epi32(nch, chan[q])));
                 __m256 g[9], t[6][3];
