@@ -2454,11 +2454,22 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  *     The input transform de-interleaves the stride-4 tile columns in registers and the output
  *     transform interleaves them back, so feature maps stay plain CHW (no blocked layout needed).
  *     Backward-data is the same engine on the flipped, channel-transposed filters. Transformed filters
- *     take 4x the weights per direction, so only layers below 256x512 filters keep them in the plan
- *     (74 MB for conv1_2 .. conv3_4, both directions); conv4_1 and the 512-channel layers transform
- *     theirs into the workspace on every call (~3 ms per 512x512 layer on one core, AVX-512; ~12 ms
- *     on one Zen 3 core with AVX2, where writing the 38 MB of transformed filters is the cost),
- *     which saves ~300 MB for VGG-19 to relu5_1 (530 MB with conv5_2 .. conv5_4).
+ *     take 4x the weights per direction, so only layers below 256x256 filters keep them in the plan
+ *     (conv1_2 .. conv3_1, see NST__WINO_LAZY); conv3_2 .. conv3_4, conv4_1 and the 512-channel layers
+ *     transform theirs into the workspace on every call (~3 ms per 512x512 layer on one core, AVX-512;
+ *     on one Zen 3 core with AVX2 4.6-4.9 ms forward, where writing the 38 MB is the cost, and 4.7-6.0
+ *     ms backward, 12-13.6 before its weights were prefetched: `bench_conv --filters`), which saves
+ *     ~300 MB for VGG-19 to relu5_1 (530 MB with conv5_2 .. conv5_4).
+ *     Measured and not kept (2026-12-01, Zen 3, conv4_x and conv5_1 at 512 px, 1 and 2 threads): a
+ *     mode by output channels for these few-tile layers (the whole image's V first, then chunks of 48
+ *     output channels per thread, each chunk's filters transformed just before its GEMMs so they stay
+ *     in L2/L3; same bits as the blocks) ran conv4_x 10-20% slower on one thread (the 19 MB V of the
+ *     whole image is read per chunk from beyond L3 on a shared machine; the GEMM took 12-30% more
+ *     samples) and conv5_1 no faster on two; the filter transform's cost did not drop either (its
+ *     gathers and writes, not where the writes land). The transform-domain GEMM alone on the conv4_2
+ *     shape (U streamed from memory, V hot) runs as fast as on conv3_2's (85 GFLOP/s), so the blocks
+ *     lose little to U's streaming; pinning U in cache (a wrong-result experiment) changed nothing
+ *     measurable.
  *     Accuracy: the transforms multiply by up to 8 and divide by 24, so the error is ~10x direct
  *     summation's: measured max |err| / max |out| 1e-5 (VGG shapes) .. 7e-5 (1..33 channels); tests
  *     bound it at 2e-4 per layer and check that it does not compound over 8 chained layers.
@@ -3648,6 +3659,14 @@ static NST__TARGET_AVX2 void nst__wino_filters_avx2(const nst__conv_plan *p, int
         for (i0 = 0; i0 < nb; i0 += 4) {
             const float *wb = p->weight + (size_t)ob * 6 * so + (size_t)(b0 + i0) * si;
             __m256i nch = _mm256_set1_epi32(nb - i0);
+            if (d == 1) {   /* the channels two groups ahead: nr rows of 9 taps (216 bytes) each */
+                int c2, last = 36 * nr - 1;
+                for (c2 = 8; c2 < 12 && b0 + i0 + c2 < kin; c2++) {
+                    const char *f = (const char *)(wb + (size_t)c2 * si);
+                    _mm_prefetch(f, _MM_HINT_T0); _mm_prefetch(f + NST__MIN(64, last), _MM_HINT_T0);
+                    _mm_prefetch(f + NST__MIN(128, last), _MM_HINT_T0); _mm_prefetch(f + last, _MM_HINT_T0);
+                }
+            }
             for (q = 0; q < 3; q++) {
                 __m256 mk = _mm256_castsi256_ps(_mm256_and_si256(rowok[q], _mm256_cmpgt_epi32(nch, chan[q])));
                 __m256 g[9], t[6][3];

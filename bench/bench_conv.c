@@ -9,7 +9,9 @@
  * refused.
  * --cpu times with process CPU time / threads (tuning aid when other jobs load the machine).
  * --layer runs only the named layers (e.g. conv4_2,conv5_1): many reps of one layer, alternated between two
- * builds, is what shows a few percent on a shared machine. */
+ * builds, is what shows a few percent on a shared machine.
+ * --filters times only the Winograd filter transform of each layer, both directions, one thread (what a
+ * lazy layer, conv3_2 .. conv5_1, redoes on every call), best of --reps. */
 #define NST_IMPLEMENTATION
 #include "nst.h"
 #include <stdio.h>
@@ -18,7 +20,7 @@
 #include <time.h>
 
 /* --cpu: process CPU time / threads instead of wall time, for tuning on a machine others are loading */
-static int use_cpu;
+static int use_cpu, filters_only;
 static double now(int threads) {
 #if defined(CLOCK_PROCESS_CPUTIME_ID)
     if (use_cpu) {
@@ -71,6 +73,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--size") && i + 1 < argc) size = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--cpu")) use_cpu = 1;
+        else if (!strcmp(argv[i], "--filters")) filters_only = 1;
         else if (!strcmp(argv[i], "--layer") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) maxthreads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--arch") && i + 1 < argc) {
@@ -89,7 +92,7 @@ int main(int argc, char **argv) {
                                                                                             : NST__CONV_AUTO;
         } else {
             fprintf(stderr, "usage: %s [--size N] [--reps N] [--threads N] [--arch scalar|avx2|avx512|neon] "
-                            "[--algo auto|direct|wino] [--cpu] [--layer NAME,...]\n", argv[0]);
+                            "[--algo auto|direct|wino] [--cpu] [--filters] [--layer NAME,...]\n", argv[0]);
             return 2;
         }
     }
@@ -98,10 +101,12 @@ int main(int argc, char **argv) {
     printf("bench_conv: VGG-19 3x3 convolutions at %dx%d, best of %d, path %s (kernels %s), %s, effective GFLOP/s = "
            "direct FLOP / time\n", size, size, reps, nst__arch_name(arch), nst__conv_kernels_for(arch)->name,
            use_cpu ? "CPU time" : "wall time");
-    printf("%-8s %9s %9s %-6s %-6s", "layer", "cin>cout", "h x w", "fwd", "bwd");
-    for (t = 1; t <= maxthreads; t = t == 1 && maxthreads > 1 ? maxthreads : t + maxthreads)
-        printf(" | %dT fwd ms  GF/s  bwd ms  GF/s", t);
-    printf("\n");
+    if (!filters_only) {
+        printf("%-8s %9s %9s %-6s %-6s", "layer", "cin>cout", "h x w", "fwd", "bwd");
+        for (t = 1; t <= maxthreads; t = t == 1 && maxthreads > 1 ? maxthreads : t + maxthreads)
+            printf(" | %dT fwd ms  GF/s  bwd ms  GF/s", t);
+        printf("\n");
+    }
     for (l = next_layer(only, 0); l < NLAYERS; l = next_layer(only, l + 1)) {
         int cin = layers[l].cin, cout = layers[l].cout, h = size / layers[l].div, w = size / layers[l].div;
         size_t nin = (size_t)cin * h * w, nout = (size_t)cout * h * w, wsn;
@@ -119,6 +124,28 @@ int main(int argc, char **argv) {
         if (nst__conv_plan_create_ex(wt, b, cin, cout, algo, arch, &p) != NST_OK) {
             fprintf(stderr, "%s\n", nst_last_error());
             return 1;
+        }
+        if (filters_only) {   /* the lazy transform's loop (nst__conv_run) on one thread */
+            double best[2] = { 1e30, 1e30 };
+            int d, r;
+            for (d = 0; d < 2; d++) {
+                const nst__conv_dir *dd = &p->dir[d];
+                int nob = (dd->kout + p->k->mr - 1) / p->k->mr, ob;
+                float *u = (float *)nst__aligned_alloc(sizeof(float) * ((size_t)36 * nob * p->k->mr * dd->kin + 16));
+                if (!u) { fprintf(stderr, "out of memory\n"); return 1; }
+                for (r = 0; r < reps + 1 && dd->algo == NST__CONV_WINO; r++) {
+                    double t0 = now(1), dt;
+                    for (ob = 0; ob < nob; ob++) p->k->wino_filters(p, d, u, ob);
+                    dt = now(1) - t0;
+                    if (r > 0 && dt < best[d]) best[d] = dt;
+                }
+                nst__aligned_free(u);
+            }
+            printf("%-8s %4d>%-4d filter transform, 1 thread: fwd %7.2f ms  bwd %7.2f ms\n", layers[l].name, cin, cout,
+                   1e3 * best[0], 1e3 * best[1]);
+            nst__conv_plan_free(p);
+            nst__aligned_free(wt); nst__aligned_free(b); nst__aligned_free(x); nst__aligned_free(y);
+            continue;
         }
         wsn = nst__conv_workspace(p, h, w, maxthreads);
         ws = wsn ? nst__aligned_alloc(wsn) : NULL;
@@ -149,6 +176,7 @@ int main(int argc, char **argv) {
         nst__conv_plan_free(p);
         nst__aligned_free(wt); nst__aligned_free(b); nst__aligned_free(x); nst__aligned_free(y);
     }
+    if (filters_only) return 0;
     printf("%-8s %9s %9s %-6s %-6s", "total", "", "", "", "");
     for (t = 1; t <= maxthreads; t = t == 1 && maxthreads > 1 ? maxthreads : t + maxthreads) {
         int k = t == 1 ? 0 : 1;
