@@ -5735,7 +5735,7 @@ struct nst_objective {
     float *mgram[NST__MAX_LOSS_LAYERS];          /* [nmask][c][c] guided Grams at the last evaluation */
     double mz[NST__MAX_LOSS_LAYERS][8];          /* sum of mask^2: the guided Gram's normalisation */
     double mfrac[NST__MAX_LOSS_LAYERS][8];       /* mean of the mask: the style's share of the loss */
-    float *mtmp;                                 /* [c][NST__MASK_BLOCK] gradient block */
+    float *mtmp;                                 /* per thread [2][c][NST__MASK_BLOCK]: masked features, product */
     /* temporal consistency */
     double tw;
     float *tprev;                                /* previous output, planar 0..255 */
@@ -5830,7 +5830,7 @@ static nst_status nst__gram(float *g, const float *f, int c, size_t hw, int nthr
  * For style j with mask m (at the layer's size): G_j = (F.m)(F.m)^T / (C * sum m^2), matched to style
  * j's own Gram A_j; loss_j = style_weight * w_l * mean(m) * mean((G_j - A_j)^2). With m = 1 this is the
  * unmasked Gram and loss. dloss_j/dF = m . (4 sw w_l mean(m) / (C^2 * C * sum m^2)) (G_j - A_j) (F.m),
- * formed in column blocks so only one [C][block] product is held beside the masked features. */
+ * formed in column blocks, each thread holding one [C][block] block of F.m and its product. */
 #define NST__MASK_BLOCK 256
 static nst_status nst__resized(const nst_image *in, int w, int h, nst_image *out);
 static void nst__image_to_planar(const nst_image *im, float *px);
@@ -5868,44 +5868,97 @@ static nst_status nst__masked_style_eval(nst_objective *o, int k, const float *f
     return NST_OK;
 }
 
-static void nst__masked_style_grad(nst_objective *o, int layer, const float *feat, float *g, float *fm) {
+/* Per style j, D_j = s_j (G_j - A_j) is formed once (c >= 256: also packed once, as in
+ * nst__objective_lossgrad_fused; it was packed again for every block) and the product formed in blocks of
+ * NST__MASK_BLOCK columns, which the threads take as they come free (each block was a GEMM of its own on
+ * all threads); each thread masks its block of features into its own part of o->mtmp, rows one block
+ * long, so the GEMM's packing reads whole lines instead of one per channel from a map-sized copy, and the
+ * product goes next to it. The bits do not depend on the thread count: a block is computed the same by
+ * any thread, and normalize_gradients' L1 norm is summed over the blocks in order. */
+static nst_status nst__masked_style_grad(nst_objective *o, int layer, const float *feat, float *g) {
     const nst__net *n = &o->net;
-    int k, j;
-    for (k = 0; k < o->nstyle; k++) {
-        nst__style_layer *s = &o->style[k];
-        int c = s->c;
-        size_t hw = (size_t)n->h_[layer] * n->w_[layer], cc = (size_t)c * c, i;
+    size_t hw = (size_t)n->h_[layer] * n->w_[layer];
+    long nblk = (long)((hw + NST__MASK_BLOCK - 1) / NST__MASK_BLOCK), b;
+    int k, j, failed = 0;
+    double *l1b = NULL;
+    nst_status st = NST_OK;
+    if (o->normalize && !(l1b = (double *)nst__malloc(sizeof(double) * (size_t)nblk)))
+        return nst__err(NST_ERR_NOMEM, "masked style gradient: out of memory");
+    for (k = 0; k < o->nstyle && st == NST_OK; k++) {
+        const nst__style_layer *s = &o->style[k];
+        int c = s->c, shared = c >= 256;   /* as in nst__objective_lossgrad_fused */
+        size_t cc = (size_t)c * c, i;
         if (s->layer != layer || o->sw * s->weight == 0) continue;
-        for (j = 0; j < o->nmask; j++) {
-            float *d = o->mgram[k] + (size_t)j * cc;
-            const float *a = o->mtarget[k] + (size_t)j * cc, *mk = o->mask[k] + (size_t)j * hw;
+        for (j = 0; j < o->nmask && st == NST_OK; j++) {
+            const float *gj = o->mgram[k] + (size_t)j * cc, *a = o->mtarget[k] + (size_t)j * cc;
+            const float *mk = o->mask[k] + (size_t)j * hw;
             double coef = o->sw * s->weight * o->mfrac[k][j], l1 = 0;
-            float sc;
+            float sc, *d;
+            nst__sgemm_apack pk;
             int pass;
             if (!(o->mz[k][j] > 0) || coef == 0) continue;
             sc = (float)(4.0 / ((double)cc * c * o->mz[k][j]));
-            nst__mask_features(fm, feat, mk, c, hw);
-            for (i = 0; i < cc; i++) d[i] -= a[i];
+            if (!(d = (float *)nst__aligned_alloc(cc * sizeof(float)))) {
+                st = nst__err(NST_ERR_NOMEM, "masked style gradient: out of memory");
+                break;
+            }
+            for (i = 0; i < cc; i++) d[i] = sc * (gj[i] - a[i]);
+            memset(&pk, 0, sizeof pk);
+            if (shared) {
+                st = nst__sgemm_pack_a(&pk, 0, c, c, d, c);
+                nst__aligned_free(d);
+                d = NULL;
+                if (st != NST_OK) break;
+            }
             /* with normalize_gradients a first pass measures the term's L1 norm, the second adds it */
-            for (pass = o->normalize ? 0 : 1; pass < 2; pass++) {
+            for (pass = o->normalize ? 0 : 1; pass < 2 && !failed; pass++) {
                 float mul = pass == 0 ? 1.0f : (float)(o->normalize ? coef / (l1 + 1e-8) : coef);
-                size_t b0;
-                for (b0 = 0; b0 < hw; b0 += NST__MASK_BLOCK) {
-                    int nb = (int)NST__MIN((size_t)NST__MASK_BLOCK, hw - b0), ch, q;
-                    nst__sgemm_ex(o->nthreads, 0, 0, c, nb, c, sc, d, c, fm + b0, (int)hw, 0.0f, o->mtmp, nb);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(o->nthreads) schedule(dynamic, 1)
+#endif
+                for (b = 0; b < nblk; b++) {
+                    size_t b0 = (size_t)b * NST__MASK_BLOCK;
+                    int nb = (int)NST__MIN((size_t)NST__MASK_BLOCK, hw - b0), ch, q, t = 0;
+                    float *fb, *tb;
+                    double acc = 0;
+#ifdef _OPENMP
+                    t = omp_get_thread_num();
+#endif
+                    fb = o->mtmp + (size_t)t * 2 * c * NST__MASK_BLOCK;
+                    tb = fb + (size_t)c * nb;
                     for (ch = 0; ch < c; ch++) {
-                        const float *t = o->mtmp + (size_t)ch * nb;
+                        const float *f = feat + (size_t)ch * hw + b0;
+                        float *dst = fb + (size_t)ch * nb;
+                        for (q = 0; q < nb; q++) dst[q] = f[q] * mk[b0 + q];
+                    }
+                    if ((shared ? nst__sgemm_apacked(1, &pk, 0, nb, 1.0f, fb, nb, 0.0f, tb, nb, NULL, 0)
+                                : nst__sgemm_ex(1, 0, 0, c, nb, c, 1.0f, d, c, fb, nb, 0.0f, tb, nb)) != NST_OK) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                        failed = 1;
+                        continue;
+                    }
+                    for (ch = 0; ch < c; ch++) {
+                        const float *tt = tb + (size_t)ch * nb;
                         float *gr = g + (size_t)ch * hw + b0;
                         if (pass == 0)
-                            for (q = 0; q < nb; q++) l1 += fabs((double)t[q] * mk[b0 + q]);
+                            for (q = 0; q < nb; q++) acc += fabs((double)tt[q] * mk[b0 + q]);
                         else
-                            for (q = 0; q < nb; q++) gr[q] += mul * (t[q] * mk[b0 + q]);
+                            for (q = 0; q < nb; q++) gr[q] += mul * (tt[q] * mk[b0 + q]);
                     }
+                    if (pass == 0) l1b[b] = acc;
                 }
+                if (pass == 0)
+                    for (b = 0; b < nblk; b++) l1 += l1b[b];
             }
-            for (i = 0; i < cc; i++) d[i] += a[i];
+            nst__sgemm_apack_free(&pk);
+            nst__aligned_free(d);
+            if (failed) st = nst__err(NST_ERR_NOMEM, "masked style gradient: out of memory for the GEMM's packing");
         }
     }
+    nst__free(l1b);
+    return st;
 }
 
 /* Masks at the output size (w x h), normalised per pixel, then area-averaged to each style layer. */
@@ -5979,7 +6032,7 @@ static nst_status nst__objective_masks(nst_objective *o, const nst_image *masks,
     {
         int cmax = 0;
         for (k = 0; k < o->nstyle; k++) cmax = NST__MAX(cmax, o->style[k].c);
-        o->mtmp = (float *)nst__aligned_alloc(sizeof(float) * (size_t)cmax * NST__MASK_BLOCK);
+        o->mtmp = (float *)nst__aligned_alloc(sizeof(float) * 2 * (size_t)o->nthreads * (size_t)cmax * NST__MASK_BLOCK);
         if (!o->mtmp) st = nst__err(NST_ERR_NOMEM, "objective: out of memory");
     }
 done:
@@ -6235,9 +6288,9 @@ static nst_status nst__objective_lossgrad(void *ctx, int layer, const float *fea
         }
     }
     if (o->nmask) {
-        nst__masked_style_grad(o, layer, feat, g, scratch);
+        st = nst__masked_style_grad(o, layer, feat, g);
         if (nst__layer_type(layer) == NST__L_RELU) nst__relu_backward_feat(g, feat, 0, el, nst__simd_avx2());
-        return NST_OK;
+        return st;
     }
     for (k = 0; k < o->nstyle && st == NST_OK; k++) {
         nst__style_layer *s = &o->style[k];
@@ -8687,7 +8740,7 @@ static size_t nst__pass_memory_tiled(const nst_model *m, const nst_options *o, i
             total += nst__round64((size_t)nstyles * (size_t)(h >> lv) * (size_t)(w >> lv) * 4) +
                      3 * nst__round64(cc * 4 * (size_t)nstyles);
         }
-        total += nst__round64((size_t)maxc * NST__MASK_BLOCK * 4);
+        total += nst__round64((size_t)2 * nst__resolve_threads(o->threads) * maxc * NST__MASK_BLOCK * 4);
         transient = NST__MAX(transient, (size_t)nstyles * 12 * w * h + (size_t)24 * w * h);
     }
     if (o->temporal_image && o->temporal_weight > 0) total += nst__round64((size_t)16 * w * h);
