@@ -6228,7 +6228,9 @@ static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, con
         d = NULL;
         if (st != NST_OK) return st;
     }
-    nb = shared ? nst__lossgrad_cols(c, hw, n->nthreads) : (size_t)NST__MAX(1, 131072 / c);
+    /* without a style term (relu4_2) the pass only streams: the wide blocks of before */
+    nb = styled && shared ? nst__lossgrad_cols(c, hw, n->nthreads)
+                          : (size_t)(c >= 256 ? 1024 : NST__MAX(1, 131072 / c));
     nblk = (long)NST__MAX((size_t)1, hw / nb);   /* the last block takes the rest: none narrower than nb */
     (void)simd;
 #ifdef _OPENMP
