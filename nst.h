@@ -5812,8 +5812,9 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
 /* Adds d loss / d (output of layer) into g, given the layer's kept features; scratch has room for
  * one more feature map of that layer. At a ReLU layer it then applies the ReLU's backward too (g = 0
  * where feat <= 0, which is where the pre-activation was <= 0), so it can do so block by block while
- * the block is in cache; those layers record no mask bits in the forward pass. */
-typedef void (*nst__lossgrad_fn)(void *ctx, int layer, const float *feat, float *g, float *scratch);
+ * the block is in cache; those layers record no mask bits in the forward pass. Returns NST_OK, or why
+ * it could not (out of memory for the GEMM's packing), which backward passes on. */
+typedef nst_status (*nst__lossgrad_fn)(void *ctx, int layer, const float *feat, float *g, float *scratch);
 
 /* The output of layer l (relu1_1: nst__net_init_packed recomputes no other) into dst, as forward made it. */
 static nst_status nst__net_recompute(nst__net *n, int l, float *dst) {
@@ -5852,9 +5853,9 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
             if (n->recompute[l]) {   /* into the free buffer, which the loss gradient then does not use */
                 if ((st = nst__net_recompute(n, l, other)) != NST_OK) return st;
                 tp = nst__prof(n, NST__PROF_RECOMPUTE, tp);
-                lossgrad(ctx, l, other, g, NULL);
-            } else {
-                lossgrad(ctx, l, n->feat[l], g, other);
+                if ((st = lossgrad(ctx, l, other, g, NULL)) != NST_OK) return st;
+            } else if ((st = lossgrad(ctx, l, n->feat[l], g, other)) != NST_OK) {
+                return st;
             }
             tp = nst__prof(n, NST__PROF_LOSSGRAD + l, tp);
         }
@@ -6040,7 +6041,7 @@ struct nst_objective {
     float *mgram[NST__MAX_LOSS_LAYERS];          /* [nmask][c][c] guided Grams at the last evaluation */
     double mz[NST__MAX_LOSS_LAYERS][8];          /* sum of mask^2: the guided Gram's normalisation */
     double mfrac[NST__MAX_LOSS_LAYERS][8];       /* mean of the mask: the style's share of the loss */
-    float *mtmp;                                 /* [c][NST__MASK_BLOCK] gradient block */
+    float *mtmp;                                 /* per thread [2][c][NST__MASK_BLOCK]: masked features, product */
     /* temporal consistency */
     double tw;
     float *tprev;                                /* previous output, planar 0..255 */
@@ -6135,7 +6136,7 @@ static nst_status nst__gram(float *g, const float *f, int c, size_t hw, int nthr
  * For style j with mask m (at the layer's size): G_j = (F.m)(F.m)^T / (C * sum m^2), matched to style
  * j's own Gram A_j; loss_j = style_weight * w_l * mean(m) * mean((G_j - A_j)^2). With m = 1 this is the
  * unmasked Gram and loss. dloss_j/dF = m . (4 sw w_l mean(m) / (C^2 * C * sum m^2)) (G_j - A_j) (F.m),
- * formed in column blocks so only one [C][block] product is held beside the masked features. */
+ * formed in column blocks, each thread holding one [C][block] block of F.m and its product. */
 #define NST__MASK_BLOCK 256
 static nst_status nst__resized(const nst_image *in, int w, int h, nst_image *out);
 static void nst__image_to_planar(const nst_image *im, float *px);
@@ -6173,44 +6174,97 @@ static nst_status nst__masked_style_eval(nst_objective *o, int k, const float *f
     return NST_OK;
 }
 
-static void nst__masked_style_grad(nst_objective *o, int layer, const float *feat, float *g, float *fm) {
+/* Per style j, D_j = s_j (G_j - A_j) is formed once (c >= 256: also packed once, as in
+ * nst__objective_lossgrad_fused; it was packed again for every block) and the product formed in blocks of
+ * NST__MASK_BLOCK columns, which the threads take as they come free (each block was a GEMM of its own on
+ * all threads); each thread masks its block of features into its own part of o->mtmp, rows one block
+ * long, so the GEMM's packing reads whole lines instead of one per channel from a map-sized copy, and the
+ * product goes next to it. The bits do not depend on the thread count: a block is computed the same by
+ * any thread, and normalize_gradients' L1 norm is summed over the blocks in order. */
+static nst_status nst__masked_style_grad(nst_objective *o, int layer, const float *feat, float *g) {
     const nst__net *n = &o->net;
-    int k, j;
-    for (k = 0; k < o->nstyle; k++) {
-        nst__style_layer *s = &o->style[k];
-        int c = s->c;
-        size_t hw = (size_t)n->h_[layer] * n->w_[layer], cc = (size_t)c * c, i;
+    size_t hw = (size_t)n->h_[layer] * n->w_[layer];
+    long nblk = (long)((hw + NST__MASK_BLOCK - 1) / NST__MASK_BLOCK), b;
+    int k, j, failed = 0;
+    double *l1b = NULL;
+    nst_status st = NST_OK;
+    if (o->normalize && !(l1b = (double *)nst__malloc(sizeof(double) * (size_t)nblk)))
+        return nst__err(NST_ERR_NOMEM, "masked style gradient: out of memory");
+    for (k = 0; k < o->nstyle && st == NST_OK; k++) {
+        const nst__style_layer *s = &o->style[k];
+        int c = s->c, shared = c >= 256;   /* as in nst__objective_lossgrad_fused */
+        size_t cc = (size_t)c * c, i;
         if (s->layer != layer || o->sw * s->weight == 0) continue;
-        for (j = 0; j < o->nmask; j++) {
-            float *d = o->mgram[k] + (size_t)j * cc;
-            const float *a = o->mtarget[k] + (size_t)j * cc, *mk = o->mask[k] + (size_t)j * hw;
+        for (j = 0; j < o->nmask && st == NST_OK; j++) {
+            const float *gj = o->mgram[k] + (size_t)j * cc, *a = o->mtarget[k] + (size_t)j * cc;
+            const float *mk = o->mask[k] + (size_t)j * hw;
             double coef = o->sw * s->weight * o->mfrac[k][j], l1 = 0;
-            float sc;
+            float sc, *d;
+            nst__sgemm_apack pk;
             int pass;
             if (!(o->mz[k][j] > 0) || coef == 0) continue;
             sc = (float)(4.0 / ((double)cc * c * o->mz[k][j]));
-            nst__mask_features(fm, feat, mk, c, hw);
-            for (i = 0; i < cc; i++) d[i] -= a[i];
+            if (!(d = (float *)nst__aligned_alloc(cc * sizeof(float)))) {
+                st = nst__err(NST_ERR_NOMEM, "masked style gradient: out of memory");
+                break;
+            }
+            for (i = 0; i < cc; i++) d[i] = sc * (gj[i] - a[i]);
+            memset(&pk, 0, sizeof pk);
+            if (shared) {
+                st = nst__sgemm_pack_a(&pk, 0, c, c, d, c);
+                nst__aligned_free(d);
+                d = NULL;
+                if (st != NST_OK) break;
+            }
             /* with normalize_gradients a first pass measures the term's L1 norm, the second adds it */
-            for (pass = o->normalize ? 0 : 1; pass < 2; pass++) {
+            for (pass = o->normalize ? 0 : 1; pass < 2 && !failed; pass++) {
                 float mul = pass == 0 ? 1.0f : (float)(o->normalize ? coef / (l1 + 1e-8) : coef);
-                size_t b0;
-                for (b0 = 0; b0 < hw; b0 += NST__MASK_BLOCK) {
-                    int nb = (int)NST__MIN((size_t)NST__MASK_BLOCK, hw - b0), ch, q;
-                    nst__sgemm_ex(o->nthreads, 0, 0, c, nb, c, sc, d, c, fm + b0, (int)hw, 0.0f, o->mtmp, nb);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(o->nthreads) schedule(dynamic, 1)
+#endif
+                for (b = 0; b < nblk; b++) {
+                    size_t b0 = (size_t)b * NST__MASK_BLOCK;
+                    int nb = (int)NST__MIN((size_t)NST__MASK_BLOCK, hw - b0), ch, q, t = 0;
+                    float *fb, *tb;
+                    double acc = 0;
+#ifdef _OPENMP
+                    t = omp_get_thread_num();
+#endif
+                    fb = o->mtmp + (size_t)t * 2 * c * NST__MASK_BLOCK;
+                    tb = fb + (size_t)c * nb;
                     for (ch = 0; ch < c; ch++) {
-                        const float *t = o->mtmp + (size_t)ch * nb;
+                        const float *f = feat + (size_t)ch * hw + b0;
+                        float *dst = fb + (size_t)ch * nb;
+                        for (q = 0; q < nb; q++) dst[q] = f[q] * mk[b0 + q];
+                    }
+                    if ((shared ? nst__sgemm_apacked(1, &pk, 0, nb, 1.0f, fb, nb, 0.0f, tb, nb, NULL, 0)
+                                : nst__sgemm_ex(1, 0, 0, c, nb, c, 1.0f, d, c, fb, nb, 0.0f, tb, nb)) != NST_OK) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                        failed = 1;
+                        continue;
+                    }
+                    for (ch = 0; ch < c; ch++) {
+                        const float *tt = tb + (size_t)ch * nb;
                         float *gr = g + (size_t)ch * hw + b0;
                         if (pass == 0)
-                            for (q = 0; q < nb; q++) l1 += fabs((double)t[q] * mk[b0 + q]);
+                            for (q = 0; q < nb; q++) acc += fabs((double)tt[q] * mk[b0 + q]);
                         else
-                            for (q = 0; q < nb; q++) gr[q] += mul * (t[q] * mk[b0 + q]);
+                            for (q = 0; q < nb; q++) gr[q] += mul * (tt[q] * mk[b0 + q]);
                     }
+                    if (pass == 0) l1b[b] = acc;
                 }
+                if (pass == 0)
+                    for (b = 0; b < nblk; b++) l1 += l1b[b];
             }
-            for (i = 0; i < cc; i++) d[i] += a[i];
+            nst__sgemm_apack_free(&pk);
+            nst__aligned_free(d);
+            if (failed) st = nst__err(NST_ERR_NOMEM, "masked style gradient: out of memory for the GEMM's packing");
         }
     }
+    nst__free(l1b);
+    return st;
 }
 
 /* Masks at the output size (w x h), normalised per pixel, then area-averaged to each style layer. */
@@ -6284,7 +6338,7 @@ static nst_status nst__objective_masks(nst_objective *o, const nst_image *masks,
     {
         int cmax = 0;
         for (k = 0; k < o->nstyle; k++) cmax = NST__MAX(cmax, o->style[k].c);
-        o->mtmp = (float *)nst__aligned_alloc(sizeof(float) * (size_t)cmax * NST__MASK_BLOCK);
+        o->mtmp = (float *)nst__aligned_alloc(sizeof(float) * 2 * (size_t)o->nthreads * (size_t)cmax * NST__MASK_BLOCK);
         if (!o->mtmp) st = nst__err(NST_ERR_NOMEM, "objective: out of memory");
     }
 done:
@@ -6419,33 +6473,79 @@ static void nst__relu_backward_feat(float *g, const float *f, size_t lo, size_t 
     nst__relu_backward_feat_scalar(g, f, lo, hi);
 }
 
-/* The loss gradient at one layer without normalisation, fused: pixel columns in blocks (one thread per
- * block), each block gets the content terms, the Gram backward (G - A) F and, at a ReLU layer, the
- * ReLU mask while it is in cache. The GEMM gives the same values however N is cut (K blocks and
- * micro-kernel order depend on K only), so the result is the unfused one and independent of threads. */
-static void nst__objective_lossgrad_fused(nst_objective *o, int layer, const float *feat, float *g) {
+/* Tests only: the shared-pack path's column block (0 = nst__lossgrad_cols' rule). */
+static size_t nst__lossgrad_cols_forced;
+
+/* Columns per block of the fused loss gradient when D is packed once (c >= 256): about L2 / (12 c), so
+ * a block of g, the same block of the features and the GEMM's packed copy of it (4 c bytes per column
+ * each) fit L2 together, and the content term and ReLU mask after the GEMM read them from there; at
+ * least three blocks per thread (relu5_1 at 512 px was one block, so one thread did it all). Multiples
+ * of 48, a whole number of panels of every kernel. On Zen 3 (512 KiB L2), relu4_1 at 512 px, 1 thread:
+ * 96 columns 25.0-25.7 ms, 384 or 1024 columns 26-27 ms. */
+static size_t nst__lossgrad_cols(int c, size_t hw, int nthreads) {
+    int l1, l2;
+    size_t nb, share, nt = (size_t)nst__resolve_threads(nthreads);
+    if (nst__lossgrad_cols_forced) return nst__lossgrad_cols_forced;
+    nst__gemm_caches(&l1, &l2);
+    if (l2 <= 0) l2 = 512 * 1024;   /* unknown (no CPUID): the smallest L2 measured */
+    nb = ((size_t)l2 / (12 * (size_t)c) + 24) / 48 * 48;
+    share = ((hw + 3 * nt - 1) / (3 * nt) + 47) / 48 * 48;
+    return NST__MAX((size_t)48, NST__MIN(nb, share));
+}
+
+/* The loss gradient at one layer without normalisation, fused: pixel columns in blocks taken by the
+ * threads as they come free, each block gets the content terms, the Gram backward D F with D the sum of
+ * the style terms' s (G - A), and, at a ReLU layer, the ReLU mask while the block is in cache.
+ *   c >= 256: D is packed once for all blocks (1 MiB at c = 512, which each 1024-column block packed
+ *     again before). Every element of g then sees the same K blocks of the one pack and is added to
+ *     with beta = 1 (edge tiles add the same way), so the bits do not depend on where the blocks are
+ *     cut: the width may follow the thread count (tests/test_iter.c, lossgrad_independent_of_blocks).
+ *   c < 256: packed D is at most 64 KiB, little next to a block's features, and the GEMM's short-M
+ *     path, which it takes only with its own packing and for at least 4 NST__WIDE_NC columns, streams
+ *     the features from memory better than the pre-packed path (Zen 3, 1 thread, 512 px: relu1_1 37 ms
+ *     vs 53-70, relu2_1 30-31 vs 35). Each block calls the GEMM itself, 131072 / c columns (768 to 2048
+ *     measured the same), a width independent of the thread count, so the bits are too. */
+static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, const float *feat, float *g) {
     const nst__net *n = &o->net;
-    int c = n->c_[layer], k, relu = nst__layer_type(layer) == NST__L_RELU, simd = nst__simd_avx2();
-    size_t hw = (size_t)n->h_[layer] * n->w_[layer], cc = (size_t)c * c, i;
-    long nb = (long)(c >= 256 ? 1024 : 131072 / c), nblk = (long)((hw + (size_t)nb - 1) / (size_t)nb), b;
-    float content_sc[NST__MAX_LOSS_LAYERS], style_sc[NST__MAX_LOSS_LAYERS];
+    int c = n->c_[layer], k, relu = nst__layer_type(layer) == NST__L_RELU, simd = nst__simd_avx2(), styled = 0;
+    int shared = c >= 256, failed = 0;
+    size_t hw = (size_t)n->h_[layer] * n->w_[layer], cc = (size_t)c * c, i, nb;
+    long nblk, b;
+    float content_sc[NST__MAX_LOSS_LAYERS], *d = NULL;
     double el = (double)c * hw;
+    nst__sgemm_apack pk;
+    memset(&pk, 0, sizeof pk);
     for (k = 0; k < o->ncontent; k++)
         content_sc[k] = o->content_layer[k] == layer && o->cw != 0 ? (float)(o->cw * 2.0 / el) : 0.0f;
-    for (k = 0; k < o->nstyle; k++) {
-        nst__style_layer *s = &o->style[k];
+    for (k = 0; k < o->nstyle; k++) {   /* G itself stays as it is, for nst_objective_gram */
+        const nst__style_layer *s = &o->style[k];
         double coef = o->sw * s->weight;
-        style_sc[k] = s->layer == layer && coef != 0 ? (float)(coef * 4.0 / ((double)cc * el)) : 0.0f;
-        if (style_sc[k] != 0.0f)   /* G - A in place of G (restored below) */
-            for (i = 0; i < cc; i++) s->gram[i] -= s->target[i];
+        float sc;
+        if (s->layer != layer || coef == 0) continue;
+        sc = (float)(coef * 4.0 / ((double)cc * el));
+        if (!d && !(d = (float *)nst__aligned_alloc(cc * sizeof(float))))
+            return nst__err(NST_ERR_NOMEM, "style gradient: out of memory for %d x %d floats", c, c);
+        for (i = 0; i < cc; i++) d[i] = (styled ? d[i] : 0.0f) + sc * (s->gram[i] - s->target[i]);
+        styled = 1;
     }
+    if (styled && shared) {
+        nst_status st = nst__sgemm_pack_a(&pk, 0, c, c, d, c);
+        nst__aligned_free(d);
+        d = NULL;
+        if (st != NST_OK) return st;
+    }
+    /* without a style term (relu4_2) the pass only streams: the wide blocks of before */
+    nb = styled && shared ? nst__lossgrad_cols(c, hw, n->nthreads)
+                          : (size_t)(c >= 256 ? 1024 : NST__MAX(1, 131072 / c));
+    nblk = (long)NST__MAX((size_t)1, hw / nb);   /* the last block takes the rest: none narrower than nb */
     (void)simd;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(n->nthreads) schedule(static)
+#pragma omp parallel for num_threads(n->nthreads) schedule(dynamic, 1)
 #endif
     for (b = 0; b < nblk; b++) {
-        size_t j0 = (size_t)b * (size_t)nb, j1 = NST__MIN(j0 + (size_t)nb, hw), j;
-        int kk, ch;
+        size_t j0 = (size_t)b * nb, j1 = b == nblk - 1 ? hw : j0 + nb, j;
+        int kk, ch, w = (int)(j1 - j0);
+        nst_status st = NST_OK;
         for (kk = 0; kk < o->ncontent; kk++) {
             const float *p = o->content_target[kk];
             float sc = content_sc[kk];
@@ -6455,27 +6555,33 @@ static void nst__objective_lossgrad_fused(nst_objective *o, int layer, const flo
                 for (j = r + j0; j < r + j1; j++) g[j] += sc * (feat[j] - p[j]);
             }
         }
-        for (kk = 0; kk < o->nstyle; kk++)
-            if (style_sc[kk] != 0.0f)
-                nst__sgemm_ex(1, 0, 0, c, (int)(j1 - j0), c, style_sc[kk], o->style[kk].gram, c, feat + j0, (int)hw, 1.0f,
-                              g + j0, (int)hw);
+        if (styled && shared)
+            st = nst__sgemm_apacked(1, &pk, 0, w, 1.0f, feat + j0, (int)hw, 1.0f, g + j0, (int)hw, NULL, 0);
+        else if (styled)
+            st = nst__sgemm_ex(1, 0, 0, c, w, c, 1.0f, d, c, feat + j0, (int)hw, 1.0f, g + j0, (int)hw);
+        if (st != NST_OK) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+            failed = 1;
+        }
         if (relu)
             for (ch = 0; ch < c; ch++) nst__relu_backward_feat(g, feat, (size_t)ch * hw + j0, (size_t)ch * hw + j1, simd);
     }
-    for (k = 0; k < o->nstyle; k++)
-        if (style_sc[k] != 0.0f)
-            for (i = 0; i < cc; i++) o->style[k].gram[i] += o->style[k].target[i];   /* restore G for nst_objective_gram */
+    nst__sgemm_apack_free(&pk);
+    nst__aligned_free(d);
+    /* the GEMM's message went to the thread that failed */
+    return failed ? nst__err(NST_ERR_NOMEM, "style gradient: out of memory for the GEMM's packing") : NST_OK;
 }
 
-static void nst__objective_lossgrad(void *ctx, int layer, const float *feat, float *g, float *scratch) {
+static nst_status nst__objective_lossgrad(void *ctx, int layer, const float *feat, float *g, float *scratch) {
     nst_objective *o = (nst_objective *)ctx;
     const nst__net *n = &o->net;
     size_t el = (size_t)n->c_[layer] * n->h_[layer] * n->w_[layer], i;
     int k;
-    if (!o->normalize && !o->nmask && n->h_[layer] * n->w_[layer] <= INT_MAX) {
-        nst__objective_lossgrad_fused(o, layer, feat, g);
-        return;
-    }
+    nst_status st = NST_OK;
+    if (!o->normalize && !o->nmask && n->h_[layer] * n->w_[layer] <= INT_MAX)
+        return nst__objective_lossgrad_fused(o, layer, feat, g);
     for (k = 0; k < o->ncontent; k++) {
         const float *p = o->content_target[k];
         if (o->content_layer[k] != layer || o->cw == 0) continue;
@@ -6490,11 +6596,11 @@ static void nst__objective_lossgrad(void *ctx, int layer, const float *feat, flo
         }
     }
     if (o->nmask) {
-        nst__masked_style_grad(o, layer, feat, g, scratch);
+        st = nst__masked_style_grad(o, layer, feat, g);
         if (nst__layer_type(layer) == NST__L_RELU) nst__relu_backward_feat(g, feat, 0, el, nst__simd_avx2());
-        return;
+        return st;
     }
-    for (k = 0; k < o->nstyle; k++) {
+    for (k = 0; k < o->nstyle && st == NST_OK; k++) {
         nst__style_layer *s = &o->style[k];
         int c = s->c;
         size_t hw = el / (size_t)c, cc = (size_t)c * c;
@@ -6506,17 +6612,18 @@ static void nst__objective_lossgrad(void *ctx, int layer, const float *feat, flo
         for (i = 0; i < cc; i++) d[i] -= s->target[i];
         if (o->normalize) {
             double a;
-            nst__sgemm_ex(n->nthreads, 0, 0, c, (int)hw, c, (float)(4.0 / ((double)cc * el)), d, c, feat, (int)hw,
-                          0.0f, scratch, (int)hw);
+            st = nst__sgemm_ex(n->nthreads, 0, 0, c, (int)hw, c, (float)(4.0 / ((double)cc * el)), d, c, feat, (int)hw,
+                               0.0f, scratch, (int)hw);
             a = nst__asum(scratch, el);
-            for (i = 0; i < el; i++) g[i] += (float)(coef / (a + 1e-8)) * scratch[i];
+            for (i = 0; i < el && st == NST_OK; i++) g[i] += (float)(coef / (a + 1e-8)) * scratch[i];
         } else {
-            nst__sgemm_ex(n->nthreads, 0, 0, c, (int)hw, c, (float)(coef * 4.0 / ((double)cc * el)), d, c, feat,
-                          (int)hw, 1.0f, g, (int)hw);
+            st = nst__sgemm_ex(n->nthreads, 0, 0, c, (int)hw, c, (float)(coef * 4.0 / ((double)cc * el)), d, c, feat,
+                               (int)hw, 1.0f, g, (int)hw);
         }
         for (i = 0; i < cc; i++) d[i] += s->target[i];   /* restore G for nst_objective_gram */
     }
     if (nst__layer_type(layer) == NST__L_RELU) nst__relu_backward_feat(g, feat, 0, el, nst__simd_avx2());
+    return st;
 }
 
 /* The losses at layer l as forward passes it (nst__net.hook of the untiled objective): the content
@@ -7265,7 +7372,7 @@ static void nst__tiled_masked_grad(nst_objective *o, int k, const float *feat, f
 }
 
 /* The loss gradient on the loaded tile's interior (zero on its halo). */
-static void nst__tiled_lossgrad(void *ctx, int layer, const float *feat, float *g, float *scratch) {
+static nst_status nst__tiled_lossgrad(void *ctx, int layer, const float *feat, float *g, float *scratch) {
     nst_objective *o = (nst_objective *)ctx;
     struct nst__tiled *T = o->tiled;
     const nst__net *n = &o->net;
@@ -7306,6 +7413,7 @@ static void nst__tiled_lossgrad(void *ctx, int layer, const float *feat, float *
     }
     /* the lossgrad contract: at a ReLU layer the ReLU's backward is applied here (no mask bits kept) */
     if (nst__layer_type(layer) == NST__L_RELU) nst__relu_backward_feat(g, feat, 0, (size_t)c * fhw, nst__simd_avx2());
+    return NST_OK;
 }
 
 static nst_status nst__objective_eval_tiled(nst_objective *o, const float *pixels, nst_losses *lo, float *grad) {
@@ -8940,7 +9048,7 @@ static size_t nst__pass_memory_tiled(const nst_model *m, const nst_options *o, i
             total += nst__round64((size_t)nstyles * (size_t)(h >> lv) * (size_t)(w >> lv) * 4) +
                      3 * nst__round64(cc * 4 * (size_t)nstyles);
         }
-        total += nst__round64((size_t)maxc * NST__MASK_BLOCK * 4);
+        total += nst__round64((size_t)2 * nst__resolve_threads(o->threads) * maxc * NST__MASK_BLOCK * 4);
         transient = NST__MAX(transient, (size_t)nstyles * 12 * w * h + (size_t)24 * w * h);
     }
     if (o->temporal_image && o->temporal_weight > 0) total += nst__round64((size_t)16 * w * h);

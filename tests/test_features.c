@@ -334,6 +334,46 @@ TEST(masked_gradient_matches_finite_differences) {
 }
 
 /* Two styles painted on two halves: red stripes left and blue checks right, then the masks swapped. */
+/* The guided Grams' gradient in blocks taken by the threads as they come free: the same bytes with 1 and 3
+ * threads, with and without normalize_gradients, at a size where relu1_1 and relu2_1 span several blocks. */
+TEST(masked_gradient_independent_of_threads) {
+    nst_model *m = tiny_model(8, 11, 0);
+    nst_image c, st[2], mk[2];
+    int w = 48, h = 40, th, norm;
+    size_t n = (size_t)3 * w * h;
+    float *x, *ref = NULL;
+    if (!m) { CHECK(m != NULL); return; }
+    fill_image(&c, w, h, 0);
+    fill_image(&st[0], 41, 37, 1);
+    fill_image(&st[1], 37, 44, 2);
+    fill_mask(&mk[0], w, h, 4);
+    fill_mask(&mk[1], 9, 9, 2);
+    x = rand_vec(n, 30, 225);
+    for (norm = 0; norm < 2; norm++)
+        for (th = 1; th <= 3; th += 2) {
+            nst_options o;
+            nst_objective *ob = NULL;
+            float *g = (float *)malloc(n * sizeof(float));
+            nst_options_init(&o);
+            o.threads = th;
+            o.normalize_gradients = norm;
+            o.style_masks = mk;
+            CHECK_OK(nst_objective_create(m, &c, st, NULL, 2, &o, &ob));
+            if (ob) CHECK_OK(nst_objective_eval(ob, x, NULL, g));
+            nst_objective_free(ob);
+            if (th == 1) {
+                free(ref);
+                ref = g;
+            } else {
+                CHECK_MSG(memcmp(ref, g, n * sizeof(float)) == 0, "normalize %d: 3 threads differ from 1", norm);
+                free(g);
+            }
+        }
+    free(ref); free(x);
+    nst_image_free(&c); nst_image_free(&st[0]); nst_image_free(&st[1]); nst_image_free(&mk[0]); nst_image_free(&mk[1]);
+    nst_model_free(m);
+}
+
 TEST(swapped_masks_swap_the_result) {
     nst_model *m = NULL;
     nst_image c, st[2], sw[2], mk[2], mr[2], one, plain, out[3];
@@ -445,6 +485,7 @@ int main(int argc, char **argv) {
     RUN(random_model_tv_covers_the_last_row_and_column);
     RUN(all_white_mask_is_the_unmasked_objective);
     RUN(masked_gradient_matches_finite_differences);
+    RUN(masked_gradient_independent_of_threads);
     RUN(swapped_masks_swap_the_result);
     RUN(style_cache_reuses_targets_and_changes_nothing);
     RUN(identical_frames_give_near_identical_outputs);

@@ -281,6 +281,47 @@ TEST(objective_gradient_independent_of_threads) {
     nst_model_free(m);
 }
 
+/* The fused loss gradient where D = s (G - A) is packed once (c >= 256: relu3_1, relu4_1, relu5_1) cuts
+ * the columns by the L2 size and the thread count; its bits must not depend on the cut. Blocks of 48,
+ * of 100 (tiles straddling every block edge) and the default, with 1 and 3 threads, two style layers
+ * at relu4_1 (D summed over them): the same bytes. */
+TEST(lossgrad_independent_of_blocks) {
+    static const size_t cols[] = {0, 48, 100, 0};
+    nst_model *m = NULL;
+    int w = 160, h = 96, ci;
+    size_t n = (size_t)3 * w * h, i;
+    float *ref = NULL, *x = rand_vec(n, 0, 255);
+    nst_image c, st;
+    CHECK_OK(nst_model_random(9, &m));
+    CHECK_OK(nst_image_alloc(&c, w, h, 3));
+    CHECK_OK(nst_image_alloc(&st, w, h, 3));
+    if (!m || !c.pixels || !st.pixels) return;
+    for (i = 0; i < n; i++) c.pixels[i] = (float)nst__rng_uniform(&rng);
+    for (i = 0; i < n; i++) st.pixels[i] = (float)nst__rng_uniform(&rng);
+    for (ci = 0; ci < 4; ci++) {
+        nst_options o;
+        nst_objective *ob = NULL;
+        float *g = (float *)malloc(n * sizeof(float));
+        nst_options_init(&o);
+        o.threads = ci == 3 ? 3 : 1;
+        o.style_layers = "relu1_1,relu3_1,relu4_1,relu4_1,relu5_1";
+        nst__lossgrad_cols_forced = cols[ci];
+        CHECK_OK(nst_objective_create(m, &c, &st, NULL, 1, &o, &ob));
+        if (ob) CHECK_OK(nst_objective_eval(ob, x, NULL, g));
+        nst_objective_free(ob);
+        if (!ref) ref = g;
+        else {
+            CHECK_MSG(memcmp(ref, g, n * sizeof(float)) == 0, "%lu columns, %d threads: not the bytes of the default",
+                      (unsigned long)cols[ci], o.threads);
+            free(g);
+        }
+    }
+    nst__lossgrad_cols_forced = 0;
+    free(ref); free(x);
+    nst_image_free(&c); nst_image_free(&st);
+    nst_model_free(m);
+}
+
 int main(int argc, char **argv) {
     nst_test_begin(argc, argv);
     RUN(relu_masks_match_scalar);
@@ -290,5 +331,6 @@ int main(int argc, char **argv) {
     RUN(lbfgs_vf_kernels_match_scalar);
     RUN(lbfgs_vf_matches_two_loop);
     RUN(objective_gradient_independent_of_threads);
+    RUN(lossgrad_independent_of_blocks);
     return nst_test_end("test_iter");
 }
