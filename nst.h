@@ -2032,7 +2032,7 @@ static NST__UNUSED nst_status nst__ssyrk_ex(int nthreads, int n, int k, float al
  * Threads take whole chunks of sub-blocks; chunk j's triangle goes to partial j and the partials are
  * summed in chunk order, and every cut depends on (n, k) only: the bits do not depend on the thread count.
  * The block kernel adds the products of rows r[a] and s[b], element i, to acc[8 * (3a + b) + i % 8]. */
-#define NST__GRAM_MAX_CHUNKS 16
+#define NST__GRAM_MAX_CHUNKS 8
 #ifndef NST__GRAM_ROWS_MAX_N   /* rows up to which the Grams take this path (0: never; for comparisons) */
 #define NST__GRAM_ROWS_MAX_N 128
 #endif
@@ -2098,6 +2098,12 @@ static void nst__gram_block_neon(const float *const *r, const float *const *s, i
 }
 #endif
 
+/* Bytes nst__gram_rows allocates at most for n rows (any k) on nt threads, for the memory estimate. */
+static size_t nst__gram_rows_bytes(int n, int nt) {
+    size_t nb = (size_t)(n + 2) / 3, per = (size_t)n * ((size_t)nst__gram_kc(n) + 16) + nb * (nb + 1) / 2 * 72;
+    return ((size_t)n * (n + 1) / 2 * NST__GRAM_MAX_CHUNKS + per * (size_t)NST__MAX(1, nt)) * sizeof(float) + 128;
+}
+
 /* The block kernel for arch, NULL where the packed GEMM serves better (AVX-512: its 16-wide kernel,
  * not measured against this one). */
 static nst__gram_block_fn nst__gram_block_for(nst_arch arch) {
@@ -2115,7 +2121,7 @@ static nst_status nst__gram_rows(nst__gram_block_fn blk, int nthreads, int n, in
                                  int lda, float *c, int ldc) {
     int kc = nst__gram_kc(n), nsub = (k + kc - 1) / kc, spc = (nsub + NST__GRAM_MAX_CHUNKS - 1) / NST__GRAM_MAX_CHUNKS;
     int nch = (nsub + spc - 1) / spc, nb = (n + 2) / 3, nt = nst__resolve_threads(nthreads), next = 0, i, j;
-    size_t tri = (size_t)n * (n + 1) / 2, ldb = (size_t)kc + 16, npair = (size_t)nb * (nb + 1) / 2;
+    size_t tri = (size_t)n * (n + 1) / 2, ldb = (size_t)NST__MIN(kc, (k + 7) & ~7) + 16, npair = (size_t)nb * (nb + 1) / 2;
     size_t per = (size_t)n * ldb + npair * 72;
     float *part, *buf;
     if (nt > nch) nt = nch;
@@ -8963,6 +8969,13 @@ static void nst__pass_memory(const nst_model *m, const nst_options *o, int w, in
                                                       net.w_[content_l[k]] * sizeof(float)));
     for (k = 0; k < ns; k++)
         nst__mem_add(e, NST__MEM_PASS, 2 * nst__mem_block((size_t)net.c_[style_l[k]] * net.c_[style_l[k]] * sizeof(float)));
+    {   /* the Grams' scratch while they are formed (nst__gram_rows; the packed GEMM's is in the margin) */
+        size_t gs = 0;
+        for (k = 0; k < ns; k++)
+            if (nst__gram_block_for(nst__cpu_arch()) && net.c_[style_l[k]] <= nst__gram_rows_max_n)
+                gs = NST__MAX(gs, nst__gram_rows_bytes(net.c_[style_l[k]], nthreads));
+        nst__mem_add(e, NST__MEM_PASS, gs);
+    }
 
     /* building the targets: the content's planar pixels, then each style's network and pixels in turn */
     build = nst__mem_block(n * sizeof(float));
