@@ -2036,8 +2036,7 @@ static NST__UNUSED nst_status nst__ssyrk_ex(int nthreads, int n, int k, float al
 #ifndef NST__GRAM_ROWS_MAX_N   /* rows up to which the Grams take this path (0: never; for comparisons) */
 #define NST__GRAM_ROWS_MAX_N 128
 #endif
-static int nst__gram_rows_max_n = NST__GRAM_ROWS_MAX_N;
-static int nst__gram_rows_pay(int n, int k) { return n <= nst__gram_rows_max_n && k >= 16 * n; }
+static int nst__gram_rows_pay(int n, int k) { return n <= NST__GRAM_ROWS_MAX_N && k >= 16 * n; }
 static int nst__gram_kc(int n) { return NST__MAX(256, (65536 / n) & ~7); }
 
 static NST__UNUSED void nst__gram_block_scalar(const float *const *r, const float *const *s, int kc, float *acc) {
@@ -8972,7 +8971,7 @@ static void nst__pass_memory(const nst_model *m, const nst_options *o, int w, in
     {   /* the Grams' scratch while they are formed (nst__gram_rows; the packed GEMM's is in the margin) */
         size_t gs = 0;
         for (k = 0; k < ns; k++)
-            if (nst__gram_block_for(nst__cpu_arch()) && net.c_[style_l[k]] <= nst__gram_rows_max_n)
+            if (nst__gram_block_for(nst__cpu_arch()) && net.c_[style_l[k]] <= NST__GRAM_ROWS_MAX_N)
                 gs = NST__MAX(gs, nst__gram_rows_bytes(net.c_[style_l[k]], nthreads));
         nst__mem_add(e, NST__MEM_PASS, gs);
     }

@@ -326,27 +326,37 @@ TEST(gemm_longk_avx2) { gemm_longk(NST_ARCH_AVX2); }
 TEST(gemm_longk_avx512) { gemm_longk(NST_ARCH_AVX512); }
 TEST(gemm_longk_neon) { gemm_longk(NST_ARCH_NEON); }
 
+/* C = alpha A A^T through blk (NULL: nst__ssyrk_ex) on 1 and 2 threads, C starting as NaN: against the
+ * reference, exactly symmetric, the same bits on both counts (c2: scratch). Returns the bad elements. */
+static int gram_check(const char *what, nst__gram_block_fn blk, int n, int k, float alpha, const float *a, int lda,
+                      float *c, float *c2, int ldc, const double *ref, const double *sc, double tol) {
+    int i, j, t, bad = 0;
+    for (t = 1; t <= 2; t++) {
+        for (i = 0; i < n * ldc; i++) c[i] = nst__f32_from_bits(0x7FC00000u);
+        if (blk) CHECK_OK(nst__gram_rows(blk, t, n, k, alpha, a, lda, c, ldc));
+        else CHECK_OK(nst__ssyrk_ex(t, n, k, alpha, a, lda, c, ldc));
+        bad += compare(what, n, n, c, ldc, ref, sc, tol);
+        for (i = 0; i < n; i++)
+            for (j = 0; j < n; j++) bad += memcmp(&c[i * ldc + j], &c[j * ldc + i], sizeof(float)) != 0;
+        if (t == 1) memcpy(c2, c, sizeof(float) * n * ldc);
+        else bad += memcmp(c, c2, sizeof(float) * n * ldc) != 0;
+    }
+    return bad;
+}
+
 /* ---- SYRK, fused epilogue, pre-packed A --------------------------------------------------------------*/
 TEST(syrk) {
     static const int sz[][2] = {{1, 1}, {7, 300}, {64, 1000}, {130, 257}, {200, 33}};
     int s, bad = 0;
     nst__rng rng = {5};
     for (s = 0; s < 5; s++) {
-        int n = sz[s][0], k = sz[s][1], lda = k + 1, ldc = n + 3, i, j, t;
+        int n = sz[s][0], k = sz[s][1], lda = k + 1, ldc = n + 3;
         float *a = (float *)malloc(sizeof(float) * n * lda), *c = (float *)malloc(sizeof(float) * n * ldc);
         float *c2 = (float *)malloc(sizeof(float) * n * ldc);
         double *ref = (double *)malloc(sizeof(double) * n * n), *sc = (double *)malloc(sizeof(double) * n * n);
         fill(a, (size_t)n * lda, &rng);
         ref_gemm(0, 1, n, n, k, 0.5, a, lda, a, lda, 0.0, c, ldc, NULL, 0, ref, sc);
-        for (t = 1; t <= 2; t++) {
-            for (i = 0; i < n * ldc; i++) c[i] = nst__f32_from_bits(0x7FC00000u);
-            CHECK_OK(nst__ssyrk_ex(t, n, k, 0.5f, a, lda, c, ldc));
-            bad += compare("syrk", n, n, c, ldc, ref, sc, nst_t_tol(nst__cpu_arch()));
-            for (i = 0; i < n; i++)
-                for (j = 0; j < n; j++) bad += memcmp(&c[i * ldc + j], &c[j * ldc + i], sizeof(float)) != 0;
-            if (t == 1) memcpy(c2, c, sizeof(float) * n * ldc);
-            else bad += memcmp(c, c2, sizeof(float) * n * ldc) != 0;
-        }
+        bad += gram_check("syrk", NULL, n, k, 0.5f, a, lda, c, c2, ldc, ref, sc, nst_t_tol(nst__cpu_arch()));
         free(a); free(c); free(c2); free(ref); free(sc);
     }
     CHECK(bad == 0);
@@ -365,7 +375,7 @@ TEST(gram_rows) {
         nst__gram_block_fn blk = v ? nst__gram_block_for(nst__cpu_arch()) : nst__gram_block_scalar;
         if (!blk) continue;
         for (s = 0; s < (int)(sizeof sz / sizeof sz[0]); s++) {
-            int n = sz[s][0], k = sz[s][1], lda = k + 3, ldc = n + 1, i, j, t;
+            int n = sz[s][0], k = sz[s][1], lda = k + 3, ldc = n + 1;
             float *a = (float *)malloc(sizeof(float) * n * lda), *c = (float *)malloc(sizeof(float) * n * ldc);
             float *c1 = (float *)malloc(sizeof(float) * n * ldc);
             double *ref = (double *)malloc(sizeof(double) * n * n), *sc = (double *)malloc(sizeof(double) * n * n);
@@ -373,15 +383,7 @@ TEST(gram_rows) {
             snprintf(what, sizeof what, "gram_rows %s %dx%d", v ? nst__arch_name(nst__cpu_arch()) : "scalar", n, k);
             fill(a, (size_t)n * lda, &rng);
             ref_gemm(0, 1, n, n, k, -0.25, a, lda, a, lda, 0.0, c, ldc, NULL, 0, ref, sc);
-            for (t = 1; t <= 2; t++) {
-                for (i = 0; i < n * ldc; i++) c[i] = nst__f32_from_bits(0x7FC00000u);
-                CHECK_OK(nst__gram_rows(blk, t, n, k, -0.25f, a, lda, c, ldc));
-                bad += compare(what, n, n, c, ldc, ref, sc, nst_t_tol(NST_ARCH_SCALAR));
-                for (i = 0; i < n; i++)
-                    for (j = 0; j < n; j++) bad += memcmp(&c[i * ldc + j], &c[j * ldc + i], sizeof(float)) != 0;
-                if (t == 1) memcpy(c1, c, sizeof(float) * n * ldc);
-                else bad += memcmp(c, c1, sizeof(float) * n * ldc) != 0;
-            }
+            bad += gram_check(what, blk, n, k, -0.25f, a, lda, c, c1, ldc, ref, sc, nst_t_tol(NST_ARCH_SCALAR));
             free(a); free(c); free(c1); free(ref); free(sc);
         }
     }
