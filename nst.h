@@ -882,7 +882,8 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   nst__ssyrk_ex(nthreads, n, k, alpha, a, lda, c, ldc)
  *                          C[n][n] = alpha * A * A^T for row-major A[n][k] (Gram matrices): only tiles that
  *                          touch the lower triangle are computed, then the lower triangle is mirrored, so
- *                          C is exactly symmetric. C is overwritten (beta = 0).
+ *                          C is exactly symmetric. C is overwritten (beta = 0). Few long rows (n <= 128,
+ *                          k >= 16n) on AVX2/NEON go to nst__gram_rows instead (after nst__ssyrk_ex).
  *   Pre-packed A (pack once, multiply many times; the convolution's weights):
  *     nst__sgemm_apack pk;
  *     nst__sgemm_pack_a(&pk, trans_a, m, k, a, lda)            packs op(A) (m x k) for the kernel in use
