@@ -272,6 +272,60 @@ TEST(objective_full_vgg_random_gradient) {
     nst_model_free(m);
 }
 
+/* nst__tv (threaded, each pixel gathering its differences) against the definition written the plain
+ * way (scatter, double), on shapes with one row or column, both edge rules; 1 and 2 threads bit-equal. */
+static double tv_naive(const float *x, int h, int w, double tvw, int full, double *g) {
+    double loss = 0;
+    int c, y, xx;
+    for (c = 0; c < 3; c++) {
+        const float *p = x + (size_t)c * h * w;
+        double *gg = g + (size_t)c * h * w;
+        for (y = 0; y < h; y++)
+            for (xx = 0; xx < w; xx++) {
+                size_t i = (size_t)y * w + xx;
+                int hasdx = xx + 1 < w && (y + 1 < h || full), hasdy = y + 1 < h && (xx + 1 < w || full);
+                if (hasdx) {
+                    double d = (double)p[i] - p[i + 1];
+                    loss += 0.5 * d * d; gg[i] += tvw * d; gg[i + 1] -= tvw * d;
+                }
+                if (hasdy) {
+                    double d = (double)p[i] - p[i + w];
+                    loss += 0.5 * d * d; gg[i] += tvw * d; gg[i + w] -= tvw * d;
+                }
+            }
+    }
+    return loss;
+}
+TEST(tv_matches_the_definition) {
+    static const int shapes[][2] = {{1, 1}, {1, 7}, {7, 1}, {2, 3}, {13, 17}, {33, 5}, {300, 260}};
+    nst__rng r;
+    int si, full;
+    r.s = 11;
+    for (si = 0; si < (int)(sizeof shapes / sizeof shapes[0]); si++)
+        for (full = 0; full < 2; full++) {
+            int h = shapes[si][0], w = shapes[si][1];
+            size_t n = (size_t)3 * h * w, i;
+            float *x = (float *)malloc(n * sizeof(float)), *g1 = (float *)calloc(n, sizeof(float));
+            float *g2 = (float *)calloc(n, sizeof(float));
+            double *gr = (double *)calloc(n, sizeof(double)), ref, l1, l2, err = 0, gmax = 1e-30;
+            if (!x || !g1 || !g2 || !gr) return;
+            for (i = 0; i < n; i++) x[i] = (float)(255.0 * nst__rng_uniform(&r));
+            ref = tv_naive(x, h, w, 0.5, full, gr);
+            l1 = nst__tv(x, h, w, 0.5f, full, g1, 1);
+            l2 = nst__tv(x, h, w, 0.5f, full, g2, 2);
+            for (i = 0; i < n; i++) {
+                if (fabs(gr[i]) > gmax) gmax = fabs(gr[i]);
+                if (fabs(g1[i] - gr[i]) > err) err = fabs(g1[i] - gr[i]);
+            }
+            CHECK_MSG(fabs(l1 - ref) <= 1e-6 * fabs(ref) + 1e-9, "tv %dx%d full %d: loss %.9g, definition %.9g", h, w,
+                      full, l1, ref);
+            CHECK_MSG(err <= 1e-5 * gmax + 1e-6, "tv %dx%d full %d: gradient off by %g (max %g)", h, w, full, err, gmax);
+            CHECK_MSG(l1 == l2 && !memcmp(g1, g2, n * sizeof(float)), "tv %dx%d full %d: 1 and 2 threads differ", h, w,
+                      full);
+            free(x); free(g1); free(g2); free(gr);
+        }
+}
+
 /* The packed layout of the untiled objective (kept features and convolution scratch inside the two
  * ping-pong buffers, relu1_1 recomputed by backward, losses taken as forward passes the layers) gives the
  * bytes of the plain layout, and nst_objective_features after a backward still gives the features. */
@@ -794,6 +848,7 @@ int main(int argc, char **argv) {
     RUN(layer_gradients_match_finite_differences);
     RUN(objective_gradient_matches_finite_differences);
     RUN(objective_full_vgg_random_gradient);
+    RUN(tv_matches_the_definition);
     RUN(packed_objective_matches_the_plain_layout);
     RUN(lbfgs_converges);
     RUN(lbfgs_matches_torch);
