@@ -4729,8 +4729,11 @@ NSTDEF nst_status nst_model_save(const nst_model *m, const char *path, int half)
  * 0.7 * row 0 + 0.3 * row 1 (NST__PAD_EDGE; separable, so a corner blends 4 pixels), which measured
  * (bench/bench_border.c: 192 px noise images) 0.8-1.25 of the interior's gradient at every
  * distance for both losses; test_features checks the edge rows.
- * The convolution engine pads with zeros, so the VGG code corrects the border outputs afterwards, in
- * one of two ways (bench/bench_reflect.c times both against the layer's own convolution):
+ * Forward, the Winograd engine pads with the blend itself (nst__conv_forward_pad, NST__CONV_PAD_BLEND):
+ * it copies the rows of every border tile anyway (nst__wino_rows), so the blend costs nothing measurable
+ * and bias and ReLU fuse as with zero padding. Direct convolution (conv1_1) and the backward pass pad
+ * with zeros, and the VGG code corrects the border outputs afterwards, in one of two ways
+ * (bench/bench_reflect.c times what runs per layer against the zero-padded convolution):
  * - the fix (nst__reflect_fix_forward/backward): only the taps that fall outside the image change,
  *   and on each side of the border those are 3 of the 9 (top: ky = 0; left: kx = 0, ...). Per side,
  *   one GEMM C[cout][len] += W_side[cout][3 cin] B[3 cin][len] adds them, B holding the padded rows
@@ -4743,6 +4746,13 @@ NSTDEF nst_status nst_model_save(const nst_model *m, const char *path, int half)
  *   pixel, 9 taps, recomputed by one GEMM with bias and ReLU and written over what the engine made.
  *   3x the fix's multiply-adds, but the engine can then fuse its ReLU: for the early layers (few input
  *   channels, large maps) that saves a pass over the map worth more than the GEMM.
+ * Measured (bench_reflect --size 512 --threads 1, Zen 3, AVX2, CPU time): the backward fix is what is
+ * left, 69 ms per evaluation (0.6..10 ms per layer, 3.4% of the 2.05 s of zero-padded convolutions); the
+ * padded forward is the zero-padded one within the noise (+-10% per layer on the shared machine).
+ * The transpose in the engine (the backward-data convolution evaluated on the (H+2) x (W+2) grid, the
+ * pad rows and columns folded back 0.7/0.3) was not built: its extra tiles cost +1.6% of a layer's
+ * backward at 512 px, 3.1% at 256, 6.3% at 128, 12.9% at 64, 26.6% at 32; with the per-layer times
+ * above that is 1.6 ms (conv1_2, fix 3.4) .. 16.5 ms (conv5_1, fix 6.3), ~80 ms in all: no gain.
  * Real VGG-19 weights keep zero padding: they were trained with it. */
 /* NST__PAD_EDGE is defined with the engine's padding modes (>>conv, nst__wino_rows). */
 /* Where outside index i (of 0..n-1) reads: src[0] with weight wt[0] plus src[1] with wt[1]. */
