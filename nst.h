@@ -2429,6 +2429,8 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  *   nst__conv_plan_create(w, bias, cin, cout, &plan)   packs/transforms filters once, for both directions
  *   nst__conv_workspace(plan, h, w, nthreads)        bytes of scratch forward/backward need at h x w
  *   nst__conv_forward(plan, in, out, h, w, relu, nthreads, ws)      ws: that scratch, or NULL (allocates)
+ *   nst__conv_forward_pad(plan, in, out, h, w, relu, pad, ...)      padded as NST__CONV_PAD_* says (Winograd
+ *                                                                    only: nst__conv_forward_pads)
  *   nst__conv_backward_data(plan, dout, din, h, w, nthreads, ws)    overwrites din
  *   nst__conv_plan_free(plan)
  *   nst__pool_forward(out, in, c, h, w, avg, nthreads)  2x2/2 pooling (floor), fast path of the ref
@@ -2856,16 +2858,41 @@ static size_t nst__wino_thread_floats(const nst__conv_kernels *k, int kin, int n
     return (v + 15) / 16 * 16 + (m + 15) / 16 * 16 + (r + 15) / 16 * 16;
 }
 
-/* Row r (0..5) of a segment: in[y0 + r][x0 - 1 + i] for i < n, zero outside the image. */
-static void nst__wino_rows(float *rows, size_t rstride, const float *src, int h, int w, int y0, int xs, int n) {
-    int r;
+/* Padding of the input (nst__conv_forward_pad): zeros, or the random model's blended reflection
+ * (>>vgg, "reflection padding for the random model"): row -1 is NST__PAD_EDGE * row 0 + (1 - NST__PAD_EDGE)
+ * * row 1, row h, column -1 and column w alike, a corner blending 4 pixels as nst__pad_at does. Positions
+ * farther out stay zero: only the discarded outputs of a tile's overhang read them. */
+enum { NST__CONV_PAD_ZERO = 0, NST__CONV_PAD_BLEND = 1 };
+#define NST__PAD_EDGE 0.7f
+
+/* Row r (0..5) of a segment: in[y0 + r][xs + i] for i < n, padded as `pad` says outside the image. */
+static void nst__wino_rows(float *rows, size_t rstride, const float *src, int h, int w, int y0, int xs, int n,
+                           int pad) {
+    const float pe = NST__PAD_EDGE, pn = 1.0f - NST__PAD_EDGE;
+    int r, i;
     for (r = 0; r < 6; r++) {
         float *b = rows + r * rstride;
-        int y = y0 + r, a = xs < 0 ? -xs : 0, e = w - xs < n ? w - xs : n;
-        if (y < 0 || y >= h || e <= a) { memset(b, 0, sizeof(float) * (size_t)n); continue; }
+        int y = y0 + r, a = xs < 0 ? -xs : 0, e = w - xs < n ? w - xs : n, x1 = w > 1 ? 1 : 0;
+        const float *p0, *p1 = NULL;   /* the row, or (p1 set) the two rows a padded row blends */
+        if (y >= 0 && y < h) p0 = src + (size_t)y * w;
+        else if (pad == NST__CONV_PAD_BLEND && (y == -1 || y == h)) {
+            p0 = src + (size_t)(y < 0 ? 0 : h - 1) * w;
+            p1 = src + (size_t)(h < 2 ? (y < 0 ? 0 : h - 1) : y < 0 ? 1 : h - 2) * w;
+        } else p0 = NULL;
+        if (!p0 || e <= a) { memset(b, 0, sizeof(float) * (size_t)n); continue; }
         if (a > 0) memset(b, 0, sizeof(float) * (size_t)a);
-        memcpy(b + a, src + (size_t)y * w + xs + a, sizeof(float) * (size_t)(e - a));
+        if (!p1) memcpy(b + a, p0 + xs + a, sizeof(float) * (size_t)(e - a));
+        else for (i = a; i < e; i++) b[i] = pe * p0[xs + i] + pn * p1[xs + i];
         if (e < n) memset(b + e, 0, sizeof(float) * (size_t)(n - e));
+        if (pad != NST__CONV_PAD_BLEND) continue;
+        if (a > 0) {   /* column -1 (xs is -1 here) */
+            b[0] = pe * p0[0] + pn * p0[x1];
+            if (p1) b[0] = pe * b[0] + pn * (pe * p1[0] + pn * p1[x1]);
+        }
+        if (e < n) {   /* column w */
+            b[e] = pe * p0[w - 1] + pn * p0[w - 1 - x1];
+            if (p1) b[e] = pe * b[e] + pn * (pe * p1[w - 1] + pn * p1[w - 1 - x1]);
+        }
     }
 }
 
@@ -3239,7 +3266,7 @@ static void nst__wino_out_neon(float *out, int h, int w, int ty, int tx, int len
 
 /* One block of nt tiles starting at tile t0, all output channels. */
 static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd, const float *in, float *out, int h,
-                            int w, const float *bias, int relu, int t0, int nt, int ntcap, float *ws) {
+                            int w, const float *bias, int relu, int pad, int t0, int nt, int ntcap, float *ws) {
     int kin = dd->kin, kout = dd->kout, tw = (w + 3) / 4, mr = k->mr, cbk = k->cb, nob = (kout + mr - 1) / mr;
     int ncol = (nt + k->nr - 1) / k->nr * k->nr, ci, c0, e, t;
     size_t hw = (size_t)h * w, est = (size_t)kin * ntcap + NST__WINO_SKEW, rstride = nst__wino_rstride(k, ntcap);
@@ -3249,7 +3276,10 @@ static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd,
     /* input transform, segment by segment (a segment = the block's tiles within one tile row). The
      * kernel reads 4 * round_up(n, tg) + rslack floats of each of the 6 rows from column 4 * tx - 1: whole
      * groups of tiles whose rows lie inside the image read the feature map in place (a, a + nd); the
-     * tiles at the borders read zero-padded copies. The copy cost 12% of conv1_2 at 512 px (AVX2, Zen 3). */
+     * tiles at the borders read padded copies (nst__wino_rows). The copy cost 12% of conv1_2 at 512 px
+     * (AVX2, Zen 3). In place never reads outside the image: rows 4 ty - 1 .. 4 ty + 4 lie inside, the
+     * first group of a tile row (column -1) is always copied, and nd stops the reads at column w - 1, so
+     * every patch touching row -1, row h, column -1 or column w gets the padding mode's values. */
     for (t = t0; t < t0 + nt;) {
         int ty = t / tw, tx = t % tw, len = NST__MIN(tw - tx, t0 + nt - t), jb = t - t0;
         int a = tx == 0 ? NST__MIN(k->tg, len) : 0, nd = 0, part;   /* a: a whole group, not one tile */
@@ -3278,7 +3308,7 @@ static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd,
                 if (part == 1) {
                     k->wino_in(vv, est, in + ci * hw + (size_t)(4 * ty - 1) * w + 4 * (tx + s0) - 1, (size_t)w, n);
                 } else {
-                    nst__wino_rows(R, rstride, in + ci * hw, h, w, 4 * ty - 1, 4 * (tx + s0) - 1, nrow);
+                    nst__wino_rows(R, rstride, in + ci * hw, h, w, 4 * ty - 1, 4 * (tx + s0) - 1, nrow, pad);
                     k->wino_in(vv, est, R, rstride, n);
                 }
             }
@@ -3313,7 +3343,7 @@ static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd,
 /* Blocks are handed out dynamically (a descheduled thread on a busy machine does not stall the others);
  * the result does not depend on which thread runs a block, so it stays deterministic. */
 static void nst__wino_run(const nst__conv_kernels *k, const nst__conv_dir *dd, const float *in, float *out, int h,
-                          int w, const float *bias, int relu, int nthreads, float *ws) {
+                          int w, const float *bias, int relu, int pad, int nthreads, float *ws) {
     int tiles = ((h + 3) / 4) * ((w + 3) / 4), nt = nst__wino_nt(k, tiles, nthreads);
     int nblocks = (tiles + nt - 1) / nt, b;
     size_t per = nst__wino_thread_floats(k, dd->kin, nt);
@@ -3326,7 +3356,7 @@ static void nst__wino_run(const nst__conv_kernels *k, const nst__conv_dir *dd, c
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        nst__wino_block(k, dd, in, out, h, w, bias, relu, b * nt, NST__MIN(nt, tiles - b * nt), nt,
+        nst__wino_block(k, dd, in, out, h, w, bias, relu, pad, b * nt, NST__MIN(nt, tiles - b * nt), nt,
                         ws + (size_t)tid * per);
     }
 }
@@ -3484,11 +3514,13 @@ static NST__UNUSED size_t nst__conv_workspace(const nst__conv_plan *p, int h, in
 }
 
 static nst_status nst__conv_run(const nst__conv_plan *p, int d, const float *in, float *out, int h, int w,
-                                int relu, int nthreads, void *ws) {
+                                int relu, int pad, int nthreads, void *ws) {
     const nst__conv_dir *dd = &p->dir[d];
     const nst__conv_kernels *k = p->k;
     const float *bias = d == 0 ? p->bias : NULL;
     if (!in || !out || h <= 0 || w <= 0) return nst__err(NST_ERR_ARGUMENT, "conv: bad arguments");
+    if (pad != NST__CONV_PAD_ZERO && dd->algo != NST__CONV_WINO)
+        return nst__err(NST_ERR_UNSUPPORTED, "conv: only the Winograd path pads other than with zeros");
     nthreads = nst__resolve_threads(nthreads);
     if (dd->algo == NST__CONV_WINO) {
         void *own = NULL;
@@ -3506,9 +3538,9 @@ static nst_status nst__conv_run(const nst__conv_plan *p, int d, const float *in,
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
 #endif
             for (ob = 0; ob < nob; ob++) k->wino_filters(p, d, tmp.u, ob);
-            nst__wino_run(k, &tmp, in, out, h, w, bias, relu, nthreads, tmp.u + nst__wino_lazy_floats(k, dd));
+            nst__wino_run(k, &tmp, in, out, h, w, bias, relu, pad, nthreads, tmp.u + nst__wino_lazy_floats(k, dd));
         } else {
-            nst__wino_run(k, dd, in, out, h, w, bias, relu, nthreads, (float *)ws);
+            nst__wino_run(k, dd, in, out, h, w, bias, relu, pad, nthreads, (float *)ws);
         }
         nst__aligned_free(own);
         return NST_OK;
@@ -3530,11 +3562,18 @@ static nst_status nst__conv_run(const nst__conv_plan *p, int d, const float *in,
 }
 static nst_status nst__conv_forward(const nst__conv_plan *p, const float *in, float *out, int h, int w,
                                     int relu, int nthreads, void *ws) {
-    return nst__conv_run(p, 0, in, out, h, w, relu, nthreads, ws);
+    return nst__conv_run(p, 0, in, out, h, w, relu, NST__CONV_PAD_ZERO, nthreads, ws);
+}
+/* Whether forward can pad other than with zeros (nst__conv_forward_pad): the Winograd path only. */
+static int nst__conv_forward_pads(const nst__conv_plan *p) { return p->dir[0].algo == NST__CONV_WINO; }
+/* nst__conv_forward with the input padded as `pad` says (NST__CONV_PAD_*); bias and ReLU fused as there. */
+static nst_status nst__conv_forward_pad(const nst__conv_plan *p, const float *in, float *out, int h, int w,
+                                        int relu, int pad, int nthreads, void *ws) {
+    return nst__conv_run(p, 0, in, out, h, w, relu, pad, nthreads, ws);
 }
 static nst_status nst__conv_backward_data(const nst__conv_plan *p, const float *dout, float *din, int h, int w,
                                           int nthreads, void *ws) {
-    return nst__conv_run(p, 1, dout, din, h, w, 0, nthreads, ws);
+    return nst__conv_run(p, 1, dout, din, h, w, 0, NST__CONV_PAD_ZERO, nthreads, ws);
 }
 
 /* ---- 2x2 stride-2 pooling ---------------------------------------------------------------------------
@@ -4690,8 +4729,12 @@ NSTDEF nst_status nst_model_save(const nst_model *m, const char *path, int half)
  * 0.7 * row 0 + 0.3 * row 1 (NST__PAD_EDGE; separable, so a corner blends 4 pixels), which measured
  * (bench/bench_border.c: 192 px noise images) 0.8-1.25 of the interior's gradient at every
  * distance for both losses; test_features checks the edge rows.
- * The convolution engine pads with zeros, so the VGG code corrects the border outputs afterwards, in
- * one of two ways (bench/bench_reflect.c times both against the layer's own convolution):
+ * Forward, the Winograd engine pads with the blend itself (nst__conv_forward_pad, NST__CONV_PAD_BLEND):
+ * it copies the rows of every border tile anyway (nst__wino_rows), so the blend costs only its few
+ * multiply-adds (+1.0% instructions on a 64-channel forward at 128 px, callgrind, AVX2; not measurable
+ * in time) and bias and ReLU fuse as with zero padding. Direct convolution (conv1_1) and the backward pass pad
+ * with zeros, and the VGG code corrects the border outputs afterwards, in one of two ways
+ * (bench/bench_reflect.c times what runs per layer against the zero-padded convolution):
  * - the fix (nst__reflect_fix_forward/backward): only the taps that fall outside the image change,
  *   and on each side of the border those are 3 of the 9 (top: ky = 0; left: kx = 0, ...). Per side,
  *   one GEMM C[cout][len] += W_side[cout][3 cin] B[3 cin][len] adds them, B holding the padded rows
@@ -4704,8 +4747,15 @@ NSTDEF nst_status nst_model_save(const nst_model *m, const char *path, int half)
  *   pixel, 9 taps, recomputed by one GEMM with bias and ReLU and written over what the engine made.
  *   3x the fix's multiply-adds, but the engine can then fuse its ReLU: for the early layers (few input
  *   channels, large maps) that saves a pass over the map worth more than the GEMM.
+ * Measured (bench_reflect --size 512 --threads 1, Zen 3, AVX2, CPU time): the backward fix is what is
+ * left, 69 ms per evaluation (0.6..10 ms per layer, 3.4% of the 2.05 s of zero-padded convolutions); the
+ * padded forward is the zero-padded one within the noise (+-10% per layer on the shared machine).
+ * The transpose in the engine (the backward-data convolution evaluated on the (H+2) x (W+2) grid, the
+ * pad rows and columns folded back 0.7/0.3) was not built: its extra tiles cost +1.6% of a layer's
+ * backward at 512 px, 3.1% at 256, 6.3% at 128, 12.9% at 64, 26.6% at 32; with the per-layer times
+ * above that is 1.6 ms (conv1_2, fix 3.4) .. 16.5 ms (conv5_1, fix 6.3), ~80 ms in all: no gain.
  * Real VGG-19 weights keep zero padding: they were trained with it. */
-#define NST__PAD_EDGE 0.7f
+/* NST__PAD_EDGE is defined with the engine's padding modes (>>conv, nst__wino_rows). */
 /* Where outside index i (of 0..n-1) reads: src[0] with weight wt[0] plus src[1] with wt[1]. */
 static void nst__pad_source(int i, int n, int *src, float *wt) {
     if (i >= 0 && i < n) { src[0] = src[1] = i; wt[0] = 1.0f; wt[1] = 0.0f; return; }
@@ -5759,7 +5809,11 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
             /* fuse the ReLU unless the pre-activation itself is a loss layer */
             int fuse = l + 1 <= n->last && !n->keep[l] && !n->watch[l];
             if (fuse) out = n->feat[l + 1] ? n->feat[l + 1] : nst__net_other(n, cur);
-            if (m->reflect && !(fuse && nst__reflect_border_pays(m->cin[ci], h, w))) {
+            if (m->reflect && nst__conv_forward_pads(m->plan[ci])) {   /* the engine pads, fuses its ReLU */
+                if ((st = nst__conv_forward_pad(m->plan[ci], cur, out, h, w, fuse, NST__CONV_PAD_BLEND, n->nthreads,
+                                                nst__net_cws(n, ci))) != NST_OK)
+                    return st;
+            } else if (m->reflect && !(fuse && nst__reflect_border_pays(m->cin[ci], h, w))) {
                 /* the border fix goes in before the ReLU, so the engine's ReLU is not fused */
                 if ((st = nst__conv_forward(m->plan[ci], cur, out, h, w, 0, n->nthreads, nst__net_cws(n, ci))) != NST_OK ||
                     (st = nst__reflect_fix_forward(m, ci, cur, out, h, w, n->nthreads, n->pad_scratch)) != NST_OK)
@@ -5778,11 +5832,11 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
                 tp = nst__prof(n, NST__PROF_FWD + l, tp);
                 if ((st = nst__net_hook(n, l, out, &tp)) != NST_OK) return st;
                 continue;
-            }
-            if ((st = nst__conv_forward(m->plan[ci], cur, out, h, w, fuse, n->nthreads, nst__net_cws(n, ci))) != NST_OK ||
-                (m->reflect &&
-                 (st = nst__reflect_border_forward(m, ci, cur, out, h, w, 1, n->nthreads, n->pad_scratch)) != NST_OK))
+            } else if ((st = nst__conv_forward(m->plan[ci], cur, out, h, w, fuse, n->nthreads, nst__net_cws(n, ci))) != NST_OK ||
+                       (m->reflect &&
+                        (st = nst__reflect_border_forward(m, ci, cur, out, h, w, 1, n->nthreads, n->pad_scratch)) != NST_OK)) {
                 return st;
+            }
             c = m->cout[ci++];
             if (n->h_[l] != h || n->w_[l] != w) {
                 nst__crop_planes(out, c, h, w, n->crop_y[l], n->crop_x[l], n->h_[l], n->w_[l]);
@@ -5828,6 +5882,9 @@ static nst_status nst__net_recompute(nst__net *n, int l, float *dst) {
     size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
     nst_status st;
     NST_ASSERT(l == 1 && n->input);
+    if (m->reflect && nst__conv_forward_pads(m->plan[0]))   /* as forward does it */
+        return nst__conv_forward_pad(m->plan[0], n->input, dst, n->h, n->w, 1, NST__CONV_PAD_BLEND, n->nthreads,
+                                     nst__net_cws(n, 0));
     if (!m->reflect || nst__reflect_border_pays(m->cin[0], n->h, n->w)) {
         if ((st = nst__conv_forward(m->plan[0], n->input, dst, n->h, n->w, 1, n->nthreads, nst__net_cws(n, 0))) != NST_OK)
             return st;

@@ -109,6 +109,126 @@ TEST(reflection_padding_matches_naive_and_its_adjoint) {
     nst_model_free(m);
 }
 
+/* The Winograd engine pads with the blend itself (nst__conv_forward_pad, NST__CONV_PAD_BLEND): against the
+ * naive convolution over the padded image on every path the CPU has, with and without the fused ReLU,
+ * 1 and 2 threads bit-equal, at sizes where every tile is a border tile and at tiles' ragged ends. */
+static double rel_err_d(const float *a, const double *ref, size_t n, int relu) {
+    double m = 0, d = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double want = relu && ref[i] < 0 ? 0 : ref[i], e = fabs(a[i] - want);
+        if (!(e <= d)) d = e;   /* NaN fails */
+        if (fabs(want) > m) m = fabs(want);
+    }
+    return d / (m > 1e-30 ? m : 1e-30);
+}
+TEST(reflection_padding_in_the_winograd_engine) {
+    static const int shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {3, 3}, {5, 7}, {7, 5}, {1, 17}, {13, 17},
+                                    {17, 13}, {3, 33}, {33, 2}, {33, 33}};
+    static const nst_arch archs[] = {NST_ARCH_SCALAR, NST_ARCH_AVX2, NST_ARCH_AVX512, NST_ARCH_NEON};
+    const int cin = 9, cout = 13;
+    float *wt = rand_vec((size_t)cin * cout * 9, -0.3, 0.3), *bias = rand_vec((size_t)cout, -0.5, 0.5);
+    size_t a, s;
+    for (a = 0; a < sizeof archs / sizeof archs[0]; a++) {
+        nst__conv_plan *p = NULL;
+        double worst = 0;
+        if (!nst__cpu()->has[archs[a]] || nst__conv_kernels_for(archs[a])->arch != archs[a]) continue;
+        CHECK_OK(nst__conv_plan_create_ex(wt, bias, cin, cout, NST__CONV_WINO, archs[a], &p));
+        if (!p) continue;
+        CHECK(nst__conv_forward_pads(p));
+        for (s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int h = shapes[s][0], w = shapes[s][1], relu;
+            size_t nin = (size_t)cin * h * w, nout = (size_t)cout * h * w, wsn = nst__conv_workspace(p, h, w, 2);
+            float *x = rand_vec(nin, -1, 1), *y = rand_vec(nout, 0, 1), *y2 = rand_vec(nout, 0, 1);
+            double *ref = (double *)malloc(sizeof(double) * nout);
+            void *ws = malloc(wsn);
+            naive_conv_reflect(ref, x, wt, bias, cin, cout, h, w);
+            for (relu = 0; relu < 2; relu++) {
+                double e;
+                CHECK_OK(nst__conv_forward_pad(p, x, y, h, w, relu, NST__CONV_PAD_BLEND, 1, NULL));
+                CHECK_OK(nst__conv_forward_pad(p, x, y2, h, w, relu, NST__CONV_PAD_BLEND, 2, ws));
+                CHECK_MSG(!memcmp(y, y2, sizeof(float) * nout), "%s %dx%d relu %d: 2 threads change the result",
+                          nst__conv_kernels_for(archs[a])->name, w, h, relu);
+                e = rel_err_d(y, ref, nout, relu);
+                if (e > worst) worst = e;
+                CHECK_MSG(e < 2e-4, "%s %dx%d relu %d: error %g", nst__conv_kernels_for(archs[a])->name, w, h, relu, e);
+            }
+            free(x); free(y); free(y2); free(ref); free(ws);
+        }
+        if (getenv("NST_TEST_VERBOSE")) printf("  %s: worst error %.3g\n", nst__conv_kernels_for(archs[a])->name, worst);
+        nst__conv_plan_free(p);
+    }
+    {   /* the direct path pads only with zeros, and says so */
+        nst__conv_plan *p = NULL;
+        float x[9 * 4], y[13 * 4];
+        memset(x, 0, sizeof x);
+        CHECK_OK(nst__conv_plan_create_ex(wt, bias, cin, cout, NST__CONV_DIRECT, NST_ARCH_SCALAR, &p));
+        if (p) {
+            CHECK(!nst__conv_forward_pads(p));
+            CHECK(nst__conv_forward_pad(p, x, y, 2, 2, 0, NST__CONV_PAD_BLEND, 1, NULL) == NST_ERR_UNSUPPORTED);
+        }
+        nst__conv_plan_free(p);
+    }
+    free(wt); free(bias);
+}
+
+/* The whole network with the engine's padding (layers of 8 channels: all but conv1_1 take Winograd)
+ * against the same model run the way the engine did not pad, the direct convolution with the border
+ * corrected afterwards (nst__reflect_fix_forward/backward, nst__reflect_border_forward): losses and
+ * gradient to the pixels, at sizes that leave maps of 1, 2, 3 and 7 pixels at the deep layers. */
+TEST(reflection_padding_net_engine_matches_fix) {
+    static const int sizes[][2] = {{29, 23}, {37, 50}, {18, 16}};
+    nst_model *m = tiny_model(8, 21, 1), mk;
+    nst__conv_plan *direct[NST_VGG_CONVS];
+    int i, s, ok = 1;
+    if (!m) { CHECK(m != NULL); return; }
+    mk = *m;
+    for (i = 0; i < m->nconv; i++) {
+        direct[i] = NULL;
+        CHECK_OK(nst__conv_plan_create_ex(m->w[i], m->b[i], m->cin[i], m->cout[i], NST__CONV_DIRECT, nst__cpu_arch(),
+                                          &direct[i]));
+        if (!direct[i]) ok = 0;
+        mk.plan[i] = direct[i];
+        if (i) CHECK(nst__conv_forward_pads(m->plan[i]));
+    }
+    for (s = 0; s < 3 && ok; s++) {
+        int w = sizes[s][0], h = sizes[s][1], k;
+        size_t n = (size_t)3 * w * h, j;
+        nst_image c, st;
+        nst_options o;
+        nst_objective *ob[2] = {NULL, NULL};
+        nst_losses lo[2];
+        float *x = rand_vec(n, 20, 235), *g[2];
+        double gmax, err = 0;
+        nst_image_alloc(&c, w, h, 3);
+        nst_image_alloc(&st, h, w, 3);
+        for (j = 0; j < n; j++) { c.pixels[j] = (float)nst__rng_uniform(&rng); st.pixels[j] = (float)nst__rng_uniform(&rng); }
+        nst_options_init(&o);
+        o.threads = 2; o.tile = 0; o.style_weight = 1e3f;
+        o.pool = s == 2 ? NST_POOL_MAX : NST_POOL_AVG;
+        for (k = 0; k < 2; k++) {
+            g[k] = (float *)malloc(n * sizeof(float));
+            CHECK_OK(nst_objective_create(k ? &mk : m, &c, &st, NULL, 1, &o, &ob[k]));
+            if (ob[k]) CHECK_OK(nst_objective_eval(ob[k], x, &lo[k], g[k]));
+        }
+        if (ob[0] && ob[1]) {
+            gmax = max_abs(g[1], n);
+            for (j = 0; j < n; j++) if (fabs(g[0][j] - g[1][j]) > err) err = fabs(g[0][j] - g[1][j]);
+            if (getenv("NST_TEST_VERBOSE"))
+                printf("  %dx%d: loss %.9g vs %.9g, gradient |diff| / max %.3g\n", w, h, lo[0].total, lo[1].total,
+                       err / gmax);
+            CHECK_MSG(lo[1].total > 0 && fabs(lo[0].total / lo[1].total - 1) < 1e-3, "%dx%d: loss %.9g vs %.9g", w, h,
+                      lo[0].total, lo[1].total);
+            CHECK_MSG(gmax > 0 && err < 2e-3 * gmax, "%dx%d: gradient differs by %g (max %g)", w, h, err, gmax);
+        }
+        for (k = 0; k < 2; k++) { nst_objective_free(ob[k]); free(g[k]); }
+        free(x);
+        nst_image_free(&c); nst_image_free(&st);
+    }
+    for (i = 0; i < m->nconv; i++) nst__conv_plan_free(direct[i]);
+    nst_model_free(m);
+}
+
 /* The frame of the weight-free model was the pixels at the border being pulled more weakly (or more
  * strongly) than the others. On images without structure (noise content, style and start) the style
  * gradient must reach the border rows as it reaches the interior: mean |d loss / d pixel| at distance
@@ -481,6 +601,8 @@ TEST(identical_frames_give_near_identical_outputs) {
 int main(int argc, char **argv) {
     nst_test_begin(argc, argv);
     RUN(reflection_padding_matches_naive_and_its_adjoint);
+    RUN(reflection_padding_in_the_winograd_engine);
+    RUN(reflection_padding_net_engine_matches_fix);
     RUN(random_model_border_pixels_get_the_interior_gradient);
     RUN(random_model_tv_covers_the_last_row_and_column);
     RUN(all_white_mask_is_the_unmasked_objective);

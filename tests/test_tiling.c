@@ -170,6 +170,29 @@ TEST(tiled_matches_whole_tiny_model_deep_layers) {
     nst_model_free(m);
 }
 
+/* The random model's reflection padding at every region edge: layers of 8 channels take Winograd,
+ * which pads with the blend itself (nst__conv_forward_pad); a region edge inside the image gets the
+ * blend as if it were the image's edge, which makes only the row next to it wrong, as zero padding
+ * did: the halo's rows that are cropped away. */
+TEST(tiled_matches_whole_tiny_model_reflection) {
+    nst_model *m = tiny_model(8, 13);
+    nst_options o;
+    static const int tiles[] = {64, 20};
+    if (!m) { CHECK(m != NULL); return; }
+    m->reflect = 1;
+    nst_options_init(&o);
+    o.threads = 2;
+    o.style_weight = 1e3f;
+    o.pool = NST_POOL_AVG;
+    compare_tiled(m, &o, 163, 141, 120, 131, 1, tiles, 1, "relu5_1, reflection padding, avg pool");
+    o.content_layers = "relu2_2,conv1_2";
+    o.style_layers = "relu1_1,pool1,relu2_1";
+    o.style_layer_weights = NULL;
+    o.pool = NST_POOL_MAX;
+    compare_tiled(m, &o, 47, 39, 41, 35, 1, tiles + 1, 1, "relu2_2, reflection padding, max pool");
+    nst_model_free(m);
+}
+
 TEST(tiled_matches_whole_tiny_model_shallow_layers) {
     nst_model *m = tiny_model(6, 5);
     nst_options o;
@@ -411,6 +434,7 @@ int main(int argc, char **argv) {
     RUN(geometry_relu5_1_needs_70_px_on_a_16_px_grid);
     RUN(tiles_partition_the_image);
     RUN(tiled_matches_whole_tiny_model_deep_layers);
+    RUN(tiled_matches_whole_tiny_model_reflection);
     RUN(tiled_matches_whole_tiny_model_shallow_layers);
     RUN(tiled_matches_whole_random_vgg19_to_relu3_1);
     RUN(tiled_matches_whole_with_masks_and_temporal);
