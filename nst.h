@@ -2583,8 +2583,10 @@ static float nst__conv_tap(const nst__conv_plan *p, int d, int o, int i, int t) 
 /* Auto choice, from bench_conv on Zen 4: Winograd wins wherever the input has >= 8 channels; with 3
  * inputs (conv1_1 forward) they tie, and direct is exact. With at most dkout outputs (conv1_1's backward,
  * 64 -> 3) a path whose direct kernel reads packed rows (AVX2) takes it: Winograd's 6-row GEMM tile
- * spends half its work on zero filters there and its input transform of 64 channels dominates
- * (Zen 3, 512 px: see README). The AVX-512 and NEON rows keep Winograd for it (unmeasured there). */
+ * spends half its work on zero filters there and its input transform of 64 channels dominates (Zen 3,
+ * 512 px, bench_conv --layer conv1_1 --cpu alternated on a loaded host: 19-23 ms against 24-30 on one
+ * thread, 10.5-14.6 against 14-15 on two). The AVX-512 and NEON rows keep Winograd for it (unmeasured
+ * there; the AVX2 kernel would run on AVX-512 CPUs if their row pointed at it). */
 static int nst__conv_choose(const nst__conv_kernels *k, int kin, int kout) {
     return kin < 8 || ((k->direct || k->direct_rows) && kout <= k->dkout) ? NST__CONV_DIRECT : NST__CONV_WINO;
 }
