@@ -2482,8 +2482,11 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  *     summation's: measured max |err| / max |out| 1e-5 (VGG shapes) .. 7e-5 (1..33 channels); tests
  *     bound it at 2e-4 per layer and check that it does not compound over 8 chained layers.
  *
- *   Direct (NST__CONV_DIRECT) for conv1_1's forward (cin = 3): a dmr output channels x dnx pixels
- *     register tile with masked loads at the borders (no padded copy); exact up to FMA rounding.
+ *   Direct (NST__CONV_DIRECT) for conv1_1's forward (cin = 3) and, where the row has a direct kernel
+ *     for few outputs (dkout: AVX2), conv1_1's backward (64 -> 3): a register tile of output channels x
+ *     pixels; exact up to FMA rounding. Either a per-call kernel (direct: dmr channels x dnx pixels,
+ *     masked loads at the borders) or a per-band one (direct_rows) that reads input rows packed with
+ *     their zero border (nst__direct_pack_row).
  *
  * Per-ISA choices:
  *   scalar   mr 6, nr 16, nt 64: the reference loops; direct and pooling are the >>tensor reference kernels.
@@ -2497,12 +2500,14 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  *            u is k-major within each block of 6 rows, as on NEON: with row-major u the six broadcast
  *            streams of a 512-channel layer lie 2 KiB apart, in two L1 sets, and the GEMM ran ~20% slower
  *            (the GEMM alone on the conv4_2 shape, 1 thread: 54 -> 65..73 GFLOP/s real).
+ *            Direct: direct_rows, blocks of 32 pixels, 6 x 16 tiles (two per block) or 3 x 32 where a
+ *            block has at most 3 channels; conv1_1's backward takes it instead of Winograd (dkout 3).
  *            Transforms: 8 tiles per vector; the stride-4 de-interleave is a vperm2f128 pair + a 4x4
  *            in-lane transpose (exact tile order, so a partial group is a prefix), columns 4 and 5 are the
  *            next tile's columns 0 and 1 (one lane rotate + broadcast each); the output transform is the
  *            inverse shuffle. Filter transform: 8 (input channel, output row) pairs per vector in u's
- *            order, taps gathered. Direct 6 x 16 pixels, maskload/maskstore only at the image borders
- *            (vmaskmovps stores are slow on AMD; plain ones inside made conv1_1's forward 1.8x faster).
+ *            order, taps gathered. Direct: maskstore only at the image's right border (vmaskmovps
+ *            stores are slow on AMD; plain ones inside made conv1_1's forward 1.8x faster).
  *            Pooling: shuffle_ps 0x88/0xDD de-interleave, permute4x64 to natural order (bit-identical max/avg, first maximum wins).
  *   F(4x4,3x3) vs F(6x6,3x3): F(6x6) needs 64 multiplies per 36 outputs (1.78 per output vs 2.25, at
  *   most 21% fewer GEMM FLOPs) but its transforms (points 0, +-1, +-2, +-1/2; B^T entries up to 5.25, G
@@ -2538,9 +2543,15 @@ typedef struct nst__conv_kernels {
     void (*wino_out)(float *out, int h, int w, int ty, int tx, int len, const float *m, size_t estride,
                      float bias, int relu);
     /* direct convolution (conv1_1 forward); NULL = the reference kernel over the whole layer */
-    int dmr, dnx;  /* output channels x pixels of one job; packed filters [ceil(kout/dmr)][kin][9][dmr] */
+    int dmr, dnx;  /* output channels x pixels of one call; packed filters [ceil(kout/dmr)][kin][9][dmr] */
+    int dkout;     /* the direct kernel also takes directions with kin >= 8 and at most this many outputs
+                      (conv1_1's backward), where it beats Winograd; 0: only kin < 8 */
     void (*direct)(const struct nst__conv_dir *dd, const float *in, float *out, int h, int w, const float *bias,
                    int relu, int ob, int y, int x0);
+    /* or, where not NULL (it is used instead): output rows y0 .. y1-1, every channel, from input rows it
+       packs itself into ring (nst__direct_pack_row; nst__direct_ring_floats of workspace per thread) */
+    void (*direct_rows)(const struct nst__conv_dir *dd, const float *in, float *out, int h, int w,
+                        const float *bias, int relu, int y0, int y1, float *ring);
     /* 2x2 stride-2 pooling of channel ch (bit-identical to the reference); NULL = the reference */
     void (*pool_fwd)(float *out, const float *in, int ch, int h, int w, int avg);
     void (*pool_bwd)(float *din, const float *dout, const float *in, int ch, int h, int w, int avg);
@@ -2571,10 +2582,16 @@ static float nst__conv_tap(const nst__conv_plan *p, int d, int o, int i, int t) 
     return p->weight[((size_t)i * p->cin + o) * 9 + (8 - t)];
 }
 
-/* Auto choice, from bench_conv on Zen 4: Winograd wins wherever the input has >= 8 channels, even with
- * 3 outputs (conv1_1's backward: the input transform dominates, and direct convolution there streams 64
- * planes per output row); with 3 inputs (conv1_1 forward) they tie, and direct is exact. */
-static int nst__conv_choose(int kin, int kout) { (void)kout; return kin >= 8 ? NST__CONV_WINO : NST__CONV_DIRECT; }
+/* Auto choice, from bench_conv on Zen 4: Winograd wins wherever the input has >= 8 channels; with 3
+ * inputs (conv1_1 forward) they tie, and direct is exact. With at most dkout outputs (conv1_1's backward,
+ * 64 -> 3) a path whose direct kernel reads packed rows (AVX2) takes it: Winograd's 6-row GEMM tile
+ * spends half its work on zero filters there and its input transform of 64 channels dominates (Zen 3,
+ * 512 px, bench_conv --layer conv1_1 --cpu alternated on a loaded host: 19-23 ms against 24-30 on one
+ * thread, 10.5-14.6 against 14-15 on two). The AVX-512 and NEON rows keep Winograd for it (unmeasured
+ * there; the AVX2 kernel would run on AVX-512 CPUs if their row pointed at it). */
+static int nst__conv_choose(const nst__conv_kernels *k, int kin, int kout) {
+    return kin < 8 || ((k->direct || k->direct_rows) && kout <= k->dkout) ? NST__CONV_DIRECT : NST__CONV_WINO;
+}
 
 /* Layers with at least this many filters (cin * cout: conv3_2 .. conv3_4, conv4_1 and the 512-channel
  * layers) keep no transformed filters: each call transforms them into the workspace (a few ms on 2
@@ -2772,7 +2789,7 @@ static nst_status nst__conv_dir_init(nst__conv_plan *p, int d, int algo) {
     int o, i, t;
     size_t n;
     dd->kin = kin; dd->kout = kout;
-    dd->algo = algo == NST__CONV_AUTO ? nst__conv_choose(kin, kout) : algo;
+    dd->algo = algo == NST__CONV_AUTO ? nst__conv_choose(k, kin, kout) : algo;
     dd->u = NULL;
     if (dd->algo == NST__CONV_WINO) {
         int nob = (kout + k->mr - 1) / k->mr;
@@ -2784,7 +2801,7 @@ static nst_status nst__conv_dir_init(nst__conv_plan *p, int d, int algo) {
         if (!dd->u) return nst__err(NST_ERR_NOMEM, "conv: out of memory for transformed filters");
         dd->u_bytes = n;
         for (o = 0; o < nob; o++) k->wino_filters(p, d, dd->u, o);
-    } else if (k->direct) {
+    } else if (k->direct || k->direct_rows) {
         int mr = k->dmr, nob = (kout + mr - 1) / mr;
         if (!nst__mul_ok((size_t)nob * mr * 9, (size_t)kin, &n) || !nst__mul_ok(n, sizeof(float), &n))
             return nst__err(NST_ERR_NOMEM, "conv: %dx%d filters are too large", kin, kout);
@@ -3492,6 +3509,33 @@ static void nst__direct_neon(const nst__conv_dir *dd, const float *in, float *ou
 }
 #endif
 
+/* ---- packed input rows for the direct_rows kernels -------------------------------------------------
+ * Input row sy of every channel, in blocks of NST__DR_X output pixels: block b holds, per input channel,
+ * columns NST__DR_X * b - 1 .. NST__DR_X * b + NST__DR_X (zeros outside the image), NST__DR_LD floats,
+ * [nb][kin][NST__DR_LD]. A kernel thus reads every tap of a block without masks, and the kin x 3 rows
+ * of a block lie together: read straight from the CHW planes (1 MiB apart at 512 px, one L1/L2 set),
+ * conv1_1's backward, 64 planes x 3 rows per block, missed L2 on almost every load. Each thread keeps
+ * the 3 latest rows (row sy in slot sy % 3) and packs one new row per output row. */
+#define NST__DR_X 32
+#define NST__DR_LD (NST__DR_X + 2)
+static NST__UNUSED void nst__direct_pack_row(const float *in, int kin, int h, int w, int sy, float *dst) {
+    int nb = (w + NST__DR_X - 1) / NST__DR_X, ci, b, i;
+    for (ci = 0; ci < kin; ci++) {
+        const float *src = in + (size_t)ci * h * w + (size_t)sy * w;
+        for (b = 0; b < nb; b++) {
+            float *d = dst + ((size_t)b * kin + ci) * NST__DR_LD;
+            int x = NST__DR_X * b - 1;
+            if (x >= 0 && x + NST__DR_LD <= w) memcpy(d, src + x, NST__DR_LD * sizeof(float));
+            else
+                for (i = 0; i < NST__DR_LD; i++) d[i] = x + i >= 0 && x + i < w ? src[x + i] : 0.0f;
+        }
+    }
+}
+/* Floats of one thread's rows (three packed rows, rounded to 64 bytes). */
+static size_t nst__direct_ring_floats(const nst__conv_dir *dd, int w) {
+    return ((size_t)3 * ((w + NST__DR_X - 1) / NST__DR_X) * dd->kin * NST__DR_LD + 15) / 16 * 16;
+}
+
 /* ---- entry points ----------------------------------------------------------------------------------*/
 /* Floats of workspace a lazy direction's transformed filters take (at the start of the workspace). */
 static size_t nst__wino_lazy_floats(const nst__conv_kernels *k, const nst__conv_dir *dd) {
@@ -3508,6 +3552,9 @@ static NST__UNUSED size_t nst__conv_workspace(const nst__conv_plan *p, int h, in
             int tiles = ((h + 3) / 4) * ((w + 3) / 4);
             size_t n = nst__wino_thread_floats(p->k, p->dir[d].kin, nst__wino_nt(p->k, tiles, nthreads)) * nthreads;
             n += nst__wino_lazy_floats(p->k, &p->dir[d]);
+            if (n > best) best = n;
+        } else if (p->k->direct_rows) {
+            size_t n = nst__direct_ring_floats(&p->dir[d], w) * nthreads;
             if (n > best) best = n;
         }
     return best ? best * sizeof(float) + 64 : 0;
@@ -3541,6 +3588,30 @@ static nst_status nst__conv_run(const nst__conv_plan *p, int d, const float *in,
             nst__wino_run(k, &tmp, in, out, h, w, bias, relu, pad, nthreads, tmp.u + nst__wino_lazy_floats(k, dd));
         } else {
             nst__wino_run(k, dd, in, out, h, w, bias, relu, pad, nthreads, (float *)ws);
+        }
+        nst__aligned_free(own);
+        return NST_OK;
+    }
+    if (k->direct_rows) {
+        /* one band of consecutive rows per thread and job, each thread with its rows (ws) */
+        int band = NST__MAX(4, (h + 4 * nthreads - 1) / (4 * nthreads)), njobs = (h + band - 1) / band, job;
+        size_t per = nst__direct_ring_floats(dd, w);
+        void *own = NULL;
+        if (!ws) {
+            own = ws = nst__aligned_alloc(nst__conv_workspace(p, h, w, nthreads));
+            if (!own) return nst__err(NST_ERR_NOMEM, "conv: out of memory for a %dx%d workspace", w, h);
+        }
+        ws = (void *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+#endif
+        for (job = 0; job < njobs; job++) {
+            int tid = 0;
+#ifdef _OPENMP
+            tid = omp_get_thread_num();
+#endif
+            k->direct_rows(dd, in, out, h, w, bias, relu, job * band, NST__MIN(h, (job + 1) * band),
+                           (float *)ws + (size_t)tid * per);
         }
         nst__aligned_free(own);
         return NST_OK;
@@ -3896,10 +3967,15 @@ static NST__TARGET_AVX2 void nst__wino_out_avx2(float *out, int h, int w, int ty
     }
 }
 
-/* Direct convolution: out[o][y][x0..x0+16) for 6 output channels (12 accumulators, 2 input vectors,
- * 1 broadcast), masked loads at the image borders. */
+/* Direct convolution from the packed rows of nst__direct_pack_row (no masks on loads): one 32-pixel
+ * block b of output row y for the channels of block ob. A block with more than 3 channels takes two
+ * tiles of 6 channels x 16 pixels (12 accumulators, 2 input vectors, 1 broadcast: 12 FMAs per 8 loads);
+ * one with at most 3 (conv1_1's backward, 64 -> 3) one tile of 3 channels x 32 pixels (12 accumulators,
+ * 3 broadcasts per filter position, 1 input vector: 12 FMAs per 7 loads), where a 6-channel tile would
+ * spend half its FMAs on zero filters. r[ky]: block b of input row y + ky - 1, NULL outside the image.
+ * Stores are plain inside the image (vmaskmovps stores are slow on AMD). */
 #define NST__DA_ROW(r)                                                  \
-    { __m256 a = _mm256_broadcast_ss(wt + r);                           \
+    { __m256 a = _mm256_broadcast_ss(wt + 6 * kx + r);                  \
       c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0);                        \
       c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1); }
 #define NST__DA_ST(r)                                                   \
@@ -3909,41 +3985,99 @@ static NST__TARGET_AVX2 void nst__wino_out_avx2(float *out, int h, int w, int ty
         float *dst = out + o * hw + (size_t)y * w + x0;                 \
         c##r##0 = _mm256_add_ps(c##r##0, vb); c##r##1 = _mm256_add_ps(c##r##1, vb); \
         if (relu) { c##r##0 = _mm256_max_ps(c##r##0, z); c##r##1 = _mm256_max_ps(c##r##1, z); } \
-        if (full) { _mm256_storeu_ps(dst, c##r##0); _mm256_storeu_ps(dst + 8, c##r##1); }    \
-        else { _mm256_maskstore_ps(dst, ms0, c##r##0); _mm256_maskstore_ps(dst + 8, ms1, c##r##1); } \
+        if (x0 + 16 <= w) { _mm256_storeu_ps(dst, c##r##0); _mm256_storeu_ps(dst + 8, c##r##1); } \
+        else { _mm256_maskstore_ps(dst, nst__avx2_lanes(w - x0), c##r##0);  \
+               _mm256_maskstore_ps(dst + 8, nst__avx2_lanes(w - x0 - 8), c##r##1); } \
     }
-static NST__TARGET_AVX2 void nst__direct_avx2(const nst__conv_dir *dd, const float *in, float *out, int h, int w,
-                                              const float *bias, int relu, int ob, int y, int x0) {
+static NST__TARGET_AVX2 void nst__direct6_avx2(const nst__conv_dir *dd, const float *const r[3], float *out, int h,
+                                               int w, const float *bias, int relu, int ob, int y, int x0, int off) {
     int kin = dd->kin, kout = dd->kout, ci, ky, kx;
-    int full = x0 + 16 <= w, inner = x0 >= 1 && x0 + 17 <= w;   /* vmaskmovps is slow on AMD: plain loads/stores inside */
     size_t hw = (size_t)h * w;
     __m256 z = _mm256_setzero_ps();
     __m256 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
-    __m256i mk[3][2], ms0 = nst__avx2_lanes(w - x0), ms1 = nst__avx2_lanes(w - x0 - 8);
-    for (kx = 0; kx < 3; kx++) {
-        int v;
-        for (v = 0; v < 2; v++) {   /* lanes whose source column x0 + 8v + kx - 1 + lane is inside 0..w-1 */
-            int b = x0 + 8 * v + kx - 1;
-            mk[kx][v] = _mm256_andnot_si256(nst__avx2_lanes(-b), nst__avx2_lanes(w - b));
-        }
-    }
-    for (ci = 0; ci < kin; ci++)
-        for (ky = 0; ky < 3; ky++) {
-            int sy = y + ky - 1;
-            if (sy < 0 || sy >= h) continue;
+    for (ky = 0; ky < 3; ky++) {
+        const float *row = r[ky], *wt = dd->u + ((size_t)ob * kin * 9 + ky * 3) * 6;
+        if (!row) continue;
+        for (ci = 0, row += off; ci < kin; ci++, row += NST__DR_LD, wt += 54)
             for (kx = 0; kx < 3; kx++) {
-                const float *row = in + ci * hw + (size_t)sy * w + x0 + kx - 1;
-                const float *wt = dd->u + ((size_t)(ob * kin + ci) * 9 + ky * 3 + kx) * 6;
-                __m256 b0, b1;
-                if (inner) { b0 = _mm256_loadu_ps(row); b1 = _mm256_loadu_ps(row + 8); }
-                else { b0 = _mm256_maskload_ps(row, mk[kx][0]); b1 = _mm256_maskload_ps(row + 8, mk[kx][1]); }
+                __m256 b0 = _mm256_loadu_ps(row + kx), b1 = _mm256_loadu_ps(row + kx + 8);
                 NST__DA_ROW(0) NST__DA_ROW(1) NST__DA_ROW(2) NST__DA_ROW(3) NST__DA_ROW(4) NST__DA_ROW(5)
             }
-        }
+    }
     NST__DA_ST(0) NST__DA_ST(1) NST__DA_ST(2) NST__DA_ST(3) NST__DA_ST(4) NST__DA_ST(5)
 }
 #undef NST__DA_ROW
 #undef NST__DA_ST
+#define NST__DA_V(v)                                                    \
+    { __m256 b = _mm256_loadu_ps(row + kx + 8 * v);                     \
+      c0##v = _mm256_fmadd_ps(a0, b, c0##v);                            \
+      c1##v = _mm256_fmadd_ps(a1, b, c1##v);                            \
+      c2##v = _mm256_fmadd_ps(a2, b, c2##v); }
+#define NST__DA_ST3(r)                                                  \
+    if (ob * 6 + r < kout) {                                            \
+        int o = ob * 6 + r, v;                                          \
+        __m256 vb = _mm256_set1_ps(bias ? bias[o] : 0.0f), acc[4];     \
+        float *dst = out + o * hw + (size_t)y * w + x0;                 \
+        acc[0] = c##r##0; acc[1] = c##r##1; acc[2] = c##r##2; acc[3] = c##r##3; \
+        for (v = 0; v < 4; v++) {                                       \
+            acc[v] = _mm256_add_ps(acc[v], vb);                         \
+            if (relu) acc[v] = _mm256_max_ps(acc[v], z);                \
+            if (x0 + 32 <= w) _mm256_storeu_ps(dst + 8 * v, acc[v]);    \
+            else _mm256_maskstore_ps(dst + 8 * v, nst__avx2_lanes(w - x0 - 8 * v), acc[v]); \
+        }                                                               \
+    }
+static NST__TARGET_AVX2 void nst__direct3_avx2(const nst__conv_dir *dd, const float *const r[3], float *out, int h,
+                                               int w, const float *bias, int relu, int ob, int y, int x0) {
+    int kin = dd->kin, kout = dd->kout, ci, ky, kx;
+    size_t hw = (size_t)h * w;
+    __m256 z = _mm256_setzero_ps();
+    __m256 c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z, c20 = z, c21 = z, c22 = z, c23 = z;
+    for (ky = 0; ky < 3; ky++) {
+        const float *row = r[ky], *wt = dd->u + ((size_t)ob * kin * 9 + ky * 3) * 6;
+        if (!row) continue;
+        for (ci = 0; ci < kin; ci++, row += NST__DR_LD, wt += 54)
+            for (kx = 0; kx < 3; kx++) {
+                __m256 a0 = _mm256_broadcast_ss(wt + 6 * kx), a1 = _mm256_broadcast_ss(wt + 6 * kx + 1);
+                __m256 a2 = _mm256_broadcast_ss(wt + 6 * kx + 2);
+                NST__DA_V(0) NST__DA_V(1) NST__DA_V(2) NST__DA_V(3)
+            }
+    }
+    NST__DA_ST3(0) NST__DA_ST3(1) NST__DA_ST3(2)
+}
+#undef NST__DA_V
+#undef NST__DA_ST3
+/* The table's direct_rows kernel: output rows y0 .. y1-1, every channel (see nst__direct_pack_row). */
+static NST__TARGET_AVX2 void nst__direct_rows_avx2(const nst__conv_dir *dd, const float *in, float *out, int h, int w,
+                                                   const float *bias, int relu, int y0, int y1, float *ring) {
+    int kin = dd->kin, nb = (w + NST__DR_X - 1) / NST__DR_X, nob = (dd->kout + 5) / 6, y, b, ob, ky;
+    size_t slot = (size_t)nb * kin * NST__DR_LD;
+    for (y = y0; y < y1; y++) {
+        for (ky = y == y0 ? -1 : 1; ky <= 1; ky++)
+            if (y + ky >= 0 && y + ky < h) nst__direct_pack_row(in, kin, h, w, y + ky, ring + (size_t)((y + ky) % 3) * slot);
+        for (ob = 0; ob < nob; ob++)
+            for (b = 0; b < nb; b++) {
+                const float *r[3];
+                if (ob == 0 && y + 2 < h) {   /* the row packed next, a block at a time while computing */
+                    const float *pf = in + (size_t)(y + 2) * w + NST__DR_X * b;
+                    int ci;
+                    for (ci = 0; ci < kin; ci++, pf += (size_t)h * w) {
+                        _mm_prefetch((const char *)pf, _MM_HINT_T0);
+                        _mm_prefetch((const char *)(pf + 16), _MM_HINT_T0);
+                    }
+                }
+                for (ky = 0; ky < 3; ky++) {
+                    int sy = y + ky - 1;
+                    r[ky] = sy < 0 || sy >= h ? NULL : ring + (size_t)(sy % 3) * slot + (size_t)b * kin * NST__DR_LD;
+                }
+                if (dd->kout - ob * 6 <= 3) {
+                    nst__direct3_avx2(dd, r, out, h, w, bias, relu, ob, y, NST__DR_X * b);
+                } else {
+                    nst__direct6_avx2(dd, r, out, h, w, bias, relu, ob, y, NST__DR_X * b, 0);
+                    if (NST__DR_X * b + 16 < w) nst__direct6_avx2(dd, r, out, h, w, bias, relu, ob, y, NST__DR_X * b + 16, 16);
+                }
+            }
+    }
+}
 
 /* Pooling, 8 outputs per vector. shuffle_ps(p0, p1, 0x88/0xDD) de-interleaves even/odd columns into
  * the order [0 1 4 5 2 3 6 7]; permute4x64(0xD8) maps between that order and the natural one (it is
@@ -4128,14 +4262,14 @@ static void nst__wino_filters_avx2_entry(const nst__conv_plan *p, int d, float *
 
 static const nst__conv_kernels nst__conv_table[] = {
     {NST_ARCH_SCALAR, "scalar", 6, 16, NST__WINO_NT, NST__WINO_CB, 1, 2, nst__wino_filters, nst__wino_in_scalar,
-     nst__wino_gemm_scalar, nst__wino_out_scalar, 6, 64, NULL, NULL, NULL},
+     nst__wino_gemm_scalar, nst__wino_out_scalar, 6, 64, 0, NULL, NULL, NULL, NULL},
 #if defined(NST__X86)
     {NST_ARCH_AVX2, "avx2 wino 6x16", 6, 8, 64, 48, 8, 2, nst__wino_filters_avx2_entry, nst__wino_in_avx2,
-     nst__wino_gemm_avx2, nst__wino_out_avx2, 6, 16, nst__direct_avx2, nst__pool_fwd_avx2, nst__pool_bwd_avx2},
+     nst__wino_gemm_avx2, nst__wino_out_avx2, 6, 32, 3, NULL, nst__direct_rows_avx2, nst__pool_fwd_avx2, nst__pool_bwd_avx2},
 #endif
 #if defined(NST__X86_AVX512)
     {NST_ARCH_AVX512, "avx512 wino 6x64", 6, 16, NST__WINO_NT, NST__WINO_CB, 16, 66, nst__wino_filters_avx512_entry,
-     nst__wino_in_avx512, nst__wino_gemm_avx512, nst__wino_out_avx512, 6, 64, nst__direct_avx512,
+     nst__wino_in_avx512, nst__wino_gemm_avx512, nst__wino_out_avx512, 6, 64, 0, nst__direct_avx512, NULL,
      nst__pool_fwd_avx512, nst__pool_bwd_avx512},
 #endif
 #if defined(NST__NEON)
@@ -4145,7 +4279,7 @@ static const nst__conv_kernels nst__conv_table[] = {
      * count under qemu (../shared/tools/qemu-insn/count.sh 128): 8 x 12 would waste half the columns of
      * conv4's 16-tile layers at 128 px; u row-major made gcc spill accumulators. */
     {NST_ARCH_NEON, "neon wino 6x16", 6, 16, NST__WINO_NT, NST__WINO_CB, 4, 4, nst__wino_filters_neon, nst__wino_in_neon,
-     nst__wino_gemm_neon, nst__wino_out_neon, 6, 64, nst__direct_neon, nst__pool_fwd_neon, nst__pool_bwd_neon},
+     nst__wino_gemm_neon, nst__wino_out_neon, 6, 64, 0, nst__direct_neon, NULL, nst__pool_fwd_neon, nst__pool_bwd_neon},
 #endif
 };
 

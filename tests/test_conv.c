@@ -154,6 +154,38 @@ TEST(winograd_in_place_rows) {
     }
 }
 
+/* conv1_1's shapes, both directions (3 -> 64 forward, 64 -> 3 backward), direct, on every path against the
+ * reference: sizes around the 32-pixel blocks and 16-pixel tiles of the AVX2 packed-row kernel (1..3
+ * rows, ragged right edges, one partial block), channel counts around its 6- and 3-channel tiles; and
+ * the automatic choice: on AVX2, conv1_1's backward (64 -> 3) is direct (dkout), its forward direct. */
+TEST(direct_conv1_1_shapes) {
+    static const int hw[][2] = { { 1, 1 }, { 2, 3 }, { 3, 2 }, { 5, 7 }, { 7, 13 }, { 13, 17 }, { 17, 33 },
+                                 { 33, 17 }, { 3, 65 }, { 2, 97 } };
+    static const int ch[][2] = { { 3, 64 }, { 64, 3 }, { 2, 5 }, { 9, 2 }, { 3, 9 } };
+    const nst_arch archs[] = { NST_ARCH_SCALAR, NST_ARCH_AVX2, NST_ARCH_AVX512, NST_ARCH_NEON };
+    int i, j;
+    size_t a;
+    for (a = 0; a < sizeof archs / sizeof archs[0]; a++) {
+        if (archs[a] != NST_ARCH_SCALAR && !have(archs[a])) continue;
+        for (i = 0; i < (int)(sizeof hw / sizeof hw[0]); i++)
+            for (j = 0; j < (int)(sizeof ch / sizeof ch[0]); j++) {
+                double e = check_layer(ch[j][0], ch[j][1], hw[i][0], hw[i][1], (i + j) & 1, NST__CONV_DIRECT, archs[a]);
+                CHECK_MSG(e <= 1e-5, "%s %d->%d at %dx%d: error %.3g", nst__arch_name(archs[a]), ch[j][0], ch[j][1],
+                          hw[i][0], hw[i][1], e);
+            }
+    }
+    if (have(NST_ARCH_AVX2)) {
+        static float wt[64 * 3 * 9];
+        nst__conv_plan *p = NULL;
+        CHECK(nst__conv_plan_create_ex(wt, NULL, 3, 64, NST__CONV_AUTO, NST_ARCH_AVX2, &p) == NST_OK);
+        CHECK(p && p->dir[0].algo == NST__CONV_DIRECT && p->dir[1].algo == NST__CONV_DIRECT);
+        nst__conv_plan_free(p);
+        CHECK(nst__conv_plan_create_ex(wt, NULL, 48, 4, NST__CONV_AUTO, NST_ARCH_AVX2, &p) == NST_OK);   /* 4 outputs */
+        CHECK(p && p->dir[0].algo == NST__CONV_WINO && p->dir[1].algo == NST__CONV_DIRECT);
+        nst__conv_plan_free(p);
+    }
+}
+
 #if defined(NST__X86)
 /* The AVX2 filter transform (gathered (channel, row) pairs, k-major blocks of 6 rows) and its scalar
  * fallback for huge cin write the scalar transform's values in the layout u[36][nob][kin][6]; partial
@@ -305,6 +337,7 @@ int main(int argc, char **argv) {
     RUN(winograd_neon_matches_reference);
     RUN(vgg_shapes_auto_path);
     RUN(winograd_in_place_rows);
+    RUN(direct_conv1_1_shapes);
 #if defined(NST__X86)
     RUN(avx2_filter_transform_layout);
 #endif
