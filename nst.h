@@ -887,8 +887,9 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   Pre-packed A (pack once, multiply many times; the convolution's weights):
  *     nst__sgemm_apack pk;
  *     nst__sgemm_pack_a(&pk, trans_a, m, k, a, lda)            packs op(A) (m x k) for the kernel in use
- *     nst__sgemm_apacked(nthreads, &pk, trans_b, n, alpha, b, ldb, beta, c, ldc, bias, relu)
+ *     nst__sgemm_apacked(nthreads, &pk, trans_b, n, alpha, b, ldb, beta, c, ldc, bias, relu, mask, ldm)
  *                                                              = nst__sgemm_fused with A taken from pk
+ *                                                              (mask: NULL or as nst__sgemm_masked)
  *     nst__sgemm_apack_free(&pk)
  *   The pack remembers the kernel it was made for, so a later nst_set_arch() does not invalidate it.
  *   All return NST_OK, NST_ERR_ARGUMENT or NST_ERR_NOMEM.
@@ -1412,14 +1413,48 @@ static void nst__gemm_blocking(const nst__gemm_kernel *kt, nst__gemm_blocks *b) 
     b->wide_amax = 10 * b->wide_a;
 }
 
+/* The mask epilogue (nst__sgemm_masked): C[i][j] = 0 where !(mask[i][j] > 0) over an m x n tile, the
+ * ReLU's backward from its kept output, applied to a tile the kernel has just stored (still in L1), so
+ * the product, the accumulation into C and the mask are one read-modify-write of C. Exact (a select),
+ * so the bits are those of the separate pass. */
+static void nst__gemm_mask_scalar(float *c, ptrdiff_t ldc, const float *mask, ptrdiff_t ldm, int m, int n) {
+    int i, j;
+    for (i = 0; i < m; i++)
+        for (j = 0; j < n; j++)
+            if (!(mask[i * ldm + j] > 0.0f)) c[i * ldc + j] = 0.0f;
+}
+#if defined(NST__X86)
+NST__TARGET_AVX2 static void nst__gemm_mask_avx2(float *c, ptrdiff_t ldc, const float *mask, ptrdiff_t ldm, int m, int n) {
+    const __m256 z = _mm256_setzero_ps();
+    int i, j;
+    for (i = 0; i < m; i++, c += ldc, mask += ldm) {
+        for (j = 0; j + 8 <= n; j += 8)
+            _mm256_storeu_ps(c + j, _mm256_and_ps(_mm256_loadu_ps(c + j), _mm256_cmp_ps(_mm256_loadu_ps(mask + j), z, _CMP_GT_OQ)));
+        for (; j < n; j++)
+            if (!(mask[j] > 0.0f)) c[j] = 0.0f;
+    }
+}
+#endif
+/* AVX-512 CPUs run the AVX2 pass (a 4..8-row tile of 48 columns is 6 ymm per row; not measured). */
+static void nst__gemm_mask(const nst__gemm_kernel *kt, float *c, ptrdiff_t ldc, const float *mask, ptrdiff_t ldm,
+                           int m, int n) {
+#if defined(NST__X86)
+    if (kt->arch == NST_ARCH_AVX2 || kt->arch == NST_ARCH_AVX512) { nst__gemm_mask_avx2(c, ldc, mask, ldm, m, n); return; }
+#endif
+    (void)kt;
+    nst__gemm_mask_scalar(c, ldc, mask, ldm, m, n);
+}
+
 /* Edge tile: the full kernel into an aligned stack tile, then the valid m x n part into C with the same
- * update the kernel does (C not read when beta == 0). */
+ * update the kernel does (C not read when beta == 0). mask: NULL, or the tile's mask (nst__gemm_mask). */
 static void nst__gemm_tile(const nst__gemm_kernel *kt, int k, const float *a, const float *b, float *c,
-                           ptrdiff_t ldc, int m, int n, float alpha, float beta, const float *bias, int relu) {
+                           ptrdiff_t ldc, int m, int n, float alpha, float beta, const float *bias, int relu,
+                           const float *mask, ptrdiff_t ldm) {
     float tile[NST__TILE_MAX] NST__ALIGN64;
     int i, j, nr = kt->nr;
     if (m == kt->mr && n == nr) {
         kt->ukr(k, a, b, c, ldc, alpha, beta, bias, relu);
+        if (mask) nst__gemm_mask(kt, c, ldc, mask, ldm, m, n);
         return;
     }
     kt->ukr(k, a, b, tile, nr, 1.0f, 0.0f, NULL, 0);
@@ -1430,7 +1465,7 @@ static void nst__gemm_tile(const nst__gemm_kernel *kt, int k, const float *a, co
             float r = alpha * t[j];
             if (beta != 0.0f) r += beta * cr[j];
             r += bi;
-            cr[j] = relu && !(r > 0.0f) ? 0.0f : r;
+            cr[j] = (relu && !(r > 0.0f)) || (mask && !(mask[i * ldm + j] > 0.0f)) ? 0.0f : r;
         }
     }
 }
@@ -1564,6 +1599,8 @@ typedef struct nst__gemm_job {
     const float *bias;
     int relu, lower;                       /* lower: SYRK, skip tiles strictly above the diagonal */
     const float *apacked;                  /* whole op(A) pre-packed (nst__sgemm_apack), or NULL */
+    const float *mask;                     /* m x n, row stride ldm: C = 0 where !(mask > 0) at the end, or NULL */
+    ptrdiff_t ldm;
     int nc, wide;                          /* column block; wide: the short-M path (nst__gemm_run) */
     nst__gemm_blocks bl;                   /* nst__gemm_blocking(kt) */
     int simd_pack;                         /* 1: AVX2 transposes; 2: and AVX-512 row copies */
@@ -1742,7 +1779,8 @@ static void nst__gemm_range(const nst__gemm_job *g, int i0, int i1, int j0, int 
                         if (g->lower && i + mrows <= jc + jr) continue;   /* tile strictly above the diagonal */
                         nst__gemm_tile(kt, kcur, ap + (size_t)ir * kcur, bp, g->c + i * g->ldc + jc + jr,
                                        g->ldc, mrows, ncr, g->alpha, beta,
-                                       bias ? bias + i : NULL, relu);
+                                       bias ? bias + i : NULL, relu,
+                                       last && g->mask ? g->mask + i * g->ldm + jc + jr : NULL, g->ldm);
                     }
                 }
             }
@@ -1758,7 +1796,7 @@ static void nst__gemm_scale_c(const nst__gemm_job *g) {
         for (j = 0; j < g->n; j++) {
             float r = g->beta != 0.0f ? g->beta * cr[j] : 0.0f;
             r += bi;
-            cr[j] = g->relu && !(r > 0.0f) ? 0.0f : r;
+            cr[j] = (g->relu && !(r > 0.0f)) || (g->mask && !(g->mask[i * g->ldm + j] > 0.0f)) ? 0.0f : r;
         }
     }
 }
@@ -1812,7 +1850,7 @@ static void nst__gemm_ksum(const nst__gemm_job *g, const float *p, int np, int i
             r = g->alpha * s;
             if (g->beta != 0.0f) r += g->beta * cr[j];
             r += bi;
-            cr[j] = g->relu && !(r > 0.0f) ? 0.0f : r;
+            cr[j] = (g->relu && !(r > 0.0f)) || (g->mask && !(g->mask[i * g->ldm + j] > 0.0f)) ? 0.0f : r;
         }
     }
 }
@@ -1843,11 +1881,13 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
      * software prefetch of the next block stalled the kernels: measured on Zen 3, bench/compare.sh).
      * Decided by the sizes only, never the thread count, so results stay identical across counts.
      * Not for long K (the Gram matrix F F^T): there A is large and C small, the usual path suits. */
-    if (!g->lower && !g->apacked && (wkb = nst__gemm_wide_kb(kt, &g->bl, g->m, g->n, g->k)) > 0) {
+    if (!g->lower && (wkb = nst__gemm_wide_kb(kt, &g->bl, g->m, g->n, g->k)) > 0) {
         g->wide = 1;
-        g->kb = wkb;
         g->nc = g->bl.wide_nc;
-        wide_n = (mpad * (size_t)g->k + 15) & ~(size_t)15;
+        if (!g->apacked) {   /* pre-packed A: already shared, in its own K blocks (the bits stay the pack's) */
+            g->kb = wkb;
+            wide_n = (mpad * (size_t)g->k + 15) & ~(size_t)15;
+        }
     }
 #if defined(NST__X86)
     g->simd_pack = kt->arch == NST_ARCH_AVX512 ? 2 : kt->arch == NST_ARCH_AVX2;
@@ -1898,7 +1938,7 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     per = (abuf_n + bbuf_n + 15) & ~(size_t)15;
     buf = (float *)nst__aligned_alloc((wide_n + part_n + per * nt) * sizeof(float));
     if (!buf) return nst__err(NST_ERR_NOMEM, "sgemm: out of memory for %d x %lu packing floats", nt, (unsigned long)per);
-    if (g->wide) {   /* the shared packed A, in the layout of nst__sgemm_pack_a, ahead of the threads' buffers */
+    if (wide_n) {   /* the shared packed A, in the layout of nst__sgemm_pack_a, ahead of the threads' buffers */
         int pc;
         for (pc = 0; pc < g->k; pc += g->kb) nst__gemm_pack_a(g, buf + mpad * pc, 0, g->m, pc, NST__MIN(g->kb, g->k - pc));
         g->apacked = buf;
@@ -1931,7 +1971,7 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
                 sub.b = g->trans_b ? g->b + k0 : g->b + (size_t)k0 * g->ldb;
                 sub.c = buf + (size_t)c * g->m * g->n;
                 sub.ldc = g->n;
-                sub.alpha = 1.0f; sub.beta = 0.0f; sub.bias = NULL; sub.relu = 0;
+                sub.alpha = 1.0f; sub.beta = 0.0f; sub.bias = NULL; sub.relu = 0; sub.mask = NULL;
                 nst__gemm_range(&sub, 0, g->m, 0, g->n, ab, bb);
             }
 #ifdef _OPENMP
@@ -1956,7 +1996,8 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
             }
         }
     }
-    if (g->wide) { buf -= wide_n; g->apacked = NULL; g->wide = 0; }
+    if (wide_n) { buf -= wide_n; g->apacked = NULL; }
+    g->wide = 0;
     nst__aligned_free(buf);
     return NST_OK;
 }
@@ -1986,6 +2027,25 @@ static nst_status nst__sgemm_fused(int nthreads, int trans_a, int trans_b, int m
     g.trans_a = trans_a; g.trans_b = trans_b; g.m = m; g.n = n; g.k = k;
     g.alpha = alpha; g.beta = beta; g.a = a; g.b = b; g.lda = lda; g.ldb = ldb; g.c = c; g.ldc = ldc;
     g.bias = bias; g.relu = relu;
+    return nst__gemm_run(&g, nthreads);
+}
+
+/* C = alpha*op(A)*op(B) + beta*C, then C[i][j] = 0 where !(mask[i*ldm + j] > 0) (mask NULL: none): the ReLU backward from
+ * its kept output fused into the product (the style loss gradient, dF += mask(F > 0) * (D F)), applied
+ * to each tile while it is in L1 (nst__gemm_mask). Same bits as the product followed by the mask. */
+static NST__UNUSED nst_status nst__sgemm_masked(int nthreads, int trans_a, int trans_b, int m, int n, int k,
+                                                float alpha, const float *a, int lda, const float *b, int ldb,
+                                                float beta, float *c, int ldc, const float *mask, int ldm) {
+    nst__gemm_job g;
+    nst_status s = nst__gemm_check("sgemm_masked", trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
+    if (s) return s;
+    if (m && n && k && !a) return nst__err(NST_ERR_ARGUMENT, "sgemm_masked: A is NULL");
+    if (mask && m && n && ldm < n) return nst__err(NST_ERR_ARGUMENT, "sgemm_masked: mask ldm %d < n %d", ldm, n);
+    memset(&g, 0, sizeof g);
+    g.kt = nst__gemm_kernel_pick(nst__cpu_arch(), m, n);
+    g.trans_a = trans_a; g.trans_b = trans_b; g.m = m; g.n = n; g.k = k;
+    g.alpha = alpha; g.beta = beta; g.a = a; g.b = b; g.lda = lda; g.ldb = ldb; g.c = c; g.ldc = ldc;
+    g.mask = mask; g.ldm = ldm;
     return nst__gemm_run(&g, nthreads);
 }
 
@@ -2208,7 +2268,9 @@ static NST__UNUSED nst_status nst__sgemm_pack_a(nst__sgemm_apack *pk, int trans_
     if (m < 0 || k < 0 || (m && k && (!a || lda < (trans_a ? m : k))))
         return nst__err(NST_ERR_ARGUMENT, "sgemm_pack_a: bad arguments (m %d, k %d, lda %d)", m, k, lda);
     memset(&g, 0, sizeof g);
-    g.kt = nst__gemm_kernel_for(nst__cpu_arch());
+    /* the kernel nst__sgemm_fused would take for these rows (N unknown: taken as wide), so a pre-packed
+     * caller runs the same kernel as an unpacked one: 4 x 24 for C[64..512][.] on AVX2, not 6 x 16 */
+    g.kt = nst__gemm_kernel_pick(nst__cpu_arch(), m, -1);
     g.trans_a = trans_a; g.m = m; g.k = k; g.a = a; g.lda = lda;
 #if defined(NST__X86)
     g.simd_pack = g.kt->arch == NST_ARCH_AVX512 ? 2 : g.kt->arch == NST_ARCH_AVX2;
@@ -2228,19 +2290,22 @@ static NST__UNUSED nst_status nst__sgemm_pack_a(nst__sgemm_apack *pk, int trans_
     return NST_OK;
 }
 
+/* mask: NULL, or the mask of nst__sgemm_masked (m x n, row stride ldm). */
 static NST__UNUSED nst_status nst__sgemm_apacked(int nthreads, const nst__sgemm_apack *pk, int trans_b, int n,
                                                  float alpha, const float *b, int ldb, float beta,
-                                                 float *c, int ldc, const float *bias, int relu) {
+                                                 float *c, int ldc, const float *bias, int relu,
+                                                 const float *mask, int ldm) {
     nst__gemm_job g;
     nst_status s;
     if (!pk || (!pk->data && pk->m && pk->k)) return nst__err(NST_ERR_ARGUMENT, "sgemm_apacked: empty pack");
     s = nst__gemm_check("sgemm_apacked", 0, trans_b, pk->m, n, pk->k, NULL, 0, b, ldb, c, ldc);
     if (s) return s;
+    if (mask && pk->m && n && ldm < n) return nst__err(NST_ERR_ARGUMENT, "sgemm_apacked: mask ldm %d < n %d", ldm, n);
     memset(&g, 0, sizeof g);
     g.kt = pk->kt ? pk->kt : nst__gemm_kernel_for(nst__cpu_arch());
     g.trans_b = trans_b; g.m = pk->m; g.n = n; g.k = pk->k;
     g.alpha = alpha; g.beta = beta; g.b = b; g.ldb = ldb; g.c = c; g.ldc = ldc;
-    g.bias = bias; g.relu = relu; g.apacked = pk->data; g.kb = pk->kb;
+    g.bias = bias; g.relu = relu; g.apacked = pk->data; g.kb = pk->kb; g.mask = mask; g.ldm = ldm;
     return nst__gemm_run(&g, nthreads);
 }
 
@@ -6243,7 +6308,7 @@ static nst_status nst__masked_style_grad(nst_objective *o, int layer, const floa
                         float *dst = fb + (size_t)ch * nb;
                         for (q = 0; q < nb; q++) dst[q] = f[q] * mk[b0 + q];
                     }
-                    if ((shared ? nst__sgemm_apacked(1, &pk, 0, nb, 1.0f, fb, nb, 0.0f, tb, nb, NULL, 0)
+                    if ((shared ? nst__sgemm_apacked(1, &pk, 0, nb, 1.0f, fb, nb, 0.0f, tb, nb, NULL, 0, NULL, 0)
                                 : nst__sgemm_ex(1, 0, 0, c, nb, c, 1.0f, d, c, fb, nb, 0.0f, tb, nb)) != NST_OK) {
 #ifdef _OPENMP
 #pragma omp atomic write
@@ -6514,7 +6579,7 @@ static size_t nst__lossgrad_cols(int c, size_t hw, int nthreads) {
 static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, const float *feat, float *g) {
     const nst__net *n = &o->net;
     int c = n->c_[layer], k, relu = nst__layer_type(layer) == NST__L_RELU, simd = nst__simd_avx2(), styled = 0;
-    int shared = c >= 256, failed = 0;
+    int shared = c >= 256, failed = 0, whole, any_content = 0;
     size_t hw = (size_t)n->h_[layer] * n->w_[layer], cc = (size_t)c * c, i, nb;
     long nblk, b;
     float content_sc[NST__MAX_LOSS_LAYERS], *d = NULL;
@@ -6544,6 +6609,9 @@ static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, con
     nb = styled && shared ? nst__lossgrad_cols(c, hw, n->nthreads)
                           : (size_t)(c >= 256 ? 1024 : NST__MAX(1, 131072 / c));
     nblk = (long)NST__MAX((size_t)1, hw / nb);   /* the last block takes the rest: none narrower than nb */
+    whole = styled && !shared;
+    for (k = 0; k < o->ncontent; k++) if (content_sc[k] != 0.0f) any_content = 1;
+    if (whole && !any_content) nblk = 0;
     (void)simd;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(n->nthreads) schedule(dynamic, 1)
@@ -6561,20 +6629,26 @@ static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, con
                 for (j = r + j0; j < r + j1; j++) g[j] += sc * (feat[j] - p[j]);
             }
         }
-        if (styled && shared)
-            st = nst__sgemm_apacked(1, &pk, 0, w, 1.0f, feat + j0, (int)hw, 1.0f, g + j0, (int)hw, NULL, 0);
-        else if (styled)
-            st = nst__sgemm_ex(1, 0, 0, c, w, c, 1.0f, d, c, feat + j0, (int)hw, 1.0f, g + j0, (int)hw);
+        if (whole) continue;   /* the product and the mask come after the loop */
+        if (styled)   /* the mask fused into the GEMM's tiles: one read-modify-write of the block of g */
+            st = nst__sgemm_apacked(1, &pk, 0, w, 1.0f, feat + j0, (int)hw, 1.0f, g + j0, (int)hw, NULL, 0,
+                                    relu ? feat + j0 : NULL, (int)hw);
         if (st != NST_OK) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
             failed = 1;
         }
-        if (relu)
+        if (relu && !styled)
             for (ch = 0; ch < c; ch++) nst__relu_backward_feat(g, feat, (size_t)ch * hw + j0, (size_t)ch * hw + j1, simd);
     }
     nst__sgemm_apack_free(&pk);
+    if (whole && !failed) {   /* c < 256: one masked GEMM over the layer, its own threads over the columns */
+        nst_status st = nst__sgemm_masked(n->nthreads, 0, 0, c, (int)hw, c, 1.0f, d, c, feat, (int)hw, 1.0f, g,
+                                          (int)hw, relu ? feat : NULL, (int)hw);
+        nst__aligned_free(d);
+        return st;
+    }
     nst__aligned_free(d);
     /* the GEMM's message went to the thread that failed */
     return failed ? nst__err(NST_ERR_NOMEM, "style gradient: out of memory for the GEMM's packing") : NST_OK;
