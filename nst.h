@@ -879,6 +879,9 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *                          micro-kernel's last store: bias (NULL = none) has m values, one per ROW of C
  *                          (the output channel of C[cout][pixels]); relu nonzero clamps at 0. beta = 1 is
  *                          the accumulate form (C += ...); beta = 0 never reads C (NaN in C is ignored).
+ *   nst__sgemm_masked(nthreads, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, mask, ldm)
+ *                          C = alpha*op(A)*op(B) + beta*C, then 0 where !(mask[i][j] > 0): the ReLU backward
+ *                          (the style loss gradient) as the epilogue of each tile (nst__gemm_mask).
  *   nst__ssyrk_ex(nthreads, n, k, alpha, a, lda, c, ldc)
  *                          C[n][n] = alpha * A * A^T for row-major A[n][k] (Gram matrices): only tiles that
  *                          touch the lower triangle are computed, then the lower triangle is mirrored, so
@@ -891,7 +894,10 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *                                                              = nst__sgemm_fused with A taken from pk
  *                                                              (mask: NULL or as nst__sgemm_masked)
  *     nst__sgemm_apack_free(&pk)
- *   The pack remembers the kernel it was made for, so a later nst_set_arch() does not invalidate it.
+ *   The pack remembers the kernel it was made for, so a later nst_set_arch() does not invalidate it; it is
+ *   the kernel nst__sgemm_fused takes for m rows (nst__gemm_kernel_pick; it was 6 x 16 for every m on
+ *   AVX2, where 4 x 24 runs the unpacked C[64..512][.]: same bits, same speed within noise on Zen 3 at
+ *   c = 256/512 of the loss gradient). Wide N takes the short-M path with the pack's own K blocks.
  *   All return NST_OK, NST_ERR_ARGUMENT or NST_ERR_NOMEM.
  *
  * STRUCTURE (BLIS-style)
@@ -6566,16 +6572,22 @@ static size_t nst__lossgrad_cols(int c, size_t hw, int nthreads) {
 
 /* The loss gradient at one layer without normalisation, fused: pixel columns in blocks taken by the
  * threads as they come free, each block gets the content terms, the Gram backward D F with D the sum of
- * the style terms' s (G - A), and, at a ReLU layer, the ReLU mask while the block is in cache.
+ * the style terms' s (G - A), and, at a ReLU layer, the ReLU mask. The mask is the GEMM's epilogue
+ * (nst__sgemm_masked, nst__gemm_mask): each tile of g is masked right after the kernel stored it, so g
+ * sees one read-modify-write instead of the product's and then the mask pass's.
  *   c >= 256: D is packed once for all blocks (1 MiB at c = 512, which each 1024-column block packed
  *     again before). Every element of g then sees the same K blocks of the one pack and is added to
  *     with beta = 1 (edge tiles add the same way), so the bits do not depend on where the blocks are
  *     cut: the width may follow the thread count (tests/test_iter.c, lossgrad_independent_of_blocks).
- *   c < 256: packed D is at most 64 KiB, little next to a block's features, and the GEMM's short-M
- *     path, which it takes only with its own packing and for at least 4 NST__WIDE_NC columns, streams
- *     the features from memory better than the pre-packed path (Zen 3, 1 thread, 512 px: relu1_1 37 ms
- *     vs 53-70, relu2_1 30-31 vs 35). Each block calls the GEMM itself, 131072 / c columns (768 to 2048
- *     measured the same), a width independent of the thread count, so the bits are too. */
+ *   c < 256: one masked GEMM over the whole layer (after the content terms, if any, in the blocks): its
+ *     short-M path packs D once (at most 64 KiB) and hands 192-column chunks to its threads; its K
+ *     blocks depend on the sizes only, so the bits do not depend on the thread count. Before, each block
+ *     of 131072 / c columns called the GEMM and then the mask pass (measured below).
+ * Zen 3, 512 px shapes, random F and D, CPU ms per thread (/tmp microbench, alternated, best of 5;
+ * 2 threads): c = 64 blocks + mask pass 20.7-22.5, one masked GEMM 19.9-21.0; c = 128 17.4-20.7 vs
+ * 14.4-17.0; c = 256 (packed D) GEMM + mask pass 13.5-15.6 vs masked 12.7-13.6; c = 512 12.9-13.7 vs
+ * 12.5-12.7. Pre-packed D through the short-M path at c < 256 was slower than the GEMM's own packing
+ * (c = 64: 20.7-22.8 vs 19.9-21.0). */
 static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, const float *feat, float *g) {
     const nst__net *n = &o->net;
     int c = n->c_[layer], k, relu = nst__layer_type(layer) == NST__L_RELU, simd = nst__simd_avx2(), styled = 0;
