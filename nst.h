@@ -879,9 +879,6 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *                          micro-kernel's last store: bias (NULL = none) has m values, one per ROW of C
  *                          (the output channel of C[cout][pixels]); relu nonzero clamps at 0. beta = 1 is
  *                          the accumulate form (C += ...); beta = 0 never reads C (NaN in C is ignored).
- *   nst__sgemm_masked(nthreads, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, mask, ldm)
- *                          C = alpha*op(A)*op(B) + beta*C, then 0 where !(mask[i][j] > 0): the ReLU backward
- *                          (the style loss gradient) as the epilogue of each tile (nst__gemm_mask).
  *   nst__ssyrk_ex(nthreads, n, k, alpha, a, lda, c, ldc)
  *                          C[n][n] = alpha * A * A^T for row-major A[n][k] (Gram matrices): only tiles that
  *                          touch the lower triangle are computed, then the lower triangle is mirrored, so
@@ -890,14 +887,16 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   Pre-packed A (pack once, multiply many times; the convolution's weights):
  *     nst__sgemm_apack pk;
  *     nst__sgemm_pack_a(&pk, trans_a, m, k, a, lda)            packs op(A) (m x k) for the kernel in use
- *     nst__sgemm_apacked(nthreads, &pk, trans_b, n, alpha, b, ldb, beta, c, ldc, bias, relu, mask, ldm)
+ *     nst__sgemm_apacked(nthreads, &pk, trans_b, n, alpha, b, ldb, beta, c, ldc, bias, relu)
  *                                                              = nst__sgemm_fused with A taken from pk
- *                                                              (mask: NULL or as nst__sgemm_masked)
  *     nst__sgemm_apack_free(&pk)
  *   The pack remembers the kernel it was made for, so a later nst_set_arch() does not invalidate it; it is
- *   the kernel nst__sgemm_fused takes for m rows (nst__gemm_kernel_pick; it was 6 x 16 for every m on
- *   AVX2, where 4 x 24 runs the unpacked C[64..512][.]: same bits, same speed within noise on Zen 3 at
- *   c = 256/512 of the loss gradient). Wide N takes the short-M path with the pack's own K blocks.
+ *   the kernel nst__sgemm_fused takes for m rows (nst__gemm_kernel_pick; it was 6 x 16 for every m on AVX2
+ *   while unpacked C[64..512][.] ran 4 x 24: same bits, and on Zen 3 the loss gradient's c = 256/512
+ *   blocks ran the same within noise either way). Wide N takes the short-M path with the pack's own K
+ *   blocks (it used to turn the path off: Zen 3, 1 thread, g += D F over a whole 512 px layer, CPU time,
+ *   pre-packed D vs the GEMM packing D itself: c = 64 48-49 vs 34-36 ms before, 36-40 vs 36-40 after;
+ *   c = 128 32-36 vs 28-31 before, 28.5-30.6 vs 28.5-28.9 after).
  *   All return NST_OK, NST_ERR_ARGUMENT or NST_ERR_NOMEM.
  *
  * STRUCTURE (BLIS-style)
@@ -1419,48 +1418,14 @@ static void nst__gemm_blocking(const nst__gemm_kernel *kt, nst__gemm_blocks *b) 
     b->wide_amax = 10 * b->wide_a;
 }
 
-/* The mask epilogue (nst__sgemm_masked): C[i][j] = 0 where !(mask[i][j] > 0) over an m x n tile, the
- * ReLU's backward from its kept output, applied to a tile the kernel has just stored (still in L1), so
- * the product, the accumulation into C and the mask are one read-modify-write of C. Exact (a select),
- * so the bits are those of the separate pass. */
-static void nst__gemm_mask_scalar(float *c, ptrdiff_t ldc, const float *mask, ptrdiff_t ldm, int m, int n) {
-    int i, j;
-    for (i = 0; i < m; i++)
-        for (j = 0; j < n; j++)
-            if (!(mask[i * ldm + j] > 0.0f)) c[i * ldc + j] = 0.0f;
-}
-#if defined(NST__X86)
-NST__TARGET_AVX2 static void nst__gemm_mask_avx2(float *c, ptrdiff_t ldc, const float *mask, ptrdiff_t ldm, int m, int n) {
-    const __m256 z = _mm256_setzero_ps();
-    int i, j;
-    for (i = 0; i < m; i++, c += ldc, mask += ldm) {
-        for (j = 0; j + 8 <= n; j += 8)
-            _mm256_storeu_ps(c + j, _mm256_and_ps(_mm256_loadu_ps(c + j), _mm256_cmp_ps(_mm256_loadu_ps(mask + j), z, _CMP_GT_OQ)));
-        for (; j < n; j++)
-            if (!(mask[j] > 0.0f)) c[j] = 0.0f;
-    }
-}
-#endif
-/* AVX-512 CPUs run the AVX2 pass (a 4..8-row tile of 48 columns is 6 ymm per row; not measured). */
-static void nst__gemm_mask(const nst__gemm_kernel *kt, float *c, ptrdiff_t ldc, const float *mask, ptrdiff_t ldm,
-                           int m, int n) {
-#if defined(NST__X86)
-    if (kt->arch == NST_ARCH_AVX2 || kt->arch == NST_ARCH_AVX512) { nst__gemm_mask_avx2(c, ldc, mask, ldm, m, n); return; }
-#endif
-    (void)kt;
-    nst__gemm_mask_scalar(c, ldc, mask, ldm, m, n);
-}
-
 /* Edge tile: the full kernel into an aligned stack tile, then the valid m x n part into C with the same
- * update the kernel does (C not read when beta == 0). mask: NULL, or the tile's mask (nst__gemm_mask). */
+ * update the kernel does (C not read when beta == 0). */
 static void nst__gemm_tile(const nst__gemm_kernel *kt, int k, const float *a, const float *b, float *c,
-                           ptrdiff_t ldc, int m, int n, float alpha, float beta, const float *bias, int relu,
-                           const float *mask, ptrdiff_t ldm) {
+                           ptrdiff_t ldc, int m, int n, float alpha, float beta, const float *bias, int relu) {
     float tile[NST__TILE_MAX] NST__ALIGN64;
     int i, j, nr = kt->nr;
     if (m == kt->mr && n == nr) {
         kt->ukr(k, a, b, c, ldc, alpha, beta, bias, relu);
-        if (mask) nst__gemm_mask(kt, c, ldc, mask, ldm, m, n);
         return;
     }
     kt->ukr(k, a, b, tile, nr, 1.0f, 0.0f, NULL, 0);
@@ -1471,7 +1436,7 @@ static void nst__gemm_tile(const nst__gemm_kernel *kt, int k, const float *a, co
             float r = alpha * t[j];
             if (beta != 0.0f) r += beta * cr[j];
             r += bi;
-            cr[j] = (relu && !(r > 0.0f)) || (mask && !(mask[i * ldm + j] > 0.0f)) ? 0.0f : r;
+            cr[j] = relu && !(r > 0.0f) ? 0.0f : r;
         }
     }
 }
@@ -1605,8 +1570,6 @@ typedef struct nst__gemm_job {
     const float *bias;
     int relu, lower;                       /* lower: SYRK, skip tiles strictly above the diagonal */
     const float *apacked;                  /* whole op(A) pre-packed (nst__sgemm_apack), or NULL */
-    const float *mask;                     /* m x n, row stride ldm: C = 0 where !(mask > 0) at the end, or NULL */
-    ptrdiff_t ldm;
     int nc, wide;                          /* column block; wide: the short-M path (nst__gemm_run) */
     nst__gemm_blocks bl;                   /* nst__gemm_blocking(kt) */
     int simd_pack;                         /* 1: AVX2 transposes; 2: and AVX-512 row copies */
@@ -1785,8 +1748,7 @@ static void nst__gemm_range(const nst__gemm_job *g, int i0, int i1, int j0, int 
                         if (g->lower && i + mrows <= jc + jr) continue;   /* tile strictly above the diagonal */
                         nst__gemm_tile(kt, kcur, ap + (size_t)ir * kcur, bp, g->c + i * g->ldc + jc + jr,
                                        g->ldc, mrows, ncr, g->alpha, beta,
-                                       bias ? bias + i : NULL, relu,
-                                       last && g->mask ? g->mask + i * g->ldm + jc + jr : NULL, g->ldm);
+                                       bias ? bias + i : NULL, relu);
                     }
                 }
             }
@@ -1802,7 +1764,7 @@ static void nst__gemm_scale_c(const nst__gemm_job *g) {
         for (j = 0; j < g->n; j++) {
             float r = g->beta != 0.0f ? g->beta * cr[j] : 0.0f;
             r += bi;
-            cr[j] = (g->relu && !(r > 0.0f)) || (g->mask && !(g->mask[i * g->ldm + j] > 0.0f)) ? 0.0f : r;
+            cr[j] = g->relu && !(r > 0.0f) ? 0.0f : r;
         }
     }
 }
@@ -1856,7 +1818,7 @@ static void nst__gemm_ksum(const nst__gemm_job *g, const float *p, int np, int i
             r = g->alpha * s;
             if (g->beta != 0.0f) r += g->beta * cr[j];
             r += bi;
-            cr[j] = (g->relu && !(r > 0.0f)) || (g->mask && !(g->mask[i * g->ldm + j] > 0.0f)) ? 0.0f : r;
+            cr[j] = g->relu && !(r > 0.0f) ? 0.0f : r;
         }
     }
 }
@@ -1977,7 +1939,7 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
                 sub.b = g->trans_b ? g->b + k0 : g->b + (size_t)k0 * g->ldb;
                 sub.c = buf + (size_t)c * g->m * g->n;
                 sub.ldc = g->n;
-                sub.alpha = 1.0f; sub.beta = 0.0f; sub.bias = NULL; sub.relu = 0; sub.mask = NULL;
+                sub.alpha = 1.0f; sub.beta = 0.0f; sub.bias = NULL; sub.relu = 0;
                 nst__gemm_range(&sub, 0, g->m, 0, g->n, ab, bb);
             }
 #ifdef _OPENMP
@@ -2033,25 +1995,6 @@ static nst_status nst__sgemm_fused(int nthreads, int trans_a, int trans_b, int m
     g.trans_a = trans_a; g.trans_b = trans_b; g.m = m; g.n = n; g.k = k;
     g.alpha = alpha; g.beta = beta; g.a = a; g.b = b; g.lda = lda; g.ldb = ldb; g.c = c; g.ldc = ldc;
     g.bias = bias; g.relu = relu;
-    return nst__gemm_run(&g, nthreads);
-}
-
-/* C = alpha*op(A)*op(B) + beta*C, then C[i][j] = 0 where !(mask[i*ldm + j] > 0) (mask NULL: none): the ReLU backward from
- * its kept output fused into the product (the style loss gradient, dF += mask(F > 0) * (D F)), applied
- * to each tile while it is in L1 (nst__gemm_mask). Same bits as the product followed by the mask. */
-static NST__UNUSED nst_status nst__sgemm_masked(int nthreads, int trans_a, int trans_b, int m, int n, int k,
-                                                float alpha, const float *a, int lda, const float *b, int ldb,
-                                                float beta, float *c, int ldc, const float *mask, int ldm) {
-    nst__gemm_job g;
-    nst_status s = nst__gemm_check("sgemm_masked", trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
-    if (s) return s;
-    if (m && n && k && !a) return nst__err(NST_ERR_ARGUMENT, "sgemm_masked: A is NULL");
-    if (mask && m && n && ldm < n) return nst__err(NST_ERR_ARGUMENT, "sgemm_masked: mask ldm %d < n %d", ldm, n);
-    memset(&g, 0, sizeof g);
-    g.kt = nst__gemm_kernel_pick(nst__cpu_arch(), m, n);
-    g.trans_a = trans_a; g.trans_b = trans_b; g.m = m; g.n = n; g.k = k;
-    g.alpha = alpha; g.beta = beta; g.a = a; g.b = b; g.lda = lda; g.ldb = ldb; g.c = c; g.ldc = ldc;
-    g.mask = mask; g.ldm = ldm;
     return nst__gemm_run(&g, nthreads);
 }
 
@@ -2275,7 +2218,7 @@ static NST__UNUSED nst_status nst__sgemm_pack_a(nst__sgemm_apack *pk, int trans_
         return nst__err(NST_ERR_ARGUMENT, "sgemm_pack_a: bad arguments (m %d, k %d, lda %d)", m, k, lda);
     memset(&g, 0, sizeof g);
     /* the kernel nst__sgemm_fused would take for these rows (N unknown: taken as wide), so a pre-packed
-     * caller runs the same kernel as an unpacked one: 4 x 24 for C[64..512][.] on AVX2, not 6 x 16 */
+     * caller runs the kernel an unpacked one does: 4 x 24 for C[64..512][.] on AVX2, not 6 x 16 */
     g.kt = nst__gemm_kernel_pick(nst__cpu_arch(), m, -1);
     g.trans_a = trans_a; g.m = m; g.k = k; g.a = a; g.lda = lda;
 #if defined(NST__X86)
@@ -2296,22 +2239,19 @@ static NST__UNUSED nst_status nst__sgemm_pack_a(nst__sgemm_apack *pk, int trans_
     return NST_OK;
 }
 
-/* mask: NULL, or the mask of nst__sgemm_masked (m x n, row stride ldm). */
 static NST__UNUSED nst_status nst__sgemm_apacked(int nthreads, const nst__sgemm_apack *pk, int trans_b, int n,
                                                  float alpha, const float *b, int ldb, float beta,
-                                                 float *c, int ldc, const float *bias, int relu,
-                                                 const float *mask, int ldm) {
+                                                 float *c, int ldc, const float *bias, int relu) {
     nst__gemm_job g;
     nst_status s;
     if (!pk || (!pk->data && pk->m && pk->k)) return nst__err(NST_ERR_ARGUMENT, "sgemm_apacked: empty pack");
     s = nst__gemm_check("sgemm_apacked", 0, trans_b, pk->m, n, pk->k, NULL, 0, b, ldb, c, ldc);
     if (s) return s;
-    if (mask && pk->m && n && ldm < n) return nst__err(NST_ERR_ARGUMENT, "sgemm_apacked: mask ldm %d < n %d", ldm, n);
     memset(&g, 0, sizeof g);
     g.kt = pk->kt ? pk->kt : nst__gemm_kernel_for(nst__cpu_arch());
     g.trans_b = trans_b; g.m = pk->m; g.n = n; g.k = pk->k;
     g.alpha = alpha; g.beta = beta; g.b = b; g.ldb = ldb; g.c = c; g.ldc = ldc;
-    g.bias = bias; g.relu = relu; g.apacked = pk->data; g.kb = pk->kb; g.mask = mask; g.ldm = ldm;
+    g.bias = bias; g.relu = relu; g.apacked = pk->data; g.kb = pk->kb;
     return nst__gemm_run(&g, nthreads);
 }
 
@@ -6314,7 +6254,7 @@ static nst_status nst__masked_style_grad(nst_objective *o, int layer, const floa
                         float *dst = fb + (size_t)ch * nb;
                         for (q = 0; q < nb; q++) dst[q] = f[q] * mk[b0 + q];
                     }
-                    if ((shared ? nst__sgemm_apacked(1, &pk, 0, nb, 1.0f, fb, nb, 0.0f, tb, nb, NULL, 0, NULL, 0)
+                    if ((shared ? nst__sgemm_apacked(1, &pk, 0, nb, 1.0f, fb, nb, 0.0f, tb, nb, NULL, 0)
                                 : nst__sgemm_ex(1, 0, 0, c, nb, c, 1.0f, d, c, fb, nb, 0.0f, tb, nb)) != NST_OK) {
 #ifdef _OPENMP
 #pragma omp atomic write
@@ -6572,26 +6512,28 @@ static size_t nst__lossgrad_cols(int c, size_t hw, int nthreads) {
 
 /* The loss gradient at one layer without normalisation, fused: pixel columns in blocks taken by the
  * threads as they come free, each block gets the content terms, the Gram backward D F with D the sum of
- * the style terms' s (G - A), and, at a ReLU layer, the ReLU mask. The mask is the GEMM's epilogue
- * (nst__sgemm_masked, nst__gemm_mask): each tile of g is masked right after the kernel stored it, so g
- * sees one read-modify-write instead of the product's and then the mask pass's.
+ * the style terms' s (G - A), and, at a ReLU layer, the ReLU mask while the block is in cache.
  *   c >= 256: D is packed once for all blocks (1 MiB at c = 512, which each 1024-column block packed
  *     again before). Every element of g then sees the same K blocks of the one pack and is added to
  *     with beta = 1 (edge tiles add the same way), so the bits do not depend on where the blocks are
  *     cut: the width may follow the thread count (tests/test_iter.c, lossgrad_independent_of_blocks).
- *   c < 256: one masked GEMM over the whole layer (after the content terms, if any, in the blocks): its
- *     short-M path packs D once (at most 64 KiB) and hands 192-column chunks to its threads; its K
- *     blocks depend on the sizes only, so the bits do not depend on the thread count. Before, each block
- *     of 131072 / c columns called the GEMM and then the mask pass (measured below).
- * Zen 3, 512 px shapes, random F and D, CPU ms per thread (/tmp microbench, alternated, best of 5;
- * 2 threads): c = 64 blocks + mask pass 20.7-22.5, one masked GEMM 19.9-21.0; c = 128 17.4-20.7 vs
- * 14.4-17.0; c = 256 (packed D) GEMM + mask pass 13.5-15.6 vs masked 12.7-13.6; c = 512 12.9-13.7 vs
- * 12.5-12.7. Pre-packed D through the short-M path at c < 256 was slower than the GEMM's own packing
- * (c = 64: 20.7-22.8 vs 19.9-21.0). */
+ *   c < 256: packed D is at most 64 KiB, little next to a block's features, and the GEMM's short-M
+ *     path (for at least 4 NST__WIDE_NC columns) streams the features from memory better than the
+ *     pre-packed path did when a pack turned the short-M path off (Zen 3, 1 thread, 512 px: relu1_1 37
+ *     ms vs 53-70, relu2_1 30-31 vs 35); a pack now takes that path too and runs as fast as the GEMM's
+ *     own packing (see nst__sgemm_pack_a), no faster. Each block calls the GEMM itself, 131072 / c
+ *     columns (768 to 2048 measured the same), a width independent of the thread count, so the bits are.
+ * Measured and not kept (2026-12-01, Zen 3, AVX2): the ReLU mask as an epilogue of the GEMM's tiles
+ * (each tile of g masked right after the kernel stored it, one read-modify-write of g) and, at c < 256,
+ * one masked GEMM over the whole layer instead of the blocks: bench/bench_lossgrad.c of commit 063adb6
+ * (`OMP_WAIT_POLICY=passive build/bench_lossgrad --threads 1|2 --reps 15`, GEMM + mask pass over fused,
+ * best CPU time, alternated, load average 6 on the 2 cores) gave 0.93-1.02 at relu1_1, 0.97-1.02 at
+ * relu2_1, 0.95-0.99 at relu3_1 and 0.96-1.05 at relu4_1 on 1 and 2 threads: the mask pass reads a block
+ * that is still in L2, while the fused form reads the mask from feature rows 4 hw bytes apart. */
 static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, const float *feat, float *g) {
     const nst__net *n = &o->net;
     int c = n->c_[layer], k, relu = nst__layer_type(layer) == NST__L_RELU, simd = nst__simd_avx2(), styled = 0;
-    int shared = c >= 256, failed = 0, whole, any_content = 0;
+    int shared = c >= 256, failed = 0;
     size_t hw = (size_t)n->h_[layer] * n->w_[layer], cc = (size_t)c * c, i, nb;
     long nblk, b;
     float content_sc[NST__MAX_LOSS_LAYERS], *d = NULL;
@@ -6621,9 +6563,6 @@ static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, con
     nb = styled && shared ? nst__lossgrad_cols(c, hw, n->nthreads)
                           : (size_t)(c >= 256 ? 1024 : NST__MAX(1, 131072 / c));
     nblk = (long)NST__MAX((size_t)1, hw / nb);   /* the last block takes the rest: none narrower than nb */
-    whole = styled && !shared;
-    for (k = 0; k < o->ncontent; k++) if (content_sc[k] != 0.0f) any_content = 1;
-    if (whole && !any_content) nblk = 0;
     (void)simd;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(n->nthreads) schedule(dynamic, 1)
@@ -6641,26 +6580,20 @@ static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, con
                 for (j = r + j0; j < r + j1; j++) g[j] += sc * (feat[j] - p[j]);
             }
         }
-        if (whole) continue;   /* the product and the mask come after the loop */
-        if (styled)   /* the mask fused into the GEMM's tiles: one read-modify-write of the block of g */
-            st = nst__sgemm_apacked(1, &pk, 0, w, 1.0f, feat + j0, (int)hw, 1.0f, g + j0, (int)hw, NULL, 0,
-                                    relu ? feat + j0 : NULL, (int)hw);
+        if (styled && shared)
+            st = nst__sgemm_apacked(1, &pk, 0, w, 1.0f, feat + j0, (int)hw, 1.0f, g + j0, (int)hw, NULL, 0);
+        else if (styled)
+            st = nst__sgemm_ex(1, 0, 0, c, w, c, 1.0f, d, c, feat + j0, (int)hw, 1.0f, g + j0, (int)hw);
         if (st != NST_OK) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
             failed = 1;
         }
-        if (relu && !styled)
+        if (relu)
             for (ch = 0; ch < c; ch++) nst__relu_backward_feat(g, feat, (size_t)ch * hw + j0, (size_t)ch * hw + j1, simd);
     }
     nst__sgemm_apack_free(&pk);
-    if (whole && !failed) {   /* c < 256: one masked GEMM over the layer, its own threads over the columns */
-        nst_status st = nst__sgemm_masked(n->nthreads, 0, 0, c, (int)hw, c, 1.0f, d, c, feat, (int)hw, 1.0f, g,
-                                          (int)hw, relu ? feat : NULL, (int)hw);
-        nst__aligned_free(d);
-        return st;
-    }
     nst__aligned_free(d);
     /* the GEMM's message went to the thread that failed */
     return failed ? nst__err(NST_ERR_NOMEM, "style gradient: out of memory for the GEMM's packing") : NST_OK;

@@ -110,7 +110,7 @@ static void kernel_sweep_one(const nst__gemm_kernel *kt) {
                         for (i = 0; i < kt->mr * ldc; i++) c0[i] = nst__f32_from_bits(0x7FC00000u);
                     memcpy(c, c0, sizeof(float) * kt->mr * ldc);
                     /* packed layouts: a[p*MR + i], b[p*NR + j]; the reference reads them as op(A), op(B) */
-                    nst__gemm_tile(kt, k, a, b, c, ldc, m, n, alphas[v], betas[v], bi, relu, NULL, 0);
+                    nst__gemm_tile(kt, k, a, b, c, ldc, m, n, alphas[v], betas[v], bi, relu);
                     ref_gemm(1, 0, m, n, k, alphas[v], a, kt->mr, b, kt->nr, betas[v], c0, ldc, bi, relu, ref, scale);
                     snprintf(what, sizeof what, "%s m=%d n=%d k=%d variant %d", kt->name, m, n, k, v);
                     if (compare(what, m, n, c, ldc, ref, scale, nst_t_tol(arch))) bad++;
@@ -401,6 +401,7 @@ TEST(gram_rows) {
     CHECK(bad == 0);
 }
 
+/* 64 x 1000 x 576 pre-packed takes the short-M path with the pack's K blocks (several: K > KC). */
 TEST(fused_and_prepacked) {
     static const int sz[][3] = {{64, 1000, 576}, {13, 77, 5}, {100, 33, 900}, {1, 1, 1}, {64, 9, 0}};
     int s, tb, bad = 0;
@@ -423,97 +424,19 @@ TEST(fused_and_prepacked) {
             ref_gemm(ta, tb, m, n, k, 1.25, a, ta ? m : k, b, ldb, 1.0, c0, n, bias, 1, ref, sc);
             bad += compare("fused", m, n, c, n, ref, sc, nst_t_tol(nst__cpu_arch()));
             CHECK_OK(nst__sgemm_pack_a(&pk, ta, m, k, a, ta ? m : k));
-            CHECK_OK(nst__sgemm_apacked(2, &pk, tb, n, 1.25f, b, ldb, 1.0f, c2, n, bias, 1, NULL, 0));
+            CHECK(pk.kt == nst__gemm_kernel_pick(nst__cpu_arch(), m, -1));   /* the unpacked call's kernel */
+            CHECK_OK(nst__sgemm_apacked(2, &pk, tb, n, 1.25f, b, ldb, 1.0f, c2, n, bias, 1));
             /* not bit-equal to the fused call: that one may take the short-M path, whose K blocks depend on
              * N, which a pack made before N is known cannot follow */
             bad += compare("prepacked", m, n, c2, n, ref, sc, nst_t_tol(nst__cpu_arch()));
+            memcpy(c, c0, sizeof(float) * m * n);   /* 1 thread: the bits of 2 (64 x 1000: the short-M path) */
+            CHECK_OK(nst__sgemm_apacked(1, &pk, tb, n, 1.25f, b, ldb, 1.0f, c, n, bias, 1));
+            bad += memcmp(c, c2, sizeof(float) * m * n) != 0;
             nst__sgemm_apack_free(&pk);
             free(a); free(b); free(c); free(c2); free(c0); free(bias); free(ref); free(sc);
         }
     CHECK(bad == 0);
 }
-
-/* The mask epilogue (nst__sgemm_masked, nst__sgemm_apacked with a mask: the style loss gradient's ReLU
- * backward) per ISA: the tile pass against the scalar one on awkward tiles; then whole products on awkward
- * shapes through every path (plain blocks, short-M, long-K split, k = 0, pre-packed and pre-packed wide):
- * masked C is exactly 0 where !(mask > 0) (negative, zero, NaN) and the product elsewhere (reference),
- * the bits are those of the unmasked product followed by the mask, and 1 and 2 threads agree. */
-static void gemm_masked(nst_arch arch) {
-    static const int sz[][3] = {{1, 1, 1}, {7, 13, 17}, {13, 33, 5}, {17, 775, 64}, {64, 1000, 64}, {33, 7, 2100},
-                                {64, 900, 33}, {7, 9, 0}, {128, 800, 128}};
-    int s, bad = 0, m, n;
-    nst__rng rng = {41};
-    if (!nst__cpu()->has[arch]) SKIP("ISA not available on this CPU/build");
-    CHECK_OK(nst_set_arch(arch));
-    {   /* the tile pass */
-        float c[40 * 37], c2[40 * 37], mk[40 * 41];
-        const nst__gemm_kernel *kt = nst__gemm_kernel_for(arch);
-        fill(mk, 40 * 41, &rng);
-        mk[5] = 0.0f; mk[6] = -0.0f; mk[7] = nst__f32_from_bits(0x7FC00000u);
-        for (m = 1; m <= 9; m += 4)
-            for (n = 1; n <= 37; n += (n < 9 ? 1 : 8)) {
-                fill(c, 40 * 37, &rng);
-                memcpy(c2, c, sizeof c);
-                nst__gemm_mask(kt, c, 37, mk, 41, m, n);
-                nst__gemm_mask_scalar(c2, 37, mk, 41, m, n);
-                bad += memcmp(c, c2, sizeof c) != 0;
-            }
-    }
-    for (s = 0; s < (int)(sizeof sz / sizeof sz[0]) && !bad; s++) {
-        int k = sz[s][2], t, i, ldm = 0, ldc = 0;
-        float *a, *b, *c0, *c1, *c2, *c3, *mk;
-        double *ref, *sc;
-        nst__sgemm_apack pk;
-        m = sz[s][0]; n = sz[s][1]; ldm = n + 5; ldc = n + 3;
-        if (env_int("NST_TEST_QUICK", 0) && (double)m * n * k > 5e6) continue;   /* qemu */
-        a = (float *)malloc(sizeof(float) * ((size_t)m * k + 1));
-        b = (float *)malloc(sizeof(float) * ((size_t)k * n + 1));
-        mk = (float *)malloc(sizeof(float) * (size_t)m * ldm);
-        c0 = (float *)malloc(sizeof(float) * (size_t)m * ldc);
-        c1 = (float *)malloc(sizeof(float) * (size_t)m * ldc);
-        c2 = (float *)malloc(sizeof(float) * (size_t)m * ldc);
-        c3 = (float *)malloc(sizeof(float) * (size_t)m * ldc);
-        ref = (double *)malloc(sizeof(double) * (size_t)m * n);
-        sc = (double *)malloc(sizeof(double) * (size_t)m * n);
-        fill(a, (size_t)m * k + 1, &rng);
-        fill(b, (size_t)k * n + 1, &rng);
-        fill(mk, (size_t)m * ldm, &rng);
-        fill(c0, (size_t)m * ldc, &rng);
-        for (i = 0; i < m * ldm; i += 7) mk[i] = i % 3 ? 0.0f : nst__f32_from_bits(0x7FC00000u);
-        ref_gemm(0, 0, m, n, k, 0.5, a, k, b, n, 1.0, c0, ldc, NULL, 0, ref, sc);
-        for (t = 1; t <= 2; t++) {
-            memcpy(c1, c0, sizeof(float) * (size_t)m * ldc);
-            memcpy(c2, c0, sizeof(float) * (size_t)m * ldc);
-            memcpy(c3, c0, sizeof(float) * (size_t)m * ldc);
-            CHECK_OK(nst__sgemm_masked(t, 0, 0, m, n, k, 0.5f, a, k, b, n, 1.0f, c1, ldc, mk, ldm));
-            CHECK_OK(nst__sgemm_ex(t, 0, 0, m, n, k, 0.5f, a, k, b, n, 1.0f, c2, ldc));
-            nst__gemm_mask_scalar(c2, ldc, mk, ldm, m, n);
-            bad += memcmp(c1, c2, sizeof(float) * (size_t)m * ldc) != 0;   /* incl. the untouched ldc padding */
-            for (i = 0; i < m * n; i++) {   /* the reference, masked */
-                size_t o = (size_t)(i / n) * ldc + i % n;
-                if (!(mk[(size_t)(i / n) * ldm + i % n] > 0.0f)) { bad += c1[o] != 0.0f; ref[i] = 0.0; sc[i] = 0.0; }
-            }
-            bad += compare("masked", m, n, c1, ldc, ref, sc, nst_t_tol(arch));
-            /* pre-packed: with the mask = without it, then masked; wide N takes the short-M path too */
-            CHECK_OK(nst__sgemm_pack_a(&pk, 0, m, k, a, k));
-            CHECK_OK(nst__sgemm_apacked(t, &pk, 0, n, 0.5f, b, n, 1.0f, c3, ldc, NULL, 0, mk, ldm));
-            memcpy(c2, c0, sizeof(float) * (size_t)m * ldc);
-            CHECK_OK(nst__sgemm_apacked(3 - t, &pk, 0, n, 0.5f, b, n, 1.0f, c2, ldc, NULL, 0, NULL, 0));
-            nst__gemm_mask_scalar(c2, ldc, mk, ldm, m, n);
-            bad += memcmp(c3, c2, sizeof(float) * (size_t)m * ldc) != 0;
-            bad += compare("prepacked masked", m, n, c3, ldc, ref, sc, nst_t_tol(arch));
-            nst__sgemm_apack_free(&pk);
-        }
-        if (bad) fprintf(stderr, "  %s masked %dx%dx%d failed\n", nst__arch_name(arch), m, n, k);
-        free(a); free(b); free(mk); free(c0); free(c1); free(c2); free(c3); free(ref); free(sc);
-    }
-    nst_set_arch(NST_ARCH_DEFAULT);
-    CHECK(bad == 0);
-}
-TEST(masked_scalar) { gemm_masked(NST_ARCH_SCALAR); }
-TEST(masked_avx2) { gemm_masked(NST_ARCH_AVX2); }
-TEST(masked_avx512) { gemm_masked(NST_ARCH_AVX512); }
-TEST(masked_neon) { gemm_masked(NST_ARCH_NEON); }
 
 /* ---- dispatch and arguments --------------------------------------------------------------------------*/
 TEST(dispatch) {
@@ -628,7 +551,7 @@ static void gemm_caches(nst_arch arch) {
             nst__gemm_cache_forced[0] = caches[(ci + 1) % 5][0] * 1024;   /* used under another blocking */
             nst__gemm_cache_forced[1] = caches[(ci + 1) % 5][1] * 1024;
             memcpy(c2, c0, sizeof(float) * (size_t)m * ldc);
-            CHECK_OK(nst__sgemm_apacked(2, &pk, tb, n, -0.75f, b, ldb, 0.5f, c2, ldc, NULL, 0, NULL, 0));
+            CHECK_OK(nst__sgemm_apacked(2, &pk, tb, n, -0.75f, b, ldb, 0.5f, c2, ldc, NULL, 0));
             bad += compare("prepacked", m, n, c2, ldc, ref, sc, nst_t_tol(arch));
             nst__sgemm_apack_free(&pk);
             free(a); free(b); free(c); free(c2); free(c0); free(ref); free(sc);
@@ -692,10 +615,6 @@ int main(int argc, char **argv) {
     RUN(syrk);
     RUN(gram_rows);
     RUN(fused_and_prepacked);
-    RUN(masked_scalar);
-    RUN(masked_avx2);
-    RUN(masked_avx512);
-    RUN(masked_neon);
     RUN(blocking_rule);
     RUN(kernel_choice_keeps_bits);
     RUN(caches_scalar);
