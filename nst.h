@@ -890,7 +890,13 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *     nst__sgemm_apacked(nthreads, &pk, trans_b, n, alpha, b, ldb, beta, c, ldc, bias, relu)
  *                                                              = nst__sgemm_fused with A taken from pk
  *     nst__sgemm_apack_free(&pk)
- *   The pack remembers the kernel it was made for, so a later nst_set_arch() does not invalidate it.
+ *   The pack remembers the kernel it was made for, so a later nst_set_arch() does not invalidate it; it is
+ *   the kernel nst__sgemm_fused takes for m rows (nst__gemm_kernel_pick; it was 6 x 16 for every m on AVX2
+ *   while unpacked C[64..512][.] ran 4 x 24: same bits, and on Zen 3 the loss gradient's c = 256/512
+ *   blocks ran the same within noise either way). Wide N takes the short-M path with the pack's own K
+ *   blocks (it used to turn the path off: Zen 3, 1 thread, g += D F over a whole 512 px layer, CPU time,
+ *   pre-packed D vs the GEMM packing D itself: c = 64 48-49 vs 34-36 ms before, 36-40 vs 36-40 after;
+ *   c = 128 32-36 vs 28-31 before, 28.5-30.6 vs 28.5-28.9 after).
  *   All return NST_OK, NST_ERR_ARGUMENT or NST_ERR_NOMEM.
  *
  * STRUCTURE (BLIS-style)
@@ -1843,11 +1849,13 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
      * software prefetch of the next block stalled the kernels: measured on Zen 3, bench/compare.sh).
      * Decided by the sizes only, never the thread count, so results stay identical across counts.
      * Not for long K (the Gram matrix F F^T): there A is large and C small, the usual path suits. */
-    if (!g->lower && !g->apacked && (wkb = nst__gemm_wide_kb(kt, &g->bl, g->m, g->n, g->k)) > 0) {
+    if (!g->lower && (wkb = nst__gemm_wide_kb(kt, &g->bl, g->m, g->n, g->k)) > 0) {
         g->wide = 1;
-        g->kb = wkb;
         g->nc = g->bl.wide_nc;
-        wide_n = (mpad * (size_t)g->k + 15) & ~(size_t)15;
+        if (!g->apacked) {   /* pre-packed A: already shared, in its own K blocks (the bits stay the pack's) */
+            g->kb = wkb;
+            wide_n = (mpad * (size_t)g->k + 15) & ~(size_t)15;
+        }
     }
 #if defined(NST__X86)
     g->simd_pack = kt->arch == NST_ARCH_AVX512 ? 2 : kt->arch == NST_ARCH_AVX2;
@@ -1898,7 +1906,7 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     per = (abuf_n + bbuf_n + 15) & ~(size_t)15;
     buf = (float *)nst__aligned_alloc((wide_n + part_n + per * nt) * sizeof(float));
     if (!buf) return nst__err(NST_ERR_NOMEM, "sgemm: out of memory for %d x %lu packing floats", nt, (unsigned long)per);
-    if (g->wide) {   /* the shared packed A, in the layout of nst__sgemm_pack_a, ahead of the threads' buffers */
+    if (wide_n) {   /* the shared packed A, in the layout of nst__sgemm_pack_a, ahead of the threads' buffers */
         int pc;
         for (pc = 0; pc < g->k; pc += g->kb) nst__gemm_pack_a(g, buf + mpad * pc, 0, g->m, pc, NST__MIN(g->kb, g->k - pc));
         g->apacked = buf;
@@ -1956,7 +1964,8 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
             }
         }
     }
-    if (g->wide) { buf -= wide_n; g->apacked = NULL; g->wide = 0; }
+    if (wide_n) { buf -= wide_n; g->apacked = NULL; }
+    g->wide = 0;
     nst__aligned_free(buf);
     return NST_OK;
 }
@@ -2208,7 +2217,9 @@ static NST__UNUSED nst_status nst__sgemm_pack_a(nst__sgemm_apack *pk, int trans_
     if (m < 0 || k < 0 || (m && k && (!a || lda < (trans_a ? m : k))))
         return nst__err(NST_ERR_ARGUMENT, "sgemm_pack_a: bad arguments (m %d, k %d, lda %d)", m, k, lda);
     memset(&g, 0, sizeof g);
-    g.kt = nst__gemm_kernel_for(nst__cpu_arch());
+    /* the kernel nst__sgemm_fused would take for these rows (N unknown: taken as wide), so a pre-packed
+     * caller runs the kernel an unpacked one does: 4 x 24 for C[64..512][.] on AVX2, not 6 x 16 */
+    g.kt = nst__gemm_kernel_pick(nst__cpu_arch(), m, -1);
     g.trans_a = trans_a; g.m = m; g.k = k; g.a = a; g.lda = lda;
 #if defined(NST__X86)
     g.simd_pack = g.kt->arch == NST_ARCH_AVX512 ? 2 : g.kt->arch == NST_ARCH_AVX2;
@@ -6754,10 +6765,18 @@ static size_t nst__lossgrad_cols(int c, size_t hw, int nthreads) {
  *     with beta = 1 (edge tiles add the same way), so the bits do not depend on where the blocks are
  *     cut: the width may follow the thread count (tests/test_iter.c, lossgrad_independent_of_blocks).
  *   c < 256: packed D is at most 64 KiB, little next to a block's features, and the GEMM's short-M
- *     path, which it takes only with its own packing and for at least 4 NST__WIDE_NC columns, streams
- *     the features from memory better than the pre-packed path (Zen 3, 1 thread, 512 px: relu1_1 37 ms
- *     vs 53-70, relu2_1 30-31 vs 35). Each block calls the GEMM itself, 131072 / c columns (768 to 2048
- *     measured the same), a width independent of the thread count, so the bits are too. */
+ *     path (for at least 4 NST__WIDE_NC columns) streams the features from memory better than the
+ *     pre-packed path did when a pack turned the short-M path off (Zen 3, 1 thread, 512 px: relu1_1 37
+ *     ms vs 53-70, relu2_1 30-31 vs 35); a pack now takes that path too and runs as fast as the GEMM's
+ *     own packing (see nst__sgemm_pack_a), no faster. Each block calls the GEMM itself, 131072 / c
+ *     columns (768 to 2048 measured the same), a width independent of the thread count, so the bits are.
+ * Measured and not kept (2026-12-01, Zen 3, AVX2): the ReLU mask as an epilogue of the GEMM's tiles
+ * (each tile of g masked right after the kernel stored it, one read-modify-write of g) and, at c < 256,
+ * one masked GEMM over the whole layer instead of the blocks: bench/bench_lossgrad.c of commit 063adb6
+ * (`OMP_WAIT_POLICY=passive build/bench_lossgrad --threads 1|2 --reps 15`, GEMM + mask pass over fused,
+ * best CPU time, alternated, load average 6 on the 2 cores) gave 0.93-1.02 at relu1_1, 0.97-1.02 at
+ * relu2_1, 0.95-0.99 at relu3_1 and 0.96-1.05 at relu4_1 on 1 and 2 threads: the mask pass reads a block
+ * that is still in L2, while the fused form reads the mask from feature rows 4 hw bytes apart. */
 static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, const float *feat, float *g) {
     const nst__net *n = &o->net;
     int c = n->c_[layer], k, relu = nst__layer_type(layer) == NST__L_RELU, simd = nst__simd_avx2(), styled = 0;

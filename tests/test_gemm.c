@@ -401,6 +401,7 @@ TEST(gram_rows) {
     CHECK(bad == 0);
 }
 
+/* 64 x 1000 x 576 pre-packed takes the short-M path with the pack's K blocks (several: K > KC). */
 TEST(fused_and_prepacked) {
     static const int sz[][3] = {{64, 1000, 576}, {13, 77, 5}, {100, 33, 900}, {1, 1, 1}, {64, 9, 0}};
     int s, tb, bad = 0;
@@ -423,10 +424,14 @@ TEST(fused_and_prepacked) {
             ref_gemm(ta, tb, m, n, k, 1.25, a, ta ? m : k, b, ldb, 1.0, c0, n, bias, 1, ref, sc);
             bad += compare("fused", m, n, c, n, ref, sc, nst_t_tol(nst__cpu_arch()));
             CHECK_OK(nst__sgemm_pack_a(&pk, ta, m, k, a, ta ? m : k));
+            CHECK(pk.kt == nst__gemm_kernel_pick(nst__cpu_arch(), m, -1));   /* the unpacked call's kernel */
             CHECK_OK(nst__sgemm_apacked(2, &pk, tb, n, 1.25f, b, ldb, 1.0f, c2, n, bias, 1));
             /* not bit-equal to the fused call: that one may take the short-M path, whose K blocks depend on
              * N, which a pack made before N is known cannot follow */
             bad += compare("prepacked", m, n, c2, n, ref, sc, nst_t_tol(nst__cpu_arch()));
+            memcpy(c, c0, sizeof(float) * m * n);   /* 1 thread: the bits of 2 (64 x 1000: the short-M path) */
+            CHECK_OK(nst__sgemm_apacked(1, &pk, tb, n, 1.25f, b, ldb, 1.0f, c, n, bias, 1));
+            bad += memcmp(c, c2, sizeof(float) * m * n) != 0;
             nst__sgemm_apack_free(&pk);
             free(a); free(b); free(c); free(c2); free(c0); free(bias); free(ref); free(sc);
         }
