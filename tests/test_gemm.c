@@ -182,6 +182,37 @@ TEST(gemm_avx2) { gemm_sizes(NST_ARCH_AVX2); }
 TEST(gemm_avx512) { gemm_sizes(NST_ARCH_AVX512); }
 TEST(gemm_neon) { gemm_sizes(NST_ARCH_NEON); }
 
+/* One GEMM case's operands (A, B with leading dimensions past their rows; C with ldc = n + 3), filled in a
+ * fixed order from r; c0 is the starting C (NaN where beta == 0 never reads it), c and c2 copies of it. */
+typedef struct {
+    float *a, *b, *c, *c2, *c0, *bias;
+    double *ref, *sc;
+    int lda, ldb, ldc;
+} gemm_case;
+static void gemm_case_make(gemm_case *g, int ta, int tb, int m, int n, int k, float beta, nst__rng *r) {
+    int i;
+    g->lda = (ta ? m : k) + 3; g->ldb = (tb ? k : n) + 1; g->ldc = n + 3;
+    g->a = (float *)malloc(sizeof(float) * (size_t)(ta ? k : m) * g->lda);
+    g->b = (float *)malloc(sizeof(float) * (size_t)(tb ? n : k) * g->ldb);
+    g->c = (float *)malloc(sizeof(float) * (size_t)m * g->ldc);
+    g->c2 = (float *)malloc(sizeof(float) * (size_t)m * g->ldc);
+    g->c0 = (float *)malloc(sizeof(float) * (size_t)m * g->ldc);
+    g->bias = (float *)malloc(sizeof(float) * (size_t)m);
+    g->ref = (double *)malloc(sizeof(double) * (size_t)m * n);
+    g->sc = (double *)malloc(sizeof(double) * (size_t)m * n);
+    fill(g->a, (size_t)(ta ? k : m) * g->lda, r);
+    fill(g->b, (size_t)(tb ? n : k) * g->ldb, r);
+    fill(g->c0, (size_t)m * g->ldc, r);
+    fill(g->bias, (size_t)m, r);
+    if (beta == 0.0f)   /* C is never read: NaN must not leak */
+        for (i = 0; i < m * n; i++) g->c0[(size_t)(i / n) * g->ldc + i % n] = nst__f32_from_bits(0x7FC00000u);
+    memcpy(g->c, g->c0, sizeof(float) * (size_t)m * g->ldc);
+    memcpy(g->c2, g->c0, sizeof(float) * (size_t)m * g->ldc);
+}
+static void gemm_case_free(gemm_case *g) {
+    free(g->a); free(g->b); free(g->c); free(g->c2); free(g->c0); free(g->bias); free(g->ref); free(g->sc);
+}
+
 /* The short-M, wide-N path (nst__gemm_wide_kb > 0: A packed once, B in column blocks): rows not a multiple
  * of MR, an N tail in the last block and panel, K = 1, K cut into several blocks, every transpose, alpha and
  * beta (NaN in C with beta 0), ldc > n, the fused bias and ReLU, and 1 and 2 threads giving the same bits. */
@@ -207,32 +238,24 @@ static void gemm_wide(nst_arch arch) {
                 CHECK_MSG(kb > 0, "%dx%dx%d does not take the short-M path", m, n, k);
                 multi += kb < k;
                 for (t = 0; t < 4 && !bad; t++) {
-                    int ta = t & 1, tb = t >> 1, lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 3, i;
+                    int ta = t & 1, tb = t >> 1, i;
                     float alpha = (v & 1) ? -0.75f : 1.0f, beta = (v + t) % 3 == 0 ? 0.0f : 0.5f;
                     int fused = (v + t) % 4 == 1;
-                    float *a = (float *)malloc(sizeof(float) * (size_t)(ta ? k : m) * lda);
-                    float *b = (float *)malloc(sizeof(float) * (size_t)(tb ? n : k) * ldb);
-                    float *c = (float *)malloc(sizeof(float) * (size_t)m * ldc), *c2 = (float *)malloc(sizeof(float) * (size_t)m * ldc);
-                    float *c0 = (float *)malloc(sizeof(float) * (size_t)m * ldc), *bias = (float *)malloc(sizeof(float) * (size_t)m);
-                    double *ref = (double *)malloc(sizeof(double) * (size_t)m * n), *sc = (double *)malloc(sizeof(double) * (size_t)m * n);
+                    gemm_case g;
                     char what[96];
-                    fill(a, (size_t)(ta ? k : m) * lda, &rng);
-                    fill(b, (size_t)(tb ? n : k) * ldb, &rng);
-                    fill(c0, (size_t)m * ldc, &rng);
-                    fill(bias, (size_t)m, &rng);
-                    if (beta == 0.0f)   /* C is never read: NaN must not leak */
-                        for (i = 0; i < m * n; i++) c0[(size_t)(i / n) * ldc + i % n] = nst__f32_from_bits(0x7FC00000u);
-                    memcpy(c, c0, sizeof(float) * (size_t)m * ldc);
-                    memcpy(c2, c0, sizeof(float) * (size_t)m * ldc);
-                    CHECK_OK(nst__sgemm_fused(1, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, fused ? bias : NULL, fused));
-                    CHECK_OK(nst__sgemm_fused(2, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c2, ldc, fused ? bias : NULL, fused));
-                    ref_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c0, ldc, fused ? bias : NULL, fused, ref, sc);
+                    gemm_case_make(&g, ta, tb, m, n, k, beta, &rng);
+                    CHECK_OK(nst__sgemm_fused(1, ta, tb, m, n, k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c, g.ldc,
+                                              fused ? g.bias : NULL, fused));
+                    CHECK_OK(nst__sgemm_fused(2, ta, tb, m, n, k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c2, g.ldc,
+                                              fused ? g.bias : NULL, fused));
+                    ref_gemm(ta, tb, m, n, k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c0, g.ldc, fused ? g.bias : NULL, fused,
+                             g.ref, g.sc);
                     snprintf(what, sizeof what, "%s wide %dx%dx%d trans %d%d", nst__arch_name(arch), m, n, k, ta, tb);
-                    bad += compare(what, m, n, c, ldc, ref, sc, nst_t_tol(arch));
-                    bad += memcmp(c, c2, sizeof(float) * (size_t)m * ldc) != 0;   /* incl. the untouched ldc padding */
+                    bad += compare(what, m, n, g.c, g.ldc, g.ref, g.sc, nst_t_tol(arch));
+                    bad += memcmp(g.c, g.c2, sizeof(float) * (size_t)m * g.ldc) != 0;   /* incl. the untouched ldc padding */
                     for (i = 0; i < m && !bad; i++)
-                        bad += memcmp(c + (size_t)i * ldc + n, c0 + (size_t)i * ldc + n, 3 * sizeof(float)) != 0;
-                    free(a); free(b); free(c); free(c2); free(c0); free(bias); free(ref); free(sc);
+                        bad += memcmp(g.c + (size_t)i * g.ldc + n, g.c0 + (size_t)i * g.ldc + n, 3 * sizeof(float)) != 0;
+                    gemm_case_free(&g);
                 }
             }
     CHECK(bad == 0);
@@ -288,34 +311,27 @@ static void gemm_longk(nst_arch arch) {
         CHECK_MSG(nst__gemm_ksplit_blocks(m, n, k, kb) > 0, "%dx%dx%d does not split K", m, n, k);
         if (quick && s == 6) continue;
         for (t = 0; t < 4 && !bad; t++) {
-            int ta = t & 1, tb = t >> 1, lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 3, th;
+            int ta = t & 1, tb = t >> 1, th;
             float alpha = (s + t) & 1 ? -0.75f : 1.0f, beta = (s + t) % 3 == 0 ? 0.0f : 0.5f;
             int fused = (s + t) % 4 == 1;
-            float *a = (float *)malloc(sizeof(float) * (size_t)(ta ? k : m) * lda);
-            float *b = (float *)malloc(sizeof(float) * (size_t)(tb ? n : k) * ldb);
-            float *c = (float *)malloc(sizeof(float) * (size_t)m * ldc), *c2 = (float *)malloc(sizeof(float) * (size_t)m * ldc);
-            float *c0 = (float *)malloc(sizeof(float) * (size_t)m * ldc), *bias = (float *)malloc(sizeof(float) * (size_t)m);
-            double *ref = (double *)malloc(sizeof(double) * (size_t)m * n), *sc = (double *)malloc(sizeof(double) * (size_t)m * n);
+            gemm_case g;
             char what[96];
-            fill(a, (size_t)(ta ? k : m) * lda, &rng);
-            fill(b, (size_t)(tb ? n : k) * ldb, &rng);
-            fill(c0, (size_t)m * ldc, &rng);
-            fill(bias, (size_t)m, &rng);
-            if (beta == 0.0f)   /* C is never read: NaN must not leak */
-                for (i = 0; i < m * n; i++) c0[(size_t)(i / n) * ldc + i % n] = nst__f32_from_bits(0x7FC00000u);
-            memcpy(c, c0, sizeof(float) * (size_t)m * ldc);
-            CHECK_OK(nst__sgemm_fused(1, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, fused ? bias : NULL, fused));
-            ref_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c0, ldc, fused ? bias : NULL, fused, ref, sc);
+            gemm_case_make(&g, ta, tb, m, n, k, beta, &rng);
+            CHECK_OK(nst__sgemm_fused(1, ta, tb, m, n, k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c, g.ldc,
+                                      fused ? g.bias : NULL, fused));
+            ref_gemm(ta, tb, m, n, k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c0, g.ldc, fused ? g.bias : NULL, fused, g.ref,
+                     g.sc);
             snprintf(what, sizeof what, "%s long K %dx%dx%d trans %d%d", nst__arch_name(arch), m, n, k, ta, tb);
-            bad += compare(what, m, n, c, ldc, ref, sc, nst_t_tol(arch));
+            bad += compare(what, m, n, g.c, g.ldc, g.ref, g.sc, nst_t_tol(arch));
             for (i = 0; i < m && !bad; i++)   /* the ldc padding stays untouched */
-                bad += memcmp(c + (size_t)i * ldc + n, c0 + (size_t)i * ldc + n, 3 * sizeof(float)) != 0;
+                bad += memcmp(g.c + (size_t)i * g.ldc + n, g.c0 + (size_t)i * g.ldc + n, 3 * sizeof(float)) != 0;
             for (th = 2; th <= 3; th++) {
-                memcpy(c2, c0, sizeof(float) * (size_t)m * ldc);
-                CHECK_OK(nst__sgemm_fused(th, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c2, ldc, fused ? bias : NULL, fused));
-                bad += memcmp(c, c2, sizeof(float) * (size_t)m * ldc) != 0;
+                memcpy(g.c2, g.c0, sizeof(float) * (size_t)m * g.ldc);
+                CHECK_OK(nst__sgemm_fused(th, ta, tb, m, n, k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c2, g.ldc,
+                                          fused ? g.bias : NULL, fused));
+                bad += memcmp(g.c, g.c2, sizeof(float) * (size_t)m * g.ldc) != 0;
             }
-            free(a); free(b); free(c); free(c2); free(c0); free(bias); free(ref); free(sc);
+            gemm_case_free(&g);
         }
     }
     CHECK(bad == 0);
