@@ -8491,8 +8491,9 @@ static NST__TARGET_AVX2 void nst__lb_dots_bf16_avx2(const nst__lb_vf *p, size_t 
                 /* 12 accumulators (vector x w), each taking the even and the odd half; the w operands come
                  * straight from L1 and the odd halves are cut with two shifts (no mask register), so the
                  * loop needs 15 registers and nothing spills. Two vectors at a time needed 18 loads per
-                 * 32 products (one accumulator spilled to the stack) and ran this pass at 1.8-2x the time
-                 * of the combining pass over the same history (1 thread, Zen 3, 512 px, m = 100). */
+                 * 32 products (one accumulator spilled to the stack): this pass took 1.45-1.6x the time of
+                 * the combining pass over the same history, now 1.2-1.3x (1 thread, CPU time, Zen 3,
+                 * 512 px, m = 100, bf16; software prefetch of the next vectors did not help). */
                 const uint16_t *v0 = (const uint16_t *)p->v[j], *v1 = (const uint16_t *)p->v[j + 1];
                 const uint16_t *v2 = (const uint16_t *)p->v[j + 2], *v3 = (const uint16_t *)p->v[j + 3];
                 __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s10 = s00, s11 = s00, s12 = s00;
