@@ -57,7 +57,7 @@ int main(int argc, char **argv) {
     n = (size_t)512 * size * size;
     a = (float *)nst__aligned_alloc(n * sizeof(float));
     b = (float *)nst__aligned_alloc(n * sizeof(float));
-    pad = (float *)nst__aligned_alloc(nst__reflect_scratch_floats(512, 512, size, size) * sizeof(float));
+    pad = (float *)nst__aligned_alloc(nst__reflect_scratch_floats(512, 512, size, size, threads) * sizeof(float));
     for (i = 0; i < (int)n; i++) a[i] = (float)((i * 2654435761u) % 1000) * 1e-3f;
     for (ci = 0, h = w = size; ci < 13; ci++) {
         double t[4] = {1e30, 1e30, 1e30, 1e30}, extra;
