@@ -4883,9 +4883,10 @@ NSTDEF nst_status nst_model_save(const nst_model *m, const char *path, int half)
  * - the fix (nst__reflect_fix_forward/backward): only the taps that fall outside the image change,
  *   and on each side of the border those are 3 of the 9 (top: ky = 0; left: kx = 0, ...). Per side,
  *   one GEMM C[cout][len] += W_side[cout][3 cin] B[3 cin][len] adds them, B holding the padded rows
- *   (columns) under those taps; the side's weights are copied out of W once per call (one sweep, the 4
- *   sides). A corner's outside taps are split between its row and its column, never counted twice.
- *   Backward is the transpose per side, dB = W_side^T dC, folded back onto the pixels each pad blends.
+ *   (columns) under those taps; forward copies the side's weights out of W once per call (one sweep, the
+ *   4 sides). A corner's outside taps are split between its row and its column, never counted twice.
+ *   Backward is the transpose per side, dB = W_side^T dC, folded back onto the pixels each pad blends,
+ *   computed as dB^T = dC^T W_side in channel chunks (see nst__reflect_fix_backward).
  *   Cost 2 x 3 cin cout 2(H+W) multiply-adds per direction: 1/3 of multiplying the 9 taps of every
  *   border pixel, which cost 15% of the convolutions at 512 px and 30% at 64 px.
  * - the border (nst__reflect_border_forward, forward only): the whole pre-activation of every border
@@ -4893,8 +4894,15 @@ NSTDEF nst_status nst_model_save(const nst_model *m, const char *path, int half)
  *   3x the fix's multiply-adds, but the engine can then fuse its ReLU: for the early layers (few input
  *   channels, large maps) that saves a pass over the map worth more than the GEMM.
  * Measured (bench_reflect --size 512 --threads 1, Zen 3, AVX2, CPU time): the backward fix is what is
- * left, 69 ms per evaluation (0.6..10 ms per layer, 3.4% of the 2.05 s of zero-padded convolutions); the
- * padded forward is the zero-padded one within the noise (+-10% per layer on the shared machine).
+ * left, 54-69 ms per evaluation (0.6..10 ms per layer, 3.4% of the 2.05 s of zero-padded convolutions); the
+ * padded forward is the zero-padded one within the noise (+-10% per layer on the shared machine). The
+ * chunked backward (one parallel region, threaded scatter) costs 64-66 ms of CPU there, 10-20% more than
+ * the whole-layer one (54-55 ms, same run; its weights are read in 2 KB runs, not one stream), for less
+ * wall time on 2 threads: the whole-layer fix scattered on one thread (~10 ms) after 2 regions (its
+ * "fix wall" at --threads 2 on the shared machine, overloaded by other jobs: 200-208 ms, chunked 133-141;
+ * quiet, it should be about half the chunked CPU time). Of the 2.5 GFLOP of side GEMMs at 512 px, ~30 ms
+ * of one thread; the gathers and scatters (~15 ms) touch a cache line per row of every channel's border
+ * columns.
  * The transpose in the engine (the backward-data convolution evaluated on the (H+2) x (W+2) grid, the
  * pad rows and columns folded back 0.7/0.3) was not built: its extra tiles cost +1.6% of a layer's
  * backward at 512 px, 3.1% at 256, 6.3% at 128, 12.9% at 64, 26.6% at 32; with the per-layer times
@@ -4999,9 +5007,9 @@ static void nst__split(int n, int t, int nt, int *lo, int *hi) {
     *lo = (int)((long)n * t / nt);
     *hi = (int)((long)n * (t + 1) / nt);
 }
-/* The fix's scratch: A[4][cout][3 cin], then per side B[3 cin][len] and C[cout][len] (len = max(h, w)).
- * Three parallel regions per call (gather, the four side GEMMs one per thread, scatter): on a loaded
- * machine every region's barrier can cost a time slice. */
+/* The forward fix's scratch: A[4][cout][3 cin], then per side B[3 cin][len] and C[cout][len] (len =
+ * max(h, w)). Two parallel regions per call (gather, the four side GEMMs one per thread): it runs only
+ * where the engine cannot pad (conv1_1 when the border path does not pay, and the calibration). */
 static void nst__fix_scratch(float *scratch, int cin, int cout, int h, int w, float **A, float **B, float **C) {
     size_t len = (size_t)NST__MAX(h, w);
     *A = scratch;
