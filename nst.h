@@ -4883,9 +4883,10 @@ NSTDEF nst_status nst_model_save(const nst_model *m, const char *path, int half)
  * - the fix (nst__reflect_fix_forward/backward): only the taps that fall outside the image change,
  *   and on each side of the border those are 3 of the 9 (top: ky = 0; left: kx = 0, ...). Per side,
  *   one GEMM C[cout][len] += W_side[cout][3 cin] B[3 cin][len] adds them, B holding the padded rows
- *   (columns) under those taps; the side's weights are copied out of W once per call (one sweep, the 4
- *   sides). A corner's outside taps are split between its row and its column, never counted twice.
- *   Backward is the transpose per side, dB = W_side^T dC, folded back onto the pixels each pad blends.
+ *   (columns) under those taps; forward copies the side's weights out of W once per call (one sweep, the
+ *   4 sides). A corner's outside taps are split between its row and its column, never counted twice.
+ *   Backward is the transpose per side, dB = W_side^T dC, folded back onto the pixels each pad blends,
+ *   computed as dB^T = dC^T W_side in channel chunks (see nst__reflect_fix_backward).
  *   Cost 2 x 3 cin cout 2(H+W) multiply-adds per direction: 1/3 of multiplying the 9 taps of every
  *   border pixel, which cost 15% of the convolutions at 512 px and 30% at 64 px.
  * - the border (nst__reflect_border_forward, forward only): the whole pre-activation of every border
@@ -4893,8 +4894,15 @@ NSTDEF nst_status nst_model_save(const nst_model *m, const char *path, int half)
  *   3x the fix's multiply-adds, but the engine can then fuse its ReLU: for the early layers (few input
  *   channels, large maps) that saves a pass over the map worth more than the GEMM.
  * Measured (bench_reflect --size 512 --threads 1, Zen 3, AVX2, CPU time): the backward fix is what is
- * left, 69 ms per evaluation (0.6..10 ms per layer, 3.4% of the 2.05 s of zero-padded convolutions); the
- * padded forward is the zero-padded one within the noise (+-10% per layer on the shared machine).
+ * left, 54-69 ms per evaluation (0.6..10 ms per layer, 3.4% of the 2.05 s of zero-padded convolutions); the
+ * padded forward is the zero-padded one within the noise (+-10% per layer on the shared machine). The
+ * chunked backward (one parallel region, threaded scatter) costs 64-66 ms of CPU there, 10-20% more than
+ * the whole-layer one (54-55 ms, same run; its weights are read in 2 KB runs, not one stream), for less
+ * wall time on 2 threads: the whole-layer fix scattered on one thread (~10 ms) after 2 regions (its
+ * "fix wall" at --threads 2 on the shared machine, overloaded by other jobs: 200-208 ms, chunked 133-141;
+ * quiet, it should be about half the chunked CPU time). Of the 2.5 GFLOP of side GEMMs at 512 px, ~30 ms
+ * of one thread; the gathers and scatters (~15 ms) touch a cache line per row of every channel's border
+ * columns.
  * The transpose in the engine (the backward-data convolution evaluated on the (H+2) x (W+2) grid, the
  * pad rows and columns folded back 0.7/0.3) was not built: its extra tiles cost +1.6% of a layer's
  * backward at 512 px, 3.1% at 256, 6.3% at 128, 12.9% at 64, 26.6% at 32; with the per-layer times
@@ -4929,10 +4937,13 @@ static size_t nst__border_pixel(size_t k, int h, int w, int *y, int *x) {
     return (size_t)*y * w + *x;
 }
 /* The scratch either correction needs (the larger of the two). */
-static size_t nst__reflect_scratch_floats(int cin, int cout, int h, int w) {
+static size_t nst__fix_thread_floats(int cin, int cout, int h, int w);
+static size_t nst__reflect_scratch_floats(int cin, int cout, int h, int w, int nthreads) {
     size_t nb = nst__border_count(h, w), len = (size_t)NST__MAX(h, w);
     size_t border = nb * ((size_t)9 * cin + cout), fix = (size_t)12 * cin * cout + 4 * len * ((size_t)3 * cin + cout);
-    return NST__MAX(border, fix);
+    size_t bwd = (((size_t)2 * cout * (h + w) + 15) & ~(size_t)15) +
+                 (size_t)nst__resolve_threads(nthreads) * nst__fix_thread_floats(cin, cout, h, w);
+    return NST__MAX(NST__MAX(border, fix), bwd);
 }
 /* Whether the border path (and the engine's fused ReLU) beats the fix plus a ReLU pass for a layer:
  * the border costs 6 cin cout nb more multiply-adds than the fix; a pass over an element of the map
@@ -4975,35 +4986,6 @@ static void nst__side_gather(float *B, const float *img, int c0, int c1, int h, 
         }
     }
 }
-/* The transpose of nst__side_gather: img += what B's entries were read from (B is overwritten). */
-static void nst__side_scatter(float *B, float *img, int c0, int c1, int h, int w, int s) {
-    int len = nst__side_len(s, h, w), i, p, src[2];
-    size_t hw = (size_t)h * w;
-    float wt[2];
-    for (i = c0; i < c1; i++) {
-        float *pl = img + (size_t)i * hw;
-        float *b0 = B + (size_t)i * 3 * len, *b1 = b0 + len, *b2 = b1 + len;
-        float e0 = b0[0], e2 = b2[len - 1];
-        for (p = 0; p < len; p++) b1[p] += (p + 1 < len ? b0[p + 1] : 0.0f) + (p >= 1 ? b2[p - 1] : 0.0f);
-        if (s < 2) {
-            float *r0, *r1;
-            nst__pad_source(-1, w, src, wt);
-            b1[src[0]] += wt[0] * e0; b1[src[1]] += wt[1] * e0;
-            nst__pad_source(w, w, src, wt);
-            b1[src[0]] += wt[0] * e2; b1[src[1]] += wt[1] * e2;
-            nst__pad_source(s == 0 ? -1 : h, h, src, wt);
-            r0 = pl + (size_t)src[0] * w; r1 = pl + (size_t)src[1] * w;
-            for (p = 0; p < w; p++) r0[p] += wt[0] * b1[p];
-            for (p = 0; p < w; p++) r1[p] += wt[1] * b1[p];
-        } else {       /* e0, e2 were zeros in the gather */
-            nst__pad_source(s == 2 ? -1 : w, w, src, wt);
-            for (p = 0; p < h; p++) {
-                pl[(size_t)p * w + src[0]] += wt[0] * b1[p];
-                pl[(size_t)p * w + src[1]] += wt[1] * b1[p];
-            }
-        }
-    }
-}
 /* The four sides' weights, A[s][cout][3 cin] (column i*3 + j: side s's outside tap j of channel i),
  * rows [o0, o1) of each. */
 static void nst__side_weights(float *A, const float *W, int cin, int cout, int o0, int o1) {
@@ -5025,9 +5007,9 @@ static void nst__split(int n, int t, int nt, int *lo, int *hi) {
     *lo = (int)((long)n * t / nt);
     *hi = (int)((long)n * (t + 1) / nt);
 }
-/* The fix's scratch: A[4][cout][3 cin], then per side B[3 cin][len] and C[cout][len] (len = max(h, w)).
- * Three parallel regions per call (gather, the four side GEMMs one per thread, scatter): on a loaded
- * machine every region's barrier can cost a time slice. */
+/* The forward fix's scratch: A[4][cout][3 cin], then per side B[3 cin][len] and C[cout][len] (len =
+ * max(h, w)). Two parallel regions per call (gather, the four side GEMMs one per thread): it runs only
+ * where the engine cannot pad (conv1_1 when the border path does not pay, and the calibration). */
 static void nst__fix_scratch(float *scratch, int cin, int cout, int h, int w, float **A, float **B, float **C) {
     size_t len = (size_t)NST__MAX(h, w);
     *A = scratch;
@@ -5076,43 +5058,145 @@ static nst_status nst__reflect_fix_forward(const nst_model *m, int ci, const flo
     }
     return NST_OK;
 }
-/* din (backward-data of the zero-padded convolution) += the gradient through the outside taps. */
-static nst_status nst__reflect_fix_backward(const nst_model *m, int ci, const float *dout, float *din, int h, int w,
-                                            int nthreads, float *scratch) {
-    int cin = m->cin[ci], cout = m->cout[ci], nt = NST__MAX(1, nthreads), t, s;
-    size_t hw = (size_t)h * w, side = (size_t)cout * 3 * cin, len = (size_t)NST__MAX(h, w);
-    float *A, *B, *C;
-    nst_status st = NST_OK, ss[4];
-    nst__fix_scratch(scratch, cin, cout, h, w, &A, &B, &C);
-    (void)t; (void)s;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static)
+/* The backward fix works on chunks of input channels, cin / 8 of them, at least 16 (the GEMM's columns)
+ * and at most 64 (their weights, 9 cout cc floats, in L2/L3): 4 chunks or more at 64..128 channels for
+ * the threads to share, and the chunks depend on cin alone, so the bits do not depend on the thread
+ * count. Per chunk, the side weights of its channels are copied out of W in ring order (below) and
+ * packed by the chunk's 4 side GEMMs while still in cache: W is read from memory once and the copy never
+ * goes out to it (the whole layer's, 12 cin cout floats, went to memory and back: 12 MB per 512 x 512
+ * layer). */
+static int nst__fix_chunk(int cin) { return NST__MIN(cin, NST__MAX(16, NST__MIN(64, cin / 8))); }
+/* The outside taps around the 3 x 3 window in ring order, the first one again at the end: each side's 3
+ * taps are 3 neighbours, top from ring position 0 (taps 0 1 2), right from 2 (2 5 8), bottom from 4
+ * (8 7 6), left from 6 (6 3 0). Bottom and left run backwards. */
+static const unsigned char nst__ring_tap[9] = {0, 1, 2, 5, 8, 7, 6, 3, 0};
+static const unsigned char nst__ring_start[4] = {0, 4, 6, 2};   /* of side s (0 top, 1 bottom, 2 left, 3 right) */
+/* Per thread floats of the backward fix: the chunk's ring weights [cout][9][cc], one side's product
+ * [len][3 cc] and the gradient along one padded line. */
+static size_t nst__fix_thread_floats(int cin, int cout, int h, int w) {
+    size_t cc = (size_t)nst__fix_chunk(cin), len = (size_t)NST__MAX(h, w);
+    return ((size_t)cout * 9 * cc + len * 3 * cc + len + 2 + 15) & ~(size_t)15;
+}
+/* Ring weights Wr[o][r][c] = W[o][i0 + c][nst__ring_tap[r]] of channels [i0, i0 + nc). */
+static void nst__ring_weights(float *Wr, const float *W, int cin, int cout, int i0, int nc) {
+    int o, c, r;
+    for (o = 0; o < cout; o++) {
+        const float *q = W + ((size_t)o * cin + i0) * 9;
+        float *t = Wr + (size_t)o * 9 * nc;
+#if defined(__GNUC__) || defined(__clang__)
+        if (o + 8 < cout) {   /* rows 36 cin bytes apart: each a new page the hardware prefetchers wait for */
+            const char *f = (const char *)(q + (size_t)8 * 9 * cin);
+            int b;
+            for (b = 0; b < 9 * nc * (int)sizeof(float); b += 64) __builtin_prefetch(f + b);
+        }
 #endif
-    for (t = 0; t < nt; t++) {
-        int a, b, o, p;
-        nst__split(cout, t, nt, &a, &b);
-        nst__side_weights(A, m->w[ci], cin, cout, a, b);
-        for (o = a; o < b; o++) {   /* dC of each side: the output gradient along it */
-            const float *po = dout + (size_t)o * hw;
-            float *c0 = C + (size_t)o * w, *c1 = C + (size_t)cout * len + (size_t)o * w,
-                  *c2 = C + (size_t)2 * cout * len + (size_t)o * h, *c3 = C + (size_t)3 * cout * len + (size_t)o * h;
-            memcpy(c0, po, sizeof(float) * (size_t)w);
-            memcpy(c1, po + (size_t)(h - 1) * w, sizeof(float) * (size_t)w);
-            for (p = 0; p < h; p++) { c2[p] = po[(size_t)p * w]; c3[p] = po[(size_t)p * w + w - 1]; }
+        for (r = 0; r < 9; r++) {
+            const float *qr = q + nst__ring_tap[r];
+            float *tr = t + (size_t)r * nc;
+            for (c = 0; c < nc; c++) tr[c] = qr[(size_t)c * 9];
         }
     }
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static)
-#endif
-    for (s = 0; s < 4; s++) {
-        int n = nst__side_len(s, h, w);
-        ss[s] = nst__sgemm_ex(1, 1, 0, 3 * cin, n, cout, 1.0f, A + (size_t)s * side, 3 * cin,
-                              C + (size_t)s * cout * len, n, 0.0f, B + (size_t)s * 3 * cin * len, n);
+}
+/* img (channels [i0, i0 + nc)) += the gradient side s's outside taps pass back: D[p][j nc + c] is the
+ * gradient at the value under ring tap j of the side at its pixel p, for channel i0 + c. The transpose of
+ * nst__side_gather: a row side's taps read the padded row at p - 1, p, p + 1 (the pad's ends blended),
+ * a column side's the padded column there (the corners' ends are the row sides'). line: len + 2 floats. */
+static void nst__side_scatter_ring(const float *D, int ldd, int nc, float *img, int i0, int h, int w, int s,
+                                   float *line) {
+    int len = nst__side_len(s, h, w), rev = s == 1 || s == 2, c, p, src[2];
+    size_t hw = (size_t)h * w;
+    float wt[2];
+    for (c = 0; c < nc; c++) {
+        float *pl = img + (size_t)(i0 + c) * hw;
+        const float *d = D + c;
+        memset(line, 0, sizeof(float) * (size_t)(len + 2));
+        for (p = 0; p < len; p++, d += ldd) {   /* line[k + 1]: the padded line at k, k = -1 .. len */
+            float a = d[0], b = d[nc], e = d[2 * nc];
+            line[p] += rev ? e : a;
+            line[p + 1] += b;
+            line[p + 2] += rev ? a : e;
+        }
+        if (s < 2) {
+            float *r0, *r1;
+            nst__pad_source(-1, w, src, wt);
+            line[src[0] + 1] += wt[0] * line[0]; line[src[1] + 1] += wt[1] * line[0];
+            nst__pad_source(w, w, src, wt);
+            line[src[0] + 1] += wt[0] * line[w + 1]; line[src[1] + 1] += wt[1] * line[w + 1];
+            nst__pad_source(s == 0 ? -1 : h, h, src, wt);
+            r0 = pl + (size_t)src[0] * w; r1 = pl + (size_t)src[1] * w;
+            for (p = 0; p < w; p++) r0[p] += wt[0] * line[p + 1];
+            for (p = 0; p < w; p++) r1[p] += wt[1] * line[p + 1];
+        } else {
+            nst__pad_source(s == 2 ? -1 : w, w, src, wt);
+            for (p = 0; p < h; p++) {
+                pl[(size_t)p * w + src[0]] += wt[0] * line[p + 1];
+                pl[(size_t)p * w + src[1]] += wt[1] * line[p + 1];
+            }
+        }
     }
-    for (s = 0; s < 4; s++) if (ss[s] != NST_OK) st = ss[s];
-    if (st != NST_OK) return st;
-    for (s = 0; s < 4; s++) nst__side_scatter(B + (size_t)s * 3 * cin * len, din, 0, cin, h, w, s);   /* small */
-    return NST_OK;
+}
+/* din (backward-data of the zero-padded convolution) += the gradient through the outside taps.
+ * Per side, dB^T[len][3 cc] = dC^T[len][cout] W_side[cout][3 cc] for each channel chunk: the long side
+ * of the product is the chunk's columns, not the pixels (C[3 cin][len] with len 32..64 ran the GEMM at a
+ * third of its speed at 512 px: the 6 x 16 kernel over 2-4 column panels per packed A row block). The
+ * sides' dC[s][cout][len] are gathered first (one barrier), then the threads take chunks from a shared
+ * counter and scatter each chunk's gradient themselves: one parallel region per layer. */
+static nst_status nst__reflect_fix_backward(const nst_model *m, int ci, const float *dout, float *din, int h, int w,
+                                            int nthreads, float *scratch) {
+    int cin = m->cin[ci], cout = m->cout[ci], nt = nst__resolve_threads(nthreads), cc = nst__fix_chunk(cin);
+    int nch = (cin + cc - 1) / cc, next = 0;
+    size_t hw = (size_t)h * w, per = nst__fix_thread_floats(cin, cout, h, w);
+    size_t off[4];
+    float *thr = scratch + (((size_t)2 * cout * (h + w) + 15) & ~(size_t)15);
+    nst_status st = NST_OK;
+    off[0] = 0; off[1] = (size_t)cout * w; off[2] = 2 * off[1]; off[3] = off[2] + (size_t)cout * h;
+    if (nt > nch) nt = nch;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int t = 0, k, o, p;
+        float *Wr, *D, *line;
+        nst_status ts = NST_OK;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#pragma omp for schedule(static)
+#endif
+        for (o = 0; o < cout; o++) {   /* dC of each side: the output gradient along it */
+            const float *po = dout + (size_t)o * hw;
+            float *c2 = scratch + off[2] + (size_t)o * h, *c3 = scratch + off[3] + (size_t)o * h;
+            memcpy(scratch + (size_t)o * w, po, sizeof(float) * (size_t)w);
+            memcpy(scratch + off[1] + (size_t)o * w, po + (size_t)(h - 1) * w, sizeof(float) * (size_t)w);
+            for (p = 0; p < h; p++) { c2[p] = po[(size_t)p * w]; c3[p] = po[(size_t)p * w + w - 1]; }
+        }
+        Wr = thr + per * (size_t)t;
+        D = Wr + (size_t)cout * 9 * cc;
+        line = D + (size_t)NST__MAX(h, w) * 3 * cc;
+        for (;;) {
+            int s, i0, nc;
+#ifdef _OPENMP
+#pragma omp atomic capture
+#endif
+            k = next++;
+            if (k >= nch) break;
+            i0 = k * cc;
+            nc = NST__MIN(cc, cin - i0);
+            nst__ring_weights(Wr, m->w[ci], cin, cout, i0, nc);
+            for (s = 0; s < 4 && ts == NST_OK; s++) {
+                int n = nst__side_len(s, h, w);
+                ts = nst__sgemm_ex(1, 1, 0, n, 3 * nc, cout, 1.0f, scratch + off[s], n, Wr + (size_t)nst__ring_start[s] * nc,
+                                   9 * nc, 0.0f, D, 3 * nc);
+                if (ts == NST_OK) nst__side_scatter_ring(D, 3 * nc, nc, din, i0, h, w, s, line);
+            }
+        }
+        if (ts != NST_OK) {
+#ifdef _OPENMP
+#pragma omp critical(nst__fix_status)
+#endif
+            st = ts;
+        }
+    }
+    return st;
 }
 /* out's border pixels = relu?(bias + the convolution with the padded input), over what the engine wrote
  * there (with a fused ReLU, the engine's border values are lost anyway). B[(i*9 + t)][k] holds all 9
@@ -5280,8 +5364,8 @@ static nst_status nst__net_init_ws(nst__net *n, const nst_model *m, int h, int w
         if (t == NST__L_CONV) {
             size_t s = nst__conv_workspace(m->plan[ci], ch, cw, n->nthreads);
             if (s > ws) ws = s;
-            if (m->reflect && nst__reflect_scratch_floats(m->cin[ci], m->cout[ci], ch, cw) > pad)
-                pad = nst__reflect_scratch_floats(m->cin[ci], m->cout[ci], ch, cw);
+            if (m->reflect && nst__reflect_scratch_floats(m->cin[ci], m->cout[ci], ch, cw, n->nthreads) > pad)
+                pad = nst__reflect_scratch_floats(m->cin[ci], m->cout[ci], ch, cw, n->nthreads);
             c = m->cout[ci++];
         } else if (t == NST__L_POOL) {
             if (ch < 2 || cw < 2)
@@ -6169,7 +6253,7 @@ NSTDEF nst_status nst_model_random(unsigned long long seed, nst_model **out) {
     {
         size_t cap = (size_t)64 * cal * cal;
         float *a = (float *)nst__aligned_alloc(cap * sizeof(float)), *b = (float *)nst__aligned_alloc(cap * sizeof(float));
-        float *pad = (float *)nst__aligned_alloc(nst__reflect_scratch_floats(512, 512, cal, cal) * sizeof(float));
+        float *pad = (float *)nst__aligned_alloc(nst__reflect_scratch_floats(512, 512, cal, cal, 1) * sizeof(float));
         int h = cal, w = cal, c = 3, l;
         px = (float *)nst__malloc(sizeof(float) * 3 * cal * cal);
         if (!a || !b || !px || !pad) st = nst__err(NST_ERR_NOMEM, "model: out of memory");

@@ -75,7 +75,7 @@ TEST(reflection_padding_matches_naive_and_its_adjoint) {
             size_t nin = (size_t)cin * h * w, nout = (size_t)cout * h * w, i;
             float *x = rand_vec(nin, -1, 1), *y = rand_vec(nout, 0, 1), *r = rand_vec(nout, -1, 1);
             float *dx = rand_vec(nin, 0, 1), *dy = rand_vec(nout, 0, 1);
-            float *pad = (float *)malloc(sizeof(float) * nst__reflect_scratch_floats(cin, cout, h, w));
+            float *pad = (float *)malloc(sizeof(float) * nst__reflect_scratch_floats(cin, cout, h, w, 2));
             double *ref = (double *)malloc(sizeof(double) * nout), err = 0, lhs = 0, rhs = 0;
             naive_conv_reflect(ref, x, m->w[ci], m->b[ci], cin, cout, h, w);
             CHECK_OK(nst__conv_forward(m->plan[ci], x, y, h, w, 0, 1, NULL));
@@ -104,6 +104,65 @@ TEST(reflection_padding_matches_naive_and_its_adjoint) {
             for (i = 0; i < nin; i++) rhs += (double)x[i] * dx[i];
             CHECK_MSG(fabs(lhs - rhs) < 1e-4 * (fabs(lhs) + 1), "adjoint %dx%d conv %d: %g vs %g", w, h, ci, lhs, rhs);
             free(x); free(y); free(r); free(dx); free(dy); free(pad); free(ref);
+        }
+    }
+    nst_model_free(m);
+}
+
+/* The backward fix alone against the naive transpose of the outside taps (in double), at channel counts
+ * cut into several chunks (40: 16 + 16 + 8; conv1_1's 3 in one), and the same bits on 1, 2 and 3 threads:
+ * the chunks depend on the channels only, whichever thread takes them. */
+static void pad_tap_adjoint(double *din, double g, int y, int x, int h, int wd) {
+    int ys[2], xs[2], a, b;
+    double wy[2], wx[2];
+    ys[0] = ys[1] = y; wy[0] = 1; wy[1] = 0;
+    xs[0] = xs[1] = x; wx[0] = 1; wx[1] = 0;
+    if (y < 0 || y >= h) { ys[0] = y < 0 ? 0 : h - 1; ys[1] = h < 2 ? ys[0] : y < 0 ? 1 : h - 2; wy[0] = 0.7; wy[1] = 0.3; }
+    if (x < 0 || x >= wd) { xs[0] = x < 0 ? 0 : wd - 1; xs[1] = wd < 2 ? xs[0] : x < 0 ? 1 : wd - 2; wx[0] = 0.7; wx[1] = 0.3; }
+    for (a = 0; a < 2; a++)
+        for (b = 0; b < 2; b++) din[ys[a] * wd + xs[b]] += wy[a] * wx[b] * g;
+}
+TEST(reflection_fix_backward_matches_naive_in_chunks) {
+    static const int shapes[][2] = {{1, 1}, {1, 5}, {2, 2}, {5, 1}, {3, 17}, {13, 7}, {33, 4}};
+    nst_model *m = tiny_model(40, 13, 1);
+    size_t s;
+    if (!m) { CHECK(m != NULL); return; }
+    for (s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int h = shapes[s][0], w = shapes[s][1], ci;
+        for (ci = 0; ci < 2; ci++) {
+            int cin = m->cin[ci], cout = m->cout[ci], o, i, y, x, ky, kx, t;
+            size_t nin = (size_t)cin * h * w, nout = (size_t)cout * h * w, j;
+            float *dout = rand_vec(nout, -1, 1), *base = rand_vec(nin, -1, 1), *dx[3];
+            float *pad = (float *)malloc(sizeof(float) * nst__reflect_scratch_floats(cin, cout, h, w, 3));
+            double *ref = (double *)calloc(nin, sizeof(double)), err = 0, mx = 0;
+            for (o = 0; o < cout; o++)
+                for (y = 0; y < h; y++)
+                    for (x = 0; x < w; x++)
+                        for (i = 0; i < cin; i++)
+                            for (ky = 0; ky < 3; ky++)
+                                for (kx = 0; kx < 3; kx++) {
+                                    int yy = y + ky - 1, xx = x + kx - 1;
+                                    if (yy >= 0 && yy < h && xx >= 0 && xx < w) continue;
+                                    pad_tap_adjoint(ref + (size_t)i * h * w,
+                                                    (double)m->w[ci][((size_t)(o * cin + i) * 3 + ky) * 3 + kx] *
+                                                        dout[((size_t)o * h + y) * w + x],
+                                                    yy, xx, h, w);
+                                }
+            for (t = 0; t < 3; t++) {
+                dx[t] = (float *)malloc(nin * sizeof(float));
+                memcpy(dx[t], base, nin * sizeof(float));
+                CHECK_OK(nst__reflect_fix_backward(m, ci, dout, dx[t], h, w, t + 1, pad));
+            }
+            for (j = 0; j < nin; j++) {
+                double d = (double)dx[0][j] - base[j];
+                if (fabs(d - ref[j]) > err) err = fabs(d - ref[j]);
+                if (fabs(ref[j]) > mx) mx = fabs(ref[j]);
+            }
+            CHECK_MSG(mx > 0 && err < 1e-5 * (mx + 1), "%dx%d conv %d: err %g (max %g)", w, h, ci, err, mx);
+            CHECK_MSG(!memcmp(dx[0], dx[1], nin * sizeof(float)) && !memcmp(dx[0], dx[2], nin * sizeof(float)),
+                      "%dx%d conv %d: 1, 2 and 3 threads differ", w, h, ci);
+            for (t = 0; t < 3; t++) free(dx[t]);
+            free(dout); free(base); free(pad); free(ref);
         }
     }
     nst_model_free(m);
@@ -601,6 +660,7 @@ TEST(identical_frames_give_near_identical_outputs) {
 int main(int argc, char **argv) {
     nst_test_begin(argc, argv);
     RUN(reflection_padding_matches_naive_and_its_adjoint);
+    RUN(reflection_fix_backward_matches_naive_in_chunks);
     RUN(reflection_padding_in_the_winograd_engine);
     RUN(reflection_padding_net_engine_matches_fix);
     RUN(random_model_border_pixels_get_the_interior_gradient);
