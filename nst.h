@@ -1854,6 +1854,44 @@ static void nst__gemm_ksum(const nst__gemm_job *g, const float *p, int np, int i
 #ifndef NST__GEMM_MINFLOPS /* least work per thread */
 #define NST__GEMM_MINFLOPS 4e6
 #endif
+/* A busy machine: a thread of the team that took no chunk arrived after the others had done all the work
+ * (descheduled by another process), and the join waited for it. With libgomp's spinning waits this costs
+ * most of a scheduler slice per call: on 2 cores with one other busy process, 2 threads ran 256^3 at a
+ * mean 6 GFLOP/s and 512^3 at 30, one thread at 77 and 80 (Zen 3, build/p loop, see the commit). So after
+ * such a call every GEMM runs on one thread for a while (20 ms, doubling while it recurs, at most 1 s),
+ * then tries the team again. The bits do not depend on the thread count, so this changes only the time.
+ * Only for teams no larger than the cores: more threads than cores were asked for, and arrive late.
+ * Process-wide hints, read and written atomically; races between callers only shift when a retry comes. */
+static double nst__gemm_solo_until, nst__gemm_solo_backoff;
+static int nst__gemm_solo_off;   /* tests only: never go solo (their multi-thread checks stay multi-thread) */
+static int nst__gemm_solo_now(void) {
+    double until;
+    if (nst__gemm_solo_off) return 0;
+#ifdef _OPENMP
+#pragma omp atomic read
+#endif
+    until = nst__gemm_solo_until;
+    return until > 0 && nst__now() < until;
+}
+static void nst__gemm_solo_note(int late) {
+    double b;
+#ifdef _OPENMP
+#pragma omp atomic read
+#endif
+    b = nst__gemm_solo_backoff;
+    b = late ? NST__MIN(1.0, NST__MAX(0.02, 2 * b)) : 0.0;
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+    nst__gemm_solo_backoff = b;
+    if (late) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+        nst__gemm_solo_until = nst__now() + b;
+    }
+}
+
 #ifndef NST__GEMM_SHARED_A /* most floats of op(A) packed once for all threads (32 MiB) */
 #define NST__GEMM_SHARED_A (1 << 23)
 #endif
@@ -1863,6 +1901,7 @@ static int *nst__gemm_share_probe;
 static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     const nst__gemm_kernel *kt = g->kt;
     int nt, split_n, parts, nkb, wkb, chunk, nchunks, next = 0, ksb = 0, share = 0, nic = 0, npieces = 0, anext = 0;
+    int late = 0;
     size_t abuf_n, bbuf_n, per, wide_n = 0, part_n = 0, share_n = 0, mpad = (size_t)nst__round_up(g->m, kt->mr);
     float *buf;
     double flops;
@@ -1894,6 +1933,7 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     /* Threads: at least NST__GEMM_MINFLOPS each, so the fork/join and a late-starting thread on a busy
      * machine cost little; never more threads than panels in the split dimension. */
     nt = nst__resolve_threads(nthreads);
+    if (nt > 1 && nst__gemm_solo_now()) nt = 1;
     flops = 2.0 * g->m * g->n * g->k;
     if (flops < NST__GEMM_MINFLOPS * nt) nt = NST__MAX(1, (int)(flops / NST__GEMM_MINFLOPS));
     split_n = !g->lower && (g->n >= g->m || (g->n + kt->nr - 1) / kt->nr >= 4 * nt);
@@ -1919,8 +1959,14 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
      * when a chunk ends (AVX-512's blocks on Zen 5/Intel are the same as before; only its repacking of A
      * per NC = 1536 column block is gone). Capped at NST__GEMM_SHARED_A floats: a large A (the
      * convolution's weight gradient, dY[cout][pixels]) would otherwise add that much to the peak memory. */
-    if (split_n && !ksb && !g->lower && !g->wide && !g->apacked && (nt > 1 || g->n > g->nc) &&
+    if ((split_n || g->lower) && !ksb && !g->wide && !g->apacked && (nt > 1 || g->n > g->nc) &&
         mpad * (size_t)g->k <= (size_t)NST__GEMM_SHARED_A) {
+        /* SYRK too: its static row ranges (one per thread, equal triangle areas) each packed B for all
+         * columns left of their last row (1.7 times B in all on 2 threads); column chunks from the
+         * counter, left (tallest) first, pack each B column once and balance whatever the load */
+        split_n = 1;
+        parts = (g->n + kt->nr - 1) / kt->nr;
+        if (nt > parts) nt = parts;
         share = 1;
         nic = (g->m + g->bl.mc - 1) / g->bl.mc;
         npieces = nic * ((g->k + g->kb - 1) / g->kb);
@@ -1936,7 +1982,7 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     if (ksb) {
         chunk = 1;
     } else if (nt > 1) {
-        int lo = g->wide || g->apacked || share ? 1 : split_n ? (g->m + kt->nr - 1) / kt->nr : (g->n + kt->mr - 1) / kt->mr;
+        int lo = g->wide || g->apacked ? 1 : split_n ? (g->m + kt->nr - 1) / kt->nr : (g->n + kt->mr - 1) / kt->mr;
         lo = NST__MIN(lo, chunk);
         chunk = NST__MIN(chunk, (parts + NST__GEMM_CHUNKS * nt - 1) / (NST__GEMM_CHUNKS * nt));
         chunk = NST__MAX(1, NST__MIN(NST__MAX(chunk, lo), (parts + nt - 1) / nt));
@@ -1976,7 +2022,7 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
-        int t, step = 1, first = 0, c;
+        int t, step = 1, first = 0, c, mine = 0;
         float *ab, *bb;
 #ifdef _OPENMP
         first = omp_get_thread_num();
@@ -2019,7 +2065,7 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
 #pragma omp barrier
 #endif
             nst__gemm_ksum(g, buf, nchunks, (int)((long long)g->m * first / step), (int)((long long)g->m * (first + 1) / step));
-        } else if (g->lower) {
+        } else if (g->lower && !split_n) {
             for (t = first; t < nt; t += step)
                 nst__gemm_range(g, nst__split_tri(g->m, kt->mr, nt, t), nst__split_tri(g->m, kt->mr, nt, t + 1),
                                 0, g->n, buf + part_n + per * t, buf + part_n + per * t + abuf_n);
@@ -2030,13 +2076,23 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
 #endif
                 c = next++;
                 if (c >= nchunks) break;
+                mine++;
                 if (split_n)
                     nst__gemm_range(g, 0, g->m, c * chunk * kt->nr, NST__MIN(g->n, (c + 1) * chunk * kt->nr), ab, bb);
                 else
                     nst__gemm_range(g, c * chunk * kt->mr, NST__MIN(g->m, (c + 1) * chunk * kt->mr), 0, g->n, ab, bb);
             }
+            if (!mine && step == nt && nchunks >= nt) {   /* came after all the work was taken */
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                late = 1;
+            }
         }
     }
+#ifdef _OPENMP
+    if (nt > 1 && nt <= omp_get_num_procs() && !ksb && !(g->lower && !split_n)) nst__gemm_solo_note(late);
+#endif
     if (share) {
         buf -= share_n;
         g->apacked = NULL;

@@ -341,7 +341,8 @@ static void gemm_longk(nst_arch arch) {
  * M, N and K, with the caches forced small so that K spans several blocks, M several MC pieces and N several
  * column blocks (one thread shares too); every transpose, alpha and beta (NaN in C with beta 0), ldc > n, the
  * fused bias and ReLU; against the reference, and 1, 2 and 3 threads bit-equal. The probe also keeps the odd
- * pieces from ever being marked ready, so the fallback (a thread packing such a piece itself) runs too. */
+ * pieces from ever being marked ready, so the fallback (a thread packing such a piece itself) runs too.
+ * Then SYRK, which takes the same path (column chunks, the tiles above the diagonal skipped). */
 static void gemm_shared_a(nst_arch arch) {
     static const int sz[][3] = {{1, 700, 33}, {7, 333, 257}, {13, 767, 600}, {17, 129, 1000}, {33, 700, 513},
                                 {130, 500, 301}, {257, 1000, 137}};
@@ -384,6 +385,28 @@ static void gemm_shared_a(nst_arch arch) {
             gemm_case_free(&g);
         }
     }
+    for (s = 0; s < 4 && !bad; s++) {   /* SYRK: column chunks over the shared A, tiles above the diagonal skipped */
+        static const int sy[4][2] = {{7, 100}, {33, 257}, {130, 301}, {257, 137}};
+        int n = sy[s][0], k = sy[s][1], lda = k + 1, ldc = n + 3, j, before = runs;
+        float *a = (float *)malloc(sizeof(float) * n * lda), *c = (float *)malloc(sizeof(float) * n * ldc);
+        float *c2 = (float *)malloc(sizeof(float) * n * ldc);
+        double *ref = (double *)malloc(sizeof(double) * n * n), *sc = (double *)malloc(sizeof(double) * n * n);
+        char what[64];
+        fill(a, (size_t)n * lda, &rng);
+        ref_gemm(0, 1, n, n, k, -0.5, a, lda, a, lda, 0.0, c, ldc, NULL, 0, ref, sc);
+        for (th = 1; th <= 3; th++) {
+            for (i = 0; i < n * ldc; i++) c[i] = nst__f32_from_bits(0x7FC00000u);
+            CHECK_OK(nst__ssyrk_ex(th, n, k, -0.5f, a, lda, c, ldc));
+            snprintf(what, sizeof what, "%s shared A syrk %dx%d, %d threads", nst__arch_name(arch), n, k, th);
+            bad += compare(what, n, n, c, ldc, ref, sc, nst_t_tol(arch));
+            for (i = 0; i < n; i++)
+                for (j = 0; j < n; j++) bad += memcmp(&c[i * ldc + j], &c[j * ldc + i], sizeof(float)) != 0;
+            if (th == 1) memcpy(c2, c, sizeof(float) * n * ldc);
+            else bad += memcmp(c, c2, sizeof(float) * n * ldc) != 0;
+        }
+        if (n >= 130) CHECK_MSG(runs > before, "syrk %dx%d: A not shared", n, k);
+        free(a); free(c); free(c2); free(ref); free(sc);
+    }
     nst__gemm_share_probe = NULL;
     nst__gemm_cache_forced[0] = nst__gemm_cache_forced[1] = 0;
     CHECK(bad == 0);
@@ -394,6 +417,36 @@ TEST(gemm_shared_a_scalar) { gemm_shared_a(NST_ARCH_SCALAR); }
 TEST(gemm_shared_a_avx2) { gemm_shared_a(NST_ARCH_AVX2); }
 TEST(gemm_shared_a_avx512) { gemm_shared_a(NST_ARCH_AVX512); }
 TEST(gemm_shared_a_neon) { gemm_shared_a(NST_ARCH_NEON); }
+
+/* The busy-machine fallback (nst__gemm_solo_*): a late thread sends the GEMMs to one thread for 20 ms, the
+ * back-off doubles while it recurs and resets on a call without one; a GEMM asked for 2 threads meanwhile
+ * gives the bits of 1 thread. (The rest of this program runs with the fallback off, nst__gemm_solo_off.) */
+TEST(gemm_solo) {
+    int m = 70, n = 900, k = 300;
+    float *a = (float *)malloc(sizeof(float) * m * k), *b = (float *)malloc(sizeof(float) * k * n);
+    float *c1 = (float *)malloc(sizeof(float) * m * n), *c2 = (float *)malloc(sizeof(float) * m * n);
+    nst__rng rng = {37};
+    fill(a, (size_t)m * k, &rng);
+    fill(b, (size_t)k * n, &rng);
+    nst__gemm_solo_off = 0;
+    nst__gemm_solo_until = nst__gemm_solo_backoff = 0;
+    CHECK(!nst__gemm_solo_now());
+    nst__gemm_solo_note(1);
+    CHECK(nst__gemm_solo_now());
+    CHECK(nst__gemm_solo_backoff == 0.02);
+    nst__gemm_solo_note(1);
+    CHECK(nst__gemm_solo_backoff == 0.04);
+    CHECK_OK(nst__sgemm_ex(1, 0, 0, m, n, k, 1.0f, a, k, b, n, 0.0f, c1, n));
+    CHECK_OK(nst__sgemm_ex(2, 0, 0, m, n, k, 1.0f, a, k, b, n, 0.0f, c2, n));
+    CHECK(!memcmp(c1, c2, sizeof(float) * m * n));
+    nst__gemm_solo_note(0);
+    CHECK(nst__gemm_solo_backoff == 0.0);
+    nst__gemm_solo_until = 0;
+    CHECK(!nst__gemm_solo_now());
+    nst__gemm_solo_off = 1;
+    CHECK(!memcmp(c1, c2, sizeof(float) * m * n));
+    free(a); free(b); free(c1); free(c2);
+}
 
 TEST(gemm_longk_scalar) { gemm_longk(NST_ARCH_SCALAR); }
 TEST(gemm_longk_avx2) { gemm_longk(NST_ARCH_AVX2); }
@@ -667,6 +720,7 @@ TEST(kernel_choice_keeps_bits) {
 
 int main(int argc, char **argv) {
     nst_test_begin(argc, argv);
+    nst__gemm_solo_off = 1;   /* the multi-thread checks must run multi-thread, whatever the load */
     RUN(dispatch);
     RUN(arguments);
     RUN(kernel_scalar);
@@ -689,6 +743,7 @@ int main(int argc, char **argv) {
     RUN(gemm_shared_a_avx2);
     RUN(gemm_shared_a_avx512);
     RUN(gemm_shared_a_neon);
+    RUN(gemm_solo);
     RUN(gemm_deterministic);
     RUN(syrk);
     RUN(gram_rows);
