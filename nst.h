@@ -947,7 +947,12 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   OpenMP over the macro-kernel loops only: the columns (or, when N is narrow, the rows) are cut into
  *   panel-aligned chunks, about three per thread and a whole number of rounds (3 chunks on 2 threads
  *   idled one thread a third of 2048^3), which the threads take from a shared counter (a thread
- *   descheduled on a busy machine no longer holds the other up); each thread packs its own panels.
+ *   descheduled on a busy machine no longer holds the other up); each thread packs its own B panels,
+ *   and op(A) (unless pre-packed or on the short-M path) is packed once into a buffer all threads read,
+ *   the threads taking its pieces from a counter (no barrier; see nst__gemm_run). A call in which a
+ *   thread came late (it took no chunk, or the first thread waited long for it at the join) sends the
+ *   next GEMMs to one thread for a while (nst__gemm_solo_note): on 2 cores with one other busy
+ *   process, 2 threads had run 256^3 at a mean 4-6 GFLOP/s.
  *   Since every C element sees the same tiles and the same K blocks whichever chunk it falls in,
  *   results are identical across thread counts. A thread gets at least NST__GEMM_MINFLOPS (4 MFLOP:
  *   256^3 runs on 2 threads, 128^3 on one). Long K with a small C (m, n <= 256, k >= 8 max(m, n):
@@ -1858,11 +1863,19 @@ static void nst__gemm_ksum(const nst__gemm_job *g, const float *p, int np, int i
  * (descheduled by another process), and the join waited for it. With libgomp's spinning waits this costs
  * most of a scheduler slice per call: on 2 cores with one other busy process, 2 threads ran 256^3 at a
  * mean 6 GFLOP/s and 512^3 at 30, one thread at 77 and 80 (Zen 3, build/p loop, see the commit). So after
- * such a call every GEMM runs on one thread for a while (20 ms, doubling while it recurs, at most 1 s),
+ * such a call every GEMM runs on one thread for a while (20 ms or ten such calls, doubling while it
+ * recurs, at most 1 s),
  * then tries the team again. The bits do not depend on the thread count, so this changes only the time.
  * Only for teams no larger than the cores: more threads than cores were asked for, and arrive late.
  * Process-wide hints, read and written atomically; races between callers only shift when a retry comes. */
 static double nst__gemm_solo_until, nst__gemm_solo_backoff;
+static int nst__gemm_procs(void) {
+#ifdef _OPENMP
+    return omp_get_num_procs();
+#else
+    return 1;
+#endif
+}
 static int nst__gemm_solo_off;   /* tests only: never go solo (their multi-thread checks stay multi-thread) */
 static int nst__gemm_solo_now(void) {
     double until;
@@ -1873,13 +1886,13 @@ static int nst__gemm_solo_now(void) {
     until = nst__gemm_solo_until;
     return until > 0 && nst__now() < until;
 }
-static void nst__gemm_solo_note(int late) {
+static void nst__gemm_solo_note(int late, double dur) {
     double b;
 #ifdef _OPENMP
 #pragma omp atomic read
 #endif
     b = nst__gemm_solo_backoff;
-    b = late ? NST__MIN(1.0, NST__MAX(0.02, 2 * b)) : 0.0;
+    b = late ? NST__MIN(1.0, NST__MAX(NST__MAX(0.02, 10 * dur), 2 * b)) : 0.0;
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
@@ -1902,6 +1915,7 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     const nst__gemm_kernel *kt = g->kt;
     int nt, split_n, parts, nkb, wkb, chunk, nchunks, next = 0, ksb = 0, share = 0, nic = 0, npieces = 0, anext = 0;
     int late = 0;
+    double t_start = nst__now(), t_done = 0;
     size_t abuf_n, bbuf_n, per, wide_n = 0, part_n = 0, share_n = 0, mpad = (size_t)nst__round_up(g->m, kt->mr);
     float *buf;
     double flops;
@@ -1952,21 +1966,15 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
      * once, together, in MC x KB pieces taken from a counter, into the layout of nst__sgemm_pack_a, then
      * take column chunks as before. No barrier: a piece whose packer has not finished it (a thread
      * descheduled mid-piece on a busy machine) is packed again into the thread's own buffer, the same
-     * bytes, so no thread ever waits for another. With A shared a chunk no longer has to be wide to
-     * amortise packing A, so the chunks can be as fine as the load balance wants. The kernels, their
+     * bytes, so no thread ever waits for another. The chunks keep their widths (finer ones, possible
+     * now, measured no better on Zen 3: a packed A block then comes from L3 more often). The kernels, their
      * K blocks and the tiles are those of the unshared path, so the bits do not change with the thread
      * count nor with sharing, and the change is ISA-neutral: it moves only where the packing happens and
      * when a chunk ends (AVX-512's blocks on Zen 5/Intel are the same as before; only its repacking of A
      * per NC = 1536 column block is gone). Capped at NST__GEMM_SHARED_A floats: a large A (the
      * convolution's weight gradient, dY[cout][pixels]) would otherwise add that much to the peak memory. */
-    if ((split_n || g->lower) && !ksb && !g->wide && !g->apacked && (nt > 1 || g->n > g->nc) &&
+    if (split_n && !ksb && !g->lower && !g->wide && !g->apacked && (nt > 1 || g->n > g->nc) &&
         mpad * (size_t)g->k <= (size_t)NST__GEMM_SHARED_A) {
-        /* SYRK too: its static row ranges (one per thread, equal triangle areas) each packed B for all
-         * columns left of their last row (1.7 times B in all on 2 threads); column chunks from the
-         * counter, left (tallest) first, pack each B column once and balance whatever the load */
-        split_n = 1;
-        parts = (g->n + kt->nr - 1) / kt->nr;
-        if (nt > parts) nt = parts;
         share = 1;
         nic = (g->m + g->bl.mc - 1) / g->bl.mc;
         npieces = nic * ((g->k + g->kb - 1) / g->kb);
@@ -2065,10 +2073,11 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
 #pragma omp barrier
 #endif
             nst__gemm_ksum(g, buf, nchunks, (int)((long long)g->m * first / step), (int)((long long)g->m * (first + 1) / step));
-        } else if (g->lower && !split_n) {
+        } else if (g->lower) {
             for (t = first; t < nt; t += step)
                 nst__gemm_range(g, nst__split_tri(g->m, kt->mr, nt, t), nst__split_tri(g->m, kt->mr, nt, t + 1),
                                 0, g->n, buf + part_n + per * t, buf + part_n + per * t + abuf_n);
+            if (first == 0) t_done = nst__now();
         } else {
             for (;;) {
 #ifdef _OPENMP
@@ -2088,11 +2097,17 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
 #endif
                 late = 1;
             }
+            if (first == 0) t_done = nst__now();
         }
     }
-#ifdef _OPENMP
-    if (nt > 1 && nt <= omp_get_num_procs() && !ksb && !(g->lower && !split_n)) nst__gemm_solo_note(late);
-#endif
+    if (nt > 1 && nt <= nst__gemm_procs() && !ksb) {
+        /* or the first thread, done, waited at the join for more than a third of its own work and half a
+         * millisecond (when all threads run, chunks and SYRK's equal-area ranges end close together):
+         * another was descheduled mid-chunk */
+        double t_end = nst__now();
+        if (t_end - t_done > 5e-4 && t_end - t_done > (t_done - t_start) / 3) late = 1;
+        nst__gemm_solo_note(late, t_end - t_start);
+    }
     if (share) {
         buf -= share_n;
         g->apacked = NULL;
