@@ -1861,11 +1861,11 @@ static void nst__gemm_ksum(const nst__gemm_job *g, const float *p, int np, int i
 #endif
 /* A busy machine: a thread of the team that took no chunk arrived after the others had done all the work
  * (descheduled by another process), and the join waited for it. With libgomp's spinning waits this costs
- * most of a scheduler slice per call: on 2 cores with one other busy process, 2 threads ran 256^3 at a
- * mean 6 GFLOP/s and 512^3 at 30, one thread at 77 and 80 (Zen 3, build/p loop, see the commit). So after
- * such a call every GEMM runs on one thread for a while (20 ms or ten such calls, doubling while it
- * recurs, at most 1 s),
- * then tries the team again. The bits do not depend on the thread count, so this changes only the time.
+ * most of a scheduler slice per call: on 2 cores beside other busy processes, 2 threads ran 256^3 at a
+ * mean 3-6 GFLOP/s and 512^3 at 22-30 while one thread alone got 36-80 (Zen 3, `bench_gemm --mean`,
+ * README). So after such a call every GEMM runs on one thread for a while (20 ms or ten such calls,
+ * doubling while it recurs, at most 1 s), then tries the team again. The bits do not depend on the
+ * thread count, so this changes only the time.
  * Only for teams no larger than the cores: more threads than cores were asked for, and arrive late.
  * Process-wide hints, read and written atomically; races between callers only shift when a retry comes. */
 static double nst__gemm_solo_until, nst__gemm_solo_backoff;
