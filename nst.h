@@ -949,10 +949,7 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   idled one thread a third of 2048^3), which the threads take from a shared counter (a thread
  *   descheduled on a busy machine no longer holds the other up); each thread packs its own B panels,
  *   and op(A) (unless pre-packed or on the short-M path) is packed once into a buffer all threads read,
- *   the threads taking its pieces from a counter (no barrier; see nst__gemm_run). A call in which a
- *   thread came late (it took no chunk, or the first thread waited long for it at the join) sends the
- *   next GEMMs to one thread for a while (nst__gemm_solo_note): on 2 cores with one other busy
- *   process, 2 threads had run 256^3 at a mean 4-6 GFLOP/s.
+ *   the threads taking its pieces from a counter (no barrier; see nst__gemm_run).
  *   Since every C element sees the same tiles and the same K blocks whichever chunk it falls in,
  *   results are identical across thread counts. A thread gets at least NST__GEMM_MINFLOPS (4 MFLOP:
  *   256^3 runs on 2 threads, 128^3 on one). Long K with a small C (m, n <= 256, k >= 8 max(m, n):
@@ -1859,51 +1856,6 @@ static void nst__gemm_ksum(const nst__gemm_job *g, const float *p, int np, int i
 #ifndef NST__GEMM_MINFLOPS /* least work per thread */
 #define NST__GEMM_MINFLOPS 4e6
 #endif
-/* A busy machine: a thread of the team that took no chunk arrived after the others had done all the work
- * (descheduled by another process), and the join waited for it. With libgomp's spinning waits this costs
- * most of a scheduler slice per call: on 2 cores beside other busy processes, 2 threads ran 256^3 at a
- * mean 3-6 GFLOP/s and 512^3 at 22-30 while one thread alone got 36-80 (Zen 3, `bench_gemm --mean`,
- * README). So after such a call every GEMM runs on one thread for a while (20 ms or ten such calls,
- * doubling while it recurs, at most 1 s), then tries the team again. The bits do not depend on the
- * thread count, so this changes only the time.
- * Only for teams no larger than the cores: more threads than cores were asked for, and arrive late.
- * Process-wide hints, read and written atomically; races between callers only shift when a retry comes. */
-static double nst__gemm_solo_until, nst__gemm_solo_backoff;
-static int nst__gemm_procs(void) {
-#ifdef _OPENMP
-    return omp_get_num_procs();
-#else
-    return 1;
-#endif
-}
-static int nst__gemm_solo_off;   /* tests only: never go solo (their multi-thread checks stay multi-thread) */
-static int nst__gemm_solo_now(void) {
-    double until;
-    if (nst__gemm_solo_off) return 0;
-#ifdef _OPENMP
-#pragma omp atomic read
-#endif
-    until = nst__gemm_solo_until;
-    return until > 0 && nst__now() < until;
-}
-static void nst__gemm_solo_note(int late, double dur) {
-    double b;
-#ifdef _OPENMP
-#pragma omp atomic read
-#endif
-    b = nst__gemm_solo_backoff;
-    b = late ? NST__MIN(1.0, NST__MAX(NST__MAX(0.02, 10 * dur), 2 * b)) : 0.0;
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-    nst__gemm_solo_backoff = b;
-    if (late) {
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-        nst__gemm_solo_until = nst__now() + b;
-    }
-}
 
 #ifndef NST__GEMM_SHARED_A /* most floats of op(A) packed once for all threads (32 MiB) */
 #define NST__GEMM_SHARED_A (1 << 23)
@@ -1914,8 +1866,6 @@ static int *nst__gemm_share_probe;
 static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     const nst__gemm_kernel *kt = g->kt;
     int nt, split_n, parts, nkb, wkb, chunk, nchunks, next = 0, ksb = 0, share = 0, nic = 0, npieces = 0, anext = 0;
-    int late = 0;
-    double t_start = nst__now(), t_done = 0;
     size_t abuf_n, bbuf_n, per, wide_n = 0, part_n = 0, share_n = 0, mpad = (size_t)nst__round_up(g->m, kt->mr);
     float *buf;
     double flops;
@@ -1947,7 +1897,6 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     /* Threads: at least NST__GEMM_MINFLOPS each, so the fork/join and a late-starting thread on a busy
      * machine cost little; never more threads than panels in the split dimension. */
     nt = nst__resolve_threads(nthreads);
-    if (nt > 1 && nst__gemm_solo_now()) nt = 1;
     flops = 2.0 * g->m * g->n * g->k;
     if (flops < NST__GEMM_MINFLOPS * nt) nt = NST__MAX(1, (int)(flops / NST__GEMM_MINFLOPS));
     split_n = !g->lower && (g->n >= g->m || (g->n + kt->nr - 1) / kt->nr >= 4 * nt);
@@ -2030,7 +1979,7 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
-        int t, step = 1, first = 0, c, mine = 0;
+        int t, step = 1, first = 0, c;
         float *ab, *bb;
 #ifdef _OPENMP
         first = omp_get_thread_num();
@@ -2077,7 +2026,6 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
             for (t = first; t < nt; t += step)
                 nst__gemm_range(g, nst__split_tri(g->m, kt->mr, nt, t), nst__split_tri(g->m, kt->mr, nt, t + 1),
                                 0, g->n, buf + part_n + per * t, buf + part_n + per * t + abuf_n);
-            if (first == 0) t_done = nst__now();
         } else {
             for (;;) {
 #ifdef _OPENMP
@@ -2085,28 +2033,12 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
 #endif
                 c = next++;
                 if (c >= nchunks) break;
-                mine++;
                 if (split_n)
                     nst__gemm_range(g, 0, g->m, c * chunk * kt->nr, NST__MIN(g->n, (c + 1) * chunk * kt->nr), ab, bb);
                 else
                     nst__gemm_range(g, c * chunk * kt->mr, NST__MIN(g->m, (c + 1) * chunk * kt->mr), 0, g->n, ab, bb);
             }
-            if (!mine && step == nt && nchunks >= nt) {   /* came after all the work was taken */
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-                late = 1;
-            }
-            if (first == 0) t_done = nst__now();
         }
-    }
-    if (nt > 1 && nt <= nst__gemm_procs() && !ksb) {
-        /* or the first thread, done, waited at the join for more than a third of its own work and half a
-         * millisecond (when all threads run, chunks and SYRK's equal-area ranges end close together):
-         * another was descheduled mid-chunk */
-        double t_end = nst__now();
-        if (t_end - t_done > 5e-4 && t_end - t_done > (t_done - t_start) / 3) late = 1;
-        nst__gemm_solo_note(late, t_end - t_start);
     }
     if (share) {
         buf -= share_n;

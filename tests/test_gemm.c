@@ -417,38 +417,6 @@ TEST(gemm_shared_a_avx2) { gemm_shared_a(NST_ARCH_AVX2); }
 TEST(gemm_shared_a_avx512) { gemm_shared_a(NST_ARCH_AVX512); }
 TEST(gemm_shared_a_neon) { gemm_shared_a(NST_ARCH_NEON); }
 
-/* The busy-machine fallback (nst__gemm_solo_*): a late thread sends the GEMMs to one thread for 20 ms, the
- * back-off doubles while it recurs and resets on a call without one; a GEMM asked for 2 threads meanwhile
- * gives the bits of 1 thread. (The rest of this program runs with the fallback off, nst__gemm_solo_off.) */
-TEST(gemm_solo) {
-    int m = 70, n = 900, k = 300;
-    float *a = (float *)malloc(sizeof(float) * m * k), *b = (float *)malloc(sizeof(float) * k * n);
-    float *c1 = (float *)malloc(sizeof(float) * m * n), *c2 = (float *)malloc(sizeof(float) * m * n);
-    nst__rng rng = {37};
-    fill(a, (size_t)m * k, &rng);
-    fill(b, (size_t)k * n, &rng);
-    nst__gemm_solo_off = 0;
-    nst__gemm_solo_until = nst__gemm_solo_backoff = 0;
-    CHECK(!nst__gemm_solo_now());
-    nst__gemm_solo_note(1, 0.001);
-    CHECK(nst__gemm_solo_now());
-    CHECK(nst__gemm_solo_backoff == 0.02);
-    nst__gemm_solo_note(1, 0.001);
-    CHECK(nst__gemm_solo_backoff == 0.04);
-    nst__gemm_solo_note(1, 0.1);   /* long calls: ten of them */
-    CHECK(nst__gemm_solo_backoff == 1.0);
-    CHECK_OK(nst__sgemm_ex(1, 0, 0, m, n, k, 1.0f, a, k, b, n, 0.0f, c1, n));
-    CHECK_OK(nst__sgemm_ex(2, 0, 0, m, n, k, 1.0f, a, k, b, n, 0.0f, c2, n));
-    CHECK(!memcmp(c1, c2, sizeof(float) * m * n));
-    nst__gemm_solo_note(0, 0.001);
-    CHECK(nst__gemm_solo_backoff == 0.0);
-    nst__gemm_solo_until = 0;
-    CHECK(!nst__gemm_solo_now());
-    nst__gemm_solo_off = 1;
-    CHECK(!memcmp(c1, c2, sizeof(float) * m * n));
-    free(a); free(b); free(c1); free(c2);
-}
-
 TEST(gemm_longk_scalar) { gemm_longk(NST_ARCH_SCALAR); }
 TEST(gemm_longk_avx2) { gemm_longk(NST_ARCH_AVX2); }
 TEST(gemm_longk_avx512) { gemm_longk(NST_ARCH_AVX512); }
@@ -721,7 +689,6 @@ TEST(kernel_choice_keeps_bits) {
 
 int main(int argc, char **argv) {
     nst_test_begin(argc, argv);
-    nst__gemm_solo_off = 1;   /* the multi-thread checks must run multi-thread, whatever the load */
     RUN(dispatch);
     RUN(arguments);
     RUN(kernel_scalar);
@@ -744,7 +711,6 @@ int main(int argc, char **argv) {
     RUN(gemm_shared_a_avx2);
     RUN(gemm_shared_a_avx512);
     RUN(gemm_shared_a_neon);
-    RUN(gemm_solo);
     RUN(gemm_deterministic);
     RUN(syrk);
     RUN(gram_rows);
