@@ -947,7 +947,9 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   OpenMP over the macro-kernel loops only: the columns (or, when N is narrow, the rows) are cut into
  *   panel-aligned chunks, about three per thread and a whole number of rounds (3 chunks on 2 threads
  *   idled one thread a third of 2048^3), which the threads take from a shared counter (a thread
- *   descheduled on a busy machine no longer holds the other up); each thread packs its own panels.
+ *   descheduled on a busy machine no longer holds the other up); each thread packs its own B panels,
+ *   and op(A) (unless pre-packed or on the short-M path) is packed once into a buffer all threads read,
+ *   the threads taking its pieces from a counter (no barrier; see nst__gemm_run).
  *   Since every C element sees the same tiles and the same K blocks whichever chunk it falls in,
  *   results are identical across thread counts. A thread gets at least NST__GEMM_MINFLOPS (4 MFLOP:
  *   256^3 runs on 2 threads, 128^3 on one). Long K with a small C (m, n <= 256, k >= 8 max(m, n):
@@ -1570,6 +1572,7 @@ typedef struct nst__gemm_job {
     const float *bias;
     int relu, lower;                       /* lower: SYRK, skip tiles strictly above the diagonal */
     const float *apacked;                  /* whole op(A) pre-packed (nst__sgemm_apack), or NULL */
+    int *aready;                           /* shared A packed in the region: a flag per MC x KB piece, or NULL */
     int nc, wide;                          /* column block; wide: the short-M path (nst__gemm_run) */
     nst__gemm_blocks bl;                   /* nst__gemm_blocking(kt) */
     int simd_pack;                         /* 1: AVX2 transposes; 2: and AVX-512 row copies */
@@ -1698,6 +1701,29 @@ static void nst__pf_step(nst__pf_cursor *pf) {
 #endif
 }
 
+/* Flags between the threads of the region: set after the data they announce is written (the flush
+ * orders it), read before that data is used. Without OpenMP there is one thread and nothing to order. */
+static int nst__gemm_flag_get(int *f) {
+    int v;
+#ifdef _OPENMP
+#pragma omp atomic read
+#endif
+    v = *f;
+#ifdef _OPENMP
+    if (v) {
+#pragma omp flush
+    }
+#endif
+    return v;
+}
+static void nst__gemm_flag_set(int *f) {
+#ifdef _OPENMP
+#pragma omp flush
+#pragma omp atomic write
+#endif
+    *f = 1;
+}
+
 /* One thread's share: rows [i0,i1) x columns [j0,j1) of C; i0 is MR-aligned, j0 NR-aligned. */
 static void nst__gemm_range(const nst__gemm_job *g, int i0, int i1, int j0, int j1, float *abuf, float *bbuf) {
     const nst__gemm_kernel *kt = g->kt;
@@ -1733,8 +1759,9 @@ static void nst__gemm_range(const nst__gemm_job *g, int i0, int i1, int j0, int 
                 int mcur = NST__MIN(mc, i1 - ic);
                 const float *ap;
                 if (g->lower && ic + mcur <= jc) continue;
-                if (g->apacked) ap = g->apacked + mpad * pc + (size_t)ic * kcur;
-                else { nst__gemm_pack_a(g, abuf, ic, mcur, pc, kcur); ap = abuf; }
+                if (g->apacked && (!g->aready || nst__gemm_flag_get(g->aready + (pc / g->kb) * ((g->m + mc - 1) / mc) + ic / mc)))
+                    ap = g->apacked + mpad * pc + (size_t)ic * kcur;
+                else { nst__gemm_pack_a(g, abuf, ic, mcur, pc, kcur); ap = abuf; }   /* shared piece not ready: same bytes, own copy */
                 for (jr = 0; jr < ncur; jr += nr) {
                     int ncr = NST__MIN(nr, ncur - jr);
                     const float *bp = bbuf + (size_t)jr * kcur;
@@ -1829,10 +1856,17 @@ static void nst__gemm_ksum(const nst__gemm_job *g, const float *p, int np, int i
 #ifndef NST__GEMM_MINFLOPS /* least work per thread */
 #define NST__GEMM_MINFLOPS 4e6
 #endif
+
+#ifndef NST__GEMM_SHARED_A /* most floats of op(A) packed once for all threads (32 MiB) */
+#define NST__GEMM_SHARED_A (1 << 23)
+#endif
+/* tests only: when set, each run that shares A adds one to it, and odd pieces are never marked ready,
+ * so the threads take the fallback (their own copy) for those */
+static int *nst__gemm_share_probe;
 static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     const nst__gemm_kernel *kt = g->kt;
-    int nt, split_n, parts, nkb, wkb, chunk, nchunks, next = 0, ksb = 0;
-    size_t abuf_n, bbuf_n, per, wide_n = 0, part_n = 0, mpad = (size_t)nst__round_up(g->m, kt->mr);
+    int nt, split_n, parts, nkb, wkb, chunk, nchunks, next = 0, ksb = 0, share = 0, nic = 0, npieces = 0, anext = 0;
+    size_t abuf_n, bbuf_n, per, wide_n = 0, part_n = 0, share_n = 0, mpad = (size_t)nst__round_up(g->m, kt->mr);
     float *buf;
     double flops;
     if (g->m == 0 || g->n == 0) return NST_OK;
@@ -1875,6 +1909,26 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
     }
     if (nt > parts) nt = parts;
     if (nt < 1) nt = 1;
+    /* Shared A (the usual path with the columns split): every column chunk needs all of op(A), and
+     * packed per chunk it was packed once per chunk and column block (2048^3 on 2 threads: 4 times, and
+     * 512x4096x4608 on one: 6 times, each pass strided reads of the source). Instead the threads pack it
+     * once, together, in MC x KB pieces taken from a counter, into the layout of nst__sgemm_pack_a, then
+     * take column chunks as before. No barrier: a piece whose packer has not finished it (a thread
+     * descheduled mid-piece on a busy machine) is packed again into the thread's own buffer, the same
+     * bytes, so no thread ever waits for another. The chunks keep their widths (finer ones, possible
+     * now, measured no better on Zen 3: a packed A block then comes from L3 more often). The kernels, their
+     * K blocks and the tiles are those of the unshared path, so the bits do not change with the thread
+     * count nor with sharing, and the change is ISA-neutral: it moves only where the packing happens and
+     * when a chunk ends (AVX-512's blocks on Zen 5/Intel are the same as before; only its repacking of A
+     * per NC = 1536 column block is gone). Capped at NST__GEMM_SHARED_A floats: a large A (the
+     * convolution's weight gradient, dY[cout][pixels]) would otherwise add that much to the peak memory. */
+    if (split_n && !ksb && !g->lower && !g->wide && !g->apacked && (nt > 1 || g->n > g->nc) &&
+        mpad * (size_t)g->k <= (size_t)NST__GEMM_SHARED_A) {
+        share = 1;
+        nic = (g->m + g->bl.mc - 1) / g->bl.mc;
+        npieces = nic * ((g->k + g->kb - 1) / g->kb);
+        share_n = (mpad * (size_t)g->k + 15) & ~(size_t)15;
+    }
     /* The split dimension goes out in chunks, about three per thread and at most one cache block, each
      * taken by whichever thread is free: on a shared machine a descheduled thread no longer holds up
      * the other (a static half each ran 2 threads slower than 1 under load). Every chunk packs the
@@ -1904,8 +1958,17 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
         bbuf_n = (size_t)NST__MIN(g->nc, cols) * g->kb;
     }
     per = (abuf_n + bbuf_n + 15) & ~(size_t)15;
-    buf = (float *)nst__aligned_alloc((wide_n + part_n + per * nt) * sizeof(float));
+    buf = (float *)nst__aligned_alloc((wide_n + share_n + part_n + per * nt) * sizeof(float));
+    if (share && (g->aready = (int *)nst__calloc((size_t)npieces, sizeof(int))) == NULL) {
+        nst__aligned_free(buf);
+        buf = NULL;
+    }
     if (!buf) return nst__err(NST_ERR_NOMEM, "sgemm: out of memory for %d x %lu packing floats", nt, (unsigned long)per);
+    if (share) {   /* ahead of the threads' buffers, filled in the region */
+        if (nst__gemm_share_probe) ++*nst__gemm_share_probe;
+        g->apacked = buf;
+        buf += share_n;
+    }
     if (wide_n) {   /* the shared packed A, in the layout of nst__sgemm_pack_a, ahead of the threads' buffers */
         int pc;
         for (pc = 0; pc < g->k; pc += g->kb) nst__gemm_pack_a(g, buf + mpad * pc, 0, g->m, pc, NST__MIN(g->kb, g->k - pc));
@@ -1924,6 +1987,19 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
 #endif
         ab = buf + part_n + per * first;
         bb = ab + abuf_n;
+        while (share) {   /* the shared A, piece by piece, K block major (the order the chunks use them) */
+            int p, pc, ic, kcur;
+#ifdef _OPENMP
+#pragma omp atomic capture
+#endif
+            p = anext++;
+            if (p >= npieces) break;
+            pc = p / nic * g->kb;
+            ic = p % nic * g->bl.mc;
+            kcur = NST__MIN(g->kb, g->k - pc);
+            nst__gemm_pack_a(g, buf - share_n + mpad * pc + (size_t)ic * kcur, ic, NST__MIN(g->bl.mc, g->m - ic), pc, kcur);
+            if (!nst__gemm_share_probe || !(p & 1)) nst__gemm_flag_set(g->aready + p);
+        }
         if (ksb) {   /* K chunk c: its partial product into buf + c*m*n, then the sum, rows split evenly */
             for (;;) {
                 nst__gemm_job sub = *g;
@@ -1963,6 +2039,12 @@ static nst_status nst__gemm_run(nst__gemm_job *g, int nthreads) {
                     nst__gemm_range(g, c * chunk * kt->mr, NST__MIN(g->m, (c + 1) * chunk * kt->mr), 0, g->n, ab, bb);
             }
         }
+    }
+    if (share) {
+        buf -= share_n;
+        g->apacked = NULL;
+        nst__free(g->aready);
+        g->aready = NULL;
     }
     if (wide_n) { buf -= wide_n; g->apacked = NULL; }
     g->wide = 0;

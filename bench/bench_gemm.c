@@ -1,14 +1,16 @@
 /* bench_gemm: single-precision GEMM throughput.
  *
  *   build/bench_gemm [--quick] [--isa scalar|avx2|avx512|neon|all|best|none] [--threads N] [--csv]
- *                    [--vgg-only] [--cpu-time] [--proc-time] [--shape M,N,K|syrk,N,K]...
+ *                    [--vgg-only] [--cpu-time] [--proc-time] [--mean] [--shape M,N,K|syrk,N,K]...
  *
  * --quick caps N at 65536 (the first VGG shape then has a quarter of its pixels); --cpu-time times the
  * 1-thread rows with the thread's CPU clock, so time spent descheduled by other processes on a busy
  * machine does not count (2-thread rows are always wall time); --shape "M,N,K" (repeatable) runs only
  * those shapes of the table; --proc-time times every row by the process's CPU clock divided by the
  * thread count (run with OMP_WAIT_POLICY=passive so waiting threads sleep): what the threads computed,
- * on a loaded machine, but not how evenly.
+ * on a loaded machine, but not how evenly. --mean reports the mean rate over the timed calls (at least
+ * 0.3 s of them) instead of the best call: with another process busy on the machine, what a caller gets
+ * (the best call only shows that a quiet moment came by).
  *
  * Measures the FMA peak with a register-only FMA loop (per vector width, 1 and 2 threads), then GFLOP/s
  * of nst's GEMM per ISA and thread count on squares 64..2048 and the shapes VGG-19 makes at 512x512
@@ -124,6 +126,7 @@ static double fma_peak(int width, int nt) {
 /* ---- GEMM timing -------------------------------------------------------------------------------------*/
 static int use_cpu_time;   /* --cpu-time: 1-thread rows timed by the thread's CPU clock */
 static int use_proc_time;  /* --proc-time: every row timed by the process's CPU clock / threads */
+static int use_mean;       /* --mean: the mean rate over the calls, not the best call's */
 
 /* CPU seconds of the whole process divided by nt: with OMP_WAIT_POLICY=passive (idle threads sleep) the
  * time the threads computed, whatever else ran on the machine; no measure of load balance. */
@@ -141,7 +144,7 @@ static double proc_seconds(int nt) {
 static double time_gemm(int nt, int m, int n, int k, const float *a, const float *b, float *c, int syrk) {
     double best = 1e30, total = 0, flops = syrk ? (double)m * (m + 1) * k : 2.0 * m * n * k;
     int r, cpu = use_cpu_time && nt == 1;
-    for (r = 0; r < 20 && (r < 3 || total < 0.3); r++) {
+    for (r = 0; use_mean ? total < 0.3 || r < 3 : r < 20 && (r < 3 || total < 0.3); r++) {
         double t0 = use_proc_time ? proc_seconds(nt) : cpu ? thread_seconds() : nst__now(), t;
 #ifdef NST_BENCH_CBLAS
         (void)nt;
@@ -158,7 +161,7 @@ static double time_gemm(int nt, int m, int n, int k, const float *a, const float
         total += t;
         if (t < best) best = t;
     }
-    return flops / best * 1e-9;
+    return use_mean ? flops * r / total * 1e-9 : flops / best * 1e-9;
 }
 
 typedef struct { int m, n, k; const char *what; } shape;
@@ -190,6 +193,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--vgg-only")) vgg_only = 1;
         else if (!strcmp(argv[i], "--cpu-time")) use_cpu_time = 1;
         else if (!strcmp(argv[i], "--proc-time")) use_proc_time = 1;
+        else if (!strcmp(argv[i], "--mean")) use_mean = 1;
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc) isa = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) only_threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {   /* "M,N,K" or "syrk,N,K" of the table; repeatable */
@@ -204,7 +208,7 @@ int main(int argc, char **argv) {
             if (s == NSHAPES) { fprintf(stderr, "--shape %s: not a shape of the table\n", argv[i]); return 2; }
             if (nonly < NSHAPES) only[nonly++] = s;
         }
-        else { fprintf(stderr, "usage: %s [--quick] [--csv] [--vgg-only] [--cpu-time] [--proc-time] [--isa NAME|all|best|none] [--threads N] [--shape M,N,K]...\n", argv[0]); return 2; }
+        else { fprintf(stderr, "usage: %s [--quick] [--csv] [--vgg-only] [--cpu-time] [--proc-time] [--mean] [--isa NAME|all|best|none] [--threads N] [--shape M,N,K]...\n", argv[0]); return 2; }
     }
     for (s = 0; s < NSHAPES; s++) {
         size_t n = shapes[s].n;

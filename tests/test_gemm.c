@@ -337,6 +337,86 @@ static void gemm_longk(nst_arch arch) {
     CHECK(bad == 0);
     nst_set_arch(NST_ARCH_DEFAULT);
 }
+/* The shared A (the usual path, columns split, op(A) packed once by all threads in MC x KB pieces): awkward
+ * M, N and K, with the caches forced small so that K spans several blocks, M several MC pieces and N several
+ * column blocks (one thread shares too); every transpose, alpha and beta (NaN in C with beta 0), ldc > n, the
+ * fused bias and ReLU; against the reference, and 1, 2 and 3 threads bit-equal. The probe also keeps the odd
+ * pieces from ever being marked ready, so the fallback (a thread packing such a piece itself) runs too.
+ * Then SYRK under the same blocks, 1, 2 and 3 threads. */
+static void gemm_shared_a(nst_arch arch) {
+    static const int sz[][3] = {{1, 700, 33}, {7, 333, 257}, {13, 767, 600}, {17, 129, 1000}, {33, 700, 513},
+                                {130, 500, 301}, {257, 1000, 137}};
+    int s, t, i, th, bad = 0, runs = 0, quick = env_int("NST_TEST_QUICK", 0);
+    nst__rng rng = {31};
+    if (!nst__cpu()->has[arch]) SKIP("ISA not available on this CPU/build");
+    CHECK_OK(nst_set_arch(arch));
+    nst__gemm_cache_forced[0] = 8 * 1024;    /* KC 64 or less, MC a few tiles, NC a few hundred columns */
+    nst__gemm_cache_forced[1] = 64 * 1024;
+    nst__gemm_share_probe = &runs;
+    for (s = 0; s < (int)(sizeof sz / sizeof sz[0]) && !bad; s++) {
+        int m = sz[s][0], n = sz[s][1], k = sz[s][2];
+        const nst__gemm_kernel *kt = nst__gemm_kernel_pick(arch, m, n);
+        nst__gemm_blocks bl;
+        nst__gemm_blocking(kt, &bl);
+        if (quick && (double)m * n * k > 3e6) continue;
+        CHECK_MSG(nst__gemm_wide_kb(kt, &bl, m, n, k) == 0, "%dx%dx%d takes the short-M path", m, n, k);
+        for (t = 0; t < 4 && !bad; t++) {
+            int ta = t & 1, tb = t >> 1, before = runs;
+            float alpha = (s + t) & 1 ? -0.75f : 1.0f, beta = (s + t) % 3 == 0 ? 0.0f : 0.5f;
+            int fused = (s + t) % 4 == 1;
+            gemm_case g;
+            char what[96];
+            gemm_case_make(&g, ta, tb, m, n, k, beta, &rng);
+            CHECK_OK(nst__sgemm_fused(1, ta, tb, m, n, k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c, g.ldc,
+                                      fused ? g.bias : NULL, fused));
+            ref_gemm(ta, tb, m, n, k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c0, g.ldc, fused ? g.bias : NULL, fused, g.ref,
+                     g.sc);
+            snprintf(what, sizeof what, "%s shared A %dx%dx%d trans %d%d", nst__arch_name(arch), m, n, k, ta, tb);
+            bad += compare(what, m, n, g.c, g.ldc, g.ref, g.sc, nst_t_tol(arch));
+            for (i = 0; i < m && !bad; i++)   /* the ldc padding stays untouched */
+                bad += memcmp(g.c + (size_t)i * g.ldc + n, g.c0 + (size_t)i * g.ldc + n, 3 * sizeof(float)) != 0;
+            if (n > bl.nc) CHECK_MSG(runs == before + 1, "%dx%dx%d, 1 thread: A not shared", m, n, k);
+            for (th = 2; th <= 3; th++) {
+                memcpy(g.c2, g.c0, sizeof(float) * (size_t)m * g.ldc);
+                CHECK_OK(nst__sgemm_fused(th, ta, tb, m, n, k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c2, g.ldc,
+                                          fused ? g.bias : NULL, fused));
+                bad += memcmp(g.c, g.c2, sizeof(float) * (size_t)m * g.ldc) != 0;
+            }
+            gemm_case_free(&g);
+        }
+    }
+    for (s = 0; s < 4 && !bad; s++) {   /* SYRK (row ranges, not the shared A) under the same small blocks */
+        static const int sy[4][2] = {{7, 100}, {33, 257}, {130, 301}, {257, 137}};
+        int n = sy[s][0], k = sy[s][1], lda = k + 1, ldc = n + 3, j;
+        float *a = (float *)malloc(sizeof(float) * n * lda), *c = (float *)malloc(sizeof(float) * n * ldc);
+        float *c2 = (float *)malloc(sizeof(float) * n * ldc);
+        double *ref = (double *)malloc(sizeof(double) * n * n), *sc = (double *)malloc(sizeof(double) * n * n);
+        char what[64];
+        fill(a, (size_t)n * lda, &rng);
+        ref_gemm(0, 1, n, n, k, -0.5, a, lda, a, lda, 0.0, c, ldc, NULL, 0, ref, sc);
+        for (th = 1; th <= 3; th++) {
+            for (i = 0; i < n * ldc; i++) c[i] = nst__f32_from_bits(0x7FC00000u);
+            CHECK_OK(nst__ssyrk_ex(th, n, k, -0.5f, a, lda, c, ldc));
+            snprintf(what, sizeof what, "%s shared A syrk %dx%d, %d threads", nst__arch_name(arch), n, k, th);
+            bad += compare(what, n, n, c, ldc, ref, sc, nst_t_tol(arch));
+            for (i = 0; i < n; i++)
+                for (j = 0; j < n; j++) bad += memcmp(&c[i * ldc + j], &c[j * ldc + i], sizeof(float)) != 0;
+            if (th == 1) memcpy(c2, c, sizeof(float) * n * ldc);
+            else bad += memcmp(c, c2, sizeof(float) * n * ldc) != 0;
+        }
+        free(a); free(c); free(c2); free(ref); free(sc);
+    }
+    nst__gemm_share_probe = NULL;
+    nst__gemm_cache_forced[0] = nst__gemm_cache_forced[1] = 0;
+    CHECK(bad == 0);
+    CHECK(runs > 0);
+    nst_set_arch(NST_ARCH_DEFAULT);
+}
+TEST(gemm_shared_a_scalar) { gemm_shared_a(NST_ARCH_SCALAR); }
+TEST(gemm_shared_a_avx2) { gemm_shared_a(NST_ARCH_AVX2); }
+TEST(gemm_shared_a_avx512) { gemm_shared_a(NST_ARCH_AVX512); }
+TEST(gemm_shared_a_neon) { gemm_shared_a(NST_ARCH_NEON); }
+
 TEST(gemm_longk_scalar) { gemm_longk(NST_ARCH_SCALAR); }
 TEST(gemm_longk_avx2) { gemm_longk(NST_ARCH_AVX2); }
 TEST(gemm_longk_avx512) { gemm_longk(NST_ARCH_AVX512); }
@@ -627,6 +707,10 @@ int main(int argc, char **argv) {
     RUN(gemm_longk_avx2);
     RUN(gemm_longk_avx512);
     RUN(gemm_longk_neon);
+    RUN(gemm_shared_a_scalar);
+    RUN(gemm_shared_a_avx2);
+    RUN(gemm_shared_a_avx512);
+    RUN(gemm_shared_a_neon);
     RUN(gemm_deterministic);
     RUN(syrk);
     RUN(gram_rows);
