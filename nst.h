@@ -951,8 +951,9 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   and op(A) (unless pre-packed or on the short-M path) is packed once into a buffer all threads read,
  *   the threads taking its pieces from a counter (no barrier; see nst__gemm_run).
  *   Since every C element sees the same tiles and the same K blocks whichever chunk it falls in,
- *   results are identical across thread counts. A thread gets at least NST__GEMM_MINFLOPS (4 MFLOP:
- *   256^3 runs on 2 threads, 128^3 on one). Long K with a small C (m, n <= 256, k >= 8 max(m, n):
+ *   results are identical across thread counts. A thread gets at least NST__GEMM_MINFLOPS (1 MFLOP:
+ *   128^3 runs on 2 threads, 64^3 on one; with 4 MFLOP, 128^3 ran on one thread at 80-83 GFLOP/s against
+ *   119-153 on two, mean 128-135, quiet Zen 3, where OpenBLAS takes 140). Long K with a small C (m, n <= 256, k >= 8 max(m, n):
  *   64 x 64 x 262144) is cut along K instead, into chunks fixed by the sizes (nst__gemm_ksplit_blocks),
  *   each one's partial product in its own buffer, summed in chunk order: again the bits of one thread.
  *   SYRK keeps one static range per thread.
@@ -1854,7 +1855,7 @@ static void nst__gemm_ksum(const nst__gemm_job *g, const float *p, int np, int i
 #define NST__GEMM_CHUNKS 3
 #endif
 #ifndef NST__GEMM_MINFLOPS /* least work per thread */
-#define NST__GEMM_MINFLOPS 4e6
+#define NST__GEMM_MINFLOPS 1e6
 #endif
 
 #ifndef NST__GEMM_SHARED_A /* most floats of op(A) packed once for all threads (32 MiB) */
