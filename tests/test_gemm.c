@@ -187,10 +187,12 @@ TEST(gemm_neon) { gemm_sizes(NST_ARCH_NEON); }
 typedef struct {
     float *a, *b, *c, *c2, *c0, *bias;
     double *ref, *sc;
-    int lda, ldb, ldc;
+    int lda, ldb, ldc, ta, tb, m, n, k;
+    float beta;
 } gemm_case;
 static void gemm_case_make(gemm_case *g, int ta, int tb, int m, int n, int k, float beta, nst__rng *r) {
     int i;
+    g->ta = ta; g->tb = tb; g->m = m; g->n = n; g->k = k; g->beta = beta;
     g->lda = (ta ? m : k) + 3; g->ldb = (tb ? k : n) + 1; g->ldc = n + 3;
     g->a = (float *)malloc(sizeof(float) * (size_t)(ta ? k : m) * g->lda);
     g->b = (float *)malloc(sizeof(float) * (size_t)(tb ? n : k) * g->ldb);
@@ -211,6 +213,30 @@ static void gemm_case_make(gemm_case *g, int ta, int tb, int m, int n, int k, fl
 }
 static void gemm_case_free(gemm_case *g) {
     free(g->a); free(g->b); free(g->c); free(g->c2); free(g->c0); free(g->bias); free(g->ref); free(g->sc);
+}
+/* The case on one thread into c, against the reference (what names the case in a failure), and the ldc
+ * padding untouched; returns the number of failures. */
+static int gemm_case_one(gemm_case *g, nst_arch arch, const char *what, float alpha, int fused) {
+    int i, bad;
+    CHECK_OK(nst__sgemm_fused(1, g->ta, g->tb, g->m, g->n, g->k, alpha, g->a, g->lda, g->b, g->ldb, g->beta, g->c,
+                              g->ldc, fused ? g->bias : NULL, fused));
+    ref_gemm(g->ta, g->tb, g->m, g->n, g->k, alpha, g->a, g->lda, g->b, g->ldb, g->beta, g->c0, g->ldc,
+             fused ? g->bias : NULL, fused, g->ref, g->sc);
+    bad = compare(what, g->m, g->n, g->c, g->ldc, g->ref, g->sc, nst_t_tol(arch));
+    for (i = 0; i < g->m && !bad; i++)
+        bad += memcmp(g->c + (size_t)i * g->ldc + g->n, g->c0 + (size_t)i * g->ldc + g->n, 3 * sizeof(float)) != 0;
+    return bad;
+}
+/* The case on 2 and 3 threads: the bits of c (one thread); returns the number of differences. */
+static int gemm_case_threads(gemm_case *g, float alpha, int fused) {
+    int th, bad = 0;
+    for (th = 2; th <= 3; th++) {
+        memcpy(g->c2, g->c0, sizeof(float) * (size_t)g->m * g->ldc);
+        CHECK_OK(nst__sgemm_fused(th, g->ta, g->tb, g->m, g->n, g->k, alpha, g->a, g->lda, g->b, g->ldb, g->beta,
+                                  g->c2, g->ldc, fused ? g->bias : NULL, fused));
+        bad += memcmp(g->c, g->c2, sizeof(float) * (size_t)g->m * g->ldc) != 0;
+    }
+    return bad;
 }
 
 /* The short-M, wide-N path (nst__gemm_wide_kb > 0: A packed once, B in column blocks): rows not a multiple
@@ -295,7 +321,7 @@ TEST(gemm_deterministic) {
  * same bits (the chunks do not depend on the thread count). */
 static void gemm_longk(nst_arch arch) {
     static const int mn[][2] = {{1, 1}, {7, 13}, {13, 7}, {17, 33}, {33, 17}, {1, 33}, {64, 64}};
-    int s, t, i, bad = 0, quick = env_int("NST_TEST_QUICK", 0);
+    int s, t, bad = 0, quick = env_int("NST_TEST_QUICK", 0);
     nst__rng rng = {29};
     if (!nst__cpu()->has[arch]) SKIP("ISA not available on this CPU/build");
     CHECK_OK(nst_set_arch(arch));
@@ -311,26 +337,15 @@ static void gemm_longk(nst_arch arch) {
         CHECK_MSG(nst__gemm_ksplit_blocks(m, n, k, kb) > 0, "%dx%dx%d does not split K", m, n, k);
         if (quick && s == 6) continue;
         for (t = 0; t < 4 && !bad; t++) {
-            int ta = t & 1, tb = t >> 1, th;
+            int ta = t & 1, tb = t >> 1;
             float alpha = (s + t) & 1 ? -0.75f : 1.0f, beta = (s + t) % 3 == 0 ? 0.0f : 0.5f;
             int fused = (s + t) % 4 == 1;
             gemm_case g;
             char what[96];
             gemm_case_make(&g, ta, tb, m, n, k, beta, &rng);
-            CHECK_OK(nst__sgemm_fused(1, ta, tb, m, n, k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c, g.ldc,
-                                      fused ? g.bias : NULL, fused));
-            ref_gemm(ta, tb, m, n, k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c0, g.ldc, fused ? g.bias : NULL, fused, g.ref,
-                     g.sc);
             snprintf(what, sizeof what, "%s long K %dx%dx%d trans %d%d", nst__arch_name(arch), m, n, k, ta, tb);
-            bad += compare(what, m, n, g.c, g.ldc, g.ref, g.sc, nst_t_tol(arch));
-            for (i = 0; i < m && !bad; i++)   /* the ldc padding stays untouched */
-                bad += memcmp(g.c + (size_t)i * g.ldc + n, g.c0 + (size_t)i * g.ldc + n, 3 * sizeof(float)) != 0;
-            for (th = 2; th <= 3; th++) {
-                memcpy(g.c2, g.c0, sizeof(float) * (size_t)m * g.ldc);
-                CHECK_OK(nst__sgemm_fused(th, ta, tb, m, n, k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c2, g.ldc,
-                                          fused ? g.bias : NULL, fused));
-                bad += memcmp(g.c, g.c2, sizeof(float) * (size_t)m * g.ldc) != 0;
-            }
+            bad += gemm_case_one(&g, arch, what, alpha, fused);
+            bad += gemm_case_threads(&g, alpha, fused);
             gemm_case_free(&g);
         }
     }
@@ -367,21 +382,10 @@ static void gemm_shared_a(nst_arch arch) {
             gemm_case g;
             char what[96];
             gemm_case_make(&g, ta, tb, m, n, k, beta, &rng);
-            CHECK_OK(nst__sgemm_fused(1, ta, tb, m, n, k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c, g.ldc,
-                                      fused ? g.bias : NULL, fused));
-            ref_gemm(ta, tb, m, n, k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c0, g.ldc, fused ? g.bias : NULL, fused, g.ref,
-                     g.sc);
             snprintf(what, sizeof what, "%s shared A %dx%dx%d trans %d%d", nst__arch_name(arch), m, n, k, ta, tb);
-            bad += compare(what, m, n, g.c, g.ldc, g.ref, g.sc, nst_t_tol(arch));
-            for (i = 0; i < m && !bad; i++)   /* the ldc padding stays untouched */
-                bad += memcmp(g.c + (size_t)i * g.ldc + n, g.c0 + (size_t)i * g.ldc + n, 3 * sizeof(float)) != 0;
+            bad += gemm_case_one(&g, arch, what, alpha, fused);
             if (n > bl.nc) CHECK_MSG(runs == before + 1, "%dx%dx%d, 1 thread: A not shared", m, n, k);
-            for (th = 2; th <= 3; th++) {
-                memcpy(g.c2, g.c0, sizeof(float) * (size_t)m * g.ldc);
-                CHECK_OK(nst__sgemm_fused(th, ta, tb, m, n, k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c2, g.ldc,
-                                          fused ? g.bias : NULL, fused));
-                bad += memcmp(g.c, g.c2, sizeof(float) * (size_t)m * g.ldc) != 0;
-            }
+            bad += gemm_case_threads(&g, alpha, fused);
             gemm_case_free(&g);
         }
     }
