@@ -6924,6 +6924,285 @@ static size_t nst__lossgrad_cols(int c, size_t hw, int nthreads) {
     return NST__MAX((size_t)48, NST__MIN(nb, share));
 }
 
+/* ---- the style layers' loss gradient in one pass (c <= NST__LG_CMAX) --------------------------------
+ * g = mask(feat > 0) . (g + sum_content sc (feat - p) + D F) per pixel-column strip: the strip's c rows
+ * of F are copied once into a contiguous [c][nr] panel per register tile width (the layer's rows are a
+ * multiple of 4 KiB apart, so the c rows of one column share one L1 set, and one L2 set from 64 KiB
+ * apart: read in place, 8 ways held 8 of the 64-512 rows), D is packed once into [c][mr] panels, and
+ * each mr x nr tile of g is read, finished (content, D F, mask from the copied feat) and written once.
+ * The next strip's rows are prefetched a few tile calls ahead and copied a few rows per tile call,
+ * between the FMAs, into the other of two panels; g's tiles are prefetched ahead the same way. Each
+ * element's sum runs k = 0..c-1 into one accumulator whatever tile or thread computes it (edge tiles
+ * run the same FMAs on zero padding), so the bits do not depend on the thread count. */
+#define NST__LG_CMAX 256
+#define NST__LG_STRIP 24576  /* c x columns of a strip: 384 columns at c = 64, 96 at c = 256 */
+#define NST__LG_PF_ROWS 1   /* tile calls between a next-strip row's prefetch and its copy */
+#define NST__LG_PF_G 1      /* tile calls between a g tile's prefetch and its use */
+typedef struct nst__lg_args {
+    int c, relu, nct;
+    size_t hw;
+    const float *feat;
+    float *g;
+    float ct_sc[NST__MAX_LOSS_LAYERS];
+    const float *ct_p[NST__MAX_LOSS_LAYERS];
+} nst__lg_args;
+
+/* One tile: rows i0.. (rows <= mr) and columns j0.. (cols <= nr) of g; dp is D's panel [c][mr] (zero
+ * rows past c), fs the strip's panel [c][nr] of F (zero columns past hw). */
+typedef void (*nst__lg_tile_fn)(const nst__lg_args *a, const float *dp, const float *fs, int i0, size_t j0,
+                                int rows, int cols);
+typedef struct nst__lg_kernel {
+    int mr, nr;   /* register tile */
+    nst__lg_tile_fn tile;
+    const char *name;
+} nst__lg_kernel;
+
+/* The epilogue of the scalar reference and of every path's edge tiles: acc is [rows][nr]. */
+static void nst__lg_epilogue_scalar(const nst__lg_args *a, const float *acc, int nr, const float *fs, int i0,
+                                    size_t j0, int rows, int cols) {
+    int r, q, k;
+    for (r = 0; r < rows; r++) {
+        size_t off = (size_t)(i0 + r) * a->hw + j0;
+        float *gr = a->g + off;
+        const float *fr = fs + (size_t)(i0 + r) * nr;
+        for (q = 0; q < cols; q++) {
+            float t = gr[q], u;
+            for (k = 0; k < a->nct; k++) {
+                u = a->ct_sc[k] * (fr[q] - a->ct_p[k][off + q]);
+                t += u;
+            }
+            t += acc[r * nr + q];
+            if (a->relu && !(fr[q] > 0.0f)) t = 0.0f;
+            gr[q] = t;
+        }
+    }
+}
+
+#define NST__LG_S_MR 4
+#define NST__LG_S_NR 8
+static void nst__lg_tile_scalar(const nst__lg_args *a, const float *dp, const float *fs, int i0, size_t j0,
+                                int rows, int cols) {
+    float acc[NST__LG_S_MR * NST__LG_S_NR];
+    int k, r, q;
+    for (q = 0; q < NST__LG_S_MR * NST__LG_S_NR; q++) acc[q] = 0.0f;
+    for (k = 0; k < a->c; k++)
+        for (r = 0; r < NST__LG_S_MR; r++)
+            for (q = 0; q < NST__LG_S_NR; q++)
+                acc[r * NST__LG_S_NR + q] += dp[k * NST__LG_S_MR + r] * fs[k * NST__LG_S_NR + q];
+    nst__lg_epilogue_scalar(a, acc, NST__LG_S_NR, fs, i0, j0, rows, cols);
+}
+
+#if defined(NST__X86)
+#define NST__LG_TILE_AVX2(NAME, MR, NV)                                                                        \
+    static NST__TARGET_AVX2 void NAME(const nst__lg_args *a, const float *dp, const float *fs, int i0,         \
+                                      size_t j0, int rows, int cols) {                                         \
+        __m256 acc[MR][NV], bv[NV], av;                                                                         \
+        const float *fk = fs;                                                                                   \
+        int r, v, k;                                                                                            \
+        NST__UNROLL for (r = 0; r < MR; r++) NST__UNROLL for (v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps(); \
+        for (k = 0; k < a->c; k++, dp += MR, fk += 8 * NV) {                                                    \
+            NST__UNROLL for (v = 0; v < NV; v++) bv[v] = _mm256_load_ps(fk + 8 * v);                            \
+            NST__UNROLL for (r = 0; r < MR; r++) {                                                              \
+                av = _mm256_broadcast_ss(dp + r);                                                               \
+                NST__UNROLL for (v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);         \
+            }                                                                                                   \
+        }                                                                                                       \
+        if (rows == MR && cols == 8 * NV) {                                                                     \
+            const __m256 z = _mm256_setzero_ps();                                                               \
+            NST__UNROLL for (r = 0; r < MR; r++) {                                                              \
+                size_t off = (size_t)(i0 + r) * a->hw + j0;                                                     \
+                float *gr = a->g + off;                                                                         \
+                const float *fr = fs + (size_t)(i0 + r) * (8 * NV);                                             \
+                NST__UNROLL for (v = 0; v < NV; v++) {                                                          \
+                    __m256 t = _mm256_loadu_ps(gr + 8 * v), f = _mm256_load_ps(fr + 8 * v);                     \
+                    for (k = 0; k < a->nct; k++)                                                                \
+                        t = _mm256_add_ps(t, _mm256_mul_ps(_mm256_set1_ps(a->ct_sc[k]),                         \
+                                                           _mm256_sub_ps(f, _mm256_loadu_ps(a->ct_p[k] + off + 8 * v)))); \
+                    t = _mm256_add_ps(t, acc[r][v]);                                                            \
+                    if (a->relu) t = _mm256_and_ps(t, _mm256_cmp_ps(f, z, _CMP_GT_OQ));                         \
+                    _mm256_storeu_ps(gr + 8 * v, t);                                                            \
+                }                                                                                               \
+            }                                                                                                   \
+        } else {                                                                                                \
+            float tmp[MR * 8 * NV];                                                                             \
+            NST__UNROLL for (r = 0; r < MR; r++) NST__UNROLL for (v = 0; v < NV; v++)                          \
+                _mm256_storeu_ps(tmp + r * 8 * NV + 8 * v, acc[r][v]);                                          \
+            nst__lg_epilogue_scalar(a, tmp, 8 * NV, fs, i0, j0, rows, cols);                                    \
+        }                                                                                                       \
+    }
+NST__LG_TILE_AVX2(nst__lg_tile_4x24_avx2, 4, 3)
+#endif
+
+#if defined(NST__NEON)
+/* 8 x 12 as the GEMM's NEON kernel: 24 q-register accumulators, D as two q registers, lane FMAs. */
+static void nst__lg_tile_8x12_neon(const nst__lg_args *a, const float *dp, const float *fs, int i0, size_t j0,
+                                   int rows, int cols) {
+    float32x4_t acc[8][3], bv[3], a0, a1;
+    const float *fk = fs;
+    int r, v, k;
+    NST__UNROLL for (r = 0; r < 8; r++) NST__UNROLL for (v = 0; v < 3; v++) acc[r][v] = vdupq_n_f32(0.0f);
+    for (k = 0; k < a->c; k++, dp += 8, fk += 12) {
+        bv[0] = vld1q_f32(fk); bv[1] = vld1q_f32(fk + 4); bv[2] = vld1q_f32(fk + 8);
+        a0 = vld1q_f32(dp); a1 = vld1q_f32(dp + 4);
+        NST__UNROLL for (v = 0; v < 3; v++) {
+            acc[0][v] = vfmaq_laneq_f32(acc[0][v], bv[v], a0, 0);
+            acc[1][v] = vfmaq_laneq_f32(acc[1][v], bv[v], a0, 1);
+            acc[2][v] = vfmaq_laneq_f32(acc[2][v], bv[v], a0, 2);
+            acc[3][v] = vfmaq_laneq_f32(acc[3][v], bv[v], a0, 3);
+            acc[4][v] = vfmaq_laneq_f32(acc[4][v], bv[v], a1, 0);
+            acc[5][v] = vfmaq_laneq_f32(acc[5][v], bv[v], a1, 1);
+            acc[6][v] = vfmaq_laneq_f32(acc[6][v], bv[v], a1, 2);
+            acc[7][v] = vfmaq_laneq_f32(acc[7][v], bv[v], a1, 3);
+        }
+    }
+    if (rows == 8 && cols == 12) {
+        const float32x4_t z = vdupq_n_f32(0.0f);
+        NST__UNROLL for (r = 0; r < 8; r++) {
+            size_t off = (size_t)(i0 + r) * a->hw + j0;
+            float *gr = a->g + off;
+            const float *fr = fs + (size_t)(i0 + r) * 12;
+            NST__UNROLL for (v = 0; v < 3; v++) {
+                float32x4_t t = vld1q_f32(gr + 4 * v), f = vld1q_f32(fr + 4 * v);
+                for (k = 0; k < a->nct; k++)
+                    t = vaddq_f32(t, vmulq_f32(vdupq_n_f32(a->ct_sc[k]), vsubq_f32(f, vld1q_f32(a->ct_p[k] + off + 4 * v))));
+                t = vaddq_f32(t, acc[r][v]);
+                if (a->relu) t = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(t), vcgtq_f32(f, z)));
+                vst1q_f32(gr + 4 * v, t);
+            }
+        }
+    } else {
+        float tmp[8 * 12];
+        NST__UNROLL for (r = 0; r < 8; r++) NST__UNROLL for (v = 0; v < 3; v++) vst1q_f32(tmp + r * 12 + 4 * v, acc[r][v]);
+        nst__lg_epilogue_scalar(a, tmp, 12, fs, i0, j0, rows, cols);
+    }
+}
+#endif
+
+static const nst__lg_kernel nst__lg_kernels[] = {
+    {NST__LG_S_MR, NST__LG_S_NR, nst__lg_tile_scalar, "4x8 scalar"},
+#if defined(NST__X86)
+    {4, 24, nst__lg_tile_4x24_avx2, "4x24 avx2+fma"},
+#endif
+#if defined(NST__NEON)
+    {8, 12, nst__lg_tile_8x12_neon, "8x12 neon"},
+#endif
+};
+/* Tests and bench only: a kernel of the table forced (index + 1; 0 = by the ISA); subpanels per strip
+ * forced (0 = the rule below). */
+static int nst__lg_kernel_forced, nst__lg_nsub_forced;
+
+/* The kernel for the running ISA, or NULL: AVX-512 keeps the GEMM path (no AVX-512 kernel here). */
+static const nst__lg_kernel *nst__lg_kernel_pick(void) {
+    nst_arch a = nst__cpu_arch();
+    if (nst__lg_kernel_forced > 0 && nst__lg_kernel_forced <= (int)(sizeof nst__lg_kernels / sizeof *nst__lg_kernels))
+        return &nst__lg_kernels[nst__lg_kernel_forced - 1];
+#if defined(NST__X86)
+    if (a == NST_ARCH_AVX2) return &nst__lg_kernels[1];
+#endif
+#if defined(NST__NEON)
+    if (a == NST_ARCH_NEON) return &nst__lg_kernels[1];
+#endif
+    return a == NST_ARCH_SCALAR ? &nst__lg_kernels[0] : NULL;
+}
+
+/* Rows [r0, r1) of subpanel u of strip s (columns s sw + u nr ..) into fs ([nsub][c][nr]), zero past hw. */
+static void nst__lg_copy_rows(int nr, int nsub, const nst__lg_args *a, size_t s, int u, int r0, int r1, float *fs) {
+    int k;
+    size_t ju = s * (size_t)nr * nsub + (size_t)u * nr;
+    int n = ju >= a->hw ? 0 : (int)NST__MIN((size_t)nr, a->hw - ju);
+    float *dst = fs + (size_t)u * a->c * nr;
+    for (k = r0; k < r1; k++) {
+        if (n) memcpy(dst + (size_t)k * nr, a->feat + (size_t)k * a->hw + ju, (size_t)n * sizeof(float));
+        if (n < nr) memset(dst + (size_t)k * nr + n, 0, (size_t)(nr - n) * sizeof(float));
+    }
+}
+#if defined(__GNUC__) || defined(__clang__)
+#define NST__LG_PF(p) __builtin_prefetch(p, 0, 3)
+#else
+#define NST__LG_PF(p) ((void)(p))
+#endif
+/* Prefetch of rows [r0, r1) of columns [j0, j0 + n) of a c x hw map. */
+static void nst__lg_prefetch(const float *m, size_t hw, int r0, int r1, size_t j0, size_t n) {
+    int k;
+    size_t o;
+    if (!n) return;
+    for (k = r0; k < r1; k++) {
+        const char *p = (const char *)(m + (size_t)k * hw + j0);
+        for (o = 0; o < n * sizeof(float); o += 64) NST__LG_PF(p + o);
+        NST__LG_PF(p + n * sizeof(float) - 1);
+    }
+}
+
+/* The loss gradient at one layer in one pass (see above); d is D, c x c row-major. */
+static nst_status nst__lossgrad_onepass(const nst__lg_kernel *kt, const nst__lg_args *a, const float *d, int nthreads) {
+    int c = a->c, mr = kt->mr, nr = kt->nr, np = (c + mr - 1) / mr, rpc, p, k, r;
+    int nt = nst__resolve_threads(nthreads), nsub = NST__MAX(1, NST__MIN(16, NST__LG_STRIP / c / nr));
+    if (nst__lg_nsub_forced) nsub = nst__lg_nsub_forced;
+    size_t sw = (size_t)nr * nsub, nstrip = (a->hw + sw - 1) / sw, per = (size_t)c * sw, chunk;
+    long nchunk, b;
+    float *dp, *buf;
+    rpc = (c + np - 1) / np;   /* rows of the next strip copied per tile call */
+    dp = (float *)nst__aligned_alloc(sizeof(float) * (size_t)np * mr * c);
+    buf = (float *)nst__aligned_alloc(sizeof(float) * 2 * per * (size_t)nt);
+    if (!dp || !buf) {
+        nst__aligned_free(dp); nst__aligned_free(buf);
+        return nst__err(NST_ERR_NOMEM, "style gradient: out of memory");
+    }
+    for (p = 0; p < np; p++)
+        for (k = 0; k < c; k++)
+            for (r = 0; r < mr; r++) {
+                int i = p * mr + r;
+                dp[((size_t)p * c + k) * mr + r] = i < c ? d[(size_t)i * c + k] : 0.0f;
+            }
+    /* chunks of strips taken as threads come free; each pipelines its strips */
+    chunk = NST__MAX((size_t)4, NST__MIN((size_t)256, nstrip / (8 * (size_t)nt)));
+    nchunk = (long)((nstrip + chunk - 1) / chunk);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+#endif
+    for (b = 0; b < nchunk; b++) {
+        size_t s0 = (size_t)b * chunk, s1 = NST__MIN(nstrip, s0 + chunk), s;
+        int t = 0, u, pi;
+        float *f0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        f0 = buf + (size_t)t * 2 * per;
+        for (u = 0; u < nsub; u++) nst__lg_copy_rows(nr, nsub, a, s0, u, 0, c, f0);
+        for (s = s0; s < s1; s++) {
+            float *cur = f0 + ((s - s0) & 1) * per, *nxt = f0 + (((s - s0) & 1) ^ 1) * per;
+            size_t j0 = s * sw;
+            for (pi = 0; pi < np; pi++)
+                for (u = 0; u < nsub; u++) {
+                    size_t ju = j0 + (size_t)u * nr, q, jn;
+                    int pn;
+                    /* the next strip's rows, subpanel by subpanel: prefetched NST__LG_PF_ROWS calls ahead */
+                    q = (s - s0) * (size_t)np + pi + NST__LG_PF_ROWS;
+                    jn = (s0 + q / np + 1) * sw + (size_t)u * nr;
+                    if (s0 + q / np + 1 < s1 && jn < a->hw) {
+                        pn = (int)(q % np);
+                        nst__lg_prefetch(a->feat, a->hw, NST__MIN(c, pn * rpc), NST__MIN(c, (pn + 1) * rpc), jn,
+                                         NST__MIN((size_t)nr, a->hw - jn));
+                    }
+                    if (s + 1 < s1) nst__lg_copy_rows(nr, nsub, a, s + 1, u, NST__MIN(c, pi * rpc), NST__MIN(c, (pi + 1) * rpc), nxt);
+                    /* g's tile of a later call, at the same columns */
+                    q = (s - s0) * (size_t)np + pi + NST__LG_PF_G;
+                    jn = (s0 + q / np) * sw + (size_t)u * nr;
+                    if (s0 + q / np < s1 && jn < a->hw) {
+                        pn = (int)(q % np);
+                        nst__lg_prefetch(a->g, a->hw, pn * mr, NST__MIN(c, pn * mr + mr), jn, NST__MIN((size_t)nr, a->hw - jn));
+                    }
+                    if (ju < a->hw)
+                        kt->tile(a, dp + (size_t)pi * c * mr, cur + (size_t)u * c * nr, pi * mr, ju, NST__MIN(mr, c - pi * mr),
+                                 (int)NST__MIN((size_t)nr, a->hw - ju));
+                }
+        }
+    }
+    nst__aligned_free(dp);
+    nst__aligned_free(buf);
+    return NST_OK;
+}
+
 /* The loss gradient at one layer without normalisation, fused: pixel columns in blocks taken by the
  * threads as they come free, each block gets the content terms, the Gram backward D F with D the sum of
  * the style terms' s (G - A), and, at a ReLU layer, the ReLU mask while the block is in cache.
@@ -6953,6 +7232,7 @@ static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, con
     float content_sc[NST__MAX_LOSS_LAYERS], *d = NULL;
     double el = (double)c * hw;
     nst__sgemm_apack pk;
+    const nst__lg_kernel *kt;
     memset(&pk, 0, sizeof pk);
     for (k = 0; k < o->ncontent; k++)
         content_sc[k] = o->content_layer[k] == layer && o->cw != 0 ? (float)(o->cw * 2.0 / el) : 0.0f;
@@ -6966,6 +7246,17 @@ static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, con
             return nst__err(NST_ERR_NOMEM, "style gradient: out of memory for %d x %d floats", c, c);
         for (i = 0; i < cc; i++) d[i] = (styled ? d[i] : 0.0f) + sc * (s->gram[i] - s->target[i]);
         styled = 1;
+    }
+    if (styled && c <= NST__LG_CMAX && (kt = nst__lg_kernel_pick()) != NULL) {
+        nst__lg_args la;
+        nst_status st;
+        memset(&la, 0, sizeof la);
+        la.c = c; la.hw = hw; la.relu = relu; la.feat = feat; la.g = g;
+        for (k = 0; k < o->ncontent; k++)
+            if (content_sc[k] != 0.0f) { la.ct_sc[la.nct] = content_sc[k]; la.ct_p[la.nct++] = o->content_target[k]; }
+        st = nst__lossgrad_onepass(kt, &la, d, n->nthreads);
+        nst__aligned_free(d);
+        return st;
     }
     if (styled && shared) {
         nst_status st = nst__sgemm_pack_a(&pk, 0, c, c, d, c);

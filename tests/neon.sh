@@ -6,7 +6,8 @@
 # NEON tests (the scalar ones run natively) and test_core only the finite-difference gradient check of the
 # objective (a tiny model whose layers all take the NEON direct kernel, both directions); test_features only
 # the random model's padding against a naive convolution and as the adjoint of its forward (NEON GEMM);
-# test_iter only the L-BFGS tests (both recursions' kernels against their scalar references, one against the other).
+# test_iter only the L-BFGS tests (both recursions' kernels against their scalar references, one against the other);
+# test_lossgrad the one-pass loss gradient's NEON kernel against the scalar one and a double reference.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 mkdir -p build/tests
@@ -31,5 +32,6 @@ run test_conv_aarch64 tests/test_conv.c neon
 run test_core_aarch64 tests/test_core.c objective_gradient_matches
 run test_features_aarch64 tests/test_features.c reflection_padding
 run test_iter_aarch64 tests/test_iter.c lbfgs_
+run test_lossgrad_aarch64 tests/test_lossgrad.c
 echo "test_neon_aarch64: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
