@@ -6924,20 +6924,25 @@ static size_t nst__lossgrad_cols(int c, size_t hw, int nthreads) {
     return NST__MAX((size_t)48, NST__MIN(nb, share));
 }
 
-/* ---- the style layers' loss gradient in one pass (c <= NST__LG_CMAX) --------------------------------
- * g = mask(feat > 0) . (g + sum_content sc (feat - p) + D F) per pixel-column strip: the strip's c rows
- * of F are copied once into a contiguous [c][nr] panel per register tile width (the layer's rows are a
- * multiple of 4 KiB apart, so the c rows of one column share one L1 set, and one L2 set from 64 KiB
- * apart: read in place, 8 ways held 8 of the 64-512 rows), D is packed once into [c][mr] panels, and
- * each mr x nr tile of g is read, finished (content, D F, mask from the copied feat) and written once.
- * The next strip's rows are prefetched a few tile calls ahead and copied a few rows per tile call,
- * between the FMAs, into the other of two panels; g's tiles are prefetched ahead the same way. Each
- * element's sum runs k = 0..c-1 into one accumulator whatever tile or thread computes it (edge tiles
- * run the same FMAs on zero padding), so the bits do not depend on the thread count. */
-#define NST__LG_CMAX 256
+/* ---- the style layers' loss gradient in one pass ----------------------------------------------------
+ * g = mask(feat > 0) . (g + sum_content sc (feat - p) + D F), strip by strip of pixel columns: the
+ * strip's c rows of F are copied once into contiguous [c][nr] panels, D is packed once into [c][mr]
+ * panels, and each mr x nr tile of g is read, finished (content, D F, the mask from the copied feat) and
+ * written once. Why the copy: a layer's rows are a multiple of 4 KiB apart (1 MiB at relu1_1), so the c
+ * rows of one column share one L1 set (and one L2 set from 64 KiB apart); read in place, 8 ways held 8
+ * of the 64-512 rows. The next strip's rows are prefetched one tile call ahead and copied a few rows per
+ * call, between the tiles' FMAs, into the other of two buffers; g's tile of the next call is prefetched
+ * the same way. Strips are NST__LG_STRIP / c columns (384 at c = 64): at 48 columns each row was
+ * visited 192 bytes at a time and relu1_1 took 49-60 ms on 1 thread, at 384 it takes 30-34 (Zen 3).
+ * Each call covers whole strips' width of a row (nr = 24 would split a 64-byte line between two calls,
+ * fetched twice: 1.5x slower when the calls ran subpanel-major). Each element's sum runs k = 0..c-1
+ * into one accumulator whatever tile, strip or thread computes it (edge tiles run the same FMAs on zero
+ * padding, their epilogue is the scalar one), so the bits do not depend on the thread count
+ * (tests/test_lossgrad.c). */
+#define NST__LG_CMAX 512     /* c above it: the GEMM path (VGG's layers all fit) */
 #define NST__LG_STRIP 24576  /* c x columns of a strip: 384 columns at c = 64, 96 at c = 256 */
-#define NST__LG_PF_ROWS 1   /* tile calls between a next-strip row's prefetch and its copy */
-#define NST__LG_PF_G 1      /* tile calls between a g tile's prefetch and its use */
+#define NST__LG_PF_ROWS 1    /* tile calls between a next-strip row's prefetch and its copy */
+#define NST__LG_PF_G 1       /* tile calls between a g tile's prefetch and its use */
 typedef struct nst__lg_args {
     int c, relu, nct;
     size_t hw;
@@ -7203,9 +7208,16 @@ static nst_status nst__lossgrad_onepass(const nst__lg_kernel *kt, const nst__lg_
     return NST_OK;
 }
 
-/* The loss gradient at one layer without normalisation, fused: pixel columns in blocks taken by the
- * threads as they come free, each block gets the content terms, the Gram backward D F with D the sum of
- * the style terms' s (G - A), and, at a ReLU layer, the ReLU mask while the block is in cache.
+/* The loss gradient at one layer without normalisation, fused. With a style term, where the ISA has a
+ * one-pass kernel (AVX2, NEON, scalar; c <= NST__LG_CMAX), nst__lossgrad_onepass above: content terms,
+ * D F and the ReLU mask per tile, g read and written once. bench/bench_lossgrad.c (2026-12-01, Zen 3,
+ * AVX2, load average 2.6-3 on the 2 cores; `OMP_WAIT_POLICY=passive build/bench_lossgrad --threads 1|2
+ * --reps 5`, best CPU ms per thread, GEMM + mask pass vs one pass): relu1_1 37.6-38.5 vs 30.0-30.7 on 1
+ * thread, 19.4-19.9 vs 15.6 on 2; relu2_1 31.2-32.5 vs 27.3-28.2, 15.6-17.4 vs 13.8-14.4; relu3_1 1.02-
+ * 1.04x, relu4_1 1.01-1.03x, relu5_1 1.01-1.04x faster. Otherwise (AVX-512, which has no one-pass
+ * kernel yet, or no style term: relu4_2 only streams) pixel columns in blocks taken by the threads as
+ * they come free, each block gets the content terms, the Gram backward D F with D the sum of the style
+ * terms' s (G - A) as a GEMM, and, at a ReLU layer, the ReLU mask while the block is in cache.
  *   c >= 256: D is packed once for all blocks (1 MiB at c = 512, which each 1024-column block packed
  *     again before). Every element of g then sees the same K blocks of the one pack and is added to
  *     with beta = 1 (edge tiles add the same way), so the bits do not depend on where the blocks are
@@ -7222,7 +7234,8 @@ static nst_status nst__lossgrad_onepass(const nst__lg_kernel *kt, const nst__lg_
  * (`OMP_WAIT_POLICY=passive build/bench_lossgrad --threads 1|2 --reps 15`, GEMM + mask pass over fused,
  * best CPU time, alternated, load average 6 on the 2 cores) gave 0.93-1.02 at relu1_1, 0.97-1.02 at
  * relu2_1, 0.95-0.99 at relu3_1 and 0.96-1.05 at relu4_1 on 1 and 2 threads: the mask pass reads a block
- * that is still in L2, while the fused form reads the mask from feature rows 4 hw bytes apart. */
+ * that is still in L2, while the fused form reads the mask from feature rows 4 hw bytes apart. The
+ * one-pass kernel reads the mask from its copy of the strip instead. */
 static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, const float *feat, float *g) {
     const nst__net *n = &o->net;
     int c = n->c_[layer], k, relu = nst__layer_type(layer) == NST__L_RELU, simd = nst__simd_avx2(), styled = 0;

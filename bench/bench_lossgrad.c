@@ -1,10 +1,11 @@
 /* The style layers' loss gradient at 512 px (relu1_1 .. relu5_1): g = mask(F > 0) . (g + D F), D c x c,
  * F c x hw (random, ~30% of F not positive), the GEMM path of nst__objective_lossgrad_fused (blocks of
  * 131072 / c columns for c < 256, else D packed once and nst__lossgrad_cols columns; each block a
- * 1-thread GEMM, then its mask pass) against the one-pass kernels (nst__lossgrad_onepass, every kernel
- * of the running ISA's table). The variants alternate within each rep; the figures are the best wall
- * time and the best process CPU time per thread (set OMP_WAIT_POLICY=passive so idle threads sleep),
- * which a loaded machine distorts less than the wall clock.
+ * 1-thread GEMM, then its mask pass) against the one-pass kernels (nst__lossgrad_onepass: the SIMD
+ * kernels of the build, or with NST_ARCH=scalar the scalar one against the scalar GEMM). The variants
+ * alternate within each rep; the figures are the best wall time and the best process CPU time per
+ * thread (set OMP_WAIT_POLICY=passive so idle threads sleep), which a loaded machine distorts less than
+ * the wall clock.
  *
  *   OMP_WAIT_POLICY=passive build/bench_lossgrad [--threads N] [--reps N] [--layers 0-4 ...]   */
 #define NST_IMPLEMENTATION
@@ -60,8 +61,10 @@ int main(int argc, char **argv) {
     if (nt < 1) nt = 1;
     if (lo < 0) lo = 0;
     if (hi > 4) hi = 4;
-    /* the one-pass kernels this CPU runs: the scalar reference is left out (slow) */
-    for (i = 1; i < (int)(sizeof nst__lg_kernels / sizeof *nst__lg_kernels); i++) kidx[nk++] = i;
+    /* the one-pass kernels of the table: the scalar reference only with NST_ARCH=scalar (then the GEMM
+     * path is scalar too), the SIMD ones otherwise */
+    for (i = nst_get_arch() == NST_ARCH_SCALAR ? 0 : 1; i < (int)(sizeof nst__lg_kernels / sizeof *nst__lg_kernels); i++)
+        if (i == 0 || nst_get_arch() != NST_ARCH_SCALAR) kidx[nk++] = i;
     nv = 1 + nk;
     printf("cpu: %s, %d thread(s), best of %d; ms: wall / CPU per thread\n", nst_cpu_string(), nt, reps);
     printf("%-24s %15s", "layer (c x hw)", "GEMM+mask");
