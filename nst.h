@@ -6941,8 +6941,6 @@ static size_t nst__lossgrad_cols(int c, size_t hw, int nthreads) {
  * (tests/test_lossgrad.c). */
 #define NST__LG_CMAX 512     /* c above it: the GEMM path (VGG's layers all fit) */
 #define NST__LG_STRIP 24576  /* c x columns of a strip: 384 columns at c = 64, 96 at c = 256 */
-#define NST__LG_PF_ROWS 1    /* tile calls between a next-strip row's prefetch and its copy */
-#define NST__LG_PF_G 1       /* tile calls between a g tile's prefetch and its use */
 typedef struct nst__lg_args {
     int c, relu, nct;
     size_t hw;
@@ -7179,24 +7177,17 @@ static nst_status nst__lossgrad_onepass(const nst__lg_kernel *kt, const nst__lg_
             size_t j0 = s * sw;
             for (pi = 0; pi < np; pi++)
                 for (u = 0; u < nsub; u++) {
-                    size_t ju = j0 + (size_t)u * nr, q, jn;
-                    int pn;
-                    /* the next strip's rows, subpanel by subpanel: prefetched NST__LG_PF_ROWS calls ahead */
-                    q = (s - s0) * (size_t)np + pi + NST__LG_PF_ROWS;
-                    jn = (s0 + q / np + 1) * sw + (size_t)u * nr;
-                    if (s0 + q / np + 1 < s1 && jn < a->hw) {
-                        pn = (int)(q % np);
+                    /* the next call (panel pn of strip sn): its rows of the strip after sn and its tile of g
+                     * are prefetched now, subpanel by subpanel, so the copy and the epilogue find them */
+                    int pn = pi + 1 < np ? pi + 1 : 0;
+                    size_t sn = pi + 1 < np ? s : s + 1, ju = j0 + (size_t)u * nr, jn = (sn + 1) * sw + (size_t)u * nr;
+                    if (sn + 1 < s1 && jn < a->hw)
                         nst__lg_prefetch(a->feat, a->hw, NST__MIN(c, pn * rpc), NST__MIN(c, (pn + 1) * rpc), jn,
                                          NST__MIN((size_t)nr, a->hw - jn));
-                    }
                     if (s + 1 < s1) nst__lg_copy_rows(nr, nsub, a, s + 1, u, NST__MIN(c, pi * rpc), NST__MIN(c, (pi + 1) * rpc), nxt);
-                    /* g's tile of a later call, at the same columns */
-                    q = (s - s0) * (size_t)np + pi + NST__LG_PF_G;
-                    jn = (s0 + q / np) * sw + (size_t)u * nr;
-                    if (s0 + q / np < s1 && jn < a->hw) {
-                        pn = (int)(q % np);
+                    jn = sn * sw + (size_t)u * nr;
+                    if (sn < s1 && jn < a->hw)
                         nst__lg_prefetch(a->g, a->hw, pn * mr, NST__MIN(c, pn * mr + mr), jn, NST__MIN((size_t)nr, a->hw - jn));
-                    }
                     if (ju < a->hw)
                         kt->tile(a, dp + (size_t)pi * c * mr, cur + (size_t)u * c * nr, pi * mr, ju, NST__MIN(mr, c - pi * mr),
                                  (int)NST__MIN((size_t)nr, a->hw - ju));
