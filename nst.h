@@ -7090,15 +7090,12 @@ static const nst__lg_kernel nst__lg_kernels[] = {
     {8, 12, nst__lg_tile_8x12_neon, "8x12 neon"},
 #endif
 };
-/* Tests and bench only: a kernel of the table forced (index + 1; 0 = by the ISA); subpanels per strip
- * forced (0 = the rule below). */
-static int nst__lg_kernel_forced, nst__lg_nsub_forced;
+/* Tests only: subpanels per strip forced (0 = nst__lossgrad_onepass's rule). */
+static int nst__lg_nsub_forced;
 
 /* The kernel for the running ISA, or NULL: AVX-512 keeps the GEMM path (no AVX-512 kernel here). */
 static const nst__lg_kernel *nst__lg_kernel_pick(void) {
     nst_arch a = nst__cpu_arch();
-    if (nst__lg_kernel_forced > 0 && nst__lg_kernel_forced <= (int)(sizeof nst__lg_kernels / sizeof *nst__lg_kernels))
-        return &nst__lg_kernels[nst__lg_kernel_forced - 1];
 #if defined(NST__X86)
     if (a == NST_ARCH_AVX2) return &nst__lg_kernels[1];
 #endif
