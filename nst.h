@@ -2117,24 +2117,43 @@ static NST__UNUSED nst_status nst__ssyrk_ex(int nthreads, int n, int k, float al
  * The style layers' Grams have few rows and very long ones (64 x 262144 at relu1_1 of 512 px, 128 x 65536
  * at relu2_1). Through the packed GEMM both operands need transposing panels (A into MR-row panels, A^T
  * into NR-column ones), two copies of every element for 64 or 128 FMAs on it, and the triangle's rows
- * split over threads make each thread pack all of A^T. Here a 3 x 3 block of row pairs accumulates dot
- * products in 8 lanes (6 loads and 9 FMAs per 8 k). K goes in sub-blocks of nst__gram_kc(n) floats whose
- * rows are copied side by side (256 KiB, in L2 while the block pairs visit it; rows 2^18 floats apart all
- * fall in one L2 set, as in the 512 px layers), the outer block's 3 rows staying in L1. Each block pair
- * keeps its 9 x 8 lane sums in memory from one sub-block to the next and reduces them once per chunk.
+ * split over threads make each thread pack all of A^T. Here a block of 4 rows against 3 accumulates
+ * dot products in 8 lanes (7 loads and 12 FMAs per 8 k; 12 accumulators and 4 operands fill the 16 ymm
+ * registers). K goes in sub-blocks of nst__gram_kc(n) floats whose rows are copied side by side (128 KiB
+ * at 64 rows, 256 KiB at 128, in L2 while the blocks visit it; rows 2^18 floats apart all fall in one L2
+ * set, as in the 512 px layers), the 4 rows of the outer block staying in L1, the inner block's 3 coming
+ * from L2 (a quarter of a line per FMA, against a third with the 3 x 3 blocks this replaced). Each block
+ * keeps its 12 x 8 lane sums in memory from one sub-block to the next and reduces them once per chunk.
  * Threads take whole chunks of sub-blocks; chunk j's triangle goes to partial j and the partials are
  * summed in chunk order, and every cut depends on (n, k) only: the bits do not depend on the thread count.
- * The block kernel adds the products of rows r[a] and s[b], element i, to acc[8 * (3a + b) + i % 8]. */
+ * The block kernel adds the products of rows r[a] and s[b], element i, to acc[8 * (3a + b) + i % 8].
+ * Measured (Zen 3, AVX2, 1 thread, relu1_1's 64 x 262144, best of 30 alternated calls, loaded host):
+ * the copy is ~4.5 ms of ~18 and runs at ~15 GB/s, the rate of a plain row-by-row memcpy; copying the
+ * next sub-block between the block calls (with or without software prefetch 4 calls ahead) or inside
+ * the kernel's loop (8 floats a step) ran 5-25% slower than copying before the sub-block, and
+ * prefetching the next sub-block during the compute gained 0-3%, within the noise: left out. 128 KiB
+ * sub-blocks at 64 rows (512 floats, not 1024) ran 17.4-18.3 ms against 18.8-19.9; the 4 x 3 kernel
+ * ran 95-96 GFLOP/s of products with its inner rows from L2 against the 3 x 3's 88-92. */
 #define NST__GRAM_MAX_CHUNKS 8
+#define NST__GRAM_ACC 96   /* floats of lane sums per block: 4 x 3 products x 8 lanes */
 #ifndef NST__GRAM_ROWS_MAX_N   /* rows up to which the Grams take this path (0: never; for comparisons) */
 #define NST__GRAM_ROWS_MAX_N 128
 #endif
 static int nst__gram_rows_pay(int n, int k) { return n <= NST__GRAM_ROWS_MAX_N && k >= 16 * n; }
-static int nst__gram_kc(int n) { return NST__MAX(256, (65536 / n) & ~7); }
+static int nst__gram_kc(int n) { return NST__MAX(512, (32768 / n) & ~7); }
+/* Blocks of the triangle: outer blocks of rows 4bi..4bi+3 against inner blocks of 3 rows 3bj.. up to
+ * the outer block's last row (rows past n - 1 clamped to it, their sums dropped). */
+static int nst__gram_nin(int n, int bi) { return NST__MIN(4 * bi + 3, n - 1) / 3 + 1; }
+static size_t nst__gram_nblocks(int n) {
+    size_t t = 0;
+    int bi;
+    for (bi = 0; 4 * bi < n; bi++) t += (size_t)nst__gram_nin(n, bi);
+    return t;
+}
 
 static NST__UNUSED void nst__gram_block_scalar(const float *const *r, const float *const *s, int kc, float *acc) {
     int q, i;
-    for (q = 0; q < 9; q++) {
+    for (q = 0; q < 12; q++) {
         const float *x = r[q / 3], *y = s[q % 3];
         float *l = acc + 8 * q;
         for (i = 0; i < kc; i++) l[i & 7] += x[i] * y[i];
@@ -2143,18 +2162,19 @@ static NST__UNUSED void nst__gram_block_scalar(const float *const *r, const floa
 
 #if defined(NST__X86)
 static NST__TARGET_AVX2 void nst__gram_block_avx2(const float *const *r, const float *const *s, int kc, float *acc) {
-    const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *s0 = s[0], *s1 = s[1], *s2 = s[2];
+    const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3], *s0 = s[0], *s1 = s[1], *s2 = s[2];
     __m256 c00 = _mm256_loadu_ps(acc), c01 = _mm256_loadu_ps(acc + 8), c02 = _mm256_loadu_ps(acc + 16);
     __m256 c10 = _mm256_loadu_ps(acc + 24), c11 = _mm256_loadu_ps(acc + 32), c12 = _mm256_loadu_ps(acc + 40);
     __m256 c20 = _mm256_loadu_ps(acc + 48), c21 = _mm256_loadu_ps(acc + 56), c22 = _mm256_loadu_ps(acc + 64);
-    __m256 a0, a1, a2, b0, b1, b2;
+    __m256 c30 = _mm256_loadu_ps(acc + 72), c31 = _mm256_loadu_ps(acc + 80), c32 = _mm256_loadu_ps(acc + 88);
+    __m256 a, b0, b1, b2;
     int i = 0;
 #define NST__GRAM_STEP(LD)                                                                                     \
-    a0 = LD(r0 + i); a1 = LD(r1 + i); a2 = LD(r2 + i); b0 = LD(s0 + i); b1 = LD(s1 + i); b2 = LD(s2 + i);    \
-    c00 = _mm256_fmadd_ps(a0, b0, c00); c01 = _mm256_fmadd_ps(a0, b1, c01); c02 = _mm256_fmadd_ps(a0, b2, c02); \
-    c10 = _mm256_fmadd_ps(a1, b0, c10); c11 = _mm256_fmadd_ps(a1, b1, c11); c12 = _mm256_fmadd_ps(a1, b2, c12); \
-    c20 = _mm256_fmadd_ps(a2, b0, c20); c21 = _mm256_fmadd_ps(a2, b1, c21); c22 = _mm256_fmadd_ps(a2, b2, c22);
-    for (; i + 16 <= kc; i += 8) { NST__GRAM_STEP(_mm256_loadu_ps) i += 8; NST__GRAM_STEP(_mm256_loadu_ps) }
+    b0 = LD(s0 + i); b1 = LD(s1 + i); b2 = LD(s2 + i);                                                         \
+    a = LD(r0 + i); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01); c02 = _mm256_fmadd_ps(a, b2, c02); \
+    a = LD(r1 + i); c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11); c12 = _mm256_fmadd_ps(a, b2, c12); \
+    a = LD(r2 + i); c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21); c22 = _mm256_fmadd_ps(a, b2, c22); \
+    a = LD(r3 + i); c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31); c32 = _mm256_fmadd_ps(a, b2, c32);
     for (; i + 8 <= kc; i += 8) { NST__GRAM_STEP(_mm256_loadu_ps) }
     if (i < kc) {   /* the tail as zeros: +0 products leave the lane sums as they are */
         const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(kc - i), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -2166,33 +2186,39 @@ static NST__TARGET_AVX2 void nst__gram_block_avx2(const float *const *r, const f
     _mm256_storeu_ps(acc, c00); _mm256_storeu_ps(acc + 8, c01); _mm256_storeu_ps(acc + 16, c02);
     _mm256_storeu_ps(acc + 24, c10); _mm256_storeu_ps(acc + 32, c11); _mm256_storeu_ps(acc + 40, c12);
     _mm256_storeu_ps(acc + 48, c20); _mm256_storeu_ps(acc + 56, c21); _mm256_storeu_ps(acc + 64, c22);
+    _mm256_storeu_ps(acc + 72, c30); _mm256_storeu_ps(acc + 80, c31); _mm256_storeu_ps(acc + 88, c32);
 }
 #endif
 
 #if defined(NST__NEON)
+/* Two passes over k, outer rows 0-1 then 2-3: 12 accumulators, 4 + 6 operands of the 32 q registers. */
 static void nst__gram_block_neon(const float *const *r, const float *const *s, int kc, float *acc) {
-    float32x4_t c[18], a[6], b[6];   /* c[2q], c[2q + 1]: lanes 0-3 and 4-7 of product q */
-    int i = 0, q;
-    for (q = 0; q < 18; q++) c[q] = vld1q_f32(acc + 4 * q);
-    for (; i + 8 <= kc; i += 8) {
-        for (q = 0; q < 3; q++) {
-            a[2 * q] = vld1q_f32(r[q] + i); a[2 * q + 1] = vld1q_f32(r[q] + i + 4);
-            b[2 * q] = vld1q_f32(s[q] + i); b[2 * q + 1] = vld1q_f32(s[q] + i + 4);
+    int h;
+    for (h = 0; h < 2; h++) {
+        float32x4_t c[12], a[4], b[6];   /* c[2q], c[2q + 1]: lanes 0-3 and 4-7 of product 6h + q */
+        float *l = acc + 48 * h;
+        const float *ra = r[2 * h], *rb = r[2 * h + 1];
+        int i = 0, q;
+        for (q = 0; q < 12; q++) c[q] = vld1q_f32(l + 4 * q);
+        for (; i + 8 <= kc; i += 8) {
+            a[0] = vld1q_f32(ra + i); a[1] = vld1q_f32(ra + i + 4);
+            a[2] = vld1q_f32(rb + i); a[3] = vld1q_f32(rb + i + 4);
+            for (q = 0; q < 3; q++) { b[2 * q] = vld1q_f32(s[q] + i); b[2 * q + 1] = vld1q_f32(s[q] + i + 4); }
+            for (q = 0; q < 6; q++) {
+                c[2 * q] = vfmaq_f32(c[2 * q], a[2 * (q / 3)], b[2 * (q % 3)]);
+                c[2 * q + 1] = vfmaq_f32(c[2 * q + 1], a[2 * (q / 3) + 1], b[2 * (q % 3) + 1]);
+            }
         }
-        for (q = 0; q < 9; q++) {
-            c[2 * q] = vfmaq_f32(c[2 * q], a[2 * (q / 3)], b[2 * (q % 3)]);
-            c[2 * q + 1] = vfmaq_f32(c[2 * q + 1], a[2 * (q / 3) + 1], b[2 * (q % 3) + 1]);
-        }
+        for (q = 0; q < 12; q++) vst1q_f32(l + 4 * q, c[q]);
+        for (; i < kc; i++)
+            for (q = 0; q < 6; q++) l[8 * q + (i & 7)] += r[2 * h + q / 3][i] * s[q % 3][i];
     }
-    for (q = 0; q < 18; q++) vst1q_f32(acc + 4 * q, c[q]);
-    for (; i < kc; i++)
-        for (q = 0; q < 9; q++) acc[8 * q + (i & 7)] += r[q / 3][i] * s[q % 3][i];
 }
 #endif
 
 /* Bytes nst__gram_rows allocates at most for n rows (any k) on nt threads, for the memory estimate. */
 static size_t nst__gram_rows_bytes(int n, int nt) {
-    size_t nb = (size_t)(n + 2) / 3, per = (size_t)n * ((size_t)nst__gram_kc(n) + 16) + nb * (nb + 1) / 2 * 72;
+    size_t per = (size_t)n * ((size_t)nst__gram_kc(n) + 16) + nst__gram_nblocks(n) * NST__GRAM_ACC;
     return ((size_t)n * (n + 1) / 2 * NST__GRAM_MAX_CHUNKS + per * (size_t)NST__MAX(1, nt)) * sizeof(float) + 128;
 }
 
@@ -2212,9 +2238,9 @@ static nst__gram_block_fn nst__gram_block_for(nst_arch arch) {
 static nst_status nst__gram_rows(nst__gram_block_fn blk, int nthreads, int n, int k, float alpha, const float *a,
                                  int lda, float *c, int ldc) {
     int kc = nst__gram_kc(n), nsub = (k + kc - 1) / kc, spc = (nsub + NST__GRAM_MAX_CHUNKS - 1) / NST__GRAM_MAX_CHUNKS;
-    int nch = (nsub + spc - 1) / spc, nb = (n + 2) / 3, nt = nst__resolve_threads(nthreads), next = 0, i, j;
-    size_t tri = (size_t)n * (n + 1) / 2, ldb = (size_t)NST__MIN(kc, (k + 7) & ~7) + 16, npair = (size_t)nb * (nb + 1) / 2;
-    size_t per = (size_t)n * ldb + npair * 72;
+    int nch = (nsub + spc - 1) / spc, nbo = (n + 3) / 4, nt = nst__resolve_threads(nthreads), next = 0, i, j;
+    size_t tri = (size_t)n * (n + 1) / 2, ldb = (size_t)NST__MIN(kc, (k + 7) & ~7) + 16, nblk = nst__gram_nblocks(n);
+    size_t per = (size_t)n * ldb + nblk * NST__GRAM_ACC;
     float *part, *buf;
     if (nt > nch) nt = nch;
     part = (float *)nst__aligned_alloc(sizeof(float) * (tri * (size_t)nch + per * (size_t)nt));
@@ -2239,15 +2265,16 @@ static nst_status nst__gram_rows(nst__gram_block_fn blk, int nthreads, int n, in
 #endif
             ch = next++;
             if (ch >= nch) break;
-            memset(acc, 0, sizeof(float) * npair * 72);
+            memset(acc, 0, sizeof(float) * nblk * NST__GRAM_ACC);
             for (sb = ch * spc; sb < NST__MIN(nsub, (ch + 1) * spc); sb++) {
                 size_t k0 = (size_t)sb * kc;
                 int len = NST__MIN(kc, k - (int)k0);
                 for (x = 0; x < n; x++) memcpy(rows + (size_t)x * ldb, a + (size_t)x * lda + k0, sizeof(float) * (size_t)len);
-                for (bi = 0, l = acc; bi < nb; bi++) {
-                    const float *r[3];
-                    for (x = 0; x < 3; x++) r[x] = rows + (size_t)NST__MIN(3 * bi + x, n - 1) * ldb;
-                    for (bj = 0; bj <= bi; bj++, l += 72) {
+                for (bi = 0, l = acc; bi < nbo; bi++) {
+                    const float *r[4];
+                    int nin = nst__gram_nin(n, bi);
+                    for (x = 0; x < 4; x++) r[x] = rows + (size_t)NST__MIN(4 * bi + x, n - 1) * ldb;
+                    for (bj = 0; bj < nin; bj++, l += NST__GRAM_ACC) {
                         const float *s[3];
                         for (y = 0; y < 3; y++) s[y] = rows + (size_t)NST__MIN(3 * bj + y, n - 1) * ldb;
                         blk(r, s, len, l);
@@ -2255,12 +2282,12 @@ static nst_status nst__gram_rows(nst__gram_block_fn blk, int nthreads, int n, in
                 }
             }
             p = part + tri * (size_t)ch;   /* lanes summed pairwise, the same order for every kernel */
-            for (bi = 0, l = acc; bi < nb; bi++)
-                for (bj = 0; bj <= bi; bj++, l += 72)
-                    for (x = 0; x < 3 && 3 * bi + x < n; x++)
-                        for (y = 0; y < 3 && 3 * bj + y <= 3 * bi + x; y++) {
+            for (bi = 0, l = acc; bi < nbo; bi++)
+                for (bj = 0; bj < nst__gram_nin(n, bi); bj++, l += NST__GRAM_ACC)
+                    for (x = 0; x < 4 && 4 * bi + x < n; x++)
+                        for (y = 0; y < 3 && 3 * bj + y <= 4 * bi + x; y++) {
                             const float *v = l + 8 * (3 * x + y);
-                            p[(size_t)(3 * bi + x) * (3 * bi + x + 1) / 2 + 3 * bj + y] =
+                            p[(size_t)(4 * bi + x) * (4 * bi + x + 1) / 2 + 3 * bj + y] =
                                 ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
                         }
         }
