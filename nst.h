@@ -882,7 +882,7 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   nst__ssyrk_ex(nthreads, n, k, alpha, a, lda, c, ldc)
  *                          C[n][n] = alpha * A * A^T for row-major A[n][k] (Gram matrices): only tiles that
  *                          touch the lower triangle are computed, then the lower triangle is mirrored, so
- *                          C is exactly symmetric. C is overwritten (beta = 0). Few long rows (n <= 128,
+ *                          C is exactly symmetric. C is overwritten (beta = 0). Few long rows (n <= 256,
  *                          k >= 16n) on AVX2/NEON go to nst__gram_rows instead (after nst__ssyrk_ex).
  *   Pre-packed A (pack once, multiply many times; the convolution's weights):
  *     nst__sgemm_apack pk;
@@ -2137,7 +2137,7 @@ static NST__UNUSED nst_status nst__ssyrk_ex(int nthreads, int n, int k, float al
 #define NST__GRAM_MAX_CHUNKS 8
 #define NST__GRAM_ACC 96   /* floats of lane sums per block: 4 x 3 products x 8 lanes */
 #ifndef NST__GRAM_ROWS_MAX_N   /* rows up to which the Grams take this path (0: never; for comparisons) */
-#define NST__GRAM_ROWS_MAX_N 128
+#define NST__GRAM_ROWS_MAX_N 256
 #endif
 static int nst__gram_rows_pay(int n, int k) { return n <= NST__GRAM_ROWS_MAX_N && k >= 16 * n; }
 static int nst__gram_kc(int n) { return NST__MAX(512, (32768 / n) & ~7); }
