@@ -2124,6 +2124,9 @@ static NST__UNUSED nst_status nst__ssyrk_ex(int nthreads, int n, int k, float al
  * set, as in the 512 px layers), the 4 rows of the outer block staying in L1, the inner block's 3 coming
  * from L2 (a quarter of a line per FMA, against a third with the 3 x 3 blocks this replaced). Each block
  * keeps its 12 x 8 lane sums in memory from one sub-block to the next and reduces them once per chunk.
+ * At 256 rows (512 KiB sub-blocks) this is still ahead of the packed GEMM, whose threads each pack all
+ * of A^T: 144-148 GFLOP/s on 2 threads against 105-129 at relu3_1's 256 x 16384; at 512 x 4096 (relu4_1,
+ * with k >= 16n relaxed) it fell behind, 63-64 against 78-80 on 1 thread.
  * Threads take whole chunks of sub-blocks; chunk j's triangle goes to partial j and the partials are
  * summed in chunk order, and every cut depends on (n, k) only: the bits do not depend on the thread count.
  * The block kernel adds the products of rows r[a] and s[b], element i, to acc[8 * (3a + b) + i % 8].
