@@ -1728,7 +1728,7 @@ static void nst__gemm_flag_set(int *f) {
 /* One thread's share: rows [i0,i1) x columns [j0,j1) of C; i0 is MR-aligned, j0 NR-aligned. */
 static void nst__gemm_range(const nst__gemm_job *g, int i0, int i1, int j0, int j1, float *abuf, float *bbuf) {
     const nst__gemm_kernel *kt = g->kt;
-    int mr = kt->mr, nr = kt->nr, jc, pc, ic, jr, ir;
+    int mr = kt->mr, nr = kt->nr, jc, pc, ic, jr, ir, bdone;
     size_t mpad = (size_t)nst__round_up(g->m, mr);
     /* Few rows (one MC block, e.g. the convolution's C[64][pixels]): every B element feeds only a few
      * kernels, so each NR panel is packed just before its kernels run (it is then still in L1), and the
@@ -1754,12 +1754,22 @@ static void nst__gemm_range(const nst__gemm_job *g, int i0, int i1, int j0, int 
                 int npc = last ? 0 : pc + kcur, njc = last ? jc + g->nc : jc;
                 int nn = NST__MIN(g->nc, j1 - njc);
                 nst__pf_setup(&pf, g, njc, njc < j1 ? nn : 0, npc, NST__MIN(g->kb, g->k - npc), tiles);
-                nst__gemm_pack_b(g, bbuf, jc, ncur, pc, kcur);
+                if (!g->lower) nst__gemm_pack_b(g, bbuf, jc, ncur, pc, kcur);
             }
+            bdone = 0;
             for (ic = i0; ic < i1; ic += mc) {
                 int mcur = NST__MIN(mc, i1 - ic);
                 const float *ap;
-                if (g->lower && ic + mcur <= jc) continue;
+                if (g->lower) {
+                    /* SYRK: B = A^T, and the row block's tiles need the B panels up to its last row only:
+                     * those are packed now, so the A rows packed next are the source rows just read */
+                    int need = NST__MIN(ncur, nst__round_up(ic + mcur - jc, nr));
+                    if (need > bdone) {
+                        nst__gemm_pack_b(g, bbuf + (size_t)bdone * kcur, jc + bdone, need - bdone, pc, kcur);
+                        bdone = need;
+                    }
+                    if (ic + mcur <= jc) continue;
+                }
                 if (g->apacked && (!g->aready || nst__gemm_flag_get(g->aready + (pc / g->kb) * ((g->m + mc - 1) / mc) + ic / mc)))
                     ap = g->apacked + mpad * pc + (size_t)ic * kcur;
                 else { nst__gemm_pack_a(g, abuf, ic, mcur, pc, kcur); ap = abuf; }   /* shared piece not ready: same bytes, own copy */
