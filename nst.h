@@ -935,7 +935,10 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   (geometric mean over squares and VGG shapes, 1 thread: 170 / 162 / 154 / 158 / 146 GFLOP/s).
  *   Memory: B usually comes from DRAM (the convolution's im2col matrix); while the kernels run on one
  *   block, the next block's source lines are prefetched a few per kernel call, and when all of M fits
- *   one MC block (C[64][pixels]), B is packed panel by panel right before its kernels (AVX-512).
+ *   one MC block (C[64][pixels]), B is packed panel by panel right before its kernels (AVX-512; on the
+ *   other paths only when the thread's columns exceed a third of a column block: few columns, as in
+ *   long K, pack their block whole; see nst__gemm_range). SYRK (B = A^T) packs the B panels a row block
+ *   needs right before that block's A panels, so both packs read the same source rows once from memory.
  *   Short-M path (scalar, AVX2, NEON; see nst__gemm_run): when all of M fits one MC block, N is wide
  *   and op(A) is small, A is packed once for all K (shared by the threads), K is cut only where a block
  *   of A would leave L2, and B comes in 192-column blocks without software prefetch. On Zen 3 (32 KiB
@@ -957,6 +960,15 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   64 x 64 x 262144) is cut along K instead, into chunks fixed by the sizes (nst__gemm_ksplit_blocks),
  *   each one's partial product in its own buffer, summed in chunk order: again the bits of one thread.
  *   SYRK keeps one static range per thread.
+ *   Zen 3, AVX2, where the remaining gap to OpenBLAS is (this session, 1 thread, perf -e cpu-clock and
+ *   A/B builds in one process): the 6 x 16 kernel alone, its MC x KC block of A from L2 and its panel of
+ *   B in L1, runs at 96-98% of the FMA peak; unrolling its k loop by 2 or 4 (gcc 12 then spills), software
+ *   prefetch of A inside it, KC 192/320/384, NC from 0.5 to 3 L2 and balanced MC/NC blocks all measured
+ *   within noise or slower. What is left at 1024^3 and 2048^3 is packing (~4%: A 2%, B 2%, latency of
+ *   strided source reads, not instructions: an AVX2 6-row transpose for the A panels changed nothing)
+ *   and the kernel's ~3% loss in context; on the wide short-M shapes (C[64..256][.]) it is reading B
+ *   from DRAM in the pack (11% at 128 x 65536 x 1152). Software prefetch of the next block's A or B
+ *   rows (a page apart) slowed every shape it was tried on (wide short-M, long K, SYRK).
  * ---------------------------------------------------------------------------------------------------*/
 #if !defined(NST_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define NST__X86 1
