@@ -1747,9 +1747,11 @@ static void nst__gemm_range(const nst__gemm_job *g, int i0, int i1, int j0, int 
      * prefetcher below fetches the next panel instead of the next block. Not when the columns are few
      * too (at most a third of a column block, so the B block takes at most half of L2 by the NC rule;
      * long K, 64 x 64 x 262144): then the block is packed whole, its rows read front to back, while the
-     * next block is prefetched. Zen 3, 1 thread, against panel streaming: 64 x 64 x 262144 +13%,
-     * 96 x 256 x 8192 +7%, 64 x 512 x 16384 +1%, and 64 x 700 x 2048 -5% (hence the limit). AVX-512
-     * keeps panel streaming, measured best on Zen 5 and not re-measured since. */
+     * next block is prefetched. Zen 3, 1 thread, CPU time, against panel streaming: 64 x 64 x 262144
+     * +3-5% (bench_gemm's 64-byte aligned operands) and +13% (operands from malloc, 16-byte aligned:
+     * a 16-column panel row then spans two lines), 96 x 256 x 8192 +2-7%, 64 x 512 x 16384 +1%, and
+     * 64 x 700 x 2048 -5% (hence the limit). AVX-512 keeps panel streaming, measured best on Zen 5 and
+     * not re-measured since. */
     int mc = g->bl.mc, stream_b = !g->trans_b && !g->lower && !g->wide && i1 - i0 <= mc &&
                                   (kt->arch == NST_ARCH_AVX512 || j1 - j0 > g->nc / 3);
     for (jc = j0; jc < j1; jc += g->nc) {
