@@ -960,10 +960,10 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   64 x 64 x 262144) is cut along K instead, into chunks fixed by the sizes (nst__gemm_ksplit_blocks),
  *   each one's partial product in its own buffer, summed in chunk order: again the bits of one thread.
  *   SYRK keeps one static range per thread.
- *   Zen 3, AVX2, where the remaining gap to OpenBLAS is (this session, 1 thread, perf -e cpu-clock and
- *   A/B builds in one process): the 6 x 16 kernel alone, its MC x KC block of A from L2 and its panel of
- *   B in L1, runs at 96-98% of the FMA peak; unrolling its k loop by 2 or 4 (gcc 12 then spills), software
- *   prefetch of A inside it, KC 192/320/384, NC from 0.5 to 3 L2 and balanced MC/NC blocks all measured
+ *   Zen 3, AVX2, where the remaining gap to OpenBLAS is (2026-12-01, 1 thread, perf -e cpu-clock and
+ *   bench/ab_gemm.sh, the old and new builds alternated in one process): the 6 x 16 kernel alone, its
+ *   MC x KC block of A from L2 and its panel of B in L1, runs at 96-98% of the FMA peak; unrolling its
+ *   k loop by 2 or 4 (gcc 12 then spills), software prefetch of A inside it, KC 192/320/384, NC from 0.5 to 3 L2 and balanced MC/NC blocks all measured
  *   within noise or slower. What is left at 1024^3 and 2048^3 is packing (~4%: A 2%, B 2%, latency of
  *   strided source reads, not instructions: an AVX2 6-row transpose for the A panels changed nothing)
  *   and the kernel's ~3% loss in context; on the wide short-M shapes (C[64..256][.]) it is reading B
@@ -1748,7 +1748,7 @@ static void nst__gemm_range(const nst__gemm_job *g, int i0, int i1, int j0, int 
      * too (at most a third of a column block, so the B block takes at most half of L2 by the NC rule;
      * long K, 64 x 64 x 262144): then the block is packed whole, its rows read front to back, while the
      * next block is prefetched. Zen 3, 1 thread, CPU time, against panel streaming: 64 x 64 x 262144
-     * +3-5% (bench_gemm's 64-byte aligned operands) and +13% (operands from malloc, 16-byte aligned:
+     * +3-5% (bench_gemm's 64-byte aligned operands) and +13% (bench/ab_gemm.sh: malloc, 16-byte aligned:
      * a 16-column panel row then spans two lines), 96 x 256 x 8192 +2-7%, 64 x 512 x 16384 +1%, and
      * 64 x 700 x 2048 -5% (hence the limit). AVX-512 keeps panel streaming, measured best on Zen 5 and
      * not re-measured since. */
