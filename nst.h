@@ -882,7 +882,7 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   nst__ssyrk_ex(nthreads, n, k, alpha, a, lda, c, ldc)
  *                          C[n][n] = alpha * A * A^T for row-major A[n][k] (Gram matrices): only tiles that
  *                          touch the lower triangle are computed, then the lower triangle is mirrored, so
- *                          C is exactly symmetric. C is overwritten (beta = 0). Few long rows (n <= 128,
+ *                          C is exactly symmetric. C is overwritten (beta = 0). Few long rows (n <= 256,
  *                          k >= 16n) on AVX2/NEON go to nst__gram_rows instead (after nst__ssyrk_ex).
  *   Pre-packed A (pack once, multiply many times; the convolution's weights):
  *     nst__sgemm_apack pk;
@@ -935,7 +935,10 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   (geometric mean over squares and VGG shapes, 1 thread: 170 / 162 / 154 / 158 / 146 GFLOP/s).
  *   Memory: B usually comes from DRAM (the convolution's im2col matrix); while the kernels run on one
  *   block, the next block's source lines are prefetched a few per kernel call, and when all of M fits
- *   one MC block (C[64][pixels]), B is packed panel by panel right before its kernels (AVX-512).
+ *   one MC block (C[64][pixels]), B is packed panel by panel right before its kernels (AVX-512; on the
+ *   other paths only when the thread's columns exceed a third of a column block: few columns, as in
+ *   long K, pack their block whole; see nst__gemm_range). SYRK (B = A^T) packs the B panels a row block
+ *   needs right before that block's A panels, so both packs read the same source rows once from memory.
  *   Short-M path (scalar, AVX2, NEON; see nst__gemm_run): when all of M fits one MC block, N is wide
  *   and op(A) is small, A is packed once for all K (shared by the threads), K is cut only where a block
  *   of A would leave L2, and B comes in 192-column blocks without software prefetch. On Zen 3 (32 KiB
@@ -957,6 +960,15 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *   64 x 64 x 262144) is cut along K instead, into chunks fixed by the sizes (nst__gemm_ksplit_blocks),
  *   each one's partial product in its own buffer, summed in chunk order: again the bits of one thread.
  *   SYRK keeps one static range per thread.
+ *   Zen 3, AVX2, where the remaining gap to OpenBLAS is (2026-12-01, 1 thread, perf -e cpu-clock and
+ *   bench/ab_gemm.sh, the old and new builds alternated in one process): the 6 x 16 kernel alone, its
+ *   MC x KC block of A from L2 and its panel of B in L1, runs at 96-98% of the FMA peak; unrolling its
+ *   k loop by 2 or 4 (gcc 12 then spills), software prefetch of A inside it, KC 192/320/384, NC from 0.5 to 3 L2 and balanced MC/NC blocks all measured
+ *   within noise or slower. What is left at 1024^3 and 2048^3 is packing (~4%: A 2%, B 2%, latency of
+ *   strided source reads, not instructions: an AVX2 6-row transpose for the A panels changed nothing)
+ *   and the kernel's ~3% loss in context; on the wide short-M shapes (C[64..256][.]) it is reading B
+ *   from DRAM in the pack (11% at 128 x 65536 x 1152). Software prefetch of the next block's A or B
+ *   rows (a page apart) slowed every shape it was tried on (wide short-M, long K, SYRK).
  * ---------------------------------------------------------------------------------------------------*/
 #if !defined(NST_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define NST__X86 1
@@ -1728,12 +1740,20 @@ static void nst__gemm_flag_set(int *f) {
 /* One thread's share: rows [i0,i1) x columns [j0,j1) of C; i0 is MR-aligned, j0 NR-aligned. */
 static void nst__gemm_range(const nst__gemm_job *g, int i0, int i1, int j0, int j1, float *abuf, float *bbuf) {
     const nst__gemm_kernel *kt = g->kt;
-    int mr = kt->mr, nr = kt->nr, jc, pc, ic, jr, ir;
+    int mr = kt->mr, nr = kt->nr, jc, pc, ic, jr, ir, bdone;
     size_t mpad = (size_t)nst__round_up(g->m, mr);
     /* Few rows (one MC block, e.g. the convolution's C[64][pixels]): every B element feeds only a few
      * kernels, so each NR panel is packed just before its kernels run (it is then still in L1), and the
-     * prefetcher below fetches the next panel instead of the next block. */
-    int mc = g->bl.mc, stream_b = !g->trans_b && !g->lower && !g->wide && i1 - i0 <= mc;
+     * prefetcher below fetches the next panel instead of the next block. Not when the columns are few
+     * too (at most a third of a column block, so the B block takes at most half of L2 by the NC rule;
+     * long K, 64 x 64 x 262144): then the block is packed whole, its rows read front to back, while the
+     * next block is prefetched. Zen 3, 1 thread, CPU time, against panel streaming: 64 x 64 x 262144
+     * +3-5% (bench_gemm's 64-byte aligned operands) and +13% (bench/ab_gemm.sh: malloc, 16-byte aligned:
+     * a 16-column panel row then spans two lines), 96 x 256 x 8192 +2-7%, 64 x 512 x 16384 +1%, and
+     * 64 x 700 x 2048 -5% (hence the limit). AVX-512 keeps panel streaming, measured best on Zen 5 and
+     * not re-measured since. */
+    int mc = g->bl.mc, stream_b = !g->trans_b && !g->lower && !g->wide && i1 - i0 <= mc &&
+                                  (kt->arch == NST_ARCH_AVX512 || j1 - j0 > g->nc / 3);
     for (jc = j0; jc < j1; jc += g->nc) {
         int ncur = NST__MIN(g->nc, j1 - jc);
         if (g->lower) {   /* SYRK: this thread's rows end at i1, so columns >= i1 are above the diagonal */
@@ -1749,17 +1769,29 @@ static void nst__gemm_range(const nst__gemm_job *g, int i0, int i1, int j0, int 
             nst__pf_cursor pf;
             memset(&pf, 0, sizeof pf);   /* wide: no software prefetch (it stalled the kernels) */
             if (g->wide) nst__gemm_pack_b(g, bbuf, jc, ncur, pc, kcur);
-            else if (!stream_b) {
+            else if (!stream_b && !g->lower) {   /* SYRK packs B per row block below, without software
+                * prefetch: the next block's A^T rows, a page apart, stalled the prefetching loop (Zen 3,
+                * 1 thread: syrk 256x16384 and 512x4096 +2% without it) */
                 /* the next block: next K slice of these columns, else the first of the next columns */
                 int npc = last ? 0 : pc + kcur, njc = last ? jc + g->nc : jc;
                 int nn = NST__MIN(g->nc, j1 - njc);
                 nst__pf_setup(&pf, g, njc, njc < j1 ? nn : 0, npc, NST__MIN(g->kb, g->k - npc), tiles);
                 nst__gemm_pack_b(g, bbuf, jc, ncur, pc, kcur);
             }
+            bdone = 0;
             for (ic = i0; ic < i1; ic += mc) {
                 int mcur = NST__MIN(mc, i1 - ic);
                 const float *ap;
-                if (g->lower && ic + mcur <= jc) continue;
+                if (g->lower) {
+                    /* SYRK: B = A^T, and the row block's tiles need the B panels up to its last row only:
+                     * those are packed now, so the A rows packed next are the source rows just read */
+                    int need = NST__MIN(ncur, nst__round_up(ic + mcur - jc, nr));
+                    if (need > bdone) {
+                        nst__gemm_pack_b(g, bbuf + (size_t)bdone * kcur, jc + bdone, need - bdone, pc, kcur);
+                        bdone = need;
+                    }
+                    if (ic + mcur <= jc) continue;
+                }
                 if (g->apacked && (!g->aready || nst__gemm_flag_get(g->aready + (pc / g->kb) * ((g->m + mc - 1) / mc) + ic / mc)))
                     ap = g->apacked + mpad * pc + (size_t)ic * kcur;
                 else { nst__gemm_pack_a(g, abuf, ic, mcur, pc, kcur); ap = abuf; }   /* shared piece not ready: same bytes, own copy */
@@ -2117,24 +2149,46 @@ static NST__UNUSED nst_status nst__ssyrk_ex(int nthreads, int n, int k, float al
  * The style layers' Grams have few rows and very long ones (64 x 262144 at relu1_1 of 512 px, 128 x 65536
  * at relu2_1). Through the packed GEMM both operands need transposing panels (A into MR-row panels, A^T
  * into NR-column ones), two copies of every element for 64 or 128 FMAs on it, and the triangle's rows
- * split over threads make each thread pack all of A^T. Here a 3 x 3 block of row pairs accumulates dot
- * products in 8 lanes (6 loads and 9 FMAs per 8 k). K goes in sub-blocks of nst__gram_kc(n) floats whose
- * rows are copied side by side (256 KiB, in L2 while the block pairs visit it; rows 2^18 floats apart all
- * fall in one L2 set, as in the 512 px layers), the outer block's 3 rows staying in L1. Each block pair
- * keeps its 9 x 8 lane sums in memory from one sub-block to the next and reduces them once per chunk.
+ * split over threads make each thread pack all of A^T. Here a block of 4 rows against 3 accumulates
+ * dot products in 8 lanes (7 loads and 12 FMAs per 8 k; 12 accumulators and 4 operands fill the 16 ymm
+ * registers). K goes in sub-blocks of nst__gram_kc(n) floats whose rows are copied side by side (128 KiB
+ * at 64 rows, 256 KiB at 128, in L2 while the blocks visit it; rows 2^18 floats apart all fall in one L2
+ * set, as in the 512 px layers), the 4 rows of the outer block staying in L1, the inner block's 3 coming
+ * from L2 (a quarter of a line per FMA, against a third with the 3 x 3 blocks this replaced). Each block
+ * keeps its 12 x 8 lane sums in memory from one sub-block to the next and reduces them once per chunk.
+ * At 256 rows (512 KiB sub-blocks) this is still ahead of the packed GEMM, whose threads each pack all
+ * of A^T: 144-148 GFLOP/s on 2 threads against 105-129 at relu3_1's 256 x 16384; at 512 x 4096 (relu4_1,
+ * with k >= 16n relaxed) it fell behind, 63-64 against 78-80 on 1 thread.
  * Threads take whole chunks of sub-blocks; chunk j's triangle goes to partial j and the partials are
  * summed in chunk order, and every cut depends on (n, k) only: the bits do not depend on the thread count.
- * The block kernel adds the products of rows r[a] and s[b], element i, to acc[8 * (3a + b) + i % 8]. */
+ * The block kernel adds the products of rows r[a] and s[b], element i, to acc[8 * (3a + b) + i % 8].
+ * Measured (Zen 3, AVX2, 1 thread, relu1_1's 64 x 262144, best of 30 alternated calls, loaded host):
+ * the copy is ~4.5 ms of ~18 and runs at ~15 GB/s, the rate of a plain row-by-row memcpy; copying the
+ * next sub-block between the block calls (with or without software prefetch 4 calls ahead) or inside
+ * the kernel's loop (8 floats a step) ran 5-25% slower than copying before the sub-block, and
+ * prefetching the next sub-block during the compute gained 0-3%, within the noise: left out. 128 KiB
+ * sub-blocks at 64 rows (512 floats, not 1024) ran 17.4-18.3 ms against 18.8-19.9; the 4 x 3 kernel
+ * ran 95-96 GFLOP/s of products with its inner rows from L2 against the 3 x 3's 88-92. */
 #define NST__GRAM_MAX_CHUNKS 8
+#define NST__GRAM_ACC 96   /* floats of lane sums per block: 4 x 3 products x 8 lanes */
 #ifndef NST__GRAM_ROWS_MAX_N   /* rows up to which the Grams take this path (0: never; for comparisons) */
-#define NST__GRAM_ROWS_MAX_N 128
+#define NST__GRAM_ROWS_MAX_N 256
 #endif
 static int nst__gram_rows_pay(int n, int k) { return n <= NST__GRAM_ROWS_MAX_N && k >= 16 * n; }
-static int nst__gram_kc(int n) { return NST__MAX(256, (65536 / n) & ~7); }
+static int nst__gram_kc(int n) { return NST__MAX(512, (32768 / n) & ~7); }
+/* Blocks of the triangle: outer blocks of rows 4bi..4bi+3 against inner blocks of 3 rows 3bj.. up to
+ * the outer block's last row (rows past n - 1 clamped to it, their sums dropped). */
+static int nst__gram_nin(int n, int bi) { return NST__MIN(4 * bi + 3, n - 1) / 3 + 1; }
+static size_t nst__gram_nblocks(int n) {
+    size_t t = 0;
+    int bi;
+    for (bi = 0; 4 * bi < n; bi++) t += (size_t)nst__gram_nin(n, bi);
+    return t;
+}
 
 static NST__UNUSED void nst__gram_block_scalar(const float *const *r, const float *const *s, int kc, float *acc) {
     int q, i;
-    for (q = 0; q < 9; q++) {
+    for (q = 0; q < 12; q++) {
         const float *x = r[q / 3], *y = s[q % 3];
         float *l = acc + 8 * q;
         for (i = 0; i < kc; i++) l[i & 7] += x[i] * y[i];
@@ -2143,18 +2197,19 @@ static NST__UNUSED void nst__gram_block_scalar(const float *const *r, const floa
 
 #if defined(NST__X86)
 static NST__TARGET_AVX2 void nst__gram_block_avx2(const float *const *r, const float *const *s, int kc, float *acc) {
-    const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *s0 = s[0], *s1 = s[1], *s2 = s[2];
+    const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3], *s0 = s[0], *s1 = s[1], *s2 = s[2];
     __m256 c00 = _mm256_loadu_ps(acc), c01 = _mm256_loadu_ps(acc + 8), c02 = _mm256_loadu_ps(acc + 16);
     __m256 c10 = _mm256_loadu_ps(acc + 24), c11 = _mm256_loadu_ps(acc + 32), c12 = _mm256_loadu_ps(acc + 40);
     __m256 c20 = _mm256_loadu_ps(acc + 48), c21 = _mm256_loadu_ps(acc + 56), c22 = _mm256_loadu_ps(acc + 64);
-    __m256 a0, a1, a2, b0, b1, b2;
+    __m256 c30 = _mm256_loadu_ps(acc + 72), c31 = _mm256_loadu_ps(acc + 80), c32 = _mm256_loadu_ps(acc + 88);
+    __m256 a, b0, b1, b2;
     int i = 0;
 #define NST__GRAM_STEP(LD)                                                                                     \
-    a0 = LD(r0 + i); a1 = LD(r1 + i); a2 = LD(r2 + i); b0 = LD(s0 + i); b1 = LD(s1 + i); b2 = LD(s2 + i);    \
-    c00 = _mm256_fmadd_ps(a0, b0, c00); c01 = _mm256_fmadd_ps(a0, b1, c01); c02 = _mm256_fmadd_ps(a0, b2, c02); \
-    c10 = _mm256_fmadd_ps(a1, b0, c10); c11 = _mm256_fmadd_ps(a1, b1, c11); c12 = _mm256_fmadd_ps(a1, b2, c12); \
-    c20 = _mm256_fmadd_ps(a2, b0, c20); c21 = _mm256_fmadd_ps(a2, b1, c21); c22 = _mm256_fmadd_ps(a2, b2, c22);
-    for (; i + 16 <= kc; i += 8) { NST__GRAM_STEP(_mm256_loadu_ps) i += 8; NST__GRAM_STEP(_mm256_loadu_ps) }
+    b0 = LD(s0 + i); b1 = LD(s1 + i); b2 = LD(s2 + i);                                                         \
+    a = LD(r0 + i); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01); c02 = _mm256_fmadd_ps(a, b2, c02); \
+    a = LD(r1 + i); c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11); c12 = _mm256_fmadd_ps(a, b2, c12); \
+    a = LD(r2 + i); c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21); c22 = _mm256_fmadd_ps(a, b2, c22); \
+    a = LD(r3 + i); c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31); c32 = _mm256_fmadd_ps(a, b2, c32);
     for (; i + 8 <= kc; i += 8) { NST__GRAM_STEP(_mm256_loadu_ps) }
     if (i < kc) {   /* the tail as zeros: +0 products leave the lane sums as they are */
         const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(kc - i), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -2166,33 +2221,39 @@ static NST__TARGET_AVX2 void nst__gram_block_avx2(const float *const *r, const f
     _mm256_storeu_ps(acc, c00); _mm256_storeu_ps(acc + 8, c01); _mm256_storeu_ps(acc + 16, c02);
     _mm256_storeu_ps(acc + 24, c10); _mm256_storeu_ps(acc + 32, c11); _mm256_storeu_ps(acc + 40, c12);
     _mm256_storeu_ps(acc + 48, c20); _mm256_storeu_ps(acc + 56, c21); _mm256_storeu_ps(acc + 64, c22);
+    _mm256_storeu_ps(acc + 72, c30); _mm256_storeu_ps(acc + 80, c31); _mm256_storeu_ps(acc + 88, c32);
 }
 #endif
 
 #if defined(NST__NEON)
+/* Two passes over k, outer rows 0-1 then 2-3: 12 accumulators, 4 + 6 operands of the 32 q registers. */
 static void nst__gram_block_neon(const float *const *r, const float *const *s, int kc, float *acc) {
-    float32x4_t c[18], a[6], b[6];   /* c[2q], c[2q + 1]: lanes 0-3 and 4-7 of product q */
-    int i = 0, q;
-    for (q = 0; q < 18; q++) c[q] = vld1q_f32(acc + 4 * q);
-    for (; i + 8 <= kc; i += 8) {
-        for (q = 0; q < 3; q++) {
-            a[2 * q] = vld1q_f32(r[q] + i); a[2 * q + 1] = vld1q_f32(r[q] + i + 4);
-            b[2 * q] = vld1q_f32(s[q] + i); b[2 * q + 1] = vld1q_f32(s[q] + i + 4);
+    int h;
+    for (h = 0; h < 2; h++) {
+        float32x4_t c[12], a[4], b[6];   /* c[2q], c[2q + 1]: lanes 0-3 and 4-7 of product 6h + q */
+        float *l = acc + 48 * h;
+        const float *ra = r[2 * h], *rb = r[2 * h + 1];
+        int i = 0, q;
+        for (q = 0; q < 12; q++) c[q] = vld1q_f32(l + 4 * q);
+        for (; i + 8 <= kc; i += 8) {
+            a[0] = vld1q_f32(ra + i); a[1] = vld1q_f32(ra + i + 4);
+            a[2] = vld1q_f32(rb + i); a[3] = vld1q_f32(rb + i + 4);
+            for (q = 0; q < 3; q++) { b[2 * q] = vld1q_f32(s[q] + i); b[2 * q + 1] = vld1q_f32(s[q] + i + 4); }
+            for (q = 0; q < 6; q++) {
+                c[2 * q] = vfmaq_f32(c[2 * q], a[2 * (q / 3)], b[2 * (q % 3)]);
+                c[2 * q + 1] = vfmaq_f32(c[2 * q + 1], a[2 * (q / 3) + 1], b[2 * (q % 3) + 1]);
+            }
         }
-        for (q = 0; q < 9; q++) {
-            c[2 * q] = vfmaq_f32(c[2 * q], a[2 * (q / 3)], b[2 * (q % 3)]);
-            c[2 * q + 1] = vfmaq_f32(c[2 * q + 1], a[2 * (q / 3) + 1], b[2 * (q % 3) + 1]);
-        }
+        for (q = 0; q < 12; q++) vst1q_f32(l + 4 * q, c[q]);
+        for (; i < kc; i++)
+            for (q = 0; q < 6; q++) l[8 * q + (i & 7)] += r[2 * h + q / 3][i] * s[q % 3][i];
     }
-    for (q = 0; q < 18; q++) vst1q_f32(acc + 4 * q, c[q]);
-    for (; i < kc; i++)
-        for (q = 0; q < 9; q++) acc[8 * q + (i & 7)] += r[q / 3][i] * s[q % 3][i];
 }
 #endif
 
 /* Bytes nst__gram_rows allocates at most for n rows (any k) on nt threads, for the memory estimate. */
 static size_t nst__gram_rows_bytes(int n, int nt) {
-    size_t nb = (size_t)(n + 2) / 3, per = (size_t)n * ((size_t)nst__gram_kc(n) + 16) + nb * (nb + 1) / 2 * 72;
+    size_t per = (size_t)n * ((size_t)nst__gram_kc(n) + 16) + nst__gram_nblocks(n) * NST__GRAM_ACC;
     return ((size_t)n * (n + 1) / 2 * NST__GRAM_MAX_CHUNKS + per * (size_t)NST__MAX(1, nt)) * sizeof(float) + 128;
 }
 
@@ -2212,9 +2273,9 @@ static nst__gram_block_fn nst__gram_block_for(nst_arch arch) {
 static nst_status nst__gram_rows(nst__gram_block_fn blk, int nthreads, int n, int k, float alpha, const float *a,
                                  int lda, float *c, int ldc) {
     int kc = nst__gram_kc(n), nsub = (k + kc - 1) / kc, spc = (nsub + NST__GRAM_MAX_CHUNKS - 1) / NST__GRAM_MAX_CHUNKS;
-    int nch = (nsub + spc - 1) / spc, nb = (n + 2) / 3, nt = nst__resolve_threads(nthreads), next = 0, i, j;
-    size_t tri = (size_t)n * (n + 1) / 2, ldb = (size_t)NST__MIN(kc, (k + 7) & ~7) + 16, npair = (size_t)nb * (nb + 1) / 2;
-    size_t per = (size_t)n * ldb + npair * 72;
+    int nch = (nsub + spc - 1) / spc, nbo = (n + 3) / 4, nt = nst__resolve_threads(nthreads), next = 0, i, j;
+    size_t tri = (size_t)n * (n + 1) / 2, ldb = (size_t)NST__MIN(kc, (k + 7) & ~7) + 16, nblk = nst__gram_nblocks(n);
+    size_t per = (size_t)n * ldb + nblk * NST__GRAM_ACC;
     float *part, *buf;
     if (nt > nch) nt = nch;
     part = (float *)nst__aligned_alloc(sizeof(float) * (tri * (size_t)nch + per * (size_t)nt));
@@ -2239,15 +2300,16 @@ static nst_status nst__gram_rows(nst__gram_block_fn blk, int nthreads, int n, in
 #endif
             ch = next++;
             if (ch >= nch) break;
-            memset(acc, 0, sizeof(float) * npair * 72);
+            memset(acc, 0, sizeof(float) * nblk * NST__GRAM_ACC);
             for (sb = ch * spc; sb < NST__MIN(nsub, (ch + 1) * spc); sb++) {
                 size_t k0 = (size_t)sb * kc;
                 int len = NST__MIN(kc, k - (int)k0);
                 for (x = 0; x < n; x++) memcpy(rows + (size_t)x * ldb, a + (size_t)x * lda + k0, sizeof(float) * (size_t)len);
-                for (bi = 0, l = acc; bi < nb; bi++) {
-                    const float *r[3];
-                    for (x = 0; x < 3; x++) r[x] = rows + (size_t)NST__MIN(3 * bi + x, n - 1) * ldb;
-                    for (bj = 0; bj <= bi; bj++, l += 72) {
+                for (bi = 0, l = acc; bi < nbo; bi++) {
+                    const float *r[4];
+                    int nin = nst__gram_nin(n, bi);
+                    for (x = 0; x < 4; x++) r[x] = rows + (size_t)NST__MIN(4 * bi + x, n - 1) * ldb;
+                    for (bj = 0; bj < nin; bj++, l += NST__GRAM_ACC) {
                         const float *s[3];
                         for (y = 0; y < 3; y++) s[y] = rows + (size_t)NST__MIN(3 * bj + y, n - 1) * ldb;
                         blk(r, s, len, l);
@@ -2255,12 +2317,12 @@ static nst_status nst__gram_rows(nst__gram_block_fn blk, int nthreads, int n, in
                 }
             }
             p = part + tri * (size_t)ch;   /* lanes summed pairwise, the same order for every kernel */
-            for (bi = 0, l = acc; bi < nb; bi++)
-                for (bj = 0; bj <= bi; bj++, l += 72)
-                    for (x = 0; x < 3 && 3 * bi + x < n; x++)
-                        for (y = 0; y < 3 && 3 * bj + y <= 3 * bi + x; y++) {
+            for (bi = 0, l = acc; bi < nbo; bi++)
+                for (bj = 0; bj < nst__gram_nin(n, bi); bj++, l += NST__GRAM_ACC)
+                    for (x = 0; x < 4 && 4 * bi + x < n; x++)
+                        for (y = 0; y < 3 && 3 * bj + y <= 4 * bi + x; y++) {
                             const float *v = l + 8 * (3 * x + y);
-                            p[(size_t)(3 * bi + x) * (3 * bi + x + 1) / 2 + 3 * bj + y] =
+                            p[(size_t)(4 * bi + x) * (4 * bi + x + 1) / 2 + 3 * bj + y] =
                                 ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
                         }
         }

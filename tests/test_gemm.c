@@ -426,12 +426,16 @@ TEST(gemm_longk_avx2) { gemm_longk(NST_ARCH_AVX2); }
 TEST(gemm_longk_avx512) { gemm_longk(NST_ARCH_AVX512); }
 TEST(gemm_longk_neon) { gemm_longk(NST_ARCH_NEON); }
 
-/* C = alpha A A^T through blk (NULL: nst__ssyrk_ex) on 1 and 2 threads, C starting as NaN: against the
- * reference, exactly symmetric, the same bits on both counts (c2: scratch). Returns the bad elements. */
+/* C = alpha A A^T through blk (NULL: nst__ssyrk_ex) on 1, 2 and 3 threads, C starting as NaN: against the
+ * reference, exactly symmetric, the same bits on every count (c2: scratch). Returns the bad elements.
+ * Without OpenMP every count runs the same single thread: once is enough (qemu runs it for NEON). */
 static int gram_check(const char *what, nst__gram_block_fn blk, int n, int k, float alpha, const float *a, int lda,
                       float *c, float *c2, int ldc, const double *ref, const double *sc, double tol) {
-    int i, j, t, bad = 0;
-    for (t = 1; t <= 2; t++) {
+    int i, j, t, bad = 0, tmax = 3;
+#ifndef _OPENMP
+    tmax = 1;
+#endif
+    for (t = 1; t <= tmax; t++) {
         for (i = 0; i < n * ldc; i++) c[i] = nst__f32_from_bits(0x7FC00000u);
         if (blk) CHECK_OK(nst__gram_rows(blk, t, n, k, alpha, a, lda, c, ldc));
         else CHECK_OK(nst__ssyrk_ex(t, n, k, alpha, a, lda, c, ldc));
@@ -463,12 +467,15 @@ TEST(syrk) {
 }
 
 /* Gram matrices of long rows (nst__gram_rows): each block kernel (scalar and this CPU's) on row counts
- * around its 3-row blocks, K with tails (not a multiple of the vector width, nor of the sub-block),
- * several chunks; against the double reference, exactly symmetric, the same bits on 1 and 2 threads.
- * Then nst__ssyrk_ex on a shape it sends down this path. */
+ * around its 4-row and 3-row blocks, K of 1 and 7 (no full vector), 16n and 16n + 5 (the shortest rows
+ * the dispatch sends here, with a tail), a few thousand (several sub-blocks, several chunks, and more
+ * sub-blocks than chunks); against the double reference, exactly symmetric, the same bits on 1, 2 and
+ * 3 threads. Then nst__ssyrk_ex on a shape it sends down this path. */
 TEST(gram_rows) {
-    static const int sz[][2] = {{1, 1}, {2, 7}, {3, 13}, {4, 17}, {7, 33}, {13, 1000}, {17, 5003},
-                                {33, 2049}, {64, 2500}, {100, 1801}, {5, 70001}};
+    static const int sz[][2] = {{1, 1}, {1, 7}, {2, 7}, {3, 13}, {4, 17}, {5, 85}, {6, 1}, {7, 7}, {7, 112},
+                                {8, 300}, {9, 149}, {12, 7}, {13, 208}, {13, 1000}, {17, 277}, {17, 5003},
+                                {33, 533}, {33, 2049}, {64, 1}, {64, 1029}, {100, 1801},
+                                {128, 7}, {128, 2053}, {256, 301}, {5, 70001}, {13, 30000}};
     int s, v, bad = 0;
     nst__rng rng = {15};
     for (v = 0; v < 2; v++) {
