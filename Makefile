@@ -33,7 +33,7 @@ build/%: tools/%.c build/nst.o | build
 build/tests/%: tests/%.c tests/nst_test.h $(HDRS) | build
 	@mkdir -p build/tests
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
-build/bench_%: bench/bench_%.c $(HDRS) | build
+build/bench_%: bench/bench_%.c bench/bench_clock.h $(HDRS) | build
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
 
 build:

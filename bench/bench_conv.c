@@ -18,19 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "bench_clock.h"
 
 /* --cpu: process CPU time / threads instead of wall time, for tuning on a machine others are loading */
 static int use_cpu, filters_only;
 static double now(int threads) {
-#if defined(CLOCK_PROCESS_CPUTIME_ID)
-    if (use_cpu) {
-        struct timespec ts;
-        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-        return ((double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec) / threads;
-    }
-#endif
-    (void)threads;
-    return nst__now();
+    return use_cpu ? bench_cpu_seconds() / threads : nst__now();
 }
 
 static const struct { const char *name; int cin, cout, div; } layers[] = {

@@ -25,6 +25,7 @@
 #endif
 #define NST_IMPLEMENTATION
 #include "nst.h"
+#include "bench_clock.h"
 
 #ifdef NST_BENCH_CBLAS
 /* cblas_sgemm with int enums: CblasRowMajor = 101, CblasNoTrans = 111 (same ABI as the header's enums). */
@@ -78,18 +79,6 @@ static float fma_loop_128(long iters) {
 
 static volatile float sink;
 
-/* Seconds of CPU time of the calling thread where the OS has a clock for it (the peak is a property of
- * the core: time spent descheduled by other processes must not count), else wall time. */
-static double thread_seconds(void) {
-#if defined(CLOCK_THREAD_CPUTIME_ID) && !defined(_WIN32)
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-#else
-    return nst__now();
-#endif
-}
-
 /* GFLOP/s of the FMA loop of `width` floats on nt threads: the sum over threads of each thread's best
  * rate over many short tries (~5 ms each). */
 static double fma_peak(int width, int nt) {
@@ -102,7 +91,7 @@ static double fma_peak(int width, int nt) {
         double best = 0;
         int r;
         for (r = 0; r < 15; r++) {
-            double t0 = thread_seconds(), t;
+            double t0 = bench_thread_seconds(), t;
             float s = 0;
 #if defined(NST__X86)
             if (width == 8) s = fma_loop_256(iters * 4 / 3);   /* 12 chains: same flops as 16 */
@@ -114,7 +103,7 @@ static double fma_peak(int width, int nt) {
             if (width == 4) s = fma_loop_128(iters);
 #endif
             sink = s;
-            t = thread_seconds() - t0;
+            t = bench_thread_seconds() - t0;
             if (t > 0 && 16.0 * 2 * width * iters / t * 1e-9 > best) best = 16.0 * 2 * width * iters / t * 1e-9;
         }
         total += best;
@@ -130,22 +119,14 @@ static int use_mean;       /* --mean: the mean rate over the calls, not the best
 
 /* CPU seconds of the whole process divided by nt: with OMP_WAIT_POLICY=passive (idle threads sleep) the
  * time the threads computed, whatever else ran on the machine; no measure of load balance. */
-static double proc_seconds(int nt) {
-#if defined(CLOCK_PROCESS_CPUTIME_ID) && !defined(_WIN32)
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return ((double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec) / nt;
-#else
-    return nst__now() + 0 * nt;
-#endif
-}
+static double proc_seconds(int nt) { return bench_cpu_seconds() / nt; }
 
 /* syrk: the Gram matrix C = A A^T of A[m][k] (n = m; b unused), counted as its useful m(m+1)k FLOP. */
 static double time_gemm(int nt, int m, int n, int k, const float *a, const float *b, float *c, int syrk) {
     double best = 1e30, total = 0, flops = syrk ? (double)m * (m + 1) * k : 2.0 * m * n * k;
     int r, cpu = use_cpu_time && nt == 1;
     for (r = 0; use_mean ? total < 0.3 || r < 3 : r < 20 && (r < 3 || total < 0.3); r++) {
-        double t0 = use_proc_time ? proc_seconds(nt) : cpu ? thread_seconds() : nst__now(), t;
+        double t0 = use_proc_time ? proc_seconds(nt) : cpu ? bench_thread_seconds() : nst__now(), t;
 #ifdef NST_BENCH_CBLAS
         (void)nt;
         if (syrk) cblas_ssyrk(101, 122, 111, m, k, 1.0f, a, k, 0.0f, c, m);
@@ -157,7 +138,7 @@ static double time_gemm(int nt, int m, int n, int k, const float *a, const float
             exit(1);
         }
 #endif
-        t = (use_proc_time ? proc_seconds(nt) : cpu ? thread_seconds() : nst__now()) - t0;
+        t = (use_proc_time ? proc_seconds(nt) : cpu ? bench_thread_seconds() : nst__now()) - t0;
         total += t;
         if (t < best) best = t;
     }

@@ -14,16 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "bench_clock.h"
 
-static double cpu_seconds(void) {
-#if defined(CLOCK_PROCESS_CPUTIME_ID)
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-#else
-    return (double)clock() / CLOCKS_PER_SEC;
-#endif
-}
 
 /* the GEMM path, as nst__objective_lossgrad_fused runs it without a content term */
 static void lossgrad_gemm(int nt, int c, size_t hw, const float *d, const float *f, float *g) {
@@ -84,7 +76,7 @@ int main(int argc, char **argv) {
         for (k = 0; k < n; k++) { f[k] = (float)nst__rng_uniform(&rng) - 0.3f; g[k] = 1e-3f * ((float)nst__rng_uniform(&rng) - 0.5f); }
         for (r = 0; r < reps; r++)
             for (v = 0; v < nv; v++) {
-                double t0 = cpu_seconds(), w0 = nst__now(), t, w;
+                double t0 = bench_cpu_seconds(), w0 = nst__now(), t, w;
                 if (v == 0) lossgrad_gemm(nt, c, hw, d, f, g);
                 else {
                     nst__lg_args la;
@@ -93,7 +85,7 @@ int main(int argc, char **argv) {
                     nst__lossgrad_onepass(&nst__lg_kernels[kidx[v - 1]], &la, d, nt);
                 }
                 w = nst__now() - w0;
-                t = (cpu_seconds() - t0) / nt;
+                t = (bench_cpu_seconds() - t0) / nt;
                 if (t < bc[v]) bc[v] = t;
                 if (w < bw[v]) bw[v] = w;
             }

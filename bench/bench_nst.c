@@ -19,27 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "bench_clock.h"
 
-/* process CPU time: with the wall time it shows how much a loaded machine distorted a run */
-static double cpu_seconds(void) {
-#if defined(CLOCK_PROCESS_CPUTIME_ID)
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-#else
-    return (double)clock() / CLOCKS_PER_SEC;
-#endif
-}
 
-static double thread_cpu_seconds(void) {
-#if defined(CLOCK_THREAD_CPUTIME_ID)
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-#else
-    return cpu_seconds();
-#endif
-}
 
 static double vmhwm_mib(void) {
     FILE *f = fopen("/proc/self/status", "r");
@@ -86,10 +68,10 @@ static int run_size(int size, int threads, int reps) {
     if (!x || !g) goto fail;
     for (i = 0; i < n; i++) x[i] = (float)((i * 2654435761u) % 256);
     for (r = 0; r < reps + 1; r++) {   /* the first evaluation warms up (page faults, first touches) */
-        double t0 = nst__now(), c0 = cpu_seconds(), dt, dc;
+        double t0 = nst__now(), c0 = bench_cpu_seconds(), dt, dc;
         if (nst_objective_eval(obj, x, &l, g)) goto fail;
         dt = nst__now() - t0;
-        dc = (cpu_seconds() - c0) / threads;
+        dc = (bench_cpu_seconds() - c0) / threads;
         if (r > 0 && dt < best) best = dt;
         if (r > 0 && dc < best_cpu) best_cpu = dc;
     }
@@ -143,11 +125,11 @@ static int run_profile(int size, int threads, int reps, int cpu) {
     if (nst_objective_eval(obj, x, &l, g)) goto fail;   /* warm-up */
     memset(prof, 0, sizeof prof);
     obj->net.prof = prof;
-    if (cpu) obj->net.prof_clock = thread_cpu_seconds;
-    t0 = cpu ? thread_cpu_seconds() : nst__now();
+    if (cpu) obj->net.prof_clock = bench_thread_seconds;
+    t0 = cpu ? bench_thread_seconds() : nst__now();
     for (r = 0; r < reps; r++)
         if (nst_objective_eval(obj, x, &l, g)) goto fail;
-    total = (cpu ? thread_cpu_seconds() : nst__now()) - t0;
+    total = (cpu ? bench_thread_seconds() : nst__now()) - t0;
     obj->net.prof = NULL;
     printf("bench_nst --profile: %dx%d, %d threads, %s, ms per evaluation (mean of %d), %s\n", size, size, threads,
            nst_cpu_string(), reps, cpu ? "CPU time of the calling thread" : "wall time");
@@ -223,17 +205,17 @@ typedef struct {
 } quad_ctx;
 static nst_status quad_fg(const float *x, float *g, double *f, void *user) {
     quad_ctx *q = (quad_ctx *)user;
-    double t0 = nst__now(), c0 = thread_cpu_seconds(), s = 0;
+    double t0 = nst__now(), c0 = bench_thread_seconds(), s = 0;
     size_t i;
     for (i = 0; i < q->n; i++) { g[i] = q->a[i] * x[i]; s += 0.5 * (double)g[i] * x[i]; }
     *f = s;
     q->t_fg += nst__now() - t0;
-    q->c_fg += thread_cpu_seconds() - c0;
+    q->c_fg += bench_thread_seconds() - c0;
     return NST_OK;
 }
 static int quad_iter(int iter, double f, const float *x, void *user) {
     quad_ctx *q = (quad_ctx *)user;
-    double t = nst__now(), c = cpu_seconds();
+    double t = nst__now(), c = bench_cpu_seconds();
     (void)f; (void)x;
     if (iter > q->from) {
         q->t_steps += (t - q->t_last) - (q->t_fg - q->fg_at_last);
@@ -272,7 +254,7 @@ static int run_lbfgs(int size, int threads, int reps, int history, int f32, int 
     lo.on_iter = quad_iter;
     lo.user = &q;
     q.t_last = nst__now();
-    q.c_last = cpu_seconds();
+    q.c_last = bench_cpu_seconds();
     if (nst__lbfgs(x, n, quad_fg, &q, &lo, &fv, NULL, two_loop)) goto fail;
     printf("bench_nst --lbfgs%s: n = %lu (%dx%d RGB), history %d (%s), %d threads, %s: %.2f ms per step, "
            "process CPU %.2f ms per step (mean of %d steps with a full history; f = %.9g)\n", two_loop ? " --two-loop" : "", (unsigned long)n, size,

@@ -18,16 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "bench_clock.h"
 
-static double cpu_seconds(void) {
-#if defined(CLOCK_PROCESS_CPUTIME_ID)
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-#else
-    return (double)clock() / CLOCKS_PER_SEC;
-#endif
-}
 
 int main(int argc, char **argv) {
     int size = 256, threads = 1, reps = 3, evals = 5, i, r, ci, h, w;
@@ -68,9 +60,9 @@ int main(int argc, char **argv) {
         how = nst__conv_forward_pads(p) ? "engine" : nst__reflect_border_pays(m->cin[ci], h, w) ? "border" : "fix";
         for (r = 0; r < reps; r++) {
             double c[5], w0;
-            c[0] = cpu_seconds();
+            c[0] = bench_cpu_seconds();
             nst__conv_forward(p, a, b, h, w, 1, threads, NULL);
-            c[1] = cpu_seconds();
+            c[1] = bench_cpu_seconds();
             if (nst__conv_forward_pads(p)) {
                 nst__conv_forward_pad(p, a, b, h, w, 1, NST__CONV_PAD_BLEND, threads, NULL);
             } else if (nst__reflect_border_pays(m->cin[ci], h, w)) {
@@ -81,12 +73,12 @@ int main(int argc, char **argv) {
                 nst__reflect_fix_forward(m, ci, a, b, h, w, threads, pad);
                 nst__relu_forward(b, b, bits, (size_t)m->cout[ci] * h * w, threads);
             }
-            c[2] = cpu_seconds();
+            c[2] = bench_cpu_seconds();
             nst__conv_backward_data(p, b, a, h, w, threads, NULL);
-            c[3] = cpu_seconds();
+            c[3] = bench_cpu_seconds();
             w0 = nst__now();   /* the library's wall clock */
             nst__reflect_fix_backward(m, ci, b, a, h, w, threads, pad);
-            c[4] = cpu_seconds();
+            c[4] = bench_cpu_seconds();
             w0 = nst__now() - w0;
             if (w0 < fw) fw = w0;
             for (i = 0; i < (int)n; i++) a[i] = (float)((i * 2654435761u) % 1000) * 1e-3f;   /* keep values sane */
@@ -125,10 +117,10 @@ int main(int argc, char **argv) {
         double t[2];
         for (ci = 0; ci < 2; ci++) {
             int refl = (ci + r) & 1;   /* which goes first alternates */
-            double t0 = cpu_seconds();
+            double t0 = bench_cpu_seconds();
             m->reflect = refl;
             nst_objective_eval(obj, x, NULL, g);
-            t[refl ? 0 : 1] = cpu_seconds() - t0;
+            t[refl ? 0 : 1] = bench_cpu_seconds() - t0;
         }
         m->reflect = 1;
         for (ci = 0; ci < 2; ci++) if (t[ci] < eval[ci]) eval[ci] = t[ci];

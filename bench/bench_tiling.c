@@ -21,17 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "bench_clock.h"
 
 static int use_cpu;
 static double now_s(void) {
-#if defined(CLOCK_THREAD_CPUTIME_ID)
-    struct timespec ts;
-    if (use_cpu) {
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-    }
-#endif
-    return nst__now();
+    return use_cpu ? bench_thread_seconds() : nst__now();
 }
 
 static void make_image(nst_image *im, int w, int h, unsigned seed) {
