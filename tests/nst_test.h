@@ -9,6 +9,7 @@
 #ifndef NST_TEST_H
 #define NST_TEST_H
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <math.h>
 
@@ -50,6 +51,15 @@ static int nst_test_end(const char *program) {
 /* A VGG-19-shaped model with every layer `widths` channels wide (cheap at any size), He-initialised
  * weights and N(0, 0.1) biases drawn from *rng, reseeded per layer (seed + layer), Caffe convention.
  * Shared by the tests that need a whole network (core, features, tiling). */
+/* n floats uniform in [lo, hi) from r, with 64 bytes of slack after them (for SIMD tails); free() them. */
+static NST__UNUSED float *nst_t_rand_vec(nst__rng *r, size_t n, double lo, double hi) {
+    float *v = (float *)malloc(n * sizeof(float) + 64);
+    size_t i;
+    if (v)
+        for (i = 0; i < n; i++) v[i] = (float)(lo + (hi - lo) * nst__rng_uniform(r));
+    return v;
+}
+
 static NST__UNUSED nst_model *nst_t_tiny_model(nst__rng *rng, int widths, unsigned long long seed) {
     nst__tensor_list l;
     nst_model *m = NULL;

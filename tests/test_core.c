@@ -7,12 +7,7 @@
 #include <stdlib.h>
 
 static nst__rng rng = {12345};
-static float *rand_vec(size_t n, double lo, double hi) {
-    float *v = (float *)malloc(n * sizeof(float));
-    size_t i;
-    for (i = 0; i < n; i++) v[i] = (float)(lo + (hi - lo) * nst__rng_uniform(&rng));
-    return v;
-}
+static float *rand_vec(size_t n, double lo, double hi) { return nst_t_rand_vec(&rng, n, lo, hi); }
 static double dotd(const float *a, const float *b, size_t n) {
     double s = 0;
     size_t i;

@@ -6,12 +6,7 @@
 #include <stdlib.h>
 
 static nst__rng rng = {777};
-static float *rand_vec(size_t n, double lo, double hi) {
-    float *v = (float *)malloc(n * sizeof(float));
-    size_t i;
-    for (i = 0; i < n; i++) v[i] = (float)(lo + (hi - lo) * nst__rng_uniform(&rng));
-    return v;
-}
+static float *rand_vec(size_t n, double lo, double hi) { return nst_t_rand_vec(&rng, n, lo, hi); }
 static double max_abs(const float *a, size_t n) {
     double m = 0;
     size_t i;

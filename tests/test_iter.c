@@ -7,12 +7,7 @@
 #include <stdlib.h>
 
 static nst__rng rng = {777};
-static float *rand_vec(size_t n, double lo, double hi) {
-    float *v = (float *)malloc(n * sizeof(float) + 64);
-    size_t i;
-    for (i = 0; i < n; i++) v[i] = (float)(lo + (hi - lo) * nst__rng_uniform(&rng));
-    return v;
-}
+static float *rand_vec(size_t n, double lo, double hi) { return nst_t_rand_vec(&rng, n, lo, hi); }
 static const size_t sizes[] = {1, 7, 8, 13, 17, 33, 63, 511, 512, 513, 1031, 4099};
 
 TEST(relu_masks_match_scalar) {

@@ -8,12 +8,7 @@
 #include <stdlib.h>
 
 static nst__rng rng = {4242};
-static float *rand_vec(size_t n, double lo, double hi) {
-    float *v = (float *)malloc(n * sizeof(float) + 64);
-    size_t i;
-    for (i = 0; i < n; i++) v[i] = (float)(lo + (hi - lo) * nst__rng_uniform(&rng));
-    return v;
-}
+static float *rand_vec(size_t n, double lo, double hi) { return nst_t_rand_vec(&rng, n, lo, hi); }
 static const int cs[] = {1, 7, 13, 17, 33, 64, 128};
 static const size_t hws[] = {1, 7, 13, 33, 1031};
 
