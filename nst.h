@@ -3437,15 +3437,64 @@ static void nst__wino_out_neon(float *out, int h, int w, int ty, int tx, int len
 }
 #endif
 
-/* One block of nt tiles starting at tile t0, all output channels. */
+/* ---- 2x2 pooling fused into the Winograd driver ------------------------------------------------------
+ * For "conv -> ReLU -> 2x2 pool" (conv1_2, conv2_2, conv3_4, conv4_4 of VGG-19) the full-resolution
+ * ReLU output is only ever read by the pool (forward), and the pool's scattered, masked gradient only
+ * by this conv's backward; at 512 px that is a 64 MiB map written and read back each way for conv1_2.
+ * Forward (nst__conv_forward_pool): the output stage writes each channel's segment of tiles (at most 4
+ * rows x 4 * nt columns) into R, free once the input transform is done, and pools it there: pooled
+ * map, argmax codes and ReLU mask bits come out while the strip is in L1 (the kernels of
+ * nst__pool_mask_forward, on a row range). Backward (nst__conv_backward_unpool): the input rows are
+ * generated from the pooled gradient, the codes and the bits (nst__unpool_row) instead of copied.
+ * Same values bit for bit as the unfused passes. Byte ownership: a segment starts at an even tile
+ * column (nt is a multiple of nr, which is even, and the tile rows have w / 4 tiles, even as w % 8 == 0)
+ * and spans an even number of tiles, so it covers whole mask bytes and no two threads write one. */
+typedef struct nst__conv_pool {
+    float *out;                  /* forward: the pooled map [kout][h / 2][w / 2]; NULL in backward */
+    const float *dout;           /* backward: its gradient; the conv's input is unpool(dout) * mask */
+    unsigned char *code;         /* max: the argmax code of each pooled element; NULL for avg */
+    unsigned char *bits;         /* the ReLU mask of the [kout][h][w] map, bit per element (backward reads) */
+    int avg, simd;               /* simd: the AVX2 pool kernels (nst__simd_avx2) */
+} nst__conv_pool;
+static int nst__simd_avx2(void);
+static int nst__pool_fusable(int h, int w);
+static void nst__pool_mask_rows(float *out, unsigned char *code, size_t ldo, unsigned char *bits, size_t ldb,
+                                const float *in, size_t ldi, int rows, int cols, int avg, int simd);
+static void nst__unpool_row(float *d, const float *g, const unsigned char *code, const unsigned char *bits, int par,
+                            int x0, int x1, int avg, int simd);
+static int nst__pool_fuse_off;   /* tests only: 1 = never fuse (the unfused path to compare with) */
+
+/* nst__wino_rows for the backward of a fused pool: row r of channel ci of unpool(dout) * mask, zero
+ * outside the image and on an odd last row (which no window pooled). */
+static void nst__wino_rows_unpool(float *rows, size_t rstride, const nst__conv_pool *pc, int ci, int h, int w, int y0,
+                                  int xs, int n) {
+    int ow = w / 2, r;
+    size_t hw = (size_t)h * w, ohw = (size_t)(h / 2) * ow;
+    for (r = 0; r < 6; r++) {
+        float *b = rows + r * rstride;
+        int y = y0 + r, a = xs < 0 ? -xs : 0, e = w - xs < n ? w - xs : n;
+        size_t po, eo;
+        if (y < 0 || y >= h / 2 * 2 || e <= a) { memset(b, 0, sizeof(float) * (size_t)n); continue; }
+        po = ci * ohw + (size_t)(y / 2) * ow;
+        eo = ci * hw + (size_t)y * w;
+        if (a > 0) memset(b, 0, sizeof(float) * (size_t)a);
+        nst__unpool_row(b + a, pc->dout + po, pc->code ? pc->code + po : NULL, pc->bits + eo / 8, y & 1, xs + a, xs + e,
+                        pc->avg, pc->simd);
+        if (e < n) memset(b + e, 0, sizeof(float) * (size_t)(n - e));
+    }
+}
+
+/* One block of nt tiles starting at tile t0, all output channels. pc: a fused pool (above), or NULL. */
 static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd, const float *in, float *out, int h,
-                            int w, const float *bias, int relu, int pad, int t0, int nt, int ntcap, float *ws) {
+                            int w, const float *bias, int relu, int pad, int t0, int nt, int ntcap, float *ws,
+                            const nst__conv_pool *pc) {
     int kin = dd->kin, kout = dd->kout, tw = (w + 3) / 4, mr = k->mr, cbk = k->cb, nob = (kout + mr - 1) / mr;
     int ncol = (nt + k->nr - 1) / k->nr * k->nr, ci, c0, e, t;
     size_t hw = (size_t)h * w, est = (size_t)kin * ntcap + NST__WINO_SKEW, rstride = nst__wino_rstride(k, ntcap);
     size_t mest = (size_t)cbk * ntcap + NST__WINO_SKEW;
     float *V = ws, *M = V + (36 * est + 15) / 16 * 16;
     float *R = M + (36 * mest + (size_t)k->tg + 15) / 16 * 16;
+    const nst__conv_pool *up = pc && pc->dout ? pc : NULL;   /* the input rows come from the pooled gradient */
     /* input transform, segment by segment (a segment = the block's tiles within one tile row). The
      * kernel reads 4 * round_up(n, tg) + rslack floats of each of the 6 rows from column 4 * tx - 1: whole
      * groups of tiles whose rows lie inside the image read the feature map in place (a, a + nd); the
@@ -3456,7 +3505,7 @@ static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd,
     for (t = t0; t < t0 + nt;) {
         int ty = t / tw, tx = t % tw, len = NST__MIN(tw - tx, t0 + nt - t), jb = t - t0;
         int a = tx == 0 ? NST__MIN(k->tg, len) : 0, nd = 0, part;   /* a: a whole group, not one tile */
-        if (ty >= 1 && 4 * ty + 4 < h && len > a) {
+        if (ty >= 1 && 4 * ty + 4 < h && len > a && !up) {
             nd = (w + 1 - k->rslack - 4 * (tx + a)) / (4 * k->tg) * k->tg;
             nd = NST__MAX(0, NST__MIN(nd, (len - a) / k->tg * k->tg));
         }
@@ -3468,7 +3517,7 @@ static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd,
             for (ci = 0; ci < kin; ci++) {
                 float *vv = V + (size_t)ci * ntcap + jb + s0;
 #if defined(__GNUC__) || defined(__clang__)
-                if (ci + 2 < kin) {   /* the rows of channel ci + 2: short rows of 64 planes start no prefetch stream */
+                if (ci + 2 < kin && !up) {   /* the rows of channel ci + 2: short rows of 64 planes start no prefetch stream */
                     int r0 = NST__MAX(0, 4 * ty - 1), r1 = NST__MIN(h, 4 * ty + 5), x0 = NST__MAX(0, 4 * (tx + s0) - 1);
                     int x1 = NST__MIN(w, 4 * (tx + s0 + n) + 1), r, o;
                     for (r = r0; r < r1 && x0 < x1; r++) {
@@ -3481,7 +3530,8 @@ static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd,
                 if (part == 1) {
                     k->wino_in(vv, est, in + ci * hw + (size_t)(4 * ty - 1) * w + 4 * (tx + s0) - 1, (size_t)w, n);
                 } else {
-                    nst__wino_rows(R, rstride, in + ci * hw, h, w, 4 * ty - 1, 4 * (tx + s0) - 1, nrow, pad);
+                    if (up) nst__wino_rows_unpool(R, rstride, up, ci, h, w, 4 * ty - 1, 4 * (tx + s0) - 1, nrow);
+                    else nst__wino_rows(R, rstride, in + ci * hw, h, w, 4 * ty - 1, 4 * (tx + s0) - 1, nrow, pad);
                     k->wino_in(vv, est, R, rstride, n);
                 }
             }
@@ -3506,7 +3556,18 @@ static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd,
             const float *mrow = M + (size_t)(co - c0) * ntcap;
             for (t = t0; t < t0 + nt;) {
                 int ty = t / tw, tx = t % tw, len = NST__MIN(tw - tx, t0 + nt - t), jb = t - t0;
-                k->wino_out(out + co * hw, h, w, ty, tx, len, mrow + jb, mest, b, relu);
+                if (pc && pc->out) {
+                    /* the strip as a map of its own (every wino_out addresses out only through h, w, ty,
+                     * tx), pooled from R while in L1; see nst__conv_pool */
+                    int sh = NST__MIN(4, h - 4 * ty), sw = NST__MIN(4 * len, w - 4 * tx);
+                    size_t po = co * ((size_t)(h / 2) * (w / 2)) + (size_t)(2 * ty) * (w / 2) + 2 * tx;
+                    k->wino_out(R, sh, sw, 0, 0, len, mrow + jb, mest, b, relu);
+                    nst__pool_mask_rows(pc->out + po, pc->code ? pc->code + po : NULL, (size_t)(w / 2),
+                                        pc->bits + (co * hw + (size_t)(4 * ty) * w + 4 * tx) / 8, (size_t)(w / 8), R,
+                                        (size_t)sw, sh, sw, pc->avg, pc->simd);
+                } else {
+                    k->wino_out(out + co * hw, h, w, ty, tx, len, mrow + jb, mest, b, relu);
+                }
                 t += len;
             }
         }
@@ -3516,7 +3577,7 @@ static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd,
 /* Blocks are handed out dynamically (a descheduled thread on a busy machine does not stall the others);
  * the result does not depend on which thread runs a block, so it stays deterministic. */
 static void nst__wino_run(const nst__conv_kernels *k, const nst__conv_dir *dd, const float *in, float *out, int h,
-                          int w, const float *bias, int relu, int pad, int nthreads, float *ws) {
+                          int w, const float *bias, int relu, int pad, int nthreads, float *ws, const nst__conv_pool *pc) {
     int tiles = ((h + 3) / 4) * ((w + 3) / 4), nt = nst__wino_nt(k, tiles, nthreads);
     int nblocks = (tiles + nt - 1) / nt, b;
     size_t per = nst__wino_thread_floats(k, dd->kin, nt);
@@ -3530,7 +3591,7 @@ static void nst__wino_run(const nst__conv_kernels *k, const nst__conv_dir *dd, c
         tid = omp_get_thread_num();
 #endif
         nst__wino_block(k, dd, in, out, h, w, bias, relu, pad, b * nt, NST__MIN(nt, tiles - b * nt), nt,
-                        ws + (size_t)tid * per);
+                        ws + (size_t)tid * per, pc);
     }
 }
 
@@ -3717,13 +3778,15 @@ static NST__UNUSED size_t nst__conv_workspace(const nst__conv_plan *p, int h, in
 }
 
 static nst_status nst__conv_run(const nst__conv_plan *p, int d, const float *in, float *out, int h, int w,
-                                int relu, int pad, int nthreads, void *ws) {
+                                int relu, int pad, int nthreads, void *ws, const nst__conv_pool *pc) {
     const nst__conv_dir *dd = &p->dir[d];
     const nst__conv_kernels *k = p->k;
     const float *bias = d == 0 ? p->bias : NULL;
     if (!in || !out || h <= 0 || w <= 0) return nst__err(NST_ERR_ARGUMENT, "conv: bad arguments");
     if (pad != NST__CONV_PAD_ZERO && dd->algo != NST__CONV_WINO)
         return nst__err(NST_ERR_UNSUPPORTED, "conv: only the Winograd path pads other than with zeros");
+    if (pc && (dd->algo != NST__CONV_WINO || k->nr % 2 || !nst__pool_fusable(h, w) || (pc->out && !relu)))
+        return nst__err(NST_ERR_UNSUPPORTED, "conv: a fused pool needs the Winograd path, w %% 8 == 0 and ReLU");
     nthreads = nst__resolve_threads(nthreads);
     if (dd->algo == NST__CONV_WINO) {
         void *own = NULL;
@@ -3741,9 +3804,9 @@ static nst_status nst__conv_run(const nst__conv_plan *p, int d, const float *in,
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
 #endif
             for (ob = 0; ob < nob; ob++) k->wino_filters(p, d, tmp.u, ob);
-            nst__wino_run(k, &tmp, in, out, h, w, bias, relu, pad, nthreads, tmp.u + nst__wino_lazy_floats(k, dd));
+            nst__wino_run(k, &tmp, in, out, h, w, bias, relu, pad, nthreads, tmp.u + nst__wino_lazy_floats(k, dd), pc);
         } else {
-            nst__wino_run(k, dd, in, out, h, w, bias, relu, pad, nthreads, (float *)ws);
+            nst__wino_run(k, dd, in, out, h, w, bias, relu, pad, nthreads, (float *)ws, pc);
         }
         nst__aligned_free(own);
         return NST_OK;
@@ -3789,18 +3852,42 @@ static nst_status nst__conv_run(const nst__conv_plan *p, int d, const float *in,
 }
 static nst_status nst__conv_forward(const nst__conv_plan *p, const float *in, float *out, int h, int w,
                                     int relu, int nthreads, void *ws) {
-    return nst__conv_run(p, 0, in, out, h, w, relu, NST__CONV_PAD_ZERO, nthreads, ws);
+    return nst__conv_run(p, 0, in, out, h, w, relu, NST__CONV_PAD_ZERO, nthreads, ws, NULL);
 }
 /* Whether forward can pad other than with zeros (nst__conv_forward_pad): the Winograd path only. */
 static int nst__conv_forward_pads(const nst__conv_plan *p) { return p->dir[0].algo == NST__CONV_WINO; }
 /* nst__conv_forward with the input padded as `pad` says (NST__CONV_PAD_*); bias and ReLU fused as there. */
 static nst_status nst__conv_forward_pad(const nst__conv_plan *p, const float *in, float *out, int h, int w,
                                         int relu, int pad, int nthreads, void *ws) {
-    return nst__conv_run(p, 0, in, out, h, w, relu, pad, nthreads, ws);
+    return nst__conv_run(p, 0, in, out, h, w, relu, pad, nthreads, ws, NULL);
 }
 static nst_status nst__conv_backward_data(const nst__conv_plan *p, const float *dout, float *din, int h, int w,
                                           int nthreads, void *ws) {
-    return nst__conv_run(p, 1, dout, din, h, w, 0, NST__CONV_PAD_ZERO, nthreads, ws);
+    return nst__conv_run(p, 1, dout, din, h, w, 0, NST__CONV_PAD_ZERO, nthreads, ws, NULL);
+}
+/* Whether direction d at h x w takes a fused pool (nst__conv_pool): the Winograd path, w % 8 == 0. */
+static int nst__conv_pool_fuses(const nst__conv_plan *p, int d, int h, int w) {
+    return !nst__pool_fuse_off && p->dir[d].algo == NST__CONV_WINO && p->k->nr % 2 == 0 && nst__pool_fusable(h, w);
+}
+/* Forward with ReLU, padded as `pad` says, followed by the 2x2 pool: writes the pooled map
+ * ([cout][h / 2][w / 2]), its argmax codes (max; code unused for avg) and the ReLU mask bits of the
+ * full map, never the full map itself; the same bytes as nst__conv_forward_pad + nst__pool_mask_forward. */
+static nst_status nst__conv_forward_pool(const nst__conv_plan *p, const float *in, float *pooled, unsigned char *code,
+                                         unsigned char *bits, int h, int w, int avg, int pad, int nthreads, void *ws) {
+    nst__conv_pool pc;
+    pc.out = pooled; pc.dout = NULL; pc.code = avg ? NULL : code; pc.bits = bits; pc.avg = avg;
+    pc.simd = nst__simd_avx2();
+    return nst__conv_run(p, 0, in, pooled, h, w, 1, pad, nthreads, ws, &pc);
+}
+/* Backward-data whose dout is the pooled gradient scattered back through the pool and the ReLU mask
+ * (forward's codes and bits): the same bytes as nst__pool_mask_backward + nst__conv_backward_data. */
+static nst_status nst__conv_backward_unpool(const nst__conv_plan *p, const float *dpool, const unsigned char *code,
+                                            const unsigned char *bits, float *din, int h, int w, int avg, int nthreads,
+                                            void *ws) {
+    nst__conv_pool pc;
+    pc.out = NULL; pc.dout = dpool; pc.code = avg ? NULL : (unsigned char *)code;
+    pc.bits = (unsigned char *)bits; pc.avg = avg; pc.simd = nst__simd_avx2();   /* read only */
+    return nst__conv_run(p, 1, dpool, din, h, w, 0, NST__CONV_PAD_ZERO, nthreads, ws, &pc);
 }
 
 /* ---- 2x2 stride-2 pooling ---------------------------------------------------------------------------
@@ -5896,58 +5983,51 @@ static void nst__maxpool_backward_rec(float *din, const float *dout, const unsig
  * feature maps (relu1_2, relu2_2, relu3_4, relu4_4) disappear. Needs w % 8 == 0 (every row starts a
  * mask byte); nst__pool_fusable says when. Same pooling arithmetic as the reference (avg: 0.25 *
  * (((a + b) + c) + d); max: first maximum in row-major order, its position as code 0..3). code is
- * NULL for avg. One channel per call; threads take whole channels. */
+ * NULL for avg. The kernels take a range of rows (forward) or one row (backward) with their own
+ * strides, so the Winograd driver calls them too, on the 4-row strip of one tile row it has just
+ * computed (forward) or to stage the rows its input transform reads (backward): nst__conv_pool. */
 static int nst__pool_fusable(int h, int w) { return w % 8 == 0 && h >= 2; }
 
-static void nst__pool_mask_fwd_scalar(float *out, unsigned char *code, unsigned char *bits, const float *in, int ch,
-                                      int h, int w, int avg) {
-    int oh = h / 2, ow = w / 2, y, x;
-    const float *s = in + (size_t)ch * h * w;
-    float *o = out + (size_t)ch * oh * ow;
-    unsigned char *k = code ? code + (size_t)ch * oh * ow : NULL;
-    size_t base = (size_t)ch * h * w;
-    for (y = 0; y < oh; y++) {
-        const float *r0 = s + (size_t)(2 * y) * w, *r1 = r0 + w;
-        for (x = 0; x < ow; x++) {
+/* Rows [0, rows) of a map (row stride ldi), columns [0, cols), cols a multiple of 8: the rows / 2 row
+ * pairs pooled into out and code (row stride ldo), the mask bits of every row into bits (the byte of
+ * element (0, 0); ldb bytes per row). An odd last row only gets its bits. */
+static void nst__pool_mask_rows_scalar(float *out, unsigned char *code, size_t ldo, unsigned char *bits, size_t ldb,
+                                       const float *in, size_t ldi, int rows, int cols, int avg) {
+    int y, x;
+    for (y = 0; y < rows / 2; y++) {
+        const float *r0 = in + (size_t)(2 * y) * ldi, *r1 = r0 + ldi;
+        float *o = out + (size_t)y * ldo;
+        unsigned char *k = code ? code + (size_t)y * ldo : NULL;
+        for (x = 0; x < cols / 2; x++) {
             float a = r0[2 * x], b = r0[2 * x + 1], c = r1[2 * x], d = r1[2 * x + 1];
             if (avg) {
-                o[(size_t)y * ow + x] = 0.25f * (a + b + c + d);
+                o[x] = 0.25f * (a + b + c + d);
             } else {
                 float m = a;
                 int best = 0;
                 if (b > m) { m = b; best = 1; }
                 if (c > m) { m = c; best = 2; }
                 if (d > m) { m = d; best = 3; }
-                o[(size_t)y * ow + x] = m;
-                k[(size_t)y * ow + x] = (unsigned char)best;
+                o[x] = m;
+                k[x] = (unsigned char)best;
             }
         }
     }
-    nst__relu_mask_bits_scalar(in, bits, base, base + (size_t)h * w);
+    for (y = 0; y < rows; y++) nst__relu_mask_bits_scalar(in + (size_t)y * ldi, bits + (size_t)y * ldb, 0, (size_t)cols);
 }
 
-/* din = the pooled gradient scattered back (zero where nothing was pooled), times the ReLU mask. */
-static void nst__pool_mask_bwd_scalar(float *din, const float *dout, const unsigned char *code, const unsigned char *bits,
-                                      int ch, int h, int w, int avg) {
-    int oh = h / 2, ow = w / 2, y, x;
-    const float *g = dout + (size_t)ch * oh * ow;
-    const unsigned char *k = code ? code + (size_t)ch * oh * ow : NULL;
-    float *d = din + (size_t)ch * h * w;
-    size_t base = (size_t)ch * h * w;
-    memset(d, 0, sizeof(float) * (size_t)h * w);
-    for (y = 0; y < oh; y++)
-        for (x = 0; x < ow; x++) {
-            float gv = g[(size_t)y * ow + x];
-            size_t p = (size_t)(2 * y) * w + 2 * x;
-            if (avg) {
-                float q = 0.25f * gv;
-                d[p] = q; d[p + 1] = q; d[p + w] = q; d[p + w + 1] = q;
-            } else {
-                int b = k[(size_t)y * ow + x];
-                d[p + (size_t)(b >> 1) * w + (b & 1)] = gv;
-            }
-        }
-    nst__relu_backward_scalar(din, bits, base, base + (size_t)h * w);
+/* Element x of row y of the pooled gradient scattered back and masked (what the pool's input gets):
+ * g and code are pooled row y / 2 (index x / 2), bits the row's mask bytes (index x / 8), par = y & 1. */
+static float nst__unpool_at(const float *g, const unsigned char *code, const unsigned char *bits, int par, int x,
+                            int avg) {
+    float v = avg ? 0.25f * g[x / 2] : code[x / 2] == 2 * par + (x & 1) ? g[x / 2] : 0.0f;
+    return (bits[x / 8] >> (x % 8)) & 1 ? v : 0.0f;
+}
+/* Columns [x0, x1) of that row into d[0 .. x1 - x0). */
+static void nst__unpool_row_scalar(float *d, const float *g, const unsigned char *code, const unsigned char *bits,
+                                   int par, int x0, int x1, int avg) {
+    int x;
+    for (x = x0; x < x1; x++) d[x - x0] = nst__unpool_at(g, code, bits, par, x, avg);
 }
 
 #if defined(NST__X86)
@@ -5957,17 +6037,16 @@ static NST__TARGET_AVX2 void nst__deint_avx2(const float *p, __m256 *ev, __m256 
     *ev = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
     *od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
-static NST__TARGET_AVX2 void nst__pool_mask_fwd_avx2(float *out, unsigned char *code, unsigned char *bits,
-                                                     const float *in, int ch, int h, int w, int avg) {
-    int oh = h / 2, ow = w / 2, y, x;
-    const float *s = in + (size_t)ch * h * w;
-    float *o = out + (size_t)ch * oh * ow;
-    unsigned char *k = code ? code + (size_t)ch * oh * ow : NULL;
-    unsigned char *bt = bits + (size_t)ch * h * w / 8;
+static NST__TARGET_AVX2 void nst__pool_mask_rows_avx2(float *out, unsigned char *code, size_t ldo, unsigned char *bits,
+                                                      size_t ldb, const float *in, size_t ldi, int rows, int cols,
+                                                      int avg) {
+    int ow = cols / 2, y, x;
     const __m256 z = _mm256_setzero_ps(), q = _mm256_set1_ps(0.25f);
-    for (y = 0; y < oh; y++) {
-        const float *r0 = s + (size_t)(2 * y) * w, *r1 = r0 + w;
-        unsigned char *b0 = bt + (size_t)(2 * y) * w / 8, *b1 = b0 + w / 8;
+    for (y = 0; y < rows / 2; y++) {
+        const float *r0 = in + (size_t)(2 * y) * ldi, *r1 = r0 + ldi;
+        unsigned char *b0 = bits + (size_t)(2 * y) * ldb, *b1 = b0 + ldb;
+        float *o = out + (size_t)y * ldo;
+        unsigned char *k = code ? code + (size_t)y * ldo : NULL;
         for (x = 0; x + 8 <= ow; x += 8) {
             __m256 a, b, c, d, m;
             nst__deint_avx2(r0 + 2 * x, &a, &b);
@@ -5995,117 +6074,90 @@ static NST__TARGET_AVX2 void nst__pool_mask_fwd_avx2(float *out, unsigned char *
                 {
                     uint32_t lo = (uint32_t)_mm_cvtsi128_si32(_mm256_castsi256_si128(cd));
                     uint32_t hi = (uint32_t)_mm_cvtsi128_si32(_mm256_extracti128_si256(cd, 1));
-                    memcpy(k + (size_t)y * ow + x, &lo, 4);
-                    memcpy(k + (size_t)y * ow + x + 4, &hi, 4);
+                    memcpy(k + x, &lo, 4);
+                    memcpy(k + x + 4, &hi, 4);
                 }
             }
-            _mm256_storeu_ps(o + (size_t)y * ow + x, m);
+            _mm256_storeu_ps(o + x, m);
         }
-        for (; x < ow; x++) {   /* tail: ow % 8 == 4 here (w % 8 == 0) */
-            float a = r0[2 * x], b = r0[2 * x + 1], c = r1[2 * x], d = r1[2 * x + 1];
-            if (avg) {
-                o[(size_t)y * ow + x] = 0.25f * (a + b + c + d);
-            } else {
-                float mm = a;
-                int best = 0;
-                if (b > mm) { mm = b; best = 1; }
-                if (c > mm) { mm = c; best = 2; }
-                if (d > mm) { mm = d; best = 3; }
-                o[(size_t)y * ow + x] = mm;
-                k[(size_t)y * ow + x] = (unsigned char)best;
-            }
-        }
-        if (ow % 8) {   /* the tail's mask bytes: columns from 2 * (ow - ow % 8) to w */
-            size_t c0 = (size_t)(2 * (ow - ow % 8)), e0 = (size_t)ch * h * w + (size_t)(2 * y) * w;
-            nst__relu_mask_bits_scalar(in, bits, e0 + c0, e0 + (size_t)w);
-            nst__relu_mask_bits_scalar(in, bits, e0 + (size_t)w + c0, e0 + 2 * (size_t)w);
+        if (x < ow) {   /* ow % 8 == 4 here (cols % 8 == 0): the last 8 columns' outputs and mask bytes */
+            size_t c0 = (size_t)(2 * x);
+            nst__pool_mask_rows_scalar(o + x, k ? k + x : NULL, ldo, b0 + c0 / 8, ldb, r0 + c0, ldi, 2, cols - (int)c0,
+                                       avg);
         }
     }
-    if (h & 1) {
-        size_t e0 = (size_t)ch * h * w + (size_t)(h - 1) * w;
-        nst__relu_mask_bits_avx2(in, bits, e0, e0 + (size_t)w);
-    }
+    if (rows & 1) nst__relu_mask_bits_avx2(in + (size_t)(rows - 1) * ldi, bits + (size_t)(rows - 1) * ldb, 0, (size_t)cols);
 }
-static NST__TARGET_AVX2 void nst__pool_mask_bwd_avx2(float *din, const float *dout, const unsigned char *code,
-                                                     const unsigned char *bits, int ch, int h, int w, int avg) {
-    int oh = h / 2, ow = w / 2, y, x;
-    const float *g = dout + (size_t)ch * oh * ow;
-    const unsigned char *k = code ? code + (size_t)ch * oh * ow : NULL;
-    float *dd = din + (size_t)ch * h * w;
-    const unsigned char *bt = bits + (size_t)ch * h * w / 8;
-    const __m256 q = _mm256_set1_ps(0.25f), z = _mm256_setzero_ps();
-    const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2), three = _mm256_set1_epi32(3);
-    for (y = 0; y < oh; y++) {
-        float *r0 = dd + (size_t)(2 * y) * w, *r1 = r0 + w;
-        const unsigned char *b0 = bt + (size_t)(2 * y) * w / 8, *b1 = b0 + w / 8;
-        for (x = 0; x + 8 <= ow; x += 8) {
-            __m256 gv = _mm256_loadu_ps(g + (size_t)y * ow + x), ga, gb, gc, gd, lo, hi;
-            if (avg) {
-                ga = gb = gc = gd = _mm256_mul_ps(q, gv);
-            } else {
-                __m256i cd = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(k + (size_t)y * ow + x)));
-                ga = _mm256_and_ps(gv, _mm256_castsi256_ps(_mm256_cmpeq_epi32(cd, _mm256_setzero_si256())));
-                gb = _mm256_and_ps(gv, _mm256_castsi256_ps(_mm256_cmpeq_epi32(cd, one)));
-                gc = _mm256_and_ps(gv, _mm256_castsi256_ps(_mm256_cmpeq_epi32(cd, two)));
-                gd = _mm256_and_ps(gv, _mm256_castsi256_ps(_mm256_cmpeq_epi32(cd, three)));
-            }
-            /* interleave a/b into row 0 and c/d into row 1, then mask */
-            lo = _mm256_unpacklo_ps(ga, gb); hi = _mm256_unpackhi_ps(ga, gb);
-            _mm256_storeu_ps(r0 + 2 * x, _mm256_and_ps(_mm256_permute2f128_ps(lo, hi, 0x20), nst__bits_to_mask_avx2(b0[x / 4])));
-            _mm256_storeu_ps(r0 + 2 * x + 8, _mm256_and_ps(_mm256_permute2f128_ps(lo, hi, 0x31), nst__bits_to_mask_avx2(b0[x / 4 + 1])));
-            lo = _mm256_unpacklo_ps(gc, gd); hi = _mm256_unpackhi_ps(gc, gd);
-            _mm256_storeu_ps(r1 + 2 * x, _mm256_and_ps(_mm256_permute2f128_ps(lo, hi, 0x20), nst__bits_to_mask_avx2(b1[x / 4])));
-            _mm256_storeu_ps(r1 + 2 * x + 8, _mm256_and_ps(_mm256_permute2f128_ps(lo, hi, 0x31), nst__bits_to_mask_avx2(b1[x / 4 + 1])));
+static NST__TARGET_AVX2 void nst__unpool_row_avx2(float *d, const float *g, const unsigned char *code,
+                                                  const unsigned char *bits, int par, int x0, int x1, int avg) {
+    const __m256 q = _mm256_set1_ps(0.25f);
+    const __m256i ca = _mm256_set1_epi32(2 * par), cb = _mm256_set1_epi32(2 * par + 1);
+    int x = x0;
+    for (; x < x1 && (x & 7); x++) d[x - x0] = nst__unpool_at(g, code, bits, par, x, avg);
+    for (; x + 16 <= x1; x += 16) {   /* 8 pooled elements: columns x .. x + 15, mask bytes x / 8 and x / 8 + 1 */
+        __m256 gv = _mm256_loadu_ps(g + x / 2), ga, gb, lo, hi;
+        if (avg) {
+            ga = gb = _mm256_mul_ps(q, gv);
+        } else {
+            __m256i cd = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(code + x / 2)));
+            ga = _mm256_and_ps(gv, _mm256_castsi256_ps(_mm256_cmpeq_epi32(cd, ca)));
+            gb = _mm256_and_ps(gv, _mm256_castsi256_ps(_mm256_cmpeq_epi32(cd, cb)));
         }
-        (void)z;
-        for (; x < ow; x++) {
-            float gv = g[(size_t)y * ow + x];
-            size_t p = (size_t)2 * x;
-            r0[p] = r0[p + 1] = r1[p] = r1[p + 1] = 0.0f;
-            if (avg) {
-                float qq = 0.25f * gv;
-                r0[p] = qq; r0[p + 1] = qq; r1[p] = qq; r1[p + 1] = qq;
-            } else {
-                int b = k[(size_t)y * ow + x];
-                (b >> 1 ? r1 : r0)[p + (b & 1)] = gv;
-            }
-        }
-        if (ow % 8) {
-            size_t c0 = (size_t)(2 * (ow - ow % 8)), e0 = (size_t)ch * h * w + (size_t)(2 * y) * w;
-            nst__relu_backward_scalar(din, bits, e0 + c0, e0 + (size_t)w);
-            nst__relu_backward_scalar(din, bits, e0 + (size_t)w + c0, e0 + 2 * (size_t)w);
-        }
+        lo = _mm256_unpacklo_ps(ga, gb); hi = _mm256_unpackhi_ps(ga, gb);
+        _mm256_storeu_ps(d + (x - x0), _mm256_and_ps(_mm256_permute2f128_ps(lo, hi, 0x20), nst__bits_to_mask_avx2(bits[x / 8])));
+        _mm256_storeu_ps(d + (x - x0) + 8, _mm256_and_ps(_mm256_permute2f128_ps(lo, hi, 0x31), nst__bits_to_mask_avx2(bits[x / 8 + 1])));
     }
-    if (h & 1) memset(dd + (size_t)(h - 1) * w, 0, sizeof(float) * (size_t)w);
+    for (; x < x1; x++) d[x - x0] = nst__unpool_at(g, code, bits, par, x, avg);
 }
 #endif
 
+static void nst__pool_mask_rows(float *out, unsigned char *code, size_t ldo, unsigned char *bits, size_t ldb,
+                                const float *in, size_t ldi, int rows, int cols, int avg, int simd) {
+    (void)simd;
+#if defined(NST__X86)
+    if (simd) { nst__pool_mask_rows_avx2(out, code, ldo, bits, ldb, in, ldi, rows, cols, avg); return; }
+#endif
+    nst__pool_mask_rows_scalar(out, code, ldo, bits, ldb, in, ldi, rows, cols, avg);
+}
+static void nst__unpool_row(float *d, const float *g, const unsigned char *code, const unsigned char *bits, int par,
+                            int x0, int x1, int avg, int simd) {
+    (void)simd;
+#if defined(NST__X86)
+    if (simd) { nst__unpool_row_avx2(d, g, code, bits, par, x0, x1, avg); return; }
+#endif
+    nst__unpool_row_scalar(d, g, code, bits, par, x0, x1, avg);
+}
+
+/* Whole maps, threads taking whole channels. */
 static void nst__pool_mask_forward(float *out, unsigned char *code, unsigned char *bits, const float *in, int c, int h,
                                    int w, int avg, int nthreads) {
     int ch, simd = nst__simd_avx2();
-    (void)nthreads; (void)simd;
+    size_t hw = (size_t)h * w, ohw = (size_t)(h / 2) * (w / 2);
+    (void)nthreads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(static)
 #endif
-    for (ch = 0; ch < c; ch++) {
-#if defined(NST__X86)
-        if (simd) { nst__pool_mask_fwd_avx2(out, avg ? NULL : code, bits, in, ch, h, w, avg); continue; }
-#endif
-        nst__pool_mask_fwd_scalar(out, avg ? NULL : code, bits, in, ch, h, w, avg);
-    }
+    for (ch = 0; ch < c; ch++)
+        nst__pool_mask_rows(out + ch * ohw, avg ? NULL : code + ch * ohw, (size_t)(w / 2), bits + ch * hw / 8,
+                            (size_t)(w / 8), in + ch * hw, (size_t)w, h, w, avg, simd);
 }
 static void nst__pool_mask_backward(float *din, const float *dout, const unsigned char *code, const unsigned char *bits,
                                     int c, int h, int w, int avg, int nthreads) {
-    int ch, simd = nst__simd_avx2();
-    (void)nthreads; (void)simd;
+    int ch, simd = nst__simd_avx2(), ow = w / 2;
+    size_t hw = (size_t)h * w, ohw = (size_t)(h / 2) * ow;
+    (void)nthreads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(static)
 #endif
     for (ch = 0; ch < c; ch++) {
-#if defined(NST__X86)
-        if (simd) { nst__pool_mask_bwd_avx2(din, dout, avg ? NULL : code, bits, ch, h, w, avg); continue; }
-#endif
-        nst__pool_mask_bwd_scalar(din, dout, avg ? NULL : code, bits, ch, h, w, avg);
+        int y;
+        for (y = 0; y < h; y++) {
+            size_t e = ch * hw + (size_t)y * w, p = ch * ohw + (size_t)(y / 2) * ow;
+            if (y < h / 2 * 2)
+                nst__unpool_row(din + e, dout + p, avg ? NULL : code + p, bits + e / 8, y & 1, 0, w, avg, simd);
+            else
+                memset(din + e, 0, sizeof(float) * (size_t)w);   /* an odd last row is not pooled */
+        }
     }
 }
 
@@ -6127,6 +6179,23 @@ static void nst__preprocess(const nst_input_convention *cv, const float *px, flo
 static int nst__pool_masks(const nst__net *n, int l) {
     return l >= 2 && l <= n->last && nst__layer_type(l) == NST__L_POOL && nst__layer_type(l - 1) == NST__L_RELU &&
            !n->keep[l - 1] && !n->keep[l - 2] && nst__pool_fusable(n->h_[l - 1], n->w_[l - 1]);
+}
+
+/* Whether conv layer l (convolution ci) runs with the ReLU and the masked pool after it fused into its
+ * Winograd driver (nst__conv_forward_pool; d = 1: nst__conv_backward_unpool), so that the ReLU's
+ * full-resolution map (forward) and the pool's full-resolution gradient (backward) are never written.
+ * Where it does not (hooks or crops at l or l + 1, the reflection padding's fix-up paths, any
+ * reflection in backward, whose border fix reads the full gradient, the direct algorithm), the conv
+ * and nst__pool_mask_forward / _backward run apart: the same bytes. */
+static int nst__net_pool_fuses(const nst__net *n, int l, int ci, int d) {
+    const nst_model *m = n->m;
+    int h, w;
+    if (l < 0 || !nst__pool_masks(n, l + 2) || nst__layer_type(l) != NST__L_CONV) return 0;
+    h = l ? n->h_[l - 1] : n->h;
+    w = l ? n->w_[l - 1] : n->w;
+    if (n->h_[l] != h || n->w_[l] != w || n->watch[l] || n->watch[l + 1]) return 0;
+    if (m->reflect && (d == 1 || !nst__conv_forward_pads(m->plan[ci]))) return 0;
+    return nst__conv_pool_fuses(m->plan[ci], d, h, w);
 }
 
 static float *nst__net_other(nst__net *n, const float *cur) { return cur == n->buf[0] ? n->buf[1] : n->buf[0]; }
@@ -6179,7 +6248,21 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
         int t = nst__layer_type(l);
         size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
         float *out = n->feat[l] ? n->feat[l] : nst__net_other(n, cur);
-        if (t == NST__L_CONV) {
+        if (t == NST__L_CONV && nst__net_pool_fuses(n, l, ci, 0)) {   /* conv, ReLU and pool in one pass */
+            out = n->feat[l + 2] ? n->feat[l + 2] : nst__net_other(n, cur);
+            if ((st = nst__conv_forward_pool(m->plan[ci], cur, out, n->rec[l + 2], n->rec[l + 1], h, w, n->avg,
+                                             m->reflect ? NST__CONV_PAD_BLEND : NST__CONV_PAD_ZERO, n->nthreads,
+                                             nst__net_cws(n, ci))) != NST_OK)
+                return st;
+            c = m->cout[ci++];
+            tp = nst__prof(n, NST__PROF_FWD + l, tp);
+            l += 2;
+            h /= 2; w /= 2;
+            if (n->h_[l] != h || n->w_[l] != w) {
+                nst__crop_planes(out, c, h, w, n->crop_y[l], n->crop_x[l], n->h_[l], n->w_[l]);
+                h = n->h_[l]; w = n->w_[l];
+            }
+        } else if (t == NST__L_CONV) {
             /* fuse the ReLU unless the pre-activation itself is a loss layer */
             int fuse = l + 1 <= n->last && !n->keep[l] && !n->watch[l];
             if (fuse) out = n->feat[l + 1] ? n->feat[l + 1] : nst__net_other(n, cur);
@@ -6301,6 +6384,10 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
         } else if (t == NST__L_POOL) {
             if (n->h_[l] != inh / 2 || n->w_[l] != inw / 2)
                 nst__uncrop_planes(g, inc, inh / 2, inw / 2, n->crop_y[l], n->crop_x[l], n->h_[l], n->w_[l]);
+            if (nst__net_pool_fuses(n, l - 2, ci, 1)) {   /* the conv below reads g through the pool itself */
+                tp = nst__prof(n, NST__PROF_BWD + l, tp);
+                continue;
+            }
             if (nst__pool_masks(n, l))
                 nst__pool_mask_backward(other, g, n->rec[l], n->rec[l - 1], inc, inh, inw, n->avg, n->nthreads);
             else if (n->avg) nst__pool_backward(other, g, NULL, inc, inh, inw, 1, n->nthreads);
@@ -6309,8 +6396,12 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
         } else {
             if (n->h_[l] != inh || n->w_[l] != inw)
                 nst__uncrop_planes(g, n->c_[l], inh, inw, n->crop_y[l], n->crop_x[l], n->h_[l], n->w_[l]);
-            if ((st = nst__conv_backward_data(m->plan[ci], g, other, inh, inw, n->nthreads, nst__net_cws(n, ci))) != NST_OK)
-                return st;
+            if (nst__net_pool_fuses(n, l, ci, 1))
+                st = nst__conv_backward_unpool(m->plan[ci], g, n->rec[l + 2], n->rec[l + 1], other, inh, inw, n->avg,
+                                               n->nthreads, nst__net_cws(n, ci));
+            else
+                st = nst__conv_backward_data(m->plan[ci], g, other, inh, inw, n->nthreads, nst__net_cws(n, ci));
+            if (st != NST_OK) return st;
             if (m->reflect &&
                 (st = nst__reflect_fix_backward(m, ci, g, other, inh, inw, n->nthreads, n->pad_scratch)) != NST_OK)
                 return st;

@@ -50,23 +50,24 @@ TEST(pool_mask_matches_reference) {
                     CHECK(nst__pool_fusable(h, w));
                     nst__pool2x2_forward_ref(o1, in, c, h, w, avg, 1);
                     nst__relu_mask_bits_scalar(in, b1, 0, n);
-                    for (ch = 0; ch < c; ch++) {
-#if defined(NST__X86)
-                        if (simd && nst__simd_avx2()) nst__pool_mask_fwd_avx2(o2, avg ? NULL : code, b2, in, ch, h, w, avg);
-                        else
-#endif
-                            nst__pool_mask_fwd_scalar(o2, avg ? NULL : code, b2, in, ch, h, w, avg);
-                    }
+                    for (ch = 0; ch < c; ch++)
+                        nst__pool_mask_rows(o2 + ch * oh * ow, avg ? NULL : code + ch * oh * ow, (size_t)ow,
+                                            b2 + (size_t)ch * h * w / 8, (size_t)w / 8, in + (size_t)ch * h * w, (size_t)w,
+                                            h, w, avg, simd && nst__simd_avx2());
                     CHECK_MSG(memcmp(o1, o2, no * sizeof(float)) == 0, "pool forward %s %dx%d simd %d", avg ? "avg" : "max", w, h, simd);
                     CHECK_MSG(memcmp(b1, b2, n / 8) == 0, "pool mask bits %s %dx%d simd %d", avg ? "avg" : "max", w, h, simd);
                     nst__pool2x2_backward_ref(d1, go, in, c, h, w, avg, 1);
                     nst__relu_backward_scalar(d1, b1, 0, n);
-                    for (ch = 0; ch < c; ch++) {
-#if defined(NST__X86)
-                        if (simd && nst__simd_avx2()) nst__pool_mask_bwd_avx2(d2, go, avg ? NULL : code, b1, ch, h, w, avg);
-                        else
-#endif
-                            nst__pool_mask_bwd_scalar(d2, go, avg ? NULL : code, b1, ch, h, w, avg);
+                    for (ch = 0; ch < c; ch++) {   /* row by row, from every start column (the Winograd staging's) */
+                        int y, x0 = (ch * 5) % w;
+                        for (y = 0; y < h; y++) {
+                            size_t e = ((size_t)ch * h + y) * w, p = ((size_t)ch * oh + y / 2) * ow;
+                            if (y >= oh * 2) { memset(d2 + e, 0, sizeof(float) * (size_t)w); continue; }
+                            nst__unpool_row(d2 + e, go + p, avg ? NULL : code + p, b1 + e / 8, y & 1, 0, x0, avg,
+                                            simd && nst__simd_avx2());
+                            nst__unpool_row(d2 + e + x0, go + p, avg ? NULL : code + p, b1 + e / 8, y & 1, x0, w, avg,
+                                            simd && nst__simd_avx2());
+                        }
                     }
                     CHECK_MSG(memcmp(d1, d2, n * sizeof(float)) == 0, "pool backward %s %dx%d simd %d", avg ? "avg" : "max", w, h, simd);
                     free(in); free(o1); free(o2); free(go); free(d1); free(d2); free(b1); free(b2); free(code);
@@ -317,10 +318,109 @@ TEST(lossgrad_independent_of_blocks) {
     nst_model_free(m);
 }
 
+/* A made-up loss gradient at the kept layers (see nst__lossgrad_fn): a fixed pattern plus a multiple of
+ * the features, and the ReLU's backward at a ReLU layer. */
+static nst_status fake_lossgrad(void *ctx, int l, const float *feat, float *g, float *scratch) {
+    const nst__net *n = (const nst__net *)ctx;
+    size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l], i;
+    (void)scratch;
+    for (i = 0; i < el; i++) {
+        g[i] += 0.01f * (float)((int)(i % 7) - 3) + 0.003f * feat[i];
+        if (nst__layer_type(l) == NST__L_RELU && !(feat[i] > 0.0f)) g[i] = 0.0f;
+    }
+    return NST_OK;
+}
+
+/* The 2x2 pools fused into the Winograd convolutions before them (forward) and the unpooling into their
+ * backward (nst__net_pool_fuses): the pooled features, the ReLU mask bits, the argmax codes and the pixel
+ * gradient byte for byte those of the unfused passes (nst__pool_fuse_off), for avg and max pooling,
+ * zero and reflection padding, 1..3 threads, scalar and AVX2 kernels, at sizes where every pool fuses,
+ * where only some do (40x56: w = 28 at conv2_2) and where none do (odd width), odd heights included.
+ * It also checks that the fused path ran where it should, so it cannot pass by never fusing. */
+TEST(pool_fused_into_conv_matches_unfused) {
+    /* w, h, the last layer (pool4 or pool2), how many convolutions fuse */
+    static const int cfg[][4] = {{64, 64, 4, 4}, {32, 24, 2, 2}, {72, 20, 2, 1}, {16, 11, 2, 2}, {24, 13, 2, 1},
+                                 {40, 18, 2, 1}, {21, 16, 2, 0}};
+    static const nst_arch archs[] = {NST_ARCH_SCALAR, NST_ARCH_AVX2};
+    const char *keeps[] = {"pool1", "pool2", "relu3_1", "pool3", "pool4"};
+    int ai, si, avg, refl, th, k;
+    unsigned char keep[NST_VGG_LAYERS];
+    nst_model *m = NULL;
+    memset(keep, 0, sizeof keep);
+    for (k = 0; k < 5; k++) keep[nst_layer_index(keeps[k])] = 1;
+    CHECK_OK(nst_model_random(11, &m));
+    if (!m) return;
+    for (ai = 0; ai < 2; ai++) {
+        if (nst_set_arch(archs[ai]) != NST_OK) continue;   /* no AVX2 on this CPU */
+        for (k = 0; k < m->nconv; k++) {   /* plans take their kernels when made (the scalar model's calibration is slow) */
+            nst__conv_plan_free(m->plan[k]);
+            m->plan[k] = NULL;
+            CHECK_OK(nst__conv_plan_create(m->w[k], m->b[k], m->cin[k], m->cout[k], &m->plan[k]));
+            if (!m->plan[k]) { nst_set_arch(NST_ARCH_DEFAULT); return; }
+        }
+        for (si = 0; si < (int)(sizeof cfg / sizeof *cfg); si++)
+            for (avg = 0; avg < 2; avg++)
+                for (refl = 0; refl < 2; refl++)
+                    for (th = 1; th <= 3; th++) {
+                        int w = cfg[si][0], h = cfg[si][1], off, l, ci, nf = 0, nb = 0;
+                        int last = nst_layer_index(cfg[si][2] == 4 ? "pool4" : "pool2");
+                        /* seconds, not minutes: the scalar kernels with 3 threads only (the most segments) */
+                        if ((cfg[si][2] == 4 && (th != 2 || ai == 0)) || (ai == 0 && th != 3)) continue;
+                        size_t np = (size_t)3 * w * h;
+                        float *px = rand_vec(np, 0, 255), *grad[2];
+                        nst__net net[2];
+                        m->reflect = refl;
+                        for (off = 0; off < 2; off++) {
+                            nst__pool_fuse_off = off;
+                            grad[off] = (float *)malloc(np * sizeof(float));
+                            CHECK_OK(nst__net_init(&net[off], m, h, w, last, keep, avg, th, 1));
+                            CHECK_OK(nst__net_forward(&net[off], px));
+                            CHECK_OK(nst__net_backward(&net[off], fake_lossgrad, &net[off], grad[off]));
+                        }
+                        nst__pool_fuse_off = 0;
+                        for (l = 0, ci = 0; l <= last; l++) {
+                            if (nst__layer_type(l) != NST__L_CONV) continue;
+                            nf += nst__net_pool_fuses(&net[0], l, ci, 0);
+                            nb += nst__net_pool_fuses(&net[0], l, ci, 1);
+                            ci++;
+                        }
+                        CHECK_MSG(nf == cfg[si][3] && nb == (refl ? 0 : cfg[si][3]),
+                                  "%dx%d reflect %d: %d convs fuse forward, %d backward", w, h, refl, nf, nb);
+                        for (l = 0; l <= last; l++) {
+                            size_t el = (size_t)net[0].c_[l] * net[0].h_[l] * net[0].w_[l];
+                            int t = nst__layer_type(l);
+                            if (keep[l])
+                                CHECK_MSG(memcmp(net[0].feat[l], net[1].feat[l], el * sizeof(float)) == 0,
+                                          "%s %s %dx%d reflect %d threads %d: %s differs", nst__arch_name(archs[ai]),
+                                          avg ? "avg" : "max", w, h, refl, th, nst_layer_name(l));
+                            if (t == NST__L_RELU && nst__pool_masks(&net[0], l + 1))
+                                CHECK_MSG(memcmp(net[0].rec[l], net[1].rec[l], el / 8) == 0,
+                                          "%s %s %dx%d reflect %d threads %d: mask bits of %s differ",
+                                          nst__arch_name(archs[ai]), avg ? "avg" : "max", w, h, refl, th, nst_layer_name(l));
+                            if (t == NST__L_POOL && !avg)
+                                CHECK_MSG(memcmp(net[0].rec[l], net[1].rec[l], el) == 0,
+                                          "%s %dx%d reflect %d threads %d: codes of %s differ", nst__arch_name(archs[ai]),
+                                          w, h, refl, th, nst_layer_name(l));
+                        }
+                        /* (scalar, reflection, 2+ threads: two unfused runs already differ, in the reflection's
+                         * backward fix-up; backward never fuses with reflection, the bits and codes are checked) */
+                        if (archs[ai] != NST_ARCH_SCALAR || !refl || th == 1)
+                        CHECK_MSG(memcmp(grad[0], grad[1], np * sizeof(float)) == 0,
+                                  "%s %s %dx%d reflect %d threads %d: pixel gradient differs", nst__arch_name(archs[ai]),
+                                  avg ? "avg" : "max", w, h, refl, th);
+                        nst__net_free(&net[0]); nst__net_free(&net[1]);
+                        free(grad[0]); free(grad[1]); free(px);
+                    }
+        nst_set_arch(NST_ARCH_DEFAULT);
+    }
+    nst_model_free(m);
+}
+
 int main(int argc, char **argv) {
     nst_test_begin(argc, argv);
     RUN(relu_masks_match_scalar);
     RUN(pool_mask_matches_reference);
+    RUN(pool_fused_into_conv_matches_unfused);
     RUN(lbfgs_pass_matches_scalar);
     RUN(lbfgs_independent_of_threads);
     RUN(lbfgs_vf_kernels_match_scalar);
