@@ -3448,7 +3448,16 @@ static void nst__wino_out_neon(float *out, int h, int w, int ty, int tx, int len
  * generated from the pooled gradient, the codes and the bits (nst__unpool_row) instead of copied.
  * Same values bit for bit as the unfused passes. Byte ownership: a segment starts at an even tile
  * column (nt is a multiple of nr, which is even, and the tile rows have w / 4 tiles, even as w % 8 == 0)
- * and spans an even number of tiles, so it covers whole mask bytes and no two threads write one. */
+ * and spans an even number of tiles, so it covers whole mask bytes and no two threads write one.
+ * Backward stages every segment through R (no in-place reads): generating a row costs about what
+ * copying it did. Measured 2026-12-01 on AMD EPYC Zen 3 (AVX2), 512 px, one thread, CPU time
+ * (bench_nst --size 512 --threads 1 --profile --cpu --reps 2, the random model with its reflection
+ * switched off so that backward fuses too; 5 pairs alternated with 43b924d on a host at load ~7):
+ * the pooling rows (17.7-20.8 ms forward, 16.3-18.9 backward) are gone; conv + pool of the four layers
+ * forward 332-413 ms against 408-455 (every pair faster, by 21-88), backward 336-470 against 382-493
+ * (within the noise); evaluation 1875-2440 against 2128-2502. Peak RSS unchanged (276 MiB): the two
+ * ping-pong buffers are still sized for, and filled by, relu1_1 and conv1_2's input gradient. With
+ * reflection (the random model as shipped) only the forward fuses. */
 typedef struct nst__conv_pool {
     float *out;                  /* forward: the pooled map [kout][h / 2][w / 2]; NULL in backward */
     const float *dout;           /* backward: its gradient; the conv's input is unpool(dout) * mask */
