@@ -341,7 +341,7 @@ TEST(pool_fused_into_conv_matches_unfused) {
     /* w, h, the last layer (pool4 or pool2), how many convolutions fuse */
     static const int cfg[][4] = {{64, 64, 4, 4}, {32, 24, 2, 2}, {72, 20, 2, 1}, {16, 11, 2, 2}, {24, 13, 2, 1},
                                  {40, 18, 2, 1}, {21, 16, 2, 0}};
-    static const nst_arch archs[] = {NST_ARCH_SCALAR, NST_ARCH_AVX2};
+    static const nst_arch archs[] = {NST_ARCH_SCALAR, NST_ARCH_AVX2, NST_ARCH_NEON};   /* NEON's wino_out, scalar pools */
     const char *keeps[] = {"pool1", "pool2", "relu3_1", "pool3", "pool4"};
     int ai, si, avg, refl, th, k;
     unsigned char keep[NST_VGG_LAYERS];
@@ -350,8 +350,8 @@ TEST(pool_fused_into_conv_matches_unfused) {
     for (k = 0; k < 5; k++) keep[nst_layer_index(keeps[k])] = 1;
     CHECK_OK(nst_model_random(11, &m));
     if (!m) return;
-    for (ai = 0; ai < 2; ai++) {
-        if (nst_set_arch(archs[ai]) != NST_OK) continue;   /* no AVX2 on this CPU */
+    for (ai = 0; ai < 3; ai++) {
+        if (nst_set_arch(archs[ai]) != NST_OK) continue;   /* not this CPU */
         for (k = 0; k < m->nconv; k++) {   /* plans take their kernels when made (the scalar model's calibration is slow) */
             nst__conv_plan_free(m->plan[k]);
             m->plan[k] = NULL;
