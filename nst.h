@@ -7057,15 +7057,20 @@ static void nst__lg_tile_scalar(const nst__lg_args *a, const float *dp, const fl
     nst__lg_epilogue_scalar(a, acc, NST__LG_S_NR, fs, i0, j0, rows, cols);
 }
 
+#if defined(__GNUC__) || defined(__clang__)
+#define NST__LG_UNROLL2 _Pragma("GCC unroll 2")
+#else
+#define NST__LG_UNROLL2
+#endif
 #if defined(NST__X86)
 #define NST__LG_TILE_AVX2(NAME, MR, NV)                                                                        \
     static NST__TARGET_AVX2 void NAME(const nst__lg_args *a, const float *dp, const float *fs, int i0,         \
                                       size_t j0, int rows, int cols) {                                         \
         __m256 acc[MR][NV], bv[NV], av;                                                                         \
-        const float *fk = fs;                                                                                   \
+        const float *fk = fs, *fe = fs + (size_t)a->c * 8 * NV;                                                 \
         int r, v, k;                                                                                            \
         NST__UNROLL for (r = 0; r < MR; r++) NST__UNROLL for (v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps(); \
-        for (k = 0; k < a->c; k++, dp += MR, fk += 8 * NV) {                                                    \
+        NST__LG_UNROLL2 for (; fk < fe; dp += MR, fk += 8 * NV) {                                               \
             NST__UNROLL for (v = 0; v < NV; v++) bv[v] = _mm256_load_ps(fk + 8 * v);                            \
             NST__UNROLL for (r = 0; r < MR; r++) {                                                              \
                 av = _mm256_broadcast_ss(dp + r);                                                               \
