@@ -7092,15 +7092,40 @@ static size_t nst__lossgrad_cols(int c, size_t hw, int nthreads) {
  * panels, and each mr x nr tile of g is read, finished (content, D F, the mask from the copied feat) and
  * written once. Why the copy: a layer's rows are a multiple of 4 KiB apart (1 MiB at relu1_1), so the c
  * rows of one column share one L1 set (and one L2 set from 64 KiB apart); read in place, 8 ways held 8
- * of the 64-512 rows. The next strip's rows are prefetched one tile call ahead and copied a few rows per
- * call, between the tiles' FMAs, into the other of two buffers; g's tile of the next call is prefetched
- * the same way. Strips are NST__LG_STRIP / c columns (384 at c = 64): at 48 columns each row was
- * visited 192 bytes at a time and relu1_1 took 49-60 ms on 1 thread, at 384 it takes 30-34 (Zen 3).
+ * of the 64-512 rows. The next strip's rows are prefetched nsub tile calls ahead (the call of the next
+ * panel on the same subpanel) and copied a few rows per call, between the tiles' FMAs, into the other of
+ * two buffers; g's tile of that call is prefetched the same way. Strips are NST__LG_STRIP / c columns
+ * (384 at c = 64): at 48 columns each row was visited 192 bytes at a time and relu1_1 took 49-60 ms on
+ * 1 thread, at 384 it takes 30-34 (Zen 3).
  * Each call covers whole strips' width of a row (nr = 24 would split a 64-byte line between two calls,
  * fetched twice: 1.5x slower when the calls ran subpanel-major). Each element's sum runs k = 0..c-1
  * into one accumulator whatever tile, strip or thread computes it (edge tiles run the same FMAs on zero
  * padding, their epilogue is the scalar one), so the bits do not depend on the thread count
- * (tests/test_lossgrad.c). */
+ * (tests/test_lossgrad.c).
+ * Where the time goes (2026-12-01, Zen 3, AVX2, 1 thread unless said, load average 5-7 on the 2
+ * cores): the 4x24 tile alone, in L1, runs 88-94 GFLOP/s at c = 64 and 83-99 at c = 128-512 (best of
+ * 7-15; the spread is the load); the whole pass with F and g in L2/L3 (c = 64, hw = 1536, repeated) 79;
+ * relu1_1 in place 70 at best (30.5 ms), while a plain pass reading F and g and writing g (the same 192
+ * MiB, no FMAs) takes 12.6-17 ms by itself: the layer is bound by overlapping memory with ~23 ms of
+ * FMAs, not by the register tile. The AVX2 k loop runs to an end pointer, unrolled by 2 (no load of c
+ * per k): in L1 78-90 -> 88-94 GFLOP/s at c = 64; in place the plain loop took 0.99-1.04x its time per
+ * layer on 1 and 2 threads (best of 4 x 20 alternated runs); `bench_nst --size 512 --threads 1 --profile
+ * --cpu --reps 2`, lossgrad column summed, 3 alternated pairs: 171-179 ms before, 133-162 after (the
+ * load moves it more than that).
+ * Measured and not kept (same conditions; CPU ms, best of 5-7, alternated in one binary with the 4x24):
+ *   a 6x16 AVX2 tile (12 accumulators, 6 broadcasts + 2 loads per k, a row of g one 64-byte line; strips
+ *     of the same width): in L1 no faster (c = 64 79.5-86.2 vs 78.6-85.9 GFLOP/s, c = 256 91.7-93.0 vs
+ *     93.7-96.8), in place 0.95-1.07x the 4x24's time at relu1_1 (32.6-34.0 vs 31.4-34.4 ms), 1.00-1.06
+ *     at relu2_1, 1.01-1.04 at relu3_1, 1.03-1.10 at relu4_1; 0.95-1.06 on 2 threads;
+ *   copying whole strip rows (one 1.5 KiB read per row at c = 64, split into the nsub subpanels with
+ *     AVX2 stores, rows spread evenly over the calls, prefetched 2, 8 or 32 calls ahead): 1.13-1.25x
+ *     slower (relu1_1 37.6-40.0 vs 31.0-34.1 ms, relu3_1 29.3-31.9 vs 25.5-27.4);
+ *   AVX2 loads and stores for the nr-float pieces instead of memcpy: 1.0-1.1x slower (relu4_1 26.4-27.1
+ *     vs 24.3-24.6 ms); prefetching g or the next strip to L2 only (locality 2): 0.97-1.08x, noise;
+ *   strips of 192-576 columns at c = 64 (8-24 subpanels): the same within noise (32.2-33.2 ms), 768
+ *     columns 34.3-37.0; 128-384 columns at c = 128 the same;
+ *   calls subpanel-major (u outer, panels inner), with the 4x24 or the 6x16: 1.5-2.0x slower, g's rows
+ *     of one column (1 MiB apart at relu1_1) then all fall in one L1 set. */
 #define NST__LG_CMAX 512     /* c above it: the GEMM path (VGG's layers all fit) */
 #define NST__LG_STRIP 24576  /* c x columns of a strip: 384 columns at c = 64, 96 at c = 256 */
 typedef struct nst__lg_args {
@@ -7157,15 +7182,20 @@ static void nst__lg_tile_scalar(const nst__lg_args *a, const float *dp, const fl
     nst__lg_epilogue_scalar(a, acc, NST__LG_S_NR, fs, i0, j0, rows, cols);
 }
 
+#if defined(__GNUC__) || defined(__clang__)
+#define NST__LG_UNROLL2 _Pragma("GCC unroll 2")
+#else
+#define NST__LG_UNROLL2
+#endif
 #if defined(NST__X86)
 #define NST__LG_TILE_AVX2(NAME, MR, NV)                                                                        \
     static NST__TARGET_AVX2 void NAME(const nst__lg_args *a, const float *dp, const float *fs, int i0,         \
                                       size_t j0, int rows, int cols) {                                         \
         __m256 acc[MR][NV], bv[NV], av;                                                                         \
-        const float *fk = fs;                                                                                   \
+        const float *fk = fs, *fe = fs + (size_t)a->c * 8 * NV;                                                 \
         int r, v, k;                                                                                            \
         NST__UNROLL for (r = 0; r < MR; r++) NST__UNROLL for (v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps(); \
-        for (k = 0; k < a->c; k++, dp += MR, fk += 8 * NV) {                                                    \
+        NST__LG_UNROLL2 for (; fk < fe; dp += MR, fk += 8 * NV) {                                               \
             NST__UNROLL for (v = 0; v < NV; v++) bv[v] = _mm256_load_ps(fk + 8 * v);                            \
             NST__UNROLL for (r = 0; r < MR; r++) {                                                              \
                 av = _mm256_broadcast_ss(dp + r);                                                               \
@@ -7360,11 +7390,12 @@ static nst_status nst__lossgrad_onepass(const nst__lg_kernel *kt, const nst__lg_
 
 /* The loss gradient at one layer without normalisation, fused. With a style term, where the ISA has a
  * one-pass kernel (AVX2, NEON, scalar; c <= NST__LG_CMAX), nst__lossgrad_onepass above: content terms,
- * D F and the ReLU mask per tile, g read and written once. bench/bench_lossgrad.c (2026-12-01, Zen 3,
- * AVX2, load average 2.6-3 on the 2 cores; `OMP_WAIT_POLICY=passive build/bench_lossgrad --threads 1|2
- * --reps 5`, best CPU ms per thread, GEMM + mask pass vs one pass): relu1_1 37.6-38.5 vs 30.0-30.7 on 1
- * thread, 19.4-19.9 vs 15.6 on 2; relu2_1 31.2-32.5 vs 27.3-28.2, 15.6-17.4 vs 13.8-14.4; relu3_1 1.02-
- * 1.04x, relu4_1 1.01-1.03x, relu5_1 1.01-1.04x faster. Otherwise (AVX-512, which has no one-pass
+ * D F and the ReLU mask per tile, g read and written once. bench/bench_lossgrad.c (2026-12-01 14:15, Zen
+ * 3, AVX2, load average 6 on the 2 cores; `OMP_WAIT_POLICY=passive build/bench_lossgrad --threads 1|2
+ * --reps 20`, 4 runs, best CPU ms per thread, GEMM + mask pass vs one pass): relu1_1 38.5-39.9 vs
+ * 30.6-34.6 on 1 thread, 19.6-19.8 vs 15.6-16.1 on 2; relu2_1 31.8-32.6 vs 27.1-28.3, 15.9-16.3 vs
+ * 13.3-13.9; relu3_1 1.04x (1 thread) and 1.01x (2) faster, relu4_1 1.06x and 1.04x, relu5_1 1.03x and
+ * 1.04x. Otherwise (AVX-512, which has no one-pass
  * kernel yet, or no style term: relu4_2 only streams) pixel columns in blocks taken by the threads as
  * they come free, each block gets the content terms, the Gram backward D F with D the sum of the style
  * terms' s (G - A) as a GEMM, and, at a ReLU layer, the ReLU mask while the block is in cache.
