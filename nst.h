@@ -2642,7 +2642,7 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  *     for few outputs (dkout: AVX2), conv1_1's backward (64 -> 3): a register tile of output channels x
  *     pixels; exact up to FMA rounding. Either a per-call kernel (direct: dmr channels x dnx pixels,
  *     masked loads at the borders) or a per-band one (direct_rows) that reads input rows packed with
- *     their zero border (nst__direct_pack_row).
+ *     their zero border (AVX2: nst__direct_pack_avx2).
  *
  * Per-ISA choices:
  *   scalar   mr 6, nr 16, nt 64: the reference loops; direct and pooling are the >>tensor reference kernels.
@@ -2658,6 +2658,16 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  *            (the GEMM alone on the conv4_2 shape, 1 thread: 54 -> 65..73 GFLOP/s real).
  *            Direct: direct_rows, blocks of 32 pixels, 6 x 16 tiles (two per block) or 3 x 32 where a
  *            block has at most 3 channels; conv1_1's backward takes it instead of Winograd (dkout 3).
+ *            Where conv1_1's time goes (Zen 3, 1 thread, perf, 2026-12-01): the kernels alone run at
+ *            ~95 GFLOP/s (3 x 32) and ~75 (6 x 16, K = 27 with its epilogue) of a ~145 FMA peak; the
+ *            forward is compute-bound (its GFLOP/s at 128 px, output in cache, equal 512 px's), the
+ *            backward spent ~45% packing its 64 input planes (a 64 MiB read: 5 ms alone at this
+ *            core's bandwidth). The vector packing and the next row's lines prefetched inside the
+ *            3 x 32 kernel's channel loop took the backward from ~20 to ~16.5 ms at 512 px.
+ *            Measured and not kept: streaming stores for the forward's 64 MiB output (17 ms against
+ *            13), 3 x 32 tiles for the forward (15 against 13), packing block by block (a block's 64
+ *            planes 1 MiB apart; the forward's b-outer order 23 ms against 13), prefetching 1..16
+ *            blocks ahead or in bursts (no difference beyond the noise), 27 taps unrolled.
  *            Transforms: 8 tiles per vector; the stride-4 de-interleave is a vperm2f128 pair + a 4x4
  *            in-lane transpose (exact tile order, so a partial group is a prefix), columns 4 and 5 are the
  *            next tile's columns 0 and 1 (one lane rotate + broadcast each); the output transform is the
@@ -2705,7 +2715,7 @@ typedef struct nst__conv_kernels {
     void (*direct)(const struct nst__conv_dir *dd, const float *in, float *out, int h, int w, const float *bias,
                    int relu, int ob, int y, int x0);
     /* or, where not NULL (it is used instead): output rows y0 .. y1-1, every channel, from input rows it
-       packs itself into ring (nst__direct_pack_row; nst__direct_ring_floats of workspace per thread) */
+       packs itself into ring (nst__direct_ring_floats of workspace per thread) */
     void (*direct_rows)(const struct nst__conv_dir *dd, const float *in, float *out, int h, int w,
                         const float *bias, int relu, int y0, int y1, float *ring);
     /* 2x2 stride-2 pooling of channel ch (bit-identical to the reference); NULL = the reference */
@@ -3665,7 +3675,7 @@ static void nst__direct_neon(const nst__conv_dir *dd, const float *in, float *ou
 }
 #endif
 
-/* ---- packed input rows for the direct_rows kernels -------------------------------------------------
+/* ---- packed input rows for the direct_rows kernels (AVX2: nst__direct_pack_avx2) -------------------
  * Input row sy of every channel, in blocks of NST__DR_X output pixels: block b holds, per input channel,
  * columns NST__DR_X * b - 1 .. NST__DR_X * b + NST__DR_X (zeros outside the image), NST__DR_LD floats,
  * [nb][kin][NST__DR_LD]. A kernel thus reads every tap of a block without masks, and the kin x 3 rows
@@ -4110,7 +4120,7 @@ static NST__TARGET_AVX2 void nst__wino_out_avx2(float *out, int h, int w, int ty
     }
 }
 
-/* Direct convolution from the packed rows of nst__direct_pack_row (no masks on loads): one 32-pixel
+/* Direct convolution from the packed rows of nst__direct_pack_avx2 (no masks on loads): one 32-pixel
  * block b of output row y for the channels of block ob. A block with more than 3 channels takes two
  * tiles of 6 channels x 16 pixels (12 accumulators, 2 input vectors, 1 broadcast: 12 FMAs per 8 loads);
  * one with at most 3 (conv1_1's backward, 64 -> 3) one tile of 3 channels x 32 pixels (12 accumulators,
