@@ -2663,7 +2663,11 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  *            forward is compute-bound (its GFLOP/s at 128 px, output in cache, equal 512 px's), the
  *            backward spent ~45% packing its 64 input planes (a 64 MiB read: 5 ms alone at this
  *            core's bandwidth). The vector packing and the next row's lines prefetched inside the
- *            3 x 32 kernel's channel loop took the backward from ~20 to ~16.5 ms at 512 px.
+ *            3 x 32 kernel's channel loop took the backward, `bench_conv --layer conv1_1 --cpu --reps 7`
+ *            alternated with the old build (best of 3), from 20.1 to 17.1 ms at 512 px on 1 thread, 13.0
+ *            to 10.2 on 2, and 6.4 to 4.3 at 256 px on 1; the forward did not move (12.7..13.1 ms). In
+ *            `bench_nst --profile --cpu` (1 thread, 512 px, 3 runs each, a loaded host) conv1_1's
+ *            backward row stayed within its noise (20-25 ms both builds): not explained yet.
  *            Measured and not kept: streaming stores for the forward's 64 MiB output (17 ms against
  *            13), 3 x 32 tiles for the forward (15 against 13), packing block by block (a block's 64
  *            planes 1 MiB apart; the forward's b-outer order 23 ms against 13), prefetching 1..16
