@@ -2642,7 +2642,7 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  *     for few outputs (dkout: AVX2), conv1_1's backward (64 -> 3): a register tile of output channels x
  *     pixels; exact up to FMA rounding. Either a per-call kernel (direct: dmr channels x dnx pixels,
  *     masked loads at the borders) or a per-band one (direct_rows) that reads input rows packed with
- *     their zero border (nst__direct_pack_row).
+ *     their zero border (AVX2: nst__direct_pack_avx2).
  *
  * Per-ISA choices:
  *   scalar   mr 6, nr 16, nt 64: the reference loops; direct and pooling are the >>tensor reference kernels.
@@ -2658,6 +2658,20 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  *            (the GEMM alone on the conv4_2 shape, 1 thread: 54 -> 65..73 GFLOP/s real).
  *            Direct: direct_rows, blocks of 32 pixels, 6 x 16 tiles (two per block) or 3 x 32 where a
  *            block has at most 3 channels; conv1_1's backward takes it instead of Winograd (dkout 3).
+ *            Where conv1_1's time goes (Zen 3, 1 thread, perf, 2026-12-01): the kernels alone run at
+ *            ~95 GFLOP/s (3 x 32) and ~75 (6 x 16, K = 27 with its epilogue) of a ~145 FMA peak; the
+ *            forward is compute-bound (its GFLOP/s at 128 px, output in cache, equal 512 px's), the
+ *            backward spent ~45% packing its 64 input planes (a 64 MiB read: 5 ms alone at this
+ *            core's bandwidth). The vector packing and the next row's lines prefetched inside the
+ *            3 x 32 kernel's channel loop took the backward, `bench_conv --layer conv1_1 --cpu --reps 7`
+ *            alternated with the old build (best of 3), from 20.1 to 17.1 ms at 512 px on 1 thread, 13.0
+ *            to 10.2 on 2, and 6.4 to 4.3 at 256 px on 1; the forward did not move (12.7..13.1 ms). In
+ *            `bench_nst --profile --cpu` (1 thread, 512 px, 3 runs each, a loaded host) conv1_1's
+ *            backward row stayed within its noise (20-25 ms both builds): not explained yet.
+ *            Measured and not kept: streaming stores for the forward's 64 MiB output (17 ms against
+ *            13), 3 x 32 tiles for the forward (15 against 13), packing block by block (a block's 64
+ *            planes 1 MiB apart; the forward's b-outer order 23 ms against 13), prefetching 1..16
+ *            blocks ahead or in bursts (no difference beyond the noise), 27 taps unrolled.
  *            Transforms: 8 tiles per vector; the stride-4 de-interleave is a vperm2f128 pair + a 4x4
  *            in-lane transpose (exact tile order, so a partial group is a prefix), columns 4 and 5 are the
  *            next tile's columns 0 and 1 (one lane rotate + broadcast each); the output transform is the
@@ -2705,7 +2719,7 @@ typedef struct nst__conv_kernels {
     void (*direct)(const struct nst__conv_dir *dd, const float *in, float *out, int h, int w, const float *bias,
                    int relu, int ob, int y, int x0);
     /* or, where not NULL (it is used instead): output rows y0 .. y1-1, every channel, from input rows it
-       packs itself into ring (nst__direct_pack_row; nst__direct_ring_floats of workspace per thread) */
+       packs itself into ring (nst__direct_ring_floats of workspace per thread) */
     void (*direct_rows)(const struct nst__conv_dir *dd, const float *in, float *out, int h, int w,
                         const float *bias, int relu, int y0, int y1, float *ring);
     /* 2x2 stride-2 pooling of channel ch (bit-identical to the reference); NULL = the reference */
@@ -3735,7 +3749,7 @@ static void nst__direct_neon(const nst__conv_dir *dd, const float *in, float *ou
 }
 #endif
 
-/* ---- packed input rows for the direct_rows kernels -------------------------------------------------
+/* ---- packed input rows for the direct_rows kernels (AVX2: nst__direct_pack_avx2) -------------------
  * Input row sy of every channel, in blocks of NST__DR_X output pixels: block b holds, per input channel,
  * columns NST__DR_X * b - 1 .. NST__DR_X * b + NST__DR_X (zeros outside the image), NST__DR_LD floats,
  * [nb][kin][NST__DR_LD]. A kernel thus reads every tap of a block without masks, and the kin x 3 rows
@@ -3744,19 +3758,6 @@ static void nst__direct_neon(const nst__conv_dir *dd, const float *in, float *ou
  * the 3 latest rows (row sy in slot sy % 3) and packs one new row per output row. */
 #define NST__DR_X 32
 #define NST__DR_LD (NST__DR_X + 2)
-static NST__UNUSED void nst__direct_pack_row(const float *in, int kin, int h, int w, int sy, float *dst) {
-    int nb = (w + NST__DR_X - 1) / NST__DR_X, ci, b, i;
-    for (ci = 0; ci < kin; ci++) {
-        const float *src = in + (size_t)ci * h * w + (size_t)sy * w;
-        for (b = 0; b < nb; b++) {
-            float *d = dst + ((size_t)b * kin + ci) * NST__DR_LD;
-            int x = NST__DR_X * b - 1;
-            if (x >= 0 && x + NST__DR_LD <= w) memcpy(d, src + x, NST__DR_LD * sizeof(float));
-            else
-                for (i = 0; i < NST__DR_LD; i++) d[i] = x + i >= 0 && x + i < w ? src[x + i] : 0.0f;
-        }
-    }
-}
 /* Floats of one thread's rows (three packed rows, rounded to 64 bytes). */
 static size_t nst__direct_ring_floats(const nst__conv_dir *dd, int w) {
     return ((size_t)3 * ((w + NST__DR_X - 1) / NST__DR_X) * dd->kin * NST__DR_LD + 15) / 16 * 16;
@@ -4219,17 +4220,20 @@ static NST__TARGET_AVX2 void nst__wino_out_avx2(float *out, int h, int w, int ty
     }
 }
 
-/* Direct convolution from the packed rows of nst__direct_pack_row (no masks on loads): one 32-pixel
+/* Direct convolution from the packed rows of nst__direct_pack_avx2 (no masks on loads): one 32-pixel
  * block b of output row y for the channels of block ob. A block with more than 3 channels takes two
  * tiles of 6 channels x 16 pixels (12 accumulators, 2 input vectors, 1 broadcast: 12 FMAs per 8 loads);
  * one with at most 3 (conv1_1's backward, 64 -> 3) one tile of 3 channels x 32 pixels (12 accumulators,
  * 3 broadcasts per filter position, 1 input vector: 12 FMAs per 7 loads), where a 6-channel tile would
  * spend half its FMAs on zero filters. r[ky]: block b of input row y + ky - 1, NULL outside the image.
  * Stores are plain inside the image (vmaskmovps stores are slow on AMD). */
-#define NST__DA_ROW(r)                                                  \
+#define NST__DA_ROW(r, kx)                                              \
     { __m256 a = _mm256_broadcast_ss(wt + 6 * kx + r);                  \
       c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0);                        \
       c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1); }
+#define NST__DA_KX(kx)                                                  \
+    { __m256 b0 = _mm256_loadu_ps(row + kx), b1 = _mm256_loadu_ps(row + kx + 8); \
+      NST__DA_ROW(0, kx) NST__DA_ROW(1, kx) NST__DA_ROW(2, kx) NST__DA_ROW(3, kx) NST__DA_ROW(4, kx) NST__DA_ROW(5, kx) }
 #define NST__DA_ST(r)                                                   \
     if (ob * 6 + r < kout) {                                            \
         int o = ob * 6 + r;                                             \
@@ -4243,28 +4247,31 @@ static NST__TARGET_AVX2 void nst__wino_out_avx2(float *out, int h, int w, int ty
     }
 static NST__TARGET_AVX2 void nst__direct6_avx2(const nst__conv_dir *dd, const float *const r[3], float *out, int h,
                                                int w, const float *bias, int relu, int ob, int y, int x0, int off) {
-    int kin = dd->kin, kout = dd->kout, ci, ky, kx;
+    int kin = dd->kin, kout = dd->kout, ci, ky;
     size_t hw = (size_t)h * w;
     __m256 z = _mm256_setzero_ps();
     __m256 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
     for (ky = 0; ky < 3; ky++) {
         const float *row = r[ky], *wt = dd->u + ((size_t)ob * kin * 9 + ky * 3) * 6;
         if (!row) continue;
-        for (ci = 0, row += off; ci < kin; ci++, row += NST__DR_LD, wt += 54)
-            for (kx = 0; kx < 3; kx++) {
-                __m256 b0 = _mm256_loadu_ps(row + kx), b1 = _mm256_loadu_ps(row + kx + 8);
-                NST__DA_ROW(0) NST__DA_ROW(1) NST__DA_ROW(2) NST__DA_ROW(3) NST__DA_ROW(4) NST__DA_ROW(5)
-            }
+        for (ci = 0, row += off; ci < kin; ci++, row += NST__DR_LD, wt += 54) {
+            NST__DA_KX(0) NST__DA_KX(1) NST__DA_KX(2)
+        }
     }
     NST__DA_ST(0) NST__DA_ST(1) NST__DA_ST(2) NST__DA_ST(3) NST__DA_ST(4) NST__DA_ST(5)
 }
 #undef NST__DA_ROW
+#undef NST__DA_KX
 #undef NST__DA_ST
-#define NST__DA_V(v)                                                    \
+#define NST__DA_V(v, kx)                                                \
     { __m256 b = _mm256_loadu_ps(row + kx + 8 * v);                     \
       c0##v = _mm256_fmadd_ps(a0, b, c0##v);                            \
       c1##v = _mm256_fmadd_ps(a1, b, c1##v);                            \
       c2##v = _mm256_fmadd_ps(a2, b, c2##v); }
+#define NST__DA_KX3(kx)                                                 \
+    { __m256 a0 = _mm256_broadcast_ss(wt + 6 * kx), a1 = _mm256_broadcast_ss(wt + 6 * kx + 1); \
+      __m256 a2 = _mm256_broadcast_ss(wt + 6 * kx + 2);                 \
+      NST__DA_V(0, kx) NST__DA_V(1, kx) NST__DA_V(2, kx) NST__DA_V(3, kx) }
 #define NST__DA_ST3(r)                                                  \
     if (ob * 6 + r < kout) {                                            \
         int o = ob * 6 + r, v;                                          \
@@ -4279,51 +4286,79 @@ static NST__TARGET_AVX2 void nst__direct6_avx2(const nst__conv_dir *dd, const fl
         }                                                               \
     }
 static NST__TARGET_AVX2 void nst__direct3_avx2(const nst__conv_dir *dd, const float *const r[3], float *out, int h,
-                                               int w, const float *bias, int relu, int ob, int y, int x0) {
-    int kin = dd->kin, kout = dd->kout, ci, ky, kx;
+                                               int w, const float *bias, int relu, int ob, int y, int x0,
+                                               const float *pf, int pf2) {
+    int kin = dd->kin, kout = dd->kout, ci, ky;
     size_t hw = (size_t)h * w;
     __m256 z = _mm256_setzero_ps();
     __m256 c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z, c20 = z, c21 = z, c22 = z, c23 = z;
     for (ky = 0; ky < 3; ky++) {
         const float *row = r[ky], *wt = dd->u + ((size_t)ob * kin * 9 + ky * 3) * 6;
         if (!row) continue;
-        for (ci = 0; ci < kin; ci++, row += NST__DR_LD, wt += 54)
-            for (kx = 0; kx < 3; kx++) {
-                __m256 a0 = _mm256_broadcast_ss(wt + 6 * kx), a1 = _mm256_broadcast_ss(wt + 6 * kx + 1);
-                __m256 a2 = _mm256_broadcast_ss(wt + 6 * kx + 2);
-                NST__DA_V(0) NST__DA_V(1) NST__DA_V(2) NST__DA_V(3)
+        for (ci = 0; ci < kin; ci++, row += NST__DR_LD, wt += 54) {
+            if (ky == 1 && pf) {   /* one channel's lines of a block packed soon, spread over the FMAs */
+                _mm_prefetch((const char *)(pf + ci * hw), _MM_HINT_T0);
+                if (pf2) _mm_prefetch((const char *)(pf + ci * hw + 16), _MM_HINT_T0);
             }
+            NST__DA_KX3(0) NST__DA_KX3(1) NST__DA_KX3(2)
+        }
     }
     NST__DA_ST3(0) NST__DA_ST3(1) NST__DA_ST3(2)
 }
 #undef NST__DA_V
+#undef NST__DA_KX3
 #undef NST__DA_ST3
-/* The table's direct_rows kernel: output rows y0 .. y1-1, every channel (see nst__direct_pack_row). */
+/* Input row sy of every channel into dst, packed as nst__direct_ring_floats says: a channel's row is read
+ * in one sweep (2 KiB at 512 px; block by block, 64 planes 1 MiB apart per block, it ran slower). */
+static NST__TARGET_AVX2 void nst__direct_pack_avx2(const float *in, int kin, int h, int w, int sy, float *dst) {
+    int nb = (w + NST__DR_X - 1) / NST__DR_X, ci, b, j;
+    for (ci = 0; ci < kin; ci++) {
+        const float *src = in + (size_t)ci * h * w + (size_t)sy * w;
+        for (b = 0; b < nb; b++) {
+            float *d = dst + ((size_t)b * kin + ci) * NST__DR_LD;
+            int x = NST__DR_X * b - 1;
+            if (x >= 0 && x + NST__DR_LD <= w) {
+                for (j = 0; j < NST__DR_X; j += 8) _mm256_storeu_ps(d + j, _mm256_loadu_ps(src + x + j));
+                d[NST__DR_X] = src[x + NST__DR_X];
+                d[NST__DR_X + 1] = src[x + NST__DR_X + 1];
+            } else {   /* the image's left or right border: the masked loads touch no column outside the row */
+                int lo = x < 0 ? -x : 0;
+                for (j = 0; j < NST__DR_X; j += 8) {
+                    __m256i m = _mm256_andnot_si256(nst__avx2_lanes(lo - j), nst__avx2_lanes(w - x - j));
+                    _mm256_storeu_ps(d + j, _mm256_maskload_ps(src + x + j, m));
+                }
+                for (j = NST__DR_X; j < NST__DR_LD; j++) d[j] = x + j < w ? src[x + j] : 0.0f;
+            }
+        }
+    }
+}
+/* The table's direct_rows kernel: output rows y0 .. y1-1, every channel (see nst__direct_ring_floats). */
 static NST__TARGET_AVX2 void nst__direct_rows_avx2(const nst__conv_dir *dd, const float *in, float *out, int h, int w,
                                                    const float *bias, int relu, int y0, int y1, float *ring) {
     int kin = dd->kin, nb = (w + NST__DR_X - 1) / NST__DR_X, nob = (dd->kout + 5) / 6, y, b, ob, ky;
     size_t slot = (size_t)nb * kin * NST__DR_LD;
     for (y = y0; y < y1; y++) {
         for (ky = y == y0 ? -1 : 1; ky <= 1; ky++)
-            if (y + ky >= 0 && y + ky < h) nst__direct_pack_row(in, kin, h, w, y + ky, ring + (size_t)((y + ky) % 3) * slot);
+            if (y + ky >= 0 && y + ky < h) nst__direct_pack_avx2(in, kin, h, w, y + ky, ring + (size_t)((y + ky) % 3) * slot);
         for (ob = 0; ob < nob; ob++)
             for (b = 0; b < nb; b++) {
-                const float *r[3];
-                if (ob == 0 && y + 2 < h) {   /* the row packed next, a block at a time while computing */
-                    const float *pf = in + (size_t)(y + 2) * w + NST__DR_X * b;
-                    int ci;
-                    for (ci = 0; ci < kin; ci++, pf += (size_t)h * w) {
-                        _mm_prefetch((const char *)pf, _MM_HINT_T0);
-                        _mm_prefetch((const char *)(pf + 16), _MM_HINT_T0);
-                    }
-                }
+                const float *r[3], *pf = NULL;
+                int pf2 = NST__DR_X * b + 16 < w;
+                if (ob == 0 && y + 2 < h) pf = in + (size_t)(y + 2) * w + NST__DR_X * b;   /* the row packed next */
                 for (ky = 0; ky < 3; ky++) {
                     int sy = y + ky - 1;
                     r[ky] = sy < 0 || sy >= h ? NULL : ring + (size_t)(sy % 3) * slot + (size_t)b * kin * NST__DR_LD;
                 }
                 if (dd->kout - ob * 6 <= 3) {
-                    nst__direct3_avx2(dd, r, out, h, w, bias, relu, ob, y, NST__DR_X * b);
+                    nst__direct3_avx2(dd, r, out, h, w, bias, relu, ob, y, NST__DR_X * b, pf, pf2);
                 } else {
+                    if (pf) {   /* few input channels: their lines at once */
+                        int ci;
+                        for (ci = 0; ci < kin; ci++) {
+                            _mm_prefetch((const char *)(pf + (size_t)ci * h * w), _MM_HINT_T0);
+                            if (pf2) _mm_prefetch((const char *)(pf + (size_t)ci * h * w + 16), _MM_HINT_T0);
+                        }
+                    }
                     nst__direct6_avx2(dd, r, out, h, w, bias, relu, ob, y, NST__DR_X * b, 0);
                     if (NST__DR_X * b + 16 < w) nst__direct6_avx2(dd, r, out, h, w, bias, relu, ob, y, NST__DR_X * b + 16, 16);
                 }

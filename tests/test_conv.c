@@ -155,12 +155,14 @@ TEST(winograd_in_place_rows) {
 }
 
 /* conv1_1's shapes, both directions (3 -> 64 forward, 64 -> 3 backward), direct, on every path against the
- * reference: sizes around the 32-pixel blocks and 16-pixel tiles of the AVX2 packed-row kernel (1..3
- * rows, ragged right edges, one partial block), channel counts around its 6- and 3-channel tiles; and
+ * reference: sizes around the 32-pixel blocks and 16-pixel tiles of the AVX2 packed-row kernel (1..5
+ * rows, ragged right edges whose last block holds 1..31 pixels or ends exactly at the border, several
+ * bands per thread at 9 rows), channel counts around its 6- and 3-channel tiles; and
  * the automatic choice: on AVX2, conv1_1's backward (64 -> 3) is direct (dkout), its forward direct. */
 TEST(direct_conv1_1_shapes) {
     static const int hw[][2] = { { 1, 1 }, { 2, 3 }, { 3, 2 }, { 5, 7 }, { 7, 13 }, { 13, 17 }, { 17, 33 },
-                                 { 33, 17 }, { 3, 65 }, { 2, 97 } };
+                                 { 33, 17 }, { 3, 65 }, { 2, 97 }, { 1, 7 }, { 2, 13 }, { 5, 17 }, { 1, 33 },
+                                 { 2, 40 }, { 5, 40 }, { 1, 100 }, { 5, 100 }, { 9, 64 } };
     static const int ch[][2] = { { 3, 64 }, { 64, 3 }, { 2, 5 }, { 9, 2 }, { 3, 9 } };
     const nst_arch archs[] = { NST_ARCH_SCALAR, NST_ARCH_AVX2, NST_ARCH_AVX512, NST_ARCH_NEON };
     int i, j;
