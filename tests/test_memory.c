@@ -55,8 +55,8 @@ static void *mem_realloc(void *q, size_t n) {
 #include <unistd.h>
 #endif
 
-static long proc_kb(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
+static long proc_file_kb(const char *path, const char *key) {
+    FILE *f = fopen(path, "r");
     char line[256];
     long v = -1;
     if (!f) return -1;
@@ -65,6 +65,7 @@ static long proc_kb(const char *key) {
     fclose(f);
     return v;
 }
+static long proc_kb(const char *key) { return proc_file_kb("/proc/self/status", key); }
 
 /* ---- the matrix ------------------------------------------------------------------------------------*/
 typedef struct mem_run {
@@ -208,6 +209,45 @@ TEST(refuses_runs_above_the_limit) {
     nst_model_free(m);
 }
 
+/* Large blocks: 64-byte aligned, usable end to end, and (Linux with THP in "madvise" or "always" mode)
+ * backed by huge pages once touched, which is what nst__aligned_alloc's advice is for. */
+TEST(large_blocks_aligned_and_on_huge_pages) {
+    static const size_t sizes[] = { 1, 63, ((size_t)4 << 20) - 1, (size_t)4 << 20, ((size_t)4 << 20) + 4097,
+                                    ((size_t)33 << 20) + 13 };
+    size_t i;
+    for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        unsigned char *p = (unsigned char *)nst__aligned_alloc(sizes[i]);
+        CHECK(p != NULL);
+        if (!p) continue;
+        CHECK_MSG(((uintptr_t)p & 63) == 0, "block of %zu bytes at %p", sizes[i], (void *)p);
+        memset(p, 0xA5, sizes[i]);
+        CHECK(p[0] == 0xA5 && p[sizes[i] - 1] == 0xA5);
+        nst__aligned_free(p);
+    }
+#if defined(__linux__) && defined(NST__HUGEPAGES)
+    {
+        FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+        char mode[128] = "";
+        long before, after;
+        unsigned char *p;
+        if (f) {
+            if (!fgets(mode, sizeof mode, f)) mode[0] = 0;
+            fclose(f);
+        }
+        if (!strstr(mode, "[madvise]") && !strstr(mode, "[always]")) SKIP("transparent huge pages are off here");
+        if ((before = proc_file_kb("/proc/self/smaps_rollup", "AnonHugePages:")) < 0) SKIP("no /proc/self/smaps_rollup");
+        p = (unsigned char *)nst__aligned_alloc((size_t)16 << 20);
+        CHECK(p != NULL);
+        if (!p) return;
+        memset(p, 1, (size_t)16 << 20);
+        after = proc_file_kb("/proc/self/smaps_rollup", "AnonHugePages:");
+        /* at least 6 of the 7 whole 2 MiB pages inside (one may be lost to fragmentation) */
+        CHECK_MSG(after - before >= 12 * 1024, "AnonHugePages %ld -> %ld kB after touching 16 MiB", before, after);
+        nst__aligned_free(p);
+    }
+#endif
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "--child") == 0) return mem_child(atoi(argv[2]), atoi(argv[3]));
 #if defined(__linux__)
@@ -226,5 +266,6 @@ int main(int argc, char **argv) {
     nst_test_begin(argc, argv);
     RUN(estimate_matches_peak_on_a_matrix_of_runs);
     RUN(refuses_runs_above_the_limit);
+    RUN(large_blocks_aligned_and_on_huge_pages);
     return nst_test_end("test_memory");
 }
