@@ -1195,6 +1195,13 @@ static const nst__cpu_info *nst__cpu(void) {
 static nst_arch nst__cpu_arch(void) {
     return nst__arch_forced ? (nst_arch)nst__arch_forced : nst__cpu()->deflt;
 }
+/* Makes this thread run as one whose nst_set_arch() left `forced` (nst__arch_forced of the thread that
+ * opened a parallel region); returns this thread's own value, to give back. */
+static int nst__arch_adopt(int forced) {
+    int old = nst__arch_forced;
+    nst__arch_forced = forced;
+    return old;
+}
 
 NSTDEF nst_status nst_set_arch(nst_arch a) {
     const nst__cpu_info *ci = nst__cpu();
@@ -2152,6 +2159,18 @@ static nst_status nst__sgemm_ex(int nthreads, int trans_a, int trans_b, int m, i
                                 const float *a, int lda, const float *b, int ldb, float beta,
                                 float *c, int ldc) {
     return nst__sgemm_fused(nthreads, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, NULL, 0);
+}
+/* One thread's nst__sgemm_ex inside a parallel region, on the path of the thread that opened it (forced:
+ * its nst__arch_forced, read before the region). nst_set_arch() is per thread, so an OpenMP worker left
+ * to itself takes the default path: under NST_ARCH_SCALAR forced by the caller, the reflection fix-ups'
+ * GEMMs ran scalar on the calling thread and AVX2 on the worker, and the pixel gradient changed with
+ * which thread took which chunk (tests/test_iter.c, pool_fused_into_conv_matches_unfused). */
+static nst_status nst__sgemm_worker(int forced, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                                    const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+    int own = nst__arch_adopt(forced);
+    nst_status st = nst__sgemm_ex(1, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    nst__arch_adopt(own);
+    return st;
 }
 
 typedef void (*nst__gram_block_fn)(const float *const *r, const float *const *s, int kc, float *out);
@@ -5330,7 +5349,7 @@ static void nst__fix_scratch(float *scratch, int cin, int cout, int h, int w, fl
 /* out (the zero-padded convolution of in, before ReLU) += the outside taps' contribution. */
 static nst_status nst__reflect_fix_forward(const nst_model *m, int ci, const float *in, float *out, int h, int w,
                                            int nthreads, float *scratch) {
-    int cin = m->cin[ci], cout = m->cout[ci], nt = NST__MAX(1, nthreads), t, s;
+    int cin = m->cin[ci], cout = m->cout[ci], nt = NST__MAX(1, nthreads), t, s, forced = nst__arch_forced;
     size_t hw = (size_t)h * w, side = (size_t)cout * 3 * cin, len = (size_t)NST__MAX(h, w);
     float *A, *B, *C;
     nst_status st = NST_OK, ss[4];
@@ -5352,7 +5371,7 @@ static nst_status nst__reflect_fix_forward(const nst_model *m, int ci, const flo
 #endif
     for (s = 0; s < 4; s++) {
         int n = nst__side_len(s, h, w);
-        ss[s] = nst__sgemm_ex(1, 0, 0, cout, n, 3 * cin, 1.0f, A + (size_t)s * side, 3 * cin,
+        ss[s] = nst__sgemm_worker(forced, 0, 0, cout, n, 3 * cin, 1.0f, A + (size_t)s * side, 3 * cin,
                               B + (size_t)s * 3 * cin * len, n, 0.0f, C + (size_t)s * cout * len, n);
     }
     for (s = 0; s < 4; s++) if (ss[s] != NST_OK) st = ss[s];
@@ -5455,7 +5474,7 @@ static void nst__side_scatter_ring(const float *D, int ldd, int nc, float *img, 
 static nst_status nst__reflect_fix_backward(const nst_model *m, int ci, const float *dout, float *din, int h, int w,
                                             int nthreads, float *scratch) {
     int cin = m->cin[ci], cout = m->cout[ci], nt = nst__resolve_threads(nthreads), cc = nst__fix_chunk(cin);
-    int nch = (cin + cc - 1) / cc, next = 0;
+    int nch = (cin + cc - 1) / cc, next = 0, forced = nst__arch_forced;
     size_t hw = (size_t)h * w, per = nst__fix_thread_floats(cin, cout, h, w);
     size_t off[4];
     float *thr = scratch + (((size_t)2 * cout * (h + w) + 15) & ~(size_t)15);
@@ -5495,7 +5514,7 @@ static nst_status nst__reflect_fix_backward(const nst_model *m, int ci, const fl
             nst__ring_weights(Wr, m->w[ci], cin, cout, i0, nc);
             for (s = 0; s < 4 && ts == NST_OK; s++) {
                 int n = nst__side_len(s, h, w);
-                ts = nst__sgemm_ex(1, 1, 0, n, 3 * nc, cout, 1.0f, scratch + off[s], n, Wr + (size_t)nst__ring_start[s] * nc,
+                ts = nst__sgemm_worker(forced, 1, 0, n, 3 * nc, cout, 1.0f, scratch + off[s], n, Wr + (size_t)nst__ring_start[s] * nc,
                                    9 * nc, 0.0f, D, 3 * nc);
                 if (ts == NST_OK) nst__side_scatter_ring(D, 3 * nc, nc, din, i0, h, w, s, line);
             }
@@ -6848,7 +6867,7 @@ static nst_status nst__masked_style_grad(nst_objective *o, int layer, const floa
     const nst__net *n = &o->net;
     size_t hw = (size_t)n->h_[layer] * n->w_[layer];
     long nblk = (long)((hw + NST__MASK_BLOCK - 1) / NST__MASK_BLOCK), b;
-    int k, j, failed = 0;
+    int k, j, failed = 0, forced = nst__arch_forced;
     double *l1b = NULL;
     nst_status st = NST_OK;
     if (o->normalize && !(l1b = (double *)nst__malloc(sizeof(double) * (size_t)nblk)))
@@ -6901,7 +6920,7 @@ static nst_status nst__masked_style_grad(nst_objective *o, int layer, const floa
                         for (q = 0; q < nb; q++) dst[q] = f[q] * mk[b0 + q];
                     }
                     if ((shared ? nst__sgemm_apacked(1, &pk, 0, nb, 1.0f, fb, nb, 0.0f, tb, nb, NULL, 0)
-                                : nst__sgemm_ex(1, 0, 0, c, nb, c, 1.0f, d, c, fb, nb, 0.0f, tb, nb)) != NST_OK) {
+                                : nst__sgemm_worker(forced, 0, 0, c, nb, c, 1.0f, d, c, fb, nb, 0.0f, tb, nb)) != NST_OK) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
@@ -7490,7 +7509,7 @@ static nst_status nst__lossgrad_onepass(const nst__lg_kernel *kt, const nst__lg_
 static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, const float *feat, float *g) {
     const nst__net *n = &o->net;
     int c = n->c_[layer], k, relu = nst__layer_type(layer) == NST__L_RELU, simd = nst__simd_avx2(), styled = 0;
-    int shared = c >= 256, failed = 0;
+    int shared = c >= 256, failed = 0, forced = nst__arch_forced;
     size_t hw = (size_t)n->h_[layer] * n->w_[layer], cc = (size_t)c * c, i, nb;
     long nblk, b;
     float content_sc[NST__MAX_LOSS_LAYERS], *d = NULL;
@@ -7552,7 +7571,7 @@ static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, con
         if (styled && shared)
             st = nst__sgemm_apacked(1, &pk, 0, w, 1.0f, feat + j0, (int)hw, 1.0f, g + j0, (int)hw, NULL, 0);
         else if (styled)
-            st = nst__sgemm_ex(1, 0, 0, c, w, c, 1.0f, d, c, feat + j0, (int)hw, 1.0f, g + j0, (int)hw);
+            st = nst__sgemm_worker(forced, 0, 0, c, w, c, 1.0f, d, c, feat + j0, (int)hw, 1.0f, g + j0, (int)hw);
         if (st != NST_OK) {
 #ifdef _OPENMP
 #pragma omp atomic write

@@ -402,9 +402,6 @@ TEST(pool_fused_into_conv_matches_unfused) {
                                           "%s %dx%d reflect %d threads %d: codes of %s differ", nst__arch_name(archs[ai]),
                                           w, h, refl, th, nst_layer_name(l));
                         }
-                        /* (scalar, reflection, 2+ threads: two unfused runs already differ, in the reflection's
-                         * backward fix-up; backward never fuses with reflection, the bits and codes are checked) */
-                        if (archs[ai] != NST_ARCH_SCALAR || !refl || th == 1)
                         CHECK_MSG(memcmp(grad[0], grad[1], np * sizeof(float)) == 0,
                                   "%s %s %dx%d reflect %d threads %d: pixel gradient differs", nst__arch_name(archs[ai]),
                                   avg ? "avg" : "max", w, h, refl, th);
