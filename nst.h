@@ -902,7 +902,8 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one va
  *
  * WHAT IS HERE
  *   nst__cpu_arch()        the nst_arch in use on this thread: nst_set_arch() (per thread, like
- *                          nst_set_threads: resolve it on the calling thread, before a parallel region) if set, else
+ *                          nst_set_threads: resolve it on the calling thread, before a parallel region; a
+ *                          GEMM inside a region goes through nst__sgemm_worker with it) if set, else
  *                          $NST_ARCH (scalar|avx2|avx512|neon, read once; ignored when the CPU lacks it),
  *                          else the newest ISA the CPU has. Detection (CPUID + XGETBV) runs once, guarded
  *                          by an atomic flag, so it is thread-safe.
