@@ -630,7 +630,8 @@ static NST__UNUSED void nst__free(void *p) { if (p) NST_FREE(p); }
  * apart. Only the whole 2 MiB pages inside a block are advised; the advice is a hint (ignored where
  * THP is off, failing harmlessly on memory it does not apply to), so nothing else depends on it.
  * Measured (2026-12-01, AMD EPYC Zen 3, 1 thread, 512 px evaluation, `bench_nst --threads 1 --profile
- * --cpu`, 3 pairs alternated on a loaded host): 2391-2467 ms against 2455-2676 without. Strict C99
+ * --cpu --reps 2`, 3 pairs alternated, against a build with NST_NO_HUGEPAGES): 2010-2133 ms against
+ * 2208-2271 (an earlier set on a more loaded host: 2391-2467 against 2455-2676). Strict C99
  * hides madvise and MADV_HUGEPAGE in glibc's headers, so where they are hidden the declaration and the
  * value (14: asm-generic, shared by x86 and ARM Linux) are given here. */
 #if defined(__linux__) && !defined(NST_NO_HUGEPAGES) && \
