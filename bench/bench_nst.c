@@ -3,13 +3,18 @@
  * process's peak resident memory (VmHWM) at 256, 512 and 1024 px.
  *
  *   build/bench_nst [--threads N] [--reps N] [--size N] [--arch scalar|avx2|avx512|neon] [--profile [--cpu]]
- *                   [--lbfgs [--history M] [--f32] [--two-loop]]
+ *                   [--model random|trained|FILE] [--lbfgs [--history M] [--f32] [--two-loop]]
  * --arch (or $NST_ARCH) picks the kernel path (GEMM, convolution, pooling); the last column names it.
  * Without --size it runs itself once per size (so each peak-memory figure is that size's alone).
  * --profile (default size 512): time per phase and layer, summed over the reps (after a warm-up),
  *   through the library's profiling hook (nst__net.prof). With --cpu the hook reads the calling thread's
  *   CPU time instead of the wall clock: with --threads 1 on a shared, overloaded machine that is the
  *   figure an idle machine would show (only that thread's work is counted, so not for --threads > 1).
+ * --model: "random" (the default) is the random model as the CLI's --weights random runs it (reflection
+ *   padding, average pooling); "trained" runs the same weights the way a trained VGG-19 file runs (zero
+ *   padding, max pooling, jcjohnson's TV), which skips the random model's border fix-up of every backward
+ *   convolution (bench_reflect: +4-8% per evaluation): the like-for-like figure against PyTorch with
+ *   bench/torch_vgg.py --pool max; FILE loads a model file (real VGG-19 weights, see weights/).
  * --lbfgs (default size 512): the L-BFGS step alone (the vector-free recursion over a full history of M
  *   pairs, bf16 unless --f32, plus the vector updates), on a cheap quadratic whose own time is subtracted.
  *   --two-loop: the reference recursion instead (one pass per history vector per loop). */
@@ -34,6 +39,21 @@ static double vmhwm_mib(void) {
     return kb < 0 ? -1 : kb / 1024.0;
 }
 
+static const char *model_spec = "random";
+
+/* The model --model names (see the top of the file). */
+static nst_status load_model(nst_model **m) {
+    nst_status st;
+    if (strcmp(model_spec, "random") && strcmp(model_spec, "trained")) return nst_model_load(model_spec, m);
+    st = nst_model_random(1, m);
+    if (st == NST_OK && !strcmp(model_spec, "trained")) {   /* what loading a trained file sets (>>vgg, nstw) */
+        (*m)->is_random = 0;
+        (*m)->reflect = 0;
+        (*m)->pool = NST_POOL_MAX;
+    }
+    return st;
+}
+
 static nst_status make_image(nst_image *img, int s, unsigned seed) {
     nst_status st = nst_image_alloc(img, s, s, 3);
     size_t i, n = (size_t)s * s * 3;
@@ -55,7 +75,7 @@ static int run_size(int size, int threads, int reps) {
     size_t i, n = (size_t)3 * size * size;
     int r, rc = 1;
     content.pixels = style.pixels = NULL;
-    if (nst_model_random(1, &m) || make_image(&content, size, 2) || make_image(&style, size, 3)) goto fail;
+    if (load_model(&m) || make_image(&content, size, 2) || make_image(&style, size, 3)) goto fail;
     nst_options_init(&o);
     o.threads = threads;
     o.image_size = size;
@@ -113,7 +133,7 @@ static int run_profile(int size, int threads, int reps, int cpu) {
     size_t i, n = (size_t)3 * size * size;
     int r, rc = 1, layer;
     content.pixels = style.pixels = NULL;
-    if (nst_model_random(1, &m) || make_image(&content, size, 2) || make_image(&style, size, 3)) goto fail;
+    if (load_model(&m) || make_image(&content, size, 2) || make_image(&style, size, 3)) goto fail;
     nst_options_init(&o);
     o.threads = threads;
     o.image_size = size;
@@ -283,9 +303,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--f32")) f32 = 1;
         else if (!strcmp(argv[i], "--two-loop")) two_loop = 1;
         else if (!strcmp(argv[i], "--cpu")) cpu = 1;
+        else if (!strcmp(argv[i], "--model") && i + 1 < argc) model_spec = argv[++i];
         else {
             fprintf(stderr, "usage: %s [--threads N] [--reps N] [--size N] [--arch scalar|avx2|avx512|neon] "
-                    "[--profile [--cpu]] [--lbfgs [--history M] [--f32] [--two-loop]]\n", argv[0]);
+                    "[--profile [--cpu]] [--model random|trained|FILE] [--lbfgs [--history M] [--f32] [--two-loop]]\n", argv[0]);
             return 2;
         }
     }
@@ -303,17 +324,19 @@ int main(int argc, char **argv) {
     if (lbfgs) return run_lbfgs(size ? size : 512, threads, reps, history, f32, two_loop);
     if (size) return run_size(size, threads, reps);
     printf("bench_nst: one iteration = VGG-19 forward to relu5_1 + content/style/TV losses + backward to the pixels\n"
-           "(random normalised model, best of %d after a warm-up; GF/s = 377 GFLOP direct-conv at 512 px, scaled;\n"
+           "(model %s, best of %d after a warm-up; GF/s = 377 GFLOP direct-conv at 512 px, scaled;\n"
            " cpu/thr = process CPU time / threads; model MiB = peak before the objective is built)\n",
-           reps);
+           model_spec, reps);
     printf("%6s %7s %10s %9s %10s %12s %12s %10s  %s\n", "size", "threads", "s/iter", "GF/s", "cpu/thr s", "peak MiB",
            "model MiB", "loss", "path");
     fflush(stdout);
     for (i = 0; i < 3; i++) {
         char cmd[4096];
-        if (strlen(argv[0]) > 3000 || (arch && strlen(arch) > 100)) return 2;
-        snprintf(cmd, sizeof cmd, "\"%s\" --threads %d --reps %d --size %d%s%s", argv[0], threads, reps, sizes[i],
-                 arch ? " --arch " : "", arch ? arch : "");
+        if (strlen(argv[0]) > 3000 || (arch && strlen(arch) > 100) || strlen(model_spec) > 800 ||
+            strchr(model_spec, '"'))
+            return 2;
+        snprintf(cmd, sizeof cmd, "\"%s\" --threads %d --reps %d --size %d --model \"%s\"%s%s", argv[0], threads, reps,
+                 sizes[i], model_spec, arch ? " --arch " : "", arch ? arch : "");
         if (system(cmd) != 0) return 1;
         fflush(stdout);
     }
