@@ -3404,22 +3404,20 @@ static void nst__wino_in_neon(float *v, size_t estride, const float *rows, size_
         for (c = 0; c < 6; c++) {
             float32x4_t z0 = t[0][c], z1 = t[1][c], z2 = t[2][c], z3 = t[3][c], z4 = t[4][c], z5 = t[5][c];
             float32x4_t s12 = vaddq_f32(z1, z2), d12 = vsubq_f32(z1, z2), s34 = vaddq_f32(z3, z4);
-            float32x4_t d31 = vsubq_f32(z3, z1), z4mz2 = vsubq_f32(z4, z2), y[6];
+            float32x4_t d31 = vsubq_f32(z3, z1), z4mz2 = vsubq_f32(z4, z2);
+            float32x4_t y0 = vfmsq_n_f32(vfmaq_n_f32(z4, z0, 4.0f), z2, 5.0f), y1 = vfmsq_n_f32(s34, s12, 4.0f);
+            float32x4_t y2 = vfmaq_n_f32(vsubq_f32(z4, z3), d12, 4.0f), y3 = vfmaq_n_f32(z4mz2, d31, 2.0f);
+            float32x4_t y4 = vfmsq_n_f32(z4mz2, d31, 2.0f), y5 = vfmsq_n_f32(vfmaq_n_f32(z5, z1, 4.0f), z3, 5.0f);
             float *o = v + 4 * g + (size_t)c * estride;
-            y[0] = vfmsq_n_f32(vfmaq_n_f32(z4, z0, 4.0f), z2, 5.0f);
-            y[1] = vfmsq_n_f32(s34, s12, 4.0f);
-            y[2] = vfmaq_n_f32(vsubq_f32(z4, z3), d12, 4.0f);
-            y[3] = vfmaq_n_f32(z4mz2, d31, 2.0f);
-            y[4] = vfmsq_n_f32(z4mz2, d31, 2.0f);
-            y[5] = vfmsq_n_f32(vfmaq_n_f32(z5, z1, 4.0f), z3, 5.0f);
-            if (n >= 4) {
-                for (r = 0; r < 6; r++) vst1q_f32(o + (size_t)(6 * r) * estride, y[r]);
+            if (n >= 4) {   /* six named stores: gcc 12 left a loop over an array of the six on the stack */
+                vst1q_f32(o, y0); vst1q_f32(o + 6 * estride, y1); vst1q_f32(o + 12 * estride, y2);
+                vst1q_f32(o + 18 * estride, y3); vst1q_f32(o + 24 * estride, y4); vst1q_f32(o + 30 * estride, y5);
             } else {
-                float tmp[4];
-                for (r = 0; r < 6; r++) {
-                    vst1q_f32(tmp, y[r]);
-                    for (j = 0; j < n; j++) o[(size_t)(6 * r) * estride + j] = tmp[j];
-                }
+                float tmp[6][4];
+                vst1q_f32(tmp[0], y0); vst1q_f32(tmp[1], y1); vst1q_f32(tmp[2], y2);
+                vst1q_f32(tmp[3], y3); vst1q_f32(tmp[4], y4); vst1q_f32(tmp[5], y5);
+                for (r = 0; r < 6; r++)
+                    for (j = 0; j < n; j++) o[(size_t)(6 * r) * estride + j] = tmp[r][j];
             }
         }
     }
