@@ -5237,8 +5237,10 @@ NSTDEF nst_status nst_model_save(const nst_model *m, const char *path, int half)
  * columns. Since, the chunk's weights go straight into the micro-kernel's panels and dC is packed once
  * per layer (nst__fix_side_gemm): the same bits (byte-compared at 256 px, every layer), the fix at 512 px 53.3 ms against 64.8 (per-layer best
  * of 3 alternated bench_reflect runs, 1 thread, CPU time; conv4_x 7.5-7.6 ms against 9.2-10.2, conv1_1
- * 0.78 against 0.61: its 3 channels padded to the kernel's 16 columns). At conv4_2 (perf) the kernel is
- * then ~57% of the fix, the weights' copy ~17%, the scatter ~11%, packing dC's columns ~8%.
+ * 0.78 against 0.61: its 3 channels padded to the kernel's 16 columns; --threads 2 on the host loaded
+ * by other jobs, fix wall 113-116 ms against 137-168). At conv4_2 (perf) the kernel is then ~57% of the
+ * fix, the weights' copy ~17%, the scatter ~11%, packing dC's columns ~8%; the copy would go with side
+ * panels kept per model (8 cin cout floats per layer, ~36 MiB for conv4_1..conv5_1), not tried.
  * The transpose in the engine (the backward-data convolution evaluated on the (H+2) x (W+2) grid, the
  * pad rows and columns folded back 0.7/0.3) was not built: its extra tiles cost +1.6% of a layer's
  * backward at 512 px, 3.1% at 256, 6.3% at 128, 12.9% at 64, 26.6% at 32; with the per-layer times
