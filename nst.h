@@ -4221,11 +4221,27 @@ static NST__TARGET_AVX2 void nst__wino_gemm_avx2(int n, int kk, const float *u, 
 }
 
 /* Output transform, 8 tiles per vector; the 4x4 outputs of each row are transposed back within lanes
- * and the halves swapped (the inverse of the input transform's shuffle). */
+ * and the halves swapped (the inverse of the input transform's shuffle).
+ * Planes of at least NST__WINO_STREAM_PLANE floats (1 MiB: 512 x 512; a VGG layer has >= 64 channels,
+ * so its output is >= 64 MiB, beyond L3, and its consumer reads it from DRAM anyway) are written with
+ * non-temporal stores: each call writes 4 rows of one plane and the next call the next plane 1 MiB on,
+ * and with plain stores every line is first read for ownership from DRAM. Same values, same bits.
+ * Measured (2026-12-01, Zen 3, 1 thread, host loaded by another job, old/new alternated): the kernel
+ * alone on 48 fresh 512 x 512 planes 156-190 -> 103-118 ns per 8 tiles (8 runs each); `bench_conv
+ * --size 512 --cpu --reps 5 --layer conv1_2` min of 4 pairs fwd/bwd 89.8/88.6 -> 83.2/83.7 ms (the
+ * layers below 512 x 512, same code, moved 0..+-8% with the noise). In the evaluation only conv1_2's
+ * backward streams (its forward writes the fused pool's row buffer, h <= 4): ~5 ms of ~2100, below
+ * that host's run-to-run spread (bench_nst 2085..2406 ms either way). Not kept: a prefetchw of the next
+ * plane's rows (no gain); streaming 256 x 256 planes too (conv2_x, 16-32 MiB outputs): no difference
+ * resolved in bench_conv or the evaluation (3 pairs), and a consumer reading such an output next can
+ * lose its L3 hits.
+ * The fence makes the weakly ordered stores visible before the block's threads join. */
+#define NST__WINO_STREAM_PLANE ((size_t)512 * 512)
 static NST__TARGET_AVX2 void nst__wino_out_avx2(float *out, int h, int w, int ty, int tx, int len, const float *m,
                                                 size_t estride, float bias, int relu) {
     const __m256 c2 = _mm256_set1_ps(2), c4 = _mm256_set1_ps(4), c8 = _mm256_set1_ps(8);
     const __m256 vb = _mm256_set1_ps(bias), zero = _mm256_setzero_ps();
+    const int nt = (size_t)h * w >= NST__WINO_STREAM_PLANE;   /* stream whole aligned rows */
     int g;
     for (g = 0; 8 * g < len; g++) {
         __m256 t[4][6];
@@ -4255,7 +4271,7 @@ static NST__TARGET_AVX2 void nst__wino_out_avx2(float *out, int h, int w, int ty
             __m256 y3 = _mm256_add_ps(_mm256_add_ps(_mm256_fmadd_ps(c8, d34, d12), m5), vb);
             __m256 l0, l1, l2, l3, p0, p1, p2, p3, o4[4];
             float *o = out + (size_t)(4 * ty + r) * w + xb;
-            int qq;
+            int qq, al;
             if (relu) {   /* max(y, 0) returns 0 for NaN y, as the reference's !(s > 0) */
                 y0 = _mm256_max_ps(y0, zero); y1 = _mm256_max_ps(y1, zero);
                 y2 = _mm256_max_ps(y2, zero); y3 = _mm256_max_ps(y3, zero);
@@ -4266,14 +4282,17 @@ static NST__TARGET_AVX2 void nst__wino_out_avx2(float *out, int h, int w, int ty
             p2 = _mm256_shuffle_ps(l1, l3, 0x44); p3 = _mm256_shuffle_ps(l1, l3, 0xEE);
             o4[0] = _mm256_permute2f128_ps(p0, p1, 0x20); o4[1] = _mm256_permute2f128_ps(p2, p3, 0x20);
             o4[2] = _mm256_permute2f128_ps(p0, p1, 0x31); o4[3] = _mm256_permute2f128_ps(p2, p3, 0x31);
+            al = nt && !((uintptr_t)o & 31);
             for (qq = 0; qq < 4; qq++) {
                 int cnt = n - 8 * qq;
                 if (cnt <= 0) break;
-                if (cnt >= 8) _mm256_storeu_ps(o + 8 * qq, o4[qq]);
+                if (cnt >= 8 && al) _mm256_stream_ps(o + 8 * qq, o4[qq]);
+                else if (cnt >= 8) _mm256_storeu_ps(o + 8 * qq, o4[qq]);
                 else _mm256_maskstore_ps(o + 8 * qq, nst__avx2_lanes(cnt), o4[qq]);
             }
         }
     }
+    if (nt) _mm_sfence();
 }
 
 /* Direct convolution from the packed rows of nst__direct_pack_avx2 (no masks on loads): one 32-pixel
