@@ -4228,11 +4228,27 @@ static NST__TARGET_AVX2 void nst__wino_gemm_avx2(int n, int kk, const float *u, 
 }
 
 /* Output transform, 8 tiles per vector; the 4x4 outputs of each row are transposed back within lanes
- * and the halves swapped (the inverse of the input transform's shuffle). */
+ * and the halves swapped (the inverse of the input transform's shuffle).
+ * Planes of at least NST__WINO_STREAM_PLANE floats (1 MiB: 512 x 512; a VGG layer has >= 64 channels,
+ * so its output is >= 64 MiB, beyond L3, and its consumer reads it from DRAM anyway) are written with
+ * non-temporal stores: each call writes 4 rows of one plane and the next call the next plane 1 MiB on,
+ * and with plain stores every line is first read for ownership from DRAM. Same values, same bits.
+ * Measured (2026-12-01, Zen 3, 1 thread, host loaded by another job, old/new alternated): the kernel
+ * alone on 48 fresh 512 x 512 planes 156-190 -> 103-118 ns per 8 tiles (8 runs each); `bench_conv
+ * --size 512 --cpu --reps 5 --layer conv1_2` min of 4 pairs fwd/bwd 89.8/88.6 -> 83.2/83.7 ms (the
+ * layers below 512 x 512, same code, moved 0..+-8% with the noise). In the evaluation only conv1_2's
+ * backward streams (its forward writes the fused pool's row buffer, h <= 4): ~5 ms of ~2100, below
+ * that host's run-to-run spread (bench_nst 2085..2406 ms either way). Not kept: a prefetchw of the next
+ * plane's rows (no gain); streaming 256 x 256 planes too (conv2_x, 16-32 MiB outputs): no difference
+ * resolved in bench_conv or the evaluation (3 pairs), and a consumer reading such an output next can
+ * lose its L3 hits.
+ * The fence makes the weakly ordered stores visible before the block's threads join. */
+#define NST__WINO_STREAM_PLANE ((size_t)512 * 512)
 static NST__TARGET_AVX2 void nst__wino_out_avx2(float *out, int h, int w, int ty, int tx, int len, const float *m,
                                                 size_t estride, float bias, int relu) {
     const __m256 c2 = _mm256_set1_ps(2), c4 = _mm256_set1_ps(4), c8 = _mm256_set1_ps(8);
     const __m256 vb = _mm256_set1_ps(bias), zero = _mm256_setzero_ps();
+    const int nt = (size_t)h * w >= NST__WINO_STREAM_PLANE;   /* stream whole aligned rows */
     int g;
     for (g = 0; 8 * g < len; g++) {
         __m256 t[4][6];
@@ -4262,7 +4278,7 @@ static NST__TARGET_AVX2 void nst__wino_out_avx2(float *out, int h, int w, int ty
             __m256 y3 = _mm256_add_ps(_mm256_add_ps(_mm256_fmadd_ps(c8, d34, d12), m5), vb);
             __m256 l0, l1, l2, l3, p0, p1, p2, p3, o4[4];
             float *o = out + (size_t)(4 * ty + r) * w + xb;
-            int qq;
+            int qq, al;
             if (relu) {   /* max(y, 0) returns 0 for NaN y, as the reference's !(s > 0) */
                 y0 = _mm256_max_ps(y0, zero); y1 = _mm256_max_ps(y1, zero);
                 y2 = _mm256_max_ps(y2, zero); y3 = _mm256_max_ps(y3, zero);
@@ -4273,14 +4289,17 @@ static NST__TARGET_AVX2 void nst__wino_out_avx2(float *out, int h, int w, int ty
             p2 = _mm256_shuffle_ps(l1, l3, 0x44); p3 = _mm256_shuffle_ps(l1, l3, 0xEE);
             o4[0] = _mm256_permute2f128_ps(p0, p1, 0x20); o4[1] = _mm256_permute2f128_ps(p2, p3, 0x20);
             o4[2] = _mm256_permute2f128_ps(p0, p1, 0x31); o4[3] = _mm256_permute2f128_ps(p2, p3, 0x31);
+            al = nt && !((uintptr_t)o & 31);
             for (qq = 0; qq < 4; qq++) {
                 int cnt = n - 8 * qq;
                 if (cnt <= 0) break;
-                if (cnt >= 8) _mm256_storeu_ps(o + 8 * qq, o4[qq]);
+                if (cnt >= 8 && al) _mm256_stream_ps(o + 8 * qq, o4[qq]);
+                else if (cnt >= 8) _mm256_storeu_ps(o + 8 * qq, o4[qq]);
                 else _mm256_maskstore_ps(o + 8 * qq, nst__avx2_lanes(cnt), o4[qq]);
             }
         }
     }
+    if (nt) _mm_sfence();
 }
 
 /* Direct convolution from the packed rows of nst__direct_pack_avx2 (no masks on loads): one 32-pixel
@@ -5241,7 +5260,13 @@ NSTDEF nst_status nst_model_save(const nst_model *m, const char *path, int half)
  * "fix wall" at --threads 2 on the shared machine, overloaded by other jobs: 200-208 ms, chunked 133-141;
  * quiet, it should be about half the chunked CPU time). Of the 2.5 GFLOP of side GEMMs at 512 px, ~30 ms
  * of one thread; the gathers and scatters (~15 ms) touch a cache line per row of every channel's border
- * columns.
+ * columns. Since, the chunk's weights go straight into the micro-kernel's panels and dC is packed once
+ * per layer (nst__fix_side_gemm): the same bits (byte-compared at 256 px, every layer), the fix at 512 px 53.3 ms against 64.8 (per-layer best
+ * of 3 alternated bench_reflect runs, 1 thread, CPU time; conv4_x 7.5-7.6 ms against 9.2-10.2, conv1_1
+ * 0.78 against 0.61: its 3 channels padded to the kernel's 16 columns; --threads 2 on the host loaded
+ * by other jobs, fix wall 113-116 ms against 137-168). At conv4_2 (perf) the kernel is then ~57% of the
+ * fix, the weights' copy ~17%, the scatter ~11%, packing dC's columns ~8%; the copy would go with side
+ * panels kept per model (8 cin cout floats per layer, ~36 MiB for conv4_1..conv5_1), not tried.
  * The transpose in the engine (the backward-data convolution evaluated on the (H+2) x (W+2) grid, the
  * pad rows and columns folded back 0.7/0.3) was not built: its extra tiles cost +1.6% of a layer's
  * backward at 512 px, 3.1% at 256, 6.3% at 128, 12.9% at 64, 26.6% at 32; with the per-layer times
@@ -5277,11 +5302,11 @@ static size_t nst__border_pixel(size_t k, int h, int w, int *y, int *x) {
 }
 /* The scratch either correction needs (the larger of the two). */
 static size_t nst__fix_thread_floats(int cin, int cout, int h, int w);
+static size_t nst__fix_dc_floats(int cout, int h, int w);
 static size_t nst__reflect_scratch_floats(int cin, int cout, int h, int w, int nthreads) {
     size_t nb = nst__border_count(h, w), len = (size_t)NST__MAX(h, w);
     size_t border = nb * ((size_t)9 * cin + cout), fix = (size_t)12 * cin * cout + 4 * len * ((size_t)3 * cin + cout);
-    size_t bwd = (((size_t)2 * cout * (h + w) + 15) & ~(size_t)15) +
-                 (size_t)nst__resolve_threads(nthreads) * nst__fix_thread_floats(cin, cout, h, w);
+    size_t bwd = nst__fix_dc_floats(cout, h, w) + (size_t)nst__resolve_threads(nthreads) * nst__fix_thread_floats(cin, cout, h, w);
     return NST__MAX(NST__MAX(border, fix), bwd);
 }
 /* Whether the border path (and the engine's fused ReLU) beats the fix plus a ReLU pass for a layer:
@@ -5398,10 +5423,10 @@ static nst_status nst__reflect_fix_forward(const nst_model *m, int ci, const flo
     return NST_OK;
 }
 /* The backward fix works on chunks of input channels, cin / 8 of them, at least 16 (the GEMM's columns)
- * and at most 64 (their weights, 9 cout cc floats, in L2/L3): 4 chunks or more at 64..128 channels for
+ * and at most 64 (their weights, 8 cout cc floats, in L2/L3): 4 chunks or more at 64..128 channels for
  * the threads to share, and the chunks depend on cin alone, so the bits do not depend on the thread
- * count. Per chunk, the side weights of its channels are copied out of W in ring order (below) and
- * packed by the chunk's 4 side GEMMs while still in cache: W is read from memory once and the copy never
+ * count. Per chunk, the weights of its channels are copied out of W straight into the micro-kernel's B
+ * panels, one set per outside tap (nst__fix_tap_panels): W is read from memory once and the copy never
  * goes out to it (the whole layer's, 12 cin cout floats, went to memory and back: 12 MB per 512 x 512
  * layer). */
 static int nst__fix_chunk(int cin) { return NST__MIN(cin, NST__MAX(16, NST__MIN(64, cin / 8))); }
@@ -5410,18 +5435,49 @@ static int nst__fix_chunk(int cin) { return NST__MIN(cin, NST__MAX(16, NST__MIN(
  * (8 7 6), left from 6 (6 3 0). Bottom and left run backwards. */
 static const unsigned char nst__ring_tap[9] = {0, 1, 2, 5, 8, 7, 6, 3, 0};
 static const unsigned char nst__ring_start[4] = {0, 4, 6, 2};   /* of side s (0 top, 1 bottom, 2 left, 3 right) */
-/* Per thread floats of the backward fix: the chunk's ring weights [cout][9][cc], one side's product
- * [len][3 cc] and the gradient along one padded line. */
-static size_t nst__fix_thread_floats(int cin, int cout, int h, int w) {
-    size_t cc = (size_t)nst__fix_chunk(cin), len = (size_t)NST__MAX(h, w);
-    return ((size_t)cout * 9 * cc + len * 3 * cc + len + 2 + 15) & ~(size_t)15;
+static size_t nst__fix_ru(size_t x, size_t r) { return (x + r - 1) / r * r; }
+/* The largest MR - 1 (nr = 0) or NR - 1 (nr = 1) of nst__gemm_kernels: the scratch is sized for any kernel,
+ * whichever ISA runs (x rounded up to a multiple of MR is at most x + MR - 1). */
+static int nst__fix_pad_max(int nr) {
+    int mx = 0;
+    size_t i;
+    for (i = 0; i < sizeof nst__gemm_kernels / sizeof nst__gemm_kernels[0]; i++)
+        mx = NST__MAX(mx, (nr ? nst__gemm_kernels[i].nr : nst__gemm_kernels[i].mr) - 1);
+    return mx;
 }
-/* Ring weights Wr[o][r][c] = W[o][i0 + c][nst__ring_tap[r]] of channels [i0, i0 + nc). */
-static void nst__ring_weights(float *Wr, const float *W, int cin, int cout, int i0, int nc) {
-    int o, c, r;
+/* The four sides' output gradient, packed as the kernel's A panels (ahead of the threads' scratch). */
+static size_t nst__fix_dc_floats(int cout, int h, int w) {
+    return ((size_t)2 * ((size_t)h + w + 2 * nst__fix_pad_max(0)) * cout + 15) & ~(size_t)15;
+}
+/* Per thread floats of the backward fix: the chunk's tap panels [8][cout][cc padded to NR], one side's
+ * product [len][3 cc padded] and the gradient along one padded line. */
+static size_t nst__fix_thread_floats(int cin, int cout, int h, int w) {
+    size_t ccp = (size_t)nst__fix_chunk(cin) + nst__fix_pad_max(1), len = (size_t)NST__MAX(h, w);
+    return ((size_t)8 * cout * ccp + len * 3 * ccp + len + 2 + 15) & ~(size_t)15;
+}
+/* The kernel of the ISA in use that pads the products least: the sides' rows to MR, each tap's chunk
+ * columns to NR (AVX2: 6 x 16 for the VGG chunks of 16..64 channels, 4 x 24 would pad 64 to 72). */
+static const nst__gemm_kernel *nst__fix_kernel(nst_arch a, int h, int w, int nc) {
+    const nst__gemm_kernel *best = nst__gemm_kernel_for(a), *kt;
+    double area = -1, x;
+    size_t i;
+    for (i = 0; i < sizeof nst__gemm_kernels / sizeof nst__gemm_kernels[0]; i++) {
+        kt = &nst__gemm_kernels[i];
+        if (kt->arch != best->arch) continue;
+        x = (double)(nst__fix_ru((size_t)h, (size_t)kt->mr) + nst__fix_ru((size_t)w, (size_t)kt->mr)) *
+            (double)nst__fix_ru((size_t)nc, (size_t)kt->nr);
+        if (area < 0 || x <= area) { best = kt; area = x; }
+    }
+    return best;
+}
+/* Tap panels of channels [i0, i0 + nc): for ring position r (0..7), P + r ncp cout holds ncp / nr
+ * panels [cout][nr] (ncp: nc rounded up to nr), panel k's [o][j] = W[o][i0 + k nr + j][nst__ring_tap[r]],
+ * zero past nc: the micro-kernel's packed B for the columns (r, c), read by the side GEMMs in place. */
+static void nst__fix_tap_panels(float *P, const float *W, int cin, int cout, int i0, int nc, int nr) {
+    size_t ncp = nst__fix_ru((size_t)nc, (size_t)nr), tstride = ncp * cout;
+    int o, r, jp, c;
     for (o = 0; o < cout; o++) {
         const float *q = W + ((size_t)o * cin + i0) * 9;
-        float *t = Wr + (size_t)o * 9 * nc;
 #if defined(__GNUC__) || defined(__clang__)
         if (o + 8 < cout) {   /* rows 36 cin bytes apart: each a new page the hardware prefetchers wait for */
             const char *f = (const char *)(q + (size_t)8 * 9 * cin);
@@ -5429,18 +5485,46 @@ static void nst__ring_weights(float *Wr, const float *W, int cin, int cout, int 
             for (b = 0; b < 9 * nc * (int)sizeof(float); b += 64) __builtin_prefetch(f + b);
         }
 #endif
-        for (r = 0; r < 9; r++) {
-            const float *qr = q + nst__ring_tap[r];
-            float *tr = t + (size_t)r * nc;
-            for (c = 0; c < nc; c++) tr[c] = qr[(size_t)c * 9];
+        for (r = 0; r < 8; r++) {
+            float *t = P + (size_t)r * tstride + (size_t)o * nr;
+            for (jp = 0; jp < nc; jp += nr, t += (size_t)cout * nr) {
+                const float *s = q + (size_t)jp * 9 + nst__ring_tap[r];
+                int n = NST__MIN(nr, nc - jp);
+                for (c = 0; c + 8 <= n; c += 8, s += 72) {   /* 8 loads, then 8 stores (conv4_2's W alone: 1.1 ms
+                    * from memory against 1.5-2.1 one at a time; AVX2 gathers were slower, 1.6-2.5) */
+                    float x0 = s[0], x1 = s[9], x2 = s[18], x3 = s[27], x4 = s[36], x5 = s[45], x6 = s[54], x7 = s[63];
+                    t[c] = x0; t[c + 1] = x1; t[c + 2] = x2; t[c + 3] = x3;
+                    t[c + 4] = x4; t[c + 5] = x5; t[c + 6] = x6; t[c + 7] = x7;
+                }
+                for (; c < n; c++, s += 9) t[c] = s[0];
+                for (; c < nr; c++) t[c] = 0.0f;
+            }
         }
     }
 }
-/* img (channels [i0, i0 + nc)) += the gradient side s's outside taps pass back: D[p][j nc + c] is the
+/* D[p][j ncp + c] = sum_o A[p][o] B_j[o][c] for the side's len rows (A: its packed output gradient, MR
+ * panels of all cout) and its 3 taps' panels bj[j]: the blocked GEMM's loops (K blocks of kb, each B panel
+ * over the A panels, edges through nst__gemm_tile), without its packing: both operands are packed. */
+static void nst__fix_side_gemm(const nst__gemm_kernel *kt, int kb, int len, int cout, const float *A,
+                               const float *const *bj, int ncp, float *D) {
+    int mr = kt->mr, nr = kt->nr, ldd = 3 * ncp, pc, j, jp, ip;
+    for (pc = 0; pc < cout; pc += kb) {
+        int kcur = NST__MIN(kb, cout - pc);
+        float beta = pc ? 1.0f : 0.0f;
+        for (j = 0; j < 3; j++)
+            for (jp = 0; jp < ncp; jp += nr) {
+                const float *b = bj[j] + (size_t)jp * cout + (size_t)pc * nr;
+                for (ip = 0; ip < len; ip += mr)
+                    nst__gemm_tile(kt, kcur, A + (size_t)ip * cout + (size_t)pc * mr, b, D + (size_t)ip * ldd + j * ncp + jp,
+                                   ldd, NST__MIN(mr, len - ip), nr, 1.0f, beta, NULL, 0);
+            }
+    }
+}
+/* img (channels [i0, i0 + nc)) += the gradient side s's outside taps pass back: D[p][j ts + c] is the
  * gradient at the value under ring tap j of the side at its pixel p, for channel i0 + c. The transpose of
  * nst__side_gather: a row side's taps read the padded row at p - 1, p, p + 1 (the pad's ends blended),
  * a column side's the padded column there (the corners' ends are the row sides'). line: len + 2 floats. */
-static void nst__side_scatter_ring(const float *D, int ldd, int nc, float *img, int i0, int h, int w, int s,
+static void nst__side_scatter_ring(const float *D, int ldd, int nc, int ts, float *img, int i0, int h, int w, int s,
                                    float *line) {
     int len = nst__side_len(s, h, w), rev = s == 1 || s == 2, c, p, src[2];
     size_t hw = (size_t)h * w;
@@ -5450,7 +5534,7 @@ static void nst__side_scatter_ring(const float *D, int ldd, int nc, float *img, 
         const float *d = D + c;
         memset(line, 0, sizeof(float) * (size_t)(len + 2));
         for (p = 0; p < len; p++, d += ldd) {   /* line[k + 1]: the padded line at k, k = -1 .. len */
-            float a = d[0], b = d[nc], e = d[2 * nc];
+            float a = d[0], b = d[ts], e = d[2 * ts];
             line[p] += rev ? e : a;
             line[p + 1] += b;
             line[p + 2] += rev ? a : e;
@@ -5478,41 +5562,58 @@ static void nst__side_scatter_ring(const float *D, int ldd, int nc, float *img, 
  * Per side, dB^T[len][3 cc] = dC^T[len][cout] W_side[cout][3 cc] for each channel chunk: the long side
  * of the product is the chunk's columns, not the pixels (C[3 cin][len] with len 32..64 ran the GEMM at a
  * third of its speed at 512 px: the 6 x 16 kernel over 2-4 column panels per packed A row block). The
- * sides' dC[s][cout][len] are gathered first (one barrier), then the threads take chunks from a shared
- * counter and scatter each chunk's gradient themselves: one parallel region per layer. */
+ * sides' dC are gathered first, packed as the kernel's A panels (one barrier), then the threads take
+ * chunks from a shared counter, pack the chunk's tap panels and scatter each chunk's gradient
+ * themselves: one parallel region per layer. Both operands arrive packed, so the side products run the
+ * micro-kernel directly (nst__fix_side_gemm): no GEMM call re-packs dC per chunk or copies the weights a
+ * second time. The kernel and its K blocks depend on the shapes alone: the bits are those of the GEMM
+ * on the same operands, whichever thread computes a chunk. */
 static nst_status nst__reflect_fix_backward(const nst_model *m, int ci, const float *dout, float *din, int h, int w,
                                             int nthreads, float *scratch) {
     int cin = m->cin[ci], cout = m->cout[ci], nt = nst__resolve_threads(nthreads), cc = nst__fix_chunk(cin);
-    int nch = (cin + cc - 1) / cc, next = 0, forced = nst__arch_forced;
-    size_t hw = (size_t)h * w, per = nst__fix_thread_floats(cin, cout, h, w);
-    size_t off[4];
-    float *thr = scratch + (((size_t)2 * cout * (h + w) + 15) & ~(size_t)15);
-    nst_status st = NST_OK;
-    off[0] = 0; off[1] = (size_t)cout * w; off[2] = 2 * off[1]; off[3] = off[2] + (size_t)cout * h;
+    int nch = (cin + cc - 1) / cc, next = 0, kb, nkb;
+    const nst__gemm_kernel *kt = nst__fix_kernel(nst__cpu_arch(), h, w, cc);
+    int mr = kt->mr, nr = kt->nr;
+    size_t hw = (size_t)h * w, per = nst__fix_thread_floats(cin, cout, h, w), off[4];
+    float *thr = scratch + nst__fix_dc_floats(cout, h, w);
+    nst__gemm_blocks bl;
+    nst__gemm_blocking(kt, &bl);
+    nkb = (cout + bl.kc - 1) / bl.kc;
+    kb = (cout + nkb - 1) / nkb;
+    off[0] = 0;
+    off[1] = nst__fix_ru((size_t)w, (size_t)mr) * cout;
+    off[2] = 2 * off[1];
+    off[3] = off[2] + nst__fix_ru((size_t)h, (size_t)mr) * cout;
     if (nt > nch) nt = nch;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
     {
-        int t = 0, k, o, p;
-        float *Wr, *D, *line;
-        nst_status ts = NST_OK;
+        int t = 0, k, o, s;
+        float *P, *D, *line;
 #ifdef _OPENMP
         t = omp_get_thread_num();
 #pragma omp for schedule(static)
 #endif
-        for (o = 0; o < cout; o++) {   /* dC of each side: the output gradient along it */
+        for (o = 0; o < cout; o++) {   /* dC of each side, the output gradient along it, as MR panels [len / MR][cout][MR] */
             const float *po = dout + (size_t)o * hw;
-            float *c2 = scratch + off[2] + (size_t)o * h, *c3 = scratch + off[3] + (size_t)o * h;
-            memcpy(scratch + (size_t)o * w, po, sizeof(float) * (size_t)w);
-            memcpy(scratch + off[1] + (size_t)o * w, po + (size_t)(h - 1) * w, sizeof(float) * (size_t)w);
-            for (p = 0; p < h; p++) { c2[p] = po[(size_t)p * w]; c3[p] = po[(size_t)p * w + w - 1]; }
+            for (s = 0; s < 4; s++) {
+                int len = nst__side_len(s, h, w), ip, i;
+                size_t step = s < 2 ? 1 : (size_t)w;
+                const float *src = s == 0 ? po : s == 1 ? po + (size_t)(h - 1) * w : s == 2 ? po : po + w - 1;
+                float *a = scratch + off[s] + (size_t)o * mr;
+                for (ip = 0; ip < len; ip += mr, a += (size_t)mr * cout, src += mr * step) {
+                    int n = NST__MIN(mr, len - ip);
+                    for (i = 0; i < n; i++) a[i] = src[i * step];
+                    for (; i < mr; i++) a[i] = 0.0f;
+                }
+            }
         }
-        Wr = thr + per * (size_t)t;
-        D = Wr + (size_t)cout * 9 * cc;
-        line = D + (size_t)NST__MAX(h, w) * 3 * cc;
+        P = thr + per * (size_t)t;
+        D = P + (size_t)8 * cout * (cc + nst__fix_pad_max(1));
+        line = D + (size_t)NST__MAX(h, w) * 3 * (cc + nst__fix_pad_max(1));
         for (;;) {
-            int s, i0, nc;
+            int i0, nc, ncp;
 #ifdef _OPENMP
 #pragma omp atomic capture
 #endif
@@ -5520,22 +5621,18 @@ static nst_status nst__reflect_fix_backward(const nst_model *m, int ci, const fl
             if (k >= nch) break;
             i0 = k * cc;
             nc = NST__MIN(cc, cin - i0);
-            nst__ring_weights(Wr, m->w[ci], cin, cout, i0, nc);
-            for (s = 0; s < 4 && ts == NST_OK; s++) {
-                int n = nst__side_len(s, h, w);
-                ts = nst__sgemm_worker(forced, 1, 0, n, 3 * nc, cout, 1.0f, scratch + off[s], n, Wr + (size_t)nst__ring_start[s] * nc,
-                                   9 * nc, 0.0f, D, 3 * nc);
-                if (ts == NST_OK) nst__side_scatter_ring(D, 3 * nc, nc, din, i0, h, w, s, line);
+            ncp = (int)nst__fix_ru((size_t)nc, (size_t)nr);
+            nst__fix_tap_panels(P, m->w[ci], cin, cout, i0, nc, nr);
+            for (s = 0; s < 4; s++) {
+                const float *bj[3];
+                int j;
+                for (j = 0; j < 3; j++) bj[j] = P + (size_t)((nst__ring_start[s] + j) % 8) * ncp * cout;
+                nst__fix_side_gemm(kt, kb, nst__side_len(s, h, w), cout, scratch + off[s], bj, ncp, D);
+                nst__side_scatter_ring(D, 3 * ncp, nc, ncp, din, i0, h, w, s, line);
             }
         }
-        if (ts != NST_OK) {
-#ifdef _OPENMP
-#pragma omp critical(nst__fix_status)
-#endif
-            st = ts;
-        }
     }
-    return st;
+    return NST_OK;
 }
 /* out's border pixels = relu?(bias + the convolution with the padded input), over what the engine wrote
  * there (with a fused ReLU, the engine's border values are lost anyway). B[(i*9 + t)][k] holds all 9

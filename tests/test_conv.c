@@ -154,6 +154,23 @@ TEST(winograd_in_place_rows) {
     }
 }
 
+/* Planes of >= 512 x 512 (NST__WINO_STREAM_PLANE): the AVX2 output transform writes them with
+ * non-temporal stores, whole aligned rows only (w = 512: every row; w = 509: rows at any alignment,
+ * ragged right edge, partial last tile row), both directions, 1..3 threads (check_layer). */
+TEST(winograd_streamed_planes) {
+    static const int shp[][4] = { { 8, 9, 512, 512 }, { 9, 8, 515, 509 } };
+    int i;
+    size_t a;
+    for (i = 0; i < 2; i++)
+        for (a = 0; a < sizeof simd_archs / sizeof simd_archs[0]; a++) {
+            double e;
+            if (!have(simd_archs[a])) continue;
+            e = check_layer(shp[i][0], shp[i][1], shp[i][2], shp[i][3], i & 1, NST__CONV_WINO, simd_archs[a]);
+            CHECK_MSG(e <= 2e-4, "%s %d->%d at %dx%d: error %.3g", nst__arch_name(simd_archs[a]), shp[i][0], shp[i][1],
+                      shp[i][2], shp[i][3], e);
+        }
+}
+
 /* conv1_1's shapes, both directions (3 -> 64 forward, 64 -> 3 backward), direct, on every path against the
  * reference: sizes around the 32-pixel blocks and 16-pixel tiles of the AVX2 packed-row kernel (1..5
  * rows, ragged right edges whose last block holds 1..31 pixels or ends exactly at the border, several
@@ -339,6 +356,7 @@ int main(int argc, char **argv) {
     RUN(winograd_neon_matches_reference);
     RUN(vgg_shapes_auto_path);
     RUN(winograd_in_place_rows);
+    RUN(winograd_streamed_planes);
     RUN(direct_conv1_1_shapes);
 #if defined(NST__X86)
     RUN(avx2_filter_transform_layout);
