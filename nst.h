@@ -5424,8 +5424,11 @@ static nst_status nst__reflect_fix_forward(const nst_model *m, int ci, const flo
 }
 /* The backward fix works on chunks of input channels, cin / 8 of them, at least 16 (the GEMM's columns)
  * and at most 64 (their weights, 8 cout cc floats, in L2/L3): 4 chunks or more at 64..128 channels for
- * the threads to share, and the chunks depend on cin alone, so the bits do not depend on the thread
- * count. Per chunk, the weights of its channels are copied out of W straight into the micro-kernel's B
+ * the threads to share, then cut to a whole number of the kernel's NR columns where it has more (NEON's
+ * 12: 64 -> 60; AVX-512's 48: 64 -> 48; AVX2's 16 divides them all), so only a layer's last chunk pads
+ * (NEON 64 -> 72 columns in every chunk was +12.5% FMAs and +0.9% instructions per 128 px evaluation,
+ * bench/neon_profile.sh). The chunks depend on cin and the kernel alone, so the bits do not depend on the
+ * thread count. Per chunk, the weights of its channels are copied out of W straight into the micro-kernel's B
  * panels, one set per outside tap (nst__fix_tap_panels): W is read from memory once and the copy never
  * goes out to it (the whole layer's, 12 cin cout floats, went to memory and back: 12 MB per 512 x 512
  * layer). */
@@ -5571,9 +5574,10 @@ static void nst__side_scatter_ring(const float *D, int ldd, int nc, int ts, floa
 static nst_status nst__reflect_fix_backward(const nst_model *m, int ci, const float *dout, float *din, int h, int w,
                                             int nthreads, float *scratch) {
     int cin = m->cin[ci], cout = m->cout[ci], nt = nst__resolve_threads(nthreads), cc = nst__fix_chunk(cin);
-    int nch = (cin + cc - 1) / cc, next = 0, kb, nkb;
     const nst__gemm_kernel *kt = nst__fix_kernel(nst__cpu_arch(), h, w, cc);
-    int mr = kt->mr, nr = kt->nr;
+    int mr = kt->mr, nr = kt->nr, nch, next = 0, kb, nkb;
+    if (cc > nr) cc = cc / nr * nr;   /* never above nst__fix_chunk's: the scratch is sized by it */
+    nch = (cin + cc - 1) / cc;
     size_t hw = (size_t)h * w, per = nst__fix_thread_floats(cin, cout, h, w), off[4];
     float *thr = scratch + nst__fix_dc_floats(cout, h, w);
     nst__gemm_blocks bl;

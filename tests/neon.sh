@@ -5,7 +5,8 @@
 # GEMM kernel sweep caps k (NST_TEST_KMAX), NST_TEST_QUICK keeps the small shapes, test_conv runs only its
 # NEON tests (the scalar ones run natively) and test_core only the finite-difference gradient check of the
 # objective (a tiny model whose layers all take the NEON direct kernel, both directions); test_features only
-# the random model's padding against a naive convolution and as the adjoint of its forward (NEON GEMM);
+# the random model's padding against a naive convolution and as the adjoint of its forward, and the backward
+# fix in chunks of the NEON kernel's columns against the naive transpose (NEON GEMM);
 # test_iter only the L-BFGS tests (both recursions' kernels against their scalar references, one against the other);
 # test_lossgrad the one-pass loss gradient's NEON kernel against the scalar one and a double reference.
 set -u
@@ -30,7 +31,7 @@ run() {   # run NAME SOURCE [filter]
 run test_gemm_aarch64 tests/test_gemm.c "$@"
 run test_conv_aarch64 tests/test_conv.c neon
 run test_core_aarch64 tests/test_core.c objective_gradient_matches
-run test_features_aarch64 tests/test_features.c reflection_padding
+run test_features_aarch64 tests/test_features.c reflection_
 run test_iter_aarch64 tests/test_iter.c lbfgs_
 run test_lossgrad_aarch64 tests/test_lossgrad.c
 echo "test_neon_aarch64: $passed passed, $failed failed, $skipped skipped"
