@@ -5458,21 +5458,6 @@ static size_t nst__fix_thread_floats(int cin, int cout, int h, int w) {
     size_t ccp = (size_t)nst__fix_chunk(cin) + nst__fix_pad_max(1), len = (size_t)NST__MAX(h, w);
     return ((size_t)8 * cout * ccp + len * 3 * ccp + len + 2 + 15) & ~(size_t)15;
 }
-/* The kernel of the ISA in use that pads the products least: the sides' rows to MR, each tap's chunk
- * columns to NR (AVX2: 6 x 16 for the VGG chunks of 16..64 channels, 4 x 24 would pad 64 to 72). */
-static const nst__gemm_kernel *nst__fix_kernel(nst_arch a, int h, int w, int nc) {
-    const nst__gemm_kernel *best = nst__gemm_kernel_for(a), *kt;
-    double area = -1, x;
-    size_t i;
-    for (i = 0; i < sizeof nst__gemm_kernels / sizeof nst__gemm_kernels[0]; i++) {
-        kt = &nst__gemm_kernels[i];
-        if (kt->arch != best->arch) continue;
-        x = (double)(nst__fix_ru((size_t)h, (size_t)kt->mr) + nst__fix_ru((size_t)w, (size_t)kt->mr)) *
-            (double)nst__fix_ru((size_t)nc, (size_t)kt->nr);
-        if (area < 0 || x <= area) { best = kt; area = x; }
-    }
-    return best;
-}
 /* Tap panels of channels [i0, i0 + nc): for ring position r (0..7), P + r ncp cout holds ncp / nr
  * panels [cout][nr] (ncp: nc rounded up to nr), panel k's [o][j] = W[o][i0 + k nr + j][nst__ring_tap[r]],
  * zero past nc: the micro-kernel's packed B for the columns (r, c), read by the side GEMMs in place. */
@@ -5574,7 +5559,9 @@ static void nst__side_scatter_ring(const float *D, int ldd, int nc, int ts, floa
 static nst_status nst__reflect_fix_backward(const nst_model *m, int ci, const float *dout, float *din, int h, int w,
                                             int nthreads, float *scratch) {
     int cin = m->cin[ci], cout = m->cout[ci], nt = nst__resolve_threads(nthreads), cc = nst__fix_chunk(cin);
-    const nst__gemm_kernel *kt = nst__fix_kernel(nst__cpu_arch(), h, w, cc);
+    /* the kernel that pads the products least: the sides' rows (2 (h + w)) to MR, the chunk's columns to NR
+     * (AVX2: 6 x 16 for the VGG chunks of 16..64 channels, 4 x 24 would pad 64 to 72) */
+    const nst__gemm_kernel *kt = nst__gemm_kernel_pick(nst__cpu_arch(), h + w, cc);
     int mr = kt->mr, nr = kt->nr, nch, next = 0, kb, nkb;
     if (cc > nr) cc = cc / nr * nr;   /* never above nst__fix_chunk's: the scratch is sized by it */
     nch = (cin + cc - 1) / cc;
