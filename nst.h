@@ -2951,46 +2951,16 @@ static NST__TARGET_AVX512 void nst__wino_filters_avx512(const nst__conv_plan *p,
 /* The NEON kernels keep each block of 6 output rows k-major, u[36][nob][kin][6] (the 6 rows of one input
  * channel contiguous), so the GEMM loads the 12 filter values of two k in three q registers (see
  * nst__wino_gemm16_neon). Two input channels per pass: their 12 (channel, row) pairs are the lanes of 3 q
- * registers, computed one q register at a time by the scalar transform's operations; each transform
- * element's 12 values are stored contiguously. Missing rows/channels
- * read zeros. (The lazy layers run this on every call, so its cost shows in the evaluation.) */
-static void nst__wino_filters_neon(const nst__conv_plan *p, int d, float *u, int ob) {
-    static const float zero9[9] = {0};
-    const nst__conv_dir *dd = &p->dir[d];
-    int kin = dd->kin, kout = dd->kout, nob = (kout + 5) / 6, nr = NST__MIN(6, kout - ob * 6), i;
-    size_t es = (size_t)nob * 6 * kin;
-    size_t so = d == 0 ? (size_t)9 * p->cin : 9, si = d == 0 ? 9 : (size_t)9 * p->cin;   /* per out/in channel */
-    const float *wb = p->weight + (size_t)ob * 6 * so;
-    float *base = u + (size_t)ob * 6 * kin;
-    for (i = 0; i < kin; i += 2) {
-        const float *wp[12];
-        int ni = NST__MIN(2, kin - i), nq = ni == 2 ? 3 : 2, f, q;
-        for (f = 0; f < 12; f++)   /* pair f = lane f % 4 of q register f / 4: channel i + f / 6, row f % 6 */
-            wp[f] = f % 6 >= nr || f / 6 >= ni ? zero9 : wb + (f % 6) * so + (i + f / 6) * si;
-        for (q = 0; q < nq; q++) {
-            /* taps 0..3 and 4..7 of the 4 pairs by plain loads and a 4x4 transpose (gcc keeps ld4-lane
-             * structures on the stack), tap 8 by lane loads */
-            const float *w0 = wp[4 * q], *w1 = wp[4 * q + 1], *w2 = wp[4 * q + 2], *w3 = wp[4 * q + 3];
-            float32x4_t r[8], g[9], t[6][3], g8 = vld1q_dup_f32(w0 + 8);
-            int k, c;
-            g8 = vld1q_lane_f32(w1 + 8, g8, 1); g8 = vld1q_lane_f32(w2 + 8, g8, 2); g8 = vld1q_lane_f32(w3 + 8, g8, 3);
-            NST__UNROLL for (k = 0; k < 2; k++) {
-                float32x4_t a0 = vld1q_f32(w0 + 4 * k), a1 = vld1q_f32(w1 + 4 * k), a2 = vld1q_f32(w2 + 4 * k);
-                float32x4_t a3 = vld1q_f32(w3 + 4 * k);
-                float64x2_t e0 = vreinterpretq_f64_f32(vtrn1q_f32(a0, a1)), o0 = vreinterpretq_f64_f32(vtrn2q_f32(a0, a1));
-                float64x2_t e1 = vreinterpretq_f64_f32(vtrn1q_f32(a2, a3)), o1 = vreinterpretq_f64_f32(vtrn2q_f32(a2, a3));
-                r[4 * k] = vreinterpretq_f32_f64(vtrn1q_f64(e0, e1));
-                r[4 * k + 1] = vreinterpretq_f32_f64(vtrn1q_f64(o0, o1));
-                r[4 * k + 2] = vreinterpretq_f32_f64(vtrn2q_f64(e0, e1));
-                r[4 * k + 3] = vreinterpretq_f32_f64(vtrn2q_f64(o0, o1));
-            }
-            if (d == 0) {
-                NST__UNROLL for (k = 0; k < 8; k++) g[k] = r[k];
-                g[8] = g8;
-            } else {   /* backward-data reads the filter flipped: tap k is stored at 8 - k */
-                NST__UNROLL for (k = 0; k < 8; k++) g[8 - k] = r[k];
-                g[0] = g8;
-            }
+ * registers, computed one q register at a time by the scalar transform's operations (nst__wino_f4_neon);
+ * each transform element's 12 values are stored contiguously. Missing rows/channels read zeros. The lazy
+ * layers run this on every call, so its cost shows in the evaluation: written with the 12 source pointers
+ * chosen per pass (a modulo and a division by 6 for each) and the 36 destinations as separate offsets, gcc
+ * 12 kept those offsets on the stack and the transform took 96 instructions per filter (35 of them vector,
+ * 28 loads/stores; 265M of a 128 px evaluation's 1.99e9, bench/neon_profile.sh). Now full passes take
+ * their pointers from two row bases and each q register's 36 results go out through one pointer stepped by
+ * the element stride: 64 instructions per filter, 185M (-30%; the evaluation 1.99e9 -> 1.91e9, the same
+ * loss). gcc still computes a q register's 36 results before storing them (spilling ~6), and two pointers
+ * stepped by 2 es (one add per two stores) came out with a copy per store: no fewer instructions. */
 #define NST__WINO_GN(a, b, cc, t0, t1, t2, t3, t4, t5) do {                                         \
     float32x4_t s_ = vaddq_f32(a, cc), q_ = vaddq_f32(vmulq_n_f32(a, 1.0f / 24), vmulq_n_f32(cc, 1.0f / 6)); \
     float32x4_t h_ = vmulq_n_f32(b, 1.0f / 12);                                                     \
@@ -2998,19 +2968,71 @@ static void nst__wino_filters_neon(const nst__conv_plan *p, int d, float *u, int
     t1 = vmulq_n_f32(vnegq_f32(vaddq_f32(s_, b)), 1.0f / 6);                                        \
     t2 = vmulq_n_f32(vnegq_f32(vsubq_f32(s_, b)), 1.0f / 6);                                        \
     t3 = vaddq_f32(q_, h_); t4 = vsubq_f32(q_, h_); t5 = cc; } while (0)
-            NST__UNROLL for (c = 0; c < 3; c++)
-                NST__WINO_GN(g[c], g[3 + c], g[6 + c], t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]);
-            NST__UNROLL for (k = 0; k < 6; k++) {
-                float32x4_t w[6];
-                float *o = base + (size_t)(k * 6) * es + (size_t)i * 6 + 4 * q;
-                NST__WINO_GN(t[k][0], t[k][1], t[k][2], w[0], w[1], w[2], w[3], w[4], w[5]);
-                NST__UNROLL for (c = 0; c < 6; c++) {
-                    if (ni == 2 || q == 0) vst1q_f32(o + c * es, w[c]);
-                    else vst1_f32(o + c * es, vget_low_f32(w[c]));   /* odd kin: rows 4, 5 of the last channel */
-                }
-            }
-#undef NST__WINO_GN
+/* The transforms of the 4 filters w0..w3 (9 taps each; flipped: backward-data's tap k is stored at 8 - k)
+ * into lane l of o[e * es] (e = 0..35), all 4 lanes or (lanes == 2) the first two. */
+static void nst__wino_f4_neon(const float *w0, const float *w1, const float *w2, const float *w3, int flip, float *o,
+                              size_t es, int lanes) {
+    /* taps 0..3 and 4..7 of the 4 filters by plain loads and a 4x4 transpose (gcc keeps ld4-lane structures
+     * on the stack), tap 8 by lane loads */
+    float32x4_t r[8], g[9], t[6][3], g8 = vld1q_dup_f32(w0 + 8);
+    int k, c;
+    g8 = vld1q_lane_f32(w1 + 8, g8, 1); g8 = vld1q_lane_f32(w2 + 8, g8, 2); g8 = vld1q_lane_f32(w3 + 8, g8, 3);
+    NST__UNROLL for (k = 0; k < 2; k++) {
+        float32x4_t a0 = vld1q_f32(w0 + 4 * k), a1 = vld1q_f32(w1 + 4 * k), a2 = vld1q_f32(w2 + 4 * k);
+        float32x4_t a3 = vld1q_f32(w3 + 4 * k);
+        float64x2_t e0 = vreinterpretq_f64_f32(vtrn1q_f32(a0, a1)), o0 = vreinterpretq_f64_f32(vtrn2q_f32(a0, a1));
+        float64x2_t e1 = vreinterpretq_f64_f32(vtrn1q_f32(a2, a3)), o1 = vreinterpretq_f64_f32(vtrn2q_f32(a2, a3));
+        r[4 * k] = vreinterpretq_f32_f64(vtrn1q_f64(e0, e1));
+        r[4 * k + 1] = vreinterpretq_f32_f64(vtrn1q_f64(o0, o1));
+        r[4 * k + 2] = vreinterpretq_f32_f64(vtrn2q_f64(e0, e1));
+        r[4 * k + 3] = vreinterpretq_f32_f64(vtrn2q_f64(o0, o1));
+    }
+    if (!flip) {
+        NST__UNROLL for (k = 0; k < 8; k++) g[k] = r[k];
+        g[8] = g8;
+    } else {
+        NST__UNROLL for (k = 0; k < 8; k++) g[8 - k] = r[k];
+        g[0] = g8;
+    }
+    NST__UNROLL for (c = 0; c < 3; c++)
+        NST__WINO_GN(g[c], g[3 + c], g[6 + c], t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]);
+    NST__UNROLL for (k = 0; k < 6; k++) {
+        float32x4_t w[6];
+        NST__WINO_GN(t[k][0], t[k][1], t[k][2], w[0], w[1], w[2], w[3], w[4], w[5]);
+        NST__UNROLL for (c = 0; c < 6; c++, o += es) {
+            if (lanes == 4) vst1q_f32(o, w[c]);
+            else vst1_f32(o, vget_low_f32(w[c]));
+#if defined(__GNUC__) || defined(__clang__)
+            __asm__("" : "+r"(o));   /* one pointer stepped, not 36 offsets kept on the stack */
+#endif
         }
+    }
+}
+#undef NST__WINO_GN
+static void nst__wino_filters_neon(const nst__conv_plan *p, int d, float *u, int ob) {
+    static const float zero9[9] = {0};
+    const nst__conv_dir *dd = &p->dir[d];
+    int kin = dd->kin, kout = dd->kout, nob = (kout + 5) / 6, nr = NST__MIN(6, kout - ob * 6), i = 0;
+    size_t es = (size_t)nob * 6 * kin;
+    size_t so = d == 0 ? (size_t)9 * p->cin : 9, si = d == 0 ? 9 : (size_t)9 * p->cin;   /* per out/in channel */
+    const float *wb = p->weight + (size_t)ob * 6 * so;
+    float *base = u + (size_t)ob * 6 * kin;
+    if (nr == 6)   /* pairs of channels, all 6 rows: lanes (i, 0..3), (i, 4..5; i + 1, 0..1), (i + 1, 2..5) */
+        for (; i + 2 <= kin; i += 2) {
+            const float *a = wb + (size_t)i * si, *b = a + si;
+            float *o = base + (size_t)i * 6;
+            nst__wino_f4_neon(a, a + so, a + 2 * so, a + 3 * so, d, o, es, 4);
+            nst__wino_f4_neon(a + 4 * so, a + 5 * so, b, b + so, d, o + 4, es, 4);
+            nst__wino_f4_neon(b + 2 * so, b + 3 * so, b + 4 * so, b + 5 * so, d, o + 8, es, 4);
+        }
+    for (; i < kin; i += 2) {   /* the last block of rows, an odd last channel */
+        const float *wp[12];
+        int ni = NST__MIN(2, kin - i), f, q;
+        for (f = 0; f < 12; f++)   /* pair f = lane f % 4 of q register f / 4: channel i + f / 6, row f % 6 */
+            wp[f] = f % 6 >= nr || f / 6 >= ni ? zero9 : wb + (f % 6) * so + (i + f / 6) * si;
+        for (q = 0; q < (ni == 2 ? 3 : 2); q++)   /* odd kin: rows 4, 5 of the last channel are 2 lanes */
+            nst__wino_f4_neon(wp[4 * q], wp[4 * q + 1], wp[4 * q + 2], wp[4 * q + 3], d, base + (size_t)i * 6 + 4 * q,
+                              es, ni == 2 || q == 0 ? 4 : 2);
     }
 }
 #endif
