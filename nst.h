@@ -5480,12 +5480,66 @@ static size_t nst__fix_thread_floats(int cin, int cout, int h, int w) {
     size_t ccp = (size_t)nst__fix_chunk(cin) + nst__fix_pad_max(1), len = (size_t)NST__MAX(h, w);
     return ((size_t)8 * cout * ccp + len * 3 * ccp + len + 2 + 15) & ~(size_t)15;
 }
+/* Row o of every tap panel (see nst__fix_tap_panels) from q, its filters of the chunk's channels. */
+static void nst__fix_tap_row(float *P, const float *q, size_t tstride, int o, int cout, int nc, int nr) {
+    int r, jp, c;
+    for (r = 0; r < 8; r++) {
+        float *t = P + (size_t)r * tstride + (size_t)o * nr;
+        for (jp = 0; jp < nc; jp += nr, t += (size_t)cout * nr) {
+            const float *s = q + (size_t)jp * 9 + nst__ring_tap[r];
+            int n = NST__MIN(nr, nc - jp);
+            for (c = 0; c + 8 <= n; c += 8, s += 72) {   /* 8 loads, then 8 stores (conv4_2's W alone: 1.1 ms
+                * from memory against 1.5-2.1 one at a time; AVX2 gathers were slower, 1.6-2.5) */
+                float x0 = s[0], x1 = s[9], x2 = s[18], x3 = s[27], x4 = s[36], x5 = s[45], x6 = s[54], x7 = s[63];
+                t[c] = x0; t[c + 1] = x1; t[c + 2] = x2; t[c + 3] = x3;
+                t[c + 4] = x4; t[c + 5] = x5; t[c + 6] = x6; t[c + 7] = x7;
+            }
+            for (; c < n; c++, s += 9) t[c] = s[0];
+            for (; c < nr; c++) t[c] = 0.0f;
+        }
+    }
+}
+#if defined(NST__NEON)
+/* The same, 4 channels at a time: tap (a, b) of channel j is float 9j + 3a + b of their 36, a stride-9
+ * de-interleave done as two stride-3 ones: 3 ld3 split the floats by b (group b: m = 3j + a, m = 0..11,
+ * over the three loads), the groups go to a 36-float buffer in m order, and an ld3 per group splits it
+ * by a, giving each tap's 4 channels in one register (23 instructions for 32 floats). The scalar copy
+ * took 72M of a 128 px evaluation's 1.91e9 instructions (bench/neon_profile.sh --
+ * -fno-inline-functions-called-once), this one 29M: the evaluation 1.91e9 -> 1.86e9, the same loss. Table lookups (tbl over a group's 3 registers) came
+ * out at ~60 instructions: gcc copied the operands into consecutive registers for every lookup. */
+static void nst__fix_tap_row_neon(float *P, const float *q, size_t tstride, int o, int cout, int nc, int nr) {
+    float buf[36];
+    int r, jp, c;
+    for (jp = 0; jp < nc; jp += nr) {
+        int n = NST__MIN(nr, nc - jp);
+        float *t = P + (size_t)o * nr + (size_t)jp * cout;
+        for (c = 0; c + 4 <= n; c += 4) {
+            const float *s = q + (size_t)(jp + c) * 9;
+            float32x4x3_t a = vld3q_f32(s), b = vld3q_f32(s + 12), d = vld3q_f32(s + 24), g0, g1, g2;
+            vst1q_f32(buf, a.val[0]); vst1q_f32(buf + 4, b.val[0]); vst1q_f32(buf + 8, d.val[0]);
+            vst1q_f32(buf + 12, a.val[1]); vst1q_f32(buf + 16, b.val[1]); vst1q_f32(buf + 20, d.val[1]);
+            vst1q_f32(buf + 24, a.val[2]); vst1q_f32(buf + 28, b.val[2]); vst1q_f32(buf + 32, d.val[2]);
+            g0 = vld3q_f32(buf); g1 = vld3q_f32(buf + 12); g2 = vld3q_f32(buf + 24);   /* g_b.val[a]: tap 3a + b */
+            /* ring order: taps 0 1 2 5 8 7 6 3 */
+            vst1q_f32(t + c, g0.val[0]); vst1q_f32(t + tstride + c, g1.val[0]);
+            vst1q_f32(t + 2 * tstride + c, g2.val[0]); vst1q_f32(t + 3 * tstride + c, g2.val[1]);
+            vst1q_f32(t + 4 * tstride + c, g2.val[2]); vst1q_f32(t + 5 * tstride + c, g1.val[2]);
+            vst1q_f32(t + 6 * tstride + c, g0.val[2]); vst1q_f32(t + 7 * tstride + c, g0.val[1]);
+        }
+        for (r = 0; r < 8; r++) {
+            int cc;
+            for (cc = c; cc < n; cc++) t[(size_t)r * tstride + cc] = q[(size_t)(jp + cc) * 9 + nst__ring_tap[r]];
+            for (; cc < nr; cc++) t[(size_t)r * tstride + cc] = 0.0f;
+        }
+    }
+}
+#endif
 /* Tap panels of channels [i0, i0 + nc): for ring position r (0..7), P + r ncp cout holds ncp / nr
  * panels [cout][nr] (ncp: nc rounded up to nr), panel k's [o][j] = W[o][i0 + k nr + j][nst__ring_tap[r]],
  * zero past nc: the micro-kernel's packed B for the columns (r, c), read by the side GEMMs in place. */
 static void nst__fix_tap_panels(float *P, const float *W, int cin, int cout, int i0, int nc, int nr) {
     size_t ncp = nst__fix_ru((size_t)nc, (size_t)nr), tstride = ncp * cout;
-    int o, r, jp, c;
+    int o;
     for (o = 0; o < cout; o++) {
         const float *q = W + ((size_t)o * cin + i0) * 9;
 #if defined(__GNUC__) || defined(__clang__)
@@ -5495,21 +5549,12 @@ static void nst__fix_tap_panels(float *P, const float *W, int cin, int cout, int
             for (b = 0; b < 9 * nc * (int)sizeof(float); b += 64) __builtin_prefetch(f + b);
         }
 #endif
-        for (r = 0; r < 8; r++) {
-            float *t = P + (size_t)r * tstride + (size_t)o * nr;
-            for (jp = 0; jp < nc; jp += nr, t += (size_t)cout * nr) {
-                const float *s = q + (size_t)jp * 9 + nst__ring_tap[r];
-                int n = NST__MIN(nr, nc - jp);
-                for (c = 0; c + 8 <= n; c += 8, s += 72) {   /* 8 loads, then 8 stores (conv4_2's W alone: 1.1 ms
-                    * from memory against 1.5-2.1 one at a time; AVX2 gathers were slower, 1.6-2.5) */
-                    float x0 = s[0], x1 = s[9], x2 = s[18], x3 = s[27], x4 = s[36], x5 = s[45], x6 = s[54], x7 = s[63];
-                    t[c] = x0; t[c + 1] = x1; t[c + 2] = x2; t[c + 3] = x3;
-                    t[c + 4] = x4; t[c + 5] = x5; t[c + 6] = x6; t[c + 7] = x7;
-                }
-                for (; c < n; c++, s += 9) t[c] = s[0];
-                for (; c < nr; c++) t[c] = 0.0f;
-            }
-        }
+#if defined(NST__NEON)
+        nst__fix_tap_row_neon(P, q, tstride, o, cout, nc, nr);
+        (void)nst__fix_tap_row;
+#else
+        nst__fix_tap_row(P, q, tstride, o, cout, nc, nr);
+#endif
     }
 }
 /* D[p][j ncp + c] = sum_o A[p][o] B_j[o][c] for the side's len rows (A: its packed output gradient, MR
