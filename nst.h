@@ -3562,9 +3562,10 @@ typedef struct nst__conv_pool {
     const float *dout;           /* backward: its gradient; the conv's input is unpool(dout) * mask */
     unsigned char *code;         /* max: the argmax code of each pooled element; NULL for avg */
     unsigned char *bits;         /* the ReLU mask of the [kout][h][w] map, bit per element (backward reads) */
-    int avg, simd;               /* simd: the AVX2 pool kernels (nst__simd_avx2) */
+    int avg, simd;               /* simd: the SIMD pool kernels (nst__simd_pool) */
 } nst__conv_pool;
 static int nst__simd_avx2(void);
+static int nst__simd_pool(void);
 static int nst__pool_fusable(int h, int w);
 static void nst__pool_mask_rows(float *out, unsigned char *code, size_t ldo, unsigned char *bits, size_t ldb,
                                 const float *in, size_t ldi, int rows, int cols, int avg, int simd);
@@ -3764,74 +3765,97 @@ static NST__TARGET_AVX512 void nst__direct_avx512(const nst__conv_dir *dd, const
 
 #if defined(NST__NEON)
 /* out[o][y][x0..x0+64) for 6 output channels, in chunks of 16 pixels: 24 q accumulators, the 6 taps of
- * one filter position in a q and a d register used through lane FMAs (24 FMAs per 4 loads of input
- * and 2 of filter). Row segments that touch the image border are copied, zero-padded, to the stack. */
+ * one filter position in two q registers (taps 0..3, and 2..5 used through lanes 2 and 3) read by lane
+ * FMAs: per filter position 4 loads of input, 2 of filter, 24 FMAs, 32 instructions in gcc 12 -O2's kx
+ * loop. Row segments that touch the image border are copied, zero-padded, to the stack. The spelling is
+ * set by instruction counts (bench/neon_profile.sh --size 128, one evaluation of the random model: 14.5M
+ * FMAs here, conv1_1's forward twice): 45.5M instructions before, 29.9M now (loss unchanged, 3324.95).
+ * What cost the difference: an accumulator array filled by a row switch for the epilogue (gcc stored
+ * all 24 to the stack and reloaded them: the epilogue is now spelled out per output row, and a partial
+ * last chunk goes through tmp after all rows, since a memcpy call per row saved and restored every live
+ * accumulator around it); the border copy element by element with a bounds test (~160 instructions
+ * per row: now whole vectors over the in-image span, zeros set once per chunk; written as a loop to
+ * that span gcc made it a memcpy call, with the same saves around it); the second filter register as
+ * a d register (gcc loaded its 2 lanes separately plus a copy, 34 instructions per position).
+ * Unrolling the 3 positions of a filter row made gcc's scheduler hoist the next position's loads and
+ * spill accumulators (in the disassembly about as many instructions per filter row as the loop). */
+#define NST__DN_ROW(r, W, L)                                                                  \
+    c##r##0 = W(c##r##0, b0, L); c##r##1 = W(c##r##1, b1, L);                                   \
+    c##r##2 = W(c##r##2, b2, L); c##r##3 = W(c##r##3, b3, L);
+#define NST__DN_Q(acc, b, l) vfmaq_laneq_f32(acc, b, w0, l)
+#define NST__DN_D(acc, b, l) vfmaq_laneq_f32(acc, b, w1, (l) + 2)
+#define NST__DN_TAP(kx)                                                                       \
+    {                                                                                         \
+        const float32x4_t w0 = vld1q_f32(wt + 6 * (kx));                                      \
+        const float32x4_t w1 = vld1q_f32(wt + 6 * (kx) + 2);                                  \
+        const float32x4_t b0 = vld1q_f32(row + (kx)), b1 = vld1q_f32(row + (kx) + 4);          \
+        const float32x4_t b2 = vld1q_f32(row + (kx) + 8), b3 = vld1q_f32(row + (kx) + 12);     \
+        NST__DN_ROW(0, NST__DN_Q, 0) NST__DN_ROW(1, NST__DN_Q, 1) NST__DN_ROW(2, NST__DN_Q, 2) \
+        NST__DN_ROW(3, NST__DN_Q, 3) NST__DN_ROW(4, NST__DN_D, 0) NST__DN_ROW(5, NST__DN_D, 1) \
+    }
+#define NST__DN_ST(r)                                                                         \
+    if (ob * 6 + (r) < kout) {                                                                \
+        const float32x4_t vb = vdupq_n_f32(bias ? bias[ob * 6 + (r)] : 0.0f);                 \
+        float *dst = n == 16 ? out + (size_t)(ob * 6 + (r)) * hw + (size_t)y * w + xc : tmp + 16 * (r); \
+        c##r##0 = vaddq_f32(c##r##0, vb); c##r##1 = vaddq_f32(c##r##1, vb);                   \
+        c##r##2 = vaddq_f32(c##r##2, vb); c##r##3 = vaddq_f32(c##r##3, vb);                   \
+        if (relu) {   /* NaN and -0 become +0, as in the reference */                         \
+            c##r##0 = vmaxnmq_f32(c##r##0, z); c##r##1 = vmaxnmq_f32(c##r##1, z);             \
+            c##r##2 = vmaxnmq_f32(c##r##2, z); c##r##3 = vmaxnmq_f32(c##r##3, z);             \
+        }                                                                                     \
+        vst1q_f32(dst, c##r##0); vst1q_f32(dst + 4, c##r##1);                                 \
+        vst1q_f32(dst + 8, c##r##2); vst1q_f32(dst + 12, c##r##3);                            \
+    }
 static void nst__direct_neon(const nst__conv_dir *dd, const float *in, float *out, int h, int w,
                              const float *bias, int relu, int ob, int y, int x0) {
     int kin = dd->kin, kout = dd->kout, xc;
     size_t hw = (size_t)h * w;
+    const float32x4_t z = vdupq_n_f32(0.0f);
     for (xc = x0; xc < x0 + 64 && xc < w; xc += 16) {
-        float32x4_t z = vdupq_n_f32(0.0f);
         float32x4_t c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z, c20 = z, c21 = z,
                     c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z, c40 = z, c41 = z, c42 = z, c43 = z,
                     c50 = z, c51 = z, c52 = z, c53 = z;
-        float seg[20];
+        float seg[20], tmp[6 * 16];
         int ci, ky, kx, r, n = NST__MIN(16, w - xc), inner = xc >= 1 && xc + 17 <= w;
-        for (ci = 0; ci < kin; ci++)
-            for (ky = 0; ky < 3; ky++) {
+        int lo = xc >= 1 ? 0 : 1, hi = NST__MIN(18, w - xc + 1);   /* seg's columns inside the image */
+        if (!inner) {   /* the zeros outside [lo, hi) are the same for every row of the chunk */
+            vst1q_f32(seg, z); vst1q_f32(seg + 4, z); vst1q_f32(seg + 8, z); vst1q_f32(seg + 12, z);
+            vst1q_f32(seg + 16, z);
+        }
+        for (ci = 0; ci < kin; ci++) {
+            const float *wt = dd->u + (size_t)(ob * kin + ci) * 54;   /* [ky][kx][6] */
+            for (ky = 0; ky < 3; ky++, wt += 18) {
                 int sy = y + ky - 1;
                 const float *row;
                 if (sy < 0 || sy >= h) continue;
                 row = in + ci * hw + (size_t)sy * w + xc - 1;   /* input columns xc-1 .. xc+16 */
                 if (!inner) {
-                    int i;
-                    for (i = 0; i < 18; i++) seg[i] = xc - 1 + i >= 0 && xc - 1 + i < w ? row[i] : 0.0f;
+                    if (hi - lo >= 16) {   /* not as a loop to the bound: gcc made that a memcpy call */
+                        vst1q_f32(seg + lo, vld1q_f32(row + lo)); vst1q_f32(seg + lo + 4, vld1q_f32(row + lo + 4));
+                        vst1q_f32(seg + lo + 8, vld1q_f32(row + lo + 8));
+                        vst1q_f32(seg + lo + 12, vld1q_f32(row + lo + 12));
+                        if (lo + 16 < hi) seg[lo + 16] = row[lo + 16];
+                        if (lo + 17 < hi) seg[lo + 17] = row[lo + 17];
+                    } else {
+                        int i;
+                        for (i = 0; i < 18; i++) seg[i] = i >= lo && i < hi ? row[i] : 0.0f;
+                    }
                     row = seg;
                 }
-                for (kx = 0; kx < 3; kx++) {
-                    const float *wt = dd->u + ((size_t)(ob * kin + ci) * 9 + ky * 3 + kx) * 6;
-                    float32x4_t w0 = vld1q_f32(wt);
-                    float32x2_t w1 = vld1_f32(wt + 4);
-                    float32x4_t b0 = vld1q_f32(row + kx), b1 = vld1q_f32(row + kx + 4);
-                    float32x4_t b2 = vld1q_f32(row + kx + 8), b3 = vld1q_f32(row + kx + 12);
-#define NST__DN_ROW(r, W, L)                                                                  \
-    c##r##0 = W(c##r##0, b0, L); c##r##1 = W(c##r##1, b1, L);                                   \
-    c##r##2 = W(c##r##2, b2, L); c##r##3 = W(c##r##3, b3, L);
-#define NST__DN_Q(acc, b, l) vfmaq_laneq_f32(acc, b, w0, l)
-#define NST__DN_D(acc, b, l) vfmaq_lane_f32(acc, b, w1, l)
-                    NST__DN_ROW(0, NST__DN_Q, 0) NST__DN_ROW(1, NST__DN_Q, 1) NST__DN_ROW(2, NST__DN_Q, 2)
-                    NST__DN_ROW(3, NST__DN_Q, 3) NST__DN_ROW(4, NST__DN_D, 0) NST__DN_ROW(5, NST__DN_D, 1)
+                for (kx = 0; kx < 3; kx++) NST__DN_TAP(kx)
+            }
+        }
+        NST__DN_ST(0) NST__DN_ST(1) NST__DN_ST(2) NST__DN_ST(3) NST__DN_ST(4) NST__DN_ST(5)
+        if (n < 16)   /* the image's last columns: the rows were stored to tmp */
+            for (r = 0; r < 6 && ob * 6 + r < kout; r++)
+                memcpy(out + (size_t)(ob * 6 + r) * hw + (size_t)y * w + xc, tmp + 16 * r, sizeof(float) * (size_t)n);
+    }
+}
 #undef NST__DN_ROW
 #undef NST__DN_Q
 #undef NST__DN_D
-                }
-            }
-        for (r = 0; r < 6 && ob * 6 + r < kout; r++) {
-            int o = ob * 6 + r, j;
-            float32x4_t vb = vdupq_n_f32(bias ? bias[o] : 0.0f), acc[4];
-            float *dst = out + o * hw + (size_t)y * w + xc;
-            switch (r) {   /* the accumulators stay named registers in the loop above */
-            case 0: acc[0] = c00; acc[1] = c01; acc[2] = c02; acc[3] = c03; break;
-            case 1: acc[0] = c10; acc[1] = c11; acc[2] = c12; acc[3] = c13; break;
-            case 2: acc[0] = c20; acc[1] = c21; acc[2] = c22; acc[3] = c23; break;
-            case 3: acc[0] = c30; acc[1] = c31; acc[2] = c32; acc[3] = c33; break;
-            case 4: acc[0] = c40; acc[1] = c41; acc[2] = c42; acc[3] = c43; break;
-            default: acc[0] = c50; acc[1] = c51; acc[2] = c52; acc[3] = c53; break;
-            }
-            for (j = 0; j < 4; j++) {
-                acc[j] = vaddq_f32(acc[j], vb);
-                if (relu) acc[j] = vmaxnmq_f32(acc[j], z);   /* NaN and -0 become +0, as in the reference */
-            }
-            if (n == 16) {
-                for (j = 0; j < 4; j++) vst1q_f32(dst + 4 * j, acc[j]);
-            } else {
-                float tmp[16];
-                for (j = 0; j < 4; j++) vst1q_f32(tmp + 4 * j, acc[j]);
-                memcpy(dst, tmp, sizeof(float) * (size_t)n);
-            }
-        }
-    }
-}
+#undef NST__DN_TAP
+#undef NST__DN_ST
 #endif
 
 /* ---- packed input rows for the direct_rows kernels (AVX2: nst__direct_pack_avx2) -------------------
@@ -3971,7 +3995,7 @@ static nst_status nst__conv_forward_pool(const nst__conv_plan *p, const float *i
                                          unsigned char *bits, int h, int w, int avg, int pad, int nthreads, void *ws) {
     nst__conv_pool pc;
     pc.out = pooled; pc.dout = NULL; pc.code = avg ? NULL : code; pc.bits = bits; pc.avg = avg;
-    pc.simd = nst__simd_avx2();
+    pc.simd = nst__simd_pool();
     return nst__conv_run(p, 0, in, pooled, h, w, 1, pad, nthreads, ws, &pc);
 }
 /* Backward-data whose dout is the pooled gradient scattered back through the pool and the ReLU mask
@@ -3981,7 +4005,7 @@ static nst_status nst__conv_backward_unpool(const nst__conv_plan *p, const float
                                             void *ws) {
     nst__conv_pool pc;
     pc.out = NULL; pc.dout = dpool; pc.code = avg ? NULL : (unsigned char *)code;
-    pc.bits = (unsigned char *)bits; pc.avg = avg; pc.simd = nst__simd_avx2();   /* read only */
+    pc.bits = (unsigned char *)bits; pc.avg = avg; pc.simd = nst__simd_pool();   /* read only */
     return nst__conv_run(p, 1, dpool, din, h, w, 0, NST__CONV_PAD_ZERO, nthreads, ws, &pc);
 }
 
@@ -6160,6 +6184,15 @@ static int nst__simd_avx2(void) {
     return 0;
 #endif
 }
+/* The pooling kernels' SIMD path for the running ISA: AVX2 (both directions), NEON (the forward;
+ * the backward's unpool has no NEON kernel and takes the scalar one). */
+static int nst__simd_pool(void) {
+#if defined(NST__NEON)
+    return nst__cpu_arch() == NST_ARCH_NEON;
+#else
+    return nst__simd_avx2();
+#endif
+}
 /* n elements in runs of NST__MASK_RUN (64 mask bytes), split evenly between threads. */
 static void nst__relu_mask_bits(const float *x, unsigned char *bits, size_t n, int nthreads) {
     long nr = (long)((n + NST__MASK_RUN - 1) / NST__MASK_RUN), r;
@@ -6373,11 +6406,69 @@ static NST__TARGET_AVX2 void nst__unpool_row_avx2(float *d, const float *g, cons
 }
 #endif
 
+#if defined(NST__NEON)
+/* The same contract and bytes as nst__pool_mask_rows_scalar. ld2 splits each row's 8 floats into even
+ * and odd columns, so a, b, c, d are the 4 windows' elements; the mask byte of those 8 floats is the
+ * lane sum of the compares weighted 1, 4, 16, 64 (even) and 2, 8, 32, 128 (odd), two pairwise adds for
+ * both rows at once. Max selects with bsl on strict compares in the reference's order (first maximum
+ * wins; vmaxq would also differ from it on -0 against +0); the codes narrow 32 -> 8 bits. cols % 8 == 0,
+ * so the outputs come in whole groups of 4 and there is no tail. bench/neon_profile.sh --size 128 (one
+ * evaluation of the random model, the forward pools of relu1_2 .. relu4_4): 27.4M instructions in the
+ * scalar kernel, 4.37M in this one, ~2.3 per input element (loss unchanged, 3324.95). */
+static void nst__pool_mask_rows_neon(float *out, unsigned char *code, size_t ldo, unsigned char *bits, size_t ldb,
+                                     const float *in, size_t ldi, int rows, int cols, int avg) {
+    static const uint32_t wts[8] = {1, 4, 16, 64, 2, 8, 32, 128};
+    const uint32x4_t we = vld1q_u32(wts), wo = vld1q_u32(wts + 4);
+    const uint32x4_t c1 = vdupq_n_u32(1), c2 = vdupq_n_u32(2), c3 = vdupq_n_u32(3);
+    const float32x4_t z = vdupq_n_f32(0.0f), q = vdupq_n_f32(0.25f);
+    int ow = cols / 2, y, x;
+    for (y = 0; y < rows / 2; y++) {
+        const float *r0 = in + (size_t)(2 * y) * ldi, *r1 = r0 + ldi;
+        unsigned char *b0 = bits + (size_t)(2 * y) * ldb, *b1 = b0 + ldb;
+        float *o = out + (size_t)y * ldo;
+        unsigned char *k = code ? code + (size_t)y * ldo : NULL;
+        for (x = 0; x < ow; x += 4) {
+            float32x4x2_t p0 = vld2q_f32(r0 + 2 * x), p1 = vld2q_f32(r1 + 2 * x);
+            float32x4_t a = p0.val[0], b = p0.val[1], c = p1.val[0], d = p1.val[1], m;
+            uint32x4_t m0 = vorrq_u32(vandq_u32(vcgtq_f32(a, z), we), vandq_u32(vcgtq_f32(b, z), wo));
+            uint32x4_t m1 = vorrq_u32(vandq_u32(vcgtq_f32(c, z), we), vandq_u32(vcgtq_f32(d, z), wo));
+            uint8x16_t mb;
+            m0 = vpaddq_u32(m0, m1);                              /* row 0: lanes 0, 1; row 1: lanes 2, 3 */
+            mb = vreinterpretq_u8_u32(vpaddq_u32(m0, m0));        /* row 0's byte in lane 0, row 1's in 4 */
+            vst1q_lane_u8(b0 + x / 4, mb, 0);
+            vst1q_lane_u8(b1 + x / 4, mb, 4);
+            if (avg) {
+                m = vmulq_f32(q, vaddq_f32(vaddq_f32(vaddq_f32(a, b), c), d));
+            } else {
+                uint32x4_t sb = vcgtq_f32(b, a), sc, sd, cd;
+                uint8x8_t c8;
+                uint32_t c4;
+                m = vbslq_f32(sb, b, a);
+                sc = vcgtq_f32(c, m);
+                m = vbslq_f32(sc, c, m);
+                sd = vcgtq_f32(d, m);
+                m = vbslq_f32(sd, d, m);
+                /* code: 3 if d won, else 2 if c, else 1 if b, else 0 */
+                cd = vbslq_u32(sd, c3, vbslq_u32(sc, c2, vandq_u32(sb, c1)));
+                c8 = vmovn_u16(vcombine_u16(vmovn_u32(cd), vmovn_u32(cd)));
+                c4 = vget_lane_u32(vreinterpret_u32_u8(c8), 0);
+                memcpy(k + x, &c4, 4);
+            }
+            vst1q_f32(o + x, m);
+        }
+    }
+    if (rows & 1) nst__relu_mask_bits_scalar(in + (size_t)(rows - 1) * ldi, bits + (size_t)(rows - 1) * ldb, 0, (size_t)cols);
+}
+#endif
+
 static void nst__pool_mask_rows(float *out, unsigned char *code, size_t ldo, unsigned char *bits, size_t ldb,
                                 const float *in, size_t ldi, int rows, int cols, int avg, int simd) {
     (void)simd;
 #if defined(NST__X86)
     if (simd) { nst__pool_mask_rows_avx2(out, code, ldo, bits, ldb, in, ldi, rows, cols, avg); return; }
+#endif
+#if defined(NST__NEON)
+    if (simd) { nst__pool_mask_rows_neon(out, code, ldo, bits, ldb, in, ldi, rows, cols, avg); return; }
 #endif
     nst__pool_mask_rows_scalar(out, code, ldo, bits, ldb, in, ldi, rows, cols, avg);
 }
@@ -6393,7 +6484,7 @@ static void nst__unpool_row(float *d, const float *g, const unsigned char *code,
 /* Whole maps, threads taking whole channels. */
 static void nst__pool_mask_forward(float *out, unsigned char *code, unsigned char *bits, const float *in, int c, int h,
                                    int w, int avg, int nthreads) {
-    int ch, simd = nst__simd_avx2();
+    int ch, simd = nst__simd_pool();
     size_t hw = (size_t)h * w, ohw = (size_t)(h / 2) * (w / 2);
     (void)nthreads;
 #ifdef _OPENMP
@@ -6405,7 +6496,7 @@ static void nst__pool_mask_forward(float *out, unsigned char *code, unsigned cha
 }
 static void nst__pool_mask_backward(float *din, const float *dout, const unsigned char *code, const unsigned char *bits,
                                     int c, int h, int w, int avg, int nthreads) {
-    int ch, simd = nst__simd_avx2(), ow = w / 2;
+    int ch, simd = nst__simd_pool(), ow = w / 2;
     size_t hw = (size_t)h * w, ohw = (size_t)(h / 2) * ow;
     (void)nthreads;
 #ifdef _OPENMP

@@ -8,6 +8,7 @@
 # the random model's padding against a naive convolution and as the adjoint of its forward, and the backward
 # fix in chunks of the NEON kernel's columns against the naive transpose (NEON GEMM);
 # test_iter only the L-BFGS tests (both recursions' kernels against their scalar references, one against the other);
+# and, built again, its pooling-with-mask test (the NEON kernel against the scalar one and the reference pool);
 # test_lossgrad the one-pass loss gradient's NEON kernel against the scalar one and a double reference.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -33,6 +34,7 @@ run test_conv_aarch64 tests/test_conv.c neon
 run test_core_aarch64 tests/test_core.c objective_gradient_matches
 run test_features_aarch64 tests/test_features.c reflection_
 run test_iter_aarch64 tests/test_iter.c lbfgs_
+run test_iter_pool_aarch64 tests/test_iter.c pool_mask
 run test_lossgrad_aarch64 tests/test_lossgrad.c
 echo "test_neon_aarch64: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -33,27 +33,40 @@ TEST(relu_masks_match_scalar) {
     }
 }
 
-/* pool + mask, fused, against the reference pool and the plain mask (both directions, avg and max) */
+/* pool + mask, fused, against the reference pool and the plain mask (both directions, avg and max); simd 1
+ * is the AVX2 kernels, or the NEON forward under tests/neon.sh. Widths are multiples of 8 (the kernels'
+ * contract), pooled widths 4 .. 68 (odd and even multiples of 4); channel 1 is quantized to quarters, so
+ * windows tie (first maximum wins) and hold -0 against +0. */
 TEST(pool_mask_matches_reference) {
-    static const int ws[] = {8, 16, 24, 40, 72}, hs[] = {2, 3, 7, 8};
+    static const int ws[] = {8, 16, 24, 40, 56, 72, 136}, hs[] = {1, 2, 3, 7, 8};
     int wi, hi, avg, c = 3, simd;
     for (simd = 0; simd < 2; simd++)
         for (avg = 0; avg < 2; avg++)
-            for (wi = 0; wi < 5; wi++)
-                for (hi = 0; hi < 4; hi++) {
+            for (wi = 0; wi < 7; wi++)
+                for (hi = 0; hi < 5; hi++) {
                     int w = ws[wi], h = hs[hi], oh = h / 2, ow = w / 2, ch;
-                    size_t n = (size_t)c * h * w, no = (size_t)c * oh * ow;
+                    size_t n = (size_t)c * h * w, no = (size_t)c * oh * ow, i;
                     float *in = rand_vec(n, -1, 1), *o1 = rand_vec(no, 0, 1), *o2 = rand_vec(no, 0, 1);
                     float *go = rand_vec(no, -1, 1), *d1 = rand_vec(n, 5, 6), *d2 = rand_vec(n, 7, 8);
                     unsigned char *b1 = (unsigned char *)malloc(n / 8 + 1), *b2 = (unsigned char *)malloc(n / 8 + 1);
                     unsigned char *code = (unsigned char *)malloc(no);
+                    if (h < 2) {   /* not fusable: the kernel alone on one odd row, bits only */
+                        nst__relu_mask_bits_scalar(in, b1, 0, (size_t)w);
+                        nst__pool_mask_rows(o2, code, (size_t)ow, b2, (size_t)w / 8, in, (size_t)w, 1, w, avg,
+                                            simd && nst__simd_pool());
+                        CHECK_MSG(memcmp(b1, b2, (size_t)w / 8) == 0, "pool mask bits %s %dx1 simd %d", avg ? "avg" : "max", w, simd);
+                        free(in); free(o1); free(o2); free(go); free(d1); free(d2); free(b1); free(b2); free(code);
+                        continue;
+                    }
+                    for (i = (size_t)h * w; i < (size_t)2 * h * w; i++) in[i] = floorf(in[i] * 4.0f + 0.5f) * 0.25f;
+                    in[(size_t)h * w] = -0.0f; in[(size_t)h * w + 1] = 0.0f;
                     CHECK(nst__pool_fusable(h, w));
                     nst__pool2x2_forward_ref(o1, in, c, h, w, avg, 1);
                     nst__relu_mask_bits_scalar(in, b1, 0, n);
                     for (ch = 0; ch < c; ch++)
                         nst__pool_mask_rows(o2 + ch * oh * ow, avg ? NULL : code + ch * oh * ow, (size_t)ow,
                                             b2 + (size_t)ch * h * w / 8, (size_t)w / 8, in + (size_t)ch * h * w, (size_t)w,
-                                            h, w, avg, simd && nst__simd_avx2());
+                                            h, w, avg, simd && nst__simd_pool());
                     CHECK_MSG(memcmp(o1, o2, no * sizeof(float)) == 0, "pool forward %s %dx%d simd %d", avg ? "avg" : "max", w, h, simd);
                     CHECK_MSG(memcmp(b1, b2, n / 8) == 0, "pool mask bits %s %dx%d simd %d", avg ? "avg" : "max", w, h, simd);
                     nst__pool2x2_backward_ref(d1, go, in, c, h, w, avg, 1);
@@ -64,14 +77,43 @@ TEST(pool_mask_matches_reference) {
                             size_t e = ((size_t)ch * h + y) * w, p = ((size_t)ch * oh + y / 2) * ow;
                             if (y >= oh * 2) { memset(d2 + e, 0, sizeof(float) * (size_t)w); continue; }
                             nst__unpool_row(d2 + e, go + p, avg ? NULL : code + p, b1 + e / 8, y & 1, 0, x0, avg,
-                                            simd && nst__simd_avx2());
+                                            simd && nst__simd_pool());
                             nst__unpool_row(d2 + e + x0, go + p, avg ? NULL : code + p, b1 + e / 8, y & 1, x0, w, avg,
-                                            simd && nst__simd_avx2());
+                                            simd && nst__simd_pool());
                         }
                     }
                     CHECK_MSG(memcmp(d1, d2, n * sizeof(float)) == 0, "pool backward %s %dx%d simd %d", avg ? "avg" : "max", w, h, simd);
                     free(in); free(o1); free(o2); free(go); free(d1); free(d2); free(b1); free(b2); free(code);
                 }
+    /* The SIMD kernel on a part of a map through its strides (as the Winograd driver calls it on a strip):
+     * rows [1, 1 + rows) and columns [8, 8 + cols) of a 9 x 80 map against the scalar kernel, every
+     * byte of the outputs compared (nothing written outside the part). */
+    for (avg = 0; avg < 2; avg++) {
+        int rows, cols;
+        for (rows = 1; rows <= 8; rows++)
+            for (cols = 8; cols <= 72; cols += 8) {
+                const int h = 9, w = 80;
+                float *in = rand_vec((size_t)h * w, -1, 1), *o1 = rand_vec((size_t)h * w / 4, 0, 1);
+                float *o2 = (float *)malloc(sizeof(float) * (size_t)h * w / 4);
+                unsigned char b1[90], b2[90], k1[180], k2[180];
+                size_t i, ofs = (size_t)1 * w + 8;
+                for (i = 0; i < (size_t)h * w; i += 3) in[i] = floorf(in[i] * 2.0f) * 0.5f;
+                memcpy(o2, o1, sizeof(float) * (size_t)h * w / 4);
+                for (i = 0; i < sizeof b1; i++) b1[i] = b2[i] = (unsigned char)(i * 37 + 11);
+                for (i = 0; i < sizeof k1; i++) k1[i] = k2[i] = (unsigned char)(i * 13 + 5);
+                nst__pool_mask_rows_scalar(o1 + 4, avg ? NULL : k1 + 4, (size_t)w / 2, b1 + ofs / 8, (size_t)w / 8,
+                                           in + ofs, (size_t)w, rows, cols, avg);
+                nst__pool_mask_rows(o2 + 4, avg ? NULL : k2 + 4, (size_t)w / 2, b2 + ofs / 8, (size_t)w / 8, in + ofs,
+                                    (size_t)w, rows, cols, avg, nst__simd_pool());
+                CHECK_MSG(memcmp(o1, o2, sizeof(float) * (size_t)h * w / 4) == 0, "strided pool %s rows %d cols %d",
+                          avg ? "avg" : "max", rows, cols);
+                CHECK_MSG(memcmp(b1, b2, sizeof b1) == 0, "strided pool bits %s rows %d cols %d", avg ? "avg" : "max",
+                          rows, cols);
+                CHECK_MSG(memcmp(k1, k2, sizeof k1) == 0, "strided pool codes %s rows %d cols %d", avg ? "avg" : "max",
+                          rows, cols);
+                free(in); free(o1); free(o2);
+            }
+    }
 }
 
 /* One recursion pass: the dispatched kernel (AVX2, or NEON under tests/neon.sh) against the scalar one, every
