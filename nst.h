@@ -882,14 +882,17 @@ static NST__UNUSED void nst__buf_free(nst__buf *b) { nst__free(b->data); b->data
 
 /* Deterministic RNG (splitmix64) for the random model, init noise and tests. */
 typedef struct nst__rng { uint64_t s; } nst__rng;
+#define NST__RNG_STEP 0x9E3779B97F4A7C15ull   /* SplitMix64: the state moves by this per draw */
 static NST__UNUSED uint64_t nst__rng_next(nst__rng *r) {
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    uint64_t z = (r->s += NST__RNG_STEP);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
 static NST__UNUSED double nst__rng_uniform(nst__rng *r) { return (double)(nst__rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
-static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller; one value per call keeps streams simple */
+/* The stream n draws on, in O(1) (the state is a counter): where a parallel loop's chunk starts. */
+static NST__UNUSED void nst__rng_skip(nst__rng *r, uint64_t n) { r->s += n * NST__RNG_STEP; }
+static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller, two draws; one value per call keeps streams simple */
     double u1 = nst__rng_uniform(r), u2 = nst__rng_uniform(r);
     if (u1 < 1e-300) u1 = 1e-300;
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
@@ -6890,11 +6893,26 @@ NSTDEF nst_status nst_model_random(unsigned long long seed, nst_model **out) {
     m->conv.scale = 255.0f;
     m->conv.mean[0] = 123.68f; m->conv.mean[1] = 116.779f; m->conv.mean[2] = 103.939f;
     m->conv.std[0] = m->conv.std[1] = m->conv.std[2] = 1.0f;
+    /* 20M normal draws, one stream: ~0.9 s on one Zen 3 core (log and cos per weight), as long as an
+     * evaluation at 512 px. Chunks of the stream start where the counter state says, on all threads: the
+     * same weights, bit for bit, in a fraction of the time. */
     r.s = seed;
     for (i = 0; i < NST_VGG_CONVS; i++) {
-        size_t k, nw = (size_t)m->cout[i] * m->cin[i] * 9;
+        size_t nw = (size_t)m->cout[i] * m->cin[i] * 9;
+        long nb = (long)((nw + 65535) / 65536), b;
         double sd = sqrt(2.0 / (9.0 * m->cin[i]));
-        for (k = 0; k < nw; k++) m->w[i][k] = (float)(sd * nst__rng_normal(&r));
+        float *wt = m->w[i];
+        const nst__rng r0 = r;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nst__resolve_threads(0)) schedule(static) if (nb > 1)
+#endif
+        for (b = 0; b < nb; b++) {
+            nst__rng q = r0;
+            size_t k, k0 = (size_t)b * 65536, k1 = NST__MIN(nw, k0 + 65536);
+            nst__rng_skip(&q, 2 * (uint64_t)k0);   /* two draws per normal */
+            for (k = k0; k < k1; k++) wt[k] = (float)(sd * nst__rng_normal(&q));
+        }
+        nst__rng_skip(&r, 2 * (uint64_t)nw);
         memset(m->b[i], 0, sizeof(float) * (size_t)m->cout[i]);
     }
     if ((st = nst__model_finish(m)) != NST_OK) { nst_model_free(m); return st; }
