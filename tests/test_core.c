@@ -695,11 +695,47 @@ TEST(random_model_is_deterministic_and_normalised) {
     float *px;
     int l;
     CHECK_OK(nst_model_random(42, &a));
+    nst_set_threads(1);   /* the draws are split between threads: one thread gives the same bits */
     CHECK_OK(nst_model_random(42, &b));
+    nst_set_threads(0);
     CHECK_OK(nst_model_random(43, &c));
     if (!a || !b || !c) return;
     CHECK(models_equal(a, b, 0));
     CHECK(!models_equal(a, c, 1e-3));
+    {   /* each layer's weights are its scale times the He draws of one sequential stream, across the
+         * threads' chunk boundaries (65536 weights): the stream stepped one draw at a time here */
+        static const int layers[] = {0, 5, 15};
+        static const size_t ks[] = {0, 1, 65535, 65536, 65537, 131072, 200000};
+        nst__rng r;
+        size_t li, ki, done = 0;
+        r.s = 42;
+        for (li = 0; li < 3; li++) {
+            const float *w = NULL, *bias = NULL;
+            int cin = 0, cout = 0, l;
+            size_t nw, k = 0;
+            double scale = 0;
+            for (l = (int)done; l < layers[li]; l++) {   /* the layers before: their draws passed over */
+                size_t n;
+                CHECK_OK(nst_model_conv(a, l, &w, &bias, &cin, &cout));
+                for (n = 0; n < (size_t)2 * cin * cout * 9; n++) nst__rng_next(&r);
+            }
+            CHECK_OK(nst_model_conv(a, layers[li], &w, &bias, &cin, &cout));
+            if (!w) break;
+            nw = (size_t)cin * cout * 9;
+            for (ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+                double d, sd = sqrt(2.0 / (9.0 * cin));
+                if (ks[ki] >= nw) break;
+                for (; k < ks[ki]; k++) nst__rng_normal(&r);
+                d = (float)(sd * nst__rng_normal(&r));
+                k++;
+                if (scale == 0) scale = w[ks[ki]] / d;
+                CHECK_MSG(fabs(w[ks[ki]] - scale * d) <= 1e-6 * fabs(scale * d), "conv %d weight %lu: %g, draw %g x %g",
+                          layers[li], (unsigned long)ks[ki], w[ks[ki]], d, scale);
+            }
+            for (; k < nw; k++) nst__rng_normal(&r);
+            done = (size_t)layers[li] + 1;
+        }
+    }
     CHECK(nst_model_is_random(a) && nst_model_convs(a) == 16 && nst_model_default_pool(a) == NST_POOL_AVG);
     /* on the calibration image every ReLU layer's mean activation is NST__RANDOM_MEAN */
     px = (float *)malloc(sizeof(float) * 3 * 64 * 64);
