@@ -117,9 +117,16 @@ static void pad_tap_adjoint(double *din, double g, int y, int x, int h, int wd) 
     for (a = 0; a < 2; a++)
         for (b = 0; b < 2; b++) din[ys[a] * wd + xs[b]] += wy[a] * wx[b] * g;
 }
+/* Widths 40 and 17: chunks of whole kernel panels with a short last one (NEON 12 12 12 4 and 12 5, AVX2
+ * 16 16 8 and 16 1), so the tap panels' vector blocks, scalar remainder and zero fill all run. */
+static void fix_backward_in_chunks(int width);
 TEST(reflection_fix_backward_matches_naive_in_chunks) {
+    fix_backward_in_chunks(40);
+    fix_backward_in_chunks(17);
+}
+static void fix_backward_in_chunks(int width) {
     static const int shapes[][2] = {{1, 1}, {1, 5}, {2, 2}, {5, 1}, {3, 17}, {13, 7}, {33, 4}};
-    nst_model *m = tiny_model(40, 13, 1);
+    nst_model *m = tiny_model(width, 13, 1);
     size_t s;
     if (!m) { CHECK(m != NULL); return; }
     for (s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
