@@ -6488,11 +6488,8 @@ static void nst__pool_mask_rows_neon(float *out, unsigned char *code, size_t ldo
             vst1q_f32(o + x, m);
         }
     }
-    if (rows & 1) nst__relu_mask_bits_scalar(in + (size_t)(rows - 1) * ldi, bits + (size_t)(rows - 1) * ldb, 0, (size_t)cols);
+    if (rows & 1) nst__relu_mask_bits_neon(in + (size_t)(rows - 1) * ldi, bits + (size_t)(rows - 1) * ldb, 0, (size_t)cols);
 }
-#endif
-
-#if defined(NST__NEON)
 /* nst__unpool_row_avx2's NEON form, 8 columns (4 pooled elements, one mask byte) a step. The scalar row
  * (nst__unpool_at per element) took 56M of a 128 px evaluation's instructions (the fused pools' backward),
  * this one 7.4M (bench/neon_profile.sh; with the ReLU-mask kernels above the evaluation 1.95e9 -> 1.79e9). */

@@ -34,8 +34,8 @@ TEST(relu_masks_match_scalar) {
 }
 
 /* pool + mask, fused, against the reference pool and the plain mask (both directions, avg and max); simd 1
- * is the AVX2 kernels, or the NEON forward under tests/neon.sh. Widths are multiples of 8 (the kernels'
- * contract), pooled widths 4 .. 68 (odd and even multiples of 4); channel 1 is quantized to quarters, so
+ * is the AVX2 kernels, or the NEON ones (pool forward, unpool) under tests/neon.sh. Widths are multiples of
+ * 8 (the kernels' contract), pooled widths 4 .. 68 (odd and even multiples of 4); channel 1 is quantized to quarters, so
  * windows tie (first maximum wins) and hold -0 against +0. */
 TEST(pool_mask_matches_reference) {
     static const int ws[] = {8, 16, 24, 40, 56, 72, 136}, hs[] = {1, 2, 3, 7, 8};
