@@ -5650,8 +5650,26 @@ static void nst__side_scatter_ring(const float *D, int ldd, int nc, int ts, floa
  * micro-kernel directly (nst__fix_side_gemm): no GEMM call re-packs dC per chunk or copies the weights a
  * second time. The kernel and its K blocks depend on the shapes alone: the bits are those of the GEMM
  * on the same operands, whichever thread computes a chunk. */
-static nst_status nst__reflect_fix_backward(const nst_model *m, int ci, const float *dout, float *din, int h, int w,
+static float nst__unpool_at(const float *g, const unsigned char *code, const unsigned char *bits, int par, int x,
+                            int avg);
+/* Element (y, x) of channel o of the gradient a fused unpool (nst__conv_backward_unpool) makes from up's
+ * pooled gradient and masks, as nst__pool_mask_backward writes it: an odd last row gets zero. */
+static float nst__unpooled_at(const nst__conv_pool *up, int o, int y, int x, int h, int w) {
+    size_t ow = (size_t)(w / 2), p = (size_t)o * (size_t)(h / 2) * ow + (size_t)(y / 2) * ow;
+    if (y >= h / 2 * 2) return 0.0f;
+    return nst__unpool_at(up->dout + p, up->code ? up->code + p : NULL, up->bits + ((size_t)o * h + y) * (size_t)w / 8,
+                          y & 1, x, up->avg);
+}
+static nst_status nst__reflect_fix_backward_up(const nst_model *m, int ci, const float *dout, const nst__conv_pool *up,
+                                               float *din, int h, int w, int nthreads, float *scratch);
+static NST__UNUSED nst_status nst__reflect_fix_backward(const nst_model *m, int ci, const float *dout, float *din, int h, int w,
                                             int nthreads, float *scratch) {
+    return nst__reflect_fix_backward_up(m, ci, dout, NULL, din, h, w, nthreads, scratch);
+}
+/* up non-NULL: the output gradient arrives pooled (dout unused), the sides' values unpooled one by one
+ * (2 (h + w) per channel: what lets the random model's pools fuse into its backward convolutions). */
+static nst_status nst__reflect_fix_backward_up(const nst_model *m, int ci, const float *dout, const nst__conv_pool *up,
+                                               float *din, int h, int w, int nthreads, float *scratch) {
     int cin = m->cin[ci], cout = m->cout[ci], nt = nst__resolve_threads(nthreads), cc = nst__fix_chunk(cin);
     /* the kernel that pads the products least: the sides' rows (2 (h + w)) to MR, the chunk's columns to NR
      * (AVX2: 6 x 16 for the VGG chunks of 16..64 channels, 4 x 24 would pad 64 to 72) */
@@ -5681,15 +5699,18 @@ static nst_status nst__reflect_fix_backward(const nst_model *m, int ci, const fl
 #pragma omp for schedule(static)
 #endif
         for (o = 0; o < cout; o++) {   /* dC of each side, the output gradient along it, as MR panels [len / MR][cout][MR] */
-            const float *po = dout + (size_t)o * hw;
             for (s = 0; s < 4; s++) {
                 int len = nst__side_len(s, h, w), ip, i;
-                size_t step = s < 2 ? 1 : (size_t)w;
-                const float *src = s == 0 ? po : s == 1 ? po + (size_t)(h - 1) * w : s == 2 ? po : po + w - 1;
+                size_t step = s < 2 ? 1 : (size_t)w, first = s == 1 ? (size_t)(h - 1) * w : s == 3 ? (size_t)w - 1 : 0;
                 float *a = scratch + off[s] + (size_t)o * mr;
-                for (ip = 0; ip < len; ip += mr, a += (size_t)mr * cout, src += mr * step) {
+                for (ip = 0; ip < len; ip += mr, a += (size_t)mr * cout) {
                     int n = NST__MIN(mr, len - ip);
-                    for (i = 0; i < n; i++) a[i] = src[i * step];
+                    if (!up)
+                        for (i = 0; i < n; i++) a[i] = dout[(size_t)o * hw + first + (size_t)(ip + i) * step];
+                    else if (s < 2)
+                        for (i = 0; i < n; i++) a[i] = nst__unpooled_at(up, o, s ? h - 1 : 0, ip + i, h, w);
+                    else
+                        for (i = 0; i < n; i++) a[i] = nst__unpooled_at(up, o, ip + i, s == 2 ? 0 : w - 1, h, w);
                     for (; i < mr; i++) a[i] = 0.0f;
                 }
             }
@@ -6598,9 +6619,9 @@ static int nst__pool_masks(const nst__net *n, int l) {
 /* Whether conv layer l (convolution ci) runs with the ReLU and the masked pool after it fused into its
  * Winograd driver (nst__conv_forward_pool; d = 1: nst__conv_backward_unpool), so that the ReLU's
  * full-resolution map (forward) and the pool's full-resolution gradient (backward) are never written.
- * Where it does not (hooks or crops at l or l + 1, the reflection padding's fix-up paths, any
- * reflection in backward, whose border fix reads the full gradient, the direct algorithm), the conv
- * and nst__pool_mask_forward / _backward run apart: the same bytes. */
+ * Where it does not (hooks or crops at l or l + 1, the reflection padding's fix-up paths in forward,
+ * the direct algorithm), the conv and nst__pool_mask_forward / _backward run apart: the same bytes. In
+ * backward the reflection's border fix unpools the few values it reads itself (nst__unpooled_at). */
 static int nst__net_pool_fuses(const nst__net *n, int l, int ci, int d) {
     const nst_model *m = n->m;
     int h, w;
@@ -6608,7 +6629,7 @@ static int nst__net_pool_fuses(const nst__net *n, int l, int ci, int d) {
     h = l ? n->h_[l - 1] : n->h;
     w = l ? n->w_[l - 1] : n->w;
     if (n->h_[l] != h || n->w_[l] != w || n->watch[l] || n->watch[l + 1]) return 0;
-    if (m->reflect && (d == 1 || !nst__conv_forward_pads(m->plan[ci]))) return 0;
+    if (m->reflect && d == 0 && !nst__conv_forward_pads(m->plan[ci])) return 0;
     return nst__conv_pool_fuses(m->plan[ci], d, h, w);
 }
 
@@ -6783,6 +6804,7 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
         int inc = l ? n->c_[l - 1] : 3, inh = l ? n->h_[l - 1] : n->h, inw = l ? n->w_[l - 1] : n->w;
         size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
         float *other = nst__net_other(n, g);
+        nst__conv_pool up, *pooled = NULL;
         if (n->keep[l]) {
             if (n->recompute[l]) {   /* into the free buffer, which the loss gradient then does not use */
                 if ((st = nst__net_recompute(n, l, other)) != NST_OK) return st;
@@ -6810,14 +6832,19 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
         } else {
             if (n->h_[l] != inh || n->w_[l] != inw)
                 nst__uncrop_planes(g, n->c_[l], inh, inw, n->crop_y[l], n->crop_x[l], n->h_[l], n->w_[l]);
-            if (nst__net_pool_fuses(n, l, ci, 1))
-                st = nst__conv_backward_unpool(m->plan[ci], g, n->rec[l + 2], n->rec[l + 1], other, inh, inw, n->avg,
-                                               n->nthreads, nst__net_cws(n, ci));
-            else
+            if (nst__net_pool_fuses(n, l, ci, 1)) {
+                up.out = NULL; up.dout = g; up.code = n->avg ? NULL : n->rec[l + 2]; up.bits = n->rec[l + 1];
+                up.avg = n->avg; up.simd = nst__simd_pool();
+                st = nst__conv_backward_unpool(m->plan[ci], g, up.code, up.bits, other, inh, inw, n->avg, n->nthreads,
+                                               nst__net_cws(n, ci));
+                pooled = &up;
+            } else {
                 st = nst__conv_backward_data(m->plan[ci], g, other, inh, inw, n->nthreads, nst__net_cws(n, ci));
+            }
             if (st != NST_OK) return st;
-            if (m->reflect &&
-                (st = nst__reflect_fix_backward(m, ci, g, other, inh, inw, n->nthreads, n->pad_scratch)) != NST_OK)
+            /* the border fix reads the output gradient along the sides only: unpooled there when it is pooled */
+            if (m->reflect && (st = nst__reflect_fix_backward_up(m, ci, g, pooled, other, inh, inw, n->nthreads,
+                                                                 n->pad_scratch)) != NST_OK)
                 return st;
             ci--;
             g = other;

@@ -426,7 +426,7 @@ TEST(pool_fused_into_conv_matches_unfused) {
                             nb += nst__net_pool_fuses(&net[0], l, ci, 1);
                             ci++;
                         }
-                        CHECK_MSG(nf == cfg[si][3] && nb == (refl ? 0 : cfg[si][3]),
+                        CHECK_MSG(nf == cfg[si][3] && nb == cfg[si][3],
                                   "%dx%d reflect %d: %d convs fuse forward, %d backward", w, h, refl, nf, nb);
                         for (l = 0; l <= last; l++) {
                             size_t el = (size_t)net[0].c_[l] * net[0].h_[l] * net[0].w_[l];
