@@ -3546,7 +3546,7 @@ static void nst__wino_out_neon(float *out, int h, int w, int ty, int tx, int len
  * Forward (nst__conv_forward_pool): the output stage writes each channel's segment of tiles (at most 4
  * rows x 4 * nt columns) into R, free once the input transform is done, and pools it there: pooled
  * map, argmax codes and ReLU mask bits come out while the strip is in L1 (the kernels of
- * nst__pool_mask_forward, on a row range). Backward (nst__conv_backward_unpool): the input rows are
+ * nst__pool_mask_forward, on a row range). Backward (nst__conv_backward_fused): the input rows are
  * generated from the pooled gradient, the codes and the bits (nst__unpool_row) instead of copied.
  * Same values bit for bit as the unfused passes. Byte ownership: a segment starts at an even tile
  * column (nt is a multiple of nr, which is even, and the tile rows have w / 4 tiles, even as w % 8 == 0)
@@ -3566,7 +3566,14 @@ typedef struct nst__conv_pool {
     unsigned char *code;         /* max: the argmax code of each pooled element; NULL for avg */
     unsigned char *bits;         /* the ReLU mask of the [kout][h][w] map, bit per element (backward reads) */
     int avg, simd;               /* simd: the SIMD pool kernels (nst__simd_pool) */
+    /* The ReLU mask of the convolution's own output map ([kout][h][w], bit per element), or NULL: orec = 1
+     * records it from the output (forward, ReLU fused, no pool), orec = 0 applies it, zeroing where a bit
+     * is clear (backward-data: the gradient at the input of the ReLU below). Done on each strip of rows
+     * the output transform has just written, while it is in L1: no pass of its own over the map. */
+    unsigned char *obits;
+    int orec;
 } nst__conv_pool;
+static void nst__mask_run(float *x, unsigned char *bits, size_t n, int rec, int simd);
 static int nst__simd_avx2(void);
 static int nst__simd_pool(void);
 static int nst__pool_fusable(int h, int w);
@@ -3679,6 +3686,13 @@ static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd,
                                         (size_t)sw, sh, sw, pc->avg, pc->simd);
                 } else {
                     k->wino_out(out + co * hw, h, w, ty, tx, len, mrow + jb, mest, b, relu);
+                    if (pc && pc->obits) {   /* segments start and end on mask bytes: tx and t0 even, w % 8 == 0 */
+                        int y, y1 = NST__MIN(h, 4 * ty + 4), x0 = 4 * tx, x1 = NST__MIN(w, 4 * (tx + len));
+                        for (y = 4 * ty; y < y1; y++) {
+                            size_t e = co * hw + (size_t)y * w + x0;
+                            nst__mask_run(out + e, pc->obits + e / 8, (size_t)(x1 - x0), pc->orec, pc->simd);
+                        }
+                    }
                 }
                 t += len;
             }
@@ -3998,18 +4012,24 @@ static nst_status nst__conv_forward_pool(const nst__conv_plan *p, const float *i
                                          unsigned char *bits, int h, int w, int avg, int pad, int nthreads, void *ws) {
     nst__conv_pool pc;
     pc.out = pooled; pc.dout = NULL; pc.code = avg ? NULL : code; pc.bits = bits; pc.avg = avg;
-    pc.simd = nst__simd_pool();
+    pc.simd = nst__simd_pool(); pc.obits = NULL; pc.orec = 0;
     return nst__conv_run(p, 0, in, pooled, h, w, 1, pad, nthreads, ws, &pc);
 }
-/* Backward-data whose dout is the pooled gradient scattered back through the pool and the ReLU mask
- * (forward's codes and bits): the same bytes as nst__pool_mask_backward + nst__conv_backward_data. */
-static nst_status nst__conv_backward_unpool(const nst__conv_plan *p, const float *dpool, const unsigned char *code,
-                                            const unsigned char *bits, float *din, int h, int w, int avg, int nthreads,
-                                            void *ws) {
+/* Forward with ReLU, padded as `pad` says, that also records the ReLU's mask bits ([cout][h][w]): the
+ * same bytes as nst__conv_forward_pad + nst__relu_mask_bits, without the pass over the map. */
+static nst_status nst__conv_forward_mask(const nst__conv_plan *p, const float *in, float *out, unsigned char *bits,
+                                         int h, int w, int pad, int nthreads, void *ws) {
     nst__conv_pool pc;
-    pc.out = NULL; pc.dout = dpool; pc.code = avg ? NULL : (unsigned char *)code;
-    pc.bits = (unsigned char *)bits; pc.avg = avg; pc.simd = nst__simd_pool();   /* read only */
-    return nst__conv_run(p, 1, dpool, din, h, w, 0, NST__CONV_PAD_ZERO, nthreads, ws, &pc);
+    memset(&pc, 0, sizeof pc);
+    pc.obits = bits; pc.orec = 1; pc.simd = nst__simd_pool();
+    return nst__conv_run(p, 0, in, out, h, w, 1, pad, nthreads, ws, &pc);
+}
+/* Backward-data with what pc fuses into it (pc->dout: dout is the pooled gradient, scattered back through
+ * the pool and the ReLU mask by forward's codes and bits; pc->obits: the result masked by the ReLU below):
+ * the same bytes as nst__pool_mask_backward, nst__conv_backward_data and nst__relu_backward in turn. */
+static nst_status nst__conv_backward_fused(const nst__conv_plan *p, const nst__conv_pool *pc, const float *dout,
+                                           float *din, int h, int w, int nthreads, void *ws) {
+    return nst__conv_run(p, 1, dout, din, h, w, 0, NST__CONV_PAD_ZERO, nthreads, ws, pc);
 }
 
 /* ---- 2x2 stride-2 pooling ---------------------------------------------------------------------------
@@ -5640,6 +5660,28 @@ static void nst__side_scatter_ring(const float *D, int ldd, int nc, int ts, floa
         }
     }
 }
+/* After a backward-data that masked its output by the ReLU below (nst__net_mask_fuses), the fix's sums
+ * masked as a whole: the mask again where nst__side_scatter_ring adds (the first and last two rows and
+ * columns of each plane); zeros stay zeros. w % 8 == 0: every plane and row starts a mask byte. */
+static void nst__mask_border(float *g, const unsigned char *bits, int c, int h, int w, int nthreads) {
+    long ch;
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (ch = 0; ch < c; ch++) {
+        float *p = g + (size_t)ch * h * w;
+        const unsigned char *b = bits + (size_t)ch * h * w / 8;
+        int y, x, k;
+        for (y = 0; y < h; y++)
+            for (k = 0; k < (y < 2 || y >= h - 2 ? w : 4); k++) {
+                size_t e;
+                x = y < 2 || y >= h - 2 || k < 2 ? k : w - 4 + k;
+                e = (size_t)y * w + x;
+                if (!((b[e / 8] >> (e % 8)) & 1)) p[e] = 0.0f;
+            }
+    }
+}
 /* din (backward-data of the zero-padded convolution) += the gradient through the outside taps.
  * Per side, dB^T[len][3 cc] = dC^T[len][cout] W_side[cout][3 cc] for each channel chunk: the long side
  * of the product is the chunk's columns, not the pixels (C[3 cin][len] with len 32..64 ran the GEMM at a
@@ -5652,7 +5694,7 @@ static void nst__side_scatter_ring(const float *D, int ldd, int nc, int ts, floa
  * on the same operands, whichever thread computes a chunk. */
 static float nst__unpool_at(const float *g, const unsigned char *code, const unsigned char *bits, int par, int x,
                             int avg);
-/* Element (y, x) of channel o of the gradient a fused unpool (nst__conv_backward_unpool) makes from up's
+/* Element (y, x) of channel o of the gradient a fused unpool (nst__conv_backward_fused) makes from up's
  * pooled gradient and masks, as nst__pool_mask_backward writes it: an odd last row gets zero. */
 static float nst__unpooled_at(const nst__conv_pool *up, int o, int y, int x, int h, int w) {
     size_t ow = (size_t)(w / 2), p = (size_t)o * (size_t)(h / 2) * ow + (size_t)(y / 2) * ow;
@@ -6277,6 +6319,19 @@ static void nst__relu_backward(float *g, const unsigned char *bits, size_t n, in
     }
 }
 
+/* n elements of one row from element 0 of a mask byte (n % 8 == 0 unless the row ends the map): record
+ * their ReLU mask bits (rec) or zero those whose bit is clear, as the whole-map passes above do. */
+static void nst__mask_run(float *x, unsigned char *bits, size_t n, int rec, int simd) {
+    (void)simd;
+#if defined(NST__X86)
+    if (simd) { if (rec) nst__relu_mask_bits_avx2(x, bits, 0, n); else nst__relu_backward_avx2(x, bits, 0, n); return; }
+#elif defined(NST__NEON)
+    if (simd) { if (rec) nst__relu_mask_bits_neon(x, bits, 0, n); else nst__relu_backward_neon(x, bits, 0, n); return; }
+#endif
+    if (rec) nst__relu_mask_bits_scalar(x, bits, 0, n);
+    else nst__relu_backward_scalar(x, bits, 0, n);
+}
+
 /* 2x2 max pooling that records which of the four won (0..3, first maximum in row-major order). */
 static void nst__maxpool_forward_rec(float *out, unsigned char *code, const float *in, int c, int h, int w, int nthreads) {
     int ch, oh = h / 2, ow = w / 2;
@@ -6617,7 +6672,7 @@ static int nst__pool_masks(const nst__net *n, int l) {
 }
 
 /* Whether conv layer l (convolution ci) runs with the ReLU and the masked pool after it fused into its
- * Winograd driver (nst__conv_forward_pool; d = 1: nst__conv_backward_unpool), so that the ReLU's
+ * Winograd driver (nst__conv_forward_pool; d = 1: nst__conv_backward_fused), so that the ReLU's
  * full-resolution map (forward) and the pool's full-resolution gradient (backward) are never written.
  * Where it does not (hooks or crops at l or l + 1, the reflection padding's fix-up paths in forward,
  * the direct algorithm), the conv and nst__pool_mask_forward / _backward run apart: the same bytes. In
@@ -6630,6 +6685,24 @@ static int nst__net_pool_fuses(const nst__net *n, int l, int ci, int d) {
     w = l ? n->w_[l - 1] : n->w;
     if (n->h_[l] != h || n->w_[l] != w || n->watch[l] || n->watch[l + 1]) return 0;
     if (m->reflect && d == 0 && !nst__conv_forward_pads(m->plan[ci])) return 0;
+    return nst__conv_pool_fuses(m->plan[ci], d, h, w);
+}
+
+/* Whether the mask of a ReLU beside conv layer l (convolution ci) goes through that convolution's output
+ * strips (nst__conv_pool.obits) rather than a pass over the map of its own: d = 0, ReLU l + 1's bits,
+ * recorded by the forward (its ReLU fused); d = 1, ReLU l - 1's, applied by the backward-data. Only
+ * where such a pass would run (the ReLU neither a loss layer nor masked by a pool after it: relu3_2,
+ * relu3_3 and relu4_3 of VGG-19 at the default layers), on the Winograd path with w % 8 == 0, without
+ * a crop at l, and in forward not on the reflection's fix-up paths (they rewrite the border after). */
+static int nst__net_mask_fuses(const nst__net *n, int l, int ci, int d) {
+    const nst_model *m = n->m;
+    int r = d ? l - 1 : l + 1, h, w;
+    if (nst__layer_type(l) != NST__L_CONV || r < 1 || r > n->last || nst__layer_type(r) != NST__L_RELU) return 0;
+    if (n->keep[r] || nst__pool_masks(n, r + 1)) return 0;
+    h = l ? n->h_[l - 1] : n->h;
+    w = l ? n->w_[l - 1] : n->w;
+    if (n->h_[l] != h || n->w_[l] != w) return 0;
+    if (d == 0 && (n->keep[l] || n->watch[l] || (m->reflect && !nst__conv_forward_pads(m->plan[ci])))) return 0;
     return nst__conv_pool_fuses(m->plan[ci], d, h, w);
 }
 
@@ -6699,9 +6772,14 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
             }
         } else if (t == NST__L_CONV) {
             /* fuse the ReLU unless the pre-activation itself is a loss layer */
-            int fuse = l + 1 <= n->last && !n->keep[l] && !n->watch[l];
+            int fuse = l + 1 <= n->last && !n->keep[l] && !n->watch[l], mfuse = fuse && nst__net_mask_fuses(n, l, ci, 0);
             if (fuse) out = n->feat[l + 1] ? n->feat[l + 1] : nst__net_other(n, cur);
-            if (m->reflect && nst__conv_forward_pads(m->plan[ci])) {   /* the engine pads, fuses its ReLU */
+            if (mfuse) {   /* the ReLU's mask bits too, strip by strip */
+                if ((st = nst__conv_forward_mask(m->plan[ci], cur, out, n->rec[l + 1], h, w,
+                                                 m->reflect ? NST__CONV_PAD_BLEND : NST__CONV_PAD_ZERO, n->nthreads,
+                                                 nst__net_cws(n, ci))) != NST_OK)
+                    return st;
+            } else if (m->reflect && nst__conv_forward_pads(m->plan[ci])) {   /* the engine pads, fuses its ReLU */
                 if ((st = nst__conv_forward_pad(m->plan[ci], cur, out, h, w, fuse, NST__CONV_PAD_BLEND, n->nthreads,
                                                 nst__net_cws(n, ci))) != NST_OK)
                     return st;
@@ -6738,7 +6816,7 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
             if (fuse) {
                 l++;
                 /* a pool right after records this mask while it reads the map anyway */
-                if (!nst__pool_masks(n, l + 1) && !n->keep[l]) nst__relu_mask_bits(out, n->rec[l], el, n->nthreads);
+                if (!mfuse && !nst__pool_masks(n, l + 1) && !n->keep[l]) nst__relu_mask_bits(out, n->rec[l], el, n->nthreads);
             }
         } else if (t == NST__L_RELU) {
             nst__relu_forward(out, cur, n->rec[l], el, n->nthreads);
@@ -6794,7 +6872,7 @@ static nst_status nst__net_recompute(nst__net *n, int l, float *dst) {
 static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void *ctx, float *grad_pixels) {
     const nst_model *m = n->m;
     float *g = n->buf[0];
-    int l, ci = nst__layer_conv(n->last);
+    int l, ci = nst__layer_conv(n->last), masked = 0;   /* masked: the conv above applied this ReLU's mask */
     size_t hw = (size_t)n->h * n->w;
     nst_status st;
     double tp = nst__prof_now(n);
@@ -6804,7 +6882,7 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
         int inc = l ? n->c_[l - 1] : 3, inh = l ? n->h_[l - 1] : n->h, inw = l ? n->w_[l - 1] : n->w;
         size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
         float *other = nst__net_other(n, g);
-        nst__conv_pool up, *pooled = NULL;
+        nst__conv_pool fu, *pooled = NULL;
         if (n->keep[l]) {
             if (n->recompute[l]) {   /* into the free buffer, which the loss gradient then does not use */
                 if ((st = nst__net_recompute(n, l, other)) != NST_OK) return st;
@@ -6816,7 +6894,8 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
             tp = nst__prof(n, NST__PROF_LOSSGRAD + l, tp);
         }
         if (t == NST__L_RELU) {
-            if (!nst__pool_masks(n, l + 1) && !n->keep[l]) nst__relu_backward(g, n->rec[l], el, n->nthreads);
+            if (!masked && !nst__pool_masks(n, l + 1) && !n->keep[l]) nst__relu_backward(g, n->rec[l], el, n->nthreads);
+            masked = 0;
         } else if (t == NST__L_POOL) {
             if (n->h_[l] != inh / 2 || n->w_[l] != inw / 2)
                 nst__uncrop_planes(g, inc, inh / 2, inw / 2, n->crop_y[l], n->crop_x[l], n->h_[l], n->w_[l]);
@@ -6832,20 +6911,24 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
         } else {
             if (n->h_[l] != inh || n->w_[l] != inw)
                 nst__uncrop_planes(g, n->c_[l], inh, inw, n->crop_y[l], n->crop_x[l], n->h_[l], n->w_[l]);
+            masked = nst__net_mask_fuses(n, l, ci, 1);
+            memset(&fu, 0, sizeof fu);
             if (nst__net_pool_fuses(n, l, ci, 1)) {
-                up.out = NULL; up.dout = g; up.code = n->avg ? NULL : n->rec[l + 2]; up.bits = n->rec[l + 1];
-                up.avg = n->avg; up.simd = nst__simd_pool();
-                st = nst__conv_backward_unpool(m->plan[ci], g, up.code, up.bits, other, inh, inw, n->avg, n->nthreads,
-                                               nst__net_cws(n, ci));
-                pooled = &up;
-            } else {
-                st = nst__conv_backward_data(m->plan[ci], g, other, inh, inw, n->nthreads, nst__net_cws(n, ci));
+                fu.dout = g; fu.code = n->avg ? NULL : n->rec[l + 2]; fu.bits = n->rec[l + 1]; fu.avg = n->avg;
+                pooled = &fu;
             }
+            if (masked) fu.obits = n->rec[l - 1];
+            fu.simd = nst__simd_pool();
+            if (pooled || masked)
+                st = nst__conv_backward_fused(m->plan[ci], &fu, g, other, inh, inw, n->nthreads, nst__net_cws(n, ci));
+            else
+                st = nst__conv_backward_data(m->plan[ci], g, other, inh, inw, n->nthreads, nst__net_cws(n, ci));
             if (st != NST_OK) return st;
             /* the border fix reads the output gradient along the sides only: unpooled there when it is pooled */
             if (m->reflect && (st = nst__reflect_fix_backward_up(m, ci, g, pooled, other, inh, inw, n->nthreads,
                                                                  n->pad_scratch)) != NST_OK)
                 return st;
+            if (m->reflect && masked) nst__mask_border(other, n->rec[l - 1], inc, inh, inw, n->nthreads);   /* what the fix added */
             ci--;
             g = other;
         }

@@ -9,7 +9,8 @@
 # fix in chunks of the NEON kernel's columns against the naive transpose (NEON GEMM);
 # test_iter only the L-BFGS tests (both recursions' kernels against their scalar references, one against the other)
 # and, built again, its pooling-with-mask test (the NEON kernels, pool forward and unpool, against the scalar ones
-# and the reference pool) and its ReLU-mask test (mask bits and the masked backward against the scalar loops);
+# and the reference pool), its ReLU-mask test (mask bits and the masked backward against the scalar loops) and
+# its fused pool and ReLU-mask test (the network with them fused into the convolutions against unfused);
 # test_lossgrad the one-pass loss gradient's NEON kernel against the scalar one and a double reference.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -37,6 +38,7 @@ run test_features_aarch64 tests/test_features.c reflection_
 run test_iter_aarch64 tests/test_iter.c lbfgs_
 run test_iter_pool_aarch64 tests/test_iter.c pool_mask
 run test_iter_relu_aarch64 tests/test_iter.c relu_masks
+run test_iter_fused_aarch64 tests/test_iter.c pool_fused
 run test_lossgrad_aarch64 tests/test_lossgrad.c
 echo "test_neon_aarch64: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
