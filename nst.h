@@ -1024,6 +1024,13 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller, two dr
 #include <arm_neon.h>
 #endif
 
+#if !defined(__cplusplus)
+#define NST__RESTRICT restrict
+#elif defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)
+#define NST__RESTRICT __restrict
+#else
+#define NST__RESTRICT
+#endif
 #if defined(__GNUC__) || defined(__clang__)
 #define NST__UNROLL _Pragma("GCC unroll 32")
 #define NST__ALIGN64 __attribute__((aligned(64)))
@@ -6651,16 +6658,46 @@ static void nst__pool_mask_backward(float *din, const float *dout, const unsigne
     }
 }
 
-/* Pixels (planar RGB, 0..255) to network input under the model's convention. */
-static void nst__preprocess(const nst_input_convention *cv, const float *px, float *in, size_t hw) {
-    int c;
-    for (c = 0; c < 3; c++) {
-        const float *s = px + (size_t)(cv->bgr ? 2 - c : c) * hw;
-        float *d = in + (size_t)c * hw;
-        float a = cv->scale / (255.0f * cv->std[c]), b = -cv->mean[c] / cv->std[c];
-        size_t i;
-        for (i = 0; i < hw; i++) d[i] = s[i] * a + b;
+/* d[i] = s[i] a (+ b unless nob), n elements: restrict pointers and a count gcc -O2 knows divides by the
+ * vector width let it vectorize (x86 SSE; the same arithmetic per element, so the same bits). */
+static void nst__affine_run(float *NST__RESTRICT d, const float *NST__RESTRICT s, size_t n, float a, float b, int nob) {
+    size_t i, m = n & ~(size_t)7;
+    if (nob) {
+        for (i = 0; i < m; i++) d[i] = s[i] * a;
+        for (; i < n; i++) d[i] = s[i] * a;
+    } else {
+        for (i = 0; i < m; i++) d[i] = s[i] * a + b;
+        for (; i < n; i++) d[i] = s[i] * a + b;
     }
+}
+/* Plane c of dst = plane src_of[c] of src times a[c] plus b[c] (b NULL: nothing added, so -0 stays -0),
+ * 3 planes of hw, on all threads in runs of 16K floats. At 512 px the preprocessing and the pixel
+ * gradient each took ~1 ms per evaluation on one thread, unvectorized (2 threads now: ~0.4 ms each). */
+static void nst__affine_planes(float *dst, const float *src, const int src_of[3], const float a[3], const float b[3],
+                               size_t hw, int nthreads) {
+    long nr = (long)((hw + 16383) / 16384), r;
+    (void)nthreads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (hw >= 65536)
+#endif
+    for (r = 0; r < 3 * nr; r++) {
+        size_t lo = (size_t)(r % nr) * 16384;
+        int c = (int)(r / nr);
+        nst__affine_run(dst + (size_t)c * hw + lo, src + (size_t)src_of[c] * hw + lo, NST__MIN((size_t)16384, hw - lo),
+                        a[c], b ? b[c] : 0.0f, !b);
+    }
+}
+
+/* Pixels (planar RGB, 0..255) to network input under the model's convention. */
+static void nst__preprocess(const nst_input_convention *cv, const float *px, float *in, size_t hw, int nthreads) {
+    int c, src_of[3];
+    float a[3], b[3];
+    for (c = 0; c < 3; c++) {
+        src_of[c] = cv->bgr ? 2 - c : c;
+        a[c] = cv->scale / (255.0f * cv->std[c]);
+        b[c] = -cv->mean[c] / cv->std[c];
+    }
+    nst__affine_planes(in, px, src_of, a, b, hw, nthreads);
 }
 
 /* Whether pool layer l records (forward) and applies (backward) the mask of the ReLU before it: when
@@ -6750,7 +6787,7 @@ static nst_status nst__net_forward(nst__net *n, const float *pixels) {
     int l, ci = 0, c = 3, h = n->h, w = n->w;
     nst_status st;
     double tp = nst__prof_now(n);
-    if (pixels) nst__preprocess(&m->conv, pixels, cur, (size_t)h * w);
+    if (pixels) nst__preprocess(&m->conv, pixels, cur, (size_t)h * w, n->nthreads);
     tp = nst__prof(n, NST__PROF_PRE, tp);
     for (l = 0; l <= n->last; l++) {
         int t = nst__layer_type(l);
@@ -6934,16 +6971,15 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
         }
         tp = nst__prof(n, NST__PROF_BWD + l, tp);
     }
-    {
+    {   /* pixel plane j from network plane (bgr ? 2 - j : j): the preprocessing's scale, no offset */
         const nst_input_convention *cv = &m->conv;
-        int c;
-        for (c = 0; c < 3; c++) {
-            const float *s = g + (size_t)c * hw;
-            float *d = grad_pixels + (size_t)(cv->bgr ? 2 - c : c) * hw;
-            float a = cv->scale / (255.0f * cv->std[c]);
-            size_t i;
-            for (i = 0; i < hw; i++) d[i] = s[i] * a;
+        int j, src_of[3];
+        float a[3];
+        for (j = 0; j < 3; j++) {
+            src_of[j] = cv->bgr ? 2 - j : j;
+            a[j] = cv->scale / (255.0f * cv->std[src_of[j]]);
         }
+        nst__affine_planes(grad_pixels, g, src_of, a, NULL, hw, n->nthreads);
     }
     nst__prof(n, NST__PROF_PIXGRAD, tp);
     return NST_OK;
@@ -7034,7 +7070,7 @@ NSTDEF nst_status nst_model_random(unsigned long long seed, nst_model **out) {
         if (!a || !b || !px || !pad) st = nst__err(NST_ERR_NOMEM, "model: out of memory");
         if (st == NST_OK) {
             nst__calibration_image(px, cal, cal, seed);
-            nst__preprocess(&m->conv, px, a, (size_t)cal * cal);
+            nst__preprocess(&m->conv, px, a, (size_t)cal * cal, 1);
         }
         for (l = 0, i = 0; l < NST_VGG_LAYERS && st == NST_OK; l++) {
             int t = nst__layer_type(l);
