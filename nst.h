@@ -7983,6 +7983,14 @@ static nst_status nst__lossgrad_onepass(const nst__lg_kernel *kt, const nst__lg_
  * relu2_1, 0.95-0.99 at relu3_1 and 0.96-1.05 at relu4_1 on 1 and 2 threads: the mask pass reads a block
  * that is still in L2, while the fused form reads the mask from feature rows 4 hw bytes apart. The
  * one-pass kernel reads the mask from its copy of the strip instead. */
+/* g[i] += sc (f[i] - p[i]), n elements: the content term's gradient, vectorized as nst__affine_run. */
+static void nst__content_run(float *NST__RESTRICT g, const float *NST__RESTRICT f, const float *NST__RESTRICT p, size_t n,
+                             float sc) {
+    size_t i, m = n & ~(size_t)7;
+    for (i = 0; i < m; i++) g[i] += sc * (f[i] - p[i]);
+    for (; i < n; i++) g[i] += sc * (f[i] - p[i]);
+}
+
 static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, const float *feat, float *g) {
     const nst__net *n = &o->net;
     int c = n->c_[layer], k, relu = nst__layer_type(layer) == NST__L_RELU, simd = nst__simd_avx2(), styled = 0;
@@ -8033,16 +8041,25 @@ static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, con
 #pragma omp parallel for num_threads(n->nthreads) schedule(dynamic, 1)
 #endif
     for (b = 0; b < nblk; b++) {
-        size_t j0 = (size_t)b * nb, j1 = b == nblk - 1 ? hw : j0 + nb, j;
+        size_t j0 = (size_t)b * nb, j1 = b == nblk - 1 ? hw : j0 + nb;
         int kk, ch, w = (int)(j1 - j0);
         nst_status st = NST_OK;
-        for (kk = 0; kk < o->ncontent; kk++) {
-            const float *p = o->content_target[kk];
-            float sc = content_sc[kk];
-            if (sc == 0.0f) continue;
+        if (!styled) {   /* relu4_2: the content terms and the mask row by row, each row still in L1 for the mask
+                          * (a block's 512 rows of g, feat and the target are 6 MiB: the mask's pass after
+                          * them read g and feat again from L3) */
             for (ch = 0; ch < c; ch++) {
-                size_t r = (size_t)ch * hw;
-                for (j = r + j0; j < r + j1; j++) g[j] += sc * (feat[j] - p[j]);
+                size_t r = (size_t)ch * hw + j0;
+                for (kk = 0; kk < o->ncontent; kk++)
+                    if (content_sc[kk] != 0.0f) nst__content_run(g + r, feat + r, o->content_target[kk] + r, (size_t)w, content_sc[kk]);
+                if (relu) nst__relu_backward_feat(g, feat, r, r + (size_t)w, simd);
+            }
+            continue;
+        }
+        for (kk = 0; kk < o->ncontent; kk++) {
+            if (content_sc[kk] == 0.0f) continue;
+            for (ch = 0; ch < c; ch++) {
+                size_t r = (size_t)ch * hw + j0;
+                nst__content_run(g + r, feat + r, o->content_target[kk] + r, (size_t)w, content_sc[kk]);
             }
         }
         if (styled && shared)
