@@ -5756,8 +5756,15 @@ static nst_status nst__reflect_fix_backward_up(const nst_model *m, int ci, const
                     int n = NST__MIN(mr, len - ip);
                     if (!up)
                         for (i = 0; i < n; i++) a[i] = dout[(size_t)o * hw + first + (size_t)(ip + i) * step];
-                    else if (s < 2)
-                        for (i = 0; i < n; i++) a[i] = nst__unpooled_at(up, o, s ? h - 1 : 0, ip + i, h, w);
+                    else if (s == 1 && (h & 1))   /* an odd last row: no window pooled it */
+                        for (i = 0; i < n; i++) a[i] = 0.0f;
+                    else if (s < 2) {   /* a row: the fused backward's own row kernel (NEON, AVX2) */
+                        size_t po = (size_t)o * (size_t)(h / 2) * (size_t)(w / 2) + (size_t)(s ? h / 2 - 1 : 0) * (size_t)(w / 2);
+                        nst__unpool_row(a, up->dout + po, up->code ? up->code + po : NULL,
+                                        up->bits + ((size_t)o * h + (size_t)(s ? h - 1 : 0)) * (size_t)w / 8, s ? (h - 1) & 1 : 0,
+                                        ip, ip + n, up->avg, up->simd);
+                        i = n;
+                    }
                     else
                         for (i = 0; i < n; i++) a[i] = nst__unpooled_at(up, o, ip + i, s == 2 ? 0 : w - 1, h, w);
                     for (; i < mr; i++) a[i] = 0.0f;
