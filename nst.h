@@ -3580,7 +3580,8 @@ typedef struct nst__conv_pool {
     unsigned char *obits;
     int orec;
 } nst__conv_pool;
-static void nst__mask_run(float *x, unsigned char *bits, size_t n, int rec, int simd);
+static void nst__mask_bits_run(const float *x, unsigned char *bits, size_t n, int simd);
+static void nst__mask_apply_run(float *g, const unsigned char *bits, size_t n, int simd);
 static int nst__simd_avx2(void);
 static int nst__simd_pool(void);
 static int nst__pool_fusable(int h, int w);
@@ -3697,7 +3698,8 @@ static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd,
                         int y, y1 = NST__MIN(h, 4 * ty + 4), x0 = 4 * tx, x1 = NST__MIN(w, 4 * (tx + len));
                         for (y = 4 * ty; y < y1; y++) {
                             size_t e = co * hw + (size_t)y * w + x0;
-                            nst__mask_run(out + e, pc->obits + e / 8, (size_t)(x1 - x0), pc->orec, pc->simd);
+                            if (pc->orec) nst__mask_bits_run(out + e, pc->obits + e / 8, (size_t)(x1 - x0), pc->simd);
+                            else nst__mask_apply_run(out + e, pc->obits + e / 8, (size_t)(x1 - x0), pc->simd);
                         }
                     }
                 }
@@ -6298,52 +6300,50 @@ static int nst__simd_pool(void) {
 #endif
 }
 /* n elements in runs of NST__MASK_RUN (64 mask bytes), split evenly between threads. */
+/* One run of n elements from element 0 of a mask byte (n % 8 == 0 unless it ends the map): its ReLU mask
+ * bits, or the gradient zeroed where a bit is clear, on the running ISA's kernel. The whole-map passes
+ * below and the convolutions' output strips (nst__conv_pool.obits) both go through these. */
+static void nst__mask_bits_run(const float *x, unsigned char *bits, size_t n, int simd) {
+    (void)simd;
+#if defined(NST__X86)
+    if (simd) { nst__relu_mask_bits_avx2(x, bits, 0, n); return; }
+#elif defined(NST__NEON)
+    if (simd) { nst__relu_mask_bits_neon(x, bits, 0, n); return; }
+#endif
+    nst__relu_mask_bits_scalar(x, bits, 0, n);
+}
+static void nst__mask_apply_run(float *g, const unsigned char *bits, size_t n, int simd) {
+    (void)simd;
+#if defined(NST__X86)
+    if (simd) { nst__relu_backward_avx2(g, bits, 0, n); return; }
+#elif defined(NST__NEON)
+    if (simd) { nst__relu_backward_neon(g, bits, 0, n); return; }
+#endif
+    nst__relu_backward_scalar(g, bits, 0, n);
+}
 static void nst__relu_mask_bits(const float *x, unsigned char *bits, size_t n, int nthreads) {
     long nr = (long)((n + NST__MASK_RUN - 1) / NST__MASK_RUN), r;
     int simd = nst__simd_pool();
-    (void)nthreads; (void)simd;
+    (void)nthreads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(static)
 #endif
     for (r = 0; r < nr; r++) {
-        size_t lo = (size_t)r * NST__MASK_RUN, hi = NST__MIN(lo + NST__MASK_RUN, n);
-#if defined(NST__X86)
-        if (simd) { nst__relu_mask_bits_avx2(x, bits, lo, hi); continue; }
-#elif defined(NST__NEON)
-        if (simd) { nst__relu_mask_bits_neon(x, bits, lo, hi); continue; }
-#endif
-        nst__relu_mask_bits_scalar(x, bits, lo, hi);
+        size_t lo = (size_t)r * NST__MASK_RUN;
+        nst__mask_bits_run(x + lo, bits + lo / 8, NST__MIN((size_t)NST__MASK_RUN, n - lo), simd);
     }
 }
 static void nst__relu_backward(float *g, const unsigned char *bits, size_t n, int nthreads) {
     long nr = (long)((n + NST__MASK_RUN - 1) / NST__MASK_RUN), r;
     int simd = nst__simd_pool();
-    (void)nthreads; (void)simd;
+    (void)nthreads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(static)
 #endif
     for (r = 0; r < nr; r++) {
-        size_t lo = (size_t)r * NST__MASK_RUN, hi = NST__MIN(lo + NST__MASK_RUN, n);
-#if defined(NST__X86)
-        if (simd) { nst__relu_backward_avx2(g, bits, lo, hi); continue; }
-#elif defined(NST__NEON)
-        if (simd) { nst__relu_backward_neon(g, bits, lo, hi); continue; }
-#endif
-        nst__relu_backward_scalar(g, bits, lo, hi);
+        size_t lo = (size_t)r * NST__MASK_RUN;
+        nst__mask_apply_run(g + lo, bits + lo / 8, NST__MIN((size_t)NST__MASK_RUN, n - lo), simd);
     }
-}
-
-/* n elements of one row from element 0 of a mask byte (n % 8 == 0 unless the row ends the map): record
- * their ReLU mask bits (rec) or zero those whose bit is clear, as the whole-map passes above do. */
-static void nst__mask_run(float *x, unsigned char *bits, size_t n, int rec, int simd) {
-    (void)simd;
-#if defined(NST__X86)
-    if (simd) { if (rec) nst__relu_mask_bits_avx2(x, bits, 0, n); else nst__relu_backward_avx2(x, bits, 0, n); return; }
-#elif defined(NST__NEON)
-    if (simd) { if (rec) nst__relu_mask_bits_neon(x, bits, 0, n); else nst__relu_backward_neon(x, bits, 0, n); return; }
-#endif
-    if (rec) nst__relu_mask_bits_scalar(x, bits, 0, n);
-    else nst__relu_backward_scalar(x, bits, 0, n);
 }
 
 /* 2x2 max pooling that records which of the four won (0..3, first maximum in row-major order). */
@@ -8119,8 +8119,7 @@ static nst_status nst__objective_lossgrad(void *ctx, int layer, const float *fea
             sc = o->cw / (a + 1e-8);
             for (i = 0; i < el; i++) g[i] += (float)(sc * scratch[i]);
         } else {
-            float sc = (float)(o->cw * 2.0 / (double)el);
-            for (i = 0; i < el; i++) g[i] += sc * (feat[i] - p[i]);
+            nst__content_run(g, feat, p, el, (float)(o->cw * 2.0 / (double)el));
         }
     }
     if (o->nmask) {
