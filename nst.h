@@ -3126,12 +3126,29 @@ static nst_status nst__conv_plan_create(const float *weight, const float *bias, 
  * The 16 floats (one cache line) between transform elements: the input transform stores and the output
  * transform loads all 36 elements of a tile group, and kin*nt floats is a multiple of 4 KiB, so without
  * the skew those 36 lines share one L1 set (8..12 ways on every CPU we target) and each is evicted before
- * the next group uses the rest of it. */
+ * the next group uses the rest of it.
+ * nt is the ISA's nt unless the block's V[e] (kin x nt floats, which every output-channel block of the
+ * GEMM reads again) would exceed an eighth of L2; then fewer tiles, down to 32. On Zen 3 (512 KiB L2,
+ * AVX2) that takes the 512-channel directions (conv4_2..4_4, conv4_1's backward, conv5_1's forward) from
+ * 64 to 32 tiles and leaves the rest at 64: `bench_conv --size 512 --layer conv4_2` alternated with the
+ * old build, 12 pairs, 1 thread: faster in 11 of 12 pairs forward and 12 of 12 backward (mean 116/114 ->
+ * 90/88 ms); 2 threads, 8 pairs: conv4_2 forward + backward 125 -> 92 ms, conv4_1 58 -> 50. All layers
+ * at 32 was slower where kin = 256 (conv3_2's backward 9 of 10 pairs, conv4_1's forward 8 of 10), and
+ * 16, 24, 40 and 48 tiles on conv4_2 were no better than 32. The gain shows when the shared L3 is busy
+ * (in the evaluation's profile, conv4_x + conv5_1 on 2 threads 440 -> 369 ms over 8 pairs, the same in
+ * the quiet pairs); cachegrind (512 KiB as the last level) counts more misses at 32 than at 64, so the
+ * hardware prefetchers, not the miss count, decide it. Same bits whatever nt: every tile's sums run in
+ * the same order. */
 #define NST__WINO_SKEW 16
-static int nst__wino_nt(const nst__conv_kernels *k, int tiles, int nthreads) {
-    int per = (tiles + nthreads - 1) / nthreads;
+static int nst__wino_nt(const nst__conv_kernels *k, int kin, int tiles, int nthreads) {
+    int per = (tiles + nthreads - 1) / nthreads, cap = k->nt, l1, l2;
+    nst__gemm_caches(&l1, &l2);
+    if (l2 > 0 && kin > 0) {   /* V[e] within an eighth of L2, at least 32 tiles (see above) */
+        int c = (int)((size_t)l2 / 8 / (sizeof(float) * (size_t)kin)) / k->nr * k->nr;
+        cap = NST__MIN(cap, NST__MAX(c, (32 + k->nr - 1) / k->nr * k->nr));
+    }
     per = (per + k->nr - 1) / k->nr * k->nr;
-    return per < k->nt ? per : k->nt;
+    return per < cap ? per : cap;
 }
 static size_t nst__wino_rstride(const nst__conv_kernels *k, int nt) {
     return ((size_t)4 * ((nt + k->tg - 1) / k->tg * k->tg) + (size_t)k->rslack + 15) / 16 * 16;
@@ -3713,7 +3730,7 @@ static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd,
  * the result does not depend on which thread runs a block, so it stays deterministic. */
 static void nst__wino_run(const nst__conv_kernels *k, const nst__conv_dir *dd, const float *in, float *out, int h,
                           int w, const float *bias, int relu, int pad, int nthreads, float *ws, const nst__conv_pool *pc) {
-    int tiles = ((h + 3) / 4) * ((w + 3) / 4), nt = nst__wino_nt(k, tiles, nthreads);
+    int tiles = ((h + 3) / 4) * ((w + 3) / 4), nt = nst__wino_nt(k, dd->kin, tiles, nthreads);
     int nblocks = (tiles + nt - 1) / nt, b;
     size_t per = nst__wino_thread_floats(k, dd->kin, nt);
     (void)nthreads;
@@ -3912,7 +3929,7 @@ static NST__UNUSED size_t nst__conv_workspace(const nst__conv_plan *p, int h, in
     for (d = 0; d < 2; d++)
         if (p->dir[d].algo == NST__CONV_WINO) {
             int tiles = ((h + 3) / 4) * ((w + 3) / 4);
-            size_t n = nst__wino_thread_floats(p->k, p->dir[d].kin, nst__wino_nt(p->k, tiles, nthreads)) * nthreads;
+            size_t n = nst__wino_thread_floats(p->k, p->dir[d].kin, nst__wino_nt(p->k, p->dir[d].kin, tiles, nthreads)) * nthreads;
             n += nst__wino_lazy_floats(p->k, &p->dir[d]);
             if (n > best) best = n;
         } else if (p->k->direct_rows) {

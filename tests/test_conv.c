@@ -249,6 +249,52 @@ TEST(avx2_filter_transform_layout) {
 }
 #endif
 
+/* The tiles per Winograd block follow the L2 size (nst__wino_nt): a small L2 must shrink the blocks of
+ * wide layers, and the result must be the same bytes as with the table's block size, forward and
+ * backward, 1 and 2 threads (every tile's sums run in the same order whatever the block). */
+TEST(winograd_block_follows_l2) {
+    enum { CIN = 72, COUT = 40, H = 37, W = 70 };   /* 10 x 18 tiles: several blocks of 32 and of 64 */
+    size_t nin = (size_t)CIN * H * W, nout = (size_t)COUT * H * W;
+    float *wt = (float *)nst__malloc(sizeof(float) * CIN * COUT * 9), *b = (float *)nst__malloc(sizeof(float) * COUT);
+    float *x = (float *)nst__malloc(sizeof(float) * nin), *dy = (float *)nst__malloc(sizeof(float) * nout);
+    float *y[2], *dx[2];
+    int ai, v, t;
+    fill(wt, (size_t)CIN * COUT * 9, 91, 0.1f);
+    fill(b, COUT, 92, 0.1f);
+    fill(x, nin, 93, 1.0f);
+    fill(dy, nout, 94, 1.0f);
+    for (v = 0; v < 2; v++) {
+        y[v] = (float *)nst__malloc(sizeof(float) * nout);
+        dx[v] = (float *)nst__malloc(sizeof(float) * nin);
+    }
+    for (ai = -1; ai < 3; ai++) {
+        nst_arch a = ai < 0 ? NST_ARCH_SCALAR : simd_archs[ai];
+        nst__conv_plan *p = NULL;
+        if (!have(a)) continue;
+        CHECK_OK(nst__conv_plan_create_ex(wt, b, CIN, COUT, NST__CONV_WINO, a, &p));
+        if (!p) continue;
+        for (t = 1; t <= 2; t++) {
+            for (v = 0; v < 2; v++) {   /* v = 0: the table's nt (huge L2); v = 1: a 4 KiB L2 caps it at 32 */
+                int tiles = ((H + 3) / 4) * ((W + 3) / 4), nt;
+                nst__gemm_cache_forced[0] = 32 * 1024;
+                nst__gemm_cache_forced[1] = v == 0 ? 1 << 30 : 4 * 1024;
+                nt = nst__wino_nt(p->k, CIN, tiles, 1);
+                CHECK_MSG(v == 0 ? nt == NST__MIN(p->k->nt, (tiles + p->k->nr - 1) / p->k->nr * p->k->nr)
+                                 : nt == (32 + p->k->nr - 1) / p->k->nr * p->k->nr,
+                          "%s: %d tiles per block with L2 %d", p->k->name, nt, nst__gemm_cache_forced[1]);
+                CHECK_OK(nst__conv_forward(p, x, y[v], H, W, 1, t, NULL));
+                CHECK_OK(nst__conv_backward_data(p, dy, dx[v], H, W, t, NULL));
+            }
+            CHECK_MSG(!memcmp(y[0], y[1], sizeof(float) * nout) && !memcmp(dx[0], dx[1], sizeof(float) * nin),
+                      "%s, %d threads: the block size changed the result", p->k->name, t);
+        }
+        nst__gemm_cache_forced[0] = nst__gemm_cache_forced[1] = 0;
+        nst__conv_plan_free(p);
+    }
+    for (v = 0; v < 2; v++) { nst__free(y[v]); nst__free(dx[v]); }
+    nst__free(wt); nst__free(b); nst__free(x); nst__free(dy);
+}
+
 /* Eight 32->32 ReLU layers (forward), then eight backward layers through the same stack: the
  * Winograd error relative to the reference chain must stay bounded, not compound. */
 static void chain(nst_arch arch) {
@@ -357,6 +403,7 @@ int main(int argc, char **argv) {
     RUN(vgg_shapes_auto_path);
     RUN(winograd_in_place_rows);
     RUN(winograd_streamed_planes);
+    RUN(winograd_block_follows_l2);
     RUN(direct_conv1_1_shapes);
 #if defined(NST__X86)
     RUN(avx2_filter_transform_layout);
