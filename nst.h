@@ -3134,11 +3134,12 @@ static nst_status nst__conv_plan_create(const float *weight, const float *bias, 
  * old build, 12 pairs, 1 thread: faster in 11 of 12 pairs forward and 12 of 12 backward (mean 116/114 ->
  * 90/88 ms); 2 threads, 8 pairs: conv4_2 forward + backward 125 -> 92 ms, conv4_1 58 -> 50. All layers
  * at 32 was slower where kin = 256 (conv3_2's backward 9 of 10 pairs, conv4_1's forward 8 of 10), and
- * 16, 24, 40 and 48 tiles on conv4_2 were no better than 32. The gain shows when the shared L3 is busy
- * (in the evaluation's profile, conv4_x + conv5_1 on 2 threads 440 -> 369 ms over 8 pairs, the same in
- * the quiet pairs); cachegrind (512 KiB as the last level) counts more misses at 32 than at 64, so the
- * hardware prefetchers, not the miss count, decide it. Same bits whatever nt: every tile's sums run in
- * the same order. */
+ * 16, 24, 40 and 48 tiles on conv4_2 were no better than 32; at 256 px (1 thread, 10 pairs) conv4_1 and
+ * conv4_2 were faster in 6-8 of 10 pairs, conv5_1 even. Inside the evaluation the gain is smaller and
+ * shows in the busy pairs (profile rows conv4_x + conv5_1: 2 threads 440 -> 369 ms over 8 pairs, no
+ * difference in the quietest two; 1 thread 763 -> 735 over 6). Cachegrind with 512 KiB as the last
+ * level counts more misses at 32 than at 64, so what pays is likely the prefetchers' view of the
+ * shorter streams, not the miss count. Same bits whatever nt: every tile's sums run in the same order. */
 #define NST__WINO_SKEW 16
 static int nst__wino_nt(const nst__conv_kernels *k, int kin, int tiles, int nthreads) {
     int per = (tiles + nthreads - 1) / nthreads, cap = k->nt, l1, l2;
