@@ -3127,24 +3127,29 @@ static nst_status nst__conv_plan_create(const float *weight, const float *bias, 
  * transform loads all 36 elements of a tile group, and kin*nt floats is a multiple of 4 KiB, so without
  * the skew those 36 lines share one L1 set (8..12 ways on every CPU we target) and each is evicted before
  * the next group uses the rest of it.
- * nt is the ISA's nt unless the block's V[e] (kin x nt floats, which every output-channel block of the
- * GEMM reads again) would exceed an eighth of L2; then fewer tiles, down to 32. On Zen 3 (512 KiB L2,
- * AVX2) that takes the 512-channel directions (conv4_2..4_4, conv4_1's backward, conv5_1's forward) from
- * 64 to 32 tiles and leaves the rest at 64: `bench_conv --size 512 --layer conv4_2` alternated with the
- * old build, 12 pairs, 1 thread: faster in 11 of 12 pairs forward and 12 of 12 backward (mean 116/114 ->
- * 90/88 ms); 2 threads, 8 pairs: conv4_2 forward + backward 125 -> 92 ms, conv4_1 58 -> 50. All layers
- * at 32 was slower where kin = 256 (conv3_2's backward 9 of 10 pairs, conv4_1's forward 8 of 10), and
- * 16, 24, 40 and 48 tiles on conv4_2 were no better than 32; at 256 px (1 thread, 10 pairs) conv4_1 and
- * conv4_2 were faster in 6-8 of 10 pairs, conv5_1 even. Inside the evaluation the gain is smaller and
- * shows in the busy pairs (profile rows conv4_x + conv5_1: 2 threads 440 -> 369 ms over 8 pairs, no
- * difference in the quietest two; 1 thread 763 -> 735 over 6). Cachegrind with 512 KiB as the last
- * level counts more misses at 32 than at 64, so what pays is likely the prefetchers' view of the
- * shorter streams, not the miss count. Same bits whatever nt: every tile's sums run in the same order. */
+ * nt is the ISA's nt unless kin x nt floats (one transform element's V[e]) would exceed an eighth of
+ * L2; then fewer tiles, down to 32. On Zen 3 (512 KiB L2, AVX2) that takes the 512-channel directions
+ * (conv4_2..4_4, conv4_1's backward, conv5_1's forward) from 64 to 32 tiles and leaves the rest at 64.
+ * What it buys: the block's whole V (36 x kin x nt floats, 4.7 MB at 512 channels and 64 tiles) is read
+ * again by each chunk of cb output channels, with the chunk's share of the filters (3.4 MB) streamed in
+ * between; at half the size it is likelier to be in L3 still for the next chunk (our reading: this host
+ * has no cache counters). Not V[e]'s reuse inside a chunk: the GEMM run on 32-column halves of a 64-tile
+ * V[e] measured like 64 tiles. L2 is the cache size we know; the rule is a proxy that reproduces the
+ * measured choice and changes nothing for VGG's channel counts where L2 is 1 MiB or more. Measured: `bench_conv --size 512 --layer conv4_2` alternated
+ * with the old build, 12 pairs, 1 thread: faster in 11 of 12 pairs forward and 12 of 12 backward (mean
+ * 116/114 -> 90/88 ms); 2 threads, 8 pairs: conv4_2 forward + backward 125 -> 92 ms, conv4_1 58 -> 50;
+ * conv4_3 8 of 8 pairs on 1 thread, 6 of 8 on 2 (217 -> 180, 130 -> 108 ms). All layers at 32 was slower
+ * where kin = 256 (conv3_2's backward 9 of 10 pairs, conv4_1's forward 8 of 10); 16, 24, 40 and 48
+ * tiles on conv4_2 were no better than 32, and 96 or 128 tiles for the 64..256-channel layers no better
+ * than 64; at 256 px (1 thread, 10 pairs) conv4_1 and conv4_2 were faster in 6-8 of 10 pairs, conv5_1
+ * even. Inside the evaluation the gain is smaller and shows in the busy pairs (profile rows conv4_x +
+ * conv5_1: 2 threads 440 -> 369 ms over 8 pairs, no difference in the quietest two; 1 thread 763 -> 735
+ * over 6). Same bits whatever nt: every tile's sums run in the same order. */
 #define NST__WINO_SKEW 16
 static int nst__wino_nt(const nst__conv_kernels *k, int kin, int tiles, int nthreads) {
     int per = (tiles + nthreads - 1) / nthreads, cap = k->nt, l1, l2;
     nst__gemm_caches(&l1, &l2);
-    if (l2 > 0 && kin > 0) {   /* V[e] within an eighth of L2, at least 32 tiles (see above) */
+    if (l2 > 0 && kin > 0) {   /* kin x nt floats within an eighth of L2, at least 32 tiles (see above) */
         int c = (int)((size_t)l2 / 8 / (sizeof(float) * (size_t)kin)) / k->nr * k->nr;
         cap = NST__MIN(cap, NST__MAX(c, (32 + k->nr - 1) / k->nr * k->nr));
     }
