@@ -3135,8 +3135,8 @@ static nst_status nst__conv_plan_create(const float *weight, const float *bias, 
  * between; at half the size it is likelier to be in L3 still for the next chunk (our reading: this host
  * has no cache counters). Not V[e]'s reuse inside a chunk: the GEMM run on 32-column halves of a 64-tile
  * V[e] measured like 64 tiles. L2 is the cache size we know; the rule is a proxy that reproduces the
- * measured choice and changes nothing for VGG's channel counts where L2 is 1 MiB or more. Measured: `bench_conv --size 512 --layer conv4_2` alternated
- * with the old build, 12 pairs, 1 thread: faster in 11 of 12 pairs forward and 12 of 12 backward (mean
+ * measured choice and changes nothing for VGG's channel counts where L2 is 1 MiB or more.
+ * Measured: `bench_conv --size 512 --layer conv4_2` alternated with the old build, 12 pairs, 1 thread: faster in 11 of 12 pairs forward and 12 of 12 backward (mean
  * 116/114 -> 90/88 ms); 2 threads, 8 pairs: conv4_2 forward + backward 125 -> 92 ms, conv4_1 58 -> 50;
  * conv4_3 8 of 8 pairs on 1 thread, 6 of 8 on 2 (217 -> 180, 130 -> 108 ms). All layers at 32 was slower
  * where kin = 256 (conv3_2's backward 9 of 10 pairs, conv4_1's forward 8 of 10); 16, 24, 40 and 48
