@@ -6322,7 +6322,6 @@ static int nst__simd_pool(void) {
     return nst__simd_avx2();
 #endif
 }
-/* n elements in runs of NST__MASK_RUN (64 mask bytes), split evenly between threads. */
 /* One run of n elements from element 0 of a mask byte (n % 8 == 0 unless it ends the map): its ReLU mask
  * bits, or the gradient zeroed where a bit is clear, on the running ISA's kernel. The whole-map passes
  * below and the convolutions' output strips (nst__conv_pool.obits) both go through these. */
@@ -6344,6 +6343,7 @@ static void nst__mask_apply_run(float *g, const unsigned char *bits, size_t n, i
 #endif
     nst__relu_backward_scalar(g, bits, 0, n);
 }
+/* n elements in runs of NST__MASK_RUN (64 mask bytes), split evenly between threads. */
 static void nst__relu_mask_bits(const float *x, unsigned char *bits, size_t n, int nthreads) {
     long nr = (long)((n + NST__MASK_RUN - 1) / NST__MASK_RUN), r;
     int simd = nst__simd_pool();
