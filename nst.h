@@ -2844,7 +2844,8 @@ static int nst__conv_choose(const nst__conv_kernels *k, int kin, int kout) {
  * which saves 8x their weight size, e.g. 355 MB for VGG-19 to relu5_1; the untiled objective's workspace
  * lives in the parts of its feature buffers that deep layers leave free (nst__net_init_packed), so at
  * 512 px this costs no memory at all. Smaller layers keep theirs (18 MB for conv1_1 .. conv3_1, both
- * directions). */
+ * directions). On maps of at most NST__CONV_SMALL_HW pixels, where the transform would be most of the
+ * layer, a lazy direction runs as one GEMM instead (nst__conv_small_run). */
 #define NST__WINO_LAZY (256 * 256)
 
 /* U = G g G^T for the mr output channels of row block ob, every input channel, into
@@ -3945,6 +3946,91 @@ static NST__UNUSED size_t nst__conv_workspace(const nst__conv_plan *p, int h, in
     return best ? best * sizeof(float) + 64 : 0;
 }
 
+/* ---- small maps: a lazy direction as one GEMM ---------------------------------------------------------
+ * A lazy direction (NST__WINO_LAZY) transforms all its kin x kout filters on every call, whatever the map:
+ * ~4.4 ms for 512 x 512 filters on one Zen 3 core (bench_conv --filters), ~17 ns a filter, while the
+ * Winograd GEMM costs ~4.5 hw FLOP a filter and the convolution as one GEMM over the 9 taps (im2col) 18 hw.
+ * With the GEMM at ~90 GFLOP/s the two meet near hw = 110 pixels; below it the transform is most of the
+ * layer (bench_conv --size 64 --threads 1: conv4_x at 8 x 8 took 8-11 ms a direction for 0.3 GFLOP, conv5_1
+ * at 4 x 4 7.8 ms for 0.08). So maps of at most NST__CONV_SMALL_HW pixels (conv5_1 at 128 px input, conv4_x
+ * and conv5_1 at 64 px: the coarse passes of --scales) take C[kout][hw] = A[kout][9 kin] X[9 kin][hw]:
+ * X the input's 3 x 3 neighbourhoods (zero or blended padding, as the engine pads), A the forward's
+ * weights as they are ([cout][cin][9]), bias and ReLU the GEMM's epilogue. Backward-data multiplies by the
+ * same weights transposed (the GEMM's packing reads them so: no flipped copy), [9 cin][hw] = W^T dout,
+ * and each input pixel then sums the 9 products that reached it (col2im). The GEMM runs on the plan's
+ * path (its kernel table's ISA), so a scalar plan stays scalar. Either operand set fits the workspace
+ * the lazy transform would have used: 9 hw min(kin, kout) <= 36 kin kout for hw <= 4 min(kin, kout).
+ * Fused pools and masks (nst__conv_pool) stay on the engine: nst__conv_pool_fuses says no for these maps,
+ * so a network runs them unfused, the same as its unfused reference. */
+#ifndef NST__CONV_SMALL_HW
+#define NST__CONV_SMALL_HW 128
+#endif
+static int nst__conv_small_calls;   /* tests only: calls that took the small-map GEMM */
+static int nst__conv_small(const nst__conv_dir *dd, int h, int w) {
+    return dd->algo == NST__CONV_WINO && dd->lazy && (size_t)h * w <= NST__CONV_SMALL_HW &&
+           (size_t)h * w <= (size_t)4 * NST__MIN(dd->kin, dd->kout);
+}
+static float nst__pad_at(const float *p, int h, int w, int y, int x);
+static nst_status nst__conv_small_run(const nst__conv_plan *p, int d, const float *in, float *out, int h, int w,
+                                      const float *bias, int relu, int pad, int nthreads, float *ws) {
+    const nst__conv_dir *dd = &p->dir[d];
+    int kin = dd->kin, kout = dd->kout, hw = h * w, own;
+    long i;
+    nst_status st;
+    (void)nthreads;
+    own = nst__arch_adopt((int)p->k->arch);
+    if (d == 0) {   /* X[i 9 + t][y w + x]: input channel i at (y + t / 3 - 1, x + t % 3 - 1); C = W X */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static) if ((size_t)kin * hw >= 16384)
+#endif
+        for (i = 0; i < kin; i++) {
+            const float *pl = in + (size_t)i * hw;
+            float *xi = ws + (size_t)i * 9 * hw;
+            int t, y, x;
+            for (t = 0; t < 9; t++)
+                for (y = 0; y < h; y++) {
+                    int sy = y + t / 3 - 1, dx = t % 3 - 1, x0 = dx < 0 ? 1 : 0, x1 = dx > 0 ? w - 1 : w;
+                    float *d = xi + (size_t)t * hw + (size_t)y * w;
+                    if (sy < 0 || sy >= h || x1 <= x0) {   /* a padded row (or a 1-pixel-wide map) */
+                        for (x = 0; x < w; x++)
+                            d[x] = pad == NST__CONV_PAD_BLEND ? nst__pad_at(pl, h, w, sy, x + dx) : 0.0f;
+                        continue;
+                    }
+                    memcpy(d + x0, pl + (size_t)sy * w + x0 + dx, sizeof(float) * (size_t)(x1 - x0));
+                    if (x0) d[0] = pad == NST__CONV_PAD_BLEND ? nst__pad_at(pl, h, w, sy, -1) : 0.0f;
+                    if (x1 < w) d[w - 1] = pad == NST__CONV_PAD_BLEND ? nst__pad_at(pl, h, w, sy, w) : 0.0f;
+                }
+        }
+        st = nst__sgemm_fused(nthreads, 0, 0, kout, hw, 9 * kin, 1.0f, p->weight, 9 * kin, ws, hw, 0.0f, out, hw, bias, relu);
+    } else {   /* backward-data: Y[o 9 + t][pixel] = (W^T dout), the forward weights [kin][kout 9] read transposed by
+                * the GEMM's packing; input pixel q of channel o sums Y[o 9 + t] at q - (t / 3 - 1, t % 3 - 1) */
+        st = nst__sgemm_fused(nthreads, 1, 0, 9 * kout, hw, kin, 1.0f, p->weight, 9 * kout, in, hw, 0.0f, ws, hw, NULL, 0);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static) if ((size_t)kout * hw >= 16384)
+#endif
+        for (i = 0; i < kout; i++) {   /* row by row, the 9 products added in tap order */
+            const float *yo = ws + (size_t)i * 9 * hw;
+            float *dst = out + (size_t)i * hw;
+            int t, y, x;
+            memset(dst, 0, sizeof(float) * (size_t)hw);
+            for (t = 0; t < 9; t++)
+                for (y = 0; y < h; y++) {
+                    int sy = y - (t / 3 - 1), dx = t % 3 - 1, x0 = dx > 0 ? 1 : 0, x1 = dx < 0 ? w - 1 : w;
+                    const float *src = yo + (size_t)t * hw + (size_t)sy * w - dx;
+                    float *d = dst + (size_t)y * w;
+                    if (sy < 0 || sy >= h) continue;
+                    for (x = x0; x < x1; x++) d[x] += src[x];
+                }
+        }
+    }
+    nst__arch_adopt(own);
+#ifdef _OPENMP
+#pragma omp atomic
+#endif
+    nst__conv_small_calls++;
+    return st;
+}
+
 static nst_status nst__conv_run(const nst__conv_plan *p, int d, const float *in, float *out, int h, int w,
                                 int relu, int pad, int nthreads, void *ws, const nst__conv_pool *pc) {
     const nst__conv_dir *dd = &p->dir[d];
@@ -3964,6 +4050,11 @@ static nst_status nst__conv_run(const nst__conv_plan *p, int d, const float *in,
         }
         /* align the caller's scratch to 64 bytes (the workspace size includes the slack) */
         ws = (void *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+        if (!pc && nst__conv_small(dd, h, w)) {
+            nst_status st = nst__conv_small_run(p, d, in, out, h, w, bias, relu, pad, nthreads, (float *)ws);
+            nst__aligned_free(own);
+            return st;
+        }
         if (dd->lazy) {
             nst__conv_dir tmp = *dd;
             int nob = (dd->kout + k->mr - 1) / k->mr, ob;
@@ -4033,9 +4124,11 @@ static nst_status nst__conv_backward_data(const nst__conv_plan *p, const float *
                                           int nthreads, void *ws) {
     return nst__conv_run(p, 1, dout, din, h, w, 0, NST__CONV_PAD_ZERO, nthreads, ws, NULL);
 }
-/* Whether direction d at h x w takes a fused pool (nst__conv_pool): the Winograd path, w % 8 == 0. */
+/* Whether direction d at h x w takes a fused pool (nst__conv_pool): the Winograd engine (not a small map's GEMM),
+ * w % 8 == 0. */
 static int nst__conv_pool_fuses(const nst__conv_plan *p, int d, int h, int w) {
-    return !nst__pool_fuse_off && p->dir[d].algo == NST__CONV_WINO && p->k->nr % 2 == 0 && nst__pool_fusable(h, w);
+    return !nst__pool_fuse_off && p->dir[d].algo == NST__CONV_WINO && p->k->nr % 2 == 0 && nst__pool_fusable(h, w) &&
+           !nst__conv_small(&p->dir[d], h, w);
 }
 /* Forward with ReLU, padded as `pad` says, followed by the 2x2 pool: writes the pooled map
  * ([cout][h / 2][w / 2]), its argmax codes (max; code unused for avg) and the ReLU mask bits of the

@@ -134,8 +134,12 @@ int main(int argc, char **argv) {
                 }
                 nst__aligned_free(u);
             }
-            printf("%-8s %4d>%-4d filter transform, 1 thread: fwd %7.2f ms  bwd %7.2f ms\n", layers[l].name, cin, cout,
-                   1e3 * best[0], 1e3 * best[1]);
+            printf("%-8s %4d>%-4d filter transform, 1 thread:", layers[l].name, cin, cout);
+            for (d = 0; d < 2; d++)   /* a direct direction (conv1_1) has no transform */
+                if (p->dir[d].algo == NST__CONV_WINO) printf(" %s %7.2f ms", d ? " bwd" : "fwd", 1e3 * best[d]);
+                else printf(" %s %7s   ", d ? " bwd" : "fwd", "-");
+            if (p->dir[0].lazy || p->dir[1].lazy) printf("  lazy: every call on maps over %d px", NST__CONV_SMALL_HW);
+            printf("\n");
             nst__conv_plan_free(p);
             nst__aligned_free(wt); nst__aligned_free(b); nst__aligned_free(x); nst__aligned_free(y);
             continue;

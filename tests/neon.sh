@@ -5,7 +5,8 @@
 # GEMM kernel sweep caps k (NST_TEST_KMAX), NST_TEST_QUICK keeps the small shapes, test_conv runs only its
 # NEON tests (the scalar ones run natively) and test_core only the finite-difference gradient check of the
 # objective (a tiny model whose layers all take the NEON direct kernel, both directions); test_features only
-# the random model's padding against a naive convolution and as the adjoint of its forward, and the backward
+# the random model's padding against a naive convolution (the Winograd engine's and the small-map GEMM's) and
+# as the adjoint of its forward, and the backward
 # fix in chunks of the NEON kernel's columns against the naive transpose (NEON GEMM);
 # test_iter only the L-BFGS tests (both recursions' kernels against their scalar references, one against the other)
 # and, built again, its pooling-with-mask test (the NEON kernels, pool forward and unpool, against the scalar ones

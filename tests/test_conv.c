@@ -340,6 +340,47 @@ TEST(winograd_error_does_not_grow_with_depth) {
         if (have(simd_archs[a])) chain(simd_archs[a]);
 }
 
+/* Lazy directions (filters transformed per call) on maps of at most NST__CONV_SMALL_HW pixels run as one
+ * GEMM over the 9 taps (nst__conv_small_run): forward with bias and ReLU, backward-data through the
+ * transposed weights and col2im, against the reference on every path, 1..3 threads bit-equal
+ * (check_layer); the probe counts that the GEMM ran, and that a map one pixel past the limit stays on the
+ * engine. No fused pool or mask there: nst__conv_pool_fuses says no at those sizes and yes above. */
+TEST(small_maps_run_lazy_directions_as_one_gemm) {
+    static const int shp[][4] = { { 256, 256, 1, 1 }, { 256, 256, 1, 7 }, { 256, 256, 13, 1 }, { 256, 256, 3, 5 },
+                                  { 256, 512, 8, 8 }, { 512, 256, 11, 11 }, { 256, 256, 8, 16 }, { 512, 512, 4, 4 } };
+    nst_arch archs[4];
+    int na = 0, a, i;
+    archs[na++] = NST_ARCH_SCALAR;
+    for (a = 0; a < (int)(sizeof simd_archs / sizeof simd_archs[0]); a++)
+        if (have(simd_archs[a])) archs[na++] = simd_archs[a];
+    for (a = 0; a < na; a++)
+        for (i = 0; i < (int)(sizeof shp / sizeof shp[0]); i++) {
+            int before = nst__conv_small_calls;
+            double e = check_layer(shp[i][0], shp[i][1], shp[i][2], shp[i][3], i & 1, NST__CONV_WINO, archs[a]);
+            CHECK_MSG(e <= 1e-5, "%s %d->%d at %dx%d: error %.3g", nst__arch_name(archs[a]), shp[i][0], shp[i][1],
+                      shp[i][2], shp[i][3], e);
+            /* check_layer: forward and backward at 1, 2 and 3 threads */
+            CHECK_MSG(nst__conv_small_calls - before == 6, "%s %dx%d: %d small-map calls", nst__arch_name(archs[a]),
+                      shp[i][2], shp[i][3], nst__conv_small_calls - before);
+        }
+    {   /* 129 pixels: the engine; and the pool fusion follows the path */
+        int before = nst__conv_small_calls;
+        double e = check_layer(256, 256, 3, 43, 1, NST__CONV_WINO, NST_ARCH_SCALAR);
+        float *wt = (float *)nst__calloc((size_t)256 * 256 * 9, sizeof(float));
+        nst__conv_plan *p = NULL;
+        CHECK_MSG(e <= 2e-4, "256->256 at 3x43: error %.3g", e);
+        CHECK(nst__conv_small_calls == before);
+        CHECK_OK(nst__conv_plan_create_ex(wt, NULL, 256, 256, NST__CONV_WINO, nst__cpu_arch(), &p));
+        if (p) {
+            CHECK(p->dir[0].lazy && p->dir[1].lazy);
+            CHECK(!nst__conv_pool_fuses(p, 0, 8, 16) && !nst__conv_pool_fuses(p, 1, 8, 16));
+            CHECK(nst__conv_pool_fuses(p, 0, 16, 16) == (p->k->nr % 2 == 0));
+        }
+        nst__conv_plan_free(p);
+        nst__free(wt);
+    }
+}
+
 /* Pooling, fast vs reference, bit for bit; values quantised so ties (first maximum wins) happen. */
 TEST(pooling_matches_reference) {
     static const int shp[][3] = { { 3, 7, 5 }, { 1, 1, 1 }, { 2, 33, 17 }, { 5, 2, 3 }, { 4, 64, 63 }, { 3, 6, 130 } };
@@ -409,6 +450,7 @@ int main(int argc, char **argv) {
     RUN(avx2_filter_transform_layout);
 #endif
     RUN(winograd_error_does_not_grow_with_depth);
+    RUN(small_maps_run_lazy_directions_as_one_gemm);
     RUN(pooling_matches_reference);
     RUN(public_api_and_bad_arguments);
     return nst_test_end("test_conv");

@@ -233,6 +233,45 @@ TEST(reflection_padding_in_the_winograd_engine) {
     free(wt); free(bias);
 }
 
+/* The small-map GEMM of a lazy direction (nst__conv_small_run) pads with the blend as the engine does:
+ * 256 -> 256 filters at maps of at most NST__CONV_SMALL_HW pixels, against the naive convolution over the
+ * padded image on every path the CPU has, with and without ReLU, 1 and 2 threads bit-equal. */
+TEST(reflection_padding_in_the_small_map_gemm) {
+    static const int shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {3, 3}, {5, 7}, {1, 17}, {8, 16}};
+    static const nst_arch archs[] = {NST_ARCH_SCALAR, NST_ARCH_AVX2, NST_ARCH_AVX512, NST_ARCH_NEON};
+    const int cin = 256, cout = 256;
+    float *wt = rand_vec((size_t)cin * cout * 9, -0.05, 0.05), *bias = rand_vec((size_t)cout, -0.5, 0.5);
+    size_t a, s;
+    for (a = 0; a < sizeof archs / sizeof archs[0]; a++) {
+        nst__conv_plan *p = NULL;
+        if (!nst__cpu()->has[archs[a]] || nst__conv_kernels_for(archs[a])->arch != archs[a]) continue;
+        CHECK_OK(nst__conv_plan_create_ex(wt, bias, cin, cout, NST__CONV_WINO, archs[a], &p));
+        if (!p) continue;
+        CHECK(nst__conv_forward_pads(p) && p->dir[0].lazy);
+        for (s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int h = shapes[s][0], w = shapes[s][1], relu, before = nst__conv_small_calls;
+            size_t nin = (size_t)cin * h * w, nout = (size_t)cout * h * w, wsn = nst__conv_workspace(p, h, w, 2);
+            float *x = rand_vec(nin, -1, 1), *y = rand_vec(nout, 0, 1), *y2 = rand_vec(nout, 0, 1);
+            double *ref = (double *)malloc(sizeof(double) * nout);
+            void *ws = malloc(wsn);
+            naive_conv_reflect(ref, x, wt, bias, cin, cout, h, w);
+            for (relu = 0; relu < 2; relu++) {
+                double e;
+                CHECK_OK(nst__conv_forward_pad(p, x, y, h, w, relu, NST__CONV_PAD_BLEND, 1, NULL));
+                CHECK_OK(nst__conv_forward_pad(p, x, y2, h, w, relu, NST__CONV_PAD_BLEND, 2, ws));
+                CHECK_MSG(!memcmp(y, y2, sizeof(float) * nout), "%s %dx%d relu %d: 2 threads change the result",
+                          nst__conv_kernels_for(archs[a])->name, w, h, relu);
+                e = rel_err_d(y, ref, nout, relu);
+                CHECK_MSG(e < 1e-5, "%s %dx%d relu %d: error %g", nst__conv_kernels_for(archs[a])->name, w, h, relu, e);
+            }
+            CHECK_MSG(nst__conv_small_calls - before == 4, "%dx%d: %d small-map calls", w, h, nst__conv_small_calls - before);
+            free(x); free(y); free(y2); free(ref); free(ws);
+        }
+        nst__conv_plan_free(p);
+    }
+    free(wt); free(bias);
+}
+
 /* The whole network with the engine's padding (layers of 8 channels: all but conv1_1 take Winograd)
  * against the same model run the way the engine did not pad, the direct convolution with the border
  * corrected afterwards (nst__reflect_fix_forward/backward, nst__reflect_border_forward): losses and
@@ -664,6 +703,7 @@ int main(int argc, char **argv) {
     RUN(reflection_padding_matches_naive_and_its_adjoint);
     RUN(reflection_fix_backward_matches_naive_in_chunks);
     RUN(reflection_padding_in_the_winograd_engine);
+    RUN(reflection_padding_in_the_small_map_gemm);
     RUN(reflection_padding_net_engine_matches_fix);
     RUN(random_model_border_pixels_get_the_interior_gradient);
     RUN(random_model_tv_covers_the_last_row_and_column);

@@ -378,11 +378,12 @@ static nst_status fake_lossgrad(void *ctx, int l, const float *feat, float *g, f
  * strips (nst__net_mask_fuses): the pooled features, the ReLU mask bits, the argmax codes and the pixel
  * gradient byte for byte those of the unfused passes (nst__pool_fuse_off), for avg and max pooling,
  * zero and reflection padding, 1..3 threads, scalar and AVX2 kernels, at sizes where every pool fuses,
- * where only some do (40x56: w = 28 at conv2_2) and where none do (odd width), odd heights included.
+ * where only some do (40x56: w = 28 at conv2_2; 64x64: conv4_4 at 8x8 is a small map's GEMM) and where
+ * none do (odd width), odd heights included.
  * It also checks that the fused path ran where it should, so it cannot pass by never fusing. */
 TEST(pool_fused_into_conv_matches_unfused) {
     /* w, h, the last layer (pool4 or pool2), how many convolutions fuse */
-    static const int cfg[][4] = {{64, 64, 4, 4}, {32, 24, 2, 2}, {72, 20, 2, 1}, {16, 11, 2, 2}, {24, 13, 2, 1},
+    static const int cfg[][4] = {{64, 64, 4, 3}, {128, 72, 4, 4}, {32, 24, 2, 2}, {72, 20, 2, 1}, {16, 11, 2, 2}, {24, 13, 2, 1},
                                  {40, 18, 2, 1}, {21, 16, 2, 0}};
     static const nst_arch archs[] = {NST_ARCH_SCALAR, NST_ARCH_AVX2, NST_ARCH_NEON};   /* NEON's wino_out, scalar pools */
     const char *keeps[] = {"pool1", "pool2", "relu3_1", "pool3", "pool4"};
@@ -434,9 +435,11 @@ TEST(pool_fused_into_conv_matches_unfused) {
                         }
                         CHECK_MSG(nf == cfg[si][3] && nb == cfg[si][3],
                                   "%dx%d reflect %d: %d convs fuse forward, %d backward", w, h, refl, nf, nb);
-                        /* 64x64: the 7 ReLUs relu1_1, relu2_1, relu3_2, relu3_3, relu4_1..4_3 masked by the convs
-                         * around them, except conv1_1 (the direct algorithm) recording relu1_1's */
-                        if (w == 64) CHECK_MSG(nm[0] == 6 && nm[1] == 7, "64x64: %d convs record a ReLU mask, %d apply one", nm[0], nm[1]);
+                        /* 128x72: the 7 ReLUs relu1_1, relu2_1, relu3_2, relu3_3, relu4_1..4_3 masked by the convs
+                         * around them, except conv1_1 (the direct algorithm) recording relu1_1's; 64x64: conv4_1..4_4
+                         * at 8x8 run as one GEMM (nst__conv_small_run) and fuse neither masks nor pool4 */
+                        if (w == 128) CHECK_MSG(nm[0] == 6 && nm[1] == 7, "128x72: %d convs record a ReLU mask, %d apply one", nm[0], nm[1]);
+                        if (w == 64) CHECK_MSG(nm[0] == 3 && nm[1] == 4, "64x64: %d convs record a ReLU mask, %d apply one", nm[0], nm[1]);
                         for (l = 0; l <= last; l++) {
                             size_t el = (size_t)net[0].c_[l] * net[0].h_[l] * net[0].w_[l];
                             int t = nst__layer_type(l);
