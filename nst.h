@@ -3923,6 +3923,8 @@ static size_t nst__direct_ring_floats(const nst__conv_dir *dd, int w) {
 }
 
 /* ---- entry points ----------------------------------------------------------------------------------*/
+static int nst__conv_small(const struct nst__conv_dir *dd, int h, int w);
+static size_t nst__conv_small_floats(const struct nst__conv_dir *dd, int d, int h, int w);
 /* Floats of workspace a lazy direction's transformed filters take (at the start of the workspace). */
 static size_t nst__wino_lazy_floats(const nst__conv_kernels *k, const nst__conv_dir *dd) {
     return dd->lazy ? ((size_t)36 * ((dd->kout + k->mr - 1) / k->mr) * k->mr * dd->kin + 15) / 16 * 16 : 0;
@@ -3934,7 +3936,10 @@ static NST__UNUSED size_t nst__conv_workspace(const nst__conv_plan *p, int h, in
     if (!p || h <= 0 || w <= 0) return 0;
     nthreads = nst__resolve_threads(nthreads);
     for (d = 0; d < 2; d++)
-        if (p->dir[d].algo == NST__CONV_WINO) {
+        if (nst__conv_small(&p->dir[d], h, w)) {   /* the GEMM's operand, not the transformed filters */
+            size_t n = nst__conv_small_floats(&p->dir[d], d, h, w);
+            if (n > best) best = n;
+        } else if (p->dir[d].algo == NST__CONV_WINO) {
             int tiles = ((h + 3) / 4) * ((w + 3) / 4);
             size_t n = nst__wino_thread_floats(p->k, p->dir[d].kin, nst__wino_nt(p->k, p->dir[d].kin, tiles, nthreads)) * nthreads;
             n += nst__wino_lazy_floats(p->k, &p->dir[d]);
@@ -3958,26 +3963,37 @@ static NST__UNUSED size_t nst__conv_workspace(const nst__conv_plan *p, int h, in
  * weights as they are ([cout][cin][9]), bias and ReLU the GEMM's epilogue. Backward-data multiplies by the
  * same weights transposed (the GEMM's packing reads them so: no flipped copy), [9 cin][hw] = W^T dout,
  * and each input pixel then sums the 9 products that reached it (col2im). The GEMM runs on the plan's
- * path (its kernel table's ISA), so a scalar plan stays scalar. Either operand set fits the workspace
- * the lazy transform would have used: 9 hw min(kin, kout) <= 36 kin kout for hw <= 4 min(kin, kout).
+ * path (its kernel table's ISA), so a scalar plan stays scalar. nst__conv_workspace sizes the workspace
+ * for the GEMM's operand (9 kin hw or 9 kout hw floats, 2.4 MB at 512 channels and 8 x 8, where the
+ * transformed filters took 38 MB), and any workspace sized for the lazy transform holds it too (hw <= 4
+ * min(kin, kout)).
  * Fused pools and masks (nst__conv_pool) stay on the engine: nst__conv_pool_fuses says no for these maps,
- * so a network runs them unfused, the same as its unfused reference. */
+ * so a network runs them unfused, the same as its unfused reference. With the random model's blended
+ * padding, backward-data here is the padded forward's exact adjoint by itself: col2im onto the padded
+ * grid, each outside pixel's sum handed back to the pixels its value blended; the network then skips the
+ * border fix (nst__conv_backward_pads), ~1 ms per 512-channel layer on 2 threads at these sizes. */
 #ifndef NST__CONV_SMALL_HW
 #define NST__CONV_SMALL_HW 128
 #endif
 static int nst__conv_small_calls;   /* tests only: calls that took the small-map GEMM */
+static int nst__conv_small_off;     /* tests only: 1 = never (the engine's path, to compare with; set it before the
+                                     * network is made: its workspace follows the path) */
 static int nst__conv_small(const nst__conv_dir *dd, int h, int w) {
-    return dd->algo == NST__CONV_WINO && dd->lazy && (size_t)h * w <= NST__CONV_SMALL_HW &&
+    return !nst__conv_small_off && dd->algo == NST__CONV_WINO && dd->lazy && (size_t)h * w <= NST__CONV_SMALL_HW &&
            (size_t)h * w <= (size_t)4 * NST__MIN(dd->kin, dd->kout);
 }
+/* Its workspace: the 3 x 3 neighbourhoods of the input (forward) or the products before col2im (backward). */
+static size_t nst__conv_small_floats(const nst__conv_dir *dd, int d, int h, int w) {
+    return (size_t)9 * (d == 0 ? dd->kin : dd->kout) * h * w;
+}
 static float nst__pad_at(const float *p, int h, int w, int y, int x);
+static void nst__pad_source(int i, int n, int *src, float *wt);
 static nst_status nst__conv_small_run(const nst__conv_plan *p, int d, const float *in, float *out, int h, int w,
                                       const float *bias, int relu, int pad, int nthreads, float *ws) {
     const nst__conv_dir *dd = &p->dir[d];
     int kin = dd->kin, kout = dd->kout, hw = h * w, own;
     long i;
     nst_status st;
-    (void)nthreads;
     own = nst__arch_adopt((int)p->k->arch);
     if (d == 0) {   /* X[i 9 + t][y w + x]: input channel i at (y + t / 3 - 1, x + t % 3 - 1); C = W X */
 #ifdef _OPENMP
@@ -4021,6 +4037,21 @@ static nst_status nst__conv_small_run(const nst__conv_plan *p, int d, const floa
                     if (sy < 0 || sy >= h) continue;
                     for (x = x0; x < x1; x++) d[x] += src[x];
                 }
+            if (pad == NST__CONV_PAD_BLEND)   /* the padded ring: what reached each outside pixel goes back to
+                                               * the pixels its value blended (nst__pad_at), with the same weights */
+                for (y = -1; y <= h; y++)
+                    for (x = -1; x <= w; x += (y < 0 || y >= h) ? 1 : w + 1) {
+                        int ry[2], rx[2], a, b;
+                        float wy[2], wx[2], sum = 0.0f;
+                        for (t = 0; t < 9; t++) {
+                            int sy = y - (t / 3 - 1), sx = x - (t % 3 - 1);
+                            if (sy >= 0 && sy < h && sx >= 0 && sx < w) sum += yo[(size_t)t * hw + (size_t)sy * w + sx];
+                        }
+                        nst__pad_source(y, h, ry, wy);
+                        nst__pad_source(x, w, rx, wx);
+                        for (a = 0; a < 2; a++)
+                            for (b = 0; b < 2; b++) dst[(size_t)ry[a] * w + rx[b]] += wy[a] * wx[b] * sum;
+                    }
         }
     }
     nst__arch_adopt(own);
@@ -4037,10 +4068,13 @@ static nst_status nst__conv_run(const nst__conv_plan *p, int d, const float *in,
     const nst__conv_kernels *k = p->k;
     const float *bias = d == 0 ? p->bias : NULL;
     if (!in || !out || h <= 0 || w <= 0) return nst__err(NST_ERR_ARGUMENT, "conv: bad arguments");
-    if (pad != NST__CONV_PAD_ZERO && dd->algo != NST__CONV_WINO)
-        return nst__err(NST_ERR_UNSUPPORTED, "conv: only the Winograd path pads other than with zeros");
-    if (pc && (dd->algo != NST__CONV_WINO || k->nr % 2 || !nst__pool_fusable(h, w) || (pc->out && !relu)))
-        return nst__err(NST_ERR_UNSUPPORTED, "conv: a fused pool needs the Winograd path, w %% 8 == 0 and ReLU");
+    if (pad != NST__CONV_PAD_ZERO && (dd->algo != NST__CONV_WINO || (d == 1 && !nst__conv_small(dd, h, w))))
+        return nst__err(NST_ERR_UNSUPPORTED, "conv: only the Winograd path pads other than with zeros (backward-data: "
+                                             "only on small maps)");
+    if (pc && (dd->algo != NST__CONV_WINO || k->nr % 2 || !nst__pool_fusable(h, w) || (pc->out && !relu) ||
+               nst__conv_small(dd, h, w)))
+        return nst__err(NST_ERR_UNSUPPORTED, "conv: a fused pool needs the Winograd engine (w %% 8 == 0, ReLU, "
+                                             "not a small map's GEMM)");
     nthreads = nst__resolve_threads(nthreads);
     if (dd->algo == NST__CONV_WINO) {
         void *own = NULL;
@@ -4050,7 +4084,7 @@ static nst_status nst__conv_run(const nst__conv_plan *p, int d, const float *in,
         }
         /* align the caller's scratch to 64 bytes (the workspace size includes the slack) */
         ws = (void *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
-        if (!pc && nst__conv_small(dd, h, w)) {
+        if (nst__conv_small(dd, h, w)) {
             nst_status st = nst__conv_small_run(p, d, in, out, h, w, bias, relu, pad, nthreads, (float *)ws);
             nst__aligned_free(own);
             return st;
@@ -4123,6 +4157,13 @@ static nst_status nst__conv_forward_pad(const nst__conv_plan *p, const float *in
 static nst_status nst__conv_backward_data(const nst__conv_plan *p, const float *dout, float *din, int h, int w,
                                           int nthreads, void *ws) {
     return nst__conv_run(p, 1, dout, din, h, w, 0, NST__CONV_PAD_ZERO, nthreads, ws, NULL);
+}
+/* Whether backward-data at h x w can be the adjoint of a padded forward itself (nst__conv_backward_data_pad):
+ * a small map's GEMM only; otherwise the reflection's fix (nst__reflect_fix_backward) adds the pad's part. */
+static int nst__conv_backward_pads(const nst__conv_plan *p, int h, int w) { return nst__conv_small(&p->dir[1], h, w); }
+static nst_status nst__conv_backward_data_pad(const nst__conv_plan *p, const float *dout, float *din, int h, int w,
+                                              int pad, int nthreads, void *ws) {
+    return nst__conv_run(p, 1, dout, din, h, w, 0, pad, nthreads, ws, NULL);
 }
 /* Whether direction d at h x w takes a fused pool (nst__conv_pool): the Winograd engine (not a small map's GEMM),
  * w % 8 == 0. */
@@ -7038,7 +7079,7 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
     double tp = nst__prof_now(n);
     memset(g, 0, sizeof(float) * (size_t)n->c_[n->last] * n->h_[n->last] * n->w_[n->last]);
     for (l = n->last; l >= 0; l--) {
-        int t = nst__layer_type(l);
+        int t = nst__layer_type(l), padded;
         int inc = l ? n->c_[l - 1] : 3, inh = l ? n->h_[l - 1] : n->h, inw = l ? n->w_[l - 1] : n->w;
         size_t el = (size_t)n->c_[l] * n->h_[l] * n->w_[l];
         float *other = nst__net_other(n, g);
@@ -7079,14 +7120,17 @@ static nst_status nst__net_backward(nst__net *n, nst__lossgrad_fn lossgrad, void
             }
             if (masked) fu.obits = n->rec[l - 1];
             fu.simd = nst__simd_pool();
+            padded = m->reflect && !pooled && !masked && nst__conv_backward_pads(m->plan[ci], inh, inw);
             if (pooled || masked)
                 st = nst__conv_backward_fused(m->plan[ci], &fu, g, other, inh, inw, n->nthreads, nst__net_cws(n, ci));
             else
-                st = nst__conv_backward_data(m->plan[ci], g, other, inh, inw, n->nthreads, nst__net_cws(n, ci));
+                st = nst__conv_backward_data_pad(m->plan[ci], g, other, inh, inw,
+                                                 padded ? NST__CONV_PAD_BLEND : NST__CONV_PAD_ZERO, n->nthreads,
+                                                 nst__net_cws(n, ci));
             if (st != NST_OK) return st;
             /* the border fix reads the output gradient along the sides only: unpooled there when it is pooled */
-            if (m->reflect && (st = nst__reflect_fix_backward_up(m, ci, g, pooled, other, inh, inw, n->nthreads,
-                                                                 n->pad_scratch)) != NST_OK)
+            if (m->reflect && !padded &&
+                (st = nst__reflect_fix_backward_up(m, ci, g, pooled, other, inh, inw, n->nthreads, n->pad_scratch)) != NST_OK)
                 return st;
             if (m->reflect && masked) nst__mask_border(other, n->rec[l - 1], inc, inh, inw, n->nthreads);   /* what the fix added */
             ci--;

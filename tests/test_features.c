@@ -235,7 +235,10 @@ TEST(reflection_padding_in_the_winograd_engine) {
 
 /* The small-map GEMM of a lazy direction (nst__conv_small_run) pads with the blend as the engine does:
  * 256 -> 256 filters at maps of at most NST__CONV_SMALL_HW pixels, against the naive convolution over the
- * padded image on every path the CPU has, with and without ReLU, 1 and 2 threads bit-equal. */
+ * padded image on every path the CPU has, with and without ReLU, 1 and 2 threads bit-equal; and its
+ * backward-data with the blend (what the network runs there instead of the border fix) against the naive
+ * adjoint of that padded convolution, every tap's gradient handed back through pad_tap_adjoint. */
+static void pad_tap_adjoint(double *din, double g, int y, int x, int h, int wd);
 TEST(reflection_padding_in_the_small_map_gemm) {
     static const int shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {3, 3}, {5, 7}, {1, 17}, {8, 16}};
     static const nst_arch archs[] = {NST_ARCH_SCALAR, NST_ARCH_AVX2, NST_ARCH_AVX512, NST_ARCH_NEON};
@@ -265,11 +268,85 @@ TEST(reflection_padding_in_the_small_map_gemm) {
                 CHECK_MSG(e < 1e-5, "%s %dx%d relu %d: error %g", nst__conv_kernels_for(archs[a])->name, w, h, relu, e);
             }
             CHECK_MSG(nst__conv_small_calls - before == 4, "%dx%d: %d small-map calls", w, h, nst__conv_small_calls - before);
+            {   /* backward-data with the blend: reuses y as dout, x and y2 as the outputs */
+                double *rb = (double *)calloc(nin, sizeof(double)), err = 0, mx = 0;
+                int o, i, yy, xx, t;
+                size_t j;
+                CHECK(nst__conv_backward_pads(p, h, w));
+                for (o = 0; o < cout; o++)
+                    for (yy = 0; yy < h; yy++)
+                        for (xx = 0; xx < w; xx++)
+                            for (i = 0; i < cin; i++)
+                                for (t = 0; t < 9; t++)
+                                    pad_tap_adjoint(rb + (size_t)i * h * w,
+                                                    (double)wt[((size_t)o * cin + i) * 9 + t] * y[((size_t)o * h + yy) * w + xx],
+                                                    yy + t / 3 - 1, xx + t % 3 - 1, h, w);
+                CHECK_OK(nst__conv_backward_data_pad(p, y, x, h, w, NST__CONV_PAD_BLEND, 1, NULL));
+                CHECK_OK(nst__conv_backward_data_pad(p, y, y2, h, w, NST__CONV_PAD_BLEND, 2, ws));
+                CHECK_MSG(!memcmp(x, y2, sizeof(float) * nin), "%s %dx%d backward: 2 threads change the result",
+                          nst__conv_kernels_for(archs[a])->name, w, h);
+                for (j = 0; j < nin; j++) {
+                    if (fabs(x[j] - rb[j]) > err) err = fabs(x[j] - rb[j]);
+                    if (fabs(rb[j]) > mx) mx = fabs(rb[j]);
+                }
+                CHECK_MSG(err <= 1e-5 * mx, "%s %dx%d backward: error %g of %g", nst__conv_kernels_for(archs[a])->name,
+                          w, h, err, mx);
+                free(rb);
+            }
             free(x); free(y); free(y2); free(ref); free(ws);
         }
         nst__conv_plan_free(p);
     }
     free(wt); free(bias);
+}
+
+/* The random VGG-19 at 64x48 px: conv4_1 .. conv5_1 run on maps of 48 and 12 pixels, as the small-map GEMM
+ * with the blend in both directions and no border fix, against the same objective with that path off
+ * (nst__conv_small_off: the engine, its lazy filter transforms and the fix): losses and pixel gradient
+ * agree to the two algorithms' rounding, and the GEMM did run. */
+TEST(small_map_gemm_in_the_network_matches_the_engine) {
+    const int w = 64, h = 48;
+    size_t n = (size_t)3 * w * h, j;
+    nst_model *m = NULL;
+    nst_image c, st;
+    nst_options o;
+    nst_objective *ob = NULL;
+    nst_losses lo[2];
+    float *x = rand_vec(n, 20, 235), *g[2];
+    double gmax, err = 0;
+    int k, before = nst__conv_small_calls;
+    CHECK_OK(nst_model_random(3, &m));
+    if (!m) { free(x); return; }
+    CHECK(m->reflect);
+    nst_image_alloc(&c, w, h, 3);
+    nst_image_alloc(&st, h, w, 3);
+    for (j = 0; j < n; j++) { c.pixels[j] = (float)nst__rng_uniform(&rng); st.pixels[j] = (float)nst__rng_uniform(&rng); }
+    nst_options_init(&o);
+    o.threads = 2; o.tile = 0; o.style_weight = 1e3f;
+    for (k = 0; k < 2; k++) {   /* the flag holds from create (workspace sizes) to eval */
+        nst__conv_small_off = k;
+        g[k] = (float *)malloc(n * sizeof(float));
+        CHECK_OK(nst_objective_create(m, &c, &st, NULL, 1, &o, &ob));
+        if (ob) CHECK_OK(nst_objective_eval(ob, x, &lo[k], g[k]));
+        if (k == 0) CHECK_MSG(nst__conv_small_calls - before >= 10, "%d small-map calls", nst__conv_small_calls - before);
+        if (k == 0) nst_objective_free(ob);
+        if (!ob) break;
+    }
+    nst__conv_small_off = 0;
+    if (ob) {
+        gmax = max_abs(g[1], n);
+        for (j = 0; j < n; j++) if (fabs(g[0][j] - g[1][j]) > err) err = fabs(g[0][j] - g[1][j]);
+        if (getenv("NST_TEST_VERBOSE"))
+            printf("  loss %.9g vs %.9g, gradient |diff| / max %.3g\n", lo[0].total, lo[1].total, err / gmax);
+        CHECK_MSG(lo[1].total > 0 && fabs(lo[0].total / lo[1].total - 1) < 1e-4, "loss %.9g vs %.9g", lo[0].total,
+                  lo[1].total);
+        CHECK_MSG(gmax > 0 && err < 1e-4 * gmax, "gradient differs by %g (max %g)", err, gmax);
+        free(g[0]); free(g[1]);
+    }
+    nst_objective_free(ob);
+    free(x);
+    nst_image_free(&c); nst_image_free(&st);
+    nst_model_free(m);
 }
 
 /* The whole network with the engine's padding (layers of 8 channels: all but conv1_1 take Winograd)
@@ -704,6 +781,7 @@ int main(int argc, char **argv) {
     RUN(reflection_fix_backward_matches_naive_in_chunks);
     RUN(reflection_padding_in_the_winograd_engine);
     RUN(reflection_padding_in_the_small_map_gemm);
+    RUN(small_map_gemm_in_the_network_matches_the_engine);
     RUN(reflection_padding_net_engine_matches_fix);
     RUN(random_model_border_pixels_get_the_interior_gradient);
     RUN(random_model_tv_covers_the_last_row_and_column);
