@@ -7872,7 +7872,13 @@ static size_t nst__lossgrad_cols(int c, size_t hw, int nthreads) {
  *   strips of 192-576 columns at c = 64 (8-24 subpanels): the same within noise (32.2-33.2 ms), 768
  *     columns 34.3-37.0; 128-384 columns at c = 128 the same;
  *   calls subpanel-major (u outer, panels inner), with the 4x24 or the 6x16: 1.5-2.0x slower, g's rows
- *     of one column (1 MiB apart at relu1_1) then all fall in one L1 set. */
+ *     of one column (1 MiB apart at relu1_1) then all fall in one L1 set.
+ * What F's trip from memory costs (2026-12-02, Zen 3, a test build whose strip copies read one 64 x 768
+ * window that stays in L2 instead of the layer's F; bench_lossgrad --reps 15, alternated): relu1_1 30.7
+ * -> 29.1 ms on 1 thread, 15.9 -> 14.6 on 2; relu2_1 26.3 -> 25.6, 14.2 -> 13.3. So recomputing relu1_1
+ * band by band into the strips (never writing it whole) would gain ~1.3 ms of the pass on 2 threads plus
+ * the recompute's 64 MiB write; the better reason for it would be memory: the recomputed map fills a
+ * whole 64 MiB feature buffer at 512 px. */
 #define NST__LG_CMAX 512     /* c above it: the GEMM path (VGG's layers all fit) */
 #define NST__LG_STRIP 24576  /* c x columns of a strip: 384 columns at c = 64, 96 at c = 256 */
 typedef struct nst__lg_args {
