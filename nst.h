@@ -3637,8 +3637,8 @@ static void nst__wino_rows_unpool(float *rows, size_t rstride, const nst__conv_p
 
 /* One block of nt tiles starting at tile t0, all output channels. pc: a fused pool (above), or NULL. */
 static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd, const float *in, float *out, int h,
-                            int w, const float *bias, int relu, int pad, int t0, int nt, int ntcap, float *ws,
-                            const nst__conv_pool *pc) {
+                            int w, const float *bias, int relu, int pad, int t0, int nt, int ntcap, int q0, int q1,
+                            float *ws, const nst__conv_pool *pc) {
     int kin = dd->kin, kout = dd->kout, tw = (w + 3) / 4, mr = k->mr, cbk = k->cb, nob = (kout + mr - 1) / mr;
     int ncol = (nt + k->nr - 1) / k->nr * k->nr, ci, c0, e, t;
     size_t hw = (size_t)h * w, est = (size_t)kin * ntcap + NST__WINO_SKEW, rstride = nst__wino_rstride(k, ntcap);
@@ -3692,7 +3692,7 @@ static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd,
     if (nt < ncol)   /* the GEMM runs whole column groups: keep the unused columns finite */
         for (e = 0; e < 36; e++)
             for (ci = 0; ci < kin; ci++) memset(V + e * est + (size_t)ci * ntcap + nt, 0, sizeof(float) * (size_t)(ncol - nt));
-    for (c0 = 0; c0 < kout; c0 += cbk) {
+    for (c0 = q0 * cbk; c0 < kout && c0 < q1 * cbk; c0 += cbk) {   /* output chunks [q0, q1) */
         int cb = NST__MIN(cbk, kout - c0), co;
         for (e = 0; e < 36; e++) {
             int ob;
@@ -3733,24 +3733,29 @@ static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd,
     }
 }
 
-/* Blocks are handed out dynamically (a descheduled thread on a busy machine does not stall the others);
- * the result does not depend on which thread runs a block, so it stays deterministic. */
+/* Jobs: the tile blocks, each over all output chunks, handed out dynamically (a descheduled thread on a
+ * busy machine does not stall the others). With fewer blocks than threads (a map of 16 x 16 or less: one
+ * block on 2 threads, which left the second thread idle) each block's chunks are split between jobs
+ * instead, every job transforming the block's input itself (kin x tiles values, little next to the
+ * chunks' products: 1/300 of the GEMM's FLOPs at 512 -> 512 and 16 tiles). Each output value comes from
+ * the same GEMM calls whichever job or thread computes it, so the result stays deterministic. */
 static void nst__wino_run(const nst__conv_kernels *k, const nst__conv_dir *dd, const float *in, float *out, int h,
                           int w, const float *bias, int relu, int pad, int nthreads, float *ws, const nst__conv_pool *pc) {
     int tiles = ((h + 3) / 4) * ((w + 3) / 4), nt = nst__wino_nt(k, dd->kin, tiles, nthreads);
-    int nblocks = (tiles + nt - 1) / nt, b;
+    int nblocks = (tiles + nt - 1) / nt, nch = (dd->kout + k->cb - 1) / k->cb, nsplit = 1, j;
     size_t per = nst__wino_thread_floats(k, dd->kin, nt);
+    if (nblocks < nthreads) nsplit = NST__MIN(nch, nthreads / nblocks);
     (void)nthreads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
 #endif
-    for (b = 0; b < nblocks; b++) {
-        int tid = 0;
+    for (j = 0; j < nblocks * nsplit; j++) {
+        int tid = 0, b = j / nsplit, s = j % nsplit;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
         nst__wino_block(k, dd, in, out, h, w, bias, relu, pad, b * nt, NST__MIN(nt, tiles - b * nt), nt,
-                        ws + (size_t)tid * per, pc);
+                        nch * s / nsplit, nch * (s + 1) / nsplit, ws + (size_t)tid * per, pc);
     }
 }
 
