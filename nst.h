@@ -2663,6 +2663,8 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  *   nst__conv_forward_pad(plan, in, out, h, w, relu, pad, ...)      padded as NST__CONV_PAD_* says (Winograd
  *                                                                    only: nst__conv_forward_pads)
  *   nst__conv_backward_data(plan, dout, din, h, w, nthreads, ws)    overwrites din
+ *   nst__conv_backward_data_pad(plan, dout, din, h, w, pad, ...)    the adjoint of a padded forward (small
+ *                                                                    maps only: nst__conv_backward_pads)
  *   nst__conv_plan_free(plan)
  *   nst__pool_forward(out, in, c, h, w, avg, nthreads)  2x2/2 pooling (floor), fast path of the ref
  *   nst__pool_backward(din, dout, in, c, h, w, avg, nthreads)  (in may be NULL for avg)
@@ -3734,11 +3736,11 @@ static void nst__wino_block(const nst__conv_kernels *k, const nst__conv_dir *dd,
 }
 
 /* Jobs: the tile blocks, each over all output chunks, handed out dynamically (a descheduled thread on a
- * busy machine does not stall the others). With fewer blocks than threads (a map of 16 x 16 or less: one
- * block on 2 threads, which left the second thread idle) each block's chunks are split between jobs
- * instead, every job transforming the block's input itself (kin x tiles values, little next to the
- * chunks' products: 1/300 of the GEMM's FLOPs at 512 -> 512 and 16 tiles). Each output value comes from
- * the same GEMM calls whichever job or thread computes it, so the result stays deterministic. */
+ * busy machine does not stall the others). With fewer blocks than threads (on 2 threads at most 8 tiles
+ * on AVX2, 16 on AVX-512 and NEON: one block, which left the second thread idle) each block's chunks are
+ * split between jobs instead, every job transforming the block's input itself (kin x tiles values, little
+ * next to the chunks' products: 1/300 of the GEMM's FLOPs at 512 -> 512 and 16 tiles). Each output value
+ * comes from the same GEMM calls whichever job or thread computes it, so the result stays deterministic. */
 static void nst__wino_run(const nst__conv_kernels *k, const nst__conv_dir *dd, const float *in, float *out, int h,
                           int w, const float *bias, int relu, int pad, int nthreads, float *ws, const nst__conv_pool *pc) {
     int tiles = ((h + 3) / 4) * ((w + 3) / 4), nt = nst__wino_nt(k, dd->kin, tiles, nthreads);
