@@ -170,9 +170,6 @@ static void fix_backward_in_chunks(int width) {
     nst_model_free(m);
 }
 
-/* The Winograd engine pads with the blend itself (nst__conv_forward_pad, NST__CONV_PAD_BLEND): against the
- * naive convolution over the padded image on every path the CPU has, with and without the fused ReLU,
- * 1 and 2 threads bit-equal, at sizes where every tile is a border tile and at tiles' ragged ends. */
 static double rel_err_d(const float *a, const double *ref, size_t n, int relu) {
     double m = 0, d = 0;
     size_t i;
@@ -183,6 +180,31 @@ static double rel_err_d(const float *a, const double *ref, size_t n, int relu) {
     }
     return d / (m > 1e-30 ? m : 1e-30);
 }
+/* Forward of plan p (cin -> cout, weights wt, bias) with the blend at h x w on x, with and without the
+ * fused ReLU: 1 and 2 threads (ws for 2) bit-equal, each within tol of the naive padded convolution;
+ * y and y2 get the outputs. Returns the larger error. */
+static double blend_forward_check(nst__conv_plan *p, const float *wt, const float *bias, int cin, int cout, int h,
+                                  int w, const float *x, float *y, float *y2, void *ws, double tol) {
+    size_t nout = (size_t)cout * h * w;
+    double *ref = (double *)malloc(sizeof(double) * nout), worst = 0;
+    const char *name = p->k->name;
+    int relu;
+    naive_conv_reflect(ref, x, wt, bias, cin, cout, h, w);
+    for (relu = 0; relu < 2; relu++) {
+        double e;
+        CHECK_OK(nst__conv_forward_pad(p, x, y, h, w, relu, NST__CONV_PAD_BLEND, 1, NULL));
+        CHECK_OK(nst__conv_forward_pad(p, x, y2, h, w, relu, NST__CONV_PAD_BLEND, 2, ws));
+        CHECK_MSG(!memcmp(y, y2, sizeof(float) * nout), "%s %dx%d relu %d: 2 threads change the result", name, w, h, relu);
+        e = rel_err_d(y, ref, nout, relu);
+        if (!(e <= worst)) worst = e;
+        CHECK_MSG(e < tol, "%s %dx%d relu %d: error %g", name, w, h, relu, e);
+    }
+    free(ref);
+    return worst;
+}
+/* The Winograd engine pads with the blend itself (nst__conv_forward_pad, NST__CONV_PAD_BLEND): against the
+ * naive convolution over the padded image on every path the CPU has, with and without the fused ReLU,
+ * 1 and 2 threads bit-equal, at sizes where every tile is a border tile and at tiles' ragged ends. */
 TEST(reflection_padding_in_the_winograd_engine) {
     static const int shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {3, 3}, {5, 7}, {7, 5}, {1, 17}, {13, 17},
                                     {17, 13}, {3, 33}, {33, 2}, {33, 33}};
@@ -198,23 +220,13 @@ TEST(reflection_padding_in_the_winograd_engine) {
         if (!p) continue;
         CHECK(nst__conv_forward_pads(p));
         for (s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-            int h = shapes[s][0], w = shapes[s][1], relu;
-            size_t nin = (size_t)cin * h * w, nout = (size_t)cout * h * w, wsn = nst__conv_workspace(p, h, w, 2);
+            int h = shapes[s][0], w = shapes[s][1];
+            size_t nin = (size_t)cin * h * w, nout = (size_t)cout * h * w;
             float *x = rand_vec(nin, -1, 1), *y = rand_vec(nout, 0, 1), *y2 = rand_vec(nout, 0, 1);
-            double *ref = (double *)malloc(sizeof(double) * nout);
-            void *ws = malloc(wsn);
-            naive_conv_reflect(ref, x, wt, bias, cin, cout, h, w);
-            for (relu = 0; relu < 2; relu++) {
-                double e;
-                CHECK_OK(nst__conv_forward_pad(p, x, y, h, w, relu, NST__CONV_PAD_BLEND, 1, NULL));
-                CHECK_OK(nst__conv_forward_pad(p, x, y2, h, w, relu, NST__CONV_PAD_BLEND, 2, ws));
-                CHECK_MSG(!memcmp(y, y2, sizeof(float) * nout), "%s %dx%d relu %d: 2 threads change the result",
-                          nst__conv_kernels_for(archs[a])->name, w, h, relu);
-                e = rel_err_d(y, ref, nout, relu);
-                if (e > worst) worst = e;
-                CHECK_MSG(e < 2e-4, "%s %dx%d relu %d: error %g", nst__conv_kernels_for(archs[a])->name, w, h, relu, e);
-            }
-            free(x); free(y); free(y2); free(ref); free(ws);
+            void *ws = malloc(nst__conv_workspace(p, h, w, 2));
+            double e = blend_forward_check(p, wt, bias, cin, cout, h, w, x, y, y2, ws, 2e-4);
+            if (e > worst) worst = e;
+            free(x); free(y); free(y2); free(ws);
         }
         if (getenv("NST_TEST_VERBOSE")) printf("  %s: worst error %.3g\n", nst__conv_kernels_for(archs[a])->name, worst);
         nst__conv_plan_free(p);
@@ -252,21 +264,11 @@ TEST(reflection_padding_in_the_small_map_gemm) {
         if (!p) continue;
         CHECK(nst__conv_forward_pads(p) && p->dir[0].lazy);
         for (s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-            int h = shapes[s][0], w = shapes[s][1], relu, before = nst__conv_small_calls;
-            size_t nin = (size_t)cin * h * w, nout = (size_t)cout * h * w, wsn = nst__conv_workspace(p, h, w, 2);
+            int h = shapes[s][0], w = shapes[s][1], before = nst__conv_small_calls;
+            size_t nin = (size_t)cin * h * w, nout = (size_t)cout * h * w;
             float *x = rand_vec(nin, -1, 1), *y = rand_vec(nout, 0, 1), *y2 = rand_vec(nout, 0, 1);
-            double *ref = (double *)malloc(sizeof(double) * nout);
-            void *ws = malloc(wsn);
-            naive_conv_reflect(ref, x, wt, bias, cin, cout, h, w);
-            for (relu = 0; relu < 2; relu++) {
-                double e;
-                CHECK_OK(nst__conv_forward_pad(p, x, y, h, w, relu, NST__CONV_PAD_BLEND, 1, NULL));
-                CHECK_OK(nst__conv_forward_pad(p, x, y2, h, w, relu, NST__CONV_PAD_BLEND, 2, ws));
-                CHECK_MSG(!memcmp(y, y2, sizeof(float) * nout), "%s %dx%d relu %d: 2 threads change the result",
-                          nst__conv_kernels_for(archs[a])->name, w, h, relu);
-                e = rel_err_d(y, ref, nout, relu);
-                CHECK_MSG(e < 1e-5, "%s %dx%d relu %d: error %g", nst__conv_kernels_for(archs[a])->name, w, h, relu, e);
-            }
+            void *ws = malloc(nst__conv_workspace(p, h, w, 2));
+            blend_forward_check(p, wt, bias, cin, cout, h, w, x, y, y2, ws, 1e-5);
             CHECK_MSG(nst__conv_small_calls - before == 4, "%dx%d: %d small-map calls", w, h, nst__conv_small_calls - before);
             {   /* backward-data with the blend: reuses y as dout, x and y2 as the outputs */
                 double *rb = (double *)calloc(nin, sizeof(double)), err = 0, mx = 0;
@@ -293,7 +295,7 @@ TEST(reflection_padding_in_the_small_map_gemm) {
                           w, h, err, mx);
                 free(rb);
             }
-            free(x); free(y); free(y2); free(ref); free(ws);
+            free(x); free(y); free(y2); free(ws);
         }
         nst__conv_plan_free(p);
     }
