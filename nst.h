@@ -2695,9 +2695,9 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  *     The input transform de-interleaves the stride-4 tile columns in registers and the output
  *     transform interleaves them back, so feature maps stay plain CHW (no blocked layout needed).
  *     Backward-data is the same engine on the flipped, channel-transposed filters. Transformed filters
- *     take 4x the weights per direction, so only layers below 256x256 filters keep them in the plan
- *     (conv1_2 .. conv3_1, see NST__WINO_LAZY); conv3_2 .. conv3_4, conv4_1 and the 512-channel layers
- *     transform theirs into the workspace on every call (~3 ms per 512x512 layer on one core, AVX-512;
+ *     take 4x the weights per direction, so only layers below 64x64 filters keep them in the plan
+ *     (none of VGG-19's, see NST__WINO_LAZY); conv1_2 .. conv5_1 transform theirs into the workspace
+ *     on every call (~3 ms per 512x512 layer on one core, AVX-512;
  *     on one Zen 3 core with AVX2 4.6-4.9 ms forward, where writing the 38 MB is the cost, and 4.7-6.0
  *     ms backward, 12-13.6 before its weights were prefetched: `bench_conv --filters`), which saves
  *     ~300 MB for VGG-19 to relu5_1 (530 MB with conv5_2 .. conv5_4).
@@ -2840,15 +2840,19 @@ static int nst__conv_choose(const nst__conv_kernels *k, int kin, int kout) {
     return kin < 8 || ((k->direct || k->direct_rows) && kout <= k->dkout) ? NST__CONV_DIRECT : NST__CONV_WINO;
 }
 
-/* Layers with at least this many filters (cin * cout: conv3_2 .. conv3_4, conv4_1 and the 512-channel
- * layers) keep no transformed filters: each call transforms them into the workspace (a few ms on 2
- * threads for 512x512 filters, ~5% of those layers' time at 512 px; ~1 ms for 256x256, <1% of conv3_x),
- * which saves 8x their weight size, e.g. 355 MB for VGG-19 to relu5_1; the untiled objective's workspace
- * lives in the parts of its feature buffers that deep layers leave free (nst__net_init_packed), so at
- * 512 px this costs no memory at all. Smaller layers keep theirs (18 MB for conv1_1 .. conv3_1, both
- * directions). On maps of at most NST__CONV_SMALL_HW pixels, where the transform would be most of the
- * layer, a lazy direction runs as one GEMM instead (nst__conv_small_run). */
-#define NST__WINO_LAZY (256 * 256)
+/* Layers with at least this many filters (cin * cout: every Winograd layer of VGG-19, conv1_2 on) keep no
+ * transformed filters: each call transforms them into the workspace (a few ms on 2 threads for 512x512
+ * filters, ~5% of those layers' time at 512 px; ~1 ms for 256x256, <1% of conv3_x), which saves 8x their
+ * weight size, ~410 MB for VGG-19 to relu5_1; the untiled objective's workspace lives in the parts of
+ * its feature buffers that deep layers leave free (nst__net_init_packed), so at 512 px this costs no
+ * memory at all. The threshold was 256 x 256 until conv1_2 .. conv3_1 (18 MB of filters, both
+ * directions) went lazy too: ~2 ms of one Zen 3 core per evaluation for 17.3 MiB less at every size,
+ * which took a 512 x 512 run with history 100 from 604 to 587 MiB (issue 10's 600). On maps of at most
+ * NST__CONV_SMALL_HW pixels, where the transform would be most of the layer, a lazy direction runs as
+ * one GEMM instead (nst__conv_small_run). */
+#ifndef NST__WINO_LAZY
+#define NST__WINO_LAZY (64 * 64)
+#endif
 
 /* U = G g G^T for the mr output channels of row block ob, every input channel, into
  * u[36][nob][mr][kin] (rows past kout are zero; mr from the plan's kernel entry). G is the filter transform of F(4x4, 3x3) with

@@ -7,8 +7,9 @@
  *   Winograd chained 8 deep   5e-4  at the last layer, and not more than 10x the first layer's error
  *   pooling                   exact (bit for bit)
  * Every path in the kernel table the CPU has (scalar, AVX2+FMA, AVX-512, NEON) runs the same sweeps; the
- * others are skipped. Every path runs with thread counts 1, 2 and 3 and must give identical bytes. Layers with >= 256x512
- * filters transform them per call (lazy); the VGG shape test covers them on both paths. */
+ * others are skipped. Every path runs with thread counts 1, 2 and 3 and must give identical bytes. Layers with >= 64x64
+ * filters transform them per call (lazy, NST__WINO_LAZY): the sweeps' 65 x 65 and the VGG shapes from
+ * 64 -> 64 on; smaller ones keep them (eager). */
 #define NST_IMPLEMENTATION
 #include "nst.h"
 #include "nst_test.h"
