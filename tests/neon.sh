@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.." || exit 1
 mkdir -p build/tests
 passed=0; failed=0; skipped=0
 run() {   # run NAME SOURCE [filter]
-    local name=$1 src=$2 bin=build/tests/$1 out line
+    local name=$1 src=$2 bin=build/tests/$1 out line t0=$SECONDS
     shift 2
     if ! aarch64-linux-gnu-gcc -std=c99 -Wall -Wextra -Wpedantic -O2 -static -I. -DNST_T_PROGRAM="\"$name\"" \
             "$src" -o "$bin" -lm; then
@@ -26,6 +26,7 @@ run() {   # run NAME SOURCE [filter]
     fi
     out=$(NST_ARCH=neon NST_TEST_KMAX=${NST_TEST_KMAX:-96} NST_TEST_QUICK=1 qemu-aarch64 "$bin" "$@" 2>&1)
     echo "$out"
+    echo "   ($name: $((SECONDS - t0)) s, build included)"
     line=$(grep -E '^[A-Za-z0-9_.-]+: [0-9]+ passed, [0-9]+ failed' <<<"$out" | tail -n 1)
     if [ -z "$line" ]; then echo "FAIL $name: no summary line"; failed=$((failed + 1)); return; fi
     passed=$((passed + $(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$line")))

@@ -7,8 +7,10 @@ for t in "$@"; do
   echo "== $t"
   out=$(mktemp)
   label=$(basename "$t")
+  t0=$SECONDS
   if [[ "$t" == *.sh ]]; then bash "$t" >"$out" 2>&1; rc=$?; else "$t" >"$out" 2>&1; rc=$?; fi
   cat "$out"
+  echo "   ($label: $((SECONDS - t0)) s)"
   line=$(grep -E '^[A-Za-z0-9_.-]+: [0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
   if [ -z "$line" ]; then
     echo "FAIL $label: no summary line (exit code $rc)"; failed=$((failed + 1))
