@@ -13,34 +13,61 @@
 # and the reference pool), its ReLU-mask test (mask bits and the masked backward against the scalar loops) and
 # its fused pool and ReLU-mask test (the network with them fused into the convolutions against unfused);
 # test_lossgrad the one-pass loss gradient's NEON kernel against the scalar one and a double reference.
+# Each source is cross-compiled once, NEON_JOBS (default 2) at a time, and the runs (one qemu process each,
+# single-threaded: no OpenMP) go NEON_JOBS at a time too; their outputs are printed in the order below.
 set -u
+EXTRA=("$@")   # extra arguments go to test_gemm
 cd "$(dirname "$0")/.." || exit 1
 mkdir -p build/tests
-passed=0; failed=0; skipped=0
-run() {   # run NAME SOURCE [filter]
-    local name=$1 src=$2 bin=build/tests/$1 out line t0=$SECONDS
+JOBS=${NEON_JOBS:-2}
+limit() { while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done; }
+build() {   # build NAME: tests/NAME.c into build/tests/NAME_aarch64; its exit status into .rc
+    local bin=build/tests/$1_aarch64
+    aarch64-linux-gnu-gcc -std=c99 -Wall -Wextra -Wpedantic -O2 -static -I. -DNST_T_PROGRAM="\"$1_aarch64\"" \
+        "tests/$1.c" -o "$bin" -lm > "$bin.build.log" 2>&1
+    echo $? > "$bin.rc"
+}
+go() {   # go LABEL NAME [args]: one run, its output (and time) into build/tests/LABEL.out
+    local label=$1 bin=build/tests/$2_aarch64 t0=$SECONDS
     shift 2
-    if ! aarch64-linux-gnu-gcc -std=c99 -Wall -Wextra -Wpedantic -O2 -static -I. -DNST_T_PROGRAM="\"$name\"" \
-            "$src" -o "$bin" -lm; then
-        echo "$name: 0 passed, 1 failed, 0 skipped (does not build)"; failed=$((failed + 1)); return
+    NST_ARCH=neon NST_TEST_KMAX=${NST_TEST_KMAX:-96} NST_TEST_QUICK=1 qemu-aarch64 "$bin" "$@" \
+        > "build/tests/$label.out" 2>&1
+    echo "   ($label: $((SECONDS - t0)) s)" >> "build/tests/$label.out"
+}
+# label, source, filter
+runs=("test_gemm_aarch64 test_gemm" "test_conv_aarch64 test_conv neon"
+      "test_core_aarch64 test_core objective_gradient_matches" "test_features_aarch64 test_features reflection_"
+      "test_iter_aarch64 test_iter lbfgs_" "test_iter_pool_aarch64 test_iter pool_mask"
+      "test_iter_relu_aarch64 test_iter relu_masks" "test_iter_fused_aarch64 test_iter pool_fused"
+      "test_lossgrad_aarch64 test_lossgrad")
+t0=$SECONDS
+for src in test_gemm test_conv test_core test_features test_iter test_lossgrad; do limit; build "$src" & done
+wait
+echo "   (cross-compiled in $((SECONDS - t0)) s)"
+for r in "${runs[@]}"; do
+    set -- $r
+    label=$1 name=$2; shift 2
+    rm -f "build/tests/$label.out"
+    [ "$(cat "build/tests/${name}_aarch64.rc")" = 0 ] || continue
+    [ "$name" = test_gemm ] && set -- "$@" "${EXTRA[@]}"
+    limit; go "$label" "$name" "$@" &
+done
+wait
+passed=0; failed=0; skipped=0
+for r in "${runs[@]}"; do
+    set -- $r
+    label=$1 name=$2
+    if [ "$(cat "build/tests/${name}_aarch64.rc")" != 0 ]; then
+        cat "build/tests/${name}_aarch64.build.log"
+        echo "$label: 0 passed, 1 failed, 0 skipped (does not build)"; failed=$((failed + 1)); continue
     fi
-    out=$(NST_ARCH=neon NST_TEST_KMAX=${NST_TEST_KMAX:-96} NST_TEST_QUICK=1 qemu-aarch64 "$bin" "$@" 2>&1)
+    out=$(cat "build/tests/$label.out")
     echo "$out"
-    echo "   ($name: $((SECONDS - t0)) s, build included)"
     line=$(grep -E '^[A-Za-z0-9_.-]+: [0-9]+ passed, [0-9]+ failed' <<<"$out" | tail -n 1)
-    if [ -z "$line" ]; then echo "FAIL $name: no summary line"; failed=$((failed + 1)); return; fi
+    if [ -z "$line" ]; then echo "FAIL $label: no summary line"; failed=$((failed + 1)); continue; fi
     passed=$((passed + $(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$line")))
     failed=$((failed + $(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")))
     skipped=$((skipped + $(sed -nE 's/.* ([0-9]+) skipped.*/\1/p' <<<"$line")))
-}
-run test_gemm_aarch64 tests/test_gemm.c "$@"
-run test_conv_aarch64 tests/test_conv.c neon
-run test_core_aarch64 tests/test_core.c objective_gradient_matches
-run test_features_aarch64 tests/test_features.c reflection_
-run test_iter_aarch64 tests/test_iter.c lbfgs_
-run test_iter_pool_aarch64 tests/test_iter.c pool_mask
-run test_iter_relu_aarch64 tests/test_iter.c relu_masks
-run test_iter_fused_aarch64 tests/test_iter.c pool_fused
-run test_lossgrad_aarch64 tests/test_lossgrad.c
+done
 echo "test_neon_aarch64: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
