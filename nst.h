@@ -2698,9 +2698,10 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
  *     take 4x the weights per direction, so only layers below 64x64 filters keep them in the plan
  *     (none of VGG-19's, see NST__WINO_LAZY); conv1_2 .. conv5_1 transform theirs into the workspace
  *     on every call (~3 ms per 512x512 layer on one core, AVX-512;
- *     on one Zen 3 core with AVX2 4.6-4.9 ms forward, where writing the 38 MB is the cost, and 4.7-6.0
- *     ms backward, 12-13.6 before its weights were prefetched: `bench_conv --filters`), which saves
- *     ~300 MB for VGG-19 to relu5_1 (530 MB with conv5_2 .. conv5_4).
+ *     on one Zen 3 core with AVX2 3.0-3.5 ms either direction since its taps are transposed in rather
+ *     than gathered (3.4-4.4 before; 12-13.6 backward before its weights were prefetched: `bench_conv
+ *     --filters`); without the taps' loads it would take ~2.6, without writing U ~2.9), which saves
+ *     ~410 MB for VGG-19 to relu5_1 (~640 MB with conv5_2 .. conv5_4).
  *     Measured and not kept (2026-12-01, Zen 3, conv4_x and conv5_1 at 512 px, 1 and 2 threads): a
  *     mode by output channels for these few-tile layers (the whole image's V first, then chunks of 48
  *     output channels per thread, each chunk's filters transformed just before its GEMMs so they stay
@@ -2894,25 +2895,6 @@ static void nst__wino_filters(const nst__conv_plan *p, int d, float *u, int ob) 
         }
     }
 }
-#if defined(NST__X86)
-/* The same, into the k-major blocks of 6 rows the AVX2 GEMM reads (u[36][nob][kin][6]): the AVX2 transform's
- * fallback when its 32-bit gather offsets would overflow. */
-static void nst__wino_filters_k6(const nst__conv_plan *p, int d, float *u, int ob) {
-    const nst__conv_dir *dd = &p->dir[d];
-    int kin = dd->kin, kout = dd->kout, nob = (kout + 5) / 6, i, e, r;
-    size_t es = (size_t)nob * 6 * kin;
-    for (r = 0; r < 6; r++) {
-        int o = ob * 6 + r;
-        float *base = u + (size_t)ob * 6 * kin + r;   /* + e * es + 6 * i */
-        for (i = 0; i < kin; i++) {
-            float v[36];
-            if (o < kout) nst__wino_filter1(p, d, o, i, v);
-            else memset(v, 0, sizeof v);
-            for (e = 0; e < 36; e++) base[e * es + (size_t)6 * i] = v[e];
-        }
-    }
-}
-#endif
 
 #if defined(NST__X86_AVX512)
 /* The same transform, 16 input channels per vector (gathered taps), stored straight into the
@@ -4302,15 +4284,39 @@ static NST__TARGET_AVX512 void nst__pool_bwd_avx512(float *din, const float *dou
 static NST__TARGET_AVX2 __m256i nst__avx2_lanes(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
+/* 8 x 8 transpose in place: afterwards lane l of x[j] is what lane j of x[l] was. For the 9 taps of 3x3
+ * filters stored one filter after another: 8 filters' taps 0..7 as 8 row loads, then one vector per tap. */
+static NST__TARGET_AVX2 void nst__avx2_transpose8(__m256 x[8]) {
+    __m256 y[8];
+    int l;
+    for (l = 0; l < 8; l += 2) {
+        y[l] = _mm256_unpacklo_ps(x[l], x[l + 1]);
+        y[l + 1] = _mm256_unpackhi_ps(x[l], x[l + 1]);
+    }
+    for (l = 0; l < 8; l += 4) {
+        x[l] = _mm256_shuffle_ps(y[l], y[l + 2], 0x44);
+        x[l + 1] = _mm256_shuffle_ps(y[l], y[l + 2], 0xEE);
+        x[l + 2] = _mm256_shuffle_ps(y[l + 1], y[l + 3], 0x44);
+        x[l + 3] = _mm256_shuffle_ps(y[l + 1], y[l + 3], 0xEE);
+    }
+    for (l = 0; l < 4; l++) {
+        y[l] = _mm256_permute2f128_ps(x[l], x[l + 4], 0x20);
+        y[l + 4] = _mm256_permute2f128_ps(x[l], x[l + 4], 0x31);
+    }
+    for (l = 0; l < 8; l++) x[l] = y[l];
+}
 
 /* Filter transform into the GEMM's layout: each block of 6 output rows k-major, u[36][nob][kin][6] (as on
  * NEON). With the 6 rows kin floats apart the GEMM's six broadcast streams, 2 KiB apart at kin = 512, fall
  * into two L1 sets and it ran at 54 GFLOP/s instead of 71 on conv4_2 (Zen 3, one core, the transform-domain
  * GEMM alone). A group of 4 input channels is 24 (channel, row) pairs, lane l of its q-th vector pair
  * 8q + l (channel (8q + l) / 6, row (8q + l) % 6), so every transform element of a vector is 8 consecutive
- * floats of u: taps gathered with one index vector per q, the same operations as the scalar transform, no
- * transpose. The 36 outputs of 32 channels are staged on the stack and written row by row: written
- * straight, the 36 destination rows (often 4 KiB-aliased) thrash one L1 set. */
+ * floats of u: the same operations as the scalar transform. The taps of a vector's 8 filters are 8 rows of
+ * 9 floats (each filter's taps are contiguous): taps 0..7 come in as 8 row loads and an 8 x 8 transpose,
+ * tap 8 as 8 scalar loads. Gathering all 9 taps (vgatherdps, one index vector per q) ran the transform at
+ * 16.8 ns a filter on one Zen 3 core (512 x 512 forward), of which the gathers took ~7. The 36 outputs of
+ * 32 channels are staged on the stack and written row by row: written straight, the 36 destination rows
+ * (often 4 KiB-aliased) thrash one L1 set. */
 static NST__TARGET_AVX2 void nst__wino_filters_avx2(const nst__conv_plan *p, int d, float *u, int ob) {
     const nst__conv_dir *dd = &p->dir[d];
     int kin = dd->kin, kout = dd->kout, nob = (kout + 5) / 6, nr = NST__MIN(6, kout - ob * 6), b0, q, l;
@@ -4318,25 +4324,14 @@ static NST__TARGET_AVX2 void nst__wino_filters_avx2(const nst__conv_plan *p, int
     size_t so = d == 0 ? (size_t)9 * p->cin : 9, si = d == 0 ? 9 : (size_t)9 * p->cin;   /* per out/in channel */
     const __m256 c4 = _mm256_set1_ps(0.25f), c6 = _mm256_set1_ps(1.0f / 6), c12 = _mm256_set1_ps(1.0f / 12);
     const __m256 c24 = _mm256_set1_ps(1.0f / 24), neg = _mm256_set1_ps(-0.0f);
-    __m256i idx[3], chan[3], rowok[3];
+    static const float zero9[9] = {0};
+    size_t ix[24];
     float buf[36][192] NST__ALIGN64;
-    for (q = 0; q < 3; q++) {
-        int ix[8], ch[8], ok[8];
-        for (l = 0; l < 8; l++) {
-            int pp = 8 * q + l;
-            ix[l] = (int)((size_t)(pp % 6) * so + (size_t)(pp / 6) * si);
-            ch[l] = pp / 6;
-            ok[l] = pp % 6 < nr ? -1 : 0;
-        }
-        idx[q] = _mm256_loadu_si256((const __m256i *)ix);
-        chan[q] = _mm256_loadu_si256((const __m256i *)ch);
-        rowok[q] = _mm256_loadu_si256((const __m256i *)ok);
-    }
+    for (l = 0; l < 24; l++) ix[l] = (size_t)(l % 6) * so + (size_t)(l / 6) * si;   /* pair l: row l % 6, channel l / 6 */
     for (b0 = 0; b0 < kin; b0 += 32) {
         int nb = NST__MIN(32, kin - b0), i0, e, j;
         for (i0 = 0; i0 < nb; i0 += 4) {
             const float *wb = p->weight + (size_t)ob * 6 * so + (size_t)(b0 + i0) * si;
-            __m256i nch = _mm256_set1_epi32(nb - i0);
             if (d == 1) {   /* the channels two groups ahead: nr rows of 9 taps (216 bytes) each */
                 int c2, last = 36 * nr - 1;
                 for (c2 = 8; c2 < 12 && b0 + i0 + c2 < kin; c2++) {
@@ -4346,11 +4341,20 @@ static NST__TARGET_AVX2 void nst__wino_filters_avx2(const nst__conv_plan *p, int
                 }
             }
             for (q = 0; q < 3; q++) {
-                __m256 mk = _mm256_castsi256_ps(_mm256_and_si256(rowok[q], _mm256_cmpgt_epi32(nch, chan[q])));
-                __m256 g[9], t[6][3];
+                __m256 g[9], t[6][3], x[8];
+                const float *f[8];
                 int k, c;
-                for (k = 0; k < 9; k++)
-                    g[k] = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), wb + (d == 0 ? k : 8 - k), idx[q], mk, 4);
+                for (l = 0; l < 8; l++) {   /* the 8 filters' rows of taps; outside rows and channels read zeros */
+                    int pp = 8 * q + l;
+                    f[l] = pp % 6 < nr && i0 + pp / 6 < nb ? wb + ix[pp] : zero9;
+                    x[l] = _mm256_loadu_ps(f[l]);
+                }
+                nst__avx2_transpose8(x);   /* x[j] lane l: tap j of filter l */
+                for (k = 0; k < 9; k++) {   /* backward-data: the flipped filter */
+                    int tap = d == 0 ? k : 8 - k;
+                    g[k] = tap < 8 ? x[tap] : _mm256_setr_ps(f[0][8], f[1][8], f[2][8], f[3][8], f[4][8], f[5][8],
+                                                             f[6][8], f[7][8]);
+                }
 #define NST__WINO_GA(a, b, cc, t0, t1, t2, t3, t4, t5) do {                                          \
     __m256 s_ = _mm256_add_ps(a, cc), q_ = _mm256_add_ps(_mm256_mul_ps(a, c24), _mm256_mul_ps(cc, c6)); \
     __m256 h_ = _mm256_mul_ps(b, c12);                                                                 \
@@ -4868,18 +4872,11 @@ static void nst__wino_filters_avx512_entry(const nst__conv_plan *p, int d, float
 }
 #endif
 
-#if defined(NST__X86)
-static void nst__wino_filters_avx2_entry(const nst__conv_plan *p, int d, float *u, int ob) {
-    if ((size_t)p->cin * 9 * 8 < (size_t)INT_MAX) nst__wino_filters_avx2(p, d, u, ob);
-    else nst__wino_filters_k6(p, d, u, ob);
-}
-#endif
-
 static const nst__conv_kernels nst__conv_table[] = {
     {NST_ARCH_SCALAR, "scalar", 6, 16, NST__WINO_NT, NST__WINO_CB, 1, 2, nst__wino_filters, nst__wino_in_scalar,
      nst__wino_gemm_scalar, nst__wino_out_scalar, 6, 64, 0, NULL, NULL, NULL, NULL},
 #if defined(NST__X86)
-    {NST_ARCH_AVX2, "avx2 wino 6x16", 6, 8, 64, 48, 8, 2, nst__wino_filters_avx2_entry, nst__wino_in_avx2,
+    {NST_ARCH_AVX2, "avx2 wino 6x16", 6, 8, 64, 48, 8, 2, nst__wino_filters_avx2, nst__wino_in_avx2,
      nst__wino_gemm_avx2, nst__wino_out_avx2, 6, 32, 3, NULL, nst__direct_rows_avx2, nst__pool_fwd_avx2, nst__pool_bwd_avx2},
 #endif
 #if defined(NST__X86_AVX512)
@@ -5713,7 +5710,9 @@ static void nst__fix_tap_row(float *P, const float *q, size_t tstride, int o, in
             const float *s = q + (size_t)jp * 9 + nst__ring_tap[r];
             int n = NST__MIN(nr, nc - jp);
             for (c = 0; c + 8 <= n; c += 8, s += 72) {   /* 8 loads, then 8 stores (conv4_2's W alone: 1.1 ms
-                * from memory against 1.5-2.1 one at a time; AVX2 gathers were slower, 1.6-2.5) */
+                * from memory against 1.5-2.1 one at a time; AVX2 gathers were slower, 1.6-2.5, and so were
+                * 8 channels' rows loaded and transposed in registers, one pass per row: 2.5-3.1 ms against
+                * 1.8-2.4 for all of conv4_2's panels, 2026-12-02) */
                 float x0 = s[0], x1 = s[9], x2 = s[18], x3 = s[27], x4 = s[36], x5 = s[45], x6 = s[54], x7 = s[63];
                 t[c] = x0; t[c + 1] = x1; t[c + 2] = x2; t[c + 3] = x3;
                 t[c + 4] = x4; t[c + 5] = x5; t[c + 6] = x6; t[c + 7] = x7;
