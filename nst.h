@@ -3946,8 +3946,10 @@ static NST__UNUSED size_t nst__conv_workspace(const nst__conv_plan *p, int h, in
 
 /* ---- small maps: a lazy direction as one GEMM ---------------------------------------------------------
  * A lazy direction (NST__WINO_LAZY) transforms all its kin x kout filters on every call, whatever the map:
- * ~4.4 ms for 512 x 512 filters on one Zen 3 core (bench_conv --filters), ~17 ns a filter, while the
- * Winograd GEMM costs ~4.5 hw FLOP a filter and the convolution as one GEMM over the 9 taps (im2col) 18 hw.
+ * ~4.4 ms for 512 x 512 filters on one Zen 3 core (bench_conv --filters), ~17 ns a filter (3.0-3.5 ms
+ * since the AVX2 transform stopped gathering: the break-even below then falls to ~80 pixels, and an 8 x 8
+ * map, 64, still favours the GEMM; the threshold of 128 was measured and stays), while the Winograd GEMM
+ * costs ~4.5 hw FLOP a filter and the convolution as one GEMM over the 9 taps (im2col) 18 hw.
  * With the GEMM at ~90 GFLOP/s the two meet near hw = 110 pixels; below it the transform is most of the
  * layer (bench_conv --size 64 --threads 1: conv4_x at 8 x 8 took 8-11 ms a direction for 0.3 GFLOP, conv5_1
  * at 4 x 4 7.8 ms for 0.08). So maps of at most NST__CONV_SMALL_HW pixels (conv5_1 at 128 px input, conv4_x
