@@ -1457,7 +1457,11 @@ static void nst__gemm_caches(int *l1, int *l2) {
  *   MC: the MC x KC block of A fills NST__MC_L2 of L2, at most NST__MC rows (256 divides the VGG
  *       channel counts; more rows only lengthen the stretch over which B panels must stay in L1);
  *   NC: the KC x NC block of B fills NST__NC_L2 of L2, at most NST__NC columns;
- *   short-M path: a K block of packed A fills 5/16 of L2, all of packed A at most 10 such blocks.
+ *   short-M path: a K block of packed A fills half of L2 (Zen 3, 1 and 2 threads, bench/ab_gemm.sh, 10-20
+ *       alternated pairs: 256 x 16384 x 1152 +4-8%, 128 x 65536 x 1152 +4-6% against 5/16, K blocks of 231
+ *       and 384 instead of 144 and 288, each C tile rewritten 5 and 3 times instead of 8 and 4; 5/8 and 3/4
+ *       the same within the noise; the shapes with K <= 576 are one block either way), and all of packed
+ *       A at most 25/8 of L2 (a larger A takes the usual path).
  * Clamped to at least one tile, 16 for KC, so a tiny or odd reported cache still gives a working,
  * if slow, blocking. Unknown caches (no CPUID leaf, non-x86): the kernel table's constants. */
 #ifndef NST__MC_L2
@@ -1483,8 +1487,8 @@ static void nst__gemm_blocking(const nst__gemm_kernel *kt, nst__gemm_blocks *b) 
     b->mc = kt->mr * (int)NST__MAX(1.0, NST__MIN(x, (double)(NST__MC / kt->mr)));
     x = NST__NC_L2 * l2 / (4.0 * b->kc) / kt->nr;
     b->nc = kt->nr * (int)NST__MAX(1.0, NST__MIN(x, (double)(NST__NC / kt->nr)));
-    b->wide_a = NST__MAX((size_t)256, (size_t)l2 / 4 * 5 / 16);
-    b->wide_amax = 10 * b->wide_a;
+    b->wide_a = NST__MAX((size_t)256, (size_t)l2 / 4 / 2);
+    b->wide_amax = (size_t)l2 / 4 * 25 / 8;   /* 10 of the 5/16 blocks of before: which shapes go wide is unchanged */
 }
 
 /* Edge tile: the full kernel into an aligned stack tile, then the valid m x n part into C with the same
