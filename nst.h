@@ -2909,7 +2909,7 @@ static NST__TARGET_AVX512 void nst__wino_filters_avx512(const nst__conv_plan *p,
     int kin = dd->kin, kout = dd->kout, nob = (kout + 5) / 6, i0, r;
     size_t es = (size_t)nob * 6 * kin;
     const __m512 c4 = _mm512_set1_ps(0.25f), c6 = _mm512_set1_ps(1.0f / 6), c12 = _mm512_set1_ps(1.0f / 12);
-    const __m512 c24 = _mm512_set1_ps(1.0f / 24), neg = _mm512_set1_ps(-0.0f);
+    const __m512 c24 = _mm512_set1_ps(1.0f / 24), cn6 = _mm512_set1_ps(-1.0f / 6);   /* as in the AVX2 transform */
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(d == 0 ? 9 : 9 * p->cin));
     for (r = 0; r < 6; r++) {
@@ -2932,8 +2932,8 @@ static NST__TARGET_AVX512 void nst__wino_filters_avx512(const nst__conv_plan *p,
     __m512 s_ = _mm512_add_ps(a, cc), q_ = _mm512_add_ps(_mm512_mul_ps(a, c24), _mm512_mul_ps(cc, c6)); \
     __m512 h_ = _mm512_mul_ps(b, c12);                                                                 \
     t0 = _mm512_mul_ps(a, c4);                                                                         \
-    t1 = _mm512_mul_ps(_mm512_xor_ps(_mm512_add_ps(s_, b), neg), c6);                                  \
-    t2 = _mm512_mul_ps(_mm512_xor_ps(_mm512_sub_ps(s_, b), neg), c6);                                  \
+    t1 = _mm512_mul_ps(_mm512_add_ps(s_, b), cn6);                                                      \
+    t2 = _mm512_mul_ps(_mm512_sub_ps(s_, b), cn6);                                                      \
     t3 = _mm512_add_ps(q_, h_); t4 = _mm512_sub_ps(q_, h_); t5 = cc; } while (0)
             for (c = 0; c < 3; c++) NST__WINO_GV(g[c], g[3 + c], g[6 + c], t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]);
             for (k = 0; k < 6; k++) {
@@ -2968,8 +2968,8 @@ static NST__TARGET_AVX512 void nst__wino_filters_avx512(const nst__conv_plan *p,
     float32x4_t s_ = vaddq_f32(a, cc), q_ = vaddq_f32(vmulq_n_f32(a, 1.0f / 24), vmulq_n_f32(cc, 1.0f / 6)); \
     float32x4_t h_ = vmulq_n_f32(b, 1.0f / 12);                                                     \
     t0 = vmulq_n_f32(a, 0.25f);                                                                     \
-    t1 = vmulq_n_f32(vnegq_f32(vaddq_f32(s_, b)), 1.0f / 6);                                        \
-    t2 = vmulq_n_f32(vnegq_f32(vsubq_f32(s_, b)), 1.0f / 6);                                        \
+    t1 = vmulq_n_f32(vaddq_f32(s_, b), -1.0f / 6);   /* the same bits as negating first */             \
+    t2 = vmulq_n_f32(vsubq_f32(s_, b), -1.0f / 6);                                                  \
     t3 = vaddq_f32(q_, h_); t4 = vsubq_f32(q_, h_); t5 = cc; } while (0)
 /* The transforms of the 4 filters w0..w3 (9 taps each; flipped: backward-data's tap k is stored at 8 - k)
  * into lane l of o[e * es] (e = 0..35), all 4 lanes or (lanes == 2) the first two. */
@@ -4329,7 +4329,8 @@ static NST__TARGET_AVX2 void nst__wino_filters_avx2(const nst__conv_plan *p, int
     size_t es = (size_t)nob * 6 * kin;
     size_t so = d == 0 ? (size_t)9 * p->cin : 9, si = d == 0 ? 9 : (size_t)9 * p->cin;   /* per out/in channel */
     const __m256 c4 = _mm256_set1_ps(0.25f), c6 = _mm256_set1_ps(1.0f / 6), c12 = _mm256_set1_ps(1.0f / 12);
-    const __m256 c24 = _mm256_set1_ps(1.0f / 24), neg = _mm256_set1_ps(-0.0f);
+    /* -1/6: -(x) / 6 as x * (-1/6), the same bits (a sign flip is exact), one operation fewer */
+    const __m256 c24 = _mm256_set1_ps(1.0f / 24), cn6 = _mm256_set1_ps(-1.0f / 6);
     static const float zero9[9] = {0};
     size_t ix[24];
     float buf[36][192] NST__ALIGN64;
@@ -4338,6 +4339,7 @@ static NST__TARGET_AVX2 void nst__wino_filters_avx2(const nst__conv_plan *p, int
         int nb = NST__MIN(32, kin - b0), i0, e, j;
         for (i0 = 0; i0 < nb; i0 += 4) {
             const float *wb = p->weight + (size_t)ob * 6 * so + (size_t)(b0 + i0) * si;
+            int full = nr == 6 && i0 + 4 <= nb;   /* all 24 pairs inside: no per-filter tests (a modulo each) */
             if (d == 1) {   /* the channels two groups ahead: nr rows of 9 taps (216 bytes) each */
                 int c2, last = 36 * nr - 1;
                 for (c2 = 8; c2 < 12 && b0 + i0 + c2 < kin; c2++) {
@@ -4350,10 +4352,14 @@ static NST__TARGET_AVX2 void nst__wino_filters_avx2(const nst__conv_plan *p, int
                 __m256 g[9], t[6][3], x[8];
                 const float *f[8];
                 int k, c;
-                for (l = 0; l < 8; l++) {   /* the 8 filters' rows of taps; outside rows and channels read zeros */
-                    int pp = 8 * q + l;
-                    f[l] = pp % 6 < nr && i0 + pp / 6 < nb ? wb + ix[pp] : zero9;
-                    x[l] = _mm256_loadu_ps(f[l]);
+                if (full) {
+                    for (l = 0; l < 8; l++) { f[l] = wb + ix[8 * q + l]; x[l] = _mm256_loadu_ps(f[l]); }
+                } else {
+                    for (l = 0; l < 8; l++) {   /* the 8 filters' rows of taps; outside rows and channels read zeros */
+                        int pp = 8 * q + l;
+                        f[l] = pp % 6 < nr && i0 + pp / 6 < nb ? wb + ix[pp] : zero9;
+                        x[l] = _mm256_loadu_ps(f[l]);
+                    }
                 }
                 nst__avx2_transpose8(x);   /* x[j] lane l: tap j of filter l */
                 for (k = 0; k < 9; k++) {   /* backward-data: the flipped filter */
@@ -4365,8 +4371,8 @@ static NST__TARGET_AVX2 void nst__wino_filters_avx2(const nst__conv_plan *p, int
     __m256 s_ = _mm256_add_ps(a, cc), q_ = _mm256_add_ps(_mm256_mul_ps(a, c24), _mm256_mul_ps(cc, c6)); \
     __m256 h_ = _mm256_mul_ps(b, c12);                                                                 \
     t0 = _mm256_mul_ps(a, c4);                                                                         \
-    t1 = _mm256_mul_ps(_mm256_xor_ps(_mm256_add_ps(s_, b), neg), c6);                                  \
-    t2 = _mm256_mul_ps(_mm256_xor_ps(_mm256_sub_ps(s_, b), neg), c6);                                  \
+    t1 = _mm256_mul_ps(_mm256_add_ps(s_, b), cn6);                                                      \
+    t2 = _mm256_mul_ps(_mm256_sub_ps(s_, b), cn6);                                                      \
     t3 = _mm256_add_ps(q_, h_); t4 = _mm256_sub_ps(q_, h_); t5 = cc; } while (0)
                 for (c = 0; c < 3; c++) NST__WINO_GA(g[c], g[3 + c], g[6 + c], t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]);
                 for (k = 0; k < 6; k++) {
