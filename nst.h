@@ -4339,7 +4339,7 @@ static NST__TARGET_AVX2 void nst__wino_filters_avx2(const nst__conv_plan *p, int
         int nb = NST__MIN(32, kin - b0), i0, e, j;
         for (i0 = 0; i0 < nb; i0 += 4) {
             const float *wb = p->weight + (size_t)ob * 6 * so + (size_t)(b0 + i0) * si;
-            int full = nr == 6 && i0 + 4 <= nb;   /* all 24 pairs inside: no per-filter tests (a modulo each) */
+            int full = nr == 6 && i0 + 4 <= nb;   /* all 24 pairs inside: the per-filter tests (a modulo each) skipped */
             if (d == 1) {   /* the channels two groups ahead: nr rows of 9 taps (216 bytes) each */
                 int c2, last = 36 * nr - 1;
                 for (c2 = 8; c2 < 12 && b0 + i0 + c2 < kin; c2++) {
@@ -4352,14 +4352,10 @@ static NST__TARGET_AVX2 void nst__wino_filters_avx2(const nst__conv_plan *p, int
                 __m256 g[9], t[6][3], x[8];
                 const float *f[8];
                 int k, c;
-                if (full) {
-                    for (l = 0; l < 8; l++) { f[l] = wb + ix[8 * q + l]; x[l] = _mm256_loadu_ps(f[l]); }
-                } else {
-                    for (l = 0; l < 8; l++) {   /* the 8 filters' rows of taps; outside rows and channels read zeros */
-                        int pp = 8 * q + l;
-                        f[l] = pp % 6 < nr && i0 + pp / 6 < nb ? wb + ix[pp] : zero9;
-                        x[l] = _mm256_loadu_ps(f[l]);
-                    }
+                for (l = 0; l < 8; l++) {   /* the 8 filters' rows of taps; outside rows and channels read zeros */
+                    int pp = 8 * q + l;
+                    f[l] = full || (pp % 6 < nr && i0 + pp / 6 < nb) ? wb + ix[pp] : zero9;
+                    x[l] = _mm256_loadu_ps(f[l]);
                 }
                 nst__avx2_transpose8(x);   /* x[j] lane l: tap j of filter l */
                 for (k = 0; k < 9; k++) {   /* backward-data: the flipped filter */
