@@ -46,6 +46,12 @@ EXTRA_TESTS += tests/neon.sh
 endif
 endif
 
+# AVX-512 kernels on any x86-64: built with tests/avx512_emu.h (the intrinsics in C) and run with NST_ARCH=avx512,
+# so they are tested here as well as natively where the CPU has AVX-512.
+ifneq ($(filter x86_64 amd64,$(shell uname -m)),)
+EXTRA_TESTS += tests/avx512emu.sh
+endif
+
 # The CLI's end-to-end checks (exit codes, errors, atomic output, Ctrl-C); the tools and make install.
 EXTRA_TESTS += tests/cli/test_cli.sh tests/cli/test_tools.sh
 # Saved fuzzer findings, replayed (tests/fuzz/regress/<area>/; none so far).

@@ -1016,7 +1016,9 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller, two dr
 #define NST__TARGET_AVX2 __attribute__((target("avx2,fma")))
 #if !defined(NST_NO_AVX512)
 #define NST__X86_AVX512 1
+#ifndef NST__TARGET_AVX512   /* tests/avx512_emu.h compiles these functions for AVX2 */
 #define NST__TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#endif
 #endif
 #endif
 #if !defined(NST_NO_SIMD) && defined(__aarch64__)
@@ -1155,6 +1157,9 @@ static void nst__cpu_detect(nst__cpu_info *ci) {
         if (avx2 && fma) { ci->has[NST_ARCH_AVX2] = 1; ci->best = NST_ARCH_AVX2; }
 #if defined(NST__X86_AVX512)
         if (avx2 && fma && f && dq && bw && vl) { ci->has[NST_ARCH_AVX512] = 1; ci->best = NST_ARCH_AVX512; }
+#if defined(NST_TEST_AVX512_EMULATED)   /* tests/avx512_emu.h: selectable (NST_ARCH=avx512), never the default */
+        if (avx2 && fma) ci->has[NST_ARCH_AVX512] = 1;
+#endif
 #endif
     }
 #elif defined(NST__NEON)
