@@ -22,6 +22,7 @@
 #endif
 #include <immintrin.h>   /* first: its own AVX-512 definitions are parsed before the names are taken over */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
