@@ -2300,6 +2300,39 @@ static NST__TARGET_AVX2 void nst__gram_block_avx2(const float *const *r, const f
 }
 #endif
 
+#if defined(NST__X86_AVX512)
+/* The 4 x 3 block in 16 lanes (7 loads and 12 FMAs per 16 k, the tail by masked loads); at the end each
+ * product's lanes l and l + 8 are added into the block's 8 lane sums, acc[8q + l] += z[l] + z[l + 8]: its
+ * own bits (AVX2's sum k = l, l + 8, .. in one lane), fixed by the sub-blocks, so still independent of the
+ * thread count. Tested under tests/avx512emu.sh; not yet timed on an AVX-512 CPU (see nst__gram_block_for). */
+static NST__TARGET_AVX512 void nst__gram_block_avx512(const float *const *r, const float *const *s, int kc, float *acc) {
+    const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3], *s0 = s[0], *s1 = s[1], *s2 = s[2];
+    __m512 c[12], a, b0, b1, b2;
+    float lanes[16];
+    int i = 0, q;
+    for (q = 0; q < 12; q++) c[q] = _mm512_setzero_ps();
+#define NST__GRAM_STEP16(LD)                                                                                 \
+    b0 = LD(s0 + i); b1 = LD(s1 + i); b2 = LD(s2 + i);                                                         \
+    a = LD(r0 + i); c[0] = _mm512_fmadd_ps(a, b0, c[0]); c[1] = _mm512_fmadd_ps(a, b1, c[1]); c[2] = _mm512_fmadd_ps(a, b2, c[2]); \
+    a = LD(r1 + i); c[3] = _mm512_fmadd_ps(a, b0, c[3]); c[4] = _mm512_fmadd_ps(a, b1, c[4]); c[5] = _mm512_fmadd_ps(a, b2, c[5]); \
+    a = LD(r2 + i); c[6] = _mm512_fmadd_ps(a, b0, c[6]); c[7] = _mm512_fmadd_ps(a, b1, c[7]); c[8] = _mm512_fmadd_ps(a, b2, c[8]); \
+    a = LD(r3 + i); c[9] = _mm512_fmadd_ps(a, b0, c[9]); c[10] = _mm512_fmadd_ps(a, b1, c[10]); c[11] = _mm512_fmadd_ps(a, b2, c[11]);
+    for (; i + 16 <= kc; i += 16) { NST__GRAM_STEP16(_mm512_loadu_ps) }
+    if (i < kc) {   /* the tail as zeros: +0 products leave the lane sums as they are */
+        const __mmask16 m = (__mmask16)((1u << (kc - i)) - 1);
+#define NST__GRAM_MASKED16(p) _mm512_maskz_loadu_ps(m, (p))
+        NST__GRAM_STEP16(NST__GRAM_MASKED16)
+#undef NST__GRAM_MASKED16
+    }
+#undef NST__GRAM_STEP16
+    for (q = 0; q < 12; q++) {
+        _mm512_storeu_ps(lanes, c[q]);
+        _mm256_storeu_ps(acc + 8 * q, _mm256_add_ps(_mm256_loadu_ps(acc + 8 * q),
+                                                    _mm256_add_ps(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8))));
+    }
+}
+#endif
+
 #if defined(NST__NEON)
 /* One pass over k, 8 at a time in two halves of 4: 24 accumulators (lanes 0-3 and 4-7 of the 12 products)
  * and 4 operands (3 inner rows, 1 outer) of the 32 q registers, 14 loads per 24 FMAs; each lane sums the same elements in the same
@@ -2341,11 +2374,16 @@ static size_t nst__gram_rows_bytes(int n, int nt) {
     return ((size_t)n * (n + 1) / 2 * NST__GRAM_MAX_CHUNKS + per * (size_t)NST__MAX(1, nt)) * sizeof(float) + 128;
 }
 
-/* The block kernel for arch, NULL where the packed GEMM serves better (AVX-512: its 16-wide kernel,
- * not measured against this one). */
+/* The block kernel for arch, NULL where the packed GEMM serves better. AVX-512 takes the rows too, by
+ * the AVX2 measurements of the same structure (the packed SYRK's threads each pack all of A^T: on 2 Zen 3
+ * threads it ran 0.5-0.6x the rows' speed at 64 and 128 rows): not yet timed on an AVX-512 CPU, where
+ * build/bench_gemm's syrk shapes against bench/bench_gemm.c built with -DNST__GRAM_ROWS_MAX_N=0 decide it. */
 static nst__gram_block_fn nst__gram_block_for(nst_arch arch) {
 #if defined(NST__X86)
     if (arch == NST_ARCH_AVX2) return nst__gram_block_avx2;
+#if defined(NST__X86_AVX512)
+    if (arch == NST_ARCH_AVX512) return nst__gram_block_avx512;
+#endif
 #elif defined(NST__NEON)
     if (arch == NST_ARCH_NEON) return nst__gram_block_neon;
 #endif
@@ -8002,6 +8040,46 @@ static void nst__lg_tile_scalar(const nst__lg_args *a, const float *dp, const fl
         }                                                                                                       \
     }
 NST__LG_TILE_AVX2(nst__lg_tile_4x24_avx2, 4, 3)
+#if defined(NST__X86_AVX512)
+/* 8 x 48 as the GEMM's AVX-512 kernel (24 zmm accumulators, 3 F vectors, 1 broadcast of D; 11 loads per 24
+ * FMAs); the epilogue as the AVX2 tile's, the mask by a compare into a zeroing move. */
+static NST__TARGET_AVX512 void nst__lg_tile_8x48_avx512(const nst__lg_args *a, const float *dp, const float *fs, int i0,
+                                                        size_t j0, int rows, int cols) {
+    __m512 acc[8][3], bv[3], av;
+    const float *fk = fs, *fe = fs + (size_t)a->c * 48;
+    int r, v, k;
+    NST__UNROLL for (r = 0; r < 8; r++) NST__UNROLL for (v = 0; v < 3; v++) acc[r][v] = _mm512_setzero_ps();
+    NST__LG_UNROLL2 for (; fk < fe; dp += 8, fk += 48) {
+        NST__UNROLL for (v = 0; v < 3; v++) bv[v] = _mm512_loadu_ps(fk + 16 * v);
+        NST__UNROLL for (r = 0; r < 8; r++) {
+            av = _mm512_set1_ps(dp[r]);
+            NST__UNROLL for (v = 0; v < 3; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+        }
+    }
+    if (rows == 8 && cols == 48) {
+        const __m512 z = _mm512_setzero_ps();
+        NST__UNROLL for (r = 0; r < 8; r++) {
+            size_t off = (size_t)(i0 + r) * a->hw + j0;
+            float *gr = a->g + off;
+            const float *fr = fs + (size_t)(i0 + r) * 48;
+            NST__UNROLL for (v = 0; v < 3; v++) {
+                __m512 t = _mm512_loadu_ps(gr + 16 * v), f = _mm512_loadu_ps(fr + 16 * v);
+                for (k = 0; k < a->nct; k++)
+                    t = _mm512_add_ps(t, _mm512_mul_ps(_mm512_set1_ps(a->ct_sc[k]),
+                                                       _mm512_sub_ps(f, _mm512_loadu_ps(a->ct_p[k] + off + 16 * v))));
+                t = _mm512_add_ps(t, acc[r][v]);
+                if (a->relu) t = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(f, z, _CMP_GT_OQ), t);
+                _mm512_storeu_ps(gr + 16 * v, t);
+            }
+        }
+    } else {
+        float tmp[8 * 48];
+        NST__UNROLL for (r = 0; r < 8; r++) NST__UNROLL for (v = 0; v < 3; v++)
+            _mm512_storeu_ps(tmp + r * 48 + 16 * v, acc[r][v]);
+        nst__lg_epilogue_scalar(a, tmp, 48, fs, i0, j0, rows, cols);
+    }
+}
+#endif
 #endif
 
 #if defined(NST__NEON)
@@ -8053,6 +8131,9 @@ static const nst__lg_kernel nst__lg_kernels[] = {
     {NST__LG_S_MR, NST__LG_S_NR, nst__lg_tile_scalar, "4x8 scalar"},
 #if defined(NST__X86)
     {4, 24, nst__lg_tile_4x24_avx2, "4x24 avx2+fma"},
+#if defined(NST__X86_AVX512)
+    {8, 48, nst__lg_tile_8x48_avx512, "8x48 avx512"},
+#endif
 #endif
 #if defined(NST__NEON)
     {8, 12, nst__lg_tile_8x12_neon, "8x12 neon"},
@@ -8061,11 +8142,16 @@ static const nst__lg_kernel nst__lg_kernels[] = {
 /* Tests only: subpanels per strip forced (0 = nst__lossgrad_onepass's rule). */
 static int nst__lg_nsub_forced;
 
-/* The kernel for the running ISA, or NULL: AVX-512 keeps the GEMM path (no AVX-512 kernel here). */
+/* The kernel for the running ISA. AVX-512's 8 x 48 is tested (tests/avx512emu.sh) but not yet timed on an
+ * AVX-512 CPU: bench/bench_lossgrad.c there compares it with the GEMM path it replaced (on AVX2 the one
+ * pass was 1.2-1.34x faster on 2 threads at every style layer, 1.0-1.23x on one). */
 static const nst__lg_kernel *nst__lg_kernel_pick(void) {
     nst_arch a = nst__cpu_arch();
 #if defined(NST__X86)
     if (a == NST_ARCH_AVX2) return &nst__lg_kernels[1];
+#if defined(NST__X86_AVX512)
+    if (a == NST_ARCH_AVX512) return &nst__lg_kernels[2];
+#endif
 #endif
 #if defined(NST__NEON)
     if (a == NST_ARCH_NEON) return &nst__lg_kernels[1];
@@ -8165,14 +8251,13 @@ static nst_status nst__lossgrad_onepass(const nst__lg_kernel *kt, const nst__lg_
 }
 
 /* The loss gradient at one layer without normalisation, fused. With a style term, where the ISA has a
- * one-pass kernel (AVX2, NEON, scalar; c <= NST__LG_CMAX), nst__lossgrad_onepass above: content terms,
+ * one-pass kernel (AVX2, AVX-512, NEON, scalar; c <= NST__LG_CMAX), nst__lossgrad_onepass above: content terms,
  * D F and the ReLU mask per tile, g read and written once. bench/bench_lossgrad.c (2026-12-01 14:15, Zen
  * 3, AVX2, load average 6 on the 2 cores; `OMP_WAIT_POLICY=passive build/bench_lossgrad --threads 1|2
  * --reps 20`, 4 runs, best CPU ms per thread, GEMM + mask pass vs one pass): relu1_1 38.5-39.9 vs
  * 30.6-34.6 on 1 thread, 19.6-19.8 vs 15.6-16.1 on 2; relu2_1 31.8-32.6 vs 27.1-28.3, 15.9-16.3 vs
  * 13.3-13.9; relu3_1 1.04x (1 thread) and 1.01x (2) faster, relu4_1 1.06x and 1.04x, relu5_1 1.03x and
- * 1.04x. Otherwise (AVX-512, which has no one-pass
- * kernel yet, or no style term: relu4_2 only streams) pixel columns in blocks taken by the threads as
+ * 1.04x. Otherwise (no style term: relu4_2 only streams; or c above NST__LG_CMAX) pixel columns in blocks taken by the threads as
  * they come free, each block gets the content terms, the Gram backward D F with D the sum of the style
  * terms' s (G - A) as a GEMM, and, at a ReLU layer, the ReLU mask while the block is in cache.
  *   c >= 256: D is packed once for all blocks (1 MiB at c = 512, which each 1024-column block packed

@@ -54,9 +54,15 @@ int main(int argc, char **argv) {
     if (lo < 0) lo = 0;
     if (hi > 4) hi = 4;
     /* the one-pass kernels of the table: the scalar reference only with NST_ARCH=scalar (then the GEMM
-     * path is scalar too), the SIMD ones otherwise */
-    for (i = nst_get_arch() == NST_ARCH_SCALAR ? 0 : 1; i < (int)(sizeof nst__lg_kernels / sizeof *nst__lg_kernels); i++)
-        if (i == 0 || nst_get_arch() != NST_ARCH_SCALAR) kidx[nk++] = i;
+     * path is scalar too), the SIMD ones this CPU runs otherwise */
+    for (i = nst_get_arch() == NST_ARCH_SCALAR ? 0 : 1; i < (int)(sizeof nst__lg_kernels / sizeof *nst__lg_kernels); i++) {
+        const char *nm = nst__lg_kernels[i].name;
+        if (i > 0 && nst_get_arch() == NST_ARCH_SCALAR) continue;
+        if ((strstr(nm, "avx512") && !nst__cpu()->has[NST_ARCH_AVX512]) ||
+            (strstr(nm, "avx2") && !nst__cpu()->has[NST_ARCH_AVX2]))
+            continue;
+        kidx[nk++] = i;
+    }
     nv = 1 + nk;
     printf("cpu: %s, %d thread(s), best of %d; ms: wall / CPU per thread\n", nst_cpu_string(), nt, reps);
     printf("%-24s %15s", "layer (c x hw)", "GEMM+mask");

@@ -8,7 +8,7 @@
  * tells nst.h's CPU detection that AVX-512 is there (NST_TEST_AVX512_EMULATED), so NST_ARCH=avx512 and
  * nst_set_arch(NST_ARCH_AVX512) select it. The kernels' logic (lane indices, masks, tails, blocking) then
  * runs on any x86-64 with AVX2, checked by the same tests that compare each path against the scalar one.
- * Not a performance model: the emulation is ~10x slower than the scalar path.
+ * Not a performance model: every vector operation is a 16-step loop.
  *
  * An intrinsic nst.h starts using must be added here; the build of tests/avx512emu.sh fails until it is
  * (an undefined __m512 function, or one on a struct). */

@@ -2,8 +2,8 @@
 # AVX-512 kernels on any x86-64 with AVX2: builds the tests below with tests/avx512_emu.h (every AVX-512
 # intrinsic nst.h uses, in C) and runs them with NST_ARCH=avx512, so the AVX-512 GEMM, Winograd, direct,
 # pooling and SYRK code is compared against the scalar path here too, not only on AVX-512 hardware. The
-# emulation is slow, so each program runs the tests that reach AVX-512 code with small shapes (the filters
-# below; the kernel sweeps' K capped by NST_TEST_KMAX). The last line is one combined summary
+# emulation is slow (every vector operation a 16-step loop), so each program runs the tests that reach
+# AVX-512 code with small shapes (the filters below; the kernel sweeps' K capped by NST_TEST_KMAX). The last line is one combined summary
 # ("test_avx512_emu: N passed, ...") that tests/run.sh counts. Skipped (one skip) off x86-64.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -30,7 +30,8 @@ runs=("gemm test_gemm avx512" "gemm_syrk test_gemm syrk" "gemm_gram test_gemm gr
       "conv test_conv avx512" "conv_vgg test_conv vgg_shapes" "conv_small test_conv small_maps"
       "conv_pool test_conv pooling" "core test_core objective_gradient_matches"
       "features test_features reflection_" "iter_pool test_iter pool_mask" "iter_relu test_iter relu_masks"
-      "iter_fused test_iter pool_fused" "lossgrad test_lossgrad")
+      "iter_fused test_iter pool_fused" "iter_blocks test_iter lossgrad_independent"
+      "iter_threads test_iter objective_gradient_independent" "lossgrad test_lossgrad")
 t0=$SECONDS
 for src in test_gemm test_conv test_core test_features test_iter test_lossgrad; do limit; build "$src" & done
 wait

@@ -16,6 +16,7 @@ static int kernel_runs(int ki) {
     const char *nm = nst__lg_kernels[ki].name;
 #if defined(NST__X86)
     if (strstr(nm, "avx2")) return nst__cpu()->has[NST_ARCH_AVX2];
+    if (strstr(nm, "avx512")) return nst__cpu()->has[NST_ARCH_AVX512];
 #endif
     (void)nm;
     return 1;
