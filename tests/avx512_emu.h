@@ -29,6 +29,7 @@
 
 #define NST_TEST_AVX512_EMULATED 1
 #define NST__TARGET_AVX512 __attribute__((target("avx2,fma")))
+#define NST__ZMM_KEEP(x) ((void)(x))   /* nst.h's register hint: a struct has no register */
 
 typedef struct { float f[16]; } nst_emu_ps;
 typedef struct { int32_t i[16]; } nst_emu_epi32;
