@@ -2380,9 +2380,11 @@ static size_t nst__gram_rows_bytes(int n, int nt) {
 }
 
 /* The block kernel for arch, NULL where the packed GEMM serves better. AVX-512 takes the rows too, by
- * the AVX2 measurements of the same structure (the packed SYRK's threads each pack all of A^T: on 2 Zen 3
- * threads it ran 0.5-0.6x the rows' speed at 64 and 128 rows): not yet timed on an AVX-512 CPU, where
- * build/bench_gemm's syrk shapes against bench/bench_gemm.c built with -DNST__GRAM_ROWS_MAX_N=0 decide it. */
+ * the AVX2 measurements of the same structure (the packed SYRK's threads each pack all of A^T; Zen 3,
+ * bench/ab_gemm.sh-style alternation against -DNST__GRAM_ROWS_MAX_N=0, best call of 8, loaded host: the
+ * packed SYRK at 0.60-0.75x the rows' speed on 2 threads at 64, 128 and 256 rows, 0.82-0.84x on one at 64
+ * and 128, 1.03x at 256): not yet timed on an AVX-512 CPU, where build/bench_gemm's syrk shapes against
+ * bench/bench_gemm.c built with -DNST__GRAM_ROWS_MAX_N=0 decide it. */
 static nst__gram_block_fn nst__gram_block_for(nst_arch arch) {
 #if defined(NST__X86)
     if (arch == NST_ARCH_AVX2) return nst__gram_block_avx2;
@@ -8148,8 +8150,9 @@ static const nst__lg_kernel nst__lg_kernels[] = {
 static int nst__lg_nsub_forced;
 
 /* The kernel for the running ISA. AVX-512's 8 x 48 is tested (tests/avx512emu.sh) but not yet timed on an
- * AVX-512 CPU: bench/bench_lossgrad.c there compares it with the GEMM path it replaced (on AVX2 the one
- * pass was 1.2-1.34x faster on 2 threads at every style layer, 1.0-1.23x on one). */
+ * AVX-512 CPU: bench/bench_lossgrad.c there compares it with the GEMM path it replaced (on AVX2, Zen 3,
+ * 2026-12-02, the one pass was 1.20-1.34x the GEMM path's speed on 2 threads at every style layer; on one
+ * 1.20-1.23x at relu1_1 and relu2_1, 0.91-1.03x at relu3_1..relu5_1). */
 static const nst__lg_kernel *nst__lg_kernel_pick(void) {
     nst_arch a = nst__cpu_arch();
 #if defined(NST__X86)
@@ -8256,14 +8259,14 @@ static nst_status nst__lossgrad_onepass(const nst__lg_kernel *kt, const nst__lg_
 }
 
 /* The loss gradient at one layer without normalisation, fused. With a style term, where the ISA has a
- * one-pass kernel (AVX2, AVX-512, NEON, scalar; c <= NST__LG_CMAX), nst__lossgrad_onepass above: content terms,
- * D F and the ReLU mask per tile, g read and written once. bench/bench_lossgrad.c (2026-12-01 14:15, Zen
+ * one-pass kernel (AVX2, AVX-512, NEON, scalar; c <= NST__LG_CMAX), nst__lossgrad_onepass above: content
+ * terms, D F and the ReLU mask per tile, g read and written once. bench/bench_lossgrad.c (2026-12-01 14:15, Zen
  * 3, AVX2, load average 6 on the 2 cores; `OMP_WAIT_POLICY=passive build/bench_lossgrad --threads 1|2
  * --reps 20`, 4 runs, best CPU ms per thread, GEMM + mask pass vs one pass): relu1_1 38.5-39.9 vs
  * 30.6-34.6 on 1 thread, 19.6-19.8 vs 15.6-16.1 on 2; relu2_1 31.8-32.6 vs 27.1-28.3, 15.9-16.3 vs
  * 13.3-13.9; relu3_1 1.04x (1 thread) and 1.01x (2) faster, relu4_1 1.06x and 1.04x, relu5_1 1.03x and
- * 1.04x. Otherwise (no style term: relu4_2 only streams; or c above NST__LG_CMAX) pixel columns in blocks taken by the threads as
- * they come free, each block gets the content terms, the Gram backward D F with D the sum of the style
+ * 1.04x. Otherwise (no style term: relu4_2 only streams; or c above NST__LG_CMAX) pixel columns in
+ * blocks taken by the threads as they come free, each block gets the content terms, the Gram backward D F with D the sum of the style
  * terms' s (G - A) as a GEMM, and, at a ReLU layer, the ReLU mask while the block is in cache.
  *   c >= 256: D is packed once for all blocks (1 MiB at c = 512, which each 1024-column block packed
  *     again before). Every element of g then sees the same K blocks of the one pack and is added to
