@@ -8009,83 +8009,55 @@ static void nst__lg_tile_scalar(const nst__lg_args *a, const float *dp, const fl
 #define NST__LG_UNROLL2
 #endif
 #if defined(NST__X86)
-#define NST__LG_TILE_AVX2(NAME, MR, NV)                                                                        \
-    static NST__TARGET_AVX2 void NAME(const nst__lg_args *a, const float *dp, const float *fs, int i0,         \
-                                      size_t j0, int rows, int cols) {                                         \
-        __m256 acc[MR][NV], bv[NV], av;                                                                         \
-        const float *fk = fs, *fe = fs + (size_t)a->c * 8 * NV;                                                 \
+/* x86 tiles, one template per vector width (as the GEMM's kernels): MR rows of D x NV vectors of W columns;
+ * LOADA loads F from the strip's panel, GT0(t, f, z) is t where f > 0, else 0. */
+#define NST__LG_TILE_X86(NAME, TARGET, VT, W, MR, NV, LOADA, LOADU, STOREU, SET1, ZERO, FMA, ADD, SUB, MUL, GT0)  \
+    static TARGET void NAME(const nst__lg_args *a, const float *dp, const float *fs, int i0, size_t j0,         \
+                            int rows, int cols) {                                                               \
+        VT acc[MR][NV], bv[NV], av;                                                                             \
+        const float *fk = fs, *fe = fs + (size_t)a->c * W * NV;                                                 \
         int r, v, k;                                                                                            \
-        NST__UNROLL for (r = 0; r < MR; r++) NST__UNROLL for (v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps(); \
-        NST__LG_UNROLL2 for (; fk < fe; dp += MR, fk += 8 * NV) {                                               \
-            NST__UNROLL for (v = 0; v < NV; v++) bv[v] = _mm256_load_ps(fk + 8 * v);                            \
+        NST__UNROLL for (r = 0; r < MR; r++) NST__UNROLL for (v = 0; v < NV; v++) acc[r][v] = ZERO();           \
+        NST__LG_UNROLL2 for (; fk < fe; dp += MR, fk += W * NV) {                                               \
+            NST__UNROLL for (v = 0; v < NV; v++) bv[v] = LOADA(fk + W * v);                                     \
             NST__UNROLL for (r = 0; r < MR; r++) {                                                              \
-                av = _mm256_broadcast_ss(dp + r);                                                               \
-                NST__UNROLL for (v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);         \
+                av = SET1(dp[r]);                                                                               \
+                NST__UNROLL for (v = 0; v < NV; v++) acc[r][v] = FMA(av, bv[v], acc[r][v]);                     \
             }                                                                                                   \
         }                                                                                                       \
-        if (rows == MR && cols == 8 * NV) {                                                                     \
-            const __m256 z = _mm256_setzero_ps();                                                               \
+        if (rows == MR && cols == W * NV) {                                                                     \
+            const VT z = ZERO();                                                                                \
             NST__UNROLL for (r = 0; r < MR; r++) {                                                              \
                 size_t off = (size_t)(i0 + r) * a->hw + j0;                                                     \
                 float *gr = a->g + off;                                                                         \
-                const float *fr = fs + (size_t)(i0 + r) * (8 * NV);                                             \
+                const float *fr = fs + (size_t)(i0 + r) * (W * NV);                                             \
                 NST__UNROLL for (v = 0; v < NV; v++) {                                                          \
-                    __m256 t = _mm256_loadu_ps(gr + 8 * v), f = _mm256_load_ps(fr + 8 * v);                     \
+                    VT t = LOADU(gr + W * v), f = LOADA(fr + W * v);                                            \
                     for (k = 0; k < a->nct; k++)                                                                \
-                        t = _mm256_add_ps(t, _mm256_mul_ps(_mm256_set1_ps(a->ct_sc[k]),                         \
-                                                           _mm256_sub_ps(f, _mm256_loadu_ps(a->ct_p[k] + off + 8 * v)))); \
-                    t = _mm256_add_ps(t, acc[r][v]);                                                            \
-                    if (a->relu) t = _mm256_and_ps(t, _mm256_cmp_ps(f, z, _CMP_GT_OQ));                         \
-                    _mm256_storeu_ps(gr + 8 * v, t);                                                            \
+                        t = ADD(t, MUL(SET1(a->ct_sc[k]), SUB(f, LOADU(a->ct_p[k] + off + W * v))));            \
+                    t = ADD(t, acc[r][v]);                                                                      \
+                    if (a->relu) t = GT0(t, f, z);                                                              \
+                    STOREU(gr + W * v, t);                                                                      \
                 }                                                                                               \
             }                                                                                                   \
         } else {                                                                                                \
-            float tmp[MR * 8 * NV];                                                                             \
+            float tmp[MR * W * NV];                                                                             \
             NST__UNROLL for (r = 0; r < MR; r++) NST__UNROLL for (v = 0; v < NV; v++)                          \
-                _mm256_storeu_ps(tmp + r * 8 * NV + 8 * v, acc[r][v]);                                          \
-            nst__lg_epilogue_scalar(a, tmp, 8 * NV, fs, i0, j0, rows, cols);                                    \
+                STOREU(tmp + r * W * NV + W * v, acc[r][v]);                                                    \
+            nst__lg_epilogue_scalar(a, tmp, W * NV, fs, i0, j0, rows, cols);                                    \
         }                                                                                                       \
     }
-NST__LG_TILE_AVX2(nst__lg_tile_4x24_avx2, 4, 3)
+#define NST__LG_GT0_AVX2(t, f, z) _mm256_and_ps(t, _mm256_cmp_ps(f, z, _CMP_GT_OQ))
+NST__LG_TILE_X86(nst__lg_tile_4x24_avx2, NST__TARGET_AVX2, __m256, 8, 4, 3, _mm256_load_ps, _mm256_loadu_ps,
+                 _mm256_storeu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_sub_ps,
+                 _mm256_mul_ps, NST__LG_GT0_AVX2)
 #if defined(NST__X86_AVX512)
 /* 8 x 48 as the GEMM's AVX-512 kernel (24 zmm accumulators, 3 F vectors, 1 broadcast of D; 11 loads per 24
- * FMAs); the epilogue as the AVX2 tile's, the mask by a compare into a zeroing move. */
-static NST__TARGET_AVX512 void nst__lg_tile_8x48_avx512(const nst__lg_args *a, const float *dp, const float *fs, int i0,
-                                                        size_t j0, int rows, int cols) {
-    __m512 acc[8][3], bv[3], av;
-    const float *fk = fs, *fe = fs + (size_t)a->c * 48;
-    int r, v, k;
-    NST__UNROLL for (r = 0; r < 8; r++) NST__UNROLL for (v = 0; v < 3; v++) acc[r][v] = _mm512_setzero_ps();
-    NST__LG_UNROLL2 for (; fk < fe; dp += 8, fk += 48) {
-        NST__UNROLL for (v = 0; v < 3; v++) bv[v] = _mm512_loadu_ps(fk + 16 * v);
-        NST__UNROLL for (r = 0; r < 8; r++) {
-            av = _mm512_set1_ps(dp[r]);
-            NST__UNROLL for (v = 0; v < 3; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
-        }
-    }
-    if (rows == 8 && cols == 48) {
-        const __m512 z = _mm512_setzero_ps();
-        NST__UNROLL for (r = 0; r < 8; r++) {
-            size_t off = (size_t)(i0 + r) * a->hw + j0;
-            float *gr = a->g + off;
-            const float *fr = fs + (size_t)(i0 + r) * 48;
-            NST__UNROLL for (v = 0; v < 3; v++) {
-                __m512 t = _mm512_loadu_ps(gr + 16 * v), f = _mm512_loadu_ps(fr + 16 * v);
-                for (k = 0; k < a->nct; k++)
-                    t = _mm512_add_ps(t, _mm512_mul_ps(_mm512_set1_ps(a->ct_sc[k]),
-                                                       _mm512_sub_ps(f, _mm512_loadu_ps(a->ct_p[k] + off + 16 * v))));
-                t = _mm512_add_ps(t, acc[r][v]);
-                if (a->relu) t = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(f, z, _CMP_GT_OQ), t);
-                _mm512_storeu_ps(gr + 16 * v, t);
-            }
-        }
-    } else {
-        float tmp[8 * 48];
-        NST__UNROLL for (r = 0; r < 8; r++) NST__UNROLL for (v = 0; v < 3; v++)
-            _mm512_storeu_ps(tmp + r * 48 + 16 * v, acc[r][v]);
-        nst__lg_epilogue_scalar(a, tmp, 48, fs, i0, j0, rows, cols);
-    }
-}
+ * FMAs, no spills in gcc 12's loop); the mask by a compare into a zeroing move. */
+#define NST__LG_GT0_AVX512(t, f, z) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(f, z, _CMP_GT_OQ), t)
+NST__LG_TILE_X86(nst__lg_tile_8x48_avx512, NST__TARGET_AVX512, __m512, 16, 8, 3, _mm512_loadu_ps, _mm512_loadu_ps,
+                 _mm512_storeu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_sub_ps,
+                 _mm512_mul_ps, NST__LG_GT0_AVX512)
 #endif
 #endif
 

@@ -11,8 +11,8 @@ case "$(uname -m)" in x86_64|amd64) ;; *) echo "test_avx512_emu: 0 passed, 0 fai
 CC=${CC:-cc}
 OMP=${OPENMP_FLAG--fopenmp}
 mkdir -p build/emu
-JOBS=${EMU_JOBS:-2}
-limit() { while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done; }
+JOBS=${EMU_JOBS:-2} DIR=build/emu SUF=
+. tests/subsuite.sh
 build() {   # build NAME: tests/NAME.c into build/emu/NAME; its exit status into .rc
     $CC -std=c99 -Wall -Wextra -Wpedantic -O2 $OMP -include tests/avx512_emu.h -I. -DNST_T_PROGRAM="\"$1_avx512emu\"" \
         "tests/$1.c" -o "build/emu/$1" -lm > "build/emu/$1.build.log" 2>&1
@@ -32,33 +32,4 @@ runs=("gemm test_gemm avx512" "gemm_syrk test_gemm syrk" "gemm_gram test_gemm gr
       "features test_features reflection_" "iter_pool test_iter pool_mask" "iter_relu test_iter relu_masks"
       "iter_fused test_iter pool_fused" "iter_blocks test_iter lossgrad_independent"
       "iter_threads test_iter objective_gradient_independent" "lossgrad test_lossgrad")
-t0=$SECONDS
-for src in test_gemm test_conv test_core test_features test_iter test_lossgrad; do limit; build "$src" & done
-wait
-echo "   (built in $((SECONDS - t0)) s)"
-for r in "${runs[@]}"; do
-    set -- $r
-    label=$1 name=$2; shift 2
-    rm -f "build/emu/$label.out"
-    [ "$(cat "build/emu/$name.rc")" = 0 ] || continue
-    limit; go "$label" "$name" "$@" &
-done
-wait
-passed=0; failed=0; skipped=0
-for r in "${runs[@]}"; do
-    set -- $r
-    label=$1 name=$2
-    if [ "$(cat "build/emu/$name.rc")" != 0 ]; then
-        cat "build/emu/$name.build.log"
-        echo "$label: 0 passed, 1 failed, 0 skipped (does not build)"; failed=$((failed + 1)); continue
-    fi
-    out=$(cat "build/emu/$label.out")
-    echo "$out"
-    line=$(grep -E '^[A-Za-z0-9_.-]+: [0-9]+ passed, [0-9]+ failed' <<<"$out" | tail -n 1)
-    if [ -z "$line" ]; then echo "FAIL $label: no summary line"; failed=$((failed + 1)); continue; fi
-    passed=$((passed + $(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$line")))
-    failed=$((failed + $(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")))
-    skipped=$((skipped + $(sed -nE 's/.* ([0-9]+) skipped.*/\1/p' <<<"$line")))
-done
-echo "test_avx512_emu: $passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ]
+subsuite test_avx512_emu built test_gemm test_conv test_core test_features test_iter test_lossgrad

@@ -19,17 +19,18 @@ set -u
 EXTRA=("$@")   # extra arguments go to test_gemm
 cd "$(dirname "$0")/.." || exit 1
 mkdir -p build/tests
-JOBS=${NEON_JOBS:-2}
-limit() { while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done; }
+JOBS=${NEON_JOBS:-2} DIR=build/tests SUF=_aarch64
+. tests/subsuite.sh
 build() {   # build NAME: tests/NAME.c into build/tests/NAME_aarch64; its exit status into .rc
     local bin=build/tests/$1_aarch64
     aarch64-linux-gnu-gcc -std=c99 -Wall -Wextra -Wpedantic -O2 -static -I. -DNST_T_PROGRAM="\"$1_aarch64\"" \
         "tests/$1.c" -o "$bin" -lm > "$bin.build.log" 2>&1
     echo $? > "$bin.rc"
 }
-go() {   # go LABEL NAME [args]: one run, its output (and time) into build/tests/LABEL.out
-    local label=$1 bin=build/tests/$2_aarch64 t0=$SECONDS
+go() {   # go LABEL NAME [args]: one run, its output (and time) into build/tests/LABEL.out; EXTRA to test_gemm
+    local label=$1 name=$2 bin=build/tests/$2_aarch64 t0=$SECONDS
     shift 2
+    [ "$name" = test_gemm ] && set -- "$@" "${EXTRA[@]}"
     NST_ARCH=neon NST_TEST_KMAX=${NST_TEST_KMAX:-96} NST_TEST_QUICK=1 qemu-aarch64 "$bin" "$@" \
         > "build/tests/$label.out" 2>&1
     echo "   ($label: $((SECONDS - t0)) s)" >> "build/tests/$label.out"
@@ -40,34 +41,4 @@ runs=("test_gemm_aarch64 test_gemm" "test_conv_aarch64 test_conv neon"
       "test_iter_aarch64 test_iter lbfgs_" "test_iter_pool_aarch64 test_iter pool_mask"
       "test_iter_relu_aarch64 test_iter relu_masks" "test_iter_fused_aarch64 test_iter pool_fused"
       "test_lossgrad_aarch64 test_lossgrad")
-t0=$SECONDS
-for src in test_gemm test_conv test_core test_features test_iter test_lossgrad; do limit; build "$src" & done
-wait
-echo "   (cross-compiled in $((SECONDS - t0)) s)"
-for r in "${runs[@]}"; do
-    set -- $r
-    label=$1 name=$2; shift 2
-    rm -f "build/tests/$label.out"
-    [ "$(cat "build/tests/${name}_aarch64.rc")" = 0 ] || continue
-    [ "$name" = test_gemm ] && set -- "$@" "${EXTRA[@]}"
-    limit; go "$label" "$name" "$@" &
-done
-wait
-passed=0; failed=0; skipped=0
-for r in "${runs[@]}"; do
-    set -- $r
-    label=$1 name=$2
-    if [ "$(cat "build/tests/${name}_aarch64.rc")" != 0 ]; then
-        cat "build/tests/${name}_aarch64.build.log"
-        echo "$label: 0 passed, 1 failed, 0 skipped (does not build)"; failed=$((failed + 1)); continue
-    fi
-    out=$(cat "build/tests/$label.out")
-    echo "$out"
-    line=$(grep -E '^[A-Za-z0-9_.-]+: [0-9]+ passed, [0-9]+ failed' <<<"$out" | tail -n 1)
-    if [ -z "$line" ]; then echo "FAIL $label: no summary line"; failed=$((failed + 1)); continue; fi
-    passed=$((passed + $(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$line")))
-    failed=$((failed + $(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")))
-    skipped=$((skipped + $(sed -nE 's/.* ([0-9]+) skipped.*/\1/p' <<<"$line")))
-done
-echo "test_neon_aarch64: $passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ]
+subsuite test_neon_aarch64 cross-compiled test_gemm test_conv test_core test_features test_iter test_lossgrad
