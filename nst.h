@@ -1047,6 +1047,9 @@ typedef struct nst__cpu_info {
     nst_arch deflt;       /* $NST_ARCH if valid, else best */
     int has[5];           /* indexed by nst_arch: usable on this CPU and compiled in */
     int l1d, l2;          /* data cache bytes per core (CPUID leaf 4 / 0x8000001D), 0 = unknown */
+    int split512;         /* 512-bit ops run as two 256-bit halves (AMD family 19h: Zen 4), so AVX-512
+                           * peaks where AVX2 does and some kernels keep AVX2's shape (nst__lg_kernel_pick,
+                           * nst__gram_block_for, the GEMM kernel costs) */
     char desc[200];       /* "AMD EPYC ...: avx2 fma avx512f ..." */
 } nst__cpu_info;
 
@@ -1117,14 +1120,20 @@ static void nst__cpu_detect(nst__cpu_info *ci) {
     ci->best = NST_ARCH_SCALAR;
 #if defined(NST__X86)
     {
-        unsigned r[4], maxleaf, l1c = 0, l7b = 0, l7c = 0, l71a = 0, i;
+        unsigned r[4], maxleaf, vendor, family = 0, l1c = 0, l7b = 0, l7c = 0, l71a = 0, i;
         unsigned long long xcr0 = 0;
         char brand[49];
         int os_avx, os_avx512, fma, avx2, f, dq, bw, vl;
         nst__cpuid(0, 0, r);
         maxleaf = r[0];
+        vendor = r[1];
         nst__cpu_caches(ci, maxleaf, r[1]);
-        if (maxleaf >= 1) { nst__cpuid(1, 0, r); l1c = r[2]; }
+        if (maxleaf >= 1) {
+            nst__cpuid(1, 0, r);
+            l1c = r[2];
+            family = (r[0] >> 8) & 15;
+            if (family == 15) family += (r[0] >> 20) & 255;
+        }
         if (maxleaf >= 7) {
             nst__cpuid(7, 0, r); l7b = r[1]; l7c = r[2];
             if (r[0] >= 1) { nst__cpuid(7, 1, r); l71a = r[0]; }
@@ -1157,6 +1166,7 @@ static void nst__cpu_detect(nst__cpu_info *ci) {
         if (avx2 && fma) { ci->has[NST_ARCH_AVX2] = 1; ci->best = NST_ARCH_AVX2; }
 #if defined(NST__X86_AVX512)
         if (avx2 && fma && f && dq && bw && vl) { ci->has[NST_ARCH_AVX512] = 1; ci->best = NST_ARCH_AVX512; }
+        ci->split512 = f && family == 0x19 && vendor == 0x68747541u;   /* "Auth"enticAMD; Zen 5 is 1Ah */
 #if defined(NST_TEST_AVX512_EMULATED)   /* tests/avx512_emu.h: selectable (NST_ARCH=avx512), never the default */
         if (avx2 && fma) ci->has[NST_ARCH_AVX512] = 1;
 #endif
@@ -1251,6 +1261,8 @@ typedef struct nst__gemm_kernel {
     int wide_nc;                 /* column block of the short-M path (nst__gemm_run), 0 = path off */
     nst__ukr_fn ukr;
     const char *name;
+    float cost[2];               /* time per computed (padded) flop against the ISA's best kernel, where 512-bit
+                                  * ops run whole [0] and split in halves [1] (nst__cpu_info.split512) */
 } nst__gemm_kernel;
 
 /* The cache blocks in use: nst__gemm_blocking() derives them from the kernel and the cache sizes. */
@@ -1342,6 +1354,7 @@ NST__UKR_AVX2(nst__ukr_4x24_avx2, 4, 3)   /* the VGG channel counts are multiple
 #define NST__AVX512_NV 3
 #endif
 NST__UKR_AVX512(nst__ukr_avx512, NST__AVX512_MR, NST__AVX512_NV)
+NST__UKR_AVX512(nst__ukr_12x32_avx512, 12, 2)
 #endif
 #endif /* NST__X86 */
 
@@ -1408,18 +1421,23 @@ static void nst__ukr_8x12_neon(int k, const float *a, const float *b, float *c, 
 #endif
 
 static const nst__gemm_kernel nst__gemm_kernels[] = {
-    {NST_ARCH_SCALAR, NST__S_MR, NST__S_NR, 128, 256, 2048, NST__WIDE_NC, nst__ukr_4x8_scalar, "4x8 scalar"},
+    {NST_ARCH_SCALAR, NST__S_MR, NST__S_NR, 128, 256, 2048, NST__WIDE_NC, nst__ukr_4x8_scalar, "4x8 scalar", {1, 1}},
 #if defined(NST__X86)
-    {NST_ARCH_AVX2, 6, 16, NST__MC / 6 * 6, NST__KC, NST__NC, NST__WIDE_NC, nst__ukr_6x16_avx2, "6x16 avx2+fma"},
-    {NST_ARCH_AVX2, 4, 24, NST__MC / 4 * 4, NST__KC, NST__NC / 24 * 24, NST__WIDE_NC, nst__ukr_4x24_avx2, "4x24 avx2+fma"},
+    {NST_ARCH_AVX2, 6, 16, NST__MC / 6 * 6, NST__KC, NST__NC, NST__WIDE_NC, nst__ukr_6x16_avx2, "6x16 avx2+fma", {1, 1}},
+    {NST_ARCH_AVX2, 4, 24, NST__MC / 4 * 4, NST__KC, NST__NC / 24 * 24, NST__WIDE_NC, nst__ukr_4x24_avx2, "4x24 avx2+fma", {1, 1}},
 #if defined(NST__X86_AVX512)
     /* short-M path off: the panel-streaming path was measured best on Zen 5; not re-measured since */
     {NST_ARCH_AVX512, NST__AVX512_MR, 16 * NST__AVX512_NV, NST__MC / NST__AVX512_MR * NST__AVX512_MR, NST__KC,
-     NST__NC / (16 * NST__AVX512_NV) * (16 * NST__AVX512_NV), 0, nst__ukr_avx512, "8x48 avx512"},
+     NST__NC / (16 * NST__AVX512_NV) * (16 * NST__AVX512_NV), 0, nst__ukr_avx512, "8x48 avx512", {1, 1}},
+    /* for C 32 or 64 columns wide, which 48 pads by half: its cost is the 1-thread time per padded flop
+     * against 8 x 48 (Zen 4: 512 x 1024 x 4608, where the two pad C alike, 0.95-0.97x 8 x 48's rate; on
+     * Zen 5 it was 146 against 170 GFLOP/s over squares and VGG shapes as the only kernel) */
+    {NST_ARCH_AVX512, 12, 32, NST__MC / 12 * 12, NST__KC, NST__NC / 32 * 32, 0, nst__ukr_12x32_avx512, "12x32 avx512",
+     {1.2f, 1.06f}},
 #endif
 #endif
 #if defined(NST__NEON)
-    {NST_ARCH_NEON, 8, 12, 128, 256, 2040, NST__WIDE_NC, nst__ukr_8x12_neon, "8x12 neon"},
+    {NST_ARCH_NEON, 8, 12, 128, 256, 2040, NST__WIDE_NC, nst__ukr_8x12_neon, "8x12 neon", {1, 1}},
 #endif
 };
 
@@ -1430,17 +1448,21 @@ static const nst__gemm_kernel *nst__gemm_kernel_for(nst_arch a) {
     return &nst__gemm_kernels[0];
 }
 
-/* The kernel of this ISA that pads C the least (edge tiles run a full kernel into a stack tile; ties go
- * to the later entry); n < 0: unknown, taken as wide, so only the rows count. AVX2 has 6x16 and 4x24:
- * C[64][pixels] is 11 6-row tiles (66 rows computed, one stack-tile edge) or exactly 16 4-row ones. */
+/* The kernel of this ISA with the least computed (padded) area of C times its cost (edge tiles run a
+ * full kernel into a stack tile; ties go to the later entry); n < 0: unknown, taken as wide, so only the
+ * rows count. AVX2 has 6x16 and 4x24: C[64][pixels] is 11 6-row tiles (66 rows computed, one
+ * stack-tile edge) or exactly 16 4-row ones. AVX-512 has 8x48 and, for C 64 columns wide (96 with 48),
+ * 12x32; where 512-bit ops are split (Zen 4) 12x32 also takes the 128 and 256 squares (+9-15%). */
 static const nst__gemm_kernel *nst__gemm_kernel_pick(nst_arch a, int m, int n) {
     const nst__gemm_kernel *best = nst__gemm_kernel_for(a), *kt;
     double area = -1, x;
+    int split = nst__cpu()->split512;
     size_t i;
     for (i = 0; i < sizeof nst__gemm_kernels / sizeof nst__gemm_kernels[0]; i++) {
         kt = &nst__gemm_kernels[i];
         if (kt->arch != best->arch) continue;
-        x = (double)((m + kt->mr - 1) / kt->mr * kt->mr) * (n < 0 ? 1.0 : (double)((n + kt->nr - 1) / kt->nr * kt->nr));
+        x = (double)((m + kt->mr - 1) / kt->mr * kt->mr) * (n < 0 ? 1.0 : (double)((n + kt->nr - 1) / kt->nr * kt->nr))
+            * kt->cost[split];
         if (area < 0 || x <= area) { best = kt; area = x; }
     }
     return best;
@@ -2379,17 +2401,18 @@ static size_t nst__gram_rows_bytes(int n, int nt) {
     return ((size_t)n * (n + 1) / 2 * NST__GRAM_MAX_CHUNKS + per * (size_t)NST__MAX(1, nt)) * sizeof(float) + 128;
 }
 
-/* The block kernel for arch, NULL where the packed GEMM serves better. AVX-512 takes the rows too, by
- * the AVX2 measurements of the same structure (the packed SYRK's threads each pack all of A^T; Zen 3,
- * bench/ab_gemm.sh-style alternation against -DNST__GRAM_ROWS_MAX_N=0, best call of 8, loaded host: the
- * packed SYRK at 0.60-0.75x the rows' speed on 2 threads at 64, 128 and 256 rows, 0.82-0.84x on one at 64
- * and 128, 1.03x at 256): not yet timed on an AVX-512 CPU, where build/bench_gemm's syrk shapes against
- * bench/bench_gemm.c built with -DNST__GRAM_ROWS_MAX_N=0 decide it. */
+/* The block kernel for arch, NULL where the packed GEMM serves better (the packed SYRK's threads each
+ * pack all of A^T). bench/ab_gemm.sh-style alternation against -DNST__GRAM_ROWS_MAX_N=0: Zen 3 (AVX2),
+ * best call of 8: the packed SYRK at 0.60-0.75x the rows' speed on 2 threads at 64, 128 and 256 rows,
+ * 0.82-0.84x on one at 64 and 128, 1.03x at 256. Zen 4 (AVX-512 build), best of 12: the packed SYRK at
+ * 0.60 / 0.82 / 0.97x the rows on 1 thread at 64 / 128 / 256 rows, 0.60 / 0.95 / 1.07x on 2; and the AVX2
+ * block 1.02-1.10x the AVX-512 one at every size and count (512-bit ops split there), so it runs that.
+ * The AVX-512 block (CPUs with 512-bit FMA units) is not yet timed there. */
 static nst__gram_block_fn nst__gram_block_for(nst_arch arch) {
 #if defined(NST__X86)
     if (arch == NST_ARCH_AVX2) return nst__gram_block_avx2;
 #if defined(NST__X86_AVX512)
-    if (arch == NST_ARCH_AVX512) return nst__gram_block_avx512;
+    if (arch == NST_ARCH_AVX512) return nst__cpu()->split512 ? nst__gram_block_avx2 : nst__gram_block_avx512;
 #endif
 #elif defined(NST__NEON)
     if (arch == NST_ARCH_NEON) return nst__gram_block_neon;
@@ -8121,16 +8144,18 @@ static const nst__lg_kernel nst__lg_kernels[] = {
 /* Tests only: subpanels per strip forced (0 = nst__lossgrad_onepass's rule). */
 static int nst__lg_nsub_forced;
 
-/* The kernel for the running ISA. AVX-512's 8 x 48 is tested (tests/avx512emu.sh) but not yet timed on an
- * AVX-512 CPU: bench/bench_lossgrad.c there compares it with the GEMM path it replaced (on AVX2, Zen 3,
- * 2026-12-02, the one pass was 1.20-1.34x the GEMM path's speed on 2 threads at every style layer; on one
- * 1.20-1.23x at relu1_1 and relu2_1, 0.91-1.03x at relu3_1..relu5_1). */
+/* The kernel for the running ISA (bench/bench_lossgrad.c times each against the GEMM path it replaced).
+ * AVX2, Zen 3: the one pass 1.20-1.34x the GEMM path's speed on 2 threads at every style layer; on one
+ * 1.20-1.23x at relu1_1 and relu2_1, 0.91-1.03x at relu3_1..relu5_1. Zen 4 (512-bit ops split, AVX-512
+ * build): 4 x 24 1.13-1.22x the GEMM path at relu1_1, 1.03-1.10x at relu2_1 and relu3_1, and 5-9% ahead
+ * of 8 x 48 there (2 threads and 1, best of 15; 8 x 48 ahead by 2-5% only at relu4_1/relu5_1, 1/6 of the
+ * work), so it runs 4 x 24. 8 x 48 (the AVX-512 CPUs with 512-bit FMA units) is not yet timed there. */
 static const nst__lg_kernel *nst__lg_kernel_pick(void) {
     nst_arch a = nst__cpu_arch();
 #if defined(NST__X86)
     if (a == NST_ARCH_AVX2) return &nst__lg_kernels[1];
 #if defined(NST__X86_AVX512)
-    if (a == NST_ARCH_AVX512) return &nst__lg_kernels[2];
+    if (a == NST_ARCH_AVX512) return &nst__lg_kernels[nst__cpu()->split512 ? 1 : 2];
 #endif
 #endif
 #if defined(NST__NEON)

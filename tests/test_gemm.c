@@ -476,18 +476,31 @@ TEST(gram_rows) {
                                 {8, 300}, {9, 149}, {12, 7}, {13, 208}, {13, 1000}, {17, 277}, {17, 5003},
                                 {33, 533}, {33, 2049}, {64, 1}, {64, 1029}, {100, 1801},
                                 {128, 7}, {128, 2053}, {256, 301}, {5, 70001}, {13, 30000}};
+    /* every block kernel this CPU runs, not only the one nst__gram_block_for picks (Zen 4 runs AVX2's
+     * under AVX-512) */
+    static const struct { nst_arch arch; nst__gram_block_fn blk; } blks[] = {
+        {NST_ARCH_SCALAR, nst__gram_block_scalar},
+#if defined(NST__X86)
+        {NST_ARCH_AVX2, nst__gram_block_avx2},
+#if defined(NST__X86_AVX512)
+        {NST_ARCH_AVX512, nst__gram_block_avx512},
+#endif
+#elif defined(NST__NEON)
+        {NST_ARCH_NEON, nst__gram_block_neon},
+#endif
+    };
     int s, v, bad = 0;
     nst__rng rng = {15};
-    for (v = 0; v < 2; v++) {
-        nst__gram_block_fn blk = v ? nst__gram_block_for(nst__cpu_arch()) : nst__gram_block_scalar;
-        if (!blk) continue;
+    for (v = 0; v < (int)(sizeof blks / sizeof blks[0]); v++) {
+        nst__gram_block_fn blk = blks[v].blk;
+        if (!nst__cpu()->has[blks[v].arch]) continue;
         for (s = 0; s < (int)(sizeof sz / sizeof sz[0]); s++) {
             int n = sz[s][0], k = sz[s][1], lda = k + 3, ldc = n + 1;
             float *a = (float *)malloc(sizeof(float) * n * lda), *c = (float *)malloc(sizeof(float) * n * ldc);
             float *c1 = (float *)malloc(sizeof(float) * n * ldc);
             double *ref = (double *)malloc(sizeof(double) * n * n), *sc = (double *)malloc(sizeof(double) * n * n);
             char what[64];
-            snprintf(what, sizeof what, "gram_rows %s %dx%d", v ? nst__arch_name(nst__cpu_arch()) : "scalar", n, k);
+            snprintf(what, sizeof what, "gram_rows %s %dx%d", nst__arch_name(blks[v].arch), n, k);
             fill(a, (size_t)n * lda, &rng);
             ref_gemm(0, 1, n, n, k, -0.25, a, lda, a, lda, 0.0, c, ldc, NULL, 0, ref, sc);
             bad += gram_check(what, blk, n, k, -0.25f, a, lda, c, c1, ldc, ref, sc, nst_t_tol(NST_ARCH_SCALAR));
@@ -675,9 +688,10 @@ TEST(caches_neon) { gemm_caches(NST_ARCH_NEON); }
 
 /* The kernel nst__gemm_kernel_pick takes for a shape must not change C's bits (the same K blocks for all
  * kernels of an ISA): rows 0..63 of a 66-row product (AVX2: 6 x 16) equal the 64-row product (4 x 24),
- * K over several blocks; the CLI's white style mask = no mask relies on it. */
+ * and columns 0..63 of a 96-column one (AVX-512: 8 x 48) the 64-column product (12 x 32), K over
+ * several blocks; the CLI's white style mask = no mask relies on it. */
 TEST(kernel_choice_keeps_bits) {
-    int m = 66, n = 96, k = 1000, same = 1, x;
+    int m = 66, n = 96, k = 1000, same = 1, x, i;
     float *a = (float *)malloc(sizeof(float) * m * k), *b = (float *)malloc(sizeof(float) * k * n);
     float *c1 = (float *)malloc(sizeof(float) * m * n), *c2 = (float *)malloc(sizeof(float) * m * n);
     nst__rng rng = {31};
@@ -689,11 +703,18 @@ TEST(kernel_choice_keeps_bits) {
         CHECK_OK(nst__sgemm_ex(1, 0, 0, m, n, k, 1.0f, a, k, b, n, 0.0f, c1, n));
         CHECK_OK(nst__sgemm_ex(2, 0, 0, 64, n, k, 1.0f, a, k, b, n, 0.0f, c2, n));
         same &= !memcmp(c1, c2, sizeof(float) * 64 * n);
+        CHECK_OK(nst__sgemm_ex(2, 0, 0, 64, 64, k, 1.0f, a, k, b, n, 0.0f, c2, 64));
+        for (i = 0; i < 64; i++) same &= !memcmp(c1 + i * n, c2 + i * 64, sizeof(float) * 64);
     }
     nst_set_arch(NST_ARCH_DEFAULT);
     CHECK(same);
 #if defined(NST__X86)
     if (nst__cpu()->has[NST_ARCH_AVX2]) CHECK(nst__gemm_kernel_pick(NST_ARCH_AVX2, 66, n) != nst__gemm_kernel_pick(NST_ARCH_AVX2, 64, n));
+    if (nst__cpu()->has[NST_ARCH_AVX512]) {
+        CHECK(nst__gemm_kernel_pick(NST_ARCH_AVX512, 64, 64)->nr == 32);
+        CHECK(nst__gemm_kernel_pick(NST_ARCH_AVX512, 64, 96)->nr == 48);
+        CHECK(nst__gemm_kernel_pick(NST_ARCH_AVX512, 512, 1 << 16)->nr == 48);
+    }
 #endif
     free(a); free(b); free(c1); free(c2);
 }
