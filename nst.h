@@ -984,7 +984,7 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller, two dr
  *   of A would leave L2, and B comes in 192-column blocks without software prefetch. On Zen 3 (32 KiB
  *   L1d, 512 KiB L2), with the 4 x 24 kernel, 1 thread: C[64][262144] x K 576 from 0.51x to 0.94x
  *   OpenBLAS, x K 64 from 0.67x to 1.01x (bench/compare.sh --cpu-time, both builds in one run).
- *   On a Zen 4 (32 KiB L1d) the rule gives AVX-512 KC = 128, the same L1 fit.
+ *   On a Zen 4 (32 KiB L1d, 1 MiB L2, 512-bit ops split) the rule gives AVX-512 KC = 256 (B from L2).
  *
  * THREADS
  *   OpenMP over the macro-kernel loops only: the columns (or, when N is narrow, the rows) are cut into
@@ -1448,6 +1448,15 @@ static const nst__gemm_kernel *nst__gemm_kernel_for(nst_arch a) {
     return &nst__gemm_kernels[0];
 }
 
+/* Tests only: L1d, L2 bytes, and [2] 1 = 512-bit ops whole, 2 = split, for the blocking rule and the
+ * kernel choice of another CPU; 0 = not forced. */
+static int nst__gemm_cache_forced[3];
+
+/* 512-bit ops split into halves (nst__cpu_info.split512), or what a test forces. */
+static int nst__gemm_split512(void) {
+    return nst__gemm_cache_forced[2] ? nst__gemm_cache_forced[2] == 2 : nst__cpu()->split512;
+}
+
 /* The kernel of this ISA with the least computed (padded) area of C times its cost (edge tiles run a
  * full kernel into a stack tile; ties go to the later entry); n < 0: unknown, taken as wide, so only the
  * rows count. AVX2 has 6x16 and 4x24: C[64][pixels] is 11 6-row tiles (66 rows computed, one
@@ -1456,7 +1465,7 @@ static const nst__gemm_kernel *nst__gemm_kernel_for(nst_arch a) {
 static const nst__gemm_kernel *nst__gemm_kernel_pick(nst_arch a, int m, int n) {
     const nst__gemm_kernel *best = nst__gemm_kernel_for(a), *kt;
     double area = -1, x;
-    int split = nst__cpu()->split512;
+    int split = nst__gemm_split512();
     size_t i;
     for (i = 0; i < sizeof nst__gemm_kernels / sizeof nst__gemm_kernels[0]; i++) {
         kt = &nst__gemm_kernels[i];
@@ -1470,8 +1479,6 @@ static const nst__gemm_kernel *nst__gemm_kernel_pick(nst_arch a, int m, int n) {
 
 /* Cache sizes the blocking is derived from: a test's forced sizes, else the detected ones ($NST_GEMM_CACHE
  * overrides those), else 0 (unknown). */
-static int nst__gemm_cache_forced[2];   /* tests only: L1d, L2 bytes; 0 = not forced */
-
 static void nst__gemm_caches(int *l1, int *l2) {
     const nst__cpu_info *ci = nst__cpu();
     *l1 = nst__gemm_cache_forced[0] ? nst__gemm_cache_forced[0] : ci->l1d;
@@ -1480,7 +1487,11 @@ static void nst__gemm_caches(int *l1, int *l2) {
 
 /* The blocks for this kernel on this CPU. One rule for every cache size:
  *   KC: the KC x NR micro-panel of B, reused by every MR tile of the MC block, fills 3/4 of L1d for
- *       the widest NR of the ISA (48 KiB, NR 48: 192; 32 KiB: 128 for NR 48, 256 for NR 24);
+ *       the widest NR of the ISA (48 KiB, NR 48: 192; 32 KiB: 128 for NR 48, 256 for NR 24); twice
+ *       that for AVX-512 where 512-bit ops are split (Zen 4: 256): an FMA there issues at half the
+ *       rate, so the 8 x 48 kernel needs B at 8 bytes a cycle, which L2 supplies as well as L1, and C
+ *       is rewritten half as often (in-process A/B against 128, Zen 4: +2-7% 1 thread on squares
+ *       256-2048 and every VGG shape, +3-4% on 2; 384 no better; AVX2 there gained nothing from 512);
  *   MC: the MC x KC block of A fills NST__MC_L2 of L2, at most NST__MC rows (256 divides the VGG
  *       channel counts; more rows only lengthen the stretch over which B panels must stay in L1);
  *   NC: the KC x NC block of B fills NST__NC_L2 of L2, at most NST__NC columns;
@@ -1509,7 +1520,7 @@ static void nst__gemm_blocking(const nst__gemm_kernel *kt, nst__gemm_blocks *b) 
      * the kernel nst__gemm_kernel_pick takes for the shape (a masked and an unmasked Gram agree) */
     for (i = 0; i < sizeof nst__gemm_kernels / sizeof nst__gemm_kernels[0]; i++)
         if (nst__gemm_kernels[i].arch == kt->arch) nr = NST__MAX(nr, nst__gemm_kernels[i].nr);
-    b->kc = NST__MAX(16, NST__MIN(512, l1 / 4 * 3 / (nr * 4) / 16 * 16));
+    b->kc = NST__MAX(16, NST__MIN(512, (kt->arch == NST_ARCH_AVX512 && nst__gemm_split512() ? 2 : 1) * l1 / 4 * 3 / (nr * 4) / 16 * 16));
     x = NST__MC_L2 * l2 / (4.0 * b->kc) / kt->mr;
     b->mc = kt->mr * (int)NST__MAX(1.0, NST__MIN(x, (double)(NST__MC / kt->mr)));
     x = NST__NC_L2 * l2 / (4.0 * b->kc) / kt->nr;

@@ -592,7 +592,8 @@ TEST(arguments) {
 }
 
 /* The blocking rule (nst__gemm_blocking) on the caches of the CPUs this project runs on: AVX-512 keeps
- * the blocks measured best on Zen 5 (and used on Intel), whatever the L2; unknown caches give the table. */
+ * the blocks measured best on Zen 5 (and used on Intel), whatever the L2, and on Zen 4 (512-bit ops
+ * split) a K block twice as deep; unknown caches give the table. */
 TEST(blocking_rule) {
     nst__gemm_blocks bl;
     const nst__gemm_kernel *kt;
@@ -602,10 +603,20 @@ TEST(blocking_rule) {
     for (i = 0; i < 2; i++) {
         nst__gemm_cache_forced[0] = 48 * 1024;
         nst__gemm_cache_forced[1] = l2s[i] * 1024;
+        nst__gemm_cache_forced[2] = 1;
         nst__gemm_blocking(nst__gemm_kernel_for(NST_ARCH_AVX512), &bl);
         CHECK_MSG(bl.kc == 192 && bl.mc == 256 && bl.nc == 1536 && bl.wide_nc == 0, "avx512, L2 %d KiB: kc %d mc %d nc %d wide %d",
                   l2s[i], bl.kc, bl.mc, bl.nc, bl.wide_nc);
     }
+    nst__gemm_cache_forced[0] = 32 * 1024;   /* Zen 4 */
+    nst__gemm_cache_forced[1] = 1024 * 1024;
+    nst__gemm_cache_forced[2] = 2;
+    nst__gemm_blocking(nst__gemm_kernel_for(NST_ARCH_AVX512), &bl);
+    CHECK_MSG(bl.kc == 256 && bl.mc == 256 && bl.nc == 1536, "avx512, Zen 4: kc %d mc %d nc %d", bl.kc, bl.mc, bl.nc);
+    CHECK(nst__gemm_kernel_pick(NST_ARCH_AVX512, 128, 128)->nr == 32);   /* the Zen 4 costs */
+    nst__gemm_cache_forced[2] = 1;
+    CHECK(nst__gemm_kernel_pick(NST_ARCH_AVX512, 128, 128)->nr == 48);
+    nst__gemm_cache_forced[2] = 0;
 #endif
 #if defined(NST__X86)
     nst__gemm_cache_forced[0] = 32 * 1024;   /* Zen 3 */
