@@ -1355,6 +1355,7 @@ NST__UKR_AVX2(nst__ukr_4x24_avx2, 4, 3)   /* the VGG channel counts are multiple
 #endif
 NST__UKR_AVX512(nst__ukr_avx512, NST__AVX512_MR, NST__AVX512_NV)
 NST__UKR_AVX512(nst__ukr_12x32_avx512, 12, 2)
+NST__UKR_AVX512(nst__ukr_8x32_avx512, 8, 2)
 #endif
 #endif /* NST__X86 */
 
@@ -1429,11 +1430,17 @@ static const nst__gemm_kernel nst__gemm_kernels[] = {
     /* short-M path off: the panel-streaming path was measured best on Zen 5; not re-measured since */
     {NST_ARCH_AVX512, NST__AVX512_MR, 16 * NST__AVX512_NV, NST__MC / NST__AVX512_MR * NST__AVX512_MR, NST__KC,
      NST__NC / (16 * NST__AVX512_NV) * (16 * NST__AVX512_NV), 0, nst__ukr_avx512, "8x48 avx512", {1, 1}},
-    /* for C 32 or 64 columns wide, which 48 pads by half: its cost is the 1-thread time per padded flop
-     * against 8 x 48 (Zen 4: 512 x 1024 x 4608, where the two pad C alike, 0.95-0.97x 8 x 48's rate; on
-     * Zen 5 it was 146 against 170 GFLOP/s over squares and VGG shapes as the only kernel) */
+    /* for C 32, 64, 128 .. columns wide, which 48 pads: the costs are the 1-thread time per padded flop
+     * against 8 x 48. Zen 4 (KC 256, in-process A/B on shapes all three tile exactly: 480 or 512 rows x
+     * 960 x 4608 / 1152 / 576): 12 x 32 0.98-1.00x and 8 x 32 0.97-1.00x 8 x 48's rate (12 x 32 at 0.95-0.97x
+     * with KC 128, 512 x 1024 x 4608); so there 8 x 32 takes the 64..256 squares (12 x 32: 64^3 +32-35%
+     * over 8 x 48; 8 x 32 a further +19%, 128^3 +5%, 256^3 +2%, 64 x 64 x 262144 +12%). Where 512-bit ops
+     * run whole, Zen 5 measured 146 (12 x 32) and 158 (8 x 32) against 170 GFLOP/s over squares and VGG
+     * shapes as the only kernel: the costs there are guesses that leave them only C 64 columns wide. */
     {NST_ARCH_AVX512, 12, 32, NST__MC / 12 * 12, NST__KC, NST__NC / 32 * 32, 0, nst__ukr_12x32_avx512, "12x32 avx512",
      {1.2f, 1.06f}},
+    {NST_ARCH_AVX512, 8, 32, NST__MC / 8 * 8, NST__KC, NST__NC / 32 * 32, 0, nst__ukr_8x32_avx512, "8x32 avx512",
+     {1.3f, 1.04f}},
 #endif
 #endif
 #if defined(NST__NEON)
@@ -1461,7 +1468,7 @@ static int nst__gemm_split512(void) {
  * full kernel into a stack tile; ties go to the later entry); n < 0: unknown, taken as wide, so only the
  * rows count. AVX2 has 6x16 and 4x24: C[64][pixels] is 11 6-row tiles (66 rows computed, one
  * stack-tile edge) or exactly 16 4-row ones. AVX-512 has 8x48 and, for C 64 columns wide (96 with 48),
- * 12x32; where 512-bit ops are split (Zen 4) 12x32 also takes the 128 and 256 squares (+9-15%). */
+ * 8x32 and 12x32 (see their costs in the table). */
 static const nst__gemm_kernel *nst__gemm_kernel_pick(nst_arch a, int m, int n) {
     const nst__gemm_kernel *best = nst__gemm_kernel_for(a), *kt;
     double area = -1, x;

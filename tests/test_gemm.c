@@ -614,8 +614,11 @@ TEST(blocking_rule) {
     nst__gemm_blocking(nst__gemm_kernel_for(NST_ARCH_AVX512), &bl);
     CHECK_MSG(bl.kc == 256 && bl.mc == 256 && bl.nc == 1536, "avx512, Zen 4: kc %d mc %d nc %d", bl.kc, bl.mc, bl.nc);
     CHECK(nst__gemm_kernel_pick(NST_ARCH_AVX512, 128, 128)->nr == 32);   /* the Zen 4 costs */
+    CHECK(nst__gemm_kernel_pick(NST_ARCH_AVX512, 60, 1 << 16)->mr == 12);
+    CHECK(nst__gemm_kernel_pick(NST_ARCH_AVX512, 512, 512)->nr == 48);
     nst__gemm_cache_forced[2] = 1;
     CHECK(nst__gemm_kernel_pick(NST_ARCH_AVX512, 128, 128)->nr == 48);
+    CHECK(nst__gemm_kernel_pick(NST_ARCH_AVX512, 64, 64)->nr == 32);
     nst__gemm_cache_forced[2] = 0;
 #endif
 #if defined(NST__X86)
