@@ -1164,9 +1164,9 @@ static void nst__cpu_detect(nst__cpu_info *ci) {
         if (os_avx512 && (l7c & (1u << 11))) nst__desc_add(ci->desc, sizeof ci->desc, " avx512_vnni");
         if (os_avx512 && (l71a & (1u << 5))) nst__desc_add(ci->desc, sizeof ci->desc, " avx512_bf16");
         if (avx2 && fma) { ci->has[NST_ARCH_AVX2] = 1; ci->best = NST_ARCH_AVX2; }
+        ci->split512 = f && family == 0x19 && vendor == 0x68747541u;   /* "Auth"enticAMD; Zen 5 is 1Ah */
 #if defined(NST__X86_AVX512)
         if (avx2 && fma && f && dq && bw && vl) { ci->has[NST_ARCH_AVX512] = 1; ci->best = NST_ARCH_AVX512; }
-        ci->split512 = f && family == 0x19 && vendor == 0x68747541u;   /* "Auth"enticAMD; Zen 5 is 1Ah */
 #if defined(NST_TEST_AVX512_EMULATED)   /* tests/avx512_emu.h: selectable (NST_ARCH=avx512), never the default */
         if (avx2 && fma) ci->has[NST_ARCH_AVX512] = 1;
 #endif
@@ -1254,6 +1254,15 @@ NSTDEF const char *nst_cpu_string(void) {
  * full tile: edges go through a stack tile (nst__gemm_tile). */
 typedef void (*nst__ukr_fn)(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
                             float alpha, float beta, const float *bias, int relu);
+/* The same tiles on unpacked operands, for products too small to pay for packing (nst__sgemm_fused):
+ * C[m][n] = relu?(alpha * A*B + beta * C + bias), A(i, p) = a[i sa + p sp], B(p, j) = b[p ldb + j], every
+ * element's sum in the packed kernel's order and updated as the packed path updates it (full tiles as
+ * the kernel, edge tiles as nst__gemm_tile), so C has the packed path's bits for K within one K block. */
+typedef void (*nst__small_fn)(int m, int n, int k, float alpha, const float *a, ptrdiff_t sa, ptrdiff_t sp,
+                              const float *b, ptrdiff_t ldb, float beta, float *c, ptrdiff_t ldc,
+                              const float *bias, int relu);
+static void nst__gemm_tile_store(const float *tile, int nr, float *c, ptrdiff_t ldc, int m, int n, float alpha,
+                                 float beta, const float *bias, int relu);
 
 typedef struct nst__gemm_kernel {
     nst_arch arch;
@@ -1261,6 +1270,7 @@ typedef struct nst__gemm_kernel {
     int wide_nc;                 /* column block of the short-M path (nst__gemm_run), 0 = path off */
     nst__ukr_fn ukr;
     const char *name;
+    nst__small_fn small;         /* the unpacked form of ukr, NULL = none */
     float cost[2];               /* time per computed (padded) flop against the ISA's best kernel, where 512-bit
                                   * ops run whole [0] and split in halves [1] (nst__cpu_info.split512) */
 } nst__gemm_kernel;
@@ -1336,14 +1346,75 @@ static void nst__ukr_4x8_scalar(int k, const float *a, const float *b, float *c,
             }                                                                                              \
         }                                                                                                  \
     }
+/* The unpacked form (nst__small_fn): B's rows read in place, masked past n; rows past m repeat row m-1,
+ * whose sums are dropped. */
+#define NST__SMALL_KLOOP(BLOAD, MR, NV, SET1, FMA)                                                         \
+    for (p = 0; p < k; p++, bp += ldb) {                                                                   \
+        NST__UNROLL for (v = 0; v < NV; v++) bv[v] = BLOAD;                                                \
+        NST__UNROLL for (i = 0; i < MR; i++) {                                                             \
+            av = SET1(ar[i][p * sp]);                                                                      \
+            NST__UNROLL for (v = 0; v < NV; v++) acc[i][v] = FMA(av, bv[v], acc[i][v]);                   \
+        }                                                                                                  \
+    }
+#define NST__SMALL_X86(NAME, TARGET, VT, MT, W, MR, NV, MASK, MLOAD, LOAD, STORE, SET1, ZERO, FMA, MUL, ADD, MAX) \
+    TARGET static void NAME(int m, int n, int k, float alpha, const float *a, ptrdiff_t sa, ptrdiff_t sp,     \
+                            const float *b, ptrdiff_t ldb, float beta, float *c, ptrdiff_t ldc,             \
+                            const float *bias, int relu) {                                                 \
+        int i0, j0, i, v, p;                                                                               \
+        for (j0 = 0; j0 < n; j0 += W * NV) {                                                               \
+            int cols = NST__MIN(W * NV, n - j0);                                                           \
+            MT mk[NV];                                                                                     \
+            NST__UNROLL for (v = 0; v < NV; v++) mk[v] = MASK(cols - W * v);                               \
+            for (i0 = 0; i0 < m; i0 += MR) {                                                               \
+                int rows = NST__MIN(MR, m - i0);                                                           \
+                const float *ar[MR], *bp = b + j0;                                                         \
+                VT acc[MR][NV], bv[NV], av;                                                                \
+                NST__UNROLL for (i = 0; i < MR; i++) {                                                     \
+                    ar[i] = a + (i0 + NST__MIN(i, rows - 1)) * sa;                                         \
+                    NST__UNROLL for (v = 0; v < NV; v++) acc[i][v] = ZERO();                               \
+                }                                                                                          \
+                if (cols == W * NV) { NST__SMALL_KLOOP(LOAD(bp + W * v), MR, NV, SET1, FMA) }              \
+                else { NST__SMALL_KLOOP(MLOAD(mk[v], bp + W * v), MR, NV, SET1, FMA) }                     \
+                if (rows == MR && cols == W * NV) {                                                        \
+                    VT va = SET1(alpha), vb = SET1(beta), z = ZERO();                                      \
+                    NST__UNROLL for (i = 0; i < MR; i++) {                                                 \
+                        VT bi = bias ? SET1(bias[i0 + i]) : z;                                             \
+                        float *cr = c + (i0 + i) * ldc + j0;                                               \
+                        NST__UNROLL for (v = 0; v < NV; v++) {                                             \
+                            VT r = MUL(acc[i][v], va);                                                     \
+                            if (beta != 0.0f) r = FMA(vb, LOAD(cr + W * v), r);                            \
+                            r = ADD(r, bi);                                                                \
+                            if (relu) r = MAX(r, z);                                                       \
+                            STORE(cr + W * v, r);                                                          \
+                        }                                                                                  \
+                    }                                                                                      \
+                } else {                                                                                   \
+                    float tile[MR * W * NV];                                                               \
+                    NST__UNROLL for (i = 0; i < MR; i++)                                                   \
+                        NST__UNROLL for (v = 0; v < NV; v++) STORE(tile + i * W * NV + W * v, acc[i][v]);  \
+                    nst__gemm_tile_store(tile, W * NV, c + i0 * ldc + j0, ldc, rows, cols, alpha, beta,    \
+                                         bias ? bias + i0 : NULL, relu);                                   \
+                }                                                                                          \
+            }                                                                                              \
+        }                                                                                                  \
+    }
+#define NST__MASK8(cnt) _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define NST__MLOAD8(mk, p) _mm256_maskload_ps((p), (mk))
+#define NST__MASK16(cnt) ((__mmask16)((cnt) >= 16 ? 0xFFFFu : (cnt) <= 0 ? 0u : (1u << (cnt)) - 1u))
 #define NST__UKR_AVX2(NAME, MR, NV)                                                                       \
     NST__UKR_X86(NAME, NST__TARGET_AVX2, __m256, 8, MR, NV, _mm256_loadu_ps, _mm256_storeu_ps,            \
                  _mm256_set1_ps, _mm256_setzero_ps, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps,         \
-                 _mm256_max_ps)
+                 _mm256_max_ps)                                                                            \
+    NST__SMALL_X86(NAME##_small, NST__TARGET_AVX2, __m256, __m256i, 8, MR, NV, NST__MASK8, NST__MLOAD8,    \
+                   _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_fmadd_ps,   \
+                   _mm256_mul_ps, _mm256_add_ps, _mm256_max_ps)
 #define NST__UKR_AVX512(NAME, MR, NV)                                                                     \
     NST__UKR_X86(NAME, NST__TARGET_AVX512, __m512, 16, MR, NV, _mm512_loadu_ps, _mm512_storeu_ps,         \
                  _mm512_set1_ps, _mm512_setzero_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps,         \
-                 NST__MAX512)
+                 NST__MAX512)                                                                              \
+    NST__SMALL_X86(NAME##_small, NST__TARGET_AVX512, __m512, __mmask16, 16, MR, NV, NST__MASK16,           \
+                   _mm512_maskz_loadu_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps,               \
+                   _mm512_setzero_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps, NST__MAX512)
 NST__UKR_AVX2(nst__ukr_6x16_avx2, 6, 2)
 NST__UKR_AVX2(nst__ukr_4x24_avx2, 4, 3)   /* the VGG channel counts are multiples of 4, not of 6 */
 #if defined(NST__X86_AVX512)
@@ -1422,14 +1493,14 @@ static void nst__ukr_8x12_neon(int k, const float *a, const float *b, float *c, 
 #endif
 
 static const nst__gemm_kernel nst__gemm_kernels[] = {
-    {NST_ARCH_SCALAR, NST__S_MR, NST__S_NR, 128, 256, 2048, NST__WIDE_NC, nst__ukr_4x8_scalar, "4x8 scalar", {1, 1}},
+    {NST_ARCH_SCALAR, NST__S_MR, NST__S_NR, 128, 256, 2048, NST__WIDE_NC, nst__ukr_4x8_scalar, "4x8 scalar", NULL, {1, 1}},
 #if defined(NST__X86)
-    {NST_ARCH_AVX2, 6, 16, NST__MC / 6 * 6, NST__KC, NST__NC, NST__WIDE_NC, nst__ukr_6x16_avx2, "6x16 avx2+fma", {1, 1}},
-    {NST_ARCH_AVX2, 4, 24, NST__MC / 4 * 4, NST__KC, NST__NC / 24 * 24, NST__WIDE_NC, nst__ukr_4x24_avx2, "4x24 avx2+fma", {1, 1}},
+    {NST_ARCH_AVX2, 6, 16, NST__MC / 6 * 6, NST__KC, NST__NC, NST__WIDE_NC, nst__ukr_6x16_avx2, "6x16 avx2+fma", nst__ukr_6x16_avx2_small, {1, 1}},
+    {NST_ARCH_AVX2, 4, 24, NST__MC / 4 * 4, NST__KC, NST__NC / 24 * 24, NST__WIDE_NC, nst__ukr_4x24_avx2, "4x24 avx2+fma", nst__ukr_4x24_avx2_small, {1, 1}},
 #if defined(NST__X86_AVX512)
     /* short-M path off: the panel-streaming path was measured best on Zen 5; not re-measured since */
     {NST_ARCH_AVX512, NST__AVX512_MR, 16 * NST__AVX512_NV, NST__MC / NST__AVX512_MR * NST__AVX512_MR, NST__KC,
-     NST__NC / (16 * NST__AVX512_NV) * (16 * NST__AVX512_NV), 0, nst__ukr_avx512, "8x48 avx512", {1, 1}},
+     NST__NC / (16 * NST__AVX512_NV) * (16 * NST__AVX512_NV), 0, nst__ukr_avx512, "8x48 avx512", nst__ukr_avx512_small, {1, 1}},
     /* for C 32, 64, 128 .. columns wide, which 48 pads: the costs are the 1-thread time per padded flop
      * against 8 x 48. Zen 4 (KC 256, in-process A/B on shapes all three tile exactly: 480 or 512 rows x
      * 960 x 4608 / 1152 / 576): 12 x 32 0.98-1.00x and 8 x 32 0.97-1.00x 8 x 48's rate (12 x 32 at 0.95-0.97x
@@ -1438,13 +1509,13 @@ static const nst__gemm_kernel nst__gemm_kernels[] = {
      * run whole, Zen 5 measured 146 (12 x 32) and 158 (8 x 32) against 170 GFLOP/s over squares and VGG
      * shapes as the only kernel: the costs there are guesses that leave them only C 64 columns wide. */
     {NST_ARCH_AVX512, 12, 32, NST__MC / 12 * 12, NST__KC, NST__NC / 32 * 32, 0, nst__ukr_12x32_avx512, "12x32 avx512",
-     {1.2f, 1.06f}},
+     nst__ukr_12x32_avx512_small, {1.2f, 1.06f}},
     {NST_ARCH_AVX512, 8, 32, NST__MC / 8 * 8, NST__KC, NST__NC / 32 * 32, 0, nst__ukr_8x32_avx512, "8x32 avx512",
-     {1.3f, 1.04f}},
+     nst__ukr_8x32_avx512_small, {1.3f, 1.04f}},
 #endif
 #endif
 #if defined(NST__NEON)
-    {NST_ARCH_NEON, 8, 12, 128, 256, 2040, NST__WIDE_NC, nst__ukr_8x12_neon, "8x12 neon", {1, 1}},
+    {NST_ARCH_NEON, 8, 12, 128, 256, 2040, NST__WIDE_NC, nst__ukr_8x12_neon, "8x12 neon", NULL, {1, 1}},
 #endif
 };
 
@@ -1541,12 +1612,18 @@ static void nst__gemm_blocking(const nst__gemm_kernel *kt, nst__gemm_blocks *b) 
 static void nst__gemm_tile(const nst__gemm_kernel *kt, int k, const float *a, const float *b, float *c,
                            ptrdiff_t ldc, int m, int n, float alpha, float beta, const float *bias, int relu) {
     float tile[NST__TILE_MAX] NST__ALIGN64;
-    int i, j, nr = kt->nr;
+    int nr = kt->nr;
     if (m == kt->mr && n == nr) {
         kt->ukr(k, a, b, c, ldc, alpha, beta, bias, relu);
         return;
     }
     kt->ukr(k, a, b, tile, nr, 1.0f, 0.0f, NULL, 0);
+    nst__gemm_tile_store(tile, nr, c, ldc, m, n, alpha, beta, bias, relu);
+}
+/* The valid m x n part of a tile (row stride nr) into C, the edge tiles' update. */
+static void nst__gemm_tile_store(const float *tile, int nr, float *c, ptrdiff_t ldc, int m, int n, float alpha,
+                                 float beta, const float *bias, int relu) {
+    int i, j;
     for (i = 0; i < m; i++) {
         float *cr = c + i * ldc, bi = bias ? bias[i] : 0.0f;
         const float *t = tile + i * nr;
@@ -2201,6 +2278,18 @@ static nst_status nst__gemm_check(const char *who, int trans_a, int trans_b, int
     return NST_OK;
 }
 
+/* Small products skip the packing (nst__small_fn): at most NST__SMALL_MNK multiply-adds, which the GEMM
+ * gives one thread anyway (NST__GEMM_MINFLOPS), with K in one K block (the bits stay the packed path's). */
+#ifndef NST__SMALL_MNK
+#define NST__SMALL_MNK (64 * 64 * 64)
+#endif
+static int nst__gemm_small_off;   /* tests only: 1 = always the packed path */
+static int nst__gemm_small_pays(const nst__gemm_kernel *kt, int m, int n, int k) {
+    nst__gemm_blocks bl;
+    if (nst__gemm_small_off || (double)m * n * k > NST__SMALL_MNK) return 0;
+    nst__gemm_blocking(kt, &bl);
+    return k <= bl.kc;
+}
 static nst_status nst__sgemm_fused(int nthreads, int trans_a, int trans_b, int m, int n, int k, float alpha,
                                    const float *a, int lda, const float *b, int ldb, float beta,
                                    float *c, int ldc, const float *bias, int relu) {
@@ -2210,6 +2299,10 @@ static nst_status nst__sgemm_fused(int nthreads, int trans_a, int trans_b, int m
     if (m && n && k && !a) return nst__err(NST_ERR_ARGUMENT, "sgemm: A is NULL");
     memset(&g, 0, sizeof g);
     g.kt = nst__gemm_kernel_pick(nst__cpu_arch(), m, n);
+    if (g.kt->small && !trans_b && m && n && k && alpha != 0.0f && nst__gemm_small_pays(g.kt, m, n, k)) {
+        g.kt->small(m, n, k, alpha, a, trans_a ? 1 : lda, trans_a ? lda : 1, b, ldb, beta, c, ldc, bias, relu);
+        return NST_OK;
+    }
     g.trans_a = trans_a; g.trans_b = trans_b; g.m = m; g.n = n; g.k = k;
     g.alpha = alpha; g.beta = beta; g.a = a; g.b = b; g.lda = lda; g.ldb = ldb; g.c = c; g.ldc = ldc;
     g.bias = bias; g.relu = relu;

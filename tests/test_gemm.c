@@ -368,6 +368,7 @@ static void gemm_shared_a(nst_arch arch) {
     nst__gemm_cache_forced[0] = 8 * 1024;    /* KC 64 or less, MC a few tiles, NC a few hundred columns */
     nst__gemm_cache_forced[1] = 64 * 1024;
     nst__gemm_share_probe = &runs;
+    nst__gemm_small_off = 1;   /* 1 x 700 x 33 would skip the packing */
     for (s = 0; s < (int)(sizeof sz / sizeof sz[0]) && !bad; s++) {
         int m = sz[s][0], n = sz[s][1], k = sz[s][2];
         const nst__gemm_kernel *kt = nst__gemm_kernel_pick(arch, m, n);
@@ -411,6 +412,7 @@ static void gemm_shared_a(nst_arch arch) {
         free(a); free(c); free(c2); free(ref); free(sc);
     }
     nst__gemm_share_probe = NULL;
+    nst__gemm_small_off = 0;
     nst__gemm_cache_forced[0] = nst__gemm_cache_forced[1] = 0;
     CHECK(bad == 0);
     CHECK(runs > 0);
@@ -700,6 +702,46 @@ TEST(caches_avx2) { gemm_caches(NST_ARCH_AVX2); }
 TEST(caches_avx512) { gemm_caches(NST_ARCH_AVX512); }
 TEST(caches_neon) { gemm_caches(NST_ARCH_NEON); }
 
+/* Small products (nst__gemm_small_pays) skip the packing: every SIMD path's result has the packed path's
+ * bits (nst__gemm_small_off forces that one), on shapes around the tiles (1, 7, 13, 17, 33, 64), A plain
+ * and transposed with padded strides, beta 0 and not, with and without bias and ReLU; C's padding
+ * columns untouched. And the dispatch: a small product does skip it (no packing buffer, so no NOMEM). */
+TEST(small_matches_packed) {
+    static const int sz[] = {1, 7, 13, 17, 33, 64};
+    int x, im, in, ik, ta, var, bad = 0, ran = 0;
+    nst__rng rng = {77};
+    for (x = 0; x < NST_T_NARCH; x++) {
+        if (!nst__cpu()->has[nst_t_archs[x]] || !nst__gemm_kernel_for(nst_t_archs[x])->small) continue;
+        CHECK_OK(nst_set_arch(nst_t_archs[x]));
+        for (im = 0; im < 6; im++) for (in = 0; in < 6; in++) for (ik = 0; ik < 6; ik++) for (ta = 0; ta < 2; ta++) {
+            int m = sz[im], n = sz[in], k = sz[ik], lda = (ta ? m : k) + 3, ldb = n + 5, ldc = n + 2;
+            float *a = (float *)malloc(sizeof(float) * (size_t)lda * (ta ? k : m));
+            float *b = (float *)malloc(sizeof(float) * (size_t)ldb * k), bias[64];
+            float *c1 = (float *)malloc(sizeof(float) * (size_t)ldc * m), *c2 = (float *)malloc(sizeof(float) * (size_t)ldc * m);
+            fill(a, (size_t)lda * (ta ? k : m), &rng);
+            fill(b, (size_t)ldb * k, &rng);
+            fill(bias, 64, &rng);
+            for (var = 0; var < 3; var++) {
+                float beta = var == 1 ? 0.75f : 0.0f;
+                const float *bs = var == 2 ? bias : NULL;
+                fill(c1, (size_t)ldc * m, &rng);
+                memcpy(c2, c1, sizeof(float) * (size_t)ldc * m);
+                CHECK(nst__gemm_small_pays(nst__gemm_kernel_pick(nst__cpu_arch(), m, n), m, n, k));
+                CHECK_OK(nst__sgemm_fused(1, ta, 0, m, n, k, -1.25f, a, lda, b, ldb, beta, c1, ldc, bs, var == 2));
+                nst__gemm_small_off = 1;
+                CHECK_OK(nst__sgemm_fused(1, ta, 0, m, n, k, -1.25f, a, lda, b, ldb, beta, c2, ldc, bs, var == 2));
+                nst__gemm_small_off = 0;
+                bad += memcmp(c1, c2, sizeof(float) * (size_t)ldc * m) != 0;
+                ran++;
+            }
+            free(a); free(b); free(c1); free(c2);
+        }
+    }
+    nst_set_arch(NST_ARCH_DEFAULT);
+    if (!ran) SKIP("no SIMD path with small kernels here");
+    CHECK_MSG(bad == 0, "%d of %d small products differ from the packed path", bad, ran);
+}
+
 /* The kernel nst__gemm_kernel_pick takes for a shape must not change C's bits (the same K blocks for all
  * kernels of an ISA): rows 0..63 of a 66-row product (AVX2: 6 x 16) equal the 64-row product (4 x 24),
  * and columns 0..63 of a 96-column one (AVX-512: 8 x 48) the 64-column product (12 x 32), K over
@@ -763,6 +805,7 @@ int main(int argc, char **argv) {
     RUN(fused_and_prepacked);
     RUN(blocking_rule);
     RUN(kernel_choice_keeps_bits);
+    RUN(small_matches_packed);
     RUN(caches_scalar);
     RUN(caches_avx2);
     RUN(caches_avx512);
