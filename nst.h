@@ -1504,14 +1504,17 @@ static const nst__gemm_kernel nst__gemm_kernels[] = {
     /* for C 32, 64, 128 .. columns wide, which 48 pads: the costs are the 1-thread time per padded flop
      * against 8 x 48. Zen 4 (KC 256, in-process A/B on shapes all three tile exactly: 480 or 512 rows x
      * 960 x 4608 / 1152 / 576): 12 x 32 0.98-1.00x and 8 x 32 0.97-1.00x 8 x 48's rate (12 x 32 at 0.95-0.97x
-     * with KC 128, 512 x 1024 x 4608); so there 8 x 32 takes the 64..256 squares (12 x 32: 64^3 +32-35%
-     * over 8 x 48; 8 x 32 a further +19%, 128^3 +5%, 256^3 +2%, 64 x 64 x 262144 +12%). Where 512-bit ops
-     * run whole, Zen 5 measured 146 (12 x 32) and 158 (8 x 32) against 170 GFLOP/s over squares and VGG
-     * shapes as the only kernel: the costs there are guesses that leave them only C 64 columns wide. */
+     * with KC 128, 512 x 1024 x 4608); 8 x 32 forced on the VGG shapes: 0.92 / 0.95 / 0.97 / 1.00 at 64 /
+     * 128 / 256 / 512 rows (less reuse of each B vector), 1.04x and 1.02x on 512^3 and 1024^3 (where 48 pads
+     * 3%). So there 8 x 32 takes the 64..1024 squares and 512 x 1024 x 4608 (+2-3%; 12 x 32 over 8 x 48
+     * on 64^3 +32-35%, 8 x 32 a further +19%, 128^3 +5%, 256^3 +2%, 64 x 64 x 262144 +12%), 8 x 48 the
+     * VGG shapes. Where 512-bit ops run whole, Zen 5 measured 146 (12 x 32) and 158 (8 x 32) against 170
+     * GFLOP/s over squares and VGG shapes as the only kernel: the costs there are guesses that leave them
+     * only C 64 columns wide. */
     {NST_ARCH_AVX512, 12, 32, NST__MC / 12 * 12, NST__KC, NST__NC / 32 * 32, 0, nst__ukr_12x32_avx512, "12x32 avx512",
      nst__ukr_12x32_avx512_small, {1.2f, 1.06f}},
     {NST_ARCH_AVX512, 8, 32, NST__MC / 8 * 8, NST__KC, NST__NC / 32 * 32, 0, nst__ukr_8x32_avx512, "8x32 avx512",
-     nst__ukr_8x32_avx512_small, {1.3f, 1.04f}},
+     nst__ukr_8x32_avx512_small, {1.3f, 1.02f}},
 #endif
 #endif
 #if defined(NST__NEON)
