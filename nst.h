@@ -953,7 +953,8 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller, two dr
  * 512-bit FMA datapath: 48 KiB L1d, 1 MiB L2 per core, shared L3. The FMA loop in bench/bench_gemm.c
  * gives ~111 GFLOP/s per core with 256-bit FMAs and ~223 with 512-bit ones, so AVX-512 is twice AVX2
  * here, unlike Zen 4 where 512-bit ops run as two halves and both peak at ~32 flop/cycle.)
- *   avx512  MR x NR = 8 x 48: 24 zmm accumulators + 3 B vectors + 1 broadcast
+ *   avx512  MR x NR = 8 x 48: 24 zmm accumulators + 3 B vectors + 1 broadcast; 8 x 32 and 12 x 32 where
+ *           48 columns pad C more than their cost outweighs (nst__gemm_kernel_pick, the table's costs)
  *   avx2    MR x NR = 6 x 16: 12 ymm accumulators + 2 B vectors + 1 broadcast (all 16 ymm), or 4 x 24
  *           (12 + 3 + 1), whichever pads C less (nst__gemm_kernel_pick): the VGG channel counts are
  *           multiples of 4 and not of 6, so wide C[64..512][pixels] runs 4 x 24 without an edge tile
@@ -972,7 +973,10 @@ static NST__UNUSED double nst__rng_normal(nst__rng *r) {   /* Box-Muller, two dr
  *   or MC 126, NC 768 (6 x 16) (was 192 / 256 / 1536 everywhere).
  *   Kernel shape: MR = 8 divides every VGG channel count (64..512), so the convolution shapes waste no
  *   rows (14 x 32 computes 70 rows for 64); of 8x48, 6x64, 14x32, 8x32 and 12x32, 8x48 was fastest
- *   (geometric mean over squares and VGG shapes, 1 thread: 170 / 162 / 154 / 158 / 146 GFLOP/s).
+ *   (geometric mean over squares and VGG shapes, 1 thread: 170 / 162 / 154 / 158 / 146 GFLOP/s), so
+ *   8 x 32 and 12 x 32 only join it for narrow C, more of it on Zen 4 where they run as fast per flop.
+ *   Small products (at most 64^3 multiply-adds, K in one block) skip the packing: the same tiles read A
+ *   and B in place (nst__small_fn), with the packed path's bits.
  *   Memory: B usually comes from DRAM (the convolution's im2col matrix); while the kernels run on one
  *   block, the next block's source lines are prefetched a few per kernel call, and when all of M fits
  *   one MC block (C[64][pixels]), B is packed panel by panel right before its kernels (AVX-512; on the
