@@ -1314,6 +1314,23 @@ static void nst__ukr_4x8_scalar(int k, const float *a, const float *b, float *c,
 /* x86 kernels, one template per vector width: MR rows x NV vectors, unrolled by the compiler
  * (NST__UNROLL), the tile in MR*NV registers. */
 #if defined(NST__X86)
+/* A full tile's update of C (row stride ldc) from acc: the one both forms of a kernel do, so the unpacked
+ * form keeps the packed kernel's bits. Uses alpha, beta, relu, ldc, acc, i and v of the enclosing kernel. */
+#define NST__UKR_UPDATE(C0, BIAS0, VT, W, MR, NV, LOAD, STORE, SET1, ZERO, FMA, MUL, ADD, MAX)               \
+    {                                                                                                      \
+        VT va = SET1(alpha), vb = SET1(beta), z = ZERO();                                                  \
+        NST__UNROLL for (i = 0; i < MR; i++) {                                                             \
+            VT bi = (BIAS0) ? SET1((BIAS0)[i]) : z;                                                        \
+            float *cr = (C0) + i * ldc;                                                                    \
+            NST__UNROLL for (v = 0; v < NV; v++) {                                                         \
+                VT r = MUL(acc[i][v], va);                                                                 \
+                if (beta != 0.0f) r = FMA(vb, LOAD(cr + W * v), r);                                        \
+                r = ADD(r, bi);                                                                            \
+                if (relu) r = MAX(r, z);                                                                   \
+                STORE(cr + W * v, r);                                                                      \
+            }                                                                                              \
+        }                                                                                                  \
+    }
 #define NST__UKR_X86(NAME, TARGET, VT, W, MR, NV, LOAD, STORE, SET1, ZERO, FMA, MUL, ADD, MAX)              \
     TARGET static void NAME(int k, const float *a, const float *b, float *c, ptrdiff_t ldc, float alpha,     \
                             float beta, const float *bias, int relu) {                                     \
@@ -1335,20 +1352,7 @@ static void nst__ukr_4x8_scalar(int k, const float *a, const float *b, float *c,
             a += MR;                                                                                       \
             b += W * NV;                                                                                   \
         }                                                                                                  \
-        {                                                                                                  \
-            VT va = SET1(alpha), vb = SET1(beta), z = ZERO();                                              \
-            NST__UNROLL for (i = 0; i < MR; i++) {                                                         \
-                VT bi = bias ? SET1(bias[i]) : z;                                                          \
-                float *cr = c + i * ldc;                                                                   \
-                NST__UNROLL for (v = 0; v < NV; v++) {                                                     \
-                    VT r = MUL(acc[i][v], va);                                                             \
-                    if (beta != 0.0f) r = FMA(vb, LOAD(cr + W * v), r);                                    \
-                    r = ADD(r, bi);                                                                        \
-                    if (relu) r = MAX(r, z);                                                               \
-                    STORE(cr + W * v, r);                                                                  \
-                }                                                                                          \
-            }                                                                                              \
-        }                                                                                                  \
+        NST__UKR_UPDATE(c, bias, VT, W, MR, NV, LOAD, STORE, SET1, ZERO, FMA, MUL, ADD, MAX)               \
     }
 /* The unpacked form (nst__small_fn): B's rows read in place, masked past n; rows past m repeat row m-1,
  * whose sums are dropped. */
@@ -1380,18 +1384,9 @@ static void nst__ukr_4x8_scalar(int k, const float *a, const float *b, float *c,
                 if (cols == W * NV) { NST__SMALL_KLOOP(LOAD(bp + W * v), MR, NV, SET1, FMA) }              \
                 else { NST__SMALL_KLOOP(MLOAD(mk[v], bp + W * v), MR, NV, SET1, FMA) }                     \
                 if (rows == MR && cols == W * NV) {                                                        \
-                    VT va = SET1(alpha), vb = SET1(beta), z = ZERO();                                      \
-                    NST__UNROLL for (i = 0; i < MR; i++) {                                                 \
-                        VT bi = bias ? SET1(bias[i0 + i]) : z;                                             \
-                        float *cr = c + (i0 + i) * ldc + j0;                                               \
-                        NST__UNROLL for (v = 0; v < NV; v++) {                                             \
-                            VT r = MUL(acc[i][v], va);                                                     \
-                            if (beta != 0.0f) r = FMA(vb, LOAD(cr + W * v), r);                            \
-                            r = ADD(r, bi);                                                                \
-                            if (relu) r = MAX(r, z);                                                       \
-                            STORE(cr + W * v, r);                                                          \
-                        }                                                                                  \
-                    }                                                                                      \
+                    float *c0 = c + i0 * ldc + j0;                                                         \
+                    const float *b0 = bias ? bias + i0 : NULL;                                             \
+                    NST__UKR_UPDATE(c0, b0, VT, W, MR, NV, LOAD, STORE, SET1, ZERO, FMA, MUL, ADD, MAX)    \
                 } else {                                                                                   \
                     float tile[MR * W * NV];                                                               \
                     NST__UNROLL for (i = 0; i < MR; i++)                                                   \

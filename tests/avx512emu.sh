@@ -27,6 +27,7 @@ go() {   # go LABEL NAME [filter]: one run, its output (and time) into build/emu
 }
 # label, source, filter (a test's name must contain it)
 runs=("gemm test_gemm avx512" "gemm_syrk test_gemm syrk" "gemm_gram test_gemm gram_rows"
+      "gemm_small test_gemm small_matches" "gemm_choice test_gemm kernel_choice"
       "conv test_conv avx512" "conv_vgg test_conv vgg_shapes" "conv_small test_conv small_maps"
       "conv_pool test_conv pooling" "core test_core objective_gradient_matches"
       "features test_features reflection_" "iter_pool test_iter pool_mask" "iter_relu test_iter relu_masks"
