@@ -1859,36 +1859,44 @@ static void nst__gemm_pack_b(const nst__gemm_job *g, float *dst, int j0, int ncu
 
 /* Software prefetch of the next B block's source while the kernels run on the current one: the block
  * is packed from memory (usually DRAM) right after, and a few lines issued per kernel call keep the
- * memory system busy in the background instead of stalling the packing loop later. */
+ * memory system busy in the background instead of stalling the packing loop later. nst__gram_rows uses
+ * the same cursor for its next sub-block. */
 typedef struct nst__pf_cursor {
     const char *base;
     size_t stride;           /* bytes between source rows */
     int rows, lines, row, line, per_call;
+    int hot;                 /* prefetch to L1 (locality 3) instead of L2 (2); see nst__gram_rows */
 } nst__pf_cursor;
 
-static void nst__pf_setup(nst__pf_cursor *pf, const nst__gemm_job *g, int jc, int ncur, int pc, int kcur, int calls) {
+/* rows of n floats from base, stride floats apart, spread over `calls` steps; n <= 0: nothing */
+static void nst__pf_init(nst__pf_cursor *pf, const float *base, size_t stride, int rows, int n, int calls, int hot) {
     size_t total;
     memset(pf, 0, sizeof *pf);
-    if (ncur <= 0 || kcur <= 0) return;
-    if (g->trans_b) {   /* B is n x k: ncur rows of kcur floats */
-        pf->base = (const char *)(g->b + (size_t)jc * g->ldb + pc);
-        pf->rows = ncur;
-        pf->lines = (kcur * (int)sizeof(float) + 63) / 64;
-    } else {            /* B is k x n: kcur rows of ncur floats */
-        pf->base = (const char *)(g->b + (size_t)pc * g->ldb + jc);
-        pf->rows = kcur;
-        pf->lines = (ncur * (int)sizeof(float) + 63) / 64;
-    }
-    pf->stride = (size_t)g->ldb * sizeof(float);
+    if (rows <= 0 || n <= 0) return;
+    pf->base = (const char *)base;
+    pf->stride = stride * sizeof(float);
+    pf->rows = rows;
+    pf->lines = (int)((((uintptr_t)base & 63) + (size_t)n * sizeof(float) + 63) / 64);
+    pf->hot = hot;
     total = (size_t)pf->rows * pf->lines;
     pf->per_call = (int)((total + (size_t)calls - 1) / (size_t)NST__MAX(calls, 1));
+}
+
+static void nst__pf_setup(nst__pf_cursor *pf, const nst__gemm_job *g, int jc, int ncur, int pc, int kcur, int calls) {
+    if (ncur <= 0 || kcur <= 0) { memset(pf, 0, sizeof *pf); return; }
+    if (g->trans_b)   /* B is n x k: ncur rows of kcur floats */
+        nst__pf_init(pf, g->b + (size_t)jc * g->ldb + pc, (size_t)g->ldb, ncur, kcur, calls, 0);
+    else              /* B is k x n: kcur rows of ncur floats */
+        nst__pf_init(pf, g->b + (size_t)pc * g->ldb + jc, (size_t)g->ldb, kcur, ncur, calls, 0);
 }
 
 static void nst__pf_step(nst__pf_cursor *pf) {
 #if defined(__GNUC__) || defined(__clang__)
     int q;
     for (q = 0; q < pf->per_call && pf->row < pf->rows; q++) {
-        __builtin_prefetch(pf->base + pf->row * pf->stride + (size_t)pf->line * 64, 0, 2);
+        const char *p = pf->base + pf->row * pf->stride + (size_t)pf->line * 64;
+        if (pf->hot) __builtin_prefetch(p, 0, 3);
+        else __builtin_prefetch(p, 0, 2);
         if (++pf->line == pf->lines) { pf->line = 0; pf->row++; }
     }
 #else
@@ -2376,9 +2384,17 @@ static NST__UNUSED nst_status nst__ssyrk_ex(int nthreads, int n, int k, float al
  * the copy is ~4.5 ms of ~18 and runs at ~15 GB/s, the rate of a plain row-by-row memcpy; copying the
  * next sub-block between the block calls (with or without software prefetch 4 calls ahead) or inside
  * the kernel's loop (8 floats a step) ran 5-25% slower than copying before the sub-block, and
- * prefetching the next sub-block during the compute gained 0-3%, within the noise: left out. 128 KiB
+ * prefetching the next sub-block during the compute gained 0-3%, within the noise. 128 KiB
  * sub-blocks at 64 rows (512 floats, not 1024) ran 17.4-18.3 ms against 18.8-19.9; the 4 x 3 kernel
- * ran 95-96 GFLOP/s of products with its inner rows from L2 against the 3 x 3's 88-92. */
+ * ran 95-96 GFLOP/s of products with its inner rows from L2 against the 3 x 3's 88-92.
+ * Zen 4 (2026-12-02, /tmp-style ab_gemm A/B, best of 15): there the copy alone took as long as the
+ * products alone (64 x 262144, 1 thread: 117 and 103 GFLOP/s-equivalents when the other was skipped,
+ * 57 together: ~7 GB/s a thread, latency-bound, the 2 KiB rows too short for the hardware prefetchers),
+ * so the next sub-block of the chunk is now prefetched into L1 (locality 3) a few lines per block call
+ * (nst__pf_step): 1.24-1.34x at 64 rows on 1 and 2 threads, 1.12-1.18x at 128, 1.00-1.07x at 256;
+ * into L2 (locality 2, as the GEMM's B) it gained nothing, nor did prefetching the whole of it in the
+ * first half of the calls (1.06-1.08x), copying it between the calls from the prefetched lines
+ * (1.11-1.24x) or 2x / 4x longer sub-blocks (1.0-1.06x). */
 #define NST__GRAM_MAX_CHUNKS 8
 #define NST__GRAM_ACC 96   /* floats of lane sums per block: 4 x 3 products x 8 lanes */
 #ifndef NST__GRAM_ROWS_MAX_N   /* rows up to which the Grams take this path (0: never; for comparisons) */
@@ -2569,6 +2585,11 @@ static nst_status nst__gram_rows(nst__gram_block_fn blk, int nthreads, int n, in
             for (sb = ch * spc; sb < NST__MIN(nsub, (ch + 1) * spc); sb++) {
                 size_t k0 = (size_t)sb * kc;
                 int len = NST__MIN(kc, k - (int)k0);
+                nst__pf_cursor pf;   /* the next sub-block of the chunk, spread over this one's block calls */
+                if (sb + 1 < NST__MIN(nsub, (ch + 1) * spc))
+                    nst__pf_init(&pf, a + k0 + kc, (size_t)lda, n, NST__MIN(kc, k - (int)k0 - kc), (int)nblk, 1);
+                else
+                    nst__pf_init(&pf, a, 0, 0, 0, 1, 1);
                 for (x = 0; x < n; x++) memcpy(rows + (size_t)x * ldb, a + (size_t)x * lda + k0, sizeof(float) * (size_t)len);
                 for (bi = 0, l = acc; bi < nbo; bi++) {
                     const float *r[4];
@@ -2577,6 +2598,7 @@ static nst_status nst__gram_rows(nst__gram_block_fn blk, int nthreads, int n, in
                     for (bj = 0; bj < nin; bj++, l += NST__GRAM_ACC) {
                         const float *s[3];
                         for (y = 0; y < 3; y++) s[y] = rows + (size_t)NST__MIN(3 * bj + y, n - 1) * ldb;
+                        nst__pf_step(&pf);
                         blk(r, s, len, l);
                     }
                 }
