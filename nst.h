@@ -8305,6 +8305,16 @@ static void nst__lg_copy_rows(int nr, int nsub, const nst__lg_args *a, size_t s,
     size_t ju = s * (size_t)nr * nsub + (size_t)u * nr;
     int n = ju >= a->hw ? 0 : (int)NST__MIN((size_t)nr, a->hw - ju);
     float *dst = fs + (size_t)u * a->c * nr;
+    if (n == nr) {   /* whole pieces at the tiles' widths: constant-size copies, a few vector moves each instead
+                      * of a memcpy call (Zen 4, 2 threads, bench_lossgrad: relu1_1 14.1-14.3 -> 13.4-13.6 ms) */
+        switch (nr) {
+#define NST__LG_COPY(NR) \
+        case NR: for (k = r0; k < r1; k++) memcpy(dst + (size_t)k * NR, a->feat + (size_t)k * a->hw + ju, NR * sizeof(float)); return;
+        NST__LG_COPY(12) NST__LG_COPY(24) NST__LG_COPY(48)
+#undef NST__LG_COPY
+        default: break;
+        }
+    }
     for (k = r0; k < r1; k++) {
         if (n) memcpy(dst + (size_t)k * nr, a->feat + (size_t)k * a->hw + ju, (size_t)n * sizeof(float));
         if (n < nr) memset(dst + (size_t)k * nr + n, 0, (size_t)(nr - n) * sizeof(float));
