@@ -7719,7 +7719,7 @@ static void nst__mask_features(float *fm, const float *feat, const float *mask, 
 static nst_status nst__masked_style_eval(nst_objective *o, int k, const float *feat, float *fm, double *loss) {
     const nst__style_layer *s = &o->style[k];
     const nst__net *n = &o->net;
-    size_t hw = (size_t)n->h_[s->layer] * n->w_[s->layer], cc = (size_t)s->c * s->c, i;
+    size_t hw = (size_t)n->h_[s->layer] * n->w_[s->layer], cc = (size_t)s->c * s->c;
     int j;
     nst_status st;
     *loss = 0;
@@ -7733,7 +7733,7 @@ static nst_status nst__masked_style_eval(nst_objective *o, int k, const float *f
         if ((st = nst__ssyrk_ex(o->nthreads, s->c, (int)hw, 1.0f / (float)((double)s->c * o->mz[k][j]), fm, (int)hw,
                                 gj, s->c)) != NST_OK)
             return st;
-        for (i = 0; i < cc; i++) { double d = (double)gj[i] - aj[i]; acc += d * d; }
+        acc = nst__sqdist(gj, aj, cc, o->nthreads);
         *loss += s->weight * o->mfrac[k][j] * acc / (double)cc;
     }
     memcpy(s->gram, o->mgram[k], cc * sizeof(float));   /* nst_objective_gram: the first style's */
@@ -8352,6 +8352,10 @@ static nst_status nst__lossgrad_onepass(const nst__lg_kernel *kt, const nst__lg_
         nst__aligned_free(dp); nst__aligned_free(buf);
         return nst__err(NST_ERR_NOMEM, "style gradient: out of memory");
     }
+    /* threaded: at c = 512 the pack is 1 MiB, ~0.3 ms of one thread */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static) private(k, r) if (c >= 256)
+#endif
     for (p = 0; p < np; p++)
         for (k = 0; k < c; k++)
             for (r = 0; r < mr; r++) {
@@ -8436,11 +8440,21 @@ static void nst__content_run(float *NST__RESTRICT g, const float *NST__RESTRICT 
     for (; i < n; i++) g[i] += sc * (f[i] - p[i]);
 }
 
+/* d = (add ? d : 0) + sc (g - t), n elements; threaded from 256 x 256 on (0.2-0.3 ms of one thread there) */
+static void nst__style_diff(float *d, const float *g, const float *t, float sc, size_t n, int add, int nthreads) {
+    long i, nn = (long)n;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nst__resolve_threads(nthreads)) schedule(static) if (n >= 65536)
+#endif
+    for (i = 0; i < nn; i++) d[i] = (add ? d[i] : 0.0f) + sc * (g[i] - t[i]);
+    (void)nthreads;
+}
+
 static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, const float *feat, float *g) {
     const nst__net *n = &o->net;
     int c = n->c_[layer], k, relu = nst__layer_type(layer) == NST__L_RELU, simd = nst__simd_avx2(), styled = 0;
     int shared = c >= 256, failed = 0, forced = nst__arch_forced;
-    size_t hw = (size_t)n->h_[layer] * n->w_[layer], cc = (size_t)c * c, i, nb;
+    size_t hw = (size_t)n->h_[layer] * n->w_[layer], cc = (size_t)c * c, nb;
     long nblk, b;
     float content_sc[NST__MAX_LOSS_LAYERS], *d = NULL;
     double el = (double)c * hw;
@@ -8457,7 +8471,7 @@ static nst_status nst__objective_lossgrad_fused(nst_objective *o, int layer, con
         sc = (float)(coef * 4.0 / ((double)cc * el));
         if (!d && !(d = (float *)nst__aligned_alloc(cc * sizeof(float))))
             return nst__err(NST_ERR_NOMEM, "style gradient: out of memory for %d x %d floats", c, c);
-        for (i = 0; i < cc; i++) d[i] = (styled ? d[i] : 0.0f) + sc * (s->gram[i] - s->target[i]);
+        nst__style_diff(d, s->gram, s->target, sc, cc, styled, n->nthreads);
         styled = 1;
     }
     if (styled && c <= NST__LG_CMAX && (kt = nst__lg_kernel_pick()) != NULL) {
@@ -8582,7 +8596,7 @@ static nst_status nst__objective_lossgrad(void *ctx, int layer, const float *fea
 static nst_status nst__objective_hook(void *ctx, int layer, const float *feat, float *scratch) {
     nst_objective *o = (nst_objective *)ctx;
     const nst__net *n = &o->net;
-    size_t hw = (size_t)n->h_[layer] * n->w_[layer], el = (size_t)n->c_[layer] * hw, i;
+    size_t hw = (size_t)n->h_[layer] * n->w_[layer], el = (size_t)n->c_[layer] * hw;
     double tp = nst__prof_now(n);
     nst_status st;
     int k;
@@ -8602,7 +8616,7 @@ static nst_status nst__objective_hook(void *ctx, int layer, const float *feat, f
             continue;
         }
         if ((st = nst__gram(s->gram, feat, s->c, hw, o->nthreads)) != NST_OK) return st;
-        for (i = 0; i < cc; i++) { double d = (double)s->gram[i] - s->target[i]; acc += d * d; }
+        acc = nst__sqdist(s->gram, s->target, cc, o->nthreads);
         o->acc.style_raw += s->weight * acc / (double)cc;
         tp = nst__prof(n, NST__PROF_GRAM + layer, tp);
     }
@@ -9419,23 +9433,16 @@ static nst_status nst__objective_eval_tiled(nst_objective *o, const float *pixel
         for (jm = 0; jm < o->nmask; jm++) {
             const float *gj = o->mgram[k] + (size_t)jm * cc, *aj = o->mtarget[k] + (size_t)jm * cc;
             float *dj = T->diff[k] + (size_t)jm * cc;
-            acc = 0;
-            for (j = 0; j < cc; j++) {
-                double d = (double)gj[j] - aj[j];
-                acc += d * d;
-                dj[j] = gj[j] - aj[j];
-            }
+            acc = nst__sqdist(gj, aj, cc, o->nthreads);
+            for (j = 0; j < cc; j++) dj[j] = gj[j] - aj[j];
             if (o->mz[k][jm] > 0) L.style_raw += s->weight * o->mfrac[k][jm] * acc / (double)cc;
         }
         if (o->nmask) {
             memcpy(s->gram, o->mgram[k], cc * sizeof(float));   /* nst_objective_gram: the first style's */
             continue;
         }
-        for (j = 0; j < cc; j++) {
-            double d = (double)s->gram[j] - s->target[j];
-            acc += d * d;
-            T->diff[k][j] = s->gram[j] - s->target[j];
-        }
+        acc = nst__sqdist(s->gram, s->target, cc, o->nthreads);
+        for (j = 0; j < cc; j++) T->diff[k][j] = s->gram[j] - s->target[j];
         L.style_raw += s->weight * acc / (double)cc;
     }
     if (grad) {
