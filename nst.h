@@ -5099,6 +5099,11 @@ static const nst__conv_kernels nst__conv_table[] = {
     {NST_ARCH_AVX512, "avx512 wino 6x64", 6, 16, NST__WINO_NT, NST__WINO_CB, 16, 66, nst__wino_filters_avx512_entry,
      nst__wino_in_avx512, nst__wino_gemm_avx512, nst__wino_out_avx512, 6, 64, 0, nst__direct_avx512, NULL,
      nst__pool_fwd_avx512, nst__pool_bwd_avx512},
+    /* Zen 4 (nst__cpu_info.split512): the same Winograd kernels, conv1_1 by AVX2's packed-rows direct
+     * kernel in both directions (nst__conv_kernels_for) */
+    {NST_ARCH_AVX512, "avx512 wino 6x64, avx2 direct rows", 6, 16, NST__WINO_NT, NST__WINO_CB, 16, 66,
+     nst__wino_filters_avx512_entry, nst__wino_in_avx512, nst__wino_gemm_avx512, nst__wino_out_avx512, 6, 32, 3, NULL,
+     nst__direct_rows_avx2, nst__pool_fwd_avx512, nst__pool_bwd_avx512},
 #endif
 #if defined(NST__NEON)
     /* NEON (32 q registers): a 6 x 16 GEMM tile, 24 accumulators, with u k-major inside each block of 6
@@ -5111,12 +5116,21 @@ static const nst__conv_kernels nst__conv_table[] = {
 #endif
 };
 
+/* The first row of the ISA, or on Zen 4 the AVX-512 row after it. Zen 4 (512-bit ops split), conv1_1 at
+ * 512 px, `bench_conv --layer conv1_1` default against --arch avx2 alternated: the AVX-512 direct kernel
+ * forward 8.4-12.3 ms on 2 threads against AVX2's packed rows' 6.7-7.1 (13.9-16.9 against 10.6-13.6 on
+ * one), Winograd backward 8.9-10.0 against 7.4-8.7 for the direct rows (16.2-19.9 / 13.9-16.5). */
 static const nst__conv_kernels *nst__conv_kernels_for(nst_arch a) {
     size_t i;
     if (a == NST_ARCH_DEFAULT) a = nst__cpu_arch();
     if ((int)a < NST_ARCH_SCALAR || (int)a > NST_ARCH_NEON || !nst__cpu()->has[a]) a = NST_ARCH_SCALAR;
     for (i = 0; i < sizeof nst__conv_table / sizeof nst__conv_table[0]; i++)
-        if (nst__conv_table[i].arch == a) return &nst__conv_table[i];
+        if (nst__conv_table[i].arch == a) {
+#if defined(NST__X86_AVX512)
+            if (a == NST_ARCH_AVX512 && nst__cpu()->split512) return &nst__conv_table[i + 1];
+#endif
+            return &nst__conv_table[i];
+        }
     return &nst__conv_table[0];
 }
 
