@@ -1053,7 +1053,8 @@ typedef struct nst__cpu_info {
     int l1d, l2;          /* data cache bytes per core (CPUID leaf 4 / 0x8000001D), 0 = unknown */
     int split512;         /* 512-bit ops run as two 256-bit halves (AMD family 19h: Zen 4), so AVX-512
                            * peaks where AVX2 does and some kernels keep AVX2's shape (nst__lg_kernel_pick,
-                           * nst__gram_block_for, the GEMM kernel costs) */
+                           * nst__gram_block_for, the GEMM kernel costs, nst__conv_kernels_for's
+                           * conv1_1) */
     char desc[200];       /* "AMD EPYC ...: avx2 fma avx512f ..." */
 } nst__cpu_info;
 
