@@ -3048,8 +3048,8 @@ static float nst__conv_tap(const nst__conv_plan *p, int d, int o, int i, int t) 
  * 64 -> 3) a path whose direct kernel reads packed rows (AVX2) takes it: Winograd's 6-row GEMM tile
  * spends half its work on zero filters there and its input transform of 64 channels dominates (Zen 3,
  * 512 px, bench_conv --layer conv1_1 --cpu alternated on a loaded host: 19-23 ms against 24-30 on one
- * thread, 10.5-14.6 against 14-15 on two). The AVX-512 and NEON rows keep Winograd for it (unmeasured
- * there; the AVX2 kernel would run on AVX-512 CPUs if their row pointed at it). */
+ * thread, 10.5-14.6 against 14-15 on two). Zen 4's AVX-512 row points at that kernel too (measured, see
+ * nst__conv_kernels_for); the other AVX-512 row and NEON keep Winograd for it (unmeasured there). */
 static int nst__conv_choose(const nst__conv_kernels *k, int kin, int kout) {
     return kin < 8 || ((k->direct || k->direct_rows) && kout <= k->dkout) ? NST__CONV_DIRECT : NST__CONV_WINO;
 }
