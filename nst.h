@@ -2348,7 +2348,7 @@ static NST__UNUSED nst_status nst__ssyrk_ex(int nthreads, int n, int k, float al
                                             float *c, int ldc) {
     nst__gemm_job g;
     nst__gram_block_fn blk;
-    int i, j;
+    int i;
     nst_status s = nst__gemm_check("ssyrk", 0, 1, n, n, k, a, lda, a, lda, c, ldc);
     if (s) return s;
     if (n > 0 && k > 0 && (blk = nst__gram_block_for(nst__cpu_arch())) != NULL && nst__gram_rows_pay(n, k))
@@ -2359,8 +2359,17 @@ static NST__UNUSED nst_status nst__ssyrk_ex(int nthreads, int n, int k, float al
     g.a = a; g.b = a; g.lda = lda; g.ldb = lda; g.c = c; g.ldc = ldc; g.lower = 1;
     s = nst__gemm_run(&g, nthreads);
     if (s) return s;
-    for (i = 0; i < n; i++)
-        for (j = i + 1; j < n; j++) c[(size_t)i * ldc + j] = c[(size_t)j * ldc + i];
+    /* the upper triangle from the lower in 32 x 32 blocks (row by row, the column reads walked 512 lines
+     * for each row at n = 512), threaded over block rows: ~0.3 ms of one thread at 512 rows before */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nst__resolve_threads(nthreads)) schedule(dynamic, 1) if (n >= 256)
+#endif
+    for (i = 0; i < n; i += 32) {
+        int jb, ii, jj;
+        for (jb = i; jb < n; jb += 32)
+            for (ii = i; ii < NST__MIN(n, i + 32); ii++)
+                for (jj = NST__MAX(jb, ii + 1); jj < NST__MIN(n, jb + 32); jj++) c[(size_t)ii * ldc + jj] = c[(size_t)jj * ldc + ii];
+    }
     return NST_OK;
 }
 
