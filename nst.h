@@ -3365,6 +3365,17 @@ static int nst__wino_nt(const nst__conv_kernels *k, int kin, int tiles, int nthr
         cap = NST__MIN(cap, NST__MAX(c, (32 + k->nr - 1) / k->nr * k->nr));
     }
     per = (per + k->nr - 1) / k->nr * k->nr;
+    if (per > cap && tiles % cap && tiles % cap <= cap / 4) {
+        /* A last block of at most a quarter of the others is folded into them (up to 1.25 cap + nr tiles a
+         * block): each block streams all of the layer's transformed filters (37.7 MB at 512 x 512), which a
+         * handful of tiles cannot pay for. Zen 4, AVX-512, `bench_conv --layer conv4_2,conv3_2`, the old
+         * build alternated 3 times: conv4_2 at 384 px (144 tiles: 64 + 64 + 16 -> 80 + 64) 22.4-23.7 ->
+         * 18.8-21.6 ms on 2 threads, at 448 px (196: 64 x 3 + 4 -> 80 + 80 + 36) 50.2-52.8 -> 47.5-50.7 on 1
+         * (CPU time), conv3_2 at 448 (784 tiles) 46.4-50.6 -> 45.3-49. Same bits: a tile's sums do not
+         * depend on its block. */
+        int nb = tiles / cap;
+        return ((tiles + nb - 1) / nb + k->nr - 1) / k->nr * k->nr;
+    }
     return per < cap ? per : cap;
 }
 static size_t nst__wino_rstride(const nst__conv_kernels *k, int nt) {
@@ -3448,6 +3459,7 @@ static void nst__wino_in_scalar(float *v, size_t estride, const float *rows, siz
 /* Scalar transform-domain GEMM: m[r][0..n) = sum_k u[r][k] * v[k][..], r < 6 (u rows kk apart), n <= 64. */
 static void nst__wino_gemm_scalar(int n, int kk, const float *u, const float *v, size_t ldv, float *m, size_t ldm) {
     int r, k, j;
+    for (; n > 64; n -= 64, v += 64, m += 64) nst__wino_gemm_scalar(64, kk, u, v, ldv, m, ldm);   /* merged blocks */
     for (r = 0; r < 6; r++) {
         float acc[64];
         for (j = 0; j < n; j++) acc[j] = 0.0f;
@@ -3577,6 +3589,7 @@ NST__WK_DEF(4)
 #undef NST__WK_ST
 static NST__TARGET_AVX512 void nst__wino_gemm_avx512(int n, int kk, const float *u, const float *v, size_t ldv,
                                                      float *m, size_t ldm) {
+    for (; n > 64; n -= 64, v += 64, m += 64) nst__wino_gemm4_avx512(kk, u, v, ldv, m, ldm);   /* merged blocks */
     switch (n / 16) {
     case 1: nst__wino_gemm1_avx512(kk, u, v, ldv, m, ldm); break;
     case 2: nst__wino_gemm2_avx512(kk, u, v, ldv, m, ldm); break;

@@ -292,6 +292,30 @@ TEST(winograd_block_follows_l2) {
     nst__free(wt); nst__free(b); nst__free(x); nst__free(dy);
 }
 
+/* A last block of at most a quarter of the others is folded into them (nst__wino_nt): 9 x 8 tiles on one
+ * thread run as one block of 72 (80 on 16-column paths) instead of 64 + 8, on two as 48 + 24. Every path
+ * against the reference, and (check_layer) the same bytes on 1, 2 and 3 threads, so across the block sizes. */
+TEST(winograd_small_last_block_merged) {
+    enum { CIN = 40, COUT = 24, H = 36, W = 32 };
+    int ai;
+    nst__gemm_cache_forced[0] = 32 * 1024;
+    nst__gemm_cache_forced[1] = 1 << 30;
+    for (ai = -1; ai < (int)(sizeof simd_archs / sizeof simd_archs[0]); ai++) {
+        nst_arch a = ai < 0 ? NST_ARCH_SCALAR : simd_archs[ai];
+        const nst__conv_kernels *k = nst__conv_kernels_for(a);
+        int tiles = ((H + 3) / 4) * ((W + 3) / 4), nt1, nt2;
+        double e;
+        if (!have(a)) continue;
+        nt1 = nst__wino_nt(k, CIN, tiles, 1);
+        nt2 = nst__wino_nt(k, CIN, tiles, 2);
+        CHECK_MSG(nt1 >= tiles && nt1 > k->nt && nt2 <= k->nt, "%s: %d tiles in blocks of %d (1 thread), %d (2)",
+                  k->name, tiles, nt1, nt2);
+        e = check_layer(CIN, COUT, H, W, 1, NST__CONV_WINO, a);
+        CHECK_MSG(e <= 2e-4, "%s: error %.3g", k->name, e);
+    }
+    nst__gemm_cache_forced[0] = nst__gemm_cache_forced[1] = 0;
+}
+
 /* Eight 32->32 ReLU layers (forward), then eight backward layers through the same stack: the
  * Winograd error relative to the reference chain must stay bounded, not compound. */
 static void chain(nst_arch arch) {
@@ -439,6 +463,7 @@ int main(int argc, char **argv) {
     RUN(direct_neon_matches_reference);
     RUN(winograd_neon_matches_reference);
     RUN(vgg_shapes_auto_path);
+    RUN(winograd_small_last_block_merged);
     RUN(winograd_in_place_rows);
     RUN(winograd_streamed_planes);
     RUN(winograd_block_follows_l2);
