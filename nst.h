@@ -2989,6 +2989,7 @@ NSTDEF nst_status nst_gram(float *g, const float *f, int c, int hw, float scale)
 enum { NST__CONV_AUTO = 0, NST__CONV_DIRECT = 1, NST__CONV_WINO = 2 };
 #define NST__WINO_NT 64   /* tiles per block (multiple of 16): scalar and AVX-512 entries */
 #define NST__WINO_CB 48   /* output channels per chunk (multiple of 6): scalar and AVX-512 entries */
+#define NST__WINO_STREAM_PLANE ((size_t)512 * 512)   /* output planes written non-temporally (nst__wino_out_avx2) */
 
 struct nst__conv_plan;
 struct nst__conv_dir;
@@ -3606,6 +3607,7 @@ static NST__TARGET_AVX512 void nst__wino_out_avx512(float *out, int h, int w, in
     const __m512i q_b = _mm512_add_epi32(q_a, _mm512_set1_epi32(8));
     const __m512 c2 = _mm512_set1_ps(2), c4 = _mm512_set1_ps(4), c8 = _mm512_set1_ps(8);
     const __m512 vb = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();
+    const int nt = (size_t)h * w >= NST__WINO_STREAM_PLANE;   /* as the AVX2 transform: see there */
     int g;
     for (g = 0; 16 * g < len; g++) {
         __m512 t[4][6];
@@ -3650,11 +3652,13 @@ static NST__TARGET_AVX512 void nst__wino_out_avx512(float *out, int h, int w, in
                     : qq == 1 ? _mm512_permutex2var_ps(l01, q_b, l23)
                     : qq == 2 ? _mm512_permutex2var_ps(h01, q_a, h23)
                               : _mm512_permutex2var_ps(h01, q_b, h23);
-                if (cnt >= 16) _mm512_storeu_ps(o + 16 * qq, val);
+                if (cnt >= 16 && nt && !((uintptr_t)(o + 16 * qq) & 63)) _mm512_stream_ps(o + 16 * qq, val);
+                else if (cnt >= 16) _mm512_storeu_ps(o + 16 * qq, val);
                 else _mm512_mask_storeu_ps(o + 16 * qq, (__mmask16)((1u << cnt) - 1), val);
             }
         }
     }
+    if (nt) _mm_sfence();
 }
 #endif
 
@@ -4730,9 +4734,10 @@ static NST__TARGET_AVX2 void nst__wino_gemm_avx2(int n, int kk, const float *u, 
  * that host's run-to-run spread (bench_nst 2085..2406 ms either way). Not kept: a prefetchw of the next
  * plane's rows (no gain); streaming 256 x 256 planes too (conv2_x, 16-32 MiB outputs): no difference
  * resolved in bench_conv or the evaluation (3 pairs), and a consumer reading such an output next can
- * lose its L3 hits.
+ * lose its L3 hits. The AVX-512 output transform streams by the same rule (Zen 4, 2026-12-02, `bench_conv
+ * --size 512 --cpu --reps 5 --layer conv1_2`, 1 thread, 3 pairs: fwd/bwd 68.0-75.5/68.0-76.7 -> 62.7-63.8/
+ * 62.5-66.3 ms; the evaluation, 3 pairs on 2 threads, 0.71-0.73 against 0.69-0.77 s: not resolved).
  * The fence makes the weakly ordered stores visible before the block's threads join. */
-#define NST__WINO_STREAM_PLANE ((size_t)512 * 512)
 static NST__TARGET_AVX2 void nst__wino_out_avx2(float *out, int h, int w, int ty, int tx, int len, const float *m,
                                                 size_t estride, float bias, int relu) {
     const __m256 c2 = _mm256_set1_ps(2), c4 = _mm256_set1_ps(4), c8 = _mm256_set1_ps(8);

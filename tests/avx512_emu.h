@@ -132,6 +132,8 @@ static inline __mmask16 nst_emu_cmp_ps_mask(nst_emu_ps a, nst_emu_ps b, int pred
 #define _mm512_loadu_ps nst_emu_loadu_ps
 #undef _mm512_storeu_ps
 #define _mm512_storeu_ps nst_emu_storeu_ps
+#undef _mm512_stream_ps   /* the same values; the cache hint does not matter here */
+#define _mm512_stream_ps nst_emu_storeu_ps
 #undef _mm512_maskz_loadu_ps
 #define _mm512_maskz_loadu_ps nst_emu_maskz_loadu_ps
 #undef _mm512_mask_storeu_ps
