@@ -3026,6 +3026,7 @@ typedef struct nst__conv_kernels {
     /* 2x2 stride-2 pooling of channel ch (bit-identical to the reference); NULL = the reference */
     void (*pool_fwd)(float *out, const float *in, int ch, int h, int w, int avg);
     void (*pool_bwd)(float *din, const float *dout, const float *in, int ch, int h, int w, int avg);
+    int split512;  /* 1: the row for CPUs whose 512-bit ops run as two halves (nst__cpu_info.split512) */
 } nst__conv_kernels;
 
 /* One direction: a 3x3 convolution from kin to kout channels. */
@@ -5118,20 +5119,20 @@ static void nst__wino_filters_avx512_entry(const nst__conv_plan *p, int d, float
 
 static const nst__conv_kernels nst__conv_table[] = {
     {NST_ARCH_SCALAR, "scalar", 6, 16, NST__WINO_NT, NST__WINO_CB, 1, 2, nst__wino_filters, nst__wino_in_scalar,
-     nst__wino_gemm_scalar, nst__wino_out_scalar, 6, 64, 0, NULL, NULL, NULL, NULL},
+     nst__wino_gemm_scalar, nst__wino_out_scalar, 6, 64, 0, NULL, NULL, NULL, NULL, 0},
 #if defined(NST__X86)
     {NST_ARCH_AVX2, "avx2 wino 6x16", 6, 8, 64, 48, 8, 2, nst__wino_filters_avx2, nst__wino_in_avx2,
-     nst__wino_gemm_avx2, nst__wino_out_avx2, 6, 32, 3, NULL, nst__direct_rows_avx2, nst__pool_fwd_avx2, nst__pool_bwd_avx2},
+     nst__wino_gemm_avx2, nst__wino_out_avx2, 6, 32, 3, NULL, nst__direct_rows_avx2, nst__pool_fwd_avx2, nst__pool_bwd_avx2, 0},
 #endif
 #if defined(NST__X86_AVX512)
     {NST_ARCH_AVX512, "avx512 wino 6x64", 6, 16, NST__WINO_NT, NST__WINO_CB, 16, 66, nst__wino_filters_avx512_entry,
      nst__wino_in_avx512, nst__wino_gemm_avx512, nst__wino_out_avx512, 6, 64, 0, nst__direct_avx512, NULL,
-     nst__pool_fwd_avx512, nst__pool_bwd_avx512},
+     nst__pool_fwd_avx512, nst__pool_bwd_avx512, 0},
     /* Zen 4 (nst__cpu_info.split512): the same Winograd kernels, conv1_1 by AVX2's packed-rows direct
      * kernel in both directions (nst__conv_kernels_for) */
     {NST_ARCH_AVX512, "avx512 wino 6x64, avx2 direct rows", 6, 16, NST__WINO_NT, NST__WINO_CB, 16, 66,
      nst__wino_filters_avx512_entry, nst__wino_in_avx512, nst__wino_gemm_avx512, nst__wino_out_avx512, 6, 32, 3, NULL,
-     nst__direct_rows_avx2, nst__pool_fwd_avx512, nst__pool_bwd_avx512},
+     nst__direct_rows_avx2, nst__pool_fwd_avx512, nst__pool_bwd_avx512, 1},
 #endif
 #if defined(NST__NEON)
     /* NEON (32 q registers): a 6 x 16 GEMM tile, 24 accumulators, with u k-major inside each block of 6
@@ -5140,26 +5141,27 @@ static const nst__conv_kernels nst__conv_table[] = {
      * count under qemu (../shared/tools/qemu-insn/count.sh 128): 8 x 12 would waste half the columns of
      * conv4's 16-tile layers at 128 px; u row-major made gcc spill accumulators. */
     {NST_ARCH_NEON, "neon wino 6x16", 6, 16, NST__WINO_NT, NST__WINO_CB, 4, 4, nst__wino_filters_neon, nst__wino_in_neon,
-     nst__wino_gemm_neon, nst__wino_out_neon, 6, 64, 0, nst__direct_neon, NULL, nst__pool_fwd_neon, nst__pool_bwd_neon},
+     nst__wino_gemm_neon, nst__wino_out_neon, 6, 64, 0, nst__direct_neon, NULL, nst__pool_fwd_neon, nst__pool_bwd_neon, 0},
 #endif
 };
 
-/* The first row of the ISA, or on Zen 4 the AVX-512 row after it. Zen 4 (512-bit ops split), conv1_1 at
+/* The ISA's row for this CPU (split512 or not), else its first. Zen 4 (512-bit ops split), conv1_1 at
  * 512 px, `bench_conv --layer conv1_1` default against --arch avx2 alternated: the AVX-512 direct kernel
  * forward 8.4-12.3 ms on 2 threads against AVX2's packed rows' 6.7-7.1 (13.9-16.9 against 10.6-13.6 on
  * one), Winograd backward 8.9-10.0 against 7.4-8.7 for the direct rows (16.2-19.9 / 13.9-16.5). */
 static const nst__conv_kernels *nst__conv_kernels_for(nst_arch a) {
+    const nst__conv_kernels *first = NULL;
     size_t i;
+    int split;
     if (a == NST_ARCH_DEFAULT) a = nst__cpu_arch();
     if ((int)a < NST_ARCH_SCALAR || (int)a > NST_ARCH_NEON || !nst__cpu()->has[a]) a = NST_ARCH_SCALAR;
+    split = a == NST_ARCH_AVX512 && nst__cpu()->split512;
     for (i = 0; i < sizeof nst__conv_table / sizeof nst__conv_table[0]; i++)
         if (nst__conv_table[i].arch == a) {
-#if defined(NST__X86_AVX512)
-            if (a == NST_ARCH_AVX512 && nst__cpu()->split512) return &nst__conv_table[i + 1];
-#endif
-            return &nst__conv_table[i];
+            if (nst__conv_table[i].split512 == split) return &nst__conv_table[i];
+            if (!first) first = &nst__conv_table[i];
         }
-    return &nst__conv_table[0];
+    return first ? first : &nst__conv_table[0];
 }
 
 static void nst__pool_forward_ex(float *out, const float *in, int c, int h, int w, int avg, int nthreads,
